@@ -1,0 +1,27 @@
+//! Compiles `proto/gridroute/v1/*.proto` with protox (no system protoc) and writes the
+//! descriptor set that server reflection serves.
+
+use std::{env, fs, path::PathBuf};
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
+    let files = [
+        "gridroute/v1/resources.proto",
+        "gridroute/v1/incident_service.proto",
+        "gridroute/v1/dispatch_service.proto",
+        "gridroute/v1/routing_service.proto",
+    ];
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", root.join(file).display());
+    }
+    let fds = protox::compile(files, [&root])?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(out.join("gridroute_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}
