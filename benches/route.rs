@@ -1,0 +1,50 @@
+//! Route decisions on the Dawukou sample: the grid lookup alone, and the full decision (lookup
+//! plus rule match) as the router makes it. Figures go to docs/PERFORMANCE.md.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use gridroute_benches::{CATEGORIES, dawukou, points};
+use gridroute_core::{RouteQuery, RouteTarget, crs::Crs, rules::Urgency};
+
+const N: usize = 10_000;
+
+fn bench(c: &mut Criterion) {
+    let table = dawukou();
+    let pts = points(&table, N, 42);
+    let mut g = c.benchmark_group("dawukou");
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("grid_lookup", |b| {
+        b.iter(|| {
+            let mut found = 0usize;
+            for &(x, y) in &pts {
+                found += usize::from(table.grids.locate(black_box(x), black_box(y)).is_some());
+            }
+            found
+        })
+    });
+    g.bench_function("route_decision", |b| {
+        b.iter(|| {
+            let mut depts = 0usize;
+            for (i, &(lng, lat)) in pts.iter().enumerate() {
+                let q = RouteQuery {
+                    category: CATEGORIES[i % CATEGORIES.len()],
+                    target: RouteTarget::Point {
+                        lng,
+                        lat,
+                        crs: Crs::Gcj02,
+                    },
+                    urgency: Urgency::Normal,
+                    source: "resident-app",
+                    excluded: &[],
+                };
+                depts += usize::from(black_box(table.route(black_box(&q))).department);
+            }
+            depts
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,63 @@
+//! Hierarchical category codes such as `city.vehicle.abandoned`.
+//!
+//! A code is one or more lower-case segments of `[a-z0-9_]` joined by dots. A rule's category
+//! matches a report's category when it is equal to it or a dot-bounded prefix of it:
+//! `city.vehicle` matches `city.vehicle.abandoned` but not `city.vehicles`.
+
+/// Longest accepted category code, in bytes.
+pub const MAX_CATEGORY_LEN: usize = 128;
+
+/// Whether `code` is a well-formed category code.
+pub fn is_valid(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= MAX_CATEGORY_LEN
+        && code.split('.').all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
+}
+
+/// Whether the rule category `prefix` covers the report category `code`.
+/// The empty prefix covers everything.
+pub fn covers(prefix: &str, code: &str) -> bool {
+    prefix.is_empty()
+        || (code.starts_with(prefix)
+            && (code.len() == prefix.len() || code.as_bytes()[prefix.len()] == b'.'))
+}
+
+/// The number of segments of a category prefix; 0 for the empty prefix.
+pub fn depth(prefix: &str) -> usize {
+    if prefix.is_empty() {
+        0
+    } else {
+        prefix.split('.').count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validity() {
+        assert!(is_valid("city.vehicle.abandoned"));
+        assert!(is_valid("a"));
+        assert!(is_valid("city.fire_lane.blocked"));
+        for bad in ["", "City.x", "city..x", ".city", "city.", "city x", "城市"] {
+            assert!(!is_valid(bad), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn prefix_is_dot_bounded() {
+        assert!(covers("city.vehicle", "city.vehicle.abandoned"));
+        assert!(covers("city.vehicle", "city.vehicle"));
+        assert!(covers("", "city.vehicle"));
+        assert!(!covers("city.vehicle", "city.vehicles.abandoned"));
+        assert!(!covers("city.vehicle.abandoned", "city.vehicle"));
+        assert_eq!(depth("city.vehicle"), 2);
+        assert_eq!(depth(""), 0);
+    }
+}

@@ -1,0 +1,148 @@
+//! Point → leaf grid.
+//!
+//! An R-tree over grid bounding boxes narrows a lookup to a few candidates, and an exact
+//! point-in-polygon test (holes included) settles it. Grids of one table do not overlap, so a
+//! point strictly inside one grid is the answer; a point on a border shared by several grids
+//! goes to the candidate that sorts first by grid code, the same answer on every replica.
+
+use geo::{BoundingRect, CoordinatePosition, MultiPolygon, coord, coordinate_position::CoordPos};
+use rstar::{AABB, RTree, primitives::GeomWithData, primitives::Rectangle};
+
+use crate::region::RegionId;
+
+type Entry = GeomWithData<Rectangle<[f64; 2]>, u32>;
+
+/// One grid polygon as the index holds it.
+#[derive(Debug, Clone)]
+pub struct IndexedGrid {
+    /// The grid's node in the region tree.
+    pub region: RegionId,
+    /// Its code, used to order border ties.
+    pub code: String,
+    /// Its area, in the table's coordinate system (x = longitude, y = latitude).
+    pub shape: MultiPolygon<f64>,
+}
+
+/// Spatial index of the leaf grids of one table.
+#[derive(Debug)]
+pub struct GridIndex {
+    grids: Vec<IndexedGrid>,
+    tree: RTree<Entry>,
+}
+
+impl GridIndex {
+    /// Builds the index. Grids are ordered by code so that ties resolve the same way
+    /// whatever order the source listed them in.
+    pub fn build(mut grids: Vec<IndexedGrid>) -> Self {
+        grids.sort_by(|a, b| a.code.cmp(&b.code));
+        let entries = grids
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| {
+                let r = g.shape.bounding_rect()?;
+                let rect = Rectangle::from_corners([r.min().x, r.min().y], [r.max().x, r.max().y]);
+                Some(GeomWithData::new(rect, u32::try_from(i).ok()?))
+            })
+            .collect();
+        Self {
+            grids,
+            tree: RTree::bulk_load(entries),
+        }
+    }
+
+    /// The grid containing the point (longitude, latitude), borders included.
+    pub fn locate(&self, lng: f64, lat: f64) -> Option<&IndexedGrid> {
+        let c = coord! { x: lng, y: lat };
+        let mut best: Option<u32> = None;
+        for e in self.tree.locate_all_at_point(&[lng, lat]) {
+            let i = e.data;
+            match self.grids[i as usize].shape.coordinate_position(&c) {
+                CoordPos::Inside => return Some(&self.grids[i as usize]),
+                CoordPos::OnBoundary => best = Some(best.map_or(i, |b| b.min(i))),
+                CoordPos::Outside => {}
+            }
+        }
+        best.map(|i| &self.grids[i as usize])
+    }
+
+    /// Candidate grids whose bounding box meets the given box (for validation and tools).
+    pub fn candidates(&self, min: [f64; 2], max: [f64; 2]) -> impl Iterator<Item = &IndexedGrid> {
+        self.tree
+            .locate_in_envelope_intersecting(&AABB::from_corners(min, max))
+            .map(|e| &self.grids[e.data as usize])
+    }
+
+    /// Every grid, ordered by code.
+    pub fn grids(&self) -> &[IndexedGrid] {
+        &self.grids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use geo::{MultiPolygon, polygon};
+
+    use super::*;
+
+    fn square(x0: f64, y0: f64, x1: f64, y1: f64) -> MultiPolygon<f64> {
+        MultiPolygon(vec![
+            polygon![(x: x0, y: y0), (x: x1, y: y0), (x: x1, y: y1), (x: x0, y: y1)],
+        ])
+    }
+
+    fn two_squares() -> GridIndex {
+        GridIndex::build(vec![
+            IndexedGrid {
+                region: 7,
+                code: "B".into(),
+                shape: square(1.0, 0.0, 2.0, 1.0),
+            },
+            IndexedGrid {
+                region: 3,
+                code: "A".into(),
+                shape: square(0.0, 0.0, 1.0, 1.0),
+            },
+        ])
+    }
+
+    #[test]
+    fn inside_border_outside() {
+        let idx = two_squares();
+        assert_eq!(idx.locate(0.5, 0.5).unwrap().code, "A");
+        assert_eq!(idx.locate(1.5, 0.5).unwrap().code, "B");
+        // Shared edge and shared vertex: the lower code, always.
+        assert_eq!(idx.locate(1.0, 0.5).unwrap().code, "A");
+        assert_eq!(idx.locate(1.0, 1.0).unwrap().code, "A");
+        // Outer edge of B alone.
+        assert_eq!(idx.locate(2.0, 0.5).unwrap().code, "B");
+        assert!(idx.locate(2.5, 0.5).is_none());
+        assert!(idx.locate(-0.1, 0.5).is_none());
+    }
+
+    #[test]
+    fn holes_are_outside() {
+        let shape = MultiPolygon(vec![geo::Polygon::new(
+            geo::LineString::from(vec![
+                (0.0, 0.0),
+                (4.0, 0.0),
+                (4.0, 4.0),
+                (0.0, 4.0),
+                (0.0, 0.0),
+            ]),
+            vec![geo::LineString::from(vec![
+                (1.0, 1.0),
+                (3.0, 1.0),
+                (3.0, 3.0),
+                (1.0, 3.0),
+                (1.0, 1.0),
+            ])],
+        )]);
+        let idx = GridIndex::build(vec![IndexedGrid {
+            region: 0,
+            code: "H".into(),
+            shape,
+        }]);
+        assert!(idx.locate(2.0, 2.0).is_none());
+        assert!(idx.locate(0.5, 0.5).is_some());
+    }
+}

@@ -1,0 +1,234 @@
+//! The route decision: report → leaf grid → department rule → primary department, co-handlers
+//! and SLA policy. Never fails and never drops: when no rule matches, or the point lies outside
+//! every grid, the command centre responsible for the place gets the incident.
+
+use crate::{
+    category,
+    crs::Crs,
+    region::RegionId,
+    rules::{DeptId, PolicyId, Urgency},
+    table::RoutingTable,
+};
+
+/// Where a report says the incident is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RouteTarget<'a> {
+    /// A point (longitude, latitude) in the given coordinate system.
+    Point {
+        /// Longitude in degrees.
+        lng: f64,
+        /// Latitude in degrees.
+        lat: f64,
+        /// Its coordinate system.
+        crs: Crs,
+    },
+    /// A grid code.
+    Grid(&'a str),
+}
+
+/// What the router needs to know of a report.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteQuery<'a> {
+    /// Hierarchical category code.
+    pub category: &'a str,
+    /// Location.
+    pub target: RouteTarget<'a>,
+    /// Urgency.
+    pub urgency: Urgency,
+    /// Source system.
+    pub source: &'a str,
+    /// Departments that returned the incident: rules naming them as primary are skipped.
+    pub excluded: &'a [DeptId],
+}
+
+/// Why the decision is what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A rule matched.
+    Matched,
+    /// In a grid, no rule matched: the command centre of the place.
+    NoRule,
+    /// Outside every grid: the default command centre.
+    OutsideGrids,
+    /// The reported grid code is not a grid of the table: the default command centre.
+    UnknownGrid,
+}
+
+impl Outcome {
+    /// Stable lower-case name, for metric labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Matched => "matched",
+            Self::NoRule => "no_rule",
+            Self::OutsideGrids => "outside_grids",
+            Self::UnknownGrid => "unknown_grid",
+        }
+    }
+}
+
+/// A route decision. Small and `Copy`: names are looked up in the table only when rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Why.
+    pub outcome: Outcome,
+    /// The leaf grid, when found.
+    pub grid: Option<RegionId>,
+    /// Index of the matching rule in `table.rules`.
+    pub rule: Option<u32>,
+    /// Primary department.
+    pub department: DeptId,
+    /// SLA policy.
+    pub sla: PolicyId,
+}
+
+impl RoutingTable {
+    /// Decides where a report goes.
+    pub fn route(&self, q: &RouteQuery<'_>) -> Decision {
+        let grid = match q.target {
+            RouteTarget::Point { lng, lat, crs } => {
+                let (x, y) = crate::crs::convert(crs, self.crs, lng, lat);
+                match self.grids.locate(x, y) {
+                    Some(g) => g.region,
+                    None => return self.fallback(Outcome::OutsideGrids, None, q.urgency),
+                }
+            }
+            RouteTarget::Grid(code) => match self.regions.find(code) {
+                Some(r) if self.is_grid(r) => r,
+                _ => return self.fallback(Outcome::UnknownGrid, None, q.urgency),
+            },
+        };
+        match self.best_rule(q, grid) {
+            Some(i) => {
+                let rule = &self.rules[i as usize];
+                Decision {
+                    outcome: Outcome::Matched,
+                    grid: Some(grid),
+                    rule: Some(i),
+                    department: rule.department,
+                    sla: rule.sla.unwrap_or_else(|| self.default_policy(q.urgency)),
+                }
+            }
+            None => self.fallback(Outcome::NoRule, Some(grid), q.urgency),
+        }
+    }
+
+    fn fallback(&self, outcome: Outcome, grid: Option<RegionId>, urgency: Urgency) -> Decision {
+        Decision {
+            outcome,
+            grid,
+            rule: None,
+            department: grid.map_or(self.default_command_centre, |g| self.command_centre_for(g)),
+            sla: self.default_policy(urgency),
+        }
+    }
+
+    /// The winning rule under the documented precedence (see [`crate::rules`]).
+    fn best_rule(&self, q: &RouteQuery<'_>, grid: RegionId) -> Option<u32> {
+        let mut best: Option<((i32, u16, i32), u32)> = None;
+        for (i, rule) in (0u32..).zip(self.rules.iter()) {
+            if q.excluded.contains(&rule.department)
+                || !rule.applies_to(q.urgency)
+                || !category::covers(&rule.category, q.category)
+                || (!rule.sources.is_empty() && !rule.sources.iter().any(|s| s == q.source))
+            {
+                continue;
+            }
+            let region_depth = if rule.regions.is_empty() {
+                -1
+            } else {
+                match rule
+                    .regions
+                    .iter()
+                    .filter(|&&r| self.regions.is_within(grid, r))
+                    .map(|&r| i32::from(self.regions.node(r).depth))
+                    .max()
+                {
+                    Some(d) => d,
+                    None => continue,
+                }
+            };
+            let key = (rule.priority, rule.category_depth, region_depth);
+            // Strictly greater: on a full tie the rule written first stays.
+            if best.is_none_or(|(k, _)| key > k) {
+                best = Some((key, i));
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    /// Human-readable reasons for a decision, in the order the router considered them.
+    pub fn explain(&self, q: &RouteQuery<'_>, d: &Decision) -> Vec<String> {
+        let mut reasons = Vec::with_capacity(3);
+        match (q.target, d.grid) {
+            (RouteTarget::Point { lng, lat, .. }, Some(g)) => {
+                reasons.push(format!(
+                    "point ({lng}, {lat}) lies in grid {}",
+                    self.describe_path(g)
+                ));
+            }
+            (RouteTarget::Point { lng, lat, .. }, None) => {
+                reasons.push(format!(
+                    "point ({lng}, {lat}) lies outside every grid of table {}",
+                    self.name
+                ));
+            }
+            (RouteTarget::Grid(code), Some(g)) => {
+                reasons.push(format!("reported grid {code} is {}", self.describe_path(g)));
+            }
+            (RouteTarget::Grid(code), None) => {
+                reasons.push(format!(
+                    "reported grid code {code} is not a grid of table {}",
+                    self.name
+                ));
+            }
+        }
+        if !q.excluded.is_empty() {
+            let names: Vec<&str> = q
+                .excluded
+                .iter()
+                .map(|&x| self.departments[x as usize].id.as_str())
+                .collect();
+            reasons.push(format!(
+                "departments that returned the incident are excluded: {}",
+                names.join(", ")
+            ));
+        }
+        let dept = &self.departments[d.department as usize].id;
+        match (d.outcome, d.rule) {
+            (Outcome::Matched, Some(i)) => {
+                let r = &self.rules[i as usize];
+                let cat = if r.category.is_empty() {
+                    "any category".to_owned()
+                } else {
+                    format!("category prefix {}", r.category)
+                };
+                reasons.push(format!(
+                    "rule {} (priority {}) matched {cat} for {}; primary department {dept}",
+                    r.id, r.priority, q.category,
+                ));
+            }
+            (Outcome::NoRule, _) => reasons.push(format!(
+                "no rule matches category {} here; the command centre {dept} takes it",
+                q.category
+            )),
+            _ => reasons.push(format!("the default command centre {dept} takes it")),
+        }
+        reasons.push(format!(
+            "SLA policy {}",
+            self.sla_policies[d.sla as usize].name
+        ));
+        reasons
+    }
+
+    fn describe_path(&self, grid: RegionId) -> String {
+        self.regions
+            .path(grid)
+            .iter()
+            .map(|&r| {
+                let n = self.regions.node(r);
+                format!("{} {}", n.code, n.name)
+            })
+            .collect::<Vec<_>>()
+            .join(" > ")
+    }
+}

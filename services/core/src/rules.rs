@@ -1,0 +1,201 @@
+//! Department routing rules as operators write them in `rules.yaml`, and their compiled form.
+//!
+//! Precedence, from strongest to weakest: a higher explicit `priority`; then the longer category
+//! prefix; then the deeper matching region; then the rule written first. The first four keys
+//! make "most specific wins" predictable; `priority` is the escape hatch when it is not wanted.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::region::RegionId;
+
+/// Dense index of a department inside one table.
+pub type DeptId = u16;
+/// Dense index of an SLA policy inside one table.
+pub type PolicyId = u16;
+
+/// How urgent a report is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Urgency {
+    /// Routine.
+    #[default]
+    Normal,
+    /// Within hours.
+    High,
+    /// Danger to people or property.
+    Critical,
+}
+
+impl Urgency {
+    fn bit(self) -> u8 {
+        match self {
+            Self::Normal => 1,
+            Self::High => 2,
+            Self::Critical => 4,
+        }
+    }
+}
+
+/// `rules.yaml`: departments, command centres, SLA policies and routing rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesFile {
+    /// Name of the table, e.g. `dawukou`.
+    pub name: String,
+    /// Coordinate system of the grid polygons: `gcj02` (default), `wgs84` or `bd09`.
+    #[serde(default)]
+    pub crs: Option<String>,
+    /// Every department that can receive dispatches.
+    pub departments: Vec<DepartmentSpec>,
+    /// The department of last resort for points outside every grid.
+    pub default_command_centre: String,
+    /// Region code → command centre for incidents in that subtree that no rule matches.
+    #[serde(default)]
+    pub command_centres: BTreeMap<String, String>,
+    /// SLA policies by name.
+    pub sla_policies: BTreeMap<String, SlaPolicySpec>,
+    /// Policy used when a rule names none, per urgency.
+    pub default_sla: DefaultSla,
+    /// The rules.
+    pub rules: Vec<RuleSpec>,
+}
+
+/// A department.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepartmentSpec {
+    /// Stable id used in the API, e.g. `property-office`.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// An SLA policy as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlaPolicySpec {
+    /// Time to accept, e.g. `4h`.
+    pub accept: String,
+    /// Time to resolve from dispatch, e.g. `36h`.
+    pub resolve: String,
+}
+
+/// Default SLA policy names per urgency.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultSla {
+    /// For normal urgency.
+    pub normal: String,
+    /// For high urgency.
+    pub high: String,
+    /// For critical urgency.
+    pub critical: String,
+}
+
+/// A rule as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Stable id, reported in every decision it makes.
+    pub id: String,
+    /// Category prefix; empty matches every category.
+    #[serde(default)]
+    pub category: String,
+    /// Region codes whose subtrees the rule covers; empty covers everywhere.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// Urgencies the rule applies to; empty = all.
+    #[serde(default)]
+    pub urgencies: Vec<Urgency>,
+    /// Source systems the rule applies to; empty = all.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// The primary department.
+    pub department: String,
+    /// Co-handling departments.
+    #[serde(default)]
+    pub co_handlers: Vec<String>,
+    /// SLA policy name; the table default for the urgency when absent.
+    #[serde(default)]
+    pub sla: Option<String>,
+    /// Explicit priority; higher wins before specificity is considered.
+    #[serde(default)]
+    pub priority: i32,
+    /// Whether the grid's workers are notified.
+    #[serde(default)]
+    pub notify_grid_worker: bool,
+}
+
+/// A department.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Department {
+    /// Stable id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Stable id.
+    pub id: String,
+    /// Category prefix.
+    pub category: String,
+    /// Its number of segments.
+    pub category_depth: u16,
+    /// Covered subtrees; empty = everywhere.
+    pub regions: Vec<RegionId>,
+    urgency_mask: u8,
+    /// Source systems; empty = all.
+    pub sources: Vec<String>,
+    /// Primary department.
+    pub department: DeptId,
+    /// Co-handlers.
+    pub co_handlers: Vec<DeptId>,
+    /// Explicit SLA policy.
+    pub sla: Option<PolicyId>,
+    /// Explicit priority.
+    pub priority: i32,
+    /// Notify the grid worker.
+    pub notify_grid_worker: bool,
+}
+
+impl Rule {
+    /// Builds a compiled rule; references are resolved by the table loader.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        spec: &RuleSpec,
+        regions: Vec<RegionId>,
+        department: DeptId,
+        co_handlers: Vec<DeptId>,
+        sla: Option<PolicyId>,
+    ) -> Self {
+        let urgency_mask = if spec.urgencies.is_empty() {
+            u8::MAX
+        } else {
+            spec.urgencies.iter().fold(0, |m, u| m | u.bit())
+        };
+        Self {
+            id: spec.id.clone(),
+            category: spec.category.clone(),
+            category_depth: u16::try_from(crate::category::depth(&spec.category))
+                .unwrap_or(u16::MAX),
+            regions,
+            urgency_mask,
+            sources: spec.sources.clone(),
+            department,
+            co_handlers,
+            sla,
+            priority: spec.priority,
+            notify_grid_worker: spec.notify_grid_worker,
+        }
+    }
+
+    /// Whether the rule applies to this urgency.
+    pub fn applies_to(&self, urgency: Urgency) -> bool {
+        self.urgency_mask & urgency.bit() != 0
+    }
+}

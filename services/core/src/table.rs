@@ -1,0 +1,504 @@
+//! A whole routing table: the region tree, the grid index, the departments, SLA policies and
+//! rules, loaded from `grids.geojson` and `rules.yaml` and validated as one.
+//!
+//! Loading never stops at the first problem: every issue found is reported with a stable code
+//! and the offending id, and a table with any error is rejected whole, so the table in force
+//! stays in force. Warnings are listed and do not block.
+
+use std::{collections::HashMap, fmt};
+
+use geo::{LineString, MultiPolygon, Polygon};
+use serde_json::Value;
+
+use crate::{
+    category,
+    crs::Crs,
+    grid_index::{GridIndex, IndexedGrid},
+    region::{RegionId, RegionTree},
+    rules::{Department, DeptId, PolicyId, Rule, RulesFile, Urgency},
+    sla::{SlaPolicy, parse_duration},
+};
+
+/// How serious an issue is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The table is rejected.
+    Error,
+    /// Listed; the table is still usable.
+    Warning,
+}
+
+/// One problem found in a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableIssue {
+    /// Error or warning.
+    pub severity: Severity,
+    /// Stable machine-readable code, e.g. `duplicate_grid`.
+    pub code: &'static str,
+    /// The offending id (grid code, rule id, department id, file).
+    pub subject: String,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+impl fmt::Display for TableIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(
+            f,
+            "{sev} [{}] {}: {}",
+            self.code, self.subject, self.message
+        )
+    }
+}
+
+/// A table rejected with every reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("routing table rejected with {} error(s): {}", .issues.iter().filter(|i| i.severity == Severity::Error).count(), .issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct TableError {
+    /// Every issue, errors and warnings.
+    pub issues: Vec<TableIssue>,
+}
+
+/// The sources of a table, as read from its directory.
+#[derive(Debug, Clone, Copy)]
+pub struct TableSources<'a> {
+    /// `grids.geojson`.
+    pub grids_geojson: &'a str,
+    /// `rules.yaml`.
+    pub rules_yaml: &'a str,
+}
+
+/// A loaded, validated routing table. Immutable: a new version is a new table, swapped in whole.
+#[derive(Debug)]
+pub struct RoutingTable {
+    /// Table name from `rules.yaml`.
+    pub name: String,
+    /// Version: the name plus a hash of both sources, so equal content has an equal version.
+    pub version: String,
+    /// Coordinate system of the polygons.
+    pub crs: Crs,
+    /// The region tree.
+    pub regions: RegionTree,
+    /// The leaf grids.
+    pub grids: GridIndex,
+    /// Which regions are leaf grids with a polygon.
+    pub(crate) is_grid: Vec<bool>,
+    /// Departments.
+    pub departments: Vec<Department>,
+    dept_by_id: HashMap<String, DeptId>,
+    /// Compiled rules, in file order.
+    pub rules: Vec<Rule>,
+    /// Command centre per region subtree.
+    pub(crate) command_centres: HashMap<RegionId, DeptId>,
+    /// Command centre for points outside every grid.
+    pub default_command_centre: DeptId,
+    /// SLA policies.
+    pub sla_policies: Vec<SlaPolicy>,
+    pub(crate) default_sla: [PolicyId; 3],
+    /// Warnings found while loading.
+    pub warnings: Vec<TableIssue>,
+}
+
+struct Issues(Vec<TableIssue>);
+
+impl Issues {
+    fn error(
+        &mut self,
+        code: &'static str,
+        subject: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.0.push(TableIssue {
+            severity: Severity::Error,
+            code,
+            subject: subject.into(),
+            message: message.into(),
+        });
+    }
+    fn has_errors(&self) -> bool {
+        self.0.iter().any(|i| i.severity == Severity::Error)
+    }
+}
+
+/// FNV-1a, 64 bit: a stable content hash for table versions (std's hasher is not stable).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+impl RoutingTable {
+    /// Loads and validates a table from its sources.
+    pub fn load(src: TableSources<'_>) -> Result<Self, TableError> {
+        let mut issues = Issues(Vec::new());
+        let rules_file: Option<RulesFile> = match yaml_serde::from_str(src.rules_yaml) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                issues.error("rules_unparsable", "rules.yaml", e.to_string());
+                None
+            }
+        };
+        let mut regions = RegionTree::new();
+        let grids = load_grids(src.grids_geojson, &mut regions, &mut issues);
+        let Some(rf) = rules_file else {
+            return Err(TableError { issues: issues.0 });
+        };
+
+        let crs = match rf.crs.as_deref() {
+            None => Crs::Gcj02,
+            Some(text) => Crs::parse(text).unwrap_or_else(|| {
+                issues.error("unknown_crs", text, "crs must be gcj02, wgs84 or bd09");
+                Crs::Gcj02
+            }),
+        };
+
+        let mut departments = Vec::new();
+        let mut dept_by_id = HashMap::new();
+        for d in &rf.departments {
+            if d.id.is_empty() {
+                issues.error("empty_department_id", &d.name, "department id is empty");
+            } else if dept_by_id.contains_key(&d.id) {
+                issues.error("duplicate_department", &d.id, "department defined twice");
+            } else if let Ok(id) = DeptId::try_from(departments.len()) {
+                dept_by_id.insert(d.id.clone(), id);
+                departments.push(Department {
+                    id: d.id.clone(),
+                    name: d.name.clone(),
+                });
+            }
+        }
+        let dept = |id: &str, subject: &str, issues: &mut Issues| -> Option<DeptId> {
+            let found = dept_by_id.get(id).copied();
+            if found.is_none() {
+                issues.error(
+                    "unknown_department",
+                    subject,
+                    format!("department {id:?} is not defined"),
+                );
+            }
+            found
+        };
+
+        let mut sla_policies = Vec::new();
+        let mut policy_by_name = HashMap::new();
+        for (name, spec) in &rf.sla_policies {
+            match (parse_duration(&spec.accept), parse_duration(&spec.resolve)) {
+                (Some(accept_ms), Some(resolve_ms)) => {
+                    policy_by_name.insert(name.clone(), sla_policies.len() as PolicyId);
+                    sla_policies.push(SlaPolicy {
+                        name: name.clone(),
+                        accept_ms,
+                        resolve_ms,
+                    });
+                }
+                _ => issues.error(
+                    "bad_duration",
+                    name,
+                    "accept and resolve must be durations like 4h or 1h30m",
+                ),
+            }
+        }
+        let policy = |name: &str, subject: &str, issues: &mut Issues| -> PolicyId {
+            policy_by_name.get(name).copied().unwrap_or_else(|| {
+                issues.error(
+                    "unknown_sla_policy",
+                    subject,
+                    format!("SLA policy {name:?} is not defined"),
+                );
+                0
+            })
+        };
+        let default_sla = [
+            policy(&rf.default_sla.normal, "default_sla.normal", &mut issues),
+            policy(&rf.default_sla.high, "default_sla.high", &mut issues),
+            policy(
+                &rf.default_sla.critical,
+                "default_sla.critical",
+                &mut issues,
+            ),
+        ];
+
+        let default_command_centre = dept(
+            &rf.default_command_centre,
+            "default_command_centre",
+            &mut issues,
+        )
+        .unwrap_or(0);
+        let mut command_centres = HashMap::new();
+        for (code, d) in &rf.command_centres {
+            let region = regions.find(code);
+            if region.is_none() {
+                issues.error(
+                    "unknown_region",
+                    format!("command_centres.{code}"),
+                    "region is not in the tree",
+                );
+            }
+            if let (Some(r), Some(d)) = (
+                region,
+                dept(d, &format!("command_centres.{code}"), &mut issues),
+            ) {
+                command_centres.insert(r, d);
+            }
+        }
+
+        let mut rules = Vec::new();
+        let mut seen_rules = HashMap::new();
+        for spec in &rf.rules {
+            if seen_rules.insert(spec.id.clone(), ()).is_some() {
+                issues.error("duplicate_rule", &spec.id, "rule id used twice");
+            }
+            if !spec.category.is_empty() && !category::is_valid(&spec.category) {
+                issues.error(
+                    "bad_category",
+                    &spec.id,
+                    format!(
+                        "category {:?} is not a dotted lower-case code",
+                        spec.category
+                    ),
+                );
+            }
+            let mut rule_regions = Vec::new();
+            for code in &spec.regions {
+                match regions.find(code) {
+                    Some(r) => rule_regions.push(r),
+                    None => issues.error(
+                        "unknown_region",
+                        &spec.id,
+                        format!("region {code:?} is not in the tree"),
+                    ),
+                }
+            }
+            let primary = dept(&spec.department, &spec.id, &mut issues);
+            let co: Vec<DeptId> = spec
+                .co_handlers
+                .iter()
+                .filter_map(|c| dept(c, &spec.id, &mut issues))
+                .collect();
+            let sla = spec
+                .sla
+                .as_deref()
+                .map(|name| policy(name, &spec.id, &mut issues));
+            if let Some(primary) = primary {
+                rules.push(Rule::new(spec, rule_regions, primary, co, sla));
+            }
+        }
+
+        if issues.has_errors() {
+            return Err(TableError { issues: issues.0 });
+        }
+        let mut is_grid = vec![false; regions.len()];
+        for g in &grids {
+            is_grid[g.region as usize] = true;
+        }
+        let hash =
+            fnv1a(src.grids_geojson.as_bytes()) ^ fnv1a(src.rules_yaml.as_bytes()).rotate_left(1);
+        Ok(Self {
+            version: format!("{}-{:012x}", rf.name, hash & 0xffff_ffff_ffff),
+            name: rf.name,
+            crs,
+            regions,
+            grids: GridIndex::build(grids),
+            is_grid,
+            departments,
+            dept_by_id,
+            rules,
+            command_centres,
+            default_command_centre,
+            sla_policies,
+            default_sla,
+            warnings: issues.0,
+        })
+    }
+
+    /// The department with this id.
+    pub fn department(&self, id: &str) -> Option<DeptId> {
+        self.dept_by_id.get(id).copied()
+    }
+
+    /// Whether the region is a leaf grid with a polygon.
+    pub fn is_grid(&self, region: RegionId) -> bool {
+        self.is_grid.get(region as usize).copied().unwrap_or(false)
+    }
+
+    /// The SLA policy used when a rule names none.
+    pub fn default_policy(&self, urgency: Urgency) -> PolicyId {
+        self.default_sla[match urgency {
+            Urgency::Normal => 0,
+            Urgency::High => 1,
+            Urgency::Critical => 2,
+        }]
+    }
+
+    /// The command centre responsible for a region: the nearest one up the tree.
+    pub fn command_centre_for(&self, region: RegionId) -> DeptId {
+        let mut cur = Some(region);
+        while let Some(r) = cur {
+            if let Some(&d) = self.command_centres.get(&r) {
+                return d;
+            }
+            cur = self.regions.node(r).parent;
+        }
+        self.default_command_centre
+    }
+}
+
+fn load_grids(text: &str, regions: &mut RegionTree, issues: &mut Issues) -> Vec<IndexedGrid> {
+    let doc: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            issues.error("grids_unparsable", "grids.geojson", e.to_string());
+            return Vec::new();
+        }
+    };
+    let Some(features) = doc.get("features").and_then(Value::as_array) else {
+        issues.error(
+            "grids_unparsable",
+            "grids.geojson",
+            "not a GeoJSON FeatureCollection",
+        );
+        return Vec::new();
+    };
+    let mut grids = Vec::with_capacity(features.len());
+    for (n, f) in features.iter().enumerate() {
+        let props = f.get("properties").unwrap_or(&Value::Null);
+        let text = |k: &str| props.get(k).and_then(Value::as_str).unwrap_or("");
+        let code = text("code");
+        if code.is_empty() {
+            issues.error(
+                "missing_code",
+                format!("feature #{n}"),
+                "feature has no properties.code",
+            );
+            continue;
+        }
+        let mut parent: Option<RegionId> = None;
+        let mut ok = true;
+        for p in props
+            .get("path")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
+            let pt = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("");
+            match regions.insert(pt("code"), pt("name"), pt("level"), parent) {
+                Ok(id) => parent = Some(id),
+                Err(e) => {
+                    issues.error(
+                        "inconsistent_region",
+                        pt("code"),
+                        format!("{e} (seen in grid {code})"),
+                    );
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if !ok {
+            continue;
+        }
+        if parent.is_none() {
+            issues.error(
+                "missing_parent",
+                code,
+                "grid has no path up to its district",
+            );
+        }
+        if regions.find(code).is_some() {
+            issues.error("duplicate_grid", code, "grid code used twice");
+            continue;
+        }
+        let level = if text("level").is_empty() {
+            "grid"
+        } else {
+            text("level")
+        };
+        let region = match regions.insert(code, text("name"), level, parent) {
+            Ok(r) => r,
+            Err(e) => {
+                issues.error("inconsistent_region", code, e.to_string());
+                continue;
+            }
+        };
+        match parse_geometry(f.get("geometry").unwrap_or(&Value::Null)) {
+            Ok(shape) => grids.push(IndexedGrid {
+                region,
+                code: code.to_owned(),
+                shape,
+            }),
+            Err(why) => issues.error("bad_geometry", code, why),
+        }
+    }
+    grids
+}
+
+/// Parses a GeoJSON Polygon or MultiPolygon geometry.
+pub fn parse_geometry(g: &Value) -> Result<MultiPolygon<f64>, String> {
+    let coords = g.get("coordinates").ok_or("geometry has no coordinates")?;
+    match g.get("type").and_then(Value::as_str) {
+        Some("Polygon") => Ok(MultiPolygon(vec![parse_polygon(coords)?])),
+        Some("MultiPolygon") => coords
+            .as_array()
+            .ok_or("MultiPolygon coordinates are not an array")?
+            .iter()
+            .map(parse_polygon)
+            .collect::<Result<Vec<_>, _>>()
+            .map(MultiPolygon),
+        other => Err(format!(
+            "geometry type {other:?} is not Polygon or MultiPolygon"
+        )),
+    }
+}
+
+fn parse_polygon(v: &Value) -> Result<Polygon<f64>, String> {
+    let rings = v.as_array().ok_or("polygon is not an array of rings")?;
+    let mut parsed = rings
+        .iter()
+        .map(parse_ring)
+        .collect::<Result<Vec<_>, _>>()?;
+    if parsed.is_empty() {
+        return Err("polygon has no ring".into());
+    }
+    let exterior = parsed.remove(0);
+    Ok(Polygon::new(exterior, parsed))
+}
+
+fn parse_ring(v: &Value) -> Result<LineString<f64>, String> {
+    let pts = v.as_array().ok_or("ring is not an array of positions")?;
+    let mut coords = Vec::with_capacity(pts.len());
+    for p in pts {
+        let (Some(x), Some(y)) = (
+            p.get(0).and_then(Value::as_f64),
+            p.get(1).and_then(Value::as_f64),
+        ) else {
+            return Err("position is not [longitude, latitude]".into());
+        };
+        if !(-180.0..=180.0).contains(&x) || !(-90.0..=90.0).contains(&y) {
+            return Err(format!("position [{x}, {y}] is out of range"));
+        }
+        coords.push((x, y));
+    }
+    if coords.len() < 4 {
+        return Err(format!(
+            "ring has {} positions; at least 4 are needed",
+            coords.len()
+        ));
+    }
+    if coords.first() != coords.last() {
+        return Err("ring is not closed (first and last positions differ)".into());
+    }
+    Ok(LineString::from(coords))
+}
+
+/// The table in force, shared by every task of a process and swapped whole: a reader holds one
+/// complete version for as long as it needs it, so no incident is routed against a mix.
+pub type SharedTable = std::sync::Arc<arc_swap::ArcSwap<RoutingTable>>;
+
+/// Wraps a table for sharing.
+pub fn shared(table: RoutingTable) -> SharedTable {
+    std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(table))
+}
