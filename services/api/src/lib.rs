@@ -1,0 +1,112 @@
+//! The gRPC face of gridroute: `gridroute.v1` IncidentService, DispatchService and
+//! RoutingService, plus `grpc.health.v1` and server reflection (v1 and v1alpha).
+//!
+//! Layout:
+//! - [`error`]: the one mapping from errors to `tonic::Status`.
+//! - [`validate`]: request validation with field-level violations.
+//! - [`incident`], [`dispatch`], [`routing`]: one service per module; handlers validate, call
+//!   the store or the core, and map the result.
+//! - [`server`]: assembles the services, health and reflection, and serves them.
+//!
+//! Handlers hold no state of their own: everything shared lives in Redis or in the table in
+//! force, so any number of API replicas can run side by side.
+
+pub mod dispatch;
+pub mod error;
+pub mod incident;
+pub mod routing;
+pub mod server;
+pub mod validate;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use gridroute_core::table::SharedTable;
+use gridroute_store::Store;
+use gridroute_telemetry::names;
+use tokio::sync::Semaphore;
+use tonic::{Code, Response, Status};
+use tracing::Instrument;
+
+pub use error::ApiError;
+pub use server::serve;
+
+/// Most concurrent Subscribe streams per API process: each holds one Redis connection for its
+/// blocking reads, so this bounds connections as well as memory.
+pub const MAX_SUBSCRIBERS: usize = 1024;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The store.
+    pub store: Store,
+    /// The routing table in force.
+    pub tables: SharedTable,
+    /// Permits for Subscribe streams.
+    pub subscribers: Arc<Semaphore>,
+    /// How long one subscriber read blocks waiting for dispatches.
+    pub subscribe_block: Duration,
+}
+
+impl ApiState {
+    /// State with default limits.
+    pub fn new(store: Store, tables: SharedTable) -> Self {
+        Self {
+            store,
+            tables,
+            subscribers: Arc::new(Semaphore::new(MAX_SUBSCRIBERS)),
+            subscribe_block: Duration::from_secs(5),
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Stable names of status codes, for the `code` metric label.
+pub(crate) fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Runs a handler body inside its span, records its rate, errors and duration, and maps its
+/// error through the one conversion to `Status`.
+pub(crate) async fn observed<T>(
+    method: &'static str,
+    body: impl Future<Output = Result<T, ApiError>>,
+) -> Result<Response<T>, Status> {
+    let started = Instant::now();
+    let result = body
+        .instrument(tracing::info_span!("rpc", method))
+        .await
+        .map_err(Status::from);
+    let code = result
+        .as_ref()
+        .map_or_else(|s| code_name(s.code()), |_| "OK");
+    metrics::counter!(names::RPC_REQUESTS_TOTAL, "method" => method, "code" => code).increment(1);
+    metrics::histogram!(names::RPC_DURATION_SECONDS, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    result.map(Response::new)
+}

@@ -1,0 +1,35 @@
+//! RoutingService: explain how a report would be routed, creating nothing.
+
+use gridroute_proto::v1::{self as pb, routing_service_server::RoutingService};
+use gridroute_store::codec;
+use tonic::{Request, Response, Status};
+
+use crate::{ApiError, ApiState, now_ms, observed, validate};
+
+/// The RoutingService implementation.
+#[derive(Debug, Clone)]
+pub struct Routing(pub ApiState);
+
+#[tonic::async_trait]
+impl RoutingService for Routing {
+    async fn explain_route(
+        &self,
+        request: Request<pb::ExplainRouteRequest>,
+    ) -> Result<Response<pb::ExplainRouteResponse>, Status> {
+        observed("ExplainRoute", async {
+            let mut report = request
+                .into_inner()
+                .report
+                .ok_or_else(|| ApiError::field("report", "required"))?;
+            let table = self.0.tables.load_full();
+            validate::report(&mut report, &table, now_ms(), "report.", false)?;
+            let q = codec::route_query(&report, &[], table.crs)
+                .ok_or_else(|| ApiError::field("report.location", "required"))?;
+            let d = table.route(&q);
+            Ok(pb::ExplainRouteResponse {
+                decision: Some(codec::decision_message(&table, &q, &d)),
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,106 @@
+//! Assembles the gRPC server: the three gridroute services, `grpc.health.v1` and reflection
+//! (v1 and v1alpha: Python's grpcio asks v1alpha). Health follows Redis: NOT_SERVING while it
+//! is unreachable, SERVING again when it answers.
+
+use std::time::Duration;
+
+use gridroute_proto::{
+    FILE_DESCRIPTOR_SET,
+    v1::{
+        dispatch_service_server::DispatchServiceServer,
+        incident_service_server::IncidentServiceServer,
+        routing_service_server::RoutingServiceServer,
+    },
+};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tracing::{info, warn};
+
+use crate::{ApiState, dispatch::Dispatches, incident::Incidents, routing::Routing};
+
+/// Fully qualified names of the services health reports on (plus the empty name, the server).
+pub const SERVICE_NAMES: [&str; 3] = [
+    "gridroute.v1.IncidentService",
+    "gridroute.v1.DispatchService",
+    "gridroute.v1.RoutingService",
+];
+
+/// How often health re-checks Redis.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why the server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Reflection could not be built from the descriptor set.
+    #[error("reflection: {0}")]
+    Reflection(String),
+    /// The transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then drains in-flight calls.
+pub async fn serve(
+    state: ApiState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    set_all(&reporter, ServingStatus::NotServing).await;
+    let store = state.store.clone();
+    let health_task = tokio::spawn(async move {
+        let mut serving = None;
+        loop {
+            let ok = store.ping().await.is_ok();
+            if serving != Some(ok) {
+                if ok {
+                    info!("redis reachable: SERVING");
+                } else {
+                    warn!("redis unreachable: NOT_SERVING");
+                }
+                set_all(
+                    &reporter,
+                    if ok {
+                        ServingStatus::Serving
+                    } else {
+                        ServingStatus::NotServing
+                    },
+                )
+                .await;
+                serving = Some(ok);
+            }
+            tokio::time::sleep(HEALTH_INTERVAL).await;
+        }
+    });
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let result = Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(IncidentServiceServer::new(Incidents(state.clone())))
+        .add_service(DispatchServiceServer::new(Dispatches(state.clone())))
+        .add_service(RoutingServiceServer::new(Routing(state)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    health_task.abort();
+    Ok(result?)
+}

@@ -1,0 +1,149 @@
+//! `gridroute`: the product binary. It only parses the command line and hands over to the
+//! crates that do the work (see `services/` and the README's architecture section).
+
+mod client;
+mod serve;
+mod tables;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gridroute",
+    version,
+    about = "Incident routing for city grid governance"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the gRPC API and/or router workers against a Redis.
+    Serve(serve::ServeOptions),
+    /// Like serve, on the built-in Dawukou sample, starting a private redis-server when no
+    /// --redis-url is given.
+    Dev(serve::ServeOptions),
+    /// Report an incident.
+    Report {
+        /// gRPC endpoint.
+        #[arg(long, env = "GRIDROUTE_ADDR", default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        #[command(flatten)]
+        report: client::ReportArgs,
+    },
+    /// Explain how a report would be routed, without creating an incident.
+    Explain {
+        /// gRPC endpoint.
+        #[arg(long, env = "GRIDROUTE_ADDR", default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        #[command(flatten)]
+        report: client::ReportArgs,
+    },
+    /// Show one incident with its decision and timeline.
+    Get {
+        /// gRPC endpoint.
+        #[arg(long, env = "GRIDROUTE_ADDR", default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        /// Incident id.
+        id: String,
+    },
+    /// Stream a department's dispatches.
+    Subscribe {
+        /// gRPC endpoint.
+        #[arg(long, env = "GRIDROUTE_ADDR", default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        /// Department id, e.g. property-office.
+        #[arg(long)]
+        department: String,
+        /// Resume after this cursor.
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Without a cursor: only new dispatches (default: from the oldest retained).
+        #[arg(long)]
+        latest: bool,
+    },
+    /// Accept, resolve or return an incident as a department.
+    Act {
+        /// gRPC endpoint.
+        #[arg(long, env = "GRIDROUTE_ADDR", default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        /// What to do.
+        #[arg(value_enum)]
+        action: client::Act,
+        /// Incident id.
+        id: String,
+        /// Department acting.
+        #[arg(long)]
+        department: String,
+        /// Note for the timeline.
+        #[arg(long, default_value = "done")]
+        note: String,
+    },
+    /// Routing table tools.
+    Tables {
+        #[command(subcommand)]
+        command: TablesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TablesCommand {
+    /// Validate a table directory offline; prints every issue.
+    Validate {
+        /// Directory with grids.geojson and rules.yaml.
+        dir: PathBuf,
+    },
+    /// Generate the Dawukou sample (317 grids inside the real boundary) and its rules.
+    Sample {
+        /// Boundary GeoJSON (a Feature or FeatureCollection with one (Multi)Polygon).
+        #[arg(long, default_value = "../shared/data/dawukou-640202.geojson")]
+        boundary: PathBuf,
+        /// Output directory.
+        #[arg(long, default_value = "deploy/sample/dawukou")]
+        out: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(o) => serve::run(o, false).await,
+        Command::Dev(o) => serve::run(o, true).await,
+        Command::Report { addr, report } => client::report(&addr, &report).await,
+        Command::Explain { addr, report } => client::explain(&addr, &report).await,
+        Command::Get { addr, id } => client::get(&addr, &id).await,
+        Command::Subscribe {
+            addr,
+            department,
+            cursor,
+            latest,
+        } => client::subscribe(&addr, &department, cursor, latest).await,
+        Command::Act {
+            addr,
+            action,
+            id,
+            department,
+            note,
+        } => client::act(&addr, action, &id, &department, &note).await,
+        Command::Tables { command } => match command {
+            TablesCommand::Validate { dir } => tables::validate(&dir)
+                .map(|s| print!("{s}"))
+                .map_err(Into::into),
+            TablesCommand::Sample { boundary, out } => tables::sample(&boundary, &out)
+                .map(|s| print!("{s}"))
+                .map_err(Into::into),
+        },
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gridroute: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Loading routing tables from a directory or from the copy built into the binary, and the
+//! `tables` subcommands.
+
+use std::path::{Path, PathBuf};
+
+use gridroute_core::{
+    RoutingTable,
+    synth::{self, SynthParams},
+    table::{Severity, TableSources},
+};
+
+/// The Dawukou sample, built into the binary so that `gridroute dev` runs from anywhere.
+pub const SAMPLE_GRIDS: &str = include_str!("../../../deploy/sample/dawukou/grids.geojson");
+/// The Dawukou sample rules.
+pub const SAMPLE_RULES: &str = include_str!("../../../deploy/sample/dawukou/rules.yaml");
+
+/// A table that could not be read or was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum TablesError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The table was rejected.
+    #[error(transparent)]
+    Rejected(#[from] gridroute_core::TableError),
+    /// Generation failed.
+    #[error("{0}")]
+    Synth(String),
+}
+
+fn read(path: PathBuf) -> Result<String, TablesError> {
+    std::fs::read_to_string(&path).map_err(|source| TablesError::Io { path, source })
+}
+
+fn write(path: PathBuf, text: &str) -> Result<(), TablesError> {
+    std::fs::write(&path, text).map_err(|source| TablesError::Io { path, source })
+}
+
+/// Loads `DIR/grids.geojson` and `DIR/rules.yaml`, or the built-in sample when `dir` is None.
+pub fn load(dir: Option<&Path>) -> Result<RoutingTable, TablesError> {
+    let table = match dir {
+        None => RoutingTable::load(TableSources {
+            grids_geojson: SAMPLE_GRIDS,
+            rules_yaml: SAMPLE_RULES,
+        })?,
+        Some(d) => {
+            let grids = read(d.join("grids.geojson"))?;
+            let rules = read(d.join("rules.yaml"))?;
+            RoutingTable::load(TableSources {
+                grids_geojson: &grids,
+                rules_yaml: &rules,
+            })?
+        }
+    };
+    metrics::counter!(gridroute_telemetry::names::TABLE_LOADS_TOTAL, "outcome" => "loaded")
+        .increment(1);
+    metrics::gauge!(gridroute_telemetry::names::TABLE_INFO, "version" => table.version.clone())
+        .set(1.0);
+    Ok(table)
+}
+
+/// `gridroute tables validate DIR`: prints every issue; Err when the table is rejected.
+pub fn validate(dir: &Path) -> Result<String, TablesError> {
+    let t = load(Some(dir))?;
+    let mut out = format!(
+        "table {} is valid: {} regions, {} grids, {} departments, {} rules\n",
+        t.version,
+        t.regions.len(),
+        t.grids.grids().len(),
+        t.departments.len(),
+        t.rules.len()
+    );
+    for w in t
+        .warnings
+        .iter()
+        .filter(|w| w.severity == Severity::Warning)
+    {
+        out.push_str(&format!("{w}\n"));
+    }
+    Ok(out)
+}
+
+/// `gridroute tables sample`: generates the Dawukou sample inside the real boundary.
+pub fn sample(boundary: &Path, out: &Path) -> Result<String, TablesError> {
+    let text = read(boundary.to_path_buf())?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| TablesError::Synth(e.to_string()))?;
+    let geometry = doc
+        .pointer("/features/0/geometry")
+        .or_else(|| doc.get("geometry"))
+        .ok_or_else(|| TablesError::Synth("boundary has no geometry".into()))?;
+    let shape = gridroute_core::table::parse_geometry(geometry).map_err(TablesError::Synth)?;
+    let params = SynthParams::dawukou();
+    let grids = synth::synthesize(&shape, &params).map_err(TablesError::Synth)?;
+    let township = params
+        .streets
+        .iter()
+        .position(|(name, _)| name.ends_with('镇'))
+        .map(|i| format!("{}{:03}", params.district_code, i + 1))
+        .ok_or_else(|| TablesError::Synth("sample has no township".into()))?;
+    std::fs::create_dir_all(out).map_err(|source| TablesError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    write(
+        out.join("grids.geojson"),
+        &synth::grids_geojson(&params, &grids),
+    )?;
+    write(
+        out.join("rules.yaml"),
+        &include_str!("sample_rules.yaml.tmpl").replace("{{TOWNSHIP}}", &township),
+    )?;
+    let t = load(Some(out))?;
+    let mut communities: Vec<(usize, usize)> =
+        grids.iter().map(|g| (g.street, g.community)).collect();
+    communities.sort_unstable();
+    communities.dedup();
+    Ok(format!(
+        "wrote {}: {} streets, {} communities, {} grids, {:.1} km²; table {}\n",
+        out.display(),
+        params.streets.len(),
+        communities.len(),
+        grids.len(),
+        grids.iter().map(|g| synth::area_km2(&g.shape)).sum::<f64>(),
+        t.version
+    ))
+}

@@ -1,0 +1,348 @@
+//! Router workers: stateless, any number per deployment.
+//!
+//! Each process runs one worker per partition. A worker first drains the entries it already
+//! owns (after a restart under the same consumer name), then reads new entries in batches
+//! through the `routers` consumer group, and every [`RouterConfig::claim_interval`] takes over
+//! entries left pending by routers that stopped. Each entry is routed against the table in
+//! memory and dispatched by one script that also acknowledges it, so a router killed at any
+//! point causes a redelivery, never a lost or doubled dispatch. Entries that cannot be decoded,
+//! or that failed [`RouterConfig::max_deliveries`] times, go to the dead-letter stream.
+
+use std::time::{Duration, Instant};
+
+use gridroute_core::{RoutingTable, table::SharedTable};
+use gridroute_proto::v1 as pb;
+use gridroute_store::{
+    Store, StoreError, codec,
+    consumer::{Consumer, DispatchWrite, IngestEntry},
+    keys,
+};
+use gridroute_telemetry::names;
+use prost::Message;
+use tokio::sync::watch;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// Router settings.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Consumer name in the group; unique per process. A stable name (a StatefulSet pod name)
+    /// lets a restarted router finish its own pending entries at once.
+    pub consumer_name: String,
+    /// Entries read per batch: large enough to amortise the round trip, small enough that one
+    /// batch's dispatch pipeline stays well under Redis's latency budget.
+    pub batch_size: usize,
+    /// How long one read blocks when the stream is empty; also bounds shutdown latency.
+    pub block: Duration,
+    /// How often to look for entries abandoned by other routers.
+    pub claim_interval: Duration,
+    /// How long an entry must have been pending before another router takes it over. Must be
+    /// well above the time a healthy router needs for one batch.
+    pub claim_min_idle: Duration,
+    /// Deliveries after which an entry that still fails goes to the dead-letter stream.
+    pub max_deliveries: u64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            consumer_name: default_consumer_name(),
+            batch_size: 256,
+            block: Duration::from_secs(1),
+            claim_interval: Duration::from_secs(5),
+            claim_min_idle: Duration::from_secs(30),
+            max_deliveries: 5,
+        }
+    }
+}
+
+/// `host-pid`: unique per process on one host.
+pub fn default_consumer_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "router".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Runs one worker per partition until `shutdown` turns true; in-flight batches finish first.
+pub async fn run(
+    store: Store,
+    tables: SharedTable,
+    cfg: RouterConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), StoreError> {
+    store.ensure_groups().await?;
+    let mut workers = tokio::task::JoinSet::new();
+    for p in 0..store.keys().partitions() {
+        let consumer = store.consumer(p, &cfg.consumer_name, cfg.block).await?;
+        let worker = Worker {
+            store: store.clone(),
+            tables: tables.clone(),
+            cfg: cfg.clone(),
+            consumer,
+        };
+        let shutdown = shutdown.clone();
+        workers.spawn(
+            worker
+                .run(shutdown)
+                .instrument(info_span!("router", partition = p)),
+        );
+    }
+    info!(consumer = %cfg.consumer_name, partitions = store.keys().partitions(), "router started");
+    while workers.join_next().await.is_some() {}
+    info!("router stopped");
+    Ok(())
+}
+
+/// Publishes ingest lag, pending and dead-letter counts as gauges until shutdown.
+pub async fn stats_loop(store: Store, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        match store.ingest_stats().await {
+            Ok(s) => {
+                metrics::gauge!(names::INGEST_LAG).set(s.lag as f64);
+                metrics::gauge!(names::INGEST_PENDING).set(s.pending as f64);
+                metrics::gauge!(names::DEAD_LETTER_LENGTH).set(s.dead_letters as f64);
+            }
+            Err(e) => debug!(error = %e, "ingest stats unavailable"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+struct Worker {
+    store: Store,
+    tables: SharedTable,
+    cfg: RouterConfig,
+    consumer: Consumer,
+}
+
+impl Worker {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        // Own pending entries first: they are the oldest work this consumer holds.
+        loop {
+            match self.consumer.read_own_pending(self.cfg.batch_size).await {
+                Ok(entries) if entries.is_empty() => break,
+                Ok(entries) => self.process(entries).await,
+                Err(e) => {
+                    warn!(error = %e, "reading own pending entries failed");
+                    if self.backoff(&mut shutdown).await {
+                        return;
+                    }
+                }
+            }
+        }
+        let mut last_claim = Instant::now() - self.cfg.claim_interval;
+        while !*shutdown.borrow() {
+            if last_claim.elapsed() >= self.cfg.claim_interval {
+                last_claim = Instant::now();
+                match self
+                    .consumer
+                    .claim_idle(self.cfg.claim_min_idle, self.cfg.batch_size)
+                    .await
+                {
+                    Ok(entries) if !entries.is_empty() => {
+                        info!(count = entries.len(), "took over abandoned entries");
+                        self.process(entries).await;
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "claiming abandoned entries failed"),
+                }
+                let _ = self
+                    .consumer
+                    .forget_idle_consumers(Duration::from_secs(3600))
+                    .await;
+            }
+            // The read is not cancelled by shutdown: entries it returns are processed, so none
+            // is left pending without need. Its block time bounds how long shutdown waits.
+            match self.consumer.read_new(self.cfg.batch_size).await {
+                Ok(entries) => {
+                    if !entries.is_empty() {
+                        self.process(entries).await;
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "reading the ingest stream failed");
+                    if self.backoff(&mut shutdown).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits a little before retrying; true when shutdown was requested meanwhile.
+    async fn backoff(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => *shutdown.borrow(),
+            _ = shutdown.changed() => true,
+        }
+    }
+
+    async fn process(&mut self, entries: Vec<IngestEntry>) {
+        let table = self.tables.load_full();
+        let now = match self.store.server_time_ms().await {
+            Ok(t) => t,
+            Err(e) => {
+                // Left pending: claimed again after the idle time, counted as a delivery.
+                warn!(error = %e, count = entries.len(), "redis time unavailable; batch left pending");
+                return;
+            }
+        };
+        let mut writes = Vec::with_capacity(entries.len());
+        let mut reported = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            if entry.deliveries > self.cfg.max_deliveries {
+                self.dead_letter(
+                    entry,
+                    "max_deliveries",
+                    &format!("failed {} deliveries", entry.deliveries),
+                )
+                .await;
+                continue;
+            }
+            match route_entry(&table, entry, now) {
+                Ok((w, reported_ms)) => {
+                    writes.push(w);
+                    reported.push(reported_ms);
+                }
+                Err(why) => self.dead_letter(entry, "undecodable", &why).await,
+            }
+        }
+        match self.store.dispatch_batch(&writes).await {
+            Ok(done) => {
+                for (ok, reported_ms) in done.iter().zip(&reported) {
+                    let outcome = if *ok {
+                        "dispatched"
+                    } else {
+                        "already_dispatched"
+                    };
+                    metrics::counter!(names::DISPATCHES_TOTAL, "outcome" => outcome).increment(1);
+                    if *ok {
+                        metrics::histogram!(names::REPORT_TO_DISPATCH_SECONDS)
+                            .record((now - reported_ms).max(0) as f64 / 1000.0);
+                    }
+                }
+                debug!(count = done.len(), "batch dispatched");
+            }
+            // Nothing was acknowledged: the entries stay pending and are claimed again.
+            Err(e) => {
+                warn!(error = %e, count = writes.len(), "dispatch failed; entries left pending")
+            }
+        }
+    }
+
+    async fn dead_letter(&self, entry: &IngestEntry, reason: &'static str, detail: &str) {
+        match self.store.dead_letter(entry, reason, detail).await {
+            Ok(()) => {
+                metrics::counter!(names::DEAD_LETTERS_TOTAL, "reason" => reason).increment(1);
+                warn!(entry = %entry.entry_id, reason, detail, "entry moved to the dead-letter stream");
+            }
+            Err(e) => {
+                warn!(entry = %entry.entry_id, error = %e, "dead-lettering failed; entry left pending")
+            }
+        }
+    }
+}
+
+/// Routes one ingest entry into the write that dispatches it, with its report time. `Err` is a
+/// permanent problem with the entry itself (it goes to the dead-letter stream).
+pub fn route_entry(
+    table: &RoutingTable,
+    entry: &IngestEntry,
+    now_ms: i64,
+) -> Result<(DispatchWrite, i64), String> {
+    let id = entry.text("id").ok_or("no incident id")?;
+    if keys::partition_of(id, u16::MAX).is_none_or(|p| p != entry.partition) {
+        return Err(format!(
+            "incident id {id:?} does not belong to partition {}",
+            entry.partition
+        ));
+    }
+    let generation = entry.text("g").ok_or("no route generation")?;
+    let reported_ms: i64 = entry
+        .text("t")
+        .and_then(|t| t.parse().ok())
+        .ok_or("no report time")?;
+    let bytes = entry.fields.get("r").ok_or("no report")?;
+    let report = pb::ReportIncidentRequest::decode(bytes.as_slice())
+        .map_err(|e| format!("report does not decode: {e}"))?;
+    let excluded: Vec<_> = entry
+        .text("x")
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|d| table.department(d))
+        .collect();
+    let q = codec::route_query(&report, &excluded, table.crs).ok_or("report has no location")?;
+    if !gridroute_core::category::is_valid(q.category) {
+        return Err(format!("category {:?} is not valid", q.category));
+    }
+    let started = Instant::now();
+    let d = table.route(&q);
+    metrics::histogram!(names::ROUTE_DECISION_SECONDS).record(started.elapsed().as_secs_f64());
+    metrics::counter!(names::ROUTED_TOTAL, "outcome" => d.outcome.as_str()).increment(1);
+
+    let decision = codec::decision_message(table, &q, &d);
+    let deadlines = table.sla_policies[d.sla as usize].deadlines(now_ms);
+    let dispatch = |department: &str, role: pb::DispatchRole| {
+        pb::Dispatch {
+            cursor: String::new(),
+            incident_id: id.to_owned(),
+            department_id: department.to_owned(),
+            role: role as i32,
+            decision: Some(decision.clone()),
+            report: Some(report.clone()),
+            dispatched_time: Some(codec::timestamp(now_ms)),
+            accept_deadline: (role == pb::DispatchRole::Primary)
+                .then(|| codec::timestamp(deadlines.accept_by)),
+            resolve_deadline: Some(codec::timestamp(deadlines.resolve_by)),
+        }
+        .encode_to_vec()
+    };
+    let mut deliveries = vec![(
+        decision.department_id.clone(),
+        dispatch(&decision.department_id, pb::DispatchRole::Primary),
+    )];
+    for co in &decision.co_department_ids {
+        if *co != decision.department_id {
+            deliveries.push((co.clone(), dispatch(co, pb::DispatchRole::CoHandler)));
+        }
+    }
+    let summary = match &decision.rule_id {
+        r if r.is_empty() => format!(
+            "to {} ({}, table {})",
+            decision.department_id,
+            d.outcome.as_str(),
+            table.version
+        ),
+        r => format!(
+            "to {} by rule {r} (table {})",
+            decision.department_id, table.version
+        ),
+    };
+    Ok((
+        DispatchWrite {
+            partition: entry.partition,
+            entry_id: entry.entry_id.clone(),
+            generation: generation.to_owned(),
+            incident_id: id.to_owned(),
+            department: decision.department_id.clone(),
+            region_codes: decision
+                .region_path
+                .iter()
+                .map(|r| r.code.clone())
+                .collect(),
+            decision: decision.encode_to_vec(),
+            dispatched_ms: now_ms,
+            accept_due_ms: deadlines.accept_by,
+            resolve_due_ms: deadlines.resolve_by,
+            event: codec::event_bytes("dispatched", "router", &summary, &decision.department_id),
+            deliveries,
+        },
+        reported_ms,
+    ))
+}

@@ -1,0 +1,449 @@
+//! The router's side of the ingest streams: one consumer group (`routers`) per partition
+//! stream; reads in batches; takes over entries left pending by routers that stopped
+//! (XAUTOCLAIM); dispatches routed entries with one script per entry, pipelined; and moves
+//! entries that cannot be processed to the dead-letter stream.
+
+use std::{collections::HashMap, time::Duration};
+
+use redis::{
+    Value,
+    streams::{
+        StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamPendingCountReply,
+        StreamReadReply,
+    },
+};
+
+use crate::{Result, Store, StoreError, keys::ROUTER_GROUP, scripts};
+
+/// One entry read from an ingest stream.
+#[derive(Debug, Clone)]
+pub struct IngestEntry {
+    /// Partition of the stream.
+    pub partition: u16,
+    /// Stream entry id.
+    pub entry_id: String,
+    /// How many times the entry has been delivered (1 on first delivery).
+    pub deliveries: u64,
+    /// Raw fields as written.
+    pub fields: HashMap<String, Vec<u8>>,
+}
+
+impl IngestEntry {
+    fn from_stream_id(partition: u16, s: StreamId, deliveries: u64) -> Self {
+        let fields = s
+            .map
+            .into_iter()
+            .filter_map(|(k, v)| match v {
+                Value::BulkString(b) => Some((k, b)),
+                Value::SimpleString(t) => Some((k, t.into_bytes())),
+                _ => None,
+            })
+            .collect();
+        Self {
+            partition,
+            entry_id: s.id,
+            deliveries,
+            fields,
+        }
+    }
+
+    /// A text field.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.fields
+            .get(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The fields in a stable order, for the dead-letter copy.
+    pub fn fields_dump(&self) -> Vec<u8> {
+        let mut names: Vec<&String> = self.fields.keys().collect();
+        names.sort();
+        let mut out = Vec::new();
+        for n in names {
+            out.extend_from_slice(n.as_bytes());
+            out.push(b'=');
+            out.extend_from_slice(&self.fields[n]);
+            out.push(b'\n');
+        }
+        out
+    }
+}
+
+/// Everything one dispatch writes.
+#[derive(Debug, Clone)]
+pub struct DispatchWrite {
+    /// Partition.
+    pub partition: u16,
+    /// Ingest entry id to acknowledge.
+    pub entry_id: String,
+    /// Route generation the entry carried.
+    pub generation: String,
+    /// Incident id.
+    pub incident_id: String,
+    /// Primary department.
+    pub department: String,
+    /// Encoded `RouteDecision`.
+    pub decision: Vec<u8>,
+    /// Region codes of the grid path, for the region indexes.
+    pub region_codes: Vec<String>,
+    /// Dispatch time (Redis clock, ms).
+    pub dispatched_ms: i64,
+    /// Accept deadline (ms).
+    pub accept_due_ms: i64,
+    /// Resolve deadline (ms).
+    pub resolve_due_ms: i64,
+    /// Encoded timeline event.
+    pub event: Vec<u8>,
+    /// One (department, encoded `Dispatch`) per receiving department, primary first.
+    pub deliveries: Vec<(String, Vec<u8>)>,
+}
+
+/// Longest retained history of one department's dispatch stream in one partition. Subscribers
+/// that fall further behind than this lose the oldest dispatches (the incident records remain).
+pub const DISPATCH_STREAM_MAX_LEN: u64 = 1_000_000;
+
+/// Counts of an ingest stream's consumer group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestStats {
+    /// Entries not yet delivered to any router.
+    pub lag: u64,
+    /// Entries delivered and not acknowledged.
+    pub pending: u64,
+    /// Entries in the dead-letter stream.
+    pub dead_letters: u64,
+}
+
+impl Store {
+    /// Creates the router group on every partition's ingest stream (idempotent).
+    pub async fn ensure_groups(&self) -> Result<()> {
+        let mut c = self.conn();
+        for p in 0..self.keys().partitions() {
+            let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(self.keys().ingest(p))
+                .arg(ROUTER_GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut c)
+                .await;
+            match r {
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                other => other?,
+            }
+        }
+        scripts::ensure_loaded(&mut c).await?;
+        Ok(())
+    }
+
+    /// A consumer of one partition with its own connection for blocking reads.
+    pub async fn consumer(&self, partition: u16, name: &str, block: Duration) -> Result<Consumer> {
+        Ok(Consumer {
+            conn: self.blocking_conn(block).await?,
+            store: self.clone(),
+            key: self.keys().ingest(partition),
+            partition,
+            name: name.to_owned(),
+            block,
+            pending_cursor: "0".to_owned(),
+        })
+    }
+
+    /// Dispatches routed entries, one script per entry in one pipeline. Returns, per write,
+    /// whether it dispatched (`false`: that generation was already dispatched by another router).
+    pub async fn dispatch_batch(&self, writes: &[DispatchWrite]) -> Result<Vec<bool>> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = self.keys();
+        let maxlen = DISPATCH_STREAM_MAX_LEN.to_string();
+        let mut pipe = redis::pipe();
+        for w in writes {
+            let p = w.partition;
+            let mut keys = vec![
+                k.ingest(p),
+                k.incident(p, &w.incident_id),
+                k.timeline(p, &w.incident_id),
+                k.sla(p),
+                k.index_all(p),
+                k.index_department(p, &w.department),
+            ];
+            keys.extend(w.region_codes.iter().map(|c| k.index_region(p, c)));
+            keys.extend(w.deliveries.iter().map(|(d, _)| k.dispatch(p, d)));
+            let nums = [
+                w.dispatched_ms.to_string(),
+                w.accept_due_ms.to_string(),
+                w.resolve_due_ms.to_string(),
+                w.region_codes.len().to_string(),
+            ];
+            let mut args: Vec<&[u8]> = vec![
+                ROUTER_GROUP.as_bytes(),
+                w.entry_id.as_bytes(),
+                w.generation.as_bytes(),
+                w.incident_id.as_bytes(),
+                w.department.as_bytes(),
+                &w.decision,
+                nums[0].as_bytes(),
+                nums[1].as_bytes(),
+                nums[2].as_bytes(),
+                &w.event,
+                nums[3].as_bytes(),
+                maxlen.as_bytes(),
+            ];
+            args.extend(w.deliveries.iter().map(|(_, b)| b.as_slice()));
+            scripts::evalsha(&mut pipe, &scripts::DISPATCH, &keys, &args);
+        }
+        let done: Vec<i64> = self.run_scripts(&pipe, "dispatch").await?;
+        Ok(done.into_iter().map(|d| d == 1).collect())
+    }
+
+    /// Moves an entry to its partition's dead-letter stream with the reason, and acknowledges it.
+    pub async fn dead_letter(&self, entry: &IngestEntry, reason: &str, detail: &str) -> Result<()> {
+        let k = self.keys();
+        let p = entry.partition;
+        let mut keys = vec![k.ingest(p), k.dead_letter(p)];
+        if let Some(id) = entry
+            .text("id")
+            .filter(|id| crate::keys::partition_of(id, k.partitions()) == Some(p))
+        {
+            keys.push(k.incident(p, id));
+            keys.push(k.timeline(p, id));
+        }
+        let deliveries = entry.deliveries.to_string();
+        let dump = entry.fields_dump();
+        let event = crate::codec::event_bytes(
+            "dead_lettered",
+            "router",
+            &format!("{reason}: {detail}"),
+            "",
+        );
+        let mut pipe = redis::pipe();
+        scripts::evalsha(
+            &mut pipe,
+            &scripts::DEAD_LETTER,
+            &keys,
+            &[
+                ROUTER_GROUP.as_bytes(),
+                entry.entry_id.as_bytes(),
+                reason.as_bytes(),
+                detail.as_bytes(),
+                deliveries.as_bytes(),
+                &dump,
+                &event,
+            ],
+        );
+        let _: Vec<i64> = self.run_scripts(&pipe, "dead_letter").await?;
+        Ok(())
+    }
+
+    /// Lag, pending and dead-letter counts summed over every partition.
+    pub async fn ingest_stats(&self) -> Result<IngestStats> {
+        let mut c = self.conn();
+        let mut stats = IngestStats::default();
+        for p in 0..self.keys().partitions() {
+            let groups: StreamInfoGroupsReply = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(self.keys().ingest(p))
+                .query_async(&mut c)
+                .await?;
+            for g in groups.groups.iter().filter(|g| g.name == ROUTER_GROUP) {
+                stats.lag += g.lag.unwrap_or(0) as u64;
+                stats.pending += g.pending as u64;
+            }
+            let len: u64 = redis::cmd("XLEN")
+                .arg(self.keys().dead_letter(p))
+                .query_async(&mut c)
+                .await?;
+            stats.dead_letters += len;
+        }
+        Ok(stats)
+    }
+
+    /// The dead-letter entries of a partition, oldest first (for operators and tests).
+    pub async fn dead_letters(
+        &self,
+        partition: u16,
+        count: usize,
+    ) -> Result<Vec<HashMap<String, Vec<u8>>>> {
+        let mut c = self.conn();
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.keys().dead_letter(partition))
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut c)
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .map(|s| IngestEntry::from_stream_id(partition, s, 0).fields)
+            .collect())
+    }
+}
+
+/// One router's reader of one partition's ingest stream.
+pub struct Consumer {
+    conn: redis::aio::MultiplexedConnection,
+    store: Store,
+    key: String,
+    partition: u16,
+    name: String,
+    block: Duration,
+    pending_cursor: String,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("key", &self.key)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// The partition read.
+    pub fn partition(&self) -> u16 {
+        self.partition
+    }
+
+    /// Entries this consumer was given before and has not acknowledged (after a restart with the
+    /// same name). Call repeatedly until it returns nothing.
+    pub async fn read_own_pending(&mut self, count: usize) -> Result<Vec<IngestEntry>> {
+        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(ROUTER_GROUP)
+            .arg(&self.name)
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS")
+            .arg(&self.key)
+            .arg(&self.pending_cursor)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(StoreError::from)?;
+        let entries = self.entries(reply, 2);
+        if let Some(last) = entries.last() {
+            self.pending_cursor.clone_from(&last.entry_id);
+        }
+        Ok(entries)
+    }
+
+    /// New entries, waiting up to the block time when there are none.
+    pub async fn read_new(&mut self, count: usize) -> Result<Vec<IngestEntry>> {
+        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(ROUTER_GROUP)
+            .arg(&self.name)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(self.block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.key)
+            .arg(">")
+            .query_async(&mut self.conn)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(self.entries(reply, 1))
+    }
+
+    /// Takes over entries that have been pending longer than `min_idle` with any consumer
+    /// (a router that died, or this one after a failed attempt), with their delivery counts.
+    pub async fn claim_idle(
+        &mut self,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<IngestEntry>> {
+        let mut c = self.store.conn();
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(&self.key)
+            .arg(ROUTER_GROUP)
+            .arg(&self.name)
+            .arg(min_idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut c)
+            .await
+            .map_err(StoreError::from)?;
+        if reply.claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = reply
+            .claimed
+            .first()
+            .map(|s| s.id.clone())
+            .unwrap_or_default();
+        let last = reply
+            .claimed
+            .last()
+            .map(|s| s.id.clone())
+            .unwrap_or_default();
+        let pending: StreamPendingCountReply = redis::cmd("XPENDING")
+            .arg(&self.key)
+            .arg(ROUTER_GROUP)
+            .arg(&first)
+            .arg(&last)
+            .arg(reply.claimed.len())
+            .arg(&self.name)
+            .query_async(&mut c)
+            .await
+            .map_err(StoreError::from)?;
+        let counts: HashMap<String, u64> = pending
+            .ids
+            .into_iter()
+            .map(|p| (p.id, p.times_delivered as u64))
+            .collect();
+        metrics::counter!(gridroute_telemetry::names::CLAIMED_TOTAL)
+            .increment(reply.claimed.len() as u64);
+        Ok(reply
+            .claimed
+            .into_iter()
+            .map(|s| {
+                let n = counts.get(&s.id).copied().unwrap_or(2);
+                IngestEntry::from_stream_id(self.partition, s, n)
+            })
+            .collect())
+    }
+
+    /// Removes consumers of the group that have held nothing for `idle` (routers that stopped
+    /// long ago), so that `XINFO CONSUMERS` stays readable.
+    pub async fn forget_idle_consumers(&mut self, idle: Duration) -> Result<usize> {
+        let mut c = self.store.conn();
+        let info: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&self.key)
+            .arg(ROUTER_GROUP)
+            .query_async(&mut c)
+            .await
+            .map_err(StoreError::from)?;
+        let mut removed = 0;
+        for consumer in info.consumers {
+            if consumer.pending == 0
+                && consumer.idle as u128 > idle.as_millis()
+                && consumer.name != self.name
+            {
+                let _: i64 = redis::cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(&self.key)
+                    .arg(ROUTER_GROUP)
+                    .arg(&consumer.name)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(StoreError::from)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn entries(&self, reply: Option<StreamReadReply>, deliveries: u64) -> Vec<IngestEntry> {
+        reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .map(|s| IngestEntry::from_stream_id(self.partition, s, deliveries))
+            .collect()
+    }
+}

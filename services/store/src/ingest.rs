@@ -1,0 +1,114 @@
+//! Accepting reports: the idempotency check, the incident record and the ingest entry are
+//! written by one script, and the caller is answered only after Redis has accepted it.
+
+use gridroute_proto::v1 as pb;
+use prost::Message;
+
+use crate::{Result, Store, StoreError, codec, keys, scripts};
+
+/// How long a `request_id` stays bound to its incident: a retry within this window returns the
+/// original incident. A week covers every realistic retry and outage of a calling system.
+pub const IDEMPOTENCY_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// What happened to one accepted report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// A new incident.
+    New(String),
+    /// A retry of a report already accepted: the original incident.
+    Duplicate(String),
+}
+
+impl Accepted {
+    /// The incident id.
+    pub fn incident_id(&self) -> &str {
+        match self {
+            Self::New(id) | Self::Duplicate(id) => id,
+        }
+    }
+}
+
+impl Store {
+    /// Accepts one validated report.
+    pub async fn report(&self, report: &pb::ReportIncidentRequest) -> Result<Accepted> {
+        self.report_batch(std::slice::from_ref(report))
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Internal("empty reply".into())))
+    }
+
+    /// Accepts validated reports in one pipelined round trip. The outer error means Redis is
+    /// unavailable and nothing is known to be accepted (a retry is safe: it is idempotent); the
+    /// inner results are per report.
+    pub async fn report_batch(
+        &self,
+        reports: &[pb::ReportIncidentRequest],
+    ) -> Result<Vec<Result<Accepted>>> {
+        if reports.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = self.keys();
+        let mut pipe = redis::pipe();
+        let ttl = IDEMPOTENCY_TTL_SECS.to_string();
+        for r in reports {
+            let p = k.partition_for(&r.source_system, &r.request_id);
+            let id = keys::incident_id(&ulid::Ulid::new().to_string(), p);
+            let bytes = r.encode_to_vec();
+            let hash = format!("{:016x}", gridroute_core::table::fnv1a(&bytes));
+            let event = codec::event_bytes(
+                "reported",
+                &r.source_system,
+                &format!("category {}", r.category),
+                "",
+            );
+            let keys = [
+                k.idempotency(p, &r.source_system, &r.request_id),
+                k.incident(p, &id),
+                k.timeline(p, &id),
+                k.ingest(p),
+            ];
+            scripts::evalsha(
+                &mut pipe,
+                &scripts::REPORT,
+                &keys,
+                &[
+                    hash.as_bytes(),
+                    id.as_bytes(),
+                    &bytes,
+                    ttl.as_bytes(),
+                    &event,
+                ],
+            );
+        }
+        let replies: Vec<(i64, String)> = self.run_scripts(&pipe, "report").await?;
+        Ok(replies
+            .into_iter()
+            .map(|(code, id)| match code {
+                0 => Ok(Accepted::New(id)),
+                1 => Ok(Accepted::Duplicate(id)),
+                _ => Err(StoreError::IdempotencyConflict { incident_id: id }),
+            })
+            .collect())
+    }
+
+    /// Runs a pipeline of EVALSHA calls, loading the scripts and retrying once if the server's
+    /// script cache was emptied (restart, failover).
+    pub(crate) async fn run_scripts<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+        op: &'static str,
+    ) -> Result<T> {
+        let mut c = self.conn();
+        let first = pipe.query_async(&mut c).await;
+        let result = match first {
+            Err(e) if scripts::is_noscript(&e) => {
+                scripts::ensure_loaded(&mut c)
+                    .await
+                    .map_err(StoreError::from)?;
+                pipe.query_async(&mut c).await.map_err(StoreError::from)
+            }
+            other => other.map_err(StoreError::from),
+        };
+        result.inspect_err(|e| crate::record_error(op, e))
+    }
+}

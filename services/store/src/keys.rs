@@ -1,0 +1,133 @@
+//! The key layout. Every key of one partition carries the hash tag `{p<N>}`, so that each Lua
+//! script touches a single hash slot and runs unchanged on Redis Cluster, while partitions
+//! spread over the cluster's nodes.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `<prefix>:{pN}:ingest` | stream | reports waiting for a router (acked entries are deleted) |
+//! | `<prefix>:{pN}:idem:<source>:<request_id>` | string | `hash|incident id`, expires |
+//! | `<prefix>:{pN}:inc:<id>` | hash | the incident record |
+//! | `<prefix>:{pN}:tl:<id>` | list | the incident's timeline, `ms|event bytes` |
+//! | `<prefix>:{pN}:dispatch:<department>` | stream | dispatches for one department |
+//! | `<prefix>:{pN}:sla` | sorted set | `id:accept` / `id:resolve` scored by deadline (ms) |
+//! | `<prefix>:{pN}:dlq` | stream | entries no router could process, with the reason |
+//! | `<prefix>:{pN}:idx:all`, `:idx:dept:<d>`, `:idx:region:<code>` | sorted sets | incident ids (score 0, ordered by id = time) |
+//! | `<prefix>:meta` | hash | deployment constants (number of partitions) |
+
+/// Name of the consumer group every router joins.
+pub const ROUTER_GROUP: &str = "routers";
+
+/// Key names for one deployment.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+    partitions: u16,
+}
+
+impl Keys {
+    /// Keys under `prefix` with `partitions` partitions.
+    pub fn new(prefix: &str, partitions: u16) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            partitions: partitions.max(1),
+        }
+    }
+
+    /// Number of partitions.
+    pub fn partitions(&self) -> u16 {
+        self.partitions
+    }
+
+    /// The partition of an idempotency key.
+    pub fn partition_for(&self, source: &str, request_id: &str) -> u16 {
+        let h = gridroute_core::table::fnv1a(source.as_bytes())
+            ^ gridroute_core::table::fnv1a(request_id.as_bytes()).rotate_left(17);
+        (h % u64::from(self.partitions)) as u16
+    }
+
+    /// The deployment's meta hash (not bound to a partition).
+    pub fn meta(&self) -> String {
+        format!("{}:meta", self.prefix)
+    }
+
+    fn part(&self, p: u16, rest: &str) -> String {
+        format!("{}:{{p{p}}}:{rest}", self.prefix)
+    }
+
+    /// The ingest stream of a partition.
+    pub fn ingest(&self, p: u16) -> String {
+        self.part(p, "ingest")
+    }
+    /// The idempotency key of a request.
+    pub fn idempotency(&self, p: u16, source: &str, request_id: &str) -> String {
+        self.part(p, &format!("idem:{source}:{request_id}"))
+    }
+    /// The incident hash.
+    pub fn incident(&self, p: u16, id: &str) -> String {
+        self.part(p, &format!("inc:{id}"))
+    }
+    /// The incident's timeline.
+    pub fn timeline(&self, p: u16, id: &str) -> String {
+        self.part(p, &format!("tl:{id}"))
+    }
+    /// A department's dispatch stream in a partition.
+    pub fn dispatch(&self, p: u16, department: &str) -> String {
+        self.part(p, &format!("dispatch:{department}"))
+    }
+    /// The SLA deadlines of a partition.
+    pub fn sla(&self, p: u16) -> String {
+        self.part(p, "sla")
+    }
+    /// The dead-letter stream of a partition.
+    pub fn dead_letter(&self, p: u16) -> String {
+        self.part(p, "dlq")
+    }
+    /// Index of every incident.
+    pub fn index_all(&self, p: u16) -> String {
+        self.part(p, "idx:all")
+    }
+    /// Index by primary department.
+    pub fn index_department(&self, p: u16, department: &str) -> String {
+        self.part(p, &format!("idx:dept:{department}"))
+    }
+    /// Index by region (every level of the path).
+    pub fn index_region(&self, p: u16, code: &str) -> String {
+        self.part(p, &format!("idx:region:{code}"))
+    }
+}
+
+/// Incident ids are a ULID (sortable by creation time) and the partition: `<ulid>-<p>`.
+pub fn incident_id(ulid: &str, partition: u16) -> String {
+    format!("{ulid}-{partition}")
+}
+
+/// The partition of an incident id, if the id is well formed for `partitions`.
+pub fn partition_of(id: &str, partitions: u16) -> Option<u16> {
+    let (ulid, p) = id.rsplit_once('-')?;
+    let p: u16 = p.parse().ok()?;
+    (ulid.len() == 26 && ulid.bytes().all(|b| b.is_ascii_alphanumeric()) && p < partitions)
+        .then_some(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_keys_of_a_partition_share_a_hash_tag() {
+        let k = Keys::new("gr", 4);
+        for key in [
+            k.ingest(2),
+            k.incident(2, "X"),
+            k.dispatch(2, "water"),
+            k.sla(2),
+            k.index_region(2, "1"),
+        ] {
+            assert!(key.contains("{p2}"), "{key}");
+        }
+        assert_eq!(partition_of("01JDXK3M4P5Q6R7S8T9V0W1X2Y-3", 4), Some(3));
+        assert_eq!(partition_of("01JDXK3M4P5Q6R7S8T9V0W1X2Y-4", 4), None);
+        assert_eq!(partition_of("nonsense", 4), None);
+        assert!(k.partition_for("app", "r1") < 4);
+    }
+}

@@ -1,0 +1,114 @@
+//! A private `redis-server` on a free loopback port, for `gridroute dev` and for tests: they
+//! never depend on a server or state that happens to be on the machine. The server keeps
+//! nothing on disk and is killed when the handle is dropped.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// A running private Redis.
+#[derive(Debug)]
+pub struct LocalRedis {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+/// Why a private Redis could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalRedisError {
+    /// `redis-server` is not installed.
+    #[error(
+        "redis-server not found on PATH ({0}); install it (e.g. apt-get install -y redis-server) or pass --redis-url"
+    )]
+    NotInstalled(std::io::Error),
+    /// It started but did not answer.
+    #[error("redis-server on port {0} did not answer within 10 s")]
+    NoAnswer(u16),
+    /// Another I/O problem.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; a race with another process is possible
+/// but harmless: the caller fails to start and says so).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl LocalRedis {
+    /// Starts `redis-server` on a free port and waits until it answers.
+    pub fn start() -> Result<Self, LocalRedisError> {
+        let port = free_port()?;
+        Self::start_on(port)
+    }
+
+    /// Starts `redis-server` on `port` (used to restart one on the same port in tests).
+    pub fn start_on(port: u16) -> Result<Self, LocalRedisError> {
+        let dir =
+            std::env::temp_dir().join(format!("gridroute-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(LocalRedisError::NotInstalled)?;
+        let mut me = Self {
+            child: Some(child),
+            port,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(me);
+            }
+            // Not on a tokio worker: start-up happens before or outside the runtime's tasks.
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        me.stop();
+        Err(LocalRedisError::NoAnswer(port))
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills the server (as a crash would: nothing is saved).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for LocalRedis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,56 @@
+//! The Lua scripts, loaded once per process and called by SHA. Each touches the keys of one
+//! partition only (one hash slot), so it is atomic on a single Redis and on Redis Cluster.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+const SOURCES: [&str; 4] = [
+    include_str!("lua/report.lua"),
+    include_str!("lua/dispatch.lua"),
+    include_str!("lua/dead_letter.lua"),
+    include_str!("lua/transition.lua"),
+];
+
+/// Accept a report.
+pub static REPORT: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[0]));
+/// Dispatch a routed entry.
+pub static DISPATCH: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[1]));
+/// Move an entry to the dead-letter stream.
+pub static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[2]));
+/// Accept, resolve or return.
+pub static TRANSITION: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[3]));
+
+/// Appends `EVALSHA` of `script` to a pipeline. Pipelines cannot fall back to EVAL by
+/// themselves, so callers run [`ensure_loaded`] first and retry once on `NOSCRIPT`.
+pub(crate) fn evalsha(
+    pipe: &mut redis::Pipeline,
+    script: &Script,
+    keys: &[String],
+    args: &[&[u8]],
+) {
+    let cmd = pipe.cmd("EVALSHA").arg(script.get_hash()).arg(keys.len());
+    for k in keys {
+        cmd.arg(k);
+    }
+    for a in args {
+        cmd.arg(*a);
+    }
+}
+
+/// Loads every script into the server's script cache (after a restart or a failover the cache
+/// is empty).
+pub(crate) async fn ensure_loaded(
+    conn: &mut impl redis::aio::ConnectionLike,
+) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    for code in SOURCES {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(code);
+    }
+    pipe.query_async::<()>(conn).await
+}
+
+/// Whether an error means the script cache lacks a script.
+pub(crate) fn is_noscript(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOSCRIPT")
+}

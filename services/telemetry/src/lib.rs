@@ -1,0 +1,164 @@
+//! Telemetry for every gridroute process: the one module of metric names (with their
+//! descriptions), the Prometheus exporter, and log set-up.
+//!
+//! Metric names live only in [`names`]; code records through them so that a dashboard, an alert
+//! and the code always agree. Labels come from small fixed sets: never incident ids, never
+//! reporter data.
+
+use std::{net::SocketAddr, time::Duration};
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Metric names. Counters end in `_total`, durations are in seconds.
+pub mod names {
+    /// Reports received, by `outcome` (accepted, duplicate_request, invalid, conflict, unavailable).
+    pub const REPORTS_TOTAL: &str = "gridroute_reports_total";
+    /// Ingest entries routed, by `outcome` (matched, no_rule, outside_grids, unknown_grid).
+    pub const ROUTED_TOTAL: &str = "gridroute_routed_total";
+    /// Dispatch attempts, by `outcome` (dispatched, already_dispatched).
+    pub const DISPATCHES_TOTAL: &str = "gridroute_dispatches_total";
+    /// Entries moved to the dead-letter stream, by `reason` (undecodable, max_deliveries).
+    pub const DEAD_LETTERS_TOTAL: &str = "gridroute_dead_letters_total";
+    /// Entries taken over from routers that stopped (XAUTOCLAIM).
+    pub const CLAIMED_TOTAL: &str = "gridroute_claimed_entries_total";
+    /// Time to make one route decision (grid lookup + rule match).
+    pub const ROUTE_DECISION_SECONDS: &str = "gridroute_route_decision_seconds";
+    /// Time from the report being accepted to its dispatch being written.
+    pub const REPORT_TO_DISPATCH_SECONDS: &str = "gridroute_report_to_dispatch_seconds";
+    /// Entries in the ingest streams not yet delivered to any router (consumer-group lag).
+    pub const INGEST_LAG: &str = "gridroute_ingest_lag_entries";
+    /// Entries delivered to a router and not yet acknowledged.
+    pub const INGEST_PENDING: &str = "gridroute_ingest_pending_entries";
+    /// Entries in the dead-letter streams.
+    pub const DEAD_LETTER_LENGTH: &str = "gridroute_dead_letter_entries";
+    /// gRPC requests, by `method` and `code`.
+    pub const RPC_REQUESTS_TOTAL: &str = "gridroute_rpc_requests_total";
+    /// gRPC request duration, by `method`.
+    pub const RPC_DURATION_SECONDS: &str = "gridroute_rpc_duration_seconds";
+    /// Dispatches delivered to subscribers.
+    pub const DELIVERED_TOTAL: &str = "gridroute_subscriber_dispatches_total";
+    /// Open Subscribe streams.
+    pub const SUBSCRIBERS: &str = "gridroute_subscribers";
+    /// Redis command errors, by `op`.
+    pub const REDIS_ERRORS_TOTAL: &str = "gridroute_redis_errors_total";
+    /// Routing tables loaded into memory, by `outcome` (loaded, rejected).
+    pub const TABLE_LOADS_TOTAL: &str = "gridroute_table_loads_total";
+    /// Info about the table in force: value 1, label `version`.
+    pub const TABLE_INFO: &str = "gridroute_table_info";
+}
+
+/// Buckets for sub-millisecond to multi-second latencies.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_001, 0.000_005, 0.000_01, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Registers the description and unit of every metric.
+pub fn describe() {
+    use names::*;
+    describe_counter!(REPORTS_TOTAL, "Reports received, by outcome.");
+    describe_counter!(ROUTED_TOTAL, "Ingest entries routed, by outcome.");
+    describe_counter!(DISPATCHES_TOTAL, "Dispatch attempts, by outcome.");
+    describe_counter!(
+        DEAD_LETTERS_TOTAL,
+        "Entries moved to the dead-letter stream, by reason."
+    );
+    describe_counter!(
+        CLAIMED_TOTAL,
+        "Ingest entries taken over from stopped routers."
+    );
+    describe_histogram!(
+        ROUTE_DECISION_SECONDS,
+        Unit::Seconds,
+        "Time to make one route decision."
+    );
+    describe_histogram!(
+        REPORT_TO_DISPATCH_SECONDS,
+        Unit::Seconds,
+        "Time from a report being accepted to its dispatch."
+    );
+    describe_gauge!(
+        INGEST_LAG,
+        "Ingest entries not yet delivered to any router."
+    );
+    describe_gauge!(
+        INGEST_PENDING,
+        "Ingest entries delivered and not yet acknowledged."
+    );
+    describe_gauge!(DEAD_LETTER_LENGTH, "Entries in the dead-letter streams.");
+    describe_counter!(
+        RPC_REQUESTS_TOTAL,
+        "gRPC requests, by method and status code."
+    );
+    describe_histogram!(
+        RPC_DURATION_SECONDS,
+        Unit::Seconds,
+        "gRPC request duration, by method."
+    );
+    describe_counter!(DELIVERED_TOTAL, "Dispatches delivered to subscribers.");
+    describe_gauge!(SUBSCRIBERS, "Open Subscribe streams.");
+    describe_counter!(REDIS_ERRORS_TOTAL, "Redis command errors, by operation.");
+    describe_counter!(TABLE_LOADS_TOTAL, "Routing table loads, by outcome.");
+    describe_gauge!(
+        TABLE_INFO,
+        "The routing table in force (value 1, label version)."
+    );
+}
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The Prometheus exporter failed to build or bind.
+    #[error("metrics exporter: {0}")]
+    Exporter(String),
+}
+
+/// Serves Prometheus metrics on `addr` (`/metrics`) from a task on the current runtime, and
+/// returns the handle (also usable to render the metrics in tests).
+pub fn serve_metrics(addr: SocketAddr) -> Result<PrometheusHandle, TelemetryError> {
+    let (recorder, exporter) = PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .map_err(|e| TelemetryError::Exporter(e.to_string()))?
+        .build()
+        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    describe();
+    tokio::spawn(async move {
+        if let Err(e) = exporter.await {
+            tracing::error!(error = ?e, "metrics listener stopped");
+        }
+    });
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the global log subscriber; `RUST_LOG` overrides the default filter.
+pub fn init_logs(format: LogFormat, default_filter: &str) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+    };
+}
