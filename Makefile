@@ -1,0 +1,37 @@
+# gridroute developer commands. `make help` lists them.
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: help dev test fmt lint unit bench sample build release clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+dev: ## Run gridroute on the Dawukou sample with a private redis-server (Ctrl-C stops both)
+	$(CARGO) run --release -p gridroute -- dev
+
+test: fmt lint unit ## Everything CI runs: format check, clippy -D warnings, every test
+
+fmt: ## Check formatting
+	$(CARGO) fmt --all -- --check
+
+lint: ## Clippy on every target, warnings are errors
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit: ## Every test (needs redis-server on PATH; tests start their own on free ports)
+	$(CARGO) test --workspace --all-targets --locked
+
+bench: ## Criterion benches of the pure core
+	$(CARGO) bench -p gridroute-benches
+
+sample: ## Regenerate the Dawukou sample tables
+	$(CARGO) run -p gridroute -- tables sample --boundary ../shared/data/dawukou-640202.geojson --out deploy/sample/dawukou
+
+build: ## Debug build of everything
+	$(CARGO) build --workspace --all-targets
+
+release: ## Release build of the gridroute binary
+	$(CARGO) build --release -p gridroute
+
+clean: ## Remove build output
+	$(CARGO) clean
