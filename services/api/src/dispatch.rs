@@ -22,6 +22,11 @@ const SUBSCRIBER_READ: usize = 128;
 #[derive(Debug, Clone)]
 pub struct Dispatches(pub ApiState);
 
+/// Completes when the server starts shutting down.
+async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
 type DispatchStream = Pin<Box<dyn Stream<Item = Result<pb::Dispatch, Status>> + Send>>;
 
 impl Dispatches {
@@ -78,6 +83,7 @@ impl DispatchService for Dispatches {
                 .await?;
             let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
             let department = r.department_id.clone();
+            let mut shutdown = state.shutdown.clone();
             tokio::spawn(
                 async move {
                     let _permit = permit;
@@ -87,6 +93,11 @@ impl DispatchService for Dispatches {
                         let batch = tokio::select! {
                             b = reader.next_batch(SUBSCRIBER_READ) => b,
                             () = tx.closed() => break,
+                            () = stopping(&mut shutdown) => {
+                                let bye = Status::unavailable("server shutting down; resubscribe with your last cursor");
+                                let _ = tx.send(Err(bye)).await;
+                                break;
+                            }
                         };
                         match batch {
                             Ok(dispatches) => {

@@ -48,16 +48,24 @@ pub struct ApiState {
     pub subscribers: Arc<Semaphore>,
     /// How long one subscriber read blocks waiting for dispatches.
     pub subscribe_block: Duration,
+    /// Turns true when the server shuts down: open Subscribe streams end at once (their
+    /// clients resume elsewhere from their cursor) instead of holding the drain open.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl ApiState {
     /// State with default limits.
-    pub fn new(store: Store, tables: SharedTable) -> Self {
+    pub fn new(
+        store: Store,
+        tables: SharedTable,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         Self {
             store,
             tables,
             subscribers: Arc::new(Semaphore::new(MAX_SUBSCRIBERS)),
             subscribe_block: Duration::from_secs(5),
+            shutdown,
         }
     }
 }

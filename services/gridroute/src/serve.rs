@@ -182,7 +182,7 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
     }
     if o.role != Role::Router {
         let listener = tokio::net::TcpListener::bind(o.grpc_addr).await?;
-        let state = ApiState::new(store.clone(), tables.clone());
+        let state = ApiState::new(store.clone(), tables.clone(), stop_rx.clone());
         let mut rx = stop_rx.clone();
         tasks.spawn(async move {
             let stop = async move {

@@ -215,17 +215,21 @@ impl Worker {
         }
         match self.store.dispatch_batch(&writes).await {
             Ok(done) => {
-                for (ok, reported_ms) in done.iter().zip(&reported) {
-                    let outcome = if *ok {
-                        "dispatched"
-                    } else {
-                        "already_dispatched"
+                for ((result, reported_ms), w) in done.iter().zip(&reported).zip(&writes) {
+                    let outcome = match result {
+                        Ok(true) => {
+                            let latency = (now - reported_ms).max(0) as f64 / 1000.0;
+                            metrics::histogram!(names::REPORT_TO_DISPATCH_SECONDS).record(latency);
+                            "dispatched"
+                        }
+                        Ok(false) => "already_dispatched",
+                        // Left pending: delivered again later, dead-lettered after too many tries.
+                        Err(e) => {
+                            warn!(entry = %w.entry_id, error = %e, "dispatch failed; entry left pending");
+                            "failed"
+                        }
                     };
                     metrics::counter!(names::DISPATCHES_TOTAL, "outcome" => outcome).increment(1);
-                    if *ok {
-                        metrics::histogram!(names::REPORT_TO_DISPATCH_SECONDS)
-                            .record((now - reported_ms).max(0) as f64 / 1000.0);
-                    }
                 }
                 debug!(count = done.len(), "batch dispatched");
             }

@@ -149,8 +149,9 @@ impl Store {
     }
 
     /// Dispatches routed entries, one script per entry in one pipeline. Returns, per write,
-    /// whether it dispatched (`false`: that generation was already dispatched by another router).
-    pub async fn dispatch_batch(&self, writes: &[DispatchWrite]) -> Result<Vec<bool>> {
+    /// whether it dispatched (`false`: that generation was already dispatched by another
+    /// router), or why it failed (the entry then stays pending and is delivered again).
+    pub async fn dispatch_batch(&self, writes: &[DispatchWrite]) -> Result<Vec<Result<bool>>> {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
@@ -192,8 +193,8 @@ impl Store {
             args.extend(w.deliveries.iter().map(|(_, b)| b.as_slice()));
             scripts::evalsha(&mut pipe, &scripts::DISPATCH, &keys, &args);
         }
-        let done: Vec<i64> = self.run_scripts(&pipe, "dispatch").await?;
-        Ok(done.into_iter().map(|d| d == 1).collect())
+        let done: Vec<Result<i64>> = self.run_scripts(&mut pipe, "dispatch").await?;
+        Ok(done.into_iter().map(|d| d.map(|d| d == 1)).collect())
     }
 
     /// Moves an entry to its partition's dead-letter stream with the reason, and acknowledges it.
@@ -231,8 +232,9 @@ impl Store {
                 &event,
             ],
         );
-        let _: Vec<i64> = self.run_scripts(&pipe, "dead_letter").await?;
-        Ok(())
+        self.run_script::<i64>(&mut pipe, "dead_letter")
+            .await
+            .map(drop)
     }
 
     /// Lag, pending and dead-letter counts summed over every partition.

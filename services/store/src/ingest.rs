@@ -80,35 +80,64 @@ impl Store {
                 ],
             );
         }
-        let replies: Vec<(i64, String)> = self.run_scripts(&pipe, "report").await?;
+        let replies: Vec<Result<(i64, String)>> = self.run_scripts(&mut pipe, "report").await?;
         Ok(replies
             .into_iter()
-            .map(|(code, id)| match code {
-                0 => Ok(Accepted::New(id)),
-                1 => Ok(Accepted::Duplicate(id)),
-                _ => Err(StoreError::IdempotencyConflict { incident_id: id }),
+            .map(|reply| match reply? {
+                (0, id) => Ok(Accepted::New(id)),
+                (1, id) => Ok(Accepted::Duplicate(id)),
+                (_, id) => Err(StoreError::IdempotencyConflict { incident_id: id }),
             })
             .collect())
     }
 
-    /// Runs a pipeline of EVALSHA calls, loading the scripts and retrying once if the server's
-    /// script cache was emptied (restart, failover).
+    /// Runs a pipeline of EVALSHA calls and returns one result per call: a script that fails
+    /// fails alone (its neighbours in the pipeline ran). Loads the scripts and retries once if
+    /// the server's script cache was emptied (restart, failover). The outer error means the
+    /// pipeline as a whole did not get an answer (Redis unreachable).
     pub(crate) async fn run_scripts<T: redis::FromRedisValue>(
         &self,
-        pipe: &redis::Pipeline,
+        pipe: &mut redis::Pipeline,
+        op: &'static str,
+    ) -> Result<Vec<Result<T>>> {
+        pipe.ignore_errors();
+        let mut c = self.conn();
+        let mut replies: Vec<redis::RedisResult<T>> = pipe
+            .query_async(&mut c)
+            .await
+            .map_err(StoreError::from)
+            .inspect_err(|e| crate::record_error(op, e))?;
+        if replies
+            .iter()
+            .any(|r| r.as_ref().is_err_and(scripts::is_noscript))
+        {
+            scripts::ensure_loaded(&mut c)
+                .await
+                .map_err(StoreError::from)?;
+            replies = pipe
+                .query_async(&mut c)
+                .await
+                .map_err(StoreError::from)
+                .inspect_err(|e| crate::record_error(op, e))?;
+        }
+        Ok(replies
+            .into_iter()
+            .map(|r| {
+                r.map_err(StoreError::from)
+                    .inspect_err(|e| crate::record_error(op, e))
+            })
+            .collect())
+    }
+
+    /// Runs a single script call through [`Self::run_scripts`].
+    pub(crate) async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        pipe: &mut redis::Pipeline,
         op: &'static str,
     ) -> Result<T> {
-        let mut c = self.conn();
-        let first = pipe.query_async(&mut c).await;
-        let result = match first {
-            Err(e) if scripts::is_noscript(&e) => {
-                scripts::ensure_loaded(&mut c)
-                    .await
-                    .map_err(StoreError::from)?;
-                pipe.query_async(&mut c).await.map_err(StoreError::from)
-            }
-            other => other.map_err(StoreError::from),
-        };
-        result.inspect_err(|e| crate::record_error(op, e))
+        self.run_scripts(pipe, op)
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Internal("empty reply".into())))
     }
 }

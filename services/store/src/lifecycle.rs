@@ -63,10 +63,7 @@ impl Store {
                 &event,
             ],
         );
-        let mut reply: Vec<(i64, String)> = self.run_scripts(&pipe, "transition").await?;
-        let (code, status) = reply
-            .pop()
-            .ok_or_else(|| StoreError::Internal("empty reply".into()))?;
+        let (code, status): (i64, String) = self.run_script(&mut pipe, "transition").await?;
         match code {
             0 | 1 => Ok(()),
             -1 => Err(StoreError::NotFound(incident_id.to_owned())),

@@ -8,7 +8,10 @@ local t = redis.call('TIME')
 local now = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
 redis.call('XADD', KEYS[2], '*', 'entry', ARGV[2], 'reason', ARGV[3], 'detail', ARGV[4],
   'deliveries', ARGV[5], 'fields', ARGV[6], 'time', now)
-if #KEYS >= 4 and redis.call('EXISTS', KEYS[3]) == 1 then
+-- Checked first: a script that fails halfway is not rolled back, and the record may be the
+-- very thing that is broken.
+if #KEYS >= 4 and redis.call('TYPE', KEYS[3]).ok == 'hash'
+    and (redis.call('TYPE', KEYS[4]).ok == 'list' or redis.call('TYPE', KEYS[4]).ok == 'none') then
   redis.call('HSET', KEYS[3], 'dead_letter', ARGV[3])
   redis.call('RPUSH', KEYS[4], now .. '|' .. ARGV[7])
 end

@@ -1,0 +1,331 @@
+//! Loading, validation and route decisions on small hand-written tables and on the Dawukou
+//! sample.
+
+#![allow(clippy::unwrap_used)]
+
+use geo::{CoordinatePosition, InteriorPoint, coordinate_position::CoordPos};
+use gridroute_core::{
+    Outcome, RouteQuery, RouteTarget, RoutingTable,
+    crs::Crs,
+    rules::Urgency,
+    table::{Severity, TableSources},
+};
+use proptest::prelude::*;
+
+fn square(code: &str, parent_path: &str, x0: f64, y0: f64, x1: f64, y1: f64) -> String {
+    format!(
+        r#"{{"type":"Feature","properties":{{"code":"{code}","name":"g{code}","path":{parent_path}}},"geometry":{{"type":"Polygon","coordinates":[[[{x0},{y0}],[{x1},{y0}],[{x1},{y1}],[{x0},{y1}],[{x0},{y0}]]]}}}}"#
+    )
+}
+
+const PATH_S1: &str = r#"[{"code":"D","name":"District","level":"district"},{"code":"S1","name":"Street 1","level":"street"},{"code":"C1","name":"Community 1","level":"community"}]"#;
+const PATH_S2: &str = r#"[{"code":"D","name":"District","level":"district"},{"code":"S2","name":"Street 2","level":"street"},{"code":"C2","name":"Community 2","level":"community"}]"#;
+
+fn grids() -> String {
+    format!(
+        r#"{{"type":"FeatureCollection","features":[{},{},{}]}}"#,
+        square("G1", PATH_S1, 0.0, 0.0, 1.0, 1.0),
+        square("G2", PATH_S1, 1.0, 0.0, 2.0, 1.0),
+        square("G3", PATH_S2, 2.0, 0.0, 3.0, 1.0)
+    )
+}
+
+const RULES: &str = r#"
+name: test
+departments:
+  - {id: centre, name: Centre}
+  - {id: street2-centre, name: Street 2 centre}
+  - {id: a, name: A}
+  - {id: b, name: B}
+  - {id: c, name: C}
+  - {id: d, name: D}
+default_command_centre: centre
+command_centres: {"S2": street2-centre}
+sla_policies:
+  std: {accept: 4h, resolve: 36h}
+  urgent: {accept: 15m, resolve: 4h}
+default_sla: {normal: std, high: std, critical: urgent}
+rules:
+  - {id: any-vehicle, category: city.vehicle, department: a}
+  - {id: abandoned, category: city.vehicle.abandoned, department: b}
+  - {id: abandoned-s1, category: city.vehicle.abandoned, regions: [S1], department: c}
+  - {id: abandoned-g2, category: city.vehicle.abandoned, regions: [G2], department: d}
+  - {id: vehicle-s1-forced, category: city.vehicle, regions: [S1], department: a, priority: 10, urgencies: [critical]}
+  - {id: hotline, category: consult, sources: [hotline], department: d}
+  - {id: first, category: city.water, department: a}
+  - {id: second, category: city.water, department: b}
+"#;
+
+fn table() -> RoutingTable {
+    RoutingTable::load(TableSources {
+        grids_geojson: &grids(),
+        rules_yaml: RULES,
+    })
+    .unwrap()
+}
+
+fn route(
+    t: &RoutingTable,
+    category: &str,
+    x: f64,
+    y: f64,
+    urgency: Urgency,
+    source: &str,
+) -> (String, Option<String>, Outcome) {
+    let q = RouteQuery {
+        category,
+        target: RouteTarget::Point {
+            lng: x,
+            lat: y,
+            crs: Crs::Gcj02,
+        },
+        urgency,
+        source,
+        excluded: &[],
+    };
+    let d = t.route(&q);
+    (
+        t.departments[d.department as usize].id.clone(),
+        d.rule.map(|r| t.rules[r as usize].id.clone()),
+        d.outcome,
+    )
+}
+
+#[test]
+fn most_specific_rule_wins_and_priority_overrides() {
+    let t = table();
+    let n = Urgency::Normal;
+    // Longer category prefix beats a shorter one.
+    assert_eq!(
+        route(&t, "city.vehicle.abandoned", 2.5, 0.5, n, "app")
+            .1
+            .as_deref(),
+        Some("abandoned")
+    );
+    assert_eq!(
+        route(&t, "city.vehicle.parking", 2.5, 0.5, n, "app")
+            .1
+            .as_deref(),
+        Some("any-vehicle")
+    );
+    // Same category: the deeper region wins (street, then grid).
+    assert_eq!(
+        route(&t, "city.vehicle.abandoned", 0.5, 0.5, n, "app")
+            .1
+            .as_deref(),
+        Some("abandoned-s1")
+    );
+    assert_eq!(
+        route(&t, "city.vehicle.abandoned", 1.5, 0.5, n, "app")
+            .1
+            .as_deref(),
+        Some("abandoned-g2")
+    );
+    // An explicit priority beats specificity, only where it applies (critical urgency).
+    assert_eq!(
+        route(
+            &t,
+            "city.vehicle.abandoned",
+            1.5,
+            0.5,
+            Urgency::Critical,
+            "app"
+        )
+        .1
+        .as_deref(),
+        Some("vehicle-s1-forced")
+    );
+    // Source filter.
+    assert_eq!(route(&t, "consult.tax", 0.5, 0.5, n, "hotline").0, "d");
+    assert_eq!(
+        route(&t, "consult.tax", 0.5, 0.5, n, "app").2,
+        Outcome::NoRule
+    );
+    // A full tie goes to the rule written first.
+    assert_eq!(
+        route(&t, "city.water.leak", 0.5, 0.5, n, "app")
+            .1
+            .as_deref(),
+        Some("first")
+    );
+}
+
+#[test]
+fn fallbacks_go_to_the_right_command_centre() {
+    let t = table();
+    // No rule in street 2: its own command centre; in street 1: the default.
+    assert_eq!(
+        route(&t, "civil.dispute", 2.5, 0.5, Urgency::Normal, "app").0,
+        "street2-centre"
+    );
+    assert_eq!(
+        route(&t, "civil.dispute", 0.5, 0.5, Urgency::Normal, "app").0,
+        "centre"
+    );
+    let (dept, rule, outcome) = route(
+        &t,
+        "city.vehicle.abandoned",
+        9.0,
+        9.0,
+        Urgency::Normal,
+        "app",
+    );
+    assert_eq!(
+        (dept.as_str(), rule, outcome),
+        ("centre", None, Outcome::OutsideGrids)
+    );
+    let q = RouteQuery {
+        category: "city.vehicle",
+        target: RouteTarget::Grid("S1"),
+        urgency: Urgency::Normal,
+        source: "",
+        excluded: &[],
+    };
+    assert_eq!(
+        t.route(&q).outcome,
+        Outcome::UnknownGrid,
+        "a street is not a grid"
+    );
+}
+
+#[test]
+fn excluded_departments_are_skipped() {
+    let t = table();
+    let c = t.department("c").unwrap();
+    let b = t.department("b").unwrap();
+    fn q(excluded: &[gridroute_core::rules::DeptId]) -> RouteQuery<'_> {
+        RouteQuery {
+            category: "city.vehicle.abandoned",
+            target: RouteTarget::Grid("G1"),
+            urgency: Urgency::Normal,
+            source: "app",
+            excluded,
+        }
+    }
+    assert_eq!(t.departments[t.route(&q(&[c])).department as usize].id, "b");
+    assert_eq!(
+        t.departments[t.route(&q(&[c, b])).department as usize].id,
+        "a"
+    );
+    let a = t.department("a").unwrap();
+    let d = t.route(&q(&[a, b, c]));
+    assert_eq!(
+        (t.departments[d.department as usize].id.as_str(), d.outcome),
+        ("centre", Outcome::NoRule)
+    );
+    let reasons = t.explain(&q(&[c]), &t.route(&q(&[c])));
+    assert!(
+        reasons.iter().any(|r| r.contains("excluded: c")),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn shared_borders_have_one_deterministic_answer() {
+    let t = table();
+    for _ in 0..3 {
+        assert_eq!(t.grids.locate(1.0, 0.5).unwrap().code, "G1");
+        assert_eq!(t.grids.locate(2.0, 1.0).unwrap().code, "G2");
+    }
+}
+
+#[test]
+fn a_bad_table_is_rejected_whole_with_every_reason() {
+    let bad_grids = format!(
+        r#"{{"type":"FeatureCollection","features":[{},{},{},{}]}}"#,
+        square("G1", PATH_S1, 0.0, 0.0, 1.0, 1.0),
+        square("G1", PATH_S1, 1.0, 0.0, 2.0, 1.0),
+        r#"{"type":"Feature","properties":{"code":"G9","path":[{"code":"D","name":"Elsewhere","level":"district"}]},"geometry":{"type":"Polygon","coordinates":[[[0,0],[1,0],[0,0]]]}}"#,
+        r#"{"type":"Feature","properties":{"code":"G8","path":[{"code":"D","name":"District","level":"district"}]},"geometry":{"type":"Point","coordinates":[0,0]}}"#,
+    );
+    let bad_rules = RULES
+        .replace("department: d}", "department: nobody}")
+        .replace("regions: [G2]", "regions: [G404]")
+        .replace(
+            "category: city.water, department: b",
+            "category: City.Water, department: b, sla: gold",
+        );
+    let err = RoutingTable::load(TableSources {
+        grids_geojson: &bad_grids,
+        rules_yaml: &bad_rules,
+    })
+    .unwrap_err();
+    let mut codes: Vec<(&str, &str)> = err
+        .issues
+        .iter()
+        .filter(|i| i.severity == Severity::Error)
+        .map(|i| (i.code, i.subject.as_str()))
+        .collect();
+    codes.sort_unstable();
+    assert_eq!(
+        codes,
+        [
+            ("bad_category", "second"),
+            ("bad_geometry", "G8"),
+            ("duplicate_grid", "G1"),
+            ("inconsistent_region", "D"),
+            ("unknown_department", "abandoned-g2"),
+            ("unknown_department", "hotline"),
+            ("unknown_region", "abandoned-g2"),
+            ("unknown_region", "command_centres.S2"),
+            ("unknown_sla_policy", "second"),
+        ]
+    );
+    assert!(err.to_string().contains("rejected with 9 error(s)"));
+
+    let err = RoutingTable::load(TableSources {
+        grids_geojson: "not json",
+        rules_yaml: "name: [",
+    })
+    .unwrap_err();
+    let codes: Vec<&str> = err.issues.iter().map(|i| i.code).collect();
+    assert!(codes.contains(&"rules_unparsable"));
+    let err = RoutingTable::load(TableSources {
+        grids_geojson: "not json",
+        rules_yaml: RULES,
+    })
+    .unwrap_err();
+    assert_eq!(err.issues[0].code, "grids_unparsable");
+}
+
+fn sample() -> RoutingTable {
+    RoutingTable::load(TableSources {
+        grids_geojson: include_str!("../../../deploy/sample/dawukou/grids.geojson"),
+        rules_yaml: include_str!("../../../deploy/sample/dawukou/rules.yaml"),
+    })
+    .unwrap()
+}
+
+#[test]
+fn the_dawukou_sample_has_the_article_shape() {
+    let t = sample();
+    let levels = |l: &str| t.regions.iter().filter(|(_, n)| n.level == l).count();
+    assert_eq!(levels("district"), 1);
+    assert_eq!(levels("street"), 11);
+    assert_eq!(levels("community") + levels("village"), 62);
+    assert_eq!(levels("village"), 12);
+    assert_eq!(levels("grid"), 317);
+    assert_eq!(t.departments.len(), 10);
+    // Every grid's interior point routes to that grid, with a four-level path.
+    for g in t.grids.grids() {
+        let p = g.shape.interior_point().unwrap();
+        assert_eq!(t.grids.locate(p.x(), p.y()).unwrap().code, g.code);
+        assert_eq!(t.regions.path(g.region).len(), 4);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    /// The index agrees with a brute-force scan of every grid.
+    #[test]
+    fn index_agrees_with_brute_force(x in 106.05f64..106.55, y in 38.82f64..39.33) {
+        let t = SAMPLE.with(|s| s.clone());
+        let c = geo::coord! { x: x, y: y };
+        let brute = t.grids.grids().iter().find(|g| g.shape.coordinate_position(&c) != CoordPos::Outside).map(|g| g.code.clone());
+        prop_assert_eq!(t.grids.locate(x, y).map(|g| g.code.clone()), brute);
+    }
+}
+
+thread_local! {
+    static SAMPLE: std::rc::Rc<RoutingTable> = std::rc::Rc::new(sample());
+}

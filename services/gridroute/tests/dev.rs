@@ -1,0 +1,233 @@
+//! `gridroute dev` as a user runs it: the real binary, its own redis-server, gRPC health and
+//! reflection, a report reaching a subscriber, /metrics moving, and a clean SIGTERM.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    io::{Read, Write},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use gridroute_proto::v1::{
+    self as pb, dispatch_service_client::DispatchServiceClient,
+    incident_service_client::IncidentServiceClient,
+};
+use gridroute_store::local::free_port;
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn scrape(port: u16) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+fn value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_serves_health_reflection_reports_and_metrics() {
+    let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
+    let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
+        .args([
+            "dev",
+            "--grpc-addr",
+            &format!("127.0.0.1:{grpc}"),
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics}"),
+        ])
+        .env_remove("GRIDROUTE_REDIS_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let mut child = Child(child);
+    let addr = format!("http://127.0.0.1:{grpc}");
+    let mut channel = None;
+    for _ in 0..200 {
+        if let Ok(c) = Channel::from_shared(addr.clone()).unwrap().connect().await {
+            channel = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let channel = channel.expect("gRPC port opens");
+
+    let mut health = HealthClient::new(channel.clone());
+    let mut status = 0;
+    for _ in 0..100 {
+        status = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        if status == ServingStatus::Serving as i32 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, ServingStatus::Serving as i32);
+
+    // Reflection, v1 and v1alpha, lists the three services.
+    {
+        use tonic_reflection::pb::v1::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = ServerReflectionClient::new(channel.clone())
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) =
+            stream.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("no list")
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        for s in [
+            "gridroute.v1.IncidentService",
+            "gridroute.v1.DispatchService",
+            "gridroute.v1.RoutingService",
+            "grpc.health.v1.Health",
+        ] {
+            assert!(names.iter().any(|n| n == s), "{s} missing from {names:?}");
+        }
+    }
+    {
+        use tonic_reflection::pb::v1alpha::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "gridroute.v1.IncidentService".into(),
+            )),
+        };
+        let mut stream = ServerReflectionClient::new(channel.clone())
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .unwrap()
+            .into_inner();
+        let resp = stream.message().await.unwrap().unwrap().message_response;
+        assert!(
+            matches!(resp, Some(MessageResponse::FileDescriptorResponse(ref f)) if !f.file_descriptor_proto.is_empty()),
+            "{resp:?}"
+        );
+    }
+
+    // A report inside Dawukou reaches the matching department's subscriber.
+    let mut sub = DispatchServiceClient::new(channel.clone())
+        .subscribe(pb::SubscribeRequest {
+            department_id: "traffic-police".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let report = pb::ReportIncidentRequest {
+        request_id: "dev-1".into(),
+        source_system: "resident-app".into(),
+        category: "city.vehicle.illegal_parking".into(),
+        location: Some(pb::Location {
+            kind: Some(pb::location::Kind::Point(pb::LatLng {
+                latitude: 39.0203,
+                longitude: 106.3852,
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let id = IncidentServiceClient::new(channel.clone())
+        .report_incident(report)
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id;
+    let d = tokio::time::timeout(Duration::from_secs(10), sub.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.incident_id, id);
+    assert_eq!(d.decision.unwrap().region_path.len(), 4);
+
+    // The key series moved.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = scrape(metrics);
+        if value(&text, "gridroute_ingest_lag_entries") == 0.0
+            && text.contains("gridroute_ingest_lag_entries")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        value(&text, "gridroute_reports_total{outcome=\"accepted\"}"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "gridroute_routed_total{outcome=\"matched\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&text, "gridroute_dispatches_total{outcome=\"dispatched\"}"),
+        1.0
+    );
+    assert_eq!(value(&text, "gridroute_route_decision_seconds_count"), 1.0);
+    assert!(
+        value(
+            &text,
+            "gridroute_rpc_requests_total{method=\"ReportIncident\",code=\"OK\"}"
+        ) >= 1.0
+    );
+    assert!(text.contains("gridroute_table_info{version=\"dawukou-"));
+
+    // SIGTERM: a clean exit within the grace period.
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut exited = None;
+    for _ in 0..200 {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            exited = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(exited.expect("exits after SIGTERM").success());
+}

@@ -1,0 +1,681 @@
+//! The end-to-end path against a real redis-server and a real gRPC socket:
+//! report → ingest stream → router → department dispatch → subscriber.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Env, PARTITIONS, fast_router, grid_point, next_dispatch, report};
+use gridroute_proto::v1 as pb;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_reaches_the_departments_subscriber_with_grid_path() {
+    let env = Env::start().await;
+    let table = env.table();
+    let (grid, path, lng, lat) = grid_point(&table, false);
+    let mut sub = env
+        .dispatches()
+        .await
+        .subscribe(pb::SubscribeRequest {
+            department_id: "property-office".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let r = env
+        .incidents()
+        .await
+        .report_incident(report("r-1", "city.vehicle.abandoned", lng, lat))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.duplicate_request);
+
+    let d = next_dispatch(&mut sub).await;
+    assert_eq!(d.incident_id, r.incident_id);
+    assert_eq!(d.department_id, "property-office");
+    assert_eq!(d.role, pb::DispatchRole::Primary as i32);
+    let decision = d.decision.unwrap();
+    assert_eq!(decision.outcome, pb::RouteOutcome::Matched as i32);
+    assert_eq!(decision.rule_id, "vehicle-abandoned");
+    assert_eq!(decision.table_version, table.version);
+    let codes: Vec<String> = decision
+        .region_path
+        .iter()
+        .map(|r| r.code.clone())
+        .collect();
+    assert_eq!(codes, path, "district > street > community > grid");
+    assert_eq!(codes.last(), Some(&grid));
+    assert_eq!(decision.region_path.last().unwrap().level, "grid");
+    assert!(d.accept_deadline.is_some() && d.resolve_deadline.is_some());
+    assert_eq!(d.report.unwrap().category, "city.vehicle.abandoned");
+
+    // The shared record shows the same decision and a timeline.
+    let inc = env
+        .wait_status(&r.incident_id, pb::IncidentStatus::Dispatched)
+        .await;
+    assert_eq!(inc.decision.unwrap().department_id, "property-office");
+    let kinds: Vec<&str> = inc.timeline.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["reported", "dispatched"]);
+    assert!(inc.resolve_deadline.unwrap().seconds > inc.dispatched_time.unwrap().seconds);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_specific_rule_wins_in_the_township() {
+    let env = Env::start().await;
+    let (_, _, lng, lat) = grid_point(&env.table(), true);
+    let r = env
+        .incidents()
+        .await
+        .report_incident(report("r-t", "city.vehicle.abandoned", lng, lat))
+        .await
+        .unwrap()
+        .into_inner();
+    let inc = env
+        .wait_status(&r.incident_id, pb::IncidentStatus::Dispatched)
+        .await;
+    let d = inc.decision.unwrap();
+    assert_eq!(d.department_id, "urban-management");
+    assert_eq!(d.rule_id, "vehicle-abandoned-township");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn co_handlers_receive_the_dispatch_too() {
+    let env = Env::start().await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let mut sub = env
+        .dispatches()
+        .await
+        .subscribe(pb::SubscribeRequest {
+            department_id: "traffic-police".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let r = env
+        .incidents()
+        .await
+        .report_incident(report("r-f", "city.fire_lane.blocked", lng, lat))
+        .await
+        .unwrap()
+        .into_inner();
+    let d = next_dispatch(&mut sub).await;
+    assert_eq!(d.incident_id, r.incident_id);
+    assert_eq!(d.role, pb::DispatchRole::CoHandler as i32);
+    assert_eq!(d.decision.unwrap().department_id, "emergency-management");
+    assert_eq!(env.dispatch_count("emergency-management").await, 1);
+    assert_eq!(env.dispatch_count("property-office").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_retry_returns_the_same_incident() {
+    let env = Env::start().await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let mut c = env.incidents().await;
+    let first = c
+        .report_incident(report("same-key", "city.vehicle.abandoned", lng, lat))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = c
+        .report_incident(report("same-key", "city.vehicle.abandoned", lng, lat))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.incident_id, again.incident_id);
+    assert!(again.duplicate_request);
+    // Spelling out a default is the same request.
+    let mut explicit = report("same-key", "city.vehicle.abandoned", lng, lat);
+    explicit.urgency = pb::Urgency::Unspecified as i32;
+    let third = c.report_incident(explicit).await.unwrap().into_inner();
+    assert_eq!(third.incident_id, first.incident_id);
+
+    let err = c
+        .report_incident(report("same-key", "city.sanitation.garbage", lng, lat))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(err.message().contains(&first.incident_id));
+
+    // The same key from another source system is another request.
+    let mut other = report("same-key", "city.vehicle.abandoned", lng, lat);
+    other.source_system = "grid-worker-app".into();
+    let fourth = c.report_incident(other).await.unwrap().into_inner();
+    assert_ne!(fourth.incident_id, first.incident_id);
+
+    env.wait_status(&first.incident_id, pb::IncidentStatus::Dispatched)
+        .await;
+    env.wait_status(&fourth.incident_id, pb::IncidentStatus::Dispatched)
+        .await;
+    assert_eq!(
+        env.dispatch_count("property-office").await,
+        2,
+        "one dispatch per incident, none for retries"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_every_grid_goes_to_the_command_centre() {
+    let env = Env::start().await;
+    let mut c = env.incidents().await;
+    // Yinchuan, 50 km south of Dawukou.
+    let r = c
+        .report_incident(report("far", "city.vehicle.abandoned", 106.23, 38.49))
+        .await
+        .unwrap()
+        .into_inner();
+    let inc = env
+        .wait_status(&r.incident_id, pb::IncidentStatus::Dispatched)
+        .await;
+    let d = inc.decision.unwrap();
+    assert_eq!(d.department_id, "command-centre");
+    assert_eq!(d.outcome, pb::RouteOutcome::OutsideGrids as i32);
+    assert!(d.region_path.is_empty());
+    assert!(
+        d.reasons.iter().any(|r| r.contains("outside every grid")),
+        "{:?}",
+        d.reasons
+    );
+
+    // No rule for the category: the command centre of the district, with the grid path kept.
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let r = c
+        .report_incident(report("norule", "city.other.unlisted", lng, lat))
+        .await
+        .unwrap()
+        .into_inner();
+    let d = env
+        .wait_status(&r.incident_id, pb::IncidentStatus::Dispatched)
+        .await
+        .decision
+        .unwrap();
+    assert_eq!(d.department_id, "command-centre");
+    assert_eq!(d.outcome, pb::RouteOutcome::NoRule as i32);
+    assert_eq!(d.region_path.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grid_code_reports_route_like_points() {
+    let env = Env::start().await;
+    let (grid, _, _, _) = grid_point(&env.table(), false);
+    let mut rep = report("by-grid", "city.vehicle.illegal_parking", 0.0, 0.0);
+    rep.location = Some(pb::Location {
+        kind: Some(pb::location::Kind::GridCode(grid.clone())),
+        ..Default::default()
+    });
+    let r = env
+        .incidents()
+        .await
+        .report_incident(rep)
+        .await
+        .unwrap()
+        .into_inner();
+    let d = env
+        .wait_status(&r.incident_id, pb::IncidentStatus::Dispatched)
+        .await
+        .decision
+        .unwrap();
+    assert_eq!(d.department_id, "traffic-police");
+    assert_eq!(d.region_path.last().unwrap().code, grid);
+}
+
+fn violations(status: &tonic::Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_requests_get_field_violations() {
+    let env = Env::start().await;
+    let mut c = env.incidents().await;
+    let mut bad = report("", "City Vehicle", 200.0, 95.0);
+    bad.source_system.clear();
+    bad.attachment_urls = vec!["ftp://x".into()];
+    let err = c.report_incident(bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let mut fields = violations(&err);
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            "attachment_urls[0]",
+            "category",
+            "location.point.latitude",
+            "location.point.longitude",
+            "request_id",
+            "source_system"
+        ]
+    );
+
+    let mut no_loc = report("x", "city.vehicle.abandoned", 0.0, 0.0);
+    no_loc.location = None;
+    assert_eq!(
+        violations(&c.report_incident(no_loc).await.unwrap_err()),
+        ["location"]
+    );
+
+    let mut unknown_grid = report("y", "city.vehicle.abandoned", 0.0, 0.0);
+    unknown_grid.location = Some(pb::Location {
+        kind: Some(pb::location::Kind::GridCode("999".into())),
+        ..Default::default()
+    });
+    assert_eq!(
+        violations(&c.report_incident(unknown_grid).await.unwrap_err()),
+        ["location.grid_code"]
+    );
+
+    let mut future = report("z", "city.vehicle.abandoned", 106.38, 39.02);
+    future.occurred_time = Some(prost_types::Timestamp {
+        seconds: 4_000_000_000,
+        nanos: 0,
+    });
+    assert_eq!(
+        violations(&c.report_incident(future).await.unwrap_err()),
+        ["occurred_time"]
+    );
+
+    let err = c
+        .get_incident(pb::GetIncidentRequest {
+            incident_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let err = c
+        .get_incident(pb::GetIncidentRequest {
+            incident_id: "01JDXK3M4P5Q6R7S8T9V0W1X2Y-1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    let mut d = env.dispatches().await;
+    let err = d
+        .subscribe(pb::SubscribeRequest {
+            department_id: "nobody".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), ["department_id"]);
+    let err = d
+        .subscribe(pb::SubscribeRequest {
+            department_id: "water-affairs".into(),
+            cursor: "garbage".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), ["cursor"]);
+    let err = d
+        .return_incident(pb::ReturnIncidentRequest {
+            incident_id: "x".into(),
+            department_id: "water-affairs".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let mut f = violations(&err);
+    f.sort();
+    assert_eq!(f, ["note", "reason"]);
+
+    // Nothing invalid reached the ingest stream.
+    let mut r = env.redis().await;
+    for p in 0..PARTITIONS {
+        let n: u64 = redis::cmd("XLEN")
+            .arg(env.store.keys().ingest(p))
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_gives_unavailable_and_not_serving() {
+    let mut env = Env::start().await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(env.channel().await);
+    let check = |service: &str| tonic_health::pb::HealthCheckRequest {
+        service: service.into(),
+    };
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    for _ in 0..100 {
+        if health.check(check("")).await.unwrap().into_inner().status == serving {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        health
+            .check(check("gridroute.v1.IncidentService"))
+            .await
+            .unwrap()
+            .into_inner()
+            .status,
+        serving
+    );
+
+    env.stop_routers().await;
+    env.redis.stop();
+    let err = env
+        .incidents()
+        .await
+        .report_incident(report("down", "city.vehicle.abandoned", lng, lat))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+
+    let mut status = serving;
+    for _ in 0..100 {
+        status = health.check(check("")).await.unwrap().into_inner().status;
+        if status != serving {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_reports_get_one_result_each() {
+    let env = Env::start().await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let items = vec![
+        report("b-1", "city.vehicle.abandoned", lng, lat),
+        report("", "city.vehicle.abandoned", lng, lat),
+        report("b-2", "city.sanitation.garbage", lng, lat),
+        report("b-1", "city.vehicle.abandoned", lng, lat),
+    ];
+    let resp = env
+        .incidents()
+        .await
+        .report_incidents(tokio_stream::iter(items))
+        .await
+        .unwrap()
+        .into_inner();
+    let codes: Vec<i32> = resp.results.iter().map(|r| r.code).collect();
+    assert_eq!(codes, [0, Code::InvalidArgument as i32, 0, 0]);
+    assert_eq!(resp.accepted_count, 3);
+    assert_eq!(resp.rejected_count, 1);
+    assert!(resp.results[3].duplicate_request);
+    assert_eq!(resp.results[3].incident_id, resp.results[0].incident_id);
+    env.wait_status(&resp.results[2].incident_id, pb::IncidentStatus::Dispatched)
+        .await;
+    let d = env
+        .wait_status(&resp.results[0].incident_id, pb::IncidentStatus::Dispatched)
+        .await;
+    assert_eq!(d.decision.unwrap().department_id, "property-office");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_resumes_from_its_cursor_without_missing_anything() {
+    let env = Env::start().await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let mut inc = env.incidents().await;
+    let mut d = env.dispatches().await;
+    let sub_req = |cursor: &str| pb::SubscribeRequest {
+        department_id: "property-office".into(),
+        cursor: cursor.into(),
+        ..Default::default()
+    };
+
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            inc.report_incident(report(
+                &format!("c-{i}"),
+                "city.vehicle.abandoned",
+                lng,
+                lat,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .incident_id,
+        );
+    }
+    let mut sub = d.subscribe(sub_req("")).await.unwrap().into_inner();
+    let mut got = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..3 {
+        let x = next_dispatch(&mut sub).await;
+        got.push(x.incident_id);
+        cursor = x.cursor;
+    }
+    let mut expected = ids.clone();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected, "a new subscriber sees everything retained");
+
+    // Disconnect; more incidents arrive meanwhile.
+    drop(sub);
+    let mut later = Vec::new();
+    for i in 3..6 {
+        let id = inc
+            .report_incident(report(
+                &format!("c-{i}"),
+                "city.vehicle.abandoned",
+                lng,
+                lat,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .incident_id;
+        env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+        later.push(id);
+    }
+    let mut sub = d.subscribe(sub_req(&cursor)).await.unwrap().into_inner();
+    let mut resumed = Vec::new();
+    for _ in 0..3 {
+        resumed.push(next_dispatch(&mut sub).await.incident_id);
+    }
+    resumed.sort();
+    later.sort();
+    assert_eq!(resumed, later, "exactly the dispatches after the cursor");
+
+    // LATEST skips history.
+    let mut sub = d
+        .subscribe(pb::SubscribeRequest {
+            department_id: "property-office".into(),
+            start: pb::SubscribeStart::Latest as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = inc
+        .report_incident(report("c-new", "city.vehicle.abandoned", lng, lat))
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id;
+    assert_eq!(next_dispatch(&mut sub).await.incident_id, id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_killed_before_dispatch_is_replaced_exactly_once() {
+    let mut env = Env::without_router().await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let mut c = env.incidents().await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            c.report_incident(report(
+                &format!("k-{i}"),
+                "city.vehicle.abandoned",
+                lng,
+                lat,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .incident_id,
+        );
+    }
+    // A router reads every entry and dies before dispatching: they stay pending under its name.
+    let mut r = env.redis().await;
+    for p in 0..PARTITIONS {
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("routers")
+            .arg("dead-router")
+            .arg("COUNT")
+            .arg(100)
+            .arg("STREAMS")
+            .arg(env.store.keys().ingest(p))
+            .arg(">")
+            .query_async(&mut r)
+            .await
+            .unwrap();
+    }
+    let stats = env.store.ingest_stats().await.unwrap();
+    assert_eq!((stats.lag, stats.pending), (0, 20));
+
+    // Two live routers race to take over.
+    env.spawn_router(fast_router("router-b"));
+    env.spawn_router(fast_router("router-c"));
+    for id in &ids {
+        env.wait_status(id, pb::IncidentStatus::Dispatched).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        env.dispatch_count("property-office").await,
+        20,
+        "each incident dispatched exactly once"
+    );
+    let stats = env.store.ingest_stats().await.unwrap();
+    assert_eq!((stats.lag, stats.pending, stats.dead_letters), (0, 0, 0));
+    for id in &ids {
+        let inc = env.wait_status(id, pb::IncidentStatus::Dispatched).await;
+        assert_eq!(
+            inc.timeline
+                .iter()
+                .filter(|e| e.kind == "dispatched")
+                .count(),
+            1
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_entries_go_to_the_dead_letter_stream() {
+    let env = Env::start().await;
+    let mut r = env.redis().await;
+    let key = env.store.keys().ingest(1);
+    // Not a report at all.
+    let _: String = redis::cmd("XADD")
+        .arg(&key)
+        .arg("*")
+        .arg("junk")
+        .arg("\u{1}\u{2}")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    // A report that does not decode.
+    let _: String = redis::cmd("XADD")
+        .arg(&key)
+        .arg("*")
+        .arg("id")
+        .arg("01JDXK3M4P5Q6R7S8T9V0W1X2Y-1")
+        .arg("g")
+        .arg("0")
+        .arg("t")
+        .arg("1")
+        .arg("r")
+        .arg(b"\xff\xff\xff".as_slice())
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let mut letters = Vec::new();
+    for _ in 0..200 {
+        letters = env.store.dead_letters(1, 10).await.unwrap();
+        if letters.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(letters.len(), 2);
+    for l in &letters {
+        assert_eq!(l["reason"], b"undecodable");
+    }
+    assert!(String::from_utf8_lossy(&letters[0]["detail"]).contains("no incident id"));
+    assert!(String::from_utf8_lossy(&letters[1]["detail"]).contains("does not decode"));
+    let stats = env.store.ingest_stats().await.unwrap();
+    assert_eq!((stats.pending, stats.dead_letters), (0, 2));
+
+    // The path still works after poison.
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let id = env
+        .incidents()
+        .await
+        .report_incident(report("after", "city.vehicle.abandoned", lng, lat))
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id;
+    env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_that_keep_failing_are_dead_lettered_after_max_deliveries() {
+    let env = Env::without_router().await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let mut c = env.incidents().await;
+    let bad = c
+        .report_incident(report("will-fail", "city.vehicle.abandoned", lng, lat))
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id;
+    let good = c
+        .report_incident(report("will-pass", "city.vehicle.abandoned", lng, lat))
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id;
+    // Break the first incident's record so that its dispatch script fails every time.
+    let p = gridroute_store::keys::partition_of(&bad, PARTITIONS).unwrap();
+    let mut r = env.redis().await;
+    let _: () = redis::cmd("DEL")
+        .arg(env.store.keys().incident(p, &bad))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(env.store.keys().incident(p, &bad))
+        .arg("not a hash")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+
+    let mut env = env;
+    env.spawn_router(fast_router("router-x"));
+    env.wait_status(&good, pb::IncidentStatus::Dispatched).await;
+    let mut letters = Vec::new();
+    for _ in 0..400 {
+        letters = env.store.dead_letters(p, 10).await.unwrap();
+        if !letters.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(letters.len(), 1, "the failing entry is dead-lettered");
+    assert_eq!(letters[0]["reason"], b"max_deliveries");
+    assert!(String::from_utf8_lossy(&letters[0]["fields"]).contains(&bad));
+    let stats = env.store.ingest_stats().await.unwrap();
+    assert_eq!(stats.pending, 0);
+}

@@ -1,0 +1,343 @@
+//! The shared record: accept / resolve / return, GetIncident, ListIncidents and ExplainRoute,
+//! against a real redis-server and a real gRPC socket.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Env, PARTITIONS, grid_point, report};
+use gridroute_proto::v1 as pb;
+use tonic::Code;
+
+async fn timers(env: &Env, id: &str) -> Vec<String> {
+    let p = gridroute_store::keys::partition_of(id, PARTITIONS).unwrap();
+    let mut r = env.redis().await;
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(env.store.keys().sla(p))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    members
+        .into_iter()
+        .filter(|m| m.starts_with(id))
+        .map(|m| m[id.len() + 1..].to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_and_resolve_change_state_and_stop_their_timers() {
+    let env = Env::start().await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let id = env
+        .incidents()
+        .await
+        .report_incident(report("a-1", "city.vehicle.abandoned", lng, lat))
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id;
+    env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+    let mut t = timers(&env, &id).await;
+    t.sort();
+    assert_eq!(t, ["accept", "resolve"]);
+
+    let mut d = env.dispatches().await;
+    let accept = |dept: &str| pb::AcceptIncidentRequest {
+        incident_id: id.clone(),
+        department_id: dept.into(),
+        note: "on it".into(),
+    };
+    let err = d
+        .accept_incident(accept("water-affairs"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "only the primary department accepts"
+    );
+
+    let inc = d
+        .accept_incident(accept("property-office"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(inc.status, pb::IncidentStatus::Accepted as i32);
+    assert_eq!(
+        timers(&env, &id).await,
+        ["resolve"],
+        "accept clock stopped, resolve clock runs on"
+    );
+    // Repeating the same action is not an error.
+    let again = d
+        .accept_incident(accept("property-office"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.status, pb::IncidentStatus::Accepted as i32);
+
+    let resolve = pb::ResolveIncidentRequest {
+        incident_id: id.clone(),
+        department_id: "property-office".into(),
+        note: "the property company towed the car".into(),
+        evidence_urls: vec!["https://evidence.example/1.jpg".into()],
+    };
+    let inc = d.resolve_incident(resolve).await.unwrap().into_inner();
+    assert_eq!(inc.status, pb::IncidentStatus::Resolved as i32);
+    assert!(timers(&env, &id).await.is_empty(), "every clock stopped");
+    let kinds: Vec<&str> = inc.timeline.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["reported", "dispatched", "accepted", "resolved"]);
+    assert_eq!(inc.timeline[3].actor, "property-office");
+    assert!(inc.timeline[3].detail.contains("towed"));
+
+    let err = d
+        .accept_incident(accept("property-office"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::FailedPrecondition,
+        "a resolved incident cannot be accepted"
+    );
+    let err = d
+        .accept_incident(pb::AcceptIncidentRequest {
+            incident_id: "01JDXK3M4P5Q6R7S8T9V0W1X2Y-2".into(),
+            department_id: "property-office".into(),
+            note: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returned_incident_is_rerouted_without_the_department_that_returned_it() {
+    let env = Env::start().await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let id = env
+        .incidents()
+        .await
+        .report_incident(report("ret-1", "city.vehicle.abandoned", lng, lat))
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id;
+    env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+    let mut d = env.dispatches().await;
+    let ret = pb::ReturnIncidentRequest {
+        incident_id: id.clone(),
+        department_id: "property-office".into(),
+        reason: pb::ReturnReason::NotInRemit as i32,
+        note: "the car stands on a public road, not in the compound".into(),
+    };
+    d.return_incident(ret.clone()).await.unwrap();
+    // Returned → routed again; property-office is excluded, no other rule covers the category
+    // here, so the district command centre takes it.
+    let mut inc = env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+    for _ in 0..100 {
+        if inc.decision.as_ref().unwrap().department_id != "property-office" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        inc = env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+    }
+    let decision = inc.decision.clone().unwrap();
+    assert_eq!(decision.department_id, "command-centre");
+    assert!(
+        decision
+            .reasons
+            .iter()
+            .any(|r| r.contains("excluded: property-office")),
+        "{:?}",
+        decision.reasons
+    );
+    assert_eq!(inc.returned_by, ["property-office"]);
+    let kinds: Vec<&str> = inc.timeline.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["reported", "dispatched", "returned", "dispatched"]);
+    assert!(
+        inc.timeline[2]
+            .detail
+            .starts_with("RETURN_REASON_NOT_IN_REMIT")
+    );
+    assert_eq!(env.dispatch_count("command-centre").await, 1);
+    // A retried return is answered OK and changes nothing.
+    d.return_incident(ret).await.unwrap();
+    assert_eq!(env.dispatch_count("command-centre").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_filters_by_department_region_status_and_pages() {
+    let env = Env::start().await;
+    let table = env.table();
+    let (_, path, lng, lat) = grid_point(&table, false);
+    let (_, tpath, tlng, tlat) = grid_point(&table, true);
+    let mut c = env.incidents().await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let (x, y) = if i % 2 == 0 { (lng, lat) } else { (tlng, tlat) };
+        ids.push(
+            c.report_incident(report(&format!("l-{i}"), "city.vehicle.abandoned", x, y))
+                .await
+                .unwrap()
+                .into_inner()
+                .incident_id,
+        );
+    }
+    for id in &ids {
+        env.wait_status(id, pb::IncidentStatus::Dispatched).await;
+    }
+    let list = |req: pb::ListIncidentsRequest| {
+        let mut c = c.clone();
+        async move { c.list_incidents(req).await.unwrap().into_inner() }
+    };
+    // Everything, newest first, in pages of 3.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = list(pb::ListIncidentsRequest {
+            page_size: 3,
+            page_token: token.clone(),
+            ..Default::default()
+        })
+        .await;
+        assert!(page.incidents.len() <= 3);
+        seen.extend(page.incidents.into_iter().map(|i| i.incident_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first);
+
+    let by_dept = list(pb::ListIncidentsRequest {
+        department_id: "urban-management".into(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(by_dept.incidents.len(), 3, "the township's abandoned cars");
+    let by_street = list(pb::ListIncidentsRequest {
+        region_code: path[1].clone(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(by_street.incidents.len(), 4);
+    let by_district = list(pb::ListIncidentsRequest {
+        region_code: tpath[0].clone(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(by_district.incidents.len(), 7);
+
+    let mut d = env.dispatches().await;
+    d.accept_incident(pb::AcceptIncidentRequest {
+        incident_id: ids[0].clone(),
+        department_id: "property-office".into(),
+        note: String::new(),
+    })
+    .await
+    .unwrap();
+    let accepted = list(pb::ListIncidentsRequest {
+        statuses: vec![pb::IncidentStatus::Accepted as i32],
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        accepted
+            .incidents
+            .iter()
+            .map(|i| i.incident_id.clone())
+            .collect::<Vec<_>>(),
+        [ids[0].clone()]
+    );
+
+    let future = prost_types::Timestamp {
+        seconds: 4_000_000_000,
+        nanos: 0,
+    };
+    let none = list(pb::ListIncidentsRequest {
+        start_time: Some(future),
+        ..Default::default()
+    })
+    .await;
+    assert!(none.incidents.is_empty() && none.next_page_token.is_empty());
+
+    let err = c
+        .list_incidents(pb::ListIncidentsRequest {
+            page_size: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_route_returns_the_decision_and_creates_nothing() {
+    let env = Env::without_router().await;
+    let table = env.table();
+    let (grid, _, lng, lat) = grid_point(&table, false);
+    let mut r = report("", "city.environment.noise.construction", lng, lat);
+    r.urgency = pb::Urgency::Unspecified as i32;
+    let d = env
+        .routing()
+        .await
+        .explain_route(pb::ExplainRouteRequest { report: Some(r) })
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert_eq!(d.department_id, "housing-construction");
+    assert_eq!(d.co_department_ids, ["ecology-environment"]);
+    assert_eq!(d.rule_id, "construction-noise");
+    assert_eq!(d.table_version, table.version);
+    assert_eq!(d.sla_policy, "standard");
+    assert_eq!(d.region_path.last().unwrap().code, grid);
+    assert!(
+        d.reasons
+            .iter()
+            .any(|x| x.contains("rule construction-noise")),
+        "{:?}",
+        d.reasons
+    );
+
+    // WGS-84 input is converted to the table's GCJ-02 before the lookup.
+    let (wlng, wlat) = gridroute_core::crs::convert(
+        gridroute_core::crs::Crs::Gcj02,
+        gridroute_core::crs::Crs::Wgs84,
+        lng,
+        lat,
+    );
+    let mut w = report("", "city.vehicle.abandoned", wlng, wlat);
+    w.location.as_mut().unwrap().coordinate_system = pb::CoordinateSystem::Wgs84 as i32;
+    let d = env
+        .routing()
+        .await
+        .explain_route(pb::ExplainRouteRequest { report: Some(w) })
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    assert_eq!(d.region_path.last().unwrap().code, grid);
+
+    let err = env
+        .routing()
+        .await
+        .explain_route(pb::ExplainRouteRequest { report: None })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let stats = env.store.ingest_stats().await.unwrap();
+    let mut c = env.redis().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("gr:*inc:*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(keys.is_empty() && stats.lag == 0, "nothing was created");
+}
