@@ -3,11 +3,16 @@
 
 use gridroute_core::{RoutingTable, synth::Rng, table::TableSources};
 
+/// The Dawukou sample's `grids.geojson`.
+pub const DAWUKOU_GRIDS: &str = include_str!("../deploy/sample/dawukou/grids.geojson");
+/// The Dawukou sample's `rules.yaml`.
+pub const DAWUKOU_RULES: &str = include_str!("../deploy/sample/dawukou/rules.yaml");
+
 /// The Dawukou sample table, as `make dev` loads it.
 pub fn dawukou() -> RoutingTable {
     RoutingTable::load(TableSources {
-        grids_geojson: include_str!("../deploy/sample/dawukou/grids.geojson"),
-        rules_yaml: include_str!("../deploy/sample/dawukou/rules.yaml"),
+        grids_geojson: DAWUKOU_GRIDS,
+        rules_yaml: DAWUKOU_RULES,
     })
     .expect("the sample table is valid")
 }

@@ -4,7 +4,7 @@
 //! Layout:
 //! - [`error`]: the one mapping from errors to `tonic::Status`.
 //! - [`validate`]: request validation with field-level violations.
-//! - [`incident`], [`dispatch`], [`routing`]: one service per module; handlers validate, call
+//! - [`incident`], [`dispatch`], [`routing`], [`tables`]: one service per module; handlers validate, call
 //!   the store or the core, and map the result.
 //! - [`server`]: assembles the services, health and reflection, and serves them.
 //!
@@ -16,6 +16,7 @@ pub mod error;
 pub mod incident;
 pub mod routing;
 pub mod server;
+pub mod tables;
 pub mod validate;
 
 use std::{

@@ -9,7 +9,7 @@ use gridroute_proto::{
     v1::{
         dispatch_service_server::DispatchServiceServer,
         incident_service_server::IncidentServiceServer,
-        routing_service_server::RoutingServiceServer,
+        routing_service_server::RoutingServiceServer, table_service_server::TableServiceServer,
     },
 };
 use tokio_stream::wrappers::TcpListenerStream;
@@ -17,13 +17,20 @@ use tonic::transport::Server;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
 
-use crate::{ApiState, dispatch::Dispatches, incident::Incidents, routing::Routing};
+use crate::{
+    ApiState,
+    dispatch::Dispatches,
+    incident::Incidents,
+    routing::Routing,
+    tables::{MAX_TABLE_BYTES, Tables},
+};
 
 /// Fully qualified names of the services health reports on (plus the empty name, the server).
-pub const SERVICE_NAMES: [&str; 3] = [
+pub const SERVICE_NAMES: [&str; 4] = [
     "gridroute.v1.IncidentService",
     "gridroute.v1.DispatchService",
     "gridroute.v1.RoutingService",
+    "gridroute.v1.TableService",
 ];
 
 /// How often health re-checks Redis.
@@ -98,7 +105,10 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(IncidentServiceServer::new(Incidents(state.clone())))
         .add_service(DispatchServiceServer::new(Dispatches(state.clone())))
-        .add_service(RoutingServiceServer::new(Routing(state)))
+        .add_service(RoutingServiceServer::new(Routing(state.clone())))
+        .add_service(
+            TableServiceServer::new(Tables(state)).max_decoding_message_size(MAX_TABLE_BYTES),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     health_task.abort();

@@ -15,6 +15,7 @@
 //! and every replica holds its tables in memory through it.
 
 pub mod category;
+pub mod checks;
 pub mod crs;
 pub mod grid_index;
 pub mod region;

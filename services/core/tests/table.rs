@@ -314,6 +314,50 @@ fn the_dawukou_sample_has_the_article_shape() {
     }
 }
 
+#[test]
+fn the_sample_passes_the_geometry_checks() {
+    let t = sample();
+    let started = std::time::Instant::now();
+    let issues = gridroute_core::checks::check_geometry(&t);
+    assert!(issues.is_empty(), "{issues:?}");
+    eprintln!("geometry checks of 317 grids: {:?}", started.elapsed());
+}
+
+#[test]
+fn overlaps_gaps_and_bowties_are_reported() {
+    let grids = format!(
+        r#"{{"type":"FeatureCollection","features":[{},{},{},{}]}}"#,
+        // G1 and G2 overlap by a 0.5 x 1 degree strip.
+        square("G1", PATH_S1, 0.0, 0.0, 1.0, 1.0),
+        square("G2", PATH_S1, 0.5, 0.0, 2.0, 1.0),
+        // A ring of four grids in street 2 around an empty square.
+        r#"{"type":"Feature","properties":{"code":"G3","path":[{"code":"D","name":"District","level":"district"},{"code":"S2","name":"Street 2","level":"street"},{"code":"C2","name":"Community 2","level":"community"}]},"geometry":{"type":"Polygon","coordinates":[[[3,0],[6,0],[6,3],[3,3],[3,0]],[[4,1],[5,1],[5,2],[4,2],[4,1]]]}}"#,
+        // A bow-tie: self-intersecting ring.
+        r#"{"type":"Feature","properties":{"code":"G4","path":[{"code":"D","name":"District","level":"district"},{"code":"S2","name":"Street 2","level":"street"},{"code":"C2","name":"Community 2","level":"community"}]},"geometry":{"type":"Polygon","coordinates":[[[7,0],[8,1],[8,0],[7,1],[7,0]]]}}"#,
+    );
+    let t = RoutingTable::load(TableSources {
+        grids_geojson: &grids,
+        rules_yaml: RULES,
+    })
+    .unwrap();
+    let issues = gridroute_core::checks::check_geometry(&t);
+    let mut codes: Vec<(&str, &str)> = issues
+        .iter()
+        .map(|i| (i.code, i.subject.as_str()))
+        .collect();
+    codes.sort_unstable();
+    codes.dedup();
+    assert_eq!(
+        codes,
+        [
+            ("gap_in_parent", "C2"),
+            ("invalid_geometry", "G4"),
+            ("overlapping_grids", "G1,G2")
+        ],
+        "{issues:?}"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
     /// The index agrees with a brute-force scan of every grid.

@@ -92,10 +92,54 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum TablesCommand {
-    /// Validate a table directory offline; prints every issue.
+    /// Validate a table directory offline (structure and geometry); prints every issue.
     Validate {
         /// Directory with grids.geojson and rules.yaml.
         dir: PathBuf,
+    },
+    /// Validate and publish a table: every replica swaps to it within about a second.
+    Push {
+        /// gRPC endpoint.
+        #[arg(long, env = "GRIDROUTE_ADDR", default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        /// Directory with grids.geojson and rules.yaml.
+        dir: PathBuf,
+        /// Why (kept in the history).
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Validate on the server only; publish nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show the version in force and the publication history.
+    Show {
+        /// gRPC endpoint.
+        #[arg(long, env = "GRIDROUTE_ADDR", default_value = "http://127.0.0.1:50051")]
+        addr: String,
+    },
+    /// Restore the previous version (or --to VERSION).
+    Rollback {
+        /// gRPC endpoint.
+        #[arg(long, env = "GRIDROUTE_ADDR", default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        /// The version to restore.
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// What-if: list incidents that a candidate table would route differently.
+    Diff {
+        /// gRPC endpoint.
+        #[arg(long, env = "GRIDROUTE_ADDR", default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        /// Candidate table directory.
+        #[arg(long)]
+        candidate: PathBuf,
+        /// JSON-lines file of reports to replay as well.
+        #[arg(long)]
+        reports: Option<PathBuf>,
+        /// How many recent incidents to replay (default 1000 without --reports, else 0).
+        #[arg(long, default_value_t = 0)]
+        replay: i32,
     },
     /// Generate the Dawukou sample (317 grids inside the real boundary) and its rules.
     Sample {
@@ -131,6 +175,20 @@ async fn main() -> std::process::ExitCode {
             note,
         } => client::act(&addr, action, &id, &department, &note).await,
         Command::Tables { command } => match command {
+            TablesCommand::Push {
+                addr,
+                dir,
+                note,
+                dry_run,
+            } => client::tables_push(&addr, &dir, &note, dry_run).await,
+            TablesCommand::Show { addr } => client::tables_show(&addr).await,
+            TablesCommand::Rollback { addr, to } => client::tables_rollback(&addr, to).await,
+            TablesCommand::Diff {
+                addr,
+                candidate,
+                reports,
+                replay,
+            } => client::tables_diff(&addr, &candidate, reports.as_deref(), replay).await,
             TablesCommand::Validate { dir } => tables::validate(&dir)
                 .map(|s| print!("{s}"))
                 .map_err(Into::into),

@@ -124,7 +124,8 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
     if o.metrics_addr != "off" {
         gridroute_telemetry::serve_metrics(o.metrics_addr.parse()?)?;
     }
-    let table = crate::tables::load(o.tables.as_deref())?;
+    let (grids, rules) = crate::tables::read_sources(o.tables.as_deref())?;
+    let table = crate::tables::load_sources(&grids, &rules)?;
     info!(version = %table.version, grids = table.grids.grids().len(), rules = table.rules.len(), "routing table loaded");
     let tables = gridroute_core::table::shared(table);
 
@@ -157,8 +158,15 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
     let Some(store) = connect(&url, &o, &mut stop_rx).await? else {
         return Ok(());
     };
+    // Once a version was published, the one in force in Redis wins over --tables.
+    store.bootstrap_table(&tables, &grids, &rules).await?;
+    drop((grids, rules));
 
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn({
+        let (s, t, rx) = (store.clone(), tables.clone(), stop_rx.clone());
+        async move { s.sync_tables(t, rx).await }
+    });
     if o.role != Role::Api {
         let cfg = RouterConfig {
             consumer_name: o

@@ -41,22 +41,26 @@ fn write(path: PathBuf, text: &str) -> Result<(), TablesError> {
     std::fs::write(&path, text).map_err(|source| TablesError::Io { path, source })
 }
 
+/// The sources (`grids.geojson`, `rules.yaml`) of `DIR`, or of the built-in sample.
+pub fn read_sources(dir: Option<&Path>) -> Result<(String, String), TablesError> {
+    match dir {
+        None => Ok((SAMPLE_GRIDS.to_owned(), SAMPLE_RULES.to_owned())),
+        Some(d) => Ok((read(d.join("grids.geojson"))?, read(d.join("rules.yaml"))?)),
+    }
+}
+
 /// Loads `DIR/grids.geojson` and `DIR/rules.yaml`, or the built-in sample when `dir` is None.
 pub fn load(dir: Option<&Path>) -> Result<RoutingTable, TablesError> {
-    let table = match dir {
-        None => RoutingTable::load(TableSources {
-            grids_geojson: SAMPLE_GRIDS,
-            rules_yaml: SAMPLE_RULES,
-        })?,
-        Some(d) => {
-            let grids = read(d.join("grids.geojson"))?;
-            let rules = read(d.join("rules.yaml"))?;
-            RoutingTable::load(TableSources {
-                grids_geojson: &grids,
-                rules_yaml: &rules,
-            })?
-        }
-    };
+    let (grids, rules) = read_sources(dir)?;
+    load_sources(&grids, &rules)
+}
+
+/// Loads a table from its sources.
+pub fn load_sources(grids: &str, rules: &str) -> Result<RoutingTable, TablesError> {
+    let table = RoutingTable::load(TableSources {
+        grids_geojson: grids,
+        rules_yaml: rules,
+    })?;
     metrics::counter!(gridroute_telemetry::names::TABLE_LOADS_TOTAL, "outcome" => "loaded")
         .increment(1);
     metrics::gauge!(gridroute_telemetry::names::TABLE_INFO, "version" => table.version.clone())
@@ -64,9 +68,22 @@ pub fn load(dir: Option<&Path>) -> Result<RoutingTable, TablesError> {
     Ok(table)
 }
 
-/// `gridroute tables validate DIR`: prints every issue; Err when the table is rejected.
+/// `gridroute tables validate DIR`: structure and geometry, offline; prints every issue; Err
+/// when the table is rejected.
 pub fn validate(dir: &Path) -> Result<String, TablesError> {
     let t = load(Some(dir))?;
+    let geometry = gridroute_core::checks::check_geometry(&t);
+    if !geometry.is_empty() {
+        return Err(TablesError::Rejected(gridroute_core::TableError {
+            issues: geometry,
+        }));
+    }
+    let geometry = gridroute_core::checks::check_geometry(&t);
+    if !geometry.is_empty() {
+        return Err(TablesError::Rejected(gridroute_core::TableError {
+            issues: geometry,
+        }));
+    }
     let mut out = format!(
         "table {} is valid: {} regions, {} grids, {} departments, {} rules\n",
         t.version,

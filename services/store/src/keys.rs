@@ -13,6 +13,10 @@
 //! | `<prefix>:{pN}:dlq` | stream | entries no router could process, with the reason |
 //! | `<prefix>:{pN}:idx:all`, `:idx:dept:<d>`, `:idx:region:<code>` | sorted sets | incident ids (score 0, ordered by id = time) |
 //! | `<prefix>:meta` | hash | deployment constants (number of partitions) |
+//! | `<prefix>:{tables}:current` | string | the routing table version in force |
+//! | `<prefix>:{tables}:history` | list | `version|ms|by|note`, newest first |
+//! | `<prefix>:{tables}:v:<version>` | hash | a version's `grids` and `rules` sources |
+//! | channel `<prefix>:tables:changed` | pub/sub | a new version is in force |
 
 /// Name of the consumer group every router joins.
 pub const ROUTER_GROUP: &str = "routers";
@@ -48,6 +52,23 @@ impl Keys {
     /// The deployment's meta hash (not bound to a partition).
     pub fn meta(&self) -> String {
         format!("{}:meta", self.prefix)
+    }
+
+    /// The routing table version in force.
+    pub fn table_current(&self) -> String {
+        format!("{}:{{tables}}:current", self.prefix)
+    }
+    /// The history of published versions.
+    pub fn table_history(&self) -> String {
+        format!("{}:{{tables}}:history", self.prefix)
+    }
+    /// Prefix of the hashes holding each version's sources.
+    pub fn table_version_prefix(&self) -> String {
+        format!("{}:{{tables}}:v:", self.prefix)
+    }
+    /// The pub/sub channel announcing a new version.
+    pub fn table_channel(&self) -> String {
+        format!("{}:tables:changed", self.prefix)
     }
 
     fn part(&self, p: u16, rest: &str) -> String {

@@ -23,6 +23,7 @@ pub mod local;
 pub mod query;
 pub mod scripts;
 pub mod subscribe;
+pub mod tables;
 
 use std::time::Duration;
 

@@ -5,11 +5,12 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-const SOURCES: [&str; 4] = [
+const SOURCES: [&str; 5] = [
     include_str!("lua/report.lua"),
     include_str!("lua/dispatch.lua"),
     include_str!("lua/dead_letter.lua"),
     include_str!("lua/transition.lua"),
+    include_str!("lua/publish_table.lua"),
 ];
 
 /// Accept a report.
@@ -20,6 +21,8 @@ pub static DISPATCH: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[1])
 pub static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[2]));
 /// Accept, resolve or return.
 pub static TRANSITION: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[3]));
+/// Publish a routing table version.
+pub static PUBLISH_TABLE: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[4]));
 
 /// Appends `EVALSHA` of `script` to a pipeline. Pipelines cannot fall back to EVAL by
 /// themselves, so callers run [`ensure_loaded`] first and retry once on `NOSCRIPT`.

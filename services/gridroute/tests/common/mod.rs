@@ -56,11 +56,23 @@ impl Env {
             .expect("store connects");
         store.ensure_groups().await.expect("groups");
         let tables = gridroute_core::table::shared(gridroute_benches::dawukou());
+        store
+            .bootstrap_table(
+                &tables,
+                gridroute_benches::DAWUKOU_GRIDS,
+                gridroute_benches::DAWUKOU_RULES,
+            )
+            .await
+            .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = format!("http://{}", listener.local_addr().unwrap());
         let (api_stop, mut rx) = watch::channel(false);
         let mut state = ApiState::new(store.clone(), tables.clone(), rx.clone());
         state.subscribe_block = Duration::from_millis(200);
+        tokio::spawn({
+            let (s, t, rx) = (store.clone(), tables.clone(), rx.clone());
+            async move { s.sync_tables(t, rx).await }
+        });
         tokio::spawn(async move {
             let stop = async move {
                 let _ = rx.wait_for(|s| *s).await;
@@ -108,6 +120,12 @@ impl Env {
     }
     pub async fn routing(&self) -> RoutingServiceClient<Channel> {
         RoutingServiceClient::new(self.channel().await)
+    }
+    pub async fn table_admin(
+        &self,
+    ) -> gridroute_proto::v1::table_service_client::TableServiceClient<Channel> {
+        gridroute_proto::v1::table_service_client::TableServiceClient::new(self.channel().await)
+            .max_encoding_message_size(64 << 20)
     }
 
     pub fn table(&self) -> std::sync::Arc<RoutingTable> {

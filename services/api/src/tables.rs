@@ -1,0 +1,255 @@
+//! TableService: validate, compare, publish and roll back routing tables.
+
+use gridroute_core::{
+    RoutingTable, checks,
+    table::{Severity, TableIssue, TableSources},
+};
+use gridroute_proto::v1::{self as pb, table_service_server::TableService};
+use gridroute_store::{codec, query::ListFilter, tables::Published};
+use tonic::{Request, Response, Status};
+use tonic_types::FieldViolation;
+
+use crate::{ApiError, ApiState, observed};
+
+/// Recent incidents replayed by DiffTable when the caller names no number and gives no reports.
+pub const DEFAULT_REPLAY: usize = 1000;
+/// Most incidents one DiffTable call replays.
+pub const MAX_REPLAY: usize = 100_000;
+/// Largest table accepted over the API (a 100,000-grid city is about 60 MB of GeoJSON).
+pub const MAX_TABLE_BYTES: usize = 256 * 1024 * 1024;
+
+/// The TableService implementation.
+#[derive(Debug, Clone)]
+pub struct Tables(pub ApiState);
+
+fn issue_message(i: &TableIssue) -> pb::TableIssue {
+    pb::TableIssue {
+        severity: match i.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+        .into(),
+        code: i.code.into(),
+        subject: i.subject.clone(),
+        message: i.message.clone(),
+    }
+}
+
+/// Loads and fully checks a candidate table off the async workers (large tables take seconds).
+/// Errors become one field violation each.
+async fn admit(sources: Option<pb::TableSources>, field: &str) -> Result<RoutingTable, ApiError> {
+    let s = sources.ok_or_else(|| ApiError::field(field, "required"))?;
+    let field = field.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let table = RoutingTable::load(TableSources {
+            grids_geojson: &s.grids_geojson,
+            rules_yaml: &s.rules_yaml,
+        })
+        .map_err(|e| violations(&field, &e.issues))?;
+        let geometry = checks::check_geometry(&table);
+        if geometry.iter().any(|i| i.severity == Severity::Error) {
+            return Err(violations(&field, &geometry));
+        }
+        Ok(table)
+    })
+    .await
+    .map_err(|e| ApiError::Unavailable(e.to_string()))?
+}
+
+fn violations(field: &str, issues: &[TableIssue]) -> ApiError {
+    ApiError::Invalid(
+        issues
+            .iter()
+            .filter(|i| i.severity == Severity::Error)
+            .map(|i| {
+                FieldViolation::new(
+                    format!("{field}.{}", i.subject),
+                    format!("[{}] {}", i.code, i.message),
+                )
+            })
+            .collect(),
+    )
+}
+
+impl Tables {
+    async fn info(&self) -> Result<pb::TableInfo, ApiError> {
+        let store = &self.0.store;
+        Ok(pb::TableInfo {
+            current_version: store.current_table_version().await?.unwrap_or_default(),
+            replica_version: self.0.tables.load().version.clone(),
+            history: store
+                .table_history()
+                .await?
+                .into_iter()
+                .map(|h| pb::TableHistoryEntry {
+                    version: h.version,
+                    publish_time: Some(codec::timestamp(h.published_ms)),
+                    published_by: h.published_by,
+                    note: h.note,
+                })
+                .collect(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl TableService for Tables {
+    async fn publish_table(
+        &self,
+        request: Request<pb::PublishTableRequest>,
+    ) -> Result<Response<pb::PublishTableResponse>, Status> {
+        observed("PublishTable", async {
+            let r = request.into_inner();
+            let sources = r.sources.clone();
+            let table = admit(r.sources, "sources").await?;
+            let mut resp = pb::PublishTableResponse {
+                version: table.version.clone(),
+                warnings: table
+                    .warnings
+                    .iter()
+                    .filter(|w| w.severity == Severity::Warning)
+                    .map(issue_message)
+                    .collect(),
+                grid_count: table.grids.grids().len() as i32,
+                rule_count: table.rules.len() as i32,
+                ..Default::default()
+            };
+            if r.validate_only {
+                return Ok(resp);
+            }
+            let s = sources.unwrap_or_default();
+            let by = if r.published_by.is_empty() {
+                "api"
+            } else {
+                &r.published_by
+            };
+            match self
+                .0
+                .store
+                .publish_table(
+                    &table.version,
+                    Some((&s.grids_geojson, &s.rules_yaml)),
+                    by,
+                    &r.note,
+                    false,
+                )
+                .await?
+            {
+                Published::Changed { previous } => {
+                    resp.changed = true;
+                    resp.previous_version = previous.unwrap_or_default();
+                }
+                Published::Unchanged | Published::Kept { .. } => {}
+            }
+            Ok(resp)
+        })
+        .await
+    }
+
+    async fn get_table_info(
+        &self,
+        _request: Request<pb::GetTableInfoRequest>,
+    ) -> Result<Response<pb::TableInfo>, Status> {
+        observed("GetTableInfo", self.info()).await
+    }
+
+    async fn rollback_table(
+        &self,
+        request: Request<pb::RollbackTableRequest>,
+    ) -> Result<Response<pb::TableInfo>, Status> {
+        observed("RollbackTable", async {
+            let r = request.into_inner();
+            let by = if r.published_by.is_empty() {
+                "api"
+            } else {
+                &r.published_by
+            };
+            let to = (!r.version.is_empty()).then_some(r.version.as_str());
+            self.0.store.rollback_table(to, by).await?;
+            self.info().await
+        })
+        .await
+    }
+
+    async fn diff_table(
+        &self,
+        request: Request<pb::DiffTableRequest>,
+    ) -> Result<Response<pb::DiffTableResponse>, Status> {
+        observed("DiffTable", async {
+            let r = request.into_inner();
+            if r.replay_recent < 0 || r.replay_recent as usize > MAX_REPLAY {
+                return Err(ApiError::field(
+                    "replay_recent",
+                    format!("between 0 and {MAX_REPLAY}"),
+                ));
+            }
+            let candidate = admit(r.candidate, "candidate").await?;
+            let current = self.0.tables.load_full();
+            let replay = match (r.replay_recent, r.reports.is_empty()) {
+                (0, true) => DEFAULT_REPLAY,
+                (n, _) => n as usize,
+            };
+            // Recent incidents (their original reports and exclusions), newest first.
+            let mut items: Vec<(String, i32, pb::ReportIncidentRequest, Vec<String>)> = Vec::new();
+            let mut token = String::new();
+            while items.len() < replay {
+                let page = (replay - items.len()).min(gridroute_store::query::MAX_PAGE_SIZE);
+                let (incidents, next) = self
+                    .0
+                    .store
+                    .list_incidents(&ListFilter::default(), page, &token)
+                    .await?;
+                for inc in incidents {
+                    if let (Some(report), true) = (inc.report, inc.decision.is_some()) {
+                        items.push((inc.incident_id, -1, report, inc.returned_by));
+                    }
+                }
+                if next.is_empty() {
+                    break;
+                }
+                token = next;
+            }
+            for (i, report) in r.reports.into_iter().enumerate() {
+                items.push((String::new(), i as i32, report, Vec::new()));
+            }
+            let mut changes = Vec::new();
+            let mut compared = 0;
+            for (incident_id, report_index, report, returned_by) in &items {
+                let route = |t: &RoutingTable| {
+                    let excluded: Vec<_> =
+                        returned_by.iter().filter_map(|d| t.department(d)).collect();
+                    let q = codec::route_query(report, &excluded, t.crs)?;
+                    let d = t.route(&q);
+                    Some(codec::decision_message(t, &q, &d))
+                };
+                let (Some(a), Some(b)) = (route(&current), route(&candidate)) else {
+                    continue;
+                };
+                compared += 1;
+                let grid = |d: &pb::RouteDecision| d.region_path.last().map(|r| r.code.clone());
+                if a.department_id != b.department_id || grid(&a) != grid(&b) {
+                    changes.push(pb::RouteChange {
+                        incident_id: incident_id.clone(),
+                        report_index: *report_index,
+                        category: report.category.clone(),
+                        current: Some(a),
+                        candidate: Some(b),
+                    });
+                }
+            }
+            Ok(pb::DiffTableResponse {
+                current_version: current.version.clone(),
+                candidate_version: candidate.version.clone(),
+                compared,
+                changes,
+                warnings: candidate
+                    .warnings
+                    .iter()
+                    .filter(|w| w.severity == Severity::Warning)
+                    .map(issue_message)
+                    .collect(),
+            })
+        })
+        .await
+    }
+}
