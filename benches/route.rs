@@ -33,6 +33,7 @@ fn bench(c: &mut Criterion) {
                         lng,
                         lat,
                         crs: Crs::Gcj02,
+                        accuracy_m: 0.0,
                     },
                     urgency: Urgency::Normal,
                     source: "resident-app",

@@ -65,6 +65,53 @@ impl GridIndex {
         best.map(|i| &self.grids[i as usize])
     }
 
+    /// The grid nearest to a point outside every grid, if its border lies within `radius_m`
+    /// metres, with that distance. Distances use a local equirectangular approximation, exact
+    /// to well under a metre at the radii used for snapping.
+    pub fn nearest_within(&self, lng: f64, lat: f64, radius_m: f64) -> Option<(&IndexedGrid, f64)> {
+        const M_PER_DEG_LAT: f64 = 110_574.0;
+        let m_per_deg_lng = 111_320.0 * lat.to_radians().cos().max(1e-6);
+        let (dx, dy) = (radius_m / m_per_deg_lng, radius_m / M_PER_DEG_LAT);
+        let mut best: Option<(f64, u32)> = None;
+        let env = AABB::from_corners([lng - dx, lat - dy], [lng + dx, lat + dy]);
+        for e in self.tree.locate_in_envelope_intersecting(&env) {
+            let g = &self.grids[e.data as usize];
+            let rings = g
+                .shape
+                .0
+                .iter()
+                .flat_map(|p| std::iter::once(p.exterior()).chain(p.interiors()));
+            let mut d2 = f64::INFINITY;
+            for ring in rings {
+                for seg in ring.lines() {
+                    // Segment in metres relative to the point.
+                    let (ax, ay) = (
+                        (seg.start.x - lng) * m_per_deg_lng,
+                        (seg.start.y - lat) * M_PER_DEG_LAT,
+                    );
+                    let (bx, by) = (
+                        (seg.end.x - lng) * m_per_deg_lng,
+                        (seg.end.y - lat) * M_PER_DEG_LAT,
+                    );
+                    let (vx, vy) = (bx - ax, by - ay);
+                    let len2 = vx * vx + vy * vy;
+                    let t = if len2 > 0.0 {
+                        (-(ax * vx + ay * vy) / len2).clamp(0.0, 1.0)
+                    } else {
+                        0.0
+                    };
+                    let (cx, cy) = (ax + t * vx, ay + t * vy);
+                    d2 = d2.min(cx * cx + cy * cy);
+                }
+            }
+            let d = d2.sqrt();
+            if d <= radius_m && best.is_none_or(|(bd, bi)| d < bd || (d == bd && e.data < bi)) {
+                best = Some((d, e.data));
+            }
+        }
+        best.map(|(d, i)| (&self.grids[i as usize], d))
+    }
+
     /// Candidate grids whose bounding box meets the given box (for validation and tools).
     pub fn candidates(&self, min: [f64; 2], max: [f64; 2]) -> impl Iterator<Item = &IndexedGrid> {
         self.tree
@@ -117,6 +164,17 @@ mod tests {
         assert_eq!(idx.locate(2.0, 0.5).unwrap().code, "B");
         assert!(idx.locate(2.5, 0.5).is_none());
         assert!(idx.locate(-0.1, 0.5).is_none());
+    }
+
+    #[test]
+    fn snaps_to_the_nearest_grid_within_the_radius() {
+        let idx = two_squares();
+        // 0.0001 degrees of longitude at the equator is about 11 m.
+        let (g, d) = idx.nearest_within(2.0001, 0.5, 50.0).unwrap();
+        assert_eq!(g.code, "B");
+        assert!((d - 11.13).abs() < 0.1, "{d}");
+        assert!(idx.nearest_within(2.0001, 0.5, 10.0).is_none());
+        assert!(idx.nearest_within(5.0, 5.0, 50.0).is_none());
     }
 
     #[test]

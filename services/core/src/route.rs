@@ -21,6 +21,9 @@ pub enum RouteTarget<'a> {
         lat: f64,
         /// Its coordinate system.
         crs: Crs,
+        /// The reporter's stated accuracy radius in metres (0 = not stated: the table's
+        /// default snap radius applies).
+        accuracy_m: f64,
     },
     /// A grid code.
     Grid(&'a str),
@@ -79,17 +82,35 @@ pub struct Decision {
     pub department: DeptId,
     /// SLA policy.
     pub sla: PolicyId,
+    /// When the point lay outside every grid but within the accuracy radius of `grid`: the
+    /// distance in whole metres (rounded up) it was snapped over.
+    pub snapped_m: Option<u32>,
 }
 
 impl RoutingTable {
     /// Decides where a report goes.
     pub fn route(&self, q: &RouteQuery<'_>) -> Decision {
         let grid = match q.target {
-            RouteTarget::Point { lng, lat, crs } => {
+            RouteTarget::Point {
+                lng,
+                lat,
+                crs,
+                accuracy_m,
+            } => {
                 let (x, y) = crate::crs::convert(crs, self.crs, lng, lat);
                 match self.grids.locate(x, y) {
                     Some(g) => g.region,
-                    None => return self.fallback(Outcome::OutsideGrids, None, q.urgency),
+                    None => match self
+                        .grids
+                        .nearest_within(x, y, self.snap_radius(accuracy_m))
+                    {
+                        Some((g, d)) => {
+                            let mut decision = self.decide(q, g.region);
+                            decision.snapped_m = Some(d.ceil() as u32);
+                            return decision;
+                        }
+                        None => return self.fallback(Outcome::OutsideGrids, None, q.urgency),
+                    },
                 }
             }
             RouteTarget::Grid(code) => match self.regions.find(code) {
@@ -97,6 +118,19 @@ impl RoutingTable {
                 _ => return self.fallback(Outcome::UnknownGrid, None, q.urgency),
             },
         };
+        self.decide(q, grid)
+    }
+
+    /// The snapping radius for a stated accuracy: the stated one, capped, or the default.
+    pub fn snap_radius(&self, accuracy_m: f64) -> f64 {
+        if accuracy_m.is_finite() && accuracy_m > 0.0 {
+            accuracy_m.min(self.max_snap_radius_m)
+        } else {
+            self.snap_radius_m
+        }
+    }
+
+    fn decide(&self, q: &RouteQuery<'_>, grid: RegionId) -> Decision {
         match self.best_rule(q, grid) {
             Some(i) => {
                 let rule = &self.rules[i as usize];
@@ -106,6 +140,7 @@ impl RoutingTable {
                     rule: Some(i),
                     department: rule.department,
                     sla: rule.sla.unwrap_or_else(|| self.default_policy(q.urgency)),
+                    snapped_m: None,
                 }
             }
             None => self.fallback(Outcome::NoRule, Some(grid), q.urgency),
@@ -119,6 +154,7 @@ impl RoutingTable {
             rule: None,
             department: grid.map_or(self.default_command_centre, |g| self.command_centre_for(g)),
             sla: self.default_policy(urgency),
+            snapped_m: None,
         }
     }
 
@@ -160,16 +196,18 @@ impl RoutingTable {
     pub fn explain(&self, q: &RouteQuery<'_>, d: &Decision) -> Vec<String> {
         let mut reasons = Vec::with_capacity(3);
         match (q.target, d.grid) {
-            (RouteTarget::Point { lng, lat, .. }, Some(g)) => {
-                reasons.push(format!(
-                    "point ({lng}, {lat}) lies in grid {}",
+            (RouteTarget::Point { lng, lat, .. }, Some(g)) => match d.snapped_m {
+                None => reasons.push(format!("point ({lng}, {lat}) lies in grid {}", self.describe_path(g))),
+                Some(m) => reasons.push(format!(
+                    "point ({lng}, {lat}) lies outside every grid, {m} m from grid {}: snapped within the accuracy radius",
                     self.describe_path(g)
-                ));
-            }
-            (RouteTarget::Point { lng, lat, .. }, None) => {
+                )),
+            },
+            (RouteTarget::Point { lng, lat, accuracy_m, .. }, None) => {
                 reasons.push(format!(
-                    "point ({lng}, {lat}) lies outside every grid of table {}",
-                    self.name
+                    "point ({lng}, {lat}) lies outside every grid of table {}, none within {} m",
+                    self.name,
+                    self.snap_radius(accuracy_m)
                 ));
             }
             (RouteTarget::Grid(code), Some(g)) => {

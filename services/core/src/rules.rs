@@ -60,6 +60,21 @@ pub struct RulesFile {
     pub default_sla: DefaultSla,
     /// The rules.
     pub rules: Vec<RuleSpec>,
+    /// A point outside every grid but within this many metres of one is routed as if inside
+    /// it, when the report states no accuracy (default 50).
+    #[serde(default = "default_snap_radius")]
+    pub snap_radius_m: f64,
+    /// Cap on the accuracy radius a report may state (default 500).
+    #[serde(default = "default_max_snap_radius")]
+    pub max_snap_radius_m: f64,
+}
+
+fn default_snap_radius() -> f64 {
+    50.0
+}
+
+fn default_max_snap_radius() -> f64 {
+    500.0
 }
 
 /// A department.

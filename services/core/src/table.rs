@@ -99,6 +99,10 @@ pub struct RoutingTable {
     /// SLA policies.
     pub sla_policies: Vec<SlaPolicy>,
     pub(crate) default_sla: [PolicyId; 3],
+    /// Snapping radius when a report states no accuracy, in metres.
+    pub snap_radius_m: f64,
+    /// Largest snapping radius a report's stated accuracy may ask for, in metres.
+    pub max_snap_radius_m: f64,
     /// Warnings found while loading.
     pub warnings: Vec<TableIssue>,
 }
@@ -246,6 +250,18 @@ impl RoutingTable {
             }
         }
 
+        for (name, v) in [
+            ("snap_radius_m", rf.snap_radius_m),
+            ("max_snap_radius_m", rf.max_snap_radius_m),
+        ] {
+            if !v.is_finite() || !(0.0..=10_000.0).contains(&v) {
+                issues.error(
+                    "bad_snap_radius",
+                    name,
+                    "must be between 0 and 10000 metres",
+                );
+            }
+        }
         let mut rules = Vec::new();
         let mut seen_rules = HashMap::new();
         for spec in &rf.rules {
@@ -311,6 +327,8 @@ impl RoutingTable {
             default_command_centre,
             sla_policies,
             default_sla,
+            snap_radius_m: rf.snap_radius_m,
+            max_snap_radius_m: rf.max_snap_radius_m,
             warnings: issues.0,
         })
     }

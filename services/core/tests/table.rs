@@ -78,6 +78,7 @@ fn route(
             lng: x,
             lat: y,
             crs: Crs::Gcj02,
+            accuracy_m: 0.0,
         },
         urgency,
         source,
@@ -218,6 +219,48 @@ fn excluded_departments_are_skipped() {
         reasons.iter().any(|r| r.contains("excluded: c")),
         "{reasons:?}"
     );
+}
+
+#[test]
+fn points_just_outside_snap_within_the_accuracy_radius() {
+    let t = table();
+    let q = |accuracy_m: f64| RouteQuery {
+        category: "city.vehicle.abandoned",
+        // 0.0002 degrees east of G3's outer edge at latitude 0.5: about 22 m.
+        target: RouteTarget::Point {
+            lng: 3.0002,
+            lat: 0.5,
+            crs: Crs::Gcj02,
+            accuracy_m,
+        },
+        urgency: Urgency::Normal,
+        source: "app",
+        excluded: &[],
+    };
+    // Unstated accuracy: the table default of 50 m.
+    let d = t.route(&q(0.0));
+    assert_eq!((d.outcome, d.snapped_m), (Outcome::Matched, Some(23)));
+    assert_eq!(t.regions.node(d.grid.unwrap()).code, "G3");
+    assert!(
+        t.explain(&q(0.0), &d)[0].contains("snapped"),
+        "{:?}",
+        t.explain(&q(0.0), &d)
+    );
+    // A tighter stated accuracy: too far, the command centre takes it.
+    let d = t.route(&q(10.0));
+    assert_eq!((d.outcome, d.snapped_m), (Outcome::OutsideGrids, None));
+    assert!(t.explain(&q(10.0), &d)[0].contains("none within 10 m"));
+    // A huge stated accuracy is capped (500 m by default): 0.01 degrees is about 1.1 km.
+    let far = RouteQuery {
+        target: RouteTarget::Point {
+            lng: 3.01,
+            lat: 0.5,
+            crs: Crs::Gcj02,
+            accuracy_m: 5000.0,
+        },
+        ..q(0.0)
+    };
+    assert_eq!(t.route(&far).outcome, Outcome::OutsideGrids);
 }
 
 #[test]

@@ -50,6 +50,7 @@ pub fn route_query<'a>(
         pb::location::Kind::Point(p) => RouteTarget::Point {
             lng: p.longitude,
             lat: p.latitude,
+            accuracy_m: loc.accuracy_meters,
             crs: match pb::CoordinateSystem::try_from(loc.coordinate_system).unwrap_or_default() {
                 pb::CoordinateSystem::Wgs84 => Crs::Wgs84,
                 pb::CoordinateSystem::Gcj02 => Crs::Gcj02,
@@ -114,6 +115,7 @@ pub fn decision_message(
         sla_policy: table.sla_policies[d.sla as usize].name.clone(),
         reasons: table.explain(q, d),
         notify_grid_worker: rule.is_some_and(|r| r.notify_grid_worker),
+        snapped_meters: d.snapped_m.map_or(0.0, f64::from),
     }
 }
 
