@@ -38,6 +38,7 @@ fn bench(c: &mut Criterion) {
                     urgency: Urgency::Normal,
                     source: "resident-app",
                     excluded: &[],
+                    labels: &(),
                 };
                 depts += usize::from(black_box(table.route(black_box(&q))).department);
             }

@@ -42,6 +42,14 @@ pub struct RouteQuery<'a> {
     pub source: &'a str,
     /// Departments that returned the incident: rules naming them as primary are skipped.
     pub excluded: &'a [DeptId],
+    /// The report's labels (`&()` for none).
+    pub labels: &'a dyn crate::rules::LabelSource,
+}
+
+impl std::fmt::Debug for dyn crate::rules::LabelSource + '_ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LabelSource")
+    }
 }
 
 /// Why the decision is what it is.
@@ -166,6 +174,7 @@ impl RoutingTable {
                 || !rule.applies_to(q.urgency)
                 || !category::covers(&rule.category, q.category)
                 || (!rule.sources.is_empty() && !rule.sources.iter().any(|s| s == q.source))
+                || !rule.labels.iter().all(|m| m.holds(q.labels))
             {
                 continue;
             }

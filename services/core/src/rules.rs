@@ -141,6 +141,97 @@ pub struct RuleSpec {
     /// Whether the grid's workers are notified.
     #[serde(default)]
     pub notify_grid_worker: bool,
+    /// Label matchers; all must hold. A label the report does not carry counts as empty.
+    #[serde(default)]
+    pub labels: Vec<LabelMatcherSpec>,
+}
+
+/// One label matcher as written: `key` and exactly one of `equals`, `not_equals`, `matches`,
+/// `not_matches`. Regular expressions are anchored at both ends, as in Alertmanager.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelMatcherSpec {
+    /// The label.
+    pub key: String,
+    /// The value must equal this.
+    #[serde(default)]
+    pub equals: Option<String>,
+    /// The value must not equal this.
+    #[serde(default)]
+    pub not_equals: Option<String>,
+    /// The value must match this regular expression.
+    #[serde(default)]
+    pub matches: Option<String>,
+    /// The value must not match this regular expression.
+    #[serde(default)]
+    pub not_matches: Option<String>,
+}
+
+/// A compiled label matcher.
+#[derive(Debug, Clone)]
+pub enum LabelMatcher {
+    /// Equal.
+    Equals(String, String),
+    /// Not equal.
+    NotEquals(String, String),
+    /// Matches.
+    Matches(String, regex::Regex),
+    /// Does not match.
+    NotMatches(String, regex::Regex),
+}
+
+impl LabelMatcher {
+    /// Compiles a matcher, or says why it is not one.
+    pub fn compile(spec: &LabelMatcherSpec) -> Result<Self, String> {
+        let anchored = |re: &str| {
+            regex::Regex::new(&format!("^(?:{re})$"))
+                .map_err(|e| format!("label {}: {e}", spec.key))
+        };
+        let key = spec.key.clone();
+        match (
+            &spec.equals,
+            &spec.not_equals,
+            &spec.matches,
+            &spec.not_matches,
+        ) {
+            (Some(v), None, None, None) => Ok(Self::Equals(key, v.clone())),
+            (None, Some(v), None, None) => Ok(Self::NotEquals(key, v.clone())),
+            (None, None, Some(re), None) => Ok(Self::Matches(key, anchored(re)?)),
+            (None, None, None, Some(re)) => Ok(Self::NotMatches(key, anchored(re)?)),
+            _ => Err(format!(
+                "label {}: give exactly one of equals, not_equals, matches, not_matches",
+                spec.key
+            )),
+        }
+    }
+
+    /// Whether the report's labels satisfy the matcher.
+    pub fn holds(&self, labels: &dyn LabelSource) -> bool {
+        match self {
+            Self::Equals(k, v) => labels.label(k).unwrap_or("") == v,
+            Self::NotEquals(k, v) => labels.label(k).unwrap_or("") != v,
+            Self::Matches(k, re) => re.is_match(labels.label(k).unwrap_or("")),
+            Self::NotMatches(k, re) => !re.is_match(labels.label(k).unwrap_or("")),
+        }
+    }
+}
+
+/// Where the router reads a report's labels from.
+pub trait LabelSource {
+    /// The value of a label, if the report carries it.
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl LabelSource for () {
+    fn label(&self, _key: &str) -> Option<&str> {
+        None
+    }
+}
+
+impl<S: std::hash::BuildHasher> LabelSource for std::collections::HashMap<String, String, S> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
 }
 
 /// A department.
@@ -176,6 +267,8 @@ pub struct Rule {
     pub priority: i32,
     /// Notify the grid worker.
     pub notify_grid_worker: bool,
+    /// Label matchers; all must hold.
+    pub labels: Vec<LabelMatcher>,
 }
 
 impl Rule {
@@ -187,6 +280,7 @@ impl Rule {
         department: DeptId,
         co_handlers: Vec<DeptId>,
         sla: Option<PolicyId>,
+        labels: Vec<LabelMatcher>,
     ) -> Self {
         let urgency_mask = if spec.urgencies.is_empty() {
             u8::MAX
@@ -206,6 +300,7 @@ impl Rule {
             sla,
             priority: spec.priority,
             notify_grid_worker: spec.notify_grid_worker,
+            labels,
         }
     }
 

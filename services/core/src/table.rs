@@ -299,8 +299,15 @@ impl RoutingTable {
                 .sla
                 .as_deref()
                 .map(|name| policy(name, &spec.id, &mut issues));
+            let mut labels = Vec::new();
+            for m in &spec.labels {
+                match crate::rules::LabelMatcher::compile(m) {
+                    Ok(m) => labels.push(m),
+                    Err(why) => issues.error("bad_label_matcher", &spec.id, why),
+                }
+            }
             if let Some(primary) = primary {
-                rules.push(Rule::new(spec, rule_regions, primary, co, sla));
+                rules.push(Rule::new(spec, rule_regions, primary, co, sla, labels));
             }
         }
 

@@ -52,6 +52,7 @@ rules:
   - {id: abandoned-g2, category: city.vehicle.abandoned, regions: [G2], department: d}
   - {id: vehicle-s1-forced, category: city.vehicle, regions: [S1], department: a, priority: 10, urgencies: [critical]}
   - {id: hotline, category: consult, sources: [hotline], department: d}
+  - {id: wechat-plates, category: city.water, priority: 1, department: c, labels: [{key: channel, equals: wechat}, {key: plate, matches: "宁B.*"}, {key: vip, not_equals: "yes"}, {key: note, not_matches: "(?i).*test.*"}]}
   - {id: first, category: city.water, department: a}
   - {id: second, category: city.water, department: b}
 "#;
@@ -83,6 +84,7 @@ fn route(
         urgency,
         source,
         excluded: &[],
+        labels: &(),
     };
     let d = t.route(&q);
     (
@@ -152,6 +154,61 @@ fn most_specific_rule_wins_and_priority_overrides() {
 }
 
 #[test]
+fn label_matchers_all_must_hold() {
+    let t = table();
+    let route_with = |pairs: &[(&str, &str)]| {
+        let labels: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let q = RouteQuery {
+            category: "city.water.leak",
+            target: RouteTarget::Grid("G1"),
+            urgency: Urgency::Normal,
+            source: "app",
+            excluded: &[],
+            labels: &labels,
+        };
+        let d = t.route(&q);
+        t.rules[d.rule.unwrap() as usize].id.clone()
+    };
+    assert_eq!(
+        route_with(&[("channel", "wechat"), ("plate", "宁B12345")]),
+        "wechat-plates"
+    );
+    assert_eq!(
+        route_with(&[("channel", "wechat"), ("plate", "京A12345")]),
+        "first",
+        "regex is anchored"
+    );
+    assert_eq!(
+        route_with(&[("channel", "wechat")]),
+        "first",
+        "a missing label is empty"
+    );
+    assert_eq!(
+        route_with(&[("channel", "wechat"), ("plate", "宁B1"), ("vip", "yes")]),
+        "first"
+    );
+    assert_eq!(
+        route_with(&[("channel", "wechat"), ("plate", "宁B1"), ("note", "A TEST")]),
+        "first"
+    );
+    assert_eq!(
+        route_with(&[("channel", "wechat"), ("plate", "宁B1"), ("note", "real")]),
+        "wechat-plates"
+    );
+
+    let bad = RULES.replace(r#"matches: "宁B.*""#, r#"matches: "宁B(""#);
+    let err = RoutingTable::load(TableSources {
+        grids_geojson: &grids(),
+        rules_yaml: &bad,
+    })
+    .unwrap_err();
+    assert_eq!(err.issues[0].code, "bad_label_matcher");
+}
+
+#[test]
 fn fallbacks_go_to_the_right_command_centre() {
     let t = table();
     // No rule in street 2: its own command centre; in street 1: the default.
@@ -181,6 +238,7 @@ fn fallbacks_go_to_the_right_command_centre() {
         urgency: Urgency::Normal,
         source: "",
         excluded: &[],
+        labels: &(),
     };
     assert_eq!(
         t.route(&q).outcome,
@@ -201,6 +259,7 @@ fn excluded_departments_are_skipped() {
             urgency: Urgency::Normal,
             source: "app",
             excluded,
+            labels: &(),
         }
     }
     assert_eq!(t.departments[t.route(&q(&[c])).department as usize].id, "b");
@@ -236,6 +295,7 @@ fn points_just_outside_snap_within_the_accuracy_radius() {
         urgency: Urgency::Normal,
         source: "app",
         excluded: &[],
+        labels: &(),
     };
     // Unstated accuracy: the table default of 50 m.
     let d = t.route(&q(0.0));

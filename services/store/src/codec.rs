@@ -66,6 +66,7 @@ pub fn route_query<'a>(
         urgency: urgency(report),
         source: &report.source_system,
         excluded,
+        labels: &report.labels,
     })
 }
 
