@@ -13,6 +13,7 @@ pub fn dawukou() -> RoutingTable {
     RoutingTable::load(TableSources {
         grids_geojson: DAWUKOU_GRIDS,
         rules_yaml: DAWUKOU_RULES,
+        calendar_yaml: None,
     })
     .expect("the sample table is valid")
 }

@@ -39,6 +39,7 @@ fn bench(c: &mut Criterion) {
                     source: "resident-app",
                     excluded: &[],
                     labels: &(),
+                    now_ms: 0,
                 };
                 depts += usize::from(black_box(table.route(black_box(&q))).department);
             }

@@ -23,7 +23,7 @@ impl RoutingService for Routing {
                 .ok_or_else(|| ApiError::field("report", "required"))?;
             let table = self.0.tables.load_full();
             validate::report(&mut report, &table, now_ms(), "report.", false)?;
-            let q = codec::route_query(&report, &[], table.crs)
+            let q = codec::route_query(now_ms(), &report, &[], table.crs)
                 .ok_or_else(|| ApiError::field("report.location", "required"))?;
             let d = table.route(&q);
             Ok(pb::ExplainRouteResponse {

@@ -44,6 +44,7 @@ async fn admit(sources: Option<pb::TableSources>, field: &str) -> Result<Routing
         let table = RoutingTable::load(TableSources {
             grids_geojson: &s.grids_geojson,
             rules_yaml: &s.rules_yaml,
+            calendar_yaml: Some(&s.calendar_yaml),
         })
         .map_err(|e| violations(&field, &e.issues))?;
         let geometry = checks::check_geometry(&table);
@@ -128,7 +129,11 @@ impl TableService for Tables {
                 .store
                 .publish_table(
                     &table.version,
-                    Some((&s.grids_geojson, &s.rules_yaml)),
+                    Some(&gridroute_store::tables::Sources {
+                        grids: s.grids_geojson,
+                        rules: s.rules_yaml,
+                        calendar: s.calendar_yaml,
+                    }),
                     by,
                     &r.note,
                     false,
@@ -185,6 +190,7 @@ impl TableService for Tables {
             }
             let candidate = admit(r.candidate, "candidate").await?;
             let current = self.0.tables.load_full();
+            let now = crate::now_ms();
             let replay = match (r.replay_recent, r.reports.is_empty()) {
                 (0, true) => DEFAULT_REPLAY,
                 (n, _) => n as usize,
@@ -218,7 +224,7 @@ impl TableService for Tables {
                 let route = |t: &RoutingTable| {
                     let excluded: Vec<_> =
                         returned_by.iter().filter_map(|d| t.department(d)).collect();
-                    let q = codec::route_query(report, &excluded, t.crs)?;
+                    let q = codec::route_query(now, report, &excluded, t.crs)?;
                     let d = t.route(&q);
                     Some(codec::decision_message(t, &q, &d))
                 };

@@ -14,6 +14,7 @@
 //! This crate must never depend on tokio, redis or tonic: it is benchmarked and tested alone,
 //! and every replica holds its tables in memory through it.
 
+pub mod calendar;
 pub mod category;
 pub mod checks;
 pub mod crs;

@@ -44,6 +44,8 @@ pub struct RouteQuery<'a> {
     pub excluded: &'a [DeptId],
     /// The report's labels (`&()` for none).
     pub labels: &'a dyn crate::rules::LabelSource,
+    /// Routing time (ms since the epoch), for rules with time windows.
+    pub now_ms: i64,
 }
 
 impl std::fmt::Debug for dyn crate::rules::LabelSource + '_ {
@@ -175,6 +177,8 @@ impl RoutingTable {
                 || !category::covers(&rule.category, q.category)
                 || (!rule.sources.is_empty() && !rule.sources.iter().any(|s| s == q.source))
                 || !rule.labels.iter().all(|m| m.holds(q.labels))
+                || (!rule.when.is_empty()
+                    && !rule.when.iter().any(|w| w.holds(&self.calendar, q.now_ms)))
             {
                 continue;
             }

@@ -91,9 +91,9 @@ pub struct DepartmentSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlaPolicySpec {
-    /// Time to accept, e.g. `4h`.
+    /// Time to accept from dispatch, e.g. `4wh` (see [`crate::sla`] for the units).
     pub accept: String,
-    /// Time to resolve from dispatch, e.g. `36h`.
+    /// Time to resolve from dispatch, e.g. `1.5wd`.
     pub resolve: String,
 }
 
@@ -144,6 +144,43 @@ pub struct RuleSpec {
     /// Label matchers; all must hold. A label the report does not carry counts as empty.
     #[serde(default)]
     pub labels: Vec<LabelMatcherSpec>,
+    /// Time windows (on the table's calendar) in which the rule applies; empty = always. The
+    /// rule applies when any of them holds at routing time.
+    #[serde(default)]
+    pub when: Vec<TimeWindow>,
+}
+
+/// A time window on the working calendar, evaluated at routing time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeWindow {
+    /// Working hours of a working day.
+    WorkingHours,
+    /// Any time outside working hours (evenings, lunch, weekends, holidays).
+    OffHours,
+    /// All day on working days (make-up workdays included).
+    WorkingDays,
+    /// All day on weekends and holidays that are not make-up workdays.
+    NonWorkingDays,
+    /// All day on official public holidays.
+    Holidays,
+    /// 22:00 to 06:00 local time, every day.
+    Nights,
+}
+
+impl TimeWindow {
+    /// Whether the window holds at `now_ms`.
+    pub fn holds(self, cal: &crate::calendar::WorkCalendar, now_ms: i64) -> bool {
+        let (day, t) = cal.local(now_ms);
+        match self {
+            Self::WorkingHours => cal.is_working_time(now_ms),
+            Self::OffHours => !cal.is_working_time(now_ms),
+            Self::WorkingDays => cal.is_working_day(day),
+            Self::NonWorkingDays => !cal.is_working_day(day),
+            Self::Holidays => cal.is_holiday(day),
+            Self::Nights => !(6 * 3_600_000..22 * 3_600_000).contains(&t),
+        }
+    }
 }
 
 /// One label matcher as written: `key` and exactly one of `equals`, `not_equals`, `matches`,
@@ -269,6 +306,8 @@ pub struct Rule {
     pub notify_grid_worker: bool,
     /// Label matchers; all must hold.
     pub labels: Vec<LabelMatcher>,
+    /// Time windows; empty = always.
+    pub when: Vec<TimeWindow>,
 }
 
 impl Rule {
@@ -301,6 +340,7 @@ impl Rule {
             priority: spec.priority,
             notify_grid_worker: spec.notify_grid_worker,
             labels,
+            when: spec.when.clone(),
         }
     }
 

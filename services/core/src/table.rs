@@ -11,12 +11,13 @@ use geo::{LineString, MultiPolygon, Polygon};
 use serde_json::Value;
 
 use crate::{
+    calendar::WorkCalendar,
     category,
     crs::Crs,
     grid_index::{GridIndex, IndexedGrid},
     region::{RegionId, RegionTree},
     rules::{Department, DeptId, PolicyId, Rule, RulesFile, Urgency},
-    sla::{SlaPolicy, parse_duration},
+    sla::{SlaPolicy, parse_span},
 };
 
 /// How serious an issue is.
@@ -70,6 +71,8 @@ pub struct TableSources<'a> {
     pub grids_geojson: &'a str,
     /// `rules.yaml`.
     pub rules_yaml: &'a str,
+    /// `calendar.yaml`; `None` (or empty) = the built-in China 2024-2026 calendar.
+    pub calendar_yaml: Option<&'a str>,
 }
 
 /// A loaded, validated routing table. Immutable: a new version is a new table, swapped in whole.
@@ -99,6 +102,8 @@ pub struct RoutingTable {
     /// SLA policies.
     pub sla_policies: Vec<SlaPolicy>,
     pub(crate) default_sla: [PolicyId; 3],
+    /// The working calendar of SLA deadlines and rule time windows.
+    pub calendar: WorkCalendar,
     /// Snapping radius when a report states no accuracy, in metres.
     pub snap_radius_m: f64,
     /// Largest snapping radius a report's stated accuracy may ask for, in metres.
@@ -189,20 +194,28 @@ impl RoutingTable {
 
         let mut sla_policies = Vec::new();
         let mut policy_by_name = HashMap::new();
+        let calendar_text = src.calendar_yaml.filter(|c| !c.trim().is_empty());
+        let calendar = match calendar_text.map(WorkCalendar::from_yaml) {
+            None => WorkCalendar::cn_default(),
+            Some(Ok(c)) => c,
+            Some(Err(problems)) => {
+                for p in problems {
+                    issues.error("bad_calendar", "calendar.yaml", p);
+                }
+                WorkCalendar::cn_default()
+            }
+        };
+        let working_day = calendar.working_ms_per_day();
         for (name, spec) in &rf.sla_policies {
-            match (parse_duration(&spec.accept), parse_duration(&spec.resolve)) {
-                (Some(accept_ms), Some(resolve_ms)) => {
+            match (parse_span(&spec.accept, working_day), parse_span(&spec.resolve, working_day)) {
+                (Some(accept), Some(resolve)) => {
                     policy_by_name.insert(name.clone(), sla_policies.len() as PolicyId);
-                    sla_policies.push(SlaPolicy {
-                        name: name.clone(),
-                        accept_ms,
-                        resolve_ms,
-                    });
+                    sla_policies.push(SlaPolicy { name: name.clone(), accept, resolve });
                 }
                 _ => issues.error(
                     "bad_duration",
                     name,
-                    "accept and resolve must be durations like 4h or 1h30m",
+                    "accept and resolve must be spans like 1.5wd, 4wh, 30wm (working time) or 4h, 1h30m (wall clock)",
                 ),
             }
         }
@@ -318,8 +331,9 @@ impl RoutingTable {
         for g in &grids {
             is_grid[g.region as usize] = true;
         }
-        let hash =
-            fnv1a(src.grids_geojson.as_bytes()) ^ fnv1a(src.rules_yaml.as_bytes()).rotate_left(1);
+        let hash = fnv1a(src.grids_geojson.as_bytes())
+            ^ fnv1a(src.rules_yaml.as_bytes()).rotate_left(1)
+            ^ calendar_text.map_or(0, |c| fnv1a(c.as_bytes()).rotate_left(2));
         Ok(Self {
             version: format!("{}-{:012x}", rf.name, hash & 0xffff_ffff_ffff),
             name: rf.name,
@@ -334,6 +348,7 @@ impl RoutingTable {
             default_command_centre,
             sla_policies,
             default_sla,
+            calendar,
             snap_radius_m: rf.snap_radius_m,
             max_snap_radius_m: rf.max_snap_radius_m,
             warnings: issues.0,

@@ -53,6 +53,8 @@ rules:
   - {id: vehicle-s1-forced, category: city.vehicle, regions: [S1], department: a, priority: 10, urgencies: [critical]}
   - {id: hotline, category: consult, sources: [hotline], department: d}
   - {id: wechat-plates, category: city.water, priority: 1, department: c, labels: [{key: channel, equals: wechat}, {key: plate, matches: "宁B.*"}, {key: vip, not_equals: "yes"}, {key: note, not_matches: "(?i).*test.*"}]}
+  - {id: after-hours, category: city.noise, when: [off_hours], department: d}
+  - {id: office-hours, category: city.noise, department: c}
   - {id: first, category: city.water, department: a}
   - {id: second, category: city.water, department: b}
 "#;
@@ -61,6 +63,7 @@ fn table() -> RoutingTable {
     RoutingTable::load(TableSources {
         grids_geojson: &grids(),
         rules_yaml: RULES,
+        calendar_yaml: None,
     })
     .unwrap()
 }
@@ -85,6 +88,7 @@ fn route(
         source,
         excluded: &[],
         labels: &(),
+        now_ms: 0,
     };
     let d = t.route(&q);
     (
@@ -168,6 +172,7 @@ fn label_matchers_all_must_hold() {
             source: "app",
             excluded: &[],
             labels: &labels,
+            now_ms: 0,
         };
         let d = t.route(&q);
         t.rules[d.rule.unwrap() as usize].id.clone()
@@ -203,9 +208,54 @@ fn label_matchers_all_must_hold() {
     let err = RoutingTable::load(TableSources {
         grids_geojson: &grids(),
         rules_yaml: &bad,
+        calendar_yaml: None,
     })
     .unwrap_err();
     assert_eq!(err.issues[0].code, "bad_label_matcher");
+}
+
+#[test]
+fn time_windows_use_the_working_calendar() {
+    let t = table();
+    let at = |date: &str, hh: i64| {
+        let day = gridroute_core::calendar::parse_date(date).unwrap();
+        // Local time is UTC+8.
+        day * 86_400_000 + (hh - 8) * 3_600_000
+    };
+    let rule_at = |now_ms: i64| {
+        let q = RouteQuery {
+            category: "city.noise.bar",
+            target: RouteTarget::Grid("G1"),
+            urgency: Urgency::Normal,
+            source: "app",
+            excluded: &[],
+            labels: &(),
+            now_ms,
+        };
+        t.rules[t.route(&q).rule.unwrap() as usize].id.clone()
+    };
+    assert_eq!(
+        rule_at(at("2025-10-13", 10)),
+        "office-hours",
+        "Monday morning"
+    );
+    assert_eq!(rule_at(at("2025-10-13", 13)), "after-hours", "lunch break");
+    assert_eq!(
+        rule_at(at("2025-10-13", 20)),
+        "after-hours",
+        "Monday evening"
+    );
+    assert_eq!(rule_at(at("2025-10-12", 10)), "after-hours", "Sunday");
+    assert_eq!(
+        rule_at(at("2025-10-11", 10)),
+        "office-hours",
+        "make-up Saturday"
+    );
+    assert_eq!(
+        rule_at(at("2025-10-03", 10)),
+        "after-hours",
+        "National Day holiday"
+    );
 }
 
 #[test]
@@ -239,6 +289,7 @@ fn fallbacks_go_to_the_right_command_centre() {
         source: "",
         excluded: &[],
         labels: &(),
+        now_ms: 0,
     };
     assert_eq!(
         t.route(&q).outcome,
@@ -260,6 +311,7 @@ fn excluded_departments_are_skipped() {
             source: "app",
             excluded,
             labels: &(),
+            now_ms: 0,
         }
     }
     assert_eq!(t.departments[t.route(&q(&[c])).department as usize].id, "b");
@@ -296,6 +348,7 @@ fn points_just_outside_snap_within_the_accuracy_radius() {
         source: "app",
         excluded: &[],
         labels: &(),
+        now_ms: 0,
     };
     // Unstated accuracy: the table default of 50 m.
     let d = t.route(&q(0.0));
@@ -351,6 +404,7 @@ fn a_bad_table_is_rejected_whole_with_every_reason() {
     let err = RoutingTable::load(TableSources {
         grids_geojson: &bad_grids,
         rules_yaml: &bad_rules,
+        calendar_yaml: None,
     })
     .unwrap_err();
     let mut codes: Vec<(&str, &str)> = err
@@ -368,17 +422,19 @@ fn a_bad_table_is_rejected_whole_with_every_reason() {
             ("duplicate_grid", "G1"),
             ("inconsistent_region", "D"),
             ("unknown_department", "abandoned-g2"),
+            ("unknown_department", "after-hours"),
             ("unknown_department", "hotline"),
             ("unknown_region", "abandoned-g2"),
             ("unknown_region", "command_centres.S2"),
             ("unknown_sla_policy", "second"),
         ]
     );
-    assert!(err.to_string().contains("rejected with 9 error(s)"));
+    assert!(err.to_string().contains("rejected with 10 error(s)"));
 
     let err = RoutingTable::load(TableSources {
         grids_geojson: "not json",
         rules_yaml: "name: [",
+        calendar_yaml: None,
     })
     .unwrap_err();
     let codes: Vec<&str> = err.issues.iter().map(|i| i.code).collect();
@@ -386,6 +442,7 @@ fn a_bad_table_is_rejected_whole_with_every_reason() {
     let err = RoutingTable::load(TableSources {
         grids_geojson: "not json",
         rules_yaml: RULES,
+        calendar_yaml: None,
     })
     .unwrap_err();
     assert_eq!(err.issues[0].code, "grids_unparsable");
@@ -395,6 +452,7 @@ fn sample() -> RoutingTable {
     RoutingTable::load(TableSources {
         grids_geojson: include_str!("../../../deploy/sample/dawukou/grids.geojson"),
         rules_yaml: include_str!("../../../deploy/sample/dawukou/rules.yaml"),
+        calendar_yaml: None,
     })
     .unwrap()
 }
@@ -441,6 +499,7 @@ fn overlaps_gaps_and_bowties_are_reported() {
     let t = RoutingTable::load(TableSources {
         grids_geojson: &grids,
         rules_yaml: RULES,
+        calendar_yaml: None,
     })
     .unwrap();
     let issues = gridroute_core::checks::check_geometry(&t);

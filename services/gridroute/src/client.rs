@@ -264,10 +264,11 @@ fn table_client(ch: Channel) -> TableServiceClient<Channel> {
 }
 
 fn sources(dir: &std::path::Path) -> Result<pb::TableSources, BoxError> {
-    let (grids_geojson, rules_yaml) = crate::tables::read_sources(Some(dir))?;
+    let s = crate::tables::read_sources(Some(dir))?;
     Ok(pb::TableSources {
-        grids_geojson,
-        rules_yaml,
+        grids_geojson: s.grids,
+        rules_yaml: s.rules,
+        calendar_yaml: s.calendar,
     })
 }
 

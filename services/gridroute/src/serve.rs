@@ -124,8 +124,8 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
     if o.metrics_addr != "off" {
         gridroute_telemetry::serve_metrics(o.metrics_addr.parse()?)?;
     }
-    let (grids, rules) = crate::tables::read_sources(o.tables.as_deref())?;
-    let table = crate::tables::load_sources(&grids, &rules)?;
+    let sources = crate::tables::read_sources(o.tables.as_deref())?;
+    let table = crate::tables::load_sources(&sources)?;
     info!(version = %table.version, grids = table.grids.grids().len(), rules = table.rules.len(), "routing table loaded");
     let tables = gridroute_core::table::shared(table);
 
@@ -159,8 +159,8 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
         return Ok(());
     };
     // Once a version was published, the one in force in Redis wins over --tables.
-    store.bootstrap_table(&tables, &grids, &rules).await?;
-    drop((grids, rules));
+    store.bootstrap_table(&tables, &sources).await?;
+    drop(sources);
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn({

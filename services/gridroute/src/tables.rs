@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use gridroute_core::{
     RoutingTable,
     synth::{self, SynthParams},
-    table::{Severity, TableSources},
+    table::Severity,
 };
+use gridroute_store::tables::Sources;
 
 /// The Dawukou sample, built into the binary so that `gridroute dev` runs from anywhere.
 pub const SAMPLE_GRIDS: &str = include_str!("../../../deploy/sample/dawukou/grids.geojson");
@@ -41,26 +42,38 @@ fn write(path: PathBuf, text: &str) -> Result<(), TablesError> {
     std::fs::write(&path, text).map_err(|source| TablesError::Io { path, source })
 }
 
-/// The sources (`grids.geojson`, `rules.yaml`) of `DIR`, or of the built-in sample.
-pub fn read_sources(dir: Option<&Path>) -> Result<(String, String), TablesError> {
+/// The files of `DIR` (`grids.geojson`, `rules.yaml`, and `calendar.yaml` when present), or of
+/// the built-in sample.
+pub fn read_sources(dir: Option<&Path>) -> Result<Sources, TablesError> {
     match dir {
-        None => Ok((SAMPLE_GRIDS.to_owned(), SAMPLE_RULES.to_owned())),
-        Some(d) => Ok((read(d.join("grids.geojson"))?, read(d.join("rules.yaml"))?)),
+        None => Ok(Sources {
+            grids: SAMPLE_GRIDS.to_owned(),
+            rules: SAMPLE_RULES.to_owned(),
+            calendar: String::new(),
+        }),
+        Some(d) => {
+            let calendar = d.join("calendar.yaml");
+            Ok(Sources {
+                grids: read(d.join("grids.geojson"))?,
+                rules: read(d.join("rules.yaml"))?,
+                calendar: if calendar.exists() {
+                    read(calendar)?
+                } else {
+                    String::new()
+                },
+            })
+        }
     }
 }
 
-/// Loads `DIR/grids.geojson` and `DIR/rules.yaml`, or the built-in sample when `dir` is None.
+/// Loads a table directory, or the built-in sample when `dir` is None.
 pub fn load(dir: Option<&Path>) -> Result<RoutingTable, TablesError> {
-    let (grids, rules) = read_sources(dir)?;
-    load_sources(&grids, &rules)
+    load_sources(&read_sources(dir)?)
 }
 
-/// Loads a table from its sources.
-pub fn load_sources(grids: &str, rules: &str) -> Result<RoutingTable, TablesError> {
-    let table = RoutingTable::load(TableSources {
-        grids_geojson: grids,
-        rules_yaml: rules,
-    })?;
+/// Loads a table from its files.
+pub fn load_sources(sources: &Sources) -> Result<RoutingTable, TablesError> {
+    let table = RoutingTable::load(sources.as_table_sources())?;
     metrics::counter!(gridroute_telemetry::names::TABLE_LOADS_TOTAL, "outcome" => "loaded")
         .increment(1);
     metrics::gauge!(gridroute_telemetry::names::TABLE_INFO, "version" => table.version.clone())

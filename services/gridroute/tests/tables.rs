@@ -25,6 +25,7 @@ fn sources(rules: &str) -> Option<pb::TableSources> {
     Some(pb::TableSources {
         grids_geojson: DAWUKOU_GRIDS.into(),
         rules_yaml: rules.into(),
+        ..Default::default()
     })
 }
 
@@ -56,6 +57,7 @@ async fn a_bad_table_is_rejected_and_the_old_one_stays() {
             sources: Some(pb::TableSources {
                 grids_geojson: bad_grids,
                 rules_yaml: bad_rules,
+                ..Default::default()
             }),
             ..Default::default()
         })
@@ -355,7 +357,7 @@ async fn a_restarted_replica_keeps_the_published_table_over_its_configured_one()
         .unwrap();
     let shared = gridroute_core::table::shared(gridroute_benches::dawukou());
     store
-        .bootstrap_table(&shared, DAWUKOU_GRIDS, DAWUKOU_RULES)
+        .bootstrap_table(&shared, &common::sample_sources())
         .await
         .unwrap();
     assert_eq!(shared.load().version, v2);

@@ -281,7 +281,8 @@ pub fn route_entry(
         .split(',')
         .filter_map(|d| table.department(d))
         .collect();
-    let q = codec::route_query(&report, &excluded, table.crs).ok_or("report has no location")?;
+    let q = codec::route_query(now_ms, &report, &excluded, table.crs)
+        .ok_or("report has no location")?;
     if !gridroute_core::category::is_valid(q.category) {
         return Err(format!("category {:?} is not valid", q.category));
     }
@@ -291,7 +292,7 @@ pub fn route_entry(
     metrics::counter!(names::ROUTED_TOTAL, "outcome" => d.outcome.as_str()).increment(1);
 
     let decision = codec::decision_message(table, &q, &d);
-    let deadlines = table.sla_policies[d.sla as usize].deadlines(now_ms);
+    let deadlines = table.sla_policies[d.sla as usize].deadlines(&table.calendar, now_ms);
     let dispatch = |department: &str, role: pb::DispatchRole| {
         pb::Dispatch {
             cursor: String::new(),

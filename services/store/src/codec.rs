@@ -41,6 +41,7 @@ pub fn urgency(report: &pb::ReportIncidentRequest) -> Urgency {
 /// What the router asks the core for a report. `None` when the report has no location (only
 /// possible for entries that bypassed validation).
 pub fn route_query<'a>(
+    now_ms: i64,
     report: &'a pb::ReportIncidentRequest,
     excluded: &'a [DeptId],
     table_crs: Crs,
@@ -67,6 +68,7 @@ pub fn route_query<'a>(
         source: &report.source_system,
         excluded,
         labels: &report.labels,
+        now_ms,
     })
 }
 

@@ -29,6 +29,28 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// finish first and the free happens on a blocking thread, not in a router.
 const RETIRE_AFTER: Duration = Duration::from_secs(5);
 
+/// The files of a table version, as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sources {
+    /// `grids.geojson`.
+    pub grids: String,
+    /// `rules.yaml`.
+    pub rules: String,
+    /// `calendar.yaml`; empty = the built-in calendar.
+    pub calendar: String,
+}
+
+impl Sources {
+    /// The core's view of these files.
+    pub fn as_table_sources(&self) -> TableSources<'_> {
+        TableSources {
+            grids_geojson: &self.grids,
+            rules_yaml: &self.rules,
+            calendar_yaml: (!self.calendar.is_empty()).then_some(self.calendar.as_str()),
+        }
+    }
+}
+
 /// One entry of the publication history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryEntry {
@@ -66,24 +88,30 @@ impl Store {
         Ok(c.get(self.keys().table_current()).await?)
     }
 
-    /// A stored version's sources (`grids.geojson`, `rules.yaml`).
-    pub async fn table_sources(&self, version: &str) -> Result<Option<(String, String)>> {
+    /// A stored version's sources.
+    pub async fn table_sources(&self, version: &str) -> Result<Option<Sources>> {
         let mut c = self.conn();
         let key = format!("{}{version}", self.keys().table_version_prefix());
-        let (grids, rules): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(key)
-            .arg("grids")
-            .arg("rules")
-            .query_async(&mut c)
-            .await?;
-        Ok(grids.zip(rules))
+        let (grids, rules, calendar): (Option<String>, Option<String>, Option<String>) =
+            redis::cmd("HMGET")
+                .arg(key)
+                .arg("grids")
+                .arg("rules")
+                .arg("calendar")
+                .query_async(&mut c)
+                .await?;
+        Ok(grids.zip(rules).map(|(grids, rules)| Sources {
+            grids,
+            rules,
+            calendar: calendar.unwrap_or_default(),
+        }))
     }
 
     /// Publishes a validated version. With `bootstrap`, only when no version is in force yet.
     pub async fn publish_table(
         &self,
         version: &str,
-        sources: Option<(&str, &str)>,
+        sources: Option<&Sources>,
         by: &str,
         note: &str,
         bootstrap: bool,
@@ -94,7 +122,8 @@ impl Store {
             k.table_history(),
             format!("{}{version}", k.table_version_prefix()),
         ];
-        let (grids, rules) = sources.unwrap_or(("", ""));
+        let empty = Sources::default();
+        let src = sources.unwrap_or(&empty);
         let history = HISTORY_LEN.to_string();
         let mut pipe = redis::pipe();
         scripts::evalsha(
@@ -103,14 +132,15 @@ impl Store {
             &keys,
             &[
                 version.as_bytes(),
-                grids.as_bytes(),
-                rules.as_bytes(),
+                src.grids.as_bytes(),
+                src.rules.as_bytes(),
                 by.as_bytes(),
                 note.replace('|', "/").as_bytes(),
                 k.table_channel().as_bytes(),
                 if bootstrap { b"1" } else { b"0" },
                 k.table_version_prefix().as_bytes(),
                 history.as_bytes(),
+                src.calendar.as_bytes(),
             ],
         );
         let (code, other): (i64, String) = self.run_script(&mut pipe, "publish_table").await?;
@@ -202,19 +232,15 @@ impl Store {
         if shared.load().version == version {
             return Ok(false);
         }
-        let Some((grids, rules)) = self.table_sources(&version).await? else {
+        let Some(src) = self.table_sources(&version).await? else {
             return Err(StoreError::Corrupt(format!(
                 "table version {version} is in force but its sources are missing"
             )));
         };
-        let loaded = tokio::task::spawn_blocking(move || {
-            RoutingTable::load(TableSources {
-                grids_geojson: &grids,
-                rules_yaml: &rules,
-            })
-        })
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let loaded =
+            tokio::task::spawn_blocking(move || RoutingTable::load(src.as_table_sources()))
+                .await
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
         match loaded {
             Ok(table) => {
                 let new_version = table.version.clone();
@@ -242,17 +268,12 @@ impl Store {
     /// At start: publishes `sources` (already loaded into `shared`) when no version is in force
     /// yet; otherwise the version in force in Redis wins and is loaded into `shared`, so a
     /// restarted replica never reverts a table pushed since it was configured.
-    pub async fn bootstrap_table(
-        &self,
-        shared: &SharedTable,
-        grids: &str,
-        rules: &str,
-    ) -> Result<()> {
+    pub async fn bootstrap_table(&self, shared: &SharedTable, sources: &Sources) -> Result<()> {
         let version = shared.load().version.clone();
         match self
             .publish_table(
                 &version,
-                Some((grids, rules)),
+                Some(sources),
                 "bootstrap",
                 "first table of this deployment",
                 true,

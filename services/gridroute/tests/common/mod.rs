@@ -28,6 +28,15 @@ pub struct Env {
     routers: Vec<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
+/// The files of the Dawukou sample.
+pub fn sample_sources() -> gridroute_store::tables::Sources {
+    gridroute_store::tables::Sources {
+        grids: gridroute_benches::DAWUKOU_GRIDS.into(),
+        rules: gridroute_benches::DAWUKOU_RULES.into(),
+        calendar: String::new(),
+    }
+}
+
 /// Router settings that make redelivery fast enough for tests.
 pub fn fast_router(name: &str) -> RouterConfig {
     RouterConfig {
@@ -57,11 +66,7 @@ impl Env {
         store.ensure_groups().await.expect("groups");
         let tables = gridroute_core::table::shared(gridroute_benches::dawukou());
         store
-            .bootstrap_table(
-                &tables,
-                gridroute_benches::DAWUKOU_GRIDS,
-                gridroute_benches::DAWUKOU_RULES,
-            )
+            .bootstrap_table(&tables, &sample_sources())
             .await
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
