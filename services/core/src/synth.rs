@@ -273,7 +273,8 @@ pub fn synthesize(boundary: &MultiPolygon<f64>, p: &SynthParams) -> Result<Vec<S
     Ok(out)
 }
 
-/// Convex Voronoi cells of `seeds` within the box, by half-plane clipping.
+/// Convex Voronoi cells of `seeds` within the box, by half-plane clipping. Neighbours are
+/// found ring by ring in a bucket grid, so the cost grows with n, not n².
 fn voronoi_cells(seeds: &[Coord<f64>], min: Coord<f64>, max: Coord<f64>) -> Vec<Polygon<f64>> {
     let pad = 1.0;
     let frame = vec![
@@ -294,25 +295,57 @@ fn voronoi_cells(seeds: &[Coord<f64>], min: Coord<f64>, max: Coord<f64>) -> Vec<
             y: max.y + pad,
         },
     ];
+    let (w, h) = ((max.x - min.x).max(1e-9), (max.y - min.y).max(1e-9));
+    let size = (w * h / seeds.len().max(1) as f64).sqrt().max(1e-9);
+    let (nx, ny) = ((w / size).ceil() as i64 + 1, (h / size).ceil() as i64 + 1);
+    let bucket_of = |c: Coord<f64>| {
+        (
+            ((c.x - min.x) / size).floor().clamp(0.0, (nx - 1) as f64) as i64,
+            ((c.y - min.y) / size).floor().clamp(0.0, (ny - 1) as f64) as i64,
+        )
+    };
+    let mut buckets: Vec<Vec<usize>> = vec![Vec::new(); (nx * ny) as usize];
+    for (i, &c) in seeds.iter().enumerate() {
+        let (bx, by) = bucket_of(c);
+        buckets[(by * nx + bx) as usize].push(i);
+    }
     seeds
         .iter()
-        .map(|&s| {
-            let mut others: Vec<(f64, Coord<f64>)> = seeds
-                .iter()
-                .filter(|&&o| o != s)
-                .map(|&o| (((o.x - s.x).powi(2) + (o.y - s.y).powi(2)).sqrt(), o))
-                .collect();
-            others.sort_by(|a, b| a.0.total_cmp(&b.0));
+        .enumerate()
+        .map(|(si, &s)| {
+            let (bx, by) = bucket_of(s);
             let mut cell = frame.clone();
-            for (d, o) in others {
+            let mut ring = 0i64;
+            loop {
+                let mut cands: Vec<(f64, Coord<f64>)> = Vec::new();
+                for y in (by - ring)..=(by + ring) {
+                    for x in (bx - ring)..=(bx + ring) {
+                        let on_ring = (x - bx).abs() == ring || (y - by).abs() == ring;
+                        if !on_ring || x < 0 || y < 0 || x >= nx || y >= ny {
+                            continue;
+                        }
+                        for &o in &buckets[(y * nx + x) as usize] {
+                            if o != si && seeds[o] != s {
+                                let c = seeds[o];
+                                cands.push((((c.x - s.x).powi(2) + (c.y - s.y).powi(2)).sqrt(), c));
+                            }
+                        }
+                    }
+                }
+                cands.sort_by(|a, b| a.0.total_cmp(&b.0));
+                for (_, o) in cands {
+                    cell = clip_half_plane(&cell, s, o);
+                }
                 let reach = cell
                     .iter()
                     .map(|c| ((c.x - s.x).powi(2) + (c.y - s.y).powi(2)).sqrt())
                     .fold(0.0, f64::max);
-                if d / 2.0 > reach {
+                // Seeds beyond the next ring are at least `ring * size` away: they cannot cut
+                // a cell whose farthest vertex is within half that distance.
+                if (ring as f64) * size / 2.0 > reach || (ring > nx && ring > ny) {
                     break;
                 }
-                cell = clip_half_plane(&cell, s, o);
+                ring += 1;
             }
             cell.push(cell[0]);
             Polygon::new(LineString::new(cell), vec![])
@@ -420,6 +453,277 @@ fn kmeans(points: &[Coord<f64>], k: usize, rng: &mut Rng) -> Vec<usize> {
     assign
 }
 
+/// One generated grid with its full path, ready to render.
+#[derive(Debug, Clone)]
+pub struct GridOut {
+    /// Grid code.
+    pub code: String,
+    /// Grid name.
+    pub name: String,
+    /// `(code, name, level)` from the root down to the grid's parent.
+    pub path: Vec<(String, String, &'static str)>,
+    /// Shape in longitude/latitude.
+    pub shape: MultiPolygon<f64>,
+}
+
+/// Sizes of a synthetic city.
+#[derive(Debug, Clone)]
+pub struct CityParams {
+    /// Table name.
+    pub name: String,
+    /// Code of the root (the city); districts, streets, communities and grids extend it.
+    pub code: String,
+    /// Name of the city.
+    pub city_name: String,
+    /// Number of grids.
+    pub grids: usize,
+    /// Grids per community (on average).
+    pub grids_per_community: usize,
+    /// Communities per street.
+    pub communities_per_street: usize,
+    /// Streets per district.
+    pub streets_per_district: usize,
+    /// Random seed.
+    pub seed: u64,
+}
+
+impl CityParams {
+    /// A city of `grids` grids with the proportions of Chinese cities (about 6 grids per
+    /// community, 8 communities per street, 12 streets per district).
+    pub fn with_grids(grids: usize) -> Self {
+        Self {
+            name: format!("synth-{grids}"),
+            code: "99".into(),
+            city_name: "合成市".into(),
+            grids,
+            grids_per_community: 6,
+            communities_per_street: 8,
+            streets_per_district: 12,
+            seed: 20_261_125,
+        }
+    }
+}
+
+/// Splits `items` into `k` groups of near-equal size by recursive bisection along the longer
+/// axis: compact groups, like administrative areas, in O(n log n log k).
+fn bisect(points: &[Coord<f64>], mut items: Vec<usize>, k: usize, out: &mut Vec<Vec<usize>>) {
+    if k <= 1 || items.len() <= 1 {
+        out.push(items);
+        return;
+    }
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &i in &items {
+        let c = points[i];
+        (x0, x1, y0, y1) = (x0.min(c.x), x1.max(c.x), y0.min(c.y), y1.max(c.y));
+    }
+    if x1 - x0 >= y1 - y0 {
+        items.sort_by(|&a, &b| points[a].x.total_cmp(&points[b].x));
+    } else {
+        items.sort_by(|&a, &b| points[a].y.total_cmp(&points[b].y));
+    }
+    let k_left = k / 2;
+    let cut = items.len() * k_left / k;
+    let right = items.split_off(cut);
+    bisect(points, items, k_left, out);
+    bisect(points, right, k - k_left, out);
+}
+
+/// Generates a city of `p.grids` grids inside `boundary`: city → districts → streets →
+/// communities → grids. Seeds cluster around a few centres, as urban density does.
+pub fn synthesize_city(
+    boundary: &MultiPolygon<f64>,
+    p: &CityParams,
+) -> Result<Vec<GridOut>, String> {
+    if p.grids == 0 {
+        return Err("at least one grid".into());
+    }
+    let rect = boundary.bounding_rect().ok_or("empty boundary")?;
+    let proj = Proj::new(rect.center().x, rect.center().y);
+    let region = boundary.map_coords(|c| proj.fwd(c));
+    let bbox = region.bounding_rect().ok_or("empty boundary")?;
+    let mut rng = Rng::new(p.seed);
+    let centres: Vec<Coord<f64>> = (0..5)
+        .map(|_| {
+            loop {
+                let c = Coord {
+                    x: bbox.min().x + rng.unit() * bbox.width(),
+                    y: bbox.min().y + rng.unit() * bbox.height(),
+                };
+                if region.contains(&Point(c)) {
+                    break c;
+                }
+            }
+        })
+        .collect();
+    let spread = (bbox.width() * bbox.height()).sqrt() / 10.0;
+    let mut seeds = Vec::with_capacity(p.grids);
+    let mut attempts = 0usize;
+    while seeds.len() < p.grids {
+        attempts += 1;
+        if attempts > p.grids * 1000 {
+            return Err("could not place seeds inside the boundary".into());
+        }
+        let c = if rng.unit() < 0.7 {
+            let k = centres[(rng.next_u64() % centres.len() as u64) as usize];
+            Coord {
+                x: k.x + rng.normal() * spread,
+                y: k.y + rng.normal() * spread,
+            }
+        } else {
+            Coord {
+                x: bbox.min().x + rng.unit() * bbox.width(),
+                y: bbox.min().y + rng.unit() * bbox.height(),
+            }
+        };
+        if region.contains(&Point(c)) {
+            seeds.push(c);
+        }
+    }
+    // One relaxation round keeps shapes compact; cells wholly inside the boundary skip the
+    // (costly) polygon intersection.
+    let edges: Vec<[f64; 2]> = region
+        .0
+        .iter()
+        .flat_map(|p| {
+            p.exterior()
+                .0
+                .iter()
+                .chain(p.interiors().iter().flat_map(|r| r.0.iter()))
+        })
+        .map(|c| [c.x, c.y])
+        .collect();
+    let boundary_points = rstar::RTree::bulk_load(edges);
+    let clip = |cell: Polygon<f64>| -> MultiPolygon<f64> {
+        let inside = cell
+            .exterior()
+            .0
+            .iter()
+            .all(|c| region.contains(&Point(*c)));
+        let r = cell.bounding_rect();
+        let crossing = r.is_some_and(|r| {
+            boundary_points
+                .locate_in_envelope(&rstar::AABB::from_corners(
+                    [r.min().x, r.min().y],
+                    [r.max().x, r.max().y],
+                ))
+                .next()
+                .is_some()
+        });
+        if inside && !crossing {
+            MultiPolygon(vec![cell])
+        } else {
+            region.intersection(&cell)
+        }
+    };
+    let mut cells: Vec<MultiPolygon<f64>> = Vec::new();
+    for round in 0..2 {
+        cells = voronoi_cells(&seeds, bbox.min(), bbox.max())
+            .into_iter()
+            .map(&clip)
+            .collect();
+        if round == 0 {
+            for (s, cell) in seeds.iter_mut().zip(&cells) {
+                if let Some(c) = cell.centroid() {
+                    *s = c.0;
+                }
+            }
+        }
+    }
+    // Hierarchy by recursive bisection, bottom-up sizes.
+    let communities = p.grids.div_ceil(p.grids_per_community.max(1)).max(1);
+    let streets = communities.div_ceil(p.communities_per_street.max(1)).max(1);
+    let districts = streets.div_ceil(p.streets_per_district.max(1)).max(1);
+    let mut out = Vec::with_capacity(p.grids);
+    let mut district_groups = Vec::new();
+    bisect(
+        &seeds,
+        (0..seeds.len()).collect(),
+        districts,
+        &mut district_groups,
+    );
+    let per_district = streets.div_ceil(districts);
+    for (di, dg) in district_groups.into_iter().enumerate() {
+        let dcode = format!("{}{:02}", p.code, di + 1);
+        let dname = format!("第{}区", di + 1);
+        let mut street_groups = Vec::new();
+        bisect(&seeds, dg, per_district, &mut street_groups);
+        let per_street = p.communities_per_street.max(1);
+        for (si, sg) in street_groups.into_iter().enumerate() {
+            let scode = format!("{dcode}{:03}", si + 1);
+            let sname = format!("{dname}{}街道", si + 1);
+            let mut community_groups = Vec::new();
+            bisect(&seeds, sg, per_street, &mut community_groups);
+            for (ci, cg) in community_groups.into_iter().enumerate() {
+                let ccode = format!("{scode}{:03}", ci + 1);
+                let cname = format!("{sname}{}社区", ci + 1);
+                for (gi, g) in cg.into_iter().enumerate() {
+                    if cells[g].0.is_empty() {
+                        continue;
+                    }
+                    out.push(GridOut {
+                        code: format!("{ccode}{:03}", gi + 1),
+                        name: format!("{cname}第{}网格", gi + 1),
+                        path: vec![
+                            (p.code.clone(), p.city_name.clone(), "city"),
+                            (dcode.clone(), dname.clone(), "district"),
+                            (scode.clone(), sname.clone(), "street"),
+                            (ccode.clone(), cname.clone(), "community"),
+                        ],
+                        shape: std::mem::replace(&mut cells[g], MultiPolygon(vec![]))
+                            .map_coords(|c| proj.inv(c)),
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Renders grids as the `grids.geojson` of a table.
+pub fn render_geojson(grids: &[GridOut]) -> String {
+    let mut out = String::with_capacity(grids.len() * 600);
+    out.push_str("{\"type\":\"FeatureCollection\",\"features\":[\n");
+    for (i, g) in grids.iter().enumerate() {
+        let path = g
+            .path
+            .iter()
+            .map(|(c, n, l)| format!("{{\"code\":\"{c}\",\"name\":\"{n}\",\"level\":\"{l}\"}}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let coords = g
+            .shape
+            .0
+            .iter()
+            .map(|poly| {
+                let rings = std::iter::once(poly.exterior())
+                    .chain(poly.interiors())
+                    .map(|r| {
+                        format!(
+                            "[{}]",
+                            r.0.iter()
+                                .map(|c| format!("[{},{}]", c.x, c.y))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        )
+                    })
+                    .collect::<Vec<_>>();
+                format!("[{}]", rings.join(","))
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let _ = writeln!(
+            out,
+            "{{\"type\":\"Feature\",\"properties\":{{\"code\":\"{}\",\"name\":\"{}\",\"level\":\"grid\",\"workers\":[\"gw-{}\"],\"path\":[{path}]}},\"geometry\":{{\"type\":\"MultiPolygon\",\"coordinates\":[{coords}]}}}}{}",
+            g.code,
+            g.name,
+            g.code,
+            if i + 1 < grids.len() { "," } else { "" }
+        );
+    }
+    out.push_str("]}\n");
+    out
+}
+
 /// Area of a lon/lat shape in km² (local projection), for reports and tests.
 pub fn area_km2(shape: &MultiPolygon<f64>) -> f64 {
     let Some(r) = shape.bounding_rect() else {
@@ -429,52 +733,42 @@ pub fn area_km2(shape: &MultiPolygon<f64>) -> f64 {
     shape.map_coords(|c| proj.fwd(c)).unsigned_area()
 }
 
-/// Renders grids as the `grids.geojson` of a table.
-pub fn grids_geojson(p: &SynthParams, grids: &[SynthGrid]) -> String {
-    let mut out = String::from("{\"type\":\"FeatureCollection\",\"features\":[\n");
+/// The Dawukou sample's grids with codes, names and paths.
+pub fn dawukou_grids(p: &SynthParams, grids: &[SynthGrid]) -> Vec<GridOut> {
     let mut grid_no = std::collections::HashMap::new();
-    for (i, g) in grids.iter().enumerate() {
-        let (street_name, _) = &p.streets[g.street];
-        let street_code = format!("{}{:03}", p.district_code, g.street + 1);
-        let community_code = format!("{street_code}{:03}", g.community + 1);
-        let n = grid_no
-            .entry(community_code.clone())
-            .and_modify(|n| *n += 1)
-            .or_insert(1);
-        let grid_code = format!("{community_code}{n:03}");
-        let community_name = community_name(street_name, g.community);
-        let coords = g
-            .shape
-            .0
-            .iter()
-            .map(|poly| {
-                let rings = std::iter::once(poly.exterior())
-                    .chain(poly.interiors())
-                    .map(|r| {
-                        let pts: Vec<String> =
-                            r.0.iter().map(|c| format!("[{},{}]", c.x, c.y)).collect();
-                        format!("[{}]", pts.join(","))
-                    })
-                    .collect::<Vec<_>>();
-                format!("[{}]", rings.join(","))
-            })
-            .collect::<Vec<_>>()
-            .join(",");
-        let community_level = if street_name.ends_with('镇') || street_name.ends_with('乡') {
-            "village"
-        } else {
-            "community"
-        };
-        let _ = writeln!(
-            out,
-            "{{\"type\":\"Feature\",\"properties\":{{\"code\":\"{grid_code}\",\"name\":\"{community_name}第{n}网格\",\"level\":\"grid\",\"workers\":[\"gw-{grid_code}\"],\"path\":[{{\"code\":\"{}\",\"name\":\"{}\",\"level\":\"district\"}},{{\"code\":\"{street_code}\",\"name\":\"{street_name}\",\"level\":\"street\"}},{{\"code\":\"{community_code}\",\"name\":\"{community_name}\",\"level\":\"{community_level}\"}}]}},\"geometry\":{{\"type\":\"MultiPolygon\",\"coordinates\":[{coords}]}}}}{}",
-            p.district_code,
-            p.district_name,
-            if i + 1 < grids.len() { "," } else { "" }
-        );
-    }
-    out.push_str("]}\n");
-    out
+    grids
+        .iter()
+        .map(|g| {
+            let (street_name, _) = &p.streets[g.street];
+            let street_code = format!("{}{:03}", p.district_code, g.street + 1);
+            let community_code = format!("{street_code}{:03}", g.community + 1);
+            let n = *grid_no
+                .entry(community_code.clone())
+                .and_modify(|n| *n += 1)
+                .or_insert(1);
+            let community_name = community_name(street_name, g.community);
+            let level = if street_name.ends_with('镇') || street_name.ends_with('乡') {
+                "village"
+            } else {
+                "community"
+            };
+            GridOut {
+                code: format!("{community_code}{n:03}"),
+                name: format!("{community_name}第{n}网格"),
+                path: vec![
+                    (p.district_code.clone(), p.district_name.clone(), "district"),
+                    (street_code, street_name.clone(), "street"),
+                    (community_code, community_name, level),
+                ],
+                shape: g.shape.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Renders the Dawukou sample grids as `grids.geojson`.
+pub fn grids_geojson(p: &SynthParams, grids: &[SynthGrid]) -> String {
+    render_geojson(&dawukou_grids(p, grids))
 }
 
 const VILLAGES: [&str; 12] = [
@@ -511,6 +805,30 @@ mod tests {
     use geo::polygon;
 
     use super::*;
+
+    #[test]
+    fn city_generator_tiles_and_builds_a_hierarchy() {
+        let square = MultiPolygon(vec![polygon![
+            (x: 116.0, y: 39.0), (x: 116.5, y: 39.0), (x: 116.5, y: 39.4), (x: 116.0, y: 39.4)
+        ]]);
+        let p = CityParams::with_grids(2000);
+        let grids = synthesize_city(&square, &p).unwrap();
+        assert_eq!(grids.len(), 2000);
+        let sum: f64 = grids.iter().map(|g| area_km2(&g.shape)).sum();
+        let whole = area_km2(&square);
+        assert!((sum - whole).abs() / whole < 1e-4, "{sum} vs {whole}");
+        let mut codes: Vec<&str> = grids.iter().map(|g| g.code.as_str()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), 2000, "unique grid codes");
+        let communities: std::collections::HashSet<&str> =
+            grids.iter().map(|g| g.path[3].0.as_str()).collect();
+        assert!(
+            (300..=400).contains(&communities.len()),
+            "{}",
+            communities.len()
+        );
+    }
 
     #[test]
     fn tiles_a_square_without_gaps_or_overlaps() {

@@ -141,6 +141,19 @@ enum TablesCommand {
         #[arg(long, default_value_t = 0)]
         replay: i32,
     },
+    /// Generate a synthetic city of any size (districts, streets, communities, grids) inside a
+    /// boundary, with the sample's departments and rules, for load tests.
+    Synth {
+        /// Boundary GeoJSON; every (Multi)Polygon in it is united.
+        #[arg(long, default_value = "../shared/data/ningxia-counties.geojson")]
+        boundary: PathBuf,
+        /// Number of grids.
+        #[arg(long, default_value_t = 100_000)]
+        grids: usize,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Generate the Dawukou sample (317 grids inside the real boundary) and its rules.
     Sample {
         /// Boundary GeoJSON (a Feature or FeatureCollection with one (Multi)Polygon).
@@ -190,6 +203,13 @@ async fn main() -> std::process::ExitCode {
                 replay,
             } => client::tables_diff(&addr, &candidate, reports.as_deref(), replay).await,
             TablesCommand::Validate { dir } => tables::validate(&dir)
+                .map(|s| print!("{s}"))
+                .map_err(Into::into),
+            TablesCommand::Synth {
+                boundary,
+                grids,
+                out,
+            } => tables::synth(&boundary, grids, &out)
                 .map(|s| print!("{s}"))
                 .map_err(Into::into),
             TablesCommand::Sample { boundary, out } => tables::sample(&boundary, &out)

@@ -160,3 +160,78 @@ pub fn sample(boundary: &Path, out: &Path) -> Result<String, TablesError> {
         t.version
     ))
 }
+
+/// The union of every (Multi)Polygon of a GeoJSON file: a boundary for synthetic tables.
+fn read_boundary(path: &Path) -> Result<geo::MultiPolygon<f64>, TablesError> {
+    use geo::BooleanOps;
+    let text = read(path.to_path_buf())?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| TablesError::Synth(e.to_string()))?;
+    let geometries: Vec<&serde_json::Value> = match doc.get("features").and_then(|f| f.as_array()) {
+        Some(features) => features.iter().filter_map(|f| f.get("geometry")).collect(),
+        None => doc.get("geometry").into_iter().collect(),
+    };
+    let mut shape = geo::MultiPolygon::<f64>(vec![]);
+    for g in geometries {
+        let part = gridroute_core::table::parse_geometry(g).map_err(TablesError::Synth)?;
+        shape = if shape.0.is_empty() {
+            part
+        } else {
+            shape.union(&part)
+        };
+    }
+    if shape.0.is_empty() {
+        return Err(TablesError::Synth("boundary has no polygon".into()));
+    }
+    Ok(shape)
+}
+
+/// `gridroute tables synth`: a synthetic city of `grids` grids inside a boundary, with the
+/// sample's departments and rules, for load tests at any scale.
+pub fn synth(boundary: &Path, grids: usize, out: &Path) -> Result<String, TablesError> {
+    let started = std::time::Instant::now();
+    let shape = read_boundary(boundary)?;
+    let params = synth::CityParams::with_grids(grids);
+    let generated = synth::synthesize_city(&shape, &params).map_err(TablesError::Synth)?;
+    let generated_in = started.elapsed();
+    let template = include_str!("sample_rules.yaml.tmpl");
+    // The sample's rules without its township-specific one, for the synthetic city's codes.
+    let township = template
+        .find("  # Villages of the township")
+        .unwrap_or(template.len());
+    let next = template[township..]
+        .find("  - id: vehicle-illegal-parking")
+        .map_or(template.len(), |i| township + i);
+    let rules = format!("{}{}", &template[..township], &template[next..])
+        .replacen("name: dawukou", &format!("name: {}", params.name), 1)
+        .replacen(
+            "\"640202\": command-centre",
+            &format!("\"{}\": command-centre", params.code),
+            1,
+        )
+        .replacen(
+            "# Department routing rules for the Dawukou sample",
+            "# Department routing rules for a synthetic city",
+            1,
+        );
+    std::fs::create_dir_all(out).map_err(|source| TablesError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    write(
+        out.join("grids.geojson"),
+        &synth::render_geojson(&generated),
+    )?;
+    write(out.join("rules.yaml"), &rules)?;
+    let loading = std::time::Instant::now();
+    let t = load(Some(out))?;
+    Ok(format!(
+        "wrote {}: {} grids, {} regions; generated in {:.1} s, loaded and validated in {:.2} s; table {}\n",
+        out.display(),
+        t.grids.grids().len(),
+        t.regions.len(),
+        generated_in.as_secs_f64(),
+        loading.elapsed().as_secs_f64(),
+        t.version
+    ))
+}
