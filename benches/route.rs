@@ -23,6 +23,20 @@ fn bench(c: &mut Criterion) {
             found
         })
     });
+    g.bench_function("grid_lookup_rtree_baseline", |b| {
+        b.iter(|| {
+            let mut found = 0usize;
+            for &(x, y) in &pts {
+                found += usize::from(
+                    table
+                        .grids
+                        .locate_exact(black_box(x), black_box(y))
+                        .is_some(),
+                );
+            }
+            found
+        })
+    });
     g.bench_function("route_decision", |b| {
         b.iter(|| {
             let mut depts = 0usize;

@@ -27,6 +27,14 @@ pub fn covers(prefix: &str, code: &str) -> bool {
             && (code.len() == prefix.len() || code.as_bytes()[prefix.len()] == b'.'))
 }
 
+/// The key rules are bucketed by: the first two segments (or the whole code if shorter).
+pub fn bucket_key(code: &str) -> &str {
+    match code.match_indices('.').nth(1) {
+        Some((i, _)) => &code[..i],
+        None => code,
+    }
+}
+
 /// The number of segments of a category prefix; 0 for the empty prefix.
 pub fn depth(prefix: &str) -> usize {
     if prefix.is_empty() {
@@ -59,5 +67,8 @@ mod tests {
         assert!(!covers("city.vehicle.abandoned", "city.vehicle"));
         assert_eq!(depth("city.vehicle"), 2);
         assert_eq!(depth(""), 0);
+        assert_eq!(bucket_key("city.vehicle.abandoned"), "city.vehicle");
+        assert_eq!(bucket_key("city.vehicle"), "city.vehicle");
+        assert_eq!(bucket_key("civil"), "civil");
     }
 }

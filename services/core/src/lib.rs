@@ -16,6 +16,7 @@
 
 pub mod calendar;
 pub mod category;
+pub mod cell_index;
 pub mod checks;
 pub mod crs;
 pub mod grid_index;

@@ -171,7 +171,14 @@ impl RoutingTable {
     /// The winning rule under the documented precedence (see [`crate::rules`]).
     fn best_rule(&self, q: &RouteQuery<'_>, grid: RegionId) -> Option<u32> {
         let mut best: Option<((i32, u16, i32), u32)> = None;
-        for (i, rule) in (0u32..).zip(self.rules.iter()) {
+        // Only rules whose category can cover this one: the bucket of its first two segments,
+        // and the rules with shorter prefixes.
+        let bucket = self
+            .rule_buckets
+            .get(crate::category::bucket_key(q.category))
+            .map_or(&[][..], Vec::as_slice);
+        for &i in bucket.iter().chain(&self.shallow_rules) {
+            let rule = &self.rules[i as usize];
             if q.excluded.contains(&rule.department)
                 || !rule.applies_to(q.urgency)
                 || !category::covers(&rule.category, q.category)
@@ -197,8 +204,8 @@ impl RoutingTable {
                 }
             };
             let key = (rule.priority, rule.category_depth, region_depth);
-            // Strictly greater: on a full tie the rule written first stays.
-            if best.is_none_or(|(k, _)| key > k) {
+            // On a full tie the rule written first wins.
+            if best.is_none_or(|(k, b)| key > k || (key == k && i < b)) {
                 best = Some((key, i));
             }
         }

@@ -95,10 +95,14 @@ pub struct RoutingTable {
     dept_by_id: HashMap<String, DeptId>,
     /// Compiled rules, in file order.
     pub rules: Vec<Rule>,
-    /// Command centre per region subtree.
-    pub(crate) command_centres: HashMap<RegionId, DeptId>,
+    /// Rules with two or more category segments, by their first two segments.
+    pub(crate) rule_buckets: HashMap<String, Vec<u32>>,
+    /// Rules with fewer than two category segments: candidates for every report.
+    pub(crate) shallow_rules: Vec<u32>,
     /// Command centre for points outside every grid.
     pub default_command_centre: DeptId,
+    /// The nearest command centre up the tree, per region (precomputed: fallbacks are common).
+    centre_of_region: Vec<DeptId>,
     /// SLA policies.
     pub sla_policies: Vec<SlaPolicy>,
     pub(crate) default_sla: [PolicyId; 3],
@@ -334,7 +338,30 @@ impl RoutingTable {
         let hash = fnv1a(src.grids_geojson.as_bytes())
             ^ fnv1a(src.rules_yaml.as_bytes()).rotate_left(1)
             ^ calendar_text.map_or(0, |c| fnv1a(c.as_bytes()).rotate_left(2));
+        let mut rule_buckets: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut shallow_rules = Vec::new();
+        for (i, r) in (0u32..).zip(&rules) {
+            if r.category_depth >= 2 {
+                rule_buckets
+                    .entry(category::bucket_key(&r.category).to_owned())
+                    .or_default()
+                    .push(i);
+            } else {
+                shallow_rules.push(i);
+            }
+        }
+        // Parents come before children in the tree, so one pass in id order suffices.
+        let mut centre_of_region = Vec::with_capacity(regions.len());
+        for (id, node) in regions.iter() {
+            let inherited = node
+                .parent
+                .map_or(default_command_centre, |p| centre_of_region[p as usize]);
+            centre_of_region.push(command_centres.get(&id).copied().unwrap_or(inherited));
+        }
         Ok(Self {
+            centre_of_region,
+            rule_buckets,
+            shallow_rules,
             version: format!("{}-{:012x}", rf.name, hash & 0xffff_ffff_ffff),
             name: rf.name,
             crs,
@@ -344,7 +371,6 @@ impl RoutingTable {
             departments,
             dept_by_id,
             rules,
-            command_centres,
             default_command_centre,
             sla_policies,
             default_sla,
@@ -376,14 +402,10 @@ impl RoutingTable {
 
     /// The command centre responsible for a region: the nearest one up the tree.
     pub fn command_centre_for(&self, region: RegionId) -> DeptId {
-        let mut cur = Some(region);
-        while let Some(r) = cur {
-            if let Some(&d) = self.command_centres.get(&r) {
-                return d;
-            }
-            cur = self.regions.node(r).parent;
-        }
-        self.default_command_centre
+        self.centre_of_region
+            .get(region as usize)
+            .copied()
+            .unwrap_or(self.default_command_centre)
     }
 }
 

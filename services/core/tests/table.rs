@@ -520,8 +520,38 @@ fn overlaps_gaps_and_bowties_are_reported() {
     );
 }
 
+#[test]
+fn index_agrees_with_brute_force_on_every_vertex_and_edge_midpoint() {
+    let t = sample();
+    let brute = |x: f64, y: f64| {
+        let c = geo::coord! { x: x, y: y };
+        t.grids
+            .grids()
+            .iter()
+            .find(|g| g.shape.coordinate_position(&c) != CoordPos::Outside)
+            .map(|g| g.code.clone())
+    };
+    let mut checked = 0;
+    for g in t.grids.grids() {
+        for p in &g.shape.0 {
+            for l in p.exterior().lines() {
+                let mid = ((l.start.x + l.end.x) / 2.0, (l.start.y + l.end.y) / 2.0);
+                for (x, y) in [(l.start.x, l.start.y), mid] {
+                    assert_eq!(
+                        t.grids.locate(x, y).map(|g| g.code.clone()),
+                        brute(x, y),
+                        "({x}, {y})"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 4000, "{checked}");
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(20_000))]
     /// The index agrees with a brute-force scan of every grid.
     #[test]
     fn index_agrees_with_brute_force(x in 106.05f64..106.55, y in 38.82f64..39.33) {
