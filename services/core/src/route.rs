@@ -171,6 +171,55 @@ impl RoutingTable {
     /// The winning rule under the documented precedence (see [`crate::rules`]).
     fn best_rule(&self, q: &RouteQuery<'_>, grid: RegionId) -> Option<u32> {
         let mut best: Option<((i32, u16, i32), u32)> = None;
+        self.matching_rules(q, grid, |i, key| {
+            // On a full tie the rule written first wins.
+            if best.is_none_or(|(k, b)| key > k || (key == k && i < b)) {
+                best = Some((key, i));
+            }
+        });
+        best.map(|(_, i)| i)
+    }
+
+    /// Co-handlers of a decision: the winning rule's, then the department and co-handlers of
+    /// every other matching rule marked `continue`, without repeats or the primary.
+    pub fn co_handlers(&self, q: &RouteQuery<'_>, d: &Decision) -> Vec<DeptId> {
+        let mut out: Vec<DeptId> = Vec::new();
+        let mut add = |x: DeptId| {
+            if x != d.department && !out.contains(&x) {
+                out.push(x);
+            }
+        };
+        let Some(winner) = d.rule else {
+            return Vec::new();
+        };
+        self.rules[winner as usize]
+            .co_handlers
+            .iter()
+            .for_each(|&c| add(c));
+        if let Some(grid) = d.grid {
+            let mut continued = Vec::new();
+            self.matching_rules(q, grid, |i, _| {
+                if i != winner && self.rules[i as usize].continue_ {
+                    continued.push(i);
+                }
+            });
+            continued.sort_unstable();
+            for i in continued {
+                let r = &self.rules[i as usize];
+                add(r.department);
+                r.co_handlers.iter().for_each(|&c| add(c));
+            }
+        }
+        out
+    }
+
+    /// Calls `f(rule index, precedence key)` for every rule that matches the report in `grid`.
+    fn matching_rules(
+        &self,
+        q: &RouteQuery<'_>,
+        grid: RegionId,
+        mut f: impl FnMut(u32, (i32, u16, i32)),
+    ) {
         // Only rules whose category can cover this one: the bucket of its first two segments,
         // and the rules with shorter prefixes.
         let bucket = self
@@ -203,13 +252,8 @@ impl RoutingTable {
                     None => continue,
                 }
             };
-            let key = (rule.priority, rule.category_depth, region_depth);
-            // On a full tie the rule written first wins.
-            if best.is_none_or(|(k, b)| key > k || (key == k && i < b)) {
-                best = Some((key, i));
-            }
+            f(i, (rule.priority, rule.category_depth, region_depth));
         }
-        best.map(|(_, i)| i)
     }
 
     /// Human-readable reasons for a decision, in the order the router considered them.

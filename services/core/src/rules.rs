@@ -148,6 +148,10 @@ pub struct RuleSpec {
     /// rule applies when any of them holds at routing time.
     #[serde(default)]
     pub when: Vec<TimeWindow>,
+    /// When this rule matches but another wins, its department (and co-handlers) still join
+    /// the incident as co-handlers, like Alertmanager's `continue`.
+    #[serde(default, rename = "continue")]
+    pub continue_: bool,
 }
 
 /// A time window on the working calendar, evaluated at routing time.
@@ -308,6 +312,8 @@ pub struct Rule {
     pub labels: Vec<LabelMatcher>,
     /// Time windows; empty = always.
     pub when: Vec<TimeWindow>,
+    /// Joins as co-handler when it matches but does not win.
+    pub continue_: bool,
 }
 
 impl Rule {
@@ -341,6 +347,7 @@ impl Rule {
             notify_grid_worker: spec.notify_grid_worker,
             labels,
             when: spec.when.clone(),
+            continue_: spec.continue_,
         }
     }
 

@@ -55,6 +55,7 @@ rules:
   - {id: wechat-plates, category: city.water, priority: 1, department: c, labels: [{key: channel, equals: wechat}, {key: plate, matches: "宁B.*"}, {key: vip, not_equals: "yes"}, {key: note, not_matches: "(?i).*test.*"}]}
   - {id: after-hours, category: city.noise, when: [off_hours], department: d}
   - {id: office-hours, category: city.noise, department: c}
+  - {id: noise-watch, category: city.noise, priority: -1, continue: true, department: b, co_handlers: [a, c]}
   - {id: first, category: city.water, department: a}
   - {id: second, category: city.water, department: b}
 "#;
@@ -256,6 +257,39 @@ fn time_windows_use_the_working_calendar() {
         "after-hours",
         "National Day holiday"
     );
+}
+
+#[test]
+fn continue_rules_join_as_co_handlers() {
+    let t = table();
+    let q = |grid| RouteQuery {
+        category: "city.noise.bar",
+        target: RouteTarget::Grid(grid),
+        urgency: Urgency::Normal,
+        source: "app",
+        excluded: &[],
+        labels: &(),
+        // A Monday morning: office-hours wins.
+        now_ms: gridroute_core::calendar::parse_date("2025-10-13").unwrap() * 86_400_000
+            + 2 * 3_600_000,
+    };
+    let ids = |v: Vec<gridroute_core::rules::DeptId>| {
+        v.into_iter()
+            .map(|d| t.departments[d as usize].id.clone())
+            .collect::<Vec<_>>()
+    };
+    // noise-watch has a lower priority, so office-hours wins; as a `continue` rule that matched,
+    // noise-watch adds its department and co-handlers, without repeating the primary (c).
+    let d = t.route(&q("G1"));
+    assert_eq!(t.rules[d.rule.unwrap() as usize].id, "office-hours");
+    assert_eq!(ids(t.co_handlers(&q("G1"), &d)), ["b", "a"]);
+    // A report the continue rule does not match gets no extra co-handlers.
+    let water = RouteQuery {
+        category: "city.water.leak",
+        ..q("G1")
+    };
+    let dw = t.route(&water);
+    assert!(t.co_handlers(&water, &dw).is_empty());
 }
 
 #[test]

@@ -87,14 +87,11 @@ pub fn decision_message(
             Outcome::UnknownGrid => pb::RouteOutcome::UnknownGrid,
         } as i32,
         department_id: table.departments[d.department as usize].id.clone(),
-        co_department_ids: rule
-            .map(|r| {
-                r.co_handlers
-                    .iter()
-                    .map(|&c| table.departments[c as usize].id.clone())
-                    .collect()
-            })
-            .unwrap_or_default(),
+        co_department_ids: table
+            .co_handlers(q, d)
+            .into_iter()
+            .map(|c| table.departments[c as usize].id.clone())
+            .collect(),
         region_path: d
             .grid
             .map(|g| {
