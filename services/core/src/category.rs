@@ -29,9 +29,14 @@ pub fn covers(prefix: &str, code: &str) -> bool {
 
 /// The key rules are bucketed by: the first two segments (or the whole code if shorter).
 pub fn bucket_key(code: &str) -> &str {
-    match code.match_indices('.').nth(1) {
-        Some((i, _)) => &code[..i],
-        None => code,
+    let mut dots = code
+        .bytes()
+        .enumerate()
+        .filter(|&(_, b)| b == b'.')
+        .map(|(i, _)| i);
+    match (dots.next(), dots.next()) {
+        (Some(_), Some(i)) => &code[..i],
+        _ => code,
     }
 }
 

@@ -289,6 +289,50 @@ impl CellIndex {
         })
     }
 
+    /// The grid whose border is nearest to (x, y) among the edges in the cells covering the
+    /// box `x ± dx, y ± dy`, with the distance in the scaled space `(x * kx, y * ky)` (metres
+    /// when `kx`, `ky` are metres per degree). Edges outside the box cannot be nearer than its
+    /// half-width, so callers compare the distance against that.
+    pub fn nearest_edge(
+        &self,
+        x: f64,
+        y: f64,
+        dx: f64,
+        dy: f64,
+        kx: f64,
+        ky: f64,
+    ) -> Option<(u32, f64)> {
+        if x + dx < self.x0 || y + dy < self.y0 || x - dx > self.x1 || y - dy > self.y1 {
+            return None;
+        }
+        let cx = |v: f64| (((v - self.x0) * self.inv_w).floor().max(0.0) as usize).min(self.nx - 1);
+        let cy = |v: f64| (((v - self.y0) * self.inv_h).floor().max(0.0) as usize).min(self.ny - 1);
+        let mut best: Option<(u32, f64)> = None;
+        for r in cy(y - dy)..=cy(y + dy) {
+            for c in cx(x - dx)..=cx(x + dx) {
+                let i = r * self.nx + c;
+                for &e in &self.edges[self.start[i] as usize..self.start[i + 1] as usize] {
+                    let (p, q) = (self.pts[e as usize], self.pts[e as usize + 1]);
+                    let (ax, ay) = ((p[0] - x) * kx, (p[1] - y) * ky);
+                    let (bx, by) = ((q[0] - x) * kx, (q[1] - y) * ky);
+                    let (vx, vy) = (bx - ax, by - ay);
+                    let len2 = vx * vx + vy * vy;
+                    let t = if len2 > 0.0 {
+                        (-(ax * vx + ay * vy) / len2).clamp(0.0, 1.0)
+                    } else {
+                        0.0
+                    };
+                    let d = ((ax + t * vx).powi(2) + (ay + t * vy).powi(2)).sqrt();
+                    let g = self.seg_grid[e as usize];
+                    if best.is_none_or(|(bg, bd)| d < bd || (d == bd && g < bg)) {
+                        best = Some((g, d));
+                    }
+                }
+            }
+        }
+        best
+    }
+
     /// Bytes the index itself occupies (not counting the polygons it was built from).
     pub fn memory_bytes(&self) -> usize {
         self.centre.len() * 4
