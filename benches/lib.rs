@@ -14,6 +14,7 @@ pub fn dawukou() -> RoutingTable {
         grids_geojson: DAWUKOU_GRIDS,
         rules_yaml: DAWUKOU_RULES,
         calendar_yaml: None,
+        regions_geojson: None,
     })
     .expect("the sample table is valid")
 }

@@ -37,6 +37,7 @@ fn bench(c: &mut Criterion) {
         grids_geojson: &grids,
         rules_yaml: &rules,
         calendar_yaml: None,
+        regions_geojson: None,
     };
     let mut g = c.benchmark_group("city_100k");
     g.sample_size(10).measurement_time(Duration::from_secs(30));

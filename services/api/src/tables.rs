@@ -45,6 +45,7 @@ async fn admit(sources: Option<pb::TableSources>, field: &str) -> Result<Routing
             grids_geojson: &s.grids_geojson,
             rules_yaml: &s.rules_yaml,
             calendar_yaml: Some(&s.calendar_yaml),
+            regions_geojson: Some(&s.regions_geojson),
         })
         .map_err(|e| violations(&field, &e.issues))?;
         let geometry = checks::check_geometry(&table);
@@ -133,6 +134,7 @@ impl TableService for Tables {
                         grids: s.grids_geojson,
                         rules: s.rules_yaml,
                         calendar: s.calendar_yaml,
+                        regions: s.regions_geojson,
                     }),
                     by,
                     &r.note,

@@ -63,6 +63,60 @@ pub fn check_geometry(table: &RoutingTable) -> Vec<TableIssue> {
             }
         }
     }
+    // Grids outside their parent, where the table gives parents their own polygons: each grid
+    // against its nearest ancestor that has one.
+    let parent_shape: std::collections::HashMap<RegionId, &MultiPolygon<f64>> =
+        table.region_shapes.iter().map(|(r, s)| (*r, s)).collect();
+    for g in grids {
+        let ancestor = table
+            .regions
+            .path(g.region)
+            .into_iter()
+            .rev()
+            .skip(1)
+            .find(|r| parent_shape.contains_key(r));
+        if let Some(a) = ancestor {
+            let outside = g.shape.difference(parent_shape[&a]);
+            let Some(r) = outside.bounding_rect() else {
+                continue;
+            };
+            let area = outside.unsigned_area() * m2_per_deg2(r.center().y);
+            if area > AREA_TOLERANCE_M2 {
+                out.push(issue(
+                    "grid_outside_parent",
+                    g.code.clone(),
+                    format!(
+                        "{area:.0} m² of grid {} lie outside its parent {}",
+                        g.code,
+                        table.regions.node(a).code
+                    ),
+                ));
+            }
+        }
+    }
+    // Parts of a parent's own polygon that none of its grids covers.
+    for (region, shape) in &table.region_shapes {
+        let children: Vec<Polygon<f64>> = grids
+            .iter()
+            .filter(|g| table.regions.is_within(g.region, *region))
+            .flat_map(|g| g.shape.0.iter().cloned())
+            .collect();
+        let uncovered = shape.difference(&MultiPolygon(children));
+        let Some(r) = uncovered.bounding_rect() else {
+            continue;
+        };
+        let area = uncovered.unsigned_area() * m2_per_deg2(r.center().y);
+        if area > AREA_TOLERANCE_M2 {
+            out.push(issue(
+                "gap_in_parent",
+                table.regions.node(*region).code.clone(),
+                format!(
+                    "{area:.0} m² of region {} belong to none of its grids",
+                    table.regions.node(*region).code
+                ),
+            ));
+        }
+    }
     // Gaps: holes in the union of all grids, attributed to the region that surrounds them.
     let all = MultiPolygon(
         grids

@@ -8,6 +8,7 @@
 use std::{collections::HashMap, fmt};
 
 use geo::{LineString, MultiPolygon, Polygon};
+
 use serde_json::Value;
 
 use crate::{
@@ -73,6 +74,8 @@ pub struct TableSources<'a> {
     pub rules_yaml: &'a str,
     /// `calendar.yaml`; `None` (or empty) = the built-in China 2024-2026 calendar.
     pub calendar_yaml: Option<&'a str>,
+    /// `regions.geojson`: optional polygons of parent regions, checked against their grids.
+    pub regions_geojson: Option<&'a str>,
 }
 
 /// A loaded, validated routing table. Immutable: a new version is a new table, swapped in whole.
@@ -108,6 +111,8 @@ pub struct RoutingTable {
     pub(crate) default_sla: [PolicyId; 3],
     /// The working calendar of SLA deadlines and rule time windows.
     pub calendar: WorkCalendar,
+    /// Official polygons of parent regions, when the table gives them (checks only).
+    pub region_shapes: Vec<(RegionId, MultiPolygon<f64>)>,
     /// Snapping radius when a report states no accuracy, in metres.
     pub snap_radius_m: f64,
     /// Largest snapping radius a report's stated accuracy may ask for, in metres.
@@ -198,6 +203,37 @@ impl RoutingTable {
 
         let mut sla_policies = Vec::new();
         let mut policy_by_name = HashMap::new();
+        let mut region_shapes = Vec::new();
+        if let Some(text) = src.regions_geojson.filter(|t| !t.trim().is_empty()) {
+            match serde_json::from_str::<Value>(text) {
+                Err(e) => issues.error("regions_unparsable", "regions.geojson", e.to_string()),
+                Ok(doc) => {
+                    for f in doc
+                        .get("features")
+                        .and_then(Value::as_array)
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[])
+                    {
+                        let code = f
+                            .pointer("/properties/code")
+                            .and_then(Value::as_str)
+                            .unwrap_or("");
+                        match (
+                            regions.find(code),
+                            parse_geometry(f.get("geometry").unwrap_or(&Value::Null)),
+                        ) {
+                            (None, _) => issues.error(
+                                "unknown_region",
+                                format!("regions.geojson {code}"),
+                                "region is not in the tree of grids.geojson",
+                            ),
+                            (_, Err(why)) => issues.error("bad_geometry", code, why),
+                            (Some(r), Ok(shape)) => region_shapes.push((r, shape)),
+                        }
+                    }
+                }
+            }
+        }
         let calendar_text = src.calendar_yaml.filter(|c| !c.trim().is_empty());
         let calendar = match calendar_text.map(WorkCalendar::from_yaml) {
             None => WorkCalendar::cn_default(),
@@ -375,6 +411,7 @@ impl RoutingTable {
             sla_policies,
             default_sla,
             calendar,
+            region_shapes,
             snap_radius_m: rf.snap_radius_m,
             max_snap_radius_m: rf.max_snap_radius_m,
             warnings: issues.0,

@@ -65,6 +65,7 @@ fn table() -> RoutingTable {
         grids_geojson: &grids(),
         rules_yaml: RULES,
         calendar_yaml: None,
+        regions_geojson: None,
     })
     .unwrap()
 }
@@ -210,6 +211,7 @@ fn label_matchers_all_must_hold() {
         grids_geojson: &grids(),
         rules_yaml: &bad,
         calendar_yaml: None,
+        regions_geojson: None,
     })
     .unwrap_err();
     assert_eq!(err.issues[0].code, "bad_label_matcher");
@@ -439,6 +441,7 @@ fn a_bad_table_is_rejected_whole_with_every_reason() {
         grids_geojson: &bad_grids,
         rules_yaml: &bad_rules,
         calendar_yaml: None,
+        regions_geojson: None,
     })
     .unwrap_err();
     let mut codes: Vec<(&str, &str)> = err
@@ -469,6 +472,7 @@ fn a_bad_table_is_rejected_whole_with_every_reason() {
         grids_geojson: "not json",
         rules_yaml: "name: [",
         calendar_yaml: None,
+        regions_geojson: None,
     })
     .unwrap_err();
     let codes: Vec<&str> = err.issues.iter().map(|i| i.code).collect();
@@ -477,6 +481,7 @@ fn a_bad_table_is_rejected_whole_with_every_reason() {
         grids_geojson: "not json",
         rules_yaml: RULES,
         calendar_yaml: None,
+        regions_geojson: None,
     })
     .unwrap_err();
     assert_eq!(err.issues[0].code, "grids_unparsable");
@@ -487,6 +492,7 @@ fn sample() -> RoutingTable {
         grids_geojson: include_str!("../../../deploy/sample/dawukou/grids.geojson"),
         rules_yaml: include_str!("../../../deploy/sample/dawukou/rules.yaml"),
         calendar_yaml: None,
+        regions_geojson: None,
     })
     .unwrap()
 }
@@ -534,6 +540,7 @@ fn overlaps_gaps_and_bowties_are_reported() {
         grids_geojson: &grids,
         rules_yaml: RULES,
         calendar_yaml: None,
+        regions_geojson: None,
     })
     .unwrap();
     let issues = gridroute_core::checks::check_geometry(&t);
@@ -582,6 +589,44 @@ fn index_agrees_with_brute_force_on_every_vertex_and_edge_midpoint() {
         }
     }
     assert!(checked > 4000, "{checked}");
+}
+
+#[test]
+fn grids_outside_their_parents_polygon_are_reported() {
+    // Street 1's official outline covers x 0..1.9: grid G2 (x 1..2) sticks out of it. Community 2
+    // is given x 2..3.5, of which its one grid G3 covers only x 2..3.
+    let regions = r#"{"type":"FeatureCollection","features":[
+        {"type":"Feature","properties":{"code":"S1"},"geometry":{"type":"Polygon","coordinates":[[[0,0],[1.9,0],[1.9,1],[0,1],[0,0]]]}},
+        {"type":"Feature","properties":{"code":"C2"},"geometry":{"type":"Polygon","coordinates":[[[2,0],[3.5,0],[3.5,1],[2,1],[2,0]]]}}]}"#;
+    let t = RoutingTable::load(TableSources {
+        grids_geojson: &grids(),
+        rules_yaml: RULES,
+        calendar_yaml: None,
+        regions_geojson: Some(regions),
+    })
+    .unwrap();
+    let mut codes: Vec<(&str, String)> = gridroute_core::checks::check_geometry(&t)
+        .into_iter()
+        .map(|i| (i.code, i.subject))
+        .collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        [
+            ("gap_in_parent", "C2".to_owned()),
+            ("grid_outside_parent", "G2".to_owned())
+        ]
+    );
+
+    let unknown = r#"{"type":"FeatureCollection","features":[{"type":"Feature","properties":{"code":"S9"},"geometry":{"type":"Polygon","coordinates":[[[0,0],[1,0],[1,1],[0,0]]]}}]}"#;
+    let err = RoutingTable::load(TableSources {
+        grids_geojson: &grids(),
+        rules_yaml: RULES,
+        calendar_yaml: None,
+        regions_geojson: Some(unknown),
+    })
+    .unwrap_err();
+    assert_eq!(err.issues[0].code, "unknown_region");
 }
 
 proptest! {

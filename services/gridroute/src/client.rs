@@ -269,6 +269,7 @@ fn sources(dir: &std::path::Path) -> Result<pb::TableSources, BoxError> {
         grids_geojson: s.grids,
         rules_yaml: s.rules,
         calendar_yaml: s.calendar,
+        regions_geojson: s.regions,
     })
 }
 

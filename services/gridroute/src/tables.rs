@@ -42,7 +42,8 @@ fn write(path: PathBuf, text: &str) -> Result<(), TablesError> {
     std::fs::write(&path, text).map_err(|source| TablesError::Io { path, source })
 }
 
-/// The files of `DIR` (`grids.geojson`, `rules.yaml`, and `calendar.yaml` when present), or of
+/// The files of `DIR` (`grids.geojson`, `rules.yaml`, and `calendar.yaml` and `regions.geojson`
+/// when present), or of
 /// the built-in sample.
 pub fn read_sources(dir: Option<&Path>) -> Result<Sources, TablesError> {
     match dir {
@@ -50,17 +51,22 @@ pub fn read_sources(dir: Option<&Path>) -> Result<Sources, TablesError> {
             grids: SAMPLE_GRIDS.to_owned(),
             rules: SAMPLE_RULES.to_owned(),
             calendar: String::new(),
+            regions: String::new(),
         }),
         Some(d) => {
-            let calendar = d.join("calendar.yaml");
+            let optional = |name: &str| {
+                let path = d.join(name);
+                if path.exists() {
+                    read(path)
+                } else {
+                    Ok(String::new())
+                }
+            };
             Ok(Sources {
                 grids: read(d.join("grids.geojson"))?,
                 rules: read(d.join("rules.yaml"))?,
-                calendar: if calendar.exists() {
-                    read(calendar)?
-                } else {
-                    String::new()
-                },
+                calendar: optional("calendar.yaml")?,
+                regions: optional("regions.geojson")?,
             })
         }
     }

@@ -38,6 +38,8 @@ pub struct Sources {
     pub rules: String,
     /// `calendar.yaml`; empty = the built-in calendar.
     pub calendar: String,
+    /// `regions.geojson` (optional polygons of parent regions); empty = none.
+    pub regions: String,
 }
 
 impl Sources {
@@ -47,6 +49,7 @@ impl Sources {
             grids_geojson: &self.grids,
             rules_yaml: &self.rules,
             calendar_yaml: (!self.calendar.is_empty()).then_some(self.calendar.as_str()),
+            regions_geojson: (!self.regions.is_empty()).then_some(self.regions.as_str()),
         }
     }
 }
@@ -92,18 +95,24 @@ impl Store {
     pub async fn table_sources(&self, version: &str) -> Result<Option<Sources>> {
         let mut c = self.conn();
         let key = format!("{}{version}", self.keys().table_version_prefix());
-        let (grids, rules, calendar): (Option<String>, Option<String>, Option<String>) =
-            redis::cmd("HMGET")
-                .arg(key)
-                .arg("grids")
-                .arg("rules")
-                .arg("calendar")
-                .query_async(&mut c)
-                .await?;
+        let (grids, rules, calendar, regions): (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ) = redis::cmd("HMGET")
+            .arg(key)
+            .arg("grids")
+            .arg("rules")
+            .arg("calendar")
+            .arg("regions")
+            .query_async(&mut c)
+            .await?;
         Ok(grids.zip(rules).map(|(grids, rules)| Sources {
             grids,
             rules,
             calendar: calendar.unwrap_or_default(),
+            regions: regions.unwrap_or_default(),
         }))
     }
 
@@ -141,6 +150,7 @@ impl Store {
                 k.table_version_prefix().as_bytes(),
                 history.as_bytes(),
                 src.calendar.as_bytes(),
+                src.regions.as_bytes(),
             ],
         );
         let (code, other): (i64, String) = self.run_script(&mut pipe, "publish_table").await?;

@@ -34,6 +34,7 @@ pub fn sample_sources() -> gridroute_store::tables::Sources {
         grids: gridroute_benches::DAWUKOU_GRIDS.into(),
         rules: gridroute_benches::DAWUKOU_RULES.into(),
         calendar: String::new(),
+        regions: String::new(),
     }
 }
 

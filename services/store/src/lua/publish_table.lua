@@ -3,7 +3,8 @@
 -- KEYS: 1 current version, 2 history list, 3 this version's sources hash
 -- ARGV: 1 version, 2 grids.geojson ('' when the version is already stored), 3 rules.yaml,
 --       4 published by, 5 note, 6 notification channel, 7 '1' = only if no table is in force
---       (bootstrap), 8 key prefix of version hashes, 9 history length kept, 10 calendar.yaml
+--       (bootstrap), 8 key prefix of version hashes, 9 history length kept, 10 calendar.yaml,
+--       11 regions.geojson
 -- Returns {1, previous} published, {0, current} already in force, {2, current} bootstrap
 -- found a table in force, {-1, ''} unknown version.
 local cur = redis.call('GET', KEYS[1])
@@ -15,7 +16,7 @@ if redis.call('EXISTS', KEYS[3]) == 0 then
     return {-1, ''}
   end
   local t = redis.call('TIME')
-  redis.call('HSET', KEYS[3], 'grids', ARGV[2], 'rules', ARGV[3], 'calendar', ARGV[10],
+  redis.call('HSET', KEYS[3], 'grids', ARGV[2], 'rules', ARGV[3], 'calendar', ARGV[10], 'regions', ARGV[11],
     'stored_at', string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000)))
 end
 if cur == ARGV[1] then
