@@ -111,6 +111,8 @@ pub struct RoutingTable {
     pub(crate) default_sla: [PolicyId; 3],
     /// The working calendar of SLA deadlines and rule time windows.
     pub calendar: WorkCalendar,
+    /// Grid workers named by each grid.
+    grid_workers: HashMap<RegionId, Vec<String>>,
     /// Official polygons of parent regions, when the table gives them (checks only).
     pub region_shapes: Vec<(RegionId, MultiPolygon<f64>)>,
     /// Snapping radius when a report states no accuracy, in metres.
@@ -161,7 +163,13 @@ impl RoutingTable {
             }
         };
         let mut regions = RegionTree::new();
-        let grids = load_grids(src.grids_geojson, &mut regions, &mut issues);
+        let mut grid_workers = HashMap::new();
+        let grids = load_grids(
+            src.grids_geojson,
+            &mut regions,
+            &mut grid_workers,
+            &mut issues,
+        );
         let Some(rf) = rules_file else {
             return Err(TableError { issues: issues.0 });
         };
@@ -364,6 +372,21 @@ impl RoutingTable {
             }
         }
 
+        for (id, d) in (0..).zip(&departments) {
+            let used = id == default_command_centre
+                || command_centres.values().any(|&c| c == id)
+                || rules
+                    .iter()
+                    .any(|r| r.department == id || r.co_handlers.contains(&id));
+            if !used {
+                issues.0.push(TableIssue {
+                    severity: Severity::Warning,
+                    code: "unused_department",
+                    subject: d.id.clone(),
+                    message: "no rule or command centre sends incidents to this department".into(),
+                });
+            }
+        }
         if issues.has_errors() {
             return Err(TableError { issues: issues.0 });
         }
@@ -412,10 +435,16 @@ impl RoutingTable {
             default_sla,
             calendar,
             region_shapes,
+            grid_workers,
             snap_radius_m: rf.snap_radius_m,
             max_snap_radius_m: rf.max_snap_radius_m,
             warnings: issues.0,
         })
+    }
+
+    /// The grid workers a grid names (empty when it names none).
+    pub fn workers(&self, grid: RegionId) -> &[String] {
+        self.grid_workers.get(&grid).map_or(&[], Vec::as_slice)
     }
 
     /// The department with this id.
@@ -446,7 +475,12 @@ impl RoutingTable {
     }
 }
 
-fn load_grids(text: &str, regions: &mut RegionTree, issues: &mut Issues) -> Vec<IndexedGrid> {
+fn load_grids(
+    text: &str,
+    regions: &mut RegionTree,
+    workers: &mut HashMap<RegionId, Vec<String>>,
+    issues: &mut Issues,
+) -> Vec<IndexedGrid> {
     let doc: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
@@ -523,6 +557,19 @@ fn load_grids(text: &str, regions: &mut RegionTree, issues: &mut Issues) -> Vec<
                 continue;
             }
         };
+        let named: Vec<String> = props
+            .get("workers")
+            .and_then(Value::as_array)
+            .map(|w| {
+                w.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !named.is_empty() {
+            workers.insert(region, named);
+        }
         match parse_geometry(f.get("geometry").unwrap_or(&Value::Null)) {
             Ok(shape) => grids.push(IndexedGrid {
                 region,

@@ -487,6 +487,95 @@ fn a_bad_table_is_rejected_whole_with_every_reason() {
     assert_eq!(err.issues[0].code, "grids_unparsable");
 }
 
+#[test]
+fn every_structural_error_code_is_reported() {
+    let grids = format!(
+        r#"{{"type":"FeatureCollection","features":[{},{},{}]}}"#,
+        square("G1", PATH_S1, 0.0, 0.0, 1.0, 1.0),
+        r#"{"type":"Feature","properties":{"name":"no code"},"geometry":null}"#,
+        r#"{"type":"Feature","properties":{"code":"G7"},"geometry":{"type":"Polygon","coordinates":[[[5,5],[6,5],[6,6],[5,6],[5,5]]]}}"#,
+    );
+    let rules = r#"
+name: broken
+crs: mercator
+snap_radius_m: -5
+departments:
+  - {id: a, name: A}
+  - {id: a, name: A again}
+  - {id: "", name: Nameless}
+default_command_centre: a
+sla_policies:
+  std: {accept: 4 hours, resolve: 1.5wd}
+default_sla: {normal: std, high: std, critical: std}
+rules:
+  - {id: r1, category: city, department: a}
+  - {id: r1, category: city.x, department: a}
+"#;
+    let calendar = "timezone: Asia/Shanghai\nholidays: [{date: 2025-02-30}]\n";
+    let err = RoutingTable::load(TableSources {
+        grids_geojson: &grids,
+        rules_yaml: rules,
+        calendar_yaml: Some(calendar),
+        regions_geojson: Some("{"),
+    })
+    .unwrap_err();
+    let mut codes: Vec<&str> = err.issues.iter().map(|i| i.code).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    assert_eq!(
+        codes,
+        [
+            "bad_calendar",
+            "bad_duration",
+            "bad_snap_radius",
+            "duplicate_department",
+            "duplicate_rule",
+            "empty_department_id",
+            "missing_code",
+            "missing_parent",
+            "regions_unparsable",
+            "unknown_crs",
+            "unknown_sla_policy",
+        ],
+        "{err}"
+    );
+}
+
+#[test]
+fn unused_departments_are_a_warning_not_an_error() {
+    let rules = RULES.replace(
+        "  - {id: d, name: D}",
+        "  - {id: d, name: D}\n  - {id: idle, name: Idle}",
+    );
+    let t = RoutingTable::load(TableSources {
+        grids_geojson: &grids(),
+        rules_yaml: &rules,
+        calendar_yaml: None,
+        regions_geojson: None,
+    })
+    .unwrap();
+    let w: Vec<(&str, &str)> = t
+        .warnings
+        .iter()
+        .map(|w| (w.code, w.subject.as_str()))
+        .collect();
+    assert_eq!(w, [("unused_department", "idle")]);
+}
+
+#[test]
+fn the_cell_index_agrees_with_the_exact_method_on_a_million_points() {
+    let t = sample();
+    let mut rng = gridroute_core::synth::Rng::new(99);
+    let mut mismatches = 0;
+    for _ in 0..1_000_000 {
+        let (x, y) = (106.05 + rng.unit() * 0.5, 38.82 + rng.unit() * 0.51);
+        if t.grids.locate(x, y).map(|g| &g.code) != t.grids.locate_exact(x, y).map(|g| &g.code) {
+            mismatches += 1;
+        }
+    }
+    assert_eq!(mismatches, 0);
+}
+
 fn sample() -> RoutingTable {
     RoutingTable::load(TableSources {
         grids_geojson: include_str!("../../../deploy/sample/dawukou/grids.geojson"),

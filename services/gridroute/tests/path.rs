@@ -53,6 +53,8 @@ async fn report_reaches_the_departments_subscriber_with_grid_path() {
     assert_eq!(codes, path, "district > street > community > grid");
     assert_eq!(codes.last(), Some(&grid));
     assert_eq!(decision.region_path.last().unwrap().level, "grid");
+    assert_eq!(decision.grid_workers, [format!("gw-{grid}")]);
+    assert!(decision.notify_grid_worker);
     assert!(d.accept_deadline.is_some() && d.resolve_deadline.is_some());
     assert_eq!(d.report.unwrap().category, "city.vehicle.abandoned");
 

@@ -116,6 +116,10 @@ pub fn decision_message(
         reasons: table.explain(q, d),
         notify_grid_worker: rule.is_some_and(|r| r.notify_grid_worker),
         snapped_meters: d.snapped_m.map_or(0.0, f64::from),
+        grid_workers: d
+            .grid
+            .map(|g| table.workers(g).to_vec())
+            .unwrap_or_default(),
     }
 }
 
