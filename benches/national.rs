@@ -98,6 +98,16 @@ fn bench(c: &mut Criterion) {
             pts.push((x, y));
         }
     }
+    let disagree = pts
+        .iter()
+        .filter(|&&(x, y)| {
+            index.locate(x, y).map(|g| &g.code) != index.locate_exact(x, y).map(|g| &g.code)
+        })
+        .count();
+    eprintln!(
+        "national: cell index and exact method disagree on {disagree} of {} points",
+        pts.len()
+    );
     let mut g = c.benchmark_group("national");
     g.throughput(Throughput::Elements(pts.len() as u64));
     g.bench_function("cell_index", |b| {
