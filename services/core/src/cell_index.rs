@@ -50,6 +50,21 @@ pub struct CellIndex {
     seg_grid: Vec<u32>,
 }
 
+/// Distance from (x, y) to the segment p-q in the space scaled by `kx`, `ky` (metres when they
+/// are metres per degree of longitude and latitude).
+pub fn segment_distance(p: [f64; 2], q: [f64; 2], x: f64, y: f64, kx: f64, ky: f64) -> f64 {
+    let (ax, ay) = ((p[0] - x) * kx, (p[1] - y) * ky);
+    let (bx, by) = ((q[0] - x) * kx, (q[1] - y) * ky);
+    let (vx, vy) = (bx - ax, by - ay);
+    let len2 = vx * vx + vy * vy;
+    let t = if len2 > 0.0 {
+        (-(ax * vx + ay * vy) / len2).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    ((ax + t * vx).powi(2) + (ay + t * vy).powi(2)).sqrt()
+}
+
 fn orient(ax: f64, ay: f64, bx: f64, by: f64, cx: f64, cy: f64) -> f64 {
     (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
 }
@@ -312,17 +327,14 @@ impl CellIndex {
             for c in cx(x - dx)..=cx(x + dx) {
                 let i = r * self.nx + c;
                 for &e in &self.edges[self.start[i] as usize..self.start[i + 1] as usize] {
-                    let (p, q) = (self.pts[e as usize], self.pts[e as usize + 1]);
-                    let (ax, ay) = ((p[0] - x) * kx, (p[1] - y) * ky);
-                    let (bx, by) = ((q[0] - x) * kx, (q[1] - y) * ky);
-                    let (vx, vy) = (bx - ax, by - ay);
-                    let len2 = vx * vx + vy * vy;
-                    let t = if len2 > 0.0 {
-                        (-(ax * vx + ay * vy) / len2).clamp(0.0, 1.0)
-                    } else {
-                        0.0
-                    };
-                    let d = ((ax + t * vx).powi(2) + (ay + t * vy).powi(2)).sqrt();
+                    let d = segment_distance(
+                        self.pts[e as usize],
+                        self.pts[e as usize + 1],
+                        x,
+                        y,
+                        kx,
+                        ky,
+                    );
                     let g = self.seg_grid[e as usize];
                     if best.is_none_or(|(bg, bd)| d < bd || (d == bd && g < bg)) {
                         best = Some((g, d));

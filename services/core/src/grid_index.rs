@@ -137,30 +137,20 @@ impl GridIndex {
                 .0
                 .iter()
                 .flat_map(|p| std::iter::once(p.exterior()).chain(p.interiors()));
-            let mut d2 = f64::INFINITY;
+            let mut d = f64::INFINITY;
             for ring in rings {
                 for seg in ring.lines() {
-                    // Segment in metres relative to the point.
-                    let (ax, ay) = (
-                        (seg.start.x - lng) * m_per_deg_lng,
-                        (seg.start.y - lat) * M_PER_DEG_LAT,
-                    );
-                    let (bx, by) = (
-                        (seg.end.x - lng) * m_per_deg_lng,
-                        (seg.end.y - lat) * M_PER_DEG_LAT,
-                    );
-                    let (vx, vy) = (bx - ax, by - ay);
-                    let len2 = vx * vx + vy * vy;
-                    let t = if len2 > 0.0 {
-                        (-(ax * vx + ay * vy) / len2).clamp(0.0, 1.0)
-                    } else {
-                        0.0
-                    };
-                    let (cx, cy) = (ax + t * vx, ay + t * vy);
-                    d2 = d2.min(cx * cx + cy * cy);
+                    let (p, q) = ([seg.start.x, seg.start.y], [seg.end.x, seg.end.y]);
+                    d = d.min(crate::cell_index::segment_distance(
+                        p,
+                        q,
+                        lng,
+                        lat,
+                        m_per_deg_lng,
+                        M_PER_DEG_LAT,
+                    ));
                 }
             }
-            let d = d2.sqrt();
             if d <= radius_m && best.is_none_or(|(bd, bi)| d < bd || (d == bd && e.data < bi)) {
                 best = Some((d, e.data));
             }

@@ -312,19 +312,8 @@ impl Consumer {
     /// Entries this consumer was given before and has not acknowledged (after a restart with the
     /// same name). Call repeatedly until it returns nothing.
     pub async fn read_own_pending(&mut self, count: usize) -> Result<Vec<IngestEntry>> {
-        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(ROUTER_GROUP)
-            .arg(&self.name)
-            .arg("COUNT")
-            .arg(count)
-            .arg("STREAMS")
-            .arg(&self.key)
-            .arg(&self.pending_cursor)
-            .query_async(&mut self.conn)
-            .await
-            .map_err(StoreError::from)?;
-        let entries = self.entries(reply, 2);
+        let from = self.pending_cursor.clone();
+        let entries = self.read_group(count, None, &from, 2).await?;
         if let Some(last) = entries.last() {
             self.pending_cursor.clone_from(&last.entry_id);
         }
@@ -333,21 +322,32 @@ impl Consumer {
 
     /// New entries, waiting up to the block time when there are none.
     pub async fn read_new(&mut self, count: usize) -> Result<Vec<IngestEntry>> {
-        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
+        let block = self.block;
+        self.read_group(count, Some(block), ">", 1).await
+    }
+
+    async fn read_group(
+        &mut self,
+        count: usize,
+        block: Option<Duration>,
+        from: &str,
+        deliveries: u64,
+    ) -> Result<Vec<IngestEntry>> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
             .arg(ROUTER_GROUP)
             .arg(&self.name)
             .arg("COUNT")
-            .arg(count)
-            .arg("BLOCK")
-            .arg(self.block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&self.key)
-            .arg(">")
+            .arg(count);
+        if let Some(b) = block {
+            cmd.arg("BLOCK").arg(b.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(&self.key).arg(from);
+        let reply: Option<StreamReadReply> = cmd
             .query_async(&mut self.conn)
             .await
             .map_err(StoreError::from)?;
-        Ok(self.entries(reply, 1))
+        Ok(self.entries(reply, deliveries))
     }
 
     /// Takes over entries that have been pending longer than `min_idle` with any consumer
