@@ -1,0 +1,419 @@
+//! `gridroute-loadtest`: drives a gridroute endpoint with realistic reports and measures what
+//! its users feel.
+//!
+//! Scenarios: `report` (unary ReportIncident), `report-batch` (the client-streaming
+//! ReportIncidents), `e2e` (reports plus a subscriber for every department, measuring the time
+//! from sending a report to its dispatch arriving). Closed loop (`--concurrency`, as fast as
+//! the server answers) or open loop (`--rate`, a constant arrival rate with latency measured
+//! from each request's intended start, correcting coordinated omission as wrk2 does).
+//! Traffic comes from the routing table: points inside grids with hot spots, a category and
+//! urgency mix, a share of duplicate request ids and of points outside every grid.
+
+mod report;
+mod traffic;
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use clap::{Parser, ValueEnum};
+use dashmap::DashMap;
+use gridroute_proto::v1::{
+    self as pb, dispatch_service_client::DispatchServiceClient,
+    incident_service_client::IncidentServiceClient,
+};
+use hdrhistogram::Histogram;
+use tonic::transport::Channel;
+
+use crate::{report::Summary, traffic::Traffic};
+
+/// What to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Unary ReportIncident calls.
+    Report,
+    /// ReportIncidents client streams of --batch-size reports.
+    ReportBatch,
+    /// Reports plus subscribers for every department: report → dispatch latency, lost count.
+    E2e,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gridroute-loadtest",
+    version,
+    about = "Load tester for gridroute"
+)]
+struct Args {
+    /// gridroute gRPC endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    addr: String,
+    /// Scenario.
+    #[arg(long, value_enum, default_value = "report")]
+    scenario: Scenario,
+    /// Open loop: this many reports per second (intended start times, CO-corrected latency).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Closed loop: this many calls in flight (ignored with --rate).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// How long to run, e.g. 10s, 1m (default 10s unless --requests is given).
+    #[arg(long)]
+    duration: Option<String>,
+    /// Stop after this many reports.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// HTTP/2 connections to spread calls over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Reports per ReportIncidents stream (report-batch).
+    #[arg(long, default_value_t = 500)]
+    batch_size: usize,
+    /// Routing table directory to draw traffic from (default: the built-in Dawukou sample).
+    #[arg(long)]
+    tables: Option<std::path::PathBuf>,
+    /// Share of reports that repeat an earlier request_id (idempotent retries).
+    #[arg(long, default_value_t = 0.02)]
+    duplicate_share: f64,
+    /// Share of reports at points outside every grid.
+    #[arg(long, default_value_t = 0.02)]
+    outside_share: f64,
+    /// Write a JSON summary (ghz-style fields) to this file, or `-` for stdout.
+    #[arg(long)]
+    json: Option<String>,
+    /// Fail (exit 1) when a threshold is crossed, e.g. 'p99>5ms,error_rate>0.1%,lost>0'.
+    #[arg(long)]
+    fail_if: Option<String>,
+    /// After the load, how long to wait for outstanding dispatches (e2e).
+    #[arg(long, default_value = "5s")]
+    drain: String,
+}
+
+/// Parses `500ms`, `10s`, `2m`.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit() && c != '.')?);
+    let v: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(secs))
+}
+
+/// Counters and histograms shared by the workers.
+struct Shared {
+    sent: AtomicU64,
+    ok: AtomicU64,
+    codes: Mutex<BTreeMap<String, u64>>,
+    latency: Mutex<Histogram<u64>>,
+    e2e: Mutex<Histogram<u64>>,
+    received: AtomicU64,
+    /// incident id → the instant its report was (intended to be) sent, for e2e.
+    inflight: DashMap<String, Instant>,
+    /// incident id → when its dispatch arrived, for dispatches that beat their report's answer.
+    early: DashMap<String, Instant>,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn new() -> Self {
+        let h =
+            || Mutex::new(Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("valid bounds"));
+        Self {
+            sent: AtomicU64::new(0),
+            ok: AtomicU64::new(0),
+            codes: Mutex::new(BTreeMap::new()),
+            latency: h(),
+            e2e: h(),
+            received: AtomicU64::new(0),
+            inflight: DashMap::new(),
+            early: DashMap::new(),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    fn record_e2e(&self, sent: Instant, arrived: Instant) {
+        if let Ok(mut h) = self.e2e.lock() {
+            h.saturating_record((arrived.saturating_duration_since(sent).as_nanos() as u64).max(1));
+        }
+        self.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record(&self, started: Instant, code: tonic::Code, n: u64) {
+        let ns = started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+        if let Ok(mut h) = self.latency.lock() {
+            h.saturating_record(ns.max(1));
+        }
+        if code == tonic::Code::Ok {
+            self.ok.fetch_add(n, Ordering::Relaxed);
+        }
+        if let Ok(mut c) = self.codes.lock() {
+            *c.entry(format!("{code:?}")).or_default() += n;
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("gridroute-loadtest: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<bool, BoxError> {
+    let thresholds = args
+        .fail_if
+        .as_deref()
+        .map(report::parse_thresholds)
+        .transpose()?
+        .unwrap_or_default();
+    let duration = match (&args.duration, args.requests) {
+        (Some(d), _) => Some(parse_duration(d).ok_or("--duration: write e.g. 10s, 500ms, 2m")?),
+        (None, Some(_)) => None,
+        (None, None) => Some(Duration::from_secs(10)),
+    };
+    let drain = parse_duration(&args.drain).ok_or("--drain: write e.g. 5s")?;
+    let traffic = Arc::new(Traffic::from_tables(
+        args.tables.as_deref(),
+        args.duplicate_share,
+        args.outside_share,
+    )?);
+    let mut channels = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        channels.push(Channel::from_shared(args.addr.clone())?.connect().await?);
+    }
+    let shared = Arc::new(Shared::new());
+
+    let mut subscribers = Vec::new();
+    if args.scenario == Scenario::E2e {
+        for dept in traffic.departments() {
+            let mut client =
+                DispatchServiceClient::new(channels[subscribers.len() % channels.len()].clone());
+            let req = pb::SubscribeRequest {
+                department_id: dept.clone(),
+                start: pb::SubscribeStart::Latest as i32,
+                ..Default::default()
+            };
+            let mut stream = client.subscribe(req).await?.into_inner();
+            let s = shared.clone();
+            subscribers.push(tokio::spawn(async move {
+                while let Ok(Some(d)) = stream.message().await {
+                    // Co-handlers receive the dispatch too: count the primary's arrival only.
+                    if d.role != pb::DispatchRole::Primary as i32 {
+                        continue;
+                    }
+                    let now = Instant::now();
+                    match s.inflight.remove(&d.incident_id) {
+                        Some((_, sent)) => s.record_e2e(sent, now),
+                        // The dispatch beat the report's answer to this client.
+                        None => {
+                            s.early.insert(d.incident_id, now);
+                        }
+                    }
+                }
+            }));
+        }
+    }
+
+    let started = Instant::now();
+    let progress = {
+        let s = shared.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let sent = s.sent.load(Ordering::Relaxed);
+                let ok = s.ok.load(Ordering::Relaxed);
+                let p99 = s
+                    .latency
+                    .lock()
+                    .map(|h| h.value_at_quantile(0.99))
+                    .unwrap_or(0);
+                eprintln!(
+                    "{:>5.0}s  {:>8} reports/s  sent {sent}  errors {}  p99 {:.2} ms",
+                    started.elapsed().as_secs_f64(),
+                    sent - last,
+                    sent.saturating_sub(ok),
+                    p99 as f64 / 1e6
+                );
+                last = sent;
+                if s.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+            }
+        })
+    };
+    if let Some(d) = duration {
+        let s = shared.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            s.stop.store(true, Ordering::Relaxed);
+        });
+    }
+
+    let limit = args.requests.unwrap_or(u64::MAX);
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    let batch = if args.scenario == Scenario::ReportBatch {
+        args.batch_size.max(1) as u64
+    } else {
+        1
+    };
+    match args.rate {
+        None => {
+            for w in 0..args.concurrency.max(1) {
+                let (s, t, c, ch) = (
+                    shared.clone(),
+                    traffic.clone(),
+                    counter.clone(),
+                    channels[w % channels.len()].clone(),
+                );
+                let scenario = args.scenario;
+                workers.spawn(async move {
+                    let mut client = IncidentServiceClient::new(ch);
+                    while !s.stop.load(Ordering::Relaxed) {
+                        let first = c.fetch_add(batch, Ordering::Relaxed);
+                        if first >= limit {
+                            break;
+                        }
+                        send(
+                            &mut client,
+                            scenario,
+                            &t,
+                            &s,
+                            first,
+                            batch.min(limit - first),
+                            Instant::now(),
+                        )
+                        .await;
+                    }
+                });
+            }
+        }
+        Some(rate) => {
+            // Open loop: call i is due at start + i/rate whatever the answers; its latency runs
+            // from then. In-flight calls are capped so that a stalled server cannot exhaust
+            // memory; the cap's wait counts in the latency, as it should.
+            let permits = Arc::new(tokio::sync::Semaphore::new(10_000));
+            let interval = Duration::from_secs_f64(batch as f64 / rate.max(1) as f64);
+            let mut i = 0u64;
+            while !shared.stop.load(Ordering::Relaxed) && i < limit {
+                let due = started + interval.mul_f64((i / batch) as f64);
+                tokio::time::sleep_until(due.into()).await;
+                let permit = permits.clone().acquire_owned().await?;
+                let (s, t, ch) = (
+                    shared.clone(),
+                    traffic.clone(),
+                    channels[(i / batch) as usize % channels.len()].clone(),
+                );
+                let scenario = args.scenario;
+                let n = batch.min(limit - i);
+                workers.spawn(async move {
+                    let _permit = permit;
+                    let mut client = IncidentServiceClient::new(ch);
+                    send(&mut client, scenario, &t, &s, i, n, due).await;
+                });
+                i += n;
+            }
+            shared.stop.store(true, Ordering::Relaxed);
+        }
+    }
+    while workers.join_next().await.is_some() {}
+    shared.stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    if args.scenario == Scenario::E2e {
+        let deadline = Instant::now() + drain;
+        while !shared.inflight.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for s in subscribers {
+        s.abort();
+    }
+    let _ = progress.await;
+
+    let summary = Summary::collect(&shared, elapsed, args.scenario == Scenario::E2e);
+    eprint!("{}", summary.text());
+    if let Some(path) = &args.json {
+        let json = summary.json().to_string();
+        if path == "-" {
+            println!("{json}");
+        } else {
+            std::fs::write(path, json)?;
+        }
+    }
+    let failed = report::check(&summary, &thresholds);
+    for f in &failed {
+        eprintln!("threshold crossed: {f}");
+    }
+    Ok(failed.is_empty())
+}
+
+/// Sends `n` reports starting at sequence number `first` (one unary call, or one stream).
+async fn send(
+    client: &mut IncidentServiceClient<Channel>,
+    scenario: Scenario,
+    traffic: &Traffic,
+    s: &Shared,
+    first: u64,
+    n: u64,
+    due: Instant,
+) {
+    s.sent.fetch_add(n, Ordering::Relaxed);
+    match scenario {
+        Scenario::Report | Scenario::E2e => {
+            let report = traffic.report(first);
+            let fresh = !traffic.is_duplicate(first);
+            match client.report_incident(report).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    if scenario == Scenario::E2e && fresh && !r.duplicate_request {
+                        match s.early.remove(&r.incident_id) {
+                            Some((_, arrived)) => s.record_e2e(due, arrived),
+                            None => {
+                                s.inflight.insert(r.incident_id, due);
+                            }
+                        }
+                    }
+                    s.record(due, tonic::Code::Ok, 1);
+                }
+                Err(e) => s.record(due, e.code(), 1),
+            }
+        }
+        Scenario::ReportBatch => {
+            let items: Vec<pb::ReportIncidentRequest> =
+                (first..first + n).map(|i| traffic.report(i)).collect();
+            match client.report_incidents(tokio_stream::iter(items)).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    let rejected = r.rejected_count.max(0) as u64;
+                    s.record(due, tonic::Code::Ok, n - rejected.min(n));
+                    if rejected > 0
+                        && let Ok(mut c) = s.codes.lock()
+                    {
+                        *c.entry("ItemRejected".into()).or_default() += rejected;
+                    }
+                }
+                Err(e) => s.record(due, e.code(), n),
+            }
+        }
+    }
+}
