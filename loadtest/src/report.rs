@@ -47,7 +47,7 @@ impl Summary {
                 .map(|h| h.clone())
                 .unwrap_or_else(|_| empty()),
             e2e: e2e.then(|| {
-                let lost = s.inflight.len() as u64;
+                let lost = s.lost();
                 (
                     s.e2e.lock().map(|h| h.clone()).unwrap_or_else(|_| empty()),
                     received,
