@@ -42,7 +42,7 @@ impl From<ApiError> for Status {
                     tracing::warn!(error = %m, "storage unavailable");
                     Status::unavailable("storage is unavailable; retry with the same request_id")
                 }
-                StoreError::Internal(m) | StoreError::Corrupt(m) => {
+                StoreError::Internal(m) | StoreError::Corrupt(m) | StoreError::NoGroup(m) => {
                     tracing::error!(error = %m, "storage error");
                     Status::internal("internal storage error")
                 }

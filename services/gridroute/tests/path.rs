@@ -392,6 +392,46 @@ async fn redis_down_gives_unavailable_and_not_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_recovers_when_redis_comes_back() {
+    let mut env = Env::start().await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let port = env.redis.port();
+    env.redis.stop();
+    let err = env
+        .incidents()
+        .await
+        .report_incident(report("gone", "city.vehicle.abandoned", lng, lat))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    // Back on the same port, empty (no persistence): the router recreates its group.
+    let _restarted = gridroute_store::local::LocalRedis::start_on(port).unwrap();
+    let mut id = None;
+    for _ in 0..100 {
+        match env
+            .incidents()
+            .await
+            .report_incident(report("back", "city.vehicle.abandoned", lng, lat))
+            .await
+        {
+            Ok(r) => {
+                id = Some(r.into_inner().incident_id);
+                break;
+            }
+            Err(e) => assert_eq!(e.code(), Code::Unavailable),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = id.expect("reports are accepted again");
+    let d = env
+        .wait_status(&id, pb::IncidentStatus::Dispatched)
+        .await
+        .decision
+        .unwrap();
+    assert_eq!(d.department_id, "property-office");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_reports_get_one_result_each() {
     let env = Env::start().await;
     let (_, _, lng, lat) = grid_point(&env.table(), false);

@@ -73,15 +73,24 @@ pub async fn run(
     cfg: RouterConfig,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), StoreError> {
-    store.ensure_groups().await?;
+    // Start-up waits for Redis rather than failing: a router that gave up would leave the
+    // process serving the API while nothing routes.
+    let mut shutdown_wait = shutdown.clone();
+    while let Err(e) = store.ensure_groups().await {
+        warn!(error = %e, "router waiting for redis");
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown_wait.changed() => return Ok(()),
+        }
+    }
     let mut workers = tokio::task::JoinSet::new();
     for p in 0..store.keys().partitions() {
-        let consumer = store.consumer(p, &cfg.consumer_name, cfg.block).await?;
         let worker = Worker {
             store: store.clone(),
             tables: tables.clone(),
             cfg: cfg.clone(),
-            consumer,
+            partition: p,
+            consumer: None,
         };
         let shutdown = shutdown.clone();
         workers.spawn(
@@ -118,18 +127,55 @@ struct Worker {
     store: Store,
     tables: SharedTable,
     cfg: RouterConfig,
-    consumer: Consumer,
+    partition: u16,
+    /// The reader, with its own connection; dropped after a connection error so that the next
+    /// attempt reconnects (a multiplexed connection does not come back by itself).
+    consumer: Option<Consumer>,
 }
 
 impl Worker {
+    /// The consumer, connecting when there is none.
+    async fn consumer(&mut self) -> Result<&mut Consumer, StoreError> {
+        if self.consumer.is_none() {
+            let c = self
+                .store
+                .consumer(self.partition, &self.cfg.consumer_name, self.cfg.block)
+                .await?;
+            self.consumer = Some(c);
+        }
+        self.consumer
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("no consumer".into()))
+    }
+
+    /// Reacts to a failed read: reconnect after connection errors, recreate a lost group.
+    async fn failed(&mut self, op: &'static str, e: &StoreError) {
+        warn!(op, error = %e, "ingest read failed");
+        match e {
+            StoreError::Unavailable(_) => self.consumer = None,
+            // Redis lost the group (a restart without persistence): recreate it rather than
+            // stall; entries written since are read from its start.
+            StoreError::NoGroup(_) => match self.store.ensure_groups().await {
+                Ok(()) => info!("consumer group recreated"),
+                Err(e) => warn!(error = %e, "recreating the consumer group failed"),
+            },
+            _ => {}
+        }
+    }
+
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let n = self.cfg.batch_size;
         // Own pending entries first: they are the oldest work this consumer holds.
         loop {
-            match self.consumer.read_own_pending(self.cfg.batch_size).await {
+            let read = match self.consumer().await {
+                Ok(c) => c.read_own_pending(n).await,
+                Err(e) => Err(e),
+            };
+            match read {
                 Ok(entries) if entries.is_empty() => break,
                 Ok(entries) => self.process(entries).await,
                 Err(e) => {
-                    warn!(error = %e, "reading own pending entries failed");
+                    self.failed("read_own_pending", &e).await;
                     if self.backoff(&mut shutdown).await {
                         return;
                     }
@@ -140,33 +186,38 @@ impl Worker {
         while !*shutdown.borrow() {
             if last_claim.elapsed() >= self.cfg.claim_interval {
                 last_claim = Instant::now();
-                match self
-                    .consumer
-                    .claim_idle(self.cfg.claim_min_idle, self.cfg.batch_size)
-                    .await
-                {
+                let (min_idle, hour) = (self.cfg.claim_min_idle, Duration::from_secs(3600));
+                let claimed = match self.consumer().await {
+                    Ok(c) => {
+                        let claimed = c.claim_idle(min_idle, n).await;
+                        let _ = c.forget_idle_consumers(hour).await;
+                        claimed
+                    }
+                    Err(e) => Err(e),
+                };
+                match claimed {
                     Ok(entries) if !entries.is_empty() => {
                         info!(count = entries.len(), "took over abandoned entries");
                         self.process(entries).await;
                     }
                     Ok(_) => {}
-                    Err(e) => warn!(error = %e, "claiming abandoned entries failed"),
+                    Err(e) => self.failed("claim_idle", &e).await,
                 }
-                let _ = self
-                    .consumer
-                    .forget_idle_consumers(Duration::from_secs(3600))
-                    .await;
             }
             // The read is not cancelled by shutdown: entries it returns are processed, so none
             // is left pending without need. Its block time bounds how long shutdown waits.
-            match self.consumer.read_new(self.cfg.batch_size).await {
+            let read = match self.consumer().await {
+                Ok(c) => c.read_new(n).await,
+                Err(e) => Err(e),
+            };
+            match read {
                 Ok(entries) => {
                     if !entries.is_empty() {
                         self.process(entries).await;
                     }
                 }
                 Err(e) => {
-                    warn!(error = %e, "reading the ingest stream failed");
+                    self.failed("read_new", &e).await;
                     if self.backoff(&mut shutdown).await {
                         return;
                     }

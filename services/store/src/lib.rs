@@ -46,6 +46,10 @@ pub enum StoreError {
     /// Redis answered with an error that retrying will not fix.
     #[error("redis error: {0}")]
     Internal(String),
+    /// The consumer group is gone (Redis restarted without persistence, or the stream was
+    /// deleted): recreate it with [`Store::ensure_groups`].
+    #[error("consumer group missing: {0}")]
+    NoGroup(String),
     /// The incident does not exist.
     #[error("incident {0} not found")]
     NotFound(String),
@@ -90,6 +94,8 @@ impl From<redis::RedisError> for StoreError {
             );
         if transient {
             Self::Unavailable(e.to_string())
+        } else if e.code() == Some("NOGROUP") {
+            Self::NoGroup(e.to_string())
         } else {
             Self::Internal(e.to_string())
         }
