@@ -17,16 +17,7 @@ async fn report_reaches_the_departments_subscriber_with_grid_path() {
     let env = Env::start().await;
     let table = env.table();
     let (grid, path, lng, lat) = grid_point(&table, false);
-    let mut sub = env
-        .dispatches()
-        .await
-        .subscribe(pb::SubscribeRequest {
-            department_id: "property-office".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut sub = env.subscribe("property-office").await;
 
     let r = env
         .incidents()
@@ -91,16 +82,7 @@ async fn region_specific_rule_wins_in_the_township() {
 async fn co_handlers_receive_the_dispatch_too() {
     let env = Env::start().await;
     let (_, _, lng, lat) = grid_point(&env.table(), false);
-    let mut sub = env
-        .dispatches()
-        .await
-        .subscribe(pb::SubscribeRequest {
-            department_id: "traffic-police".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut sub = env.subscribe("traffic-police").await;
     let r = env
         .incidents()
         .await

@@ -201,17 +201,7 @@ async fn hot_swap_under_load_routes_each_incident_with_one_whole_table() {
         ids
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let v2 = env
-        .table_admin()
-        .await
-        .publish_table(pb::PublishTableRequest {
-            sources: sources(&candidate_rules()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .version;
+    let v2 = env.publish(sources(&candidate_rules())).await;
     let ids = load.await.unwrap();
     assert_eq!(ids.len(), 300);
     let (mut old, mut new) = (0, 0);
@@ -340,17 +330,7 @@ async fn diff_lists_every_incident_a_candidate_would_route_differently() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_replica_keeps_the_published_table_over_its_configured_one() {
     let env = Env::start().await;
-    let v2 = env
-        .table_admin()
-        .await
-        .publish_table(pb::PublishTableRequest {
-            sources: sources(&candidate_rules()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .version;
+    let v2 = env.publish(sources(&candidate_rules())).await;
     // A new replica configured with the old sample joins.
     let store = gridroute_store::Store::connect(&env.redis.url(), "gr", common::PARTITIONS)
         .await

@@ -134,6 +134,46 @@ impl Env {
             .max_encoding_message_size(64 << 20)
     }
 
+    /// A department's dispatches from the oldest retained one.
+    pub async fn subscribe(&self, department: &str) -> tonic::Streaming<pb::Dispatch> {
+        let req = pb::SubscribeRequest {
+            department_id: department.into(),
+            ..Default::default()
+        };
+        self.dispatches()
+            .await
+            .subscribe(req)
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Reports one incident and returns its id.
+    pub async fn report(&self, r: pb::ReportIncidentRequest) -> String {
+        self.incidents()
+            .await
+            .report_incident(r)
+            .await
+            .unwrap()
+            .into_inner()
+            .incident_id
+    }
+
+    /// Publishes table sources through the API and returns the new version.
+    pub async fn publish(&self, sources: Option<pb::TableSources>) -> String {
+        let req = pb::PublishTableRequest {
+            sources,
+            ..Default::default()
+        };
+        self.table_admin()
+            .await
+            .publish_table(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .version
+    }
+
     pub fn table(&self) -> std::sync::Arc<RoutingTable> {
         self.tables.load_full()
     }
