@@ -277,15 +277,6 @@ impl WorkCalendar {
         }
         total
     }
-
-    /// The last day the schedule knows about (holidays or workdays), if any.
-    pub fn last_scheduled_day(&self) -> Option<i64> {
-        self.holidays
-            .keys()
-            .chain(self.workdays.keys())
-            .max()
-            .copied()
-    }
 }
 
 #[cfg(test)]

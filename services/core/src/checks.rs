@@ -166,12 +166,3 @@ fn common_ancestor(table: &RoutingTable, regions: &[RegionId]) -> Option<RegionI
         .skip(1) // a grid is not the parent of a gap
         .find(|&a| regions.iter().all(|&r| table.regions.is_within(r, a)))
 }
-
-/// Area of a lon/lat shape in m² (local approximation), for messages and tests.
-pub fn area_m2(shape: &MultiPolygon<f64>) -> f64 {
-    let Some(r) = shape.bounding_rect() else {
-        return 0.0;
-    };
-    let lat = r.center().y;
-    shape.unsigned_area() * m2_per_deg2(lat)
-}

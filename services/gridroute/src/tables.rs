@@ -38,6 +38,16 @@ fn read(path: PathBuf) -> Result<String, TablesError> {
     std::fs::read_to_string(&path).map_err(|source| TablesError::Io { path, source })
 }
 
+/// Writes a table directory: `grids.geojson` and `rules.yaml`.
+fn write_table(out: &Path, grids: &str, rules: &str) -> Result<(), TablesError> {
+    std::fs::create_dir_all(out).map_err(|source| TablesError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    write(out.join("grids.geojson"), grids)?;
+    write(out.join("rules.yaml"), rules)
+}
+
 fn write(path: PathBuf, text: &str) -> Result<(), TablesError> {
     std::fs::write(&path, text).map_err(|source| TablesError::Io { path, source })
 }
@@ -139,16 +149,9 @@ pub fn sample(boundary: &Path, out: &Path) -> Result<String, TablesError> {
         .position(|(name, _)| name.ends_with('镇'))
         .map(|i| format!("{}{:03}", params.district_code, i + 1))
         .ok_or_else(|| TablesError::Synth("sample has no township".into()))?;
-    std::fs::create_dir_all(out).map_err(|source| TablesError::Io {
-        path: out.to_path_buf(),
-        source,
-    })?;
-    write(
-        out.join("grids.geojson"),
+    write_table(
+        out,
         &synth::grids_geojson(&params, &grids),
-    )?;
-    write(
-        out.join("rules.yaml"),
         &include_str!("sample_rules.yaml.tmpl").replace("{{TOWNSHIP}}", &township),
     )?;
     let t = load(Some(out))?;
@@ -220,15 +223,7 @@ pub fn synth(boundary: &Path, grids: usize, out: &Path) -> Result<String, Tables
             "# Department routing rules for a synthetic city",
             1,
         );
-    std::fs::create_dir_all(out).map_err(|source| TablesError::Io {
-        path: out.to_path_buf(),
-        source,
-    })?;
-    write(
-        out.join("grids.geojson"),
-        &synth::render_geojson(&generated),
-    )?;
-    write(out.join("rules.yaml"), &rules)?;
+    write_table(out, &synth::render_geojson(&generated), &rules)?;
     let loading = std::time::Instant::now();
     let t = load(Some(out))?;
     Ok(format!(

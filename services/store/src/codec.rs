@@ -135,18 +135,6 @@ pub fn status_from_str(s: &str) -> pb::IncidentStatus {
     }
 }
 
-/// The name stored in Redis for a status.
-pub fn status_str(s: pb::IncidentStatus) -> &'static str {
-    match s {
-        pb::IncidentStatus::Reported => "reported",
-        pb::IncidentStatus::Dispatched => "dispatched",
-        pb::IncidentStatus::Accepted => "accepted",
-        pb::IncidentStatus::Resolved => "resolved",
-        pb::IncidentStatus::Returned => "returned",
-        pb::IncidentStatus::Unspecified => "unspecified",
-    }
-}
-
 /// A timeline event without its time (the script adds the Redis time).
 pub fn event_bytes(kind: &str, actor: &str, detail: &str, department: &str) -> Vec<u8> {
     pb::TimelineEvent {

@@ -304,11 +304,6 @@ impl std::fmt::Debug for Consumer {
 }
 
 impl Consumer {
-    /// The partition read.
-    pub fn partition(&self) -> u16 {
-        self.partition
-    }
-
     /// Entries this consumer was given before and has not acknowledged (after a restart with the
     /// same name). Call repeatedly until it returns nothing.
     pub async fn read_own_pending(&mut self, count: usize) -> Result<Vec<IngestEntry>> {
