@@ -1,55 +1,21 @@
-//! DispatchService: departments subscribe to their dispatches and accept, resolve or return.
+//! DispatchService: departments subscribe to their dispatches and notices, and act on their
+//! incidents: accept, progress, resolve, return, ask for more time or a pause, resume.
 
-use std::pin::Pin;
-
+use gridroute_core::lifecycle::Command;
 use gridroute_proto::v1::{self as pb, dispatch_service_server::DispatchService};
-use gridroute_store::{lifecycle::Action, subscribe::Cursor};
-use gridroute_telemetry::names;
-use tokio::sync::mpsc;
-use tokio_stream::{Stream, wrappers::ReceiverStream};
+use gridroute_store::subscribe::Cursor;
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, debug, info_span};
+use tracing::info_span;
 
-use crate::{ApiError, ApiState, observed, validate};
-
-/// Dispatches buffered per subscriber before the reader waits for the client: bounds memory
-/// per slow subscriber while keeping a batch of reads in flight.
-const SUBSCRIBER_BUFFER: usize = 256;
-/// Dispatches read per round trip.
-const SUBSCRIBER_READ: usize = 128;
+use crate::{ApiError, ApiState, actions, observed, streaming, validate};
 
 /// The DispatchService implementation.
 #[derive(Debug, Clone)]
 pub struct Dispatches(pub ApiState);
 
-/// Completes when the server starts shutting down.
-async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
-}
-
-type DispatchStream = Pin<Box<dyn Stream<Item = Result<pb::Dispatch, Status>> + Send>>;
-
-impl Dispatches {
-    async fn act(
-        &self,
-        incident_id: &str,
-        department: &str,
-        action: Action,
-        detail: String,
-    ) -> Result<pb::Incident, ApiError> {
-        validate::incident_id(incident_id)?;
-        validate::department("department_id", department, &self.0.tables.load())?;
-        self.0
-            .store
-            .transition(incident_id, department, action, &detail)
-            .await?;
-        Ok(self.0.store.get_incident(incident_id).await?)
-    }
-}
-
 #[tonic::async_trait]
 impl DispatchService for Dispatches {
-    type SubscribeStream = DispatchStream;
+    type SubscribeStream = streaming::BoxStream<pb::Dispatch>;
 
     async fn subscribe(
         &self,
@@ -72,55 +38,13 @@ impl DispatchService for Dispatches {
                 Cursor::parse(&r.cursor, partitions)
                     .map_err(|e| ApiError::field("cursor", e.to_string()))?
             };
-            let permit = state.subscribers.clone().try_acquire_owned().map_err(|_| {
-                ApiError::Unavailable(
-                    "too many subscribers on this replica; retry on another".into(),
-                )
-            })?;
-            let mut reader = state
+            let permit = streaming::permit(&state)?;
+            let reader = state
                 .store
                 .dispatch_reader(&r.department_id, cursor, state.subscribe_block)
                 .await?;
-            let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
-            let department = r.department_id.clone();
-            let mut shutdown = state.shutdown.clone();
-            tokio::spawn(
-                async move {
-                    let _permit = permit;
-                    let gauge = metrics::gauge!(names::SUBSCRIBERS);
-                    gauge.increment(1.0);
-                    loop {
-                        let batch = tokio::select! {
-                            b = reader.next_batch(SUBSCRIBER_READ) => b,
-                            () = tx.closed() => break,
-                            () = stopping(&mut shutdown) => {
-                                let bye = Status::unavailable("server shutting down; resubscribe with your last cursor");
-                                let _ = tx.send(Err(bye)).await;
-                                break;
-                            }
-                        };
-                        match batch {
-                            Ok(dispatches) => {
-                                let n = dispatches.len() as u64;
-                                for d in dispatches {
-                                    if tx.send(Ok(d)).await.is_err() {
-                                        break;
-                                    }
-                                }
-                                metrics::counter!(names::DELIVERED_TOTAL).increment(n);
-                            }
-                            Err(e) => {
-                                let _ = tx.send(Err(Status::from(ApiError::Store(e)))).await;
-                                break;
-                            }
-                        }
-                    }
-                    gauge.decrement(1.0);
-                    debug!("subscriber gone");
-                }
-                .instrument(info_span!("subscribe", department = %department)),
-            );
-            Ok(Box::pin(ReceiverStream::new(rx)) as DispatchStream)
+            let span = info_span!("subscribe", department = %r.department_id);
+            Ok(streaming::spawn(&state, reader, permit, span))
         })
         .await
     }
@@ -130,9 +54,16 @@ impl DispatchService for Dispatches {
         request: Request<pb::AcceptIncidentRequest>,
     ) -> Result<Response<pb::Incident>, Status> {
         observed("AcceptIncident", async {
+            let caller = actions::department(request.metadata(), &request.get_ref().department_id);
             let r = request.into_inner();
-            self.act(&r.incident_id, &r.department_id, Action::Accept, r.note)
-                .await
+            actions::act(
+                &self.0,
+                &r.incident_id,
+                &r.request_id,
+                caller,
+                Command::Accept { note: r.note },
+            )
+            .await
         })
         .await
     }
@@ -142,16 +73,20 @@ impl DispatchService for Dispatches {
         request: Request<pb::ResolveIncidentRequest>,
     ) -> Result<Response<pb::Incident>, Status> {
         observed("ResolveIncident", async {
+            let caller = actions::department(request.metadata(), &request.get_ref().department_id);
             let r = request.into_inner();
-            if r.note.trim().is_empty() {
-                return Err(ApiError::field("note", "required: what was done"));
+            let mut note = r.note;
+            if !r.evidence_urls.is_empty() && !note.trim().is_empty() {
+                note = format!("{note} (evidence: {})", r.evidence_urls.join(" "));
             }
-            let mut detail = r.note;
-            if !r.evidence_urls.is_empty() {
-                detail = format!("{detail} (evidence: {})", r.evidence_urls.join(" "));
-            }
-            self.act(&r.incident_id, &r.department_id, Action::Resolve, detail)
-                .await
+            actions::act(
+                &self.0,
+                &r.incident_id,
+                &r.request_id,
+                caller,
+                Command::Resolve { note },
+            )
+            .await
         })
         .await
     }
@@ -161,6 +96,7 @@ impl DispatchService for Dispatches {
         request: Request<pb::ReturnIncidentRequest>,
     ) -> Result<Response<pb::Incident>, Status> {
         observed("ReturnIncident", async {
+            let caller = actions::department(request.metadata(), &request.get_ref().department_id);
             let r = request.into_inner();
             let mut v = Vec::new();
             let reason =
@@ -180,9 +116,81 @@ impl DispatchService for Dispatches {
             if !v.is_empty() {
                 return Err(ApiError::Invalid(v));
             }
-            let detail = format!("{}: {}", reason.as_str_name(), r.note);
-            self.act(&r.incident_id, &r.department_id, Action::Return, detail)
-                .await
+            let command = Command::Return {
+                reason: reason.as_str_name().to_owned(),
+                note: r.note,
+            };
+            actions::act(&self.0, &r.incident_id, &r.request_id, caller, command).await
+        })
+        .await
+    }
+
+    async fn add_progress(
+        &self,
+        request: Request<pb::AddProgressRequest>,
+    ) -> Result<Response<pb::Incident>, Status> {
+        observed("AddProgress", async {
+            let caller = actions::department(request.metadata(), &request.get_ref().department_id);
+            let r = request.into_inner();
+            if r.note.trim().is_empty() {
+                return Err(ApiError::field("note", "required: what was done"));
+            }
+            actions::act(
+                &self.0,
+                &r.incident_id,
+                &r.request_id,
+                caller,
+                Command::Progress { note: r.note },
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn request_extension(
+        &self,
+        request: Request<pb::RequestExtensionRequest>,
+    ) -> Result<Response<pb::Incident>, Status> {
+        observed("RequestExtension", async {
+            let caller = actions::department(request.metadata(), &request.get_ref().department_id);
+            let r = request.into_inner();
+            let command = Command::RequestExtension {
+                span: r.extension,
+                reason: r.reason,
+            };
+            actions::act(&self.0, &r.incident_id, &r.request_id, caller, command).await
+        })
+        .await
+    }
+
+    async fn request_suspension(
+        &self,
+        request: Request<pb::RequestSuspensionRequest>,
+    ) -> Result<Response<pb::Incident>, Status> {
+        observed("RequestSuspension", async {
+            let caller = actions::department(request.metadata(), &request.get_ref().department_id);
+            let r = request.into_inner();
+            let command = Command::RequestSuspension { reason: r.reason };
+            actions::act(&self.0, &r.incident_id, &r.request_id, caller, command).await
+        })
+        .await
+    }
+
+    async fn resume_incident(
+        &self,
+        request: Request<pb::ResumeIncidentRequest>,
+    ) -> Result<Response<pb::Incident>, Status> {
+        observed("ResumeIncident", async {
+            let caller = actions::department(request.metadata(), &request.get_ref().department_id);
+            let r = request.into_inner();
+            actions::act(
+                &self.0,
+                &r.incident_id,
+                &r.request_id,
+                caller,
+                Command::Resume { note: r.note },
+            )
+            .await
         })
         .await
     }

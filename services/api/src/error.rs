@@ -1,5 +1,6 @@
 //! The one place where errors become gRPC statuses. Handlers return [`ApiError`] with `?`.
 
+use gridroute_core::lifecycle::Refusal;
 use gridroute_store::StoreError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
@@ -48,8 +49,14 @@ impl From<ApiError> for Status {
                 }
                 StoreError::NotFound(id) => Status::not_found(format!("incident {id} not found")),
                 e @ StoreError::IdempotencyConflict { .. } => Status::already_exists(e.to_string()),
-                e @ StoreError::NotPrimary { .. } => Status::permission_denied(e.to_string()),
-                e @ StoreError::WrongState { .. } => Status::failed_precondition(e.to_string()),
+                StoreError::Refused(r) => match r {
+                    Refusal::NotPermitted(m) => Status::permission_denied(m),
+                    Refusal::Invalid { field, why } => Status::from(ApiError::field(field, why)),
+                    r @ (Refusal::WrongState { .. } | Refusal::Precondition(_)) => {
+                        Status::failed_precondition(r.to_string())
+                    }
+                },
+                e @ StoreError::RequestIdReused { .. } => Status::already_exists(e.to_string()),
             },
         }
     }

@@ -1,11 +1,14 @@
-//! IncidentService: report, batch report, get and list.
+//! IncidentService: report, batch report, get, list, watch, reporters' feedback and points.
 
 use gridroute_proto::v1::{self as pb, incident_service_server::IncidentService};
 use gridroute_store::{StoreError, codec, ingest::Accepted, query};
 use gridroute_telemetry::names;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{ApiError, ApiState, now_ms, observed, validate};
+use gridroute_core::lifecycle::{Caller, Command};
+use gridroute_store::subscribe::Cursor;
+
+use crate::{ApiError, ApiState, actions, now_ms, observed, streaming, validate};
 
 /// Reports per Redis round trip in a ReportIncidents stream.
 const STREAM_CHUNK: usize = 256;
@@ -233,6 +236,117 @@ impl IncidentService for Incidents {
             Ok(pb::ListIncidentsResponse {
                 incidents,
                 next_page_token,
+            })
+        })
+        .await
+    }
+
+    type WatchIncidentsStream = streaming::BoxStream<pb::IncidentEvent>;
+
+    async fn watch_incidents(
+        &self,
+        request: Request<pb::WatchIncidentsRequest>,
+    ) -> Result<Response<Self::WatchIncidentsStream>, Status> {
+        let state = self.0.clone();
+        observed("WatchIncidents", async move {
+            let r = request.into_inner();
+            let table = state.tables.load_full();
+            if !r.department_id.is_empty() {
+                validate::department("department_id", &r.department_id, &table)?;
+            }
+            if !r.region_code.is_empty() && table.regions.find(&r.region_code).is_none() {
+                return Err(ApiError::field(
+                    "region_code",
+                    format!("{} is not a region of routing table {}", r.region_code, table.version),
+                ));
+            }
+            let partitions = state.store.keys().partitions();
+            let cursor = if r.cursor.is_empty() {
+                match pb::WatchStart::try_from(r.start) {
+                    Ok(pb::WatchStart::Earliest) => Cursor::earliest(partitions),
+                    Ok(_) => state.store.latest_event_cursor().await?,
+                    Err(_) => return Err(ApiError::field("start", "unknown start position")),
+                }
+            } else {
+                Cursor::parse(&r.cursor, partitions)
+                    .map_err(|e| ApiError::field("cursor", e.to_string()))?
+            };
+            let permit = streaming::permit(&state)?;
+            let reader = state
+                .store
+                .event_reader(&r.region_code, &r.department_id, cursor, state.subscribe_block)
+                .await?;
+            let span = tracing::info_span!("watch", region = %r.region_code, department = %r.department_id);
+            Ok(streaming::spawn(&state, reader, permit, span))
+        })
+        .await
+    }
+
+    async fn submit_feedback(
+        &self,
+        request: Request<pb::SubmitFeedbackRequest>,
+    ) -> Result<Response<pb::Incident>, Status> {
+        observed("SubmitFeedback", async {
+            let user = actions::user(request.metadata());
+            let r = request.into_inner();
+            if r.source_system.is_empty() {
+                return Err(ApiError::field(
+                    "source_system",
+                    "required: the system that reported the incident",
+                ));
+            }
+            let caller = Caller {
+                source_system: r.source_system,
+                user,
+                ..Caller::default()
+            };
+            let command = Command::Feedback {
+                satisfaction: u8::try_from(r.satisfaction).unwrap_or(0),
+                comment: r.comment,
+            };
+            actions::act(&self.0, &r.incident_id, &r.request_id, caller, command).await
+        })
+        .await
+    }
+
+    async fn get_reporter_points(
+        &self,
+        request: Request<pb::GetReporterPointsRequest>,
+    ) -> Result<Response<pb::ReporterPoints>, Status> {
+        observed("GetReporterPoints", async {
+            let r = request.into_inner();
+            let mut v = Vec::new();
+            if r.source_system.is_empty() {
+                v.push(tonic_types::FieldViolation::new(
+                    "source_system",
+                    "required",
+                ));
+            }
+            if r.reporter_id.is_empty() || r.reporter_id.chars().count() > 128 {
+                v.push(tonic_types::FieldViolation::new(
+                    "reporter_id",
+                    "required, at most 128 characters",
+                ));
+            }
+            if !v.is_empty() {
+                return Err(ApiError::Invalid(v));
+            }
+            let (total, entries) = self
+                .0
+                .store
+                .reporter_points(&r.source_system, &r.reporter_id, 100)
+                .await?;
+            Ok(pb::ReporterPoints {
+                total,
+                entries: entries
+                    .into_iter()
+                    .map(|(ms, incident_id, points, category)| pb::PointsEntry {
+                        time: Some(codec::timestamp(ms)),
+                        incident_id,
+                        points,
+                        category,
+                    })
+                    .collect(),
             })
         })
         .await

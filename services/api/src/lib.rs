@@ -4,18 +4,22 @@
 //! Layout:
 //! - [`error`]: the one mapping from errors to `tonic::Status`.
 //! - [`validate`]: request validation with field-level violations.
-//! - [`incident`], [`dispatch`], [`routing`], [`tables`]: one service per module; handlers validate, call
-//!   the store or the core, and map the result.
+//! - [`incident`], [`dispatch`], [`supervision`], [`routing`], [`tables`]: one service per
+//!   module; handlers validate, call the store or the core, and map the result.
+//! - [`actions`]: what every lifecycle action shares (identity, idempotency, the answer).
 //! - [`server`]: assembles the services, health and reflection, and serves them.
 //!
 //! Handlers hold no state of their own: everything shared lives in Redis or in the table in
 //! force, so any number of API replicas can run side by side.
 
+pub mod actions;
 pub mod dispatch;
 pub mod error;
 pub mod incident;
 pub mod routing;
 pub mod server;
+pub mod streaming;
+pub mod supervision;
 pub mod tables;
 pub mod validate;
 

@@ -9,7 +9,9 @@ use gridroute_proto::{
     v1::{
         dispatch_service_server::DispatchServiceServer,
         incident_service_server::IncidentServiceServer,
-        routing_service_server::RoutingServiceServer, table_service_server::TableServiceServer,
+        routing_service_server::RoutingServiceServer,
+        supervision_service_server::SupervisionServiceServer,
+        table_service_server::TableServiceServer,
     },
 };
 use tokio_stream::wrappers::TcpListenerStream;
@@ -22,15 +24,17 @@ use crate::{
     dispatch::Dispatches,
     incident::Incidents,
     routing::Routing,
+    supervision::Supervision,
     tables::{MAX_TABLE_BYTES, Tables},
 };
 
 /// Fully qualified names of the services health reports on (plus the empty name, the server).
-pub const SERVICE_NAMES: [&str; 4] = [
+pub const SERVICE_NAMES: [&str; 5] = [
     "gridroute.v1.IncidentService",
     "gridroute.v1.DispatchService",
     "gridroute.v1.RoutingService",
     "gridroute.v1.TableService",
+    "gridroute.v1.SupervisionService",
 ];
 
 /// How often health re-checks Redis.
@@ -106,6 +110,7 @@ pub async fn serve(
         .add_service(IncidentServiceServer::new(Incidents(state.clone())))
         .add_service(DispatchServiceServer::new(Dispatches(state.clone())))
         .add_service(RoutingServiceServer::new(Routing(state.clone())))
+        .add_service(SupervisionServiceServer::new(Supervision(state.clone())))
         .add_service(
             TableServiceServer::new(Tables(state)).max_decoding_message_size(MAX_TABLE_BYTES),
         )

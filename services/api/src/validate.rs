@@ -208,3 +208,14 @@ pub fn incident_id(id: &str) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// Validates an optional action request id.
+pub fn action_request_id(id: &str) -> Result<(), ApiError> {
+    if !id.is_empty() && (id.len() > MAX_REQUEST_ID_LEN || !is_token(id, b"._:-")) {
+        return Err(ApiError::field(
+            "request_id",
+            "1-128 characters of A-Z a-z 0-9 . _ : -",
+        ));
+    }
+    Ok(())
+}

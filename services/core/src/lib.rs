@@ -5,7 +5,8 @@
 //! - [`grid_index`]: point → leaf grid, with one deterministic answer on shared borders.
 //! - [`category`]: hierarchical category codes and prefix matching.
 //! - [`rules`]: the department routing rules as written in YAML, compiled for matching.
-//! - [`sla`]: SLA policies and deadline arithmetic.
+//! - [`sla`]: SLA policies, deadline arithmetic and the timers of escalation chains.
+//! - [`lifecycle`]: incident states, who may do what, and the plan of every change.
 //! - [`table`]: a whole routing table (regions, grids, rules) loaded and validated from its
 //!   sources, with every problem reported at once.
 //! - [`route`]: the route decision for one report, and its explanation.
@@ -20,6 +21,7 @@ pub mod cell_index;
 pub mod checks;
 pub mod crs;
 pub mod grid_index;
+pub mod lifecycle;
 pub mod region;
 pub mod route;
 pub mod rules;

@@ -67,6 +67,45 @@ pub struct RulesFile {
     /// Cap on the accuracy radius a report may state (default 500).
     #[serde(default = "default_max_snap_radius")]
     pub max_snap_radius_m: f64,
+    /// After this many returns (退单) an incident goes to its command centre for arbitration
+    /// instead of being routed again (default 2).
+    #[serde(default = "default_max_returns")]
+    pub max_returns: u32,
+    /// Duplicate detection (并案): reports of a category near an open incident of the same
+    /// category are merged into it.
+    #[serde(default)]
+    pub duplicates: Vec<DuplicateSpec>,
+    /// Reporter points (积分制) per verified report.
+    #[serde(default)]
+    pub points: PointsSpec,
+}
+
+fn default_max_returns() -> u32 {
+    2
+}
+
+/// One duplicate-detection policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DuplicateSpec {
+    /// Category prefix it applies to, e.g. `city.vehicle.abandoned`.
+    pub category: String,
+    /// Largest distance between the two reports, in metres.
+    pub within_m: f64,
+    /// Largest time between the open incident's report and the new one, e.g. `24h`.
+    pub window: String,
+}
+
+/// Points per verified report.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointsSpec {
+    /// Points for a verified report whose category no entry of `categories` covers (default 0).
+    #[serde(default)]
+    pub default: u32,
+    /// Category prefix → points; the longest matching prefix wins.
+    #[serde(default)]
+    pub categories: BTreeMap<String, u32>,
 }
 
 fn default_snap_radius() -> f64 {
@@ -95,6 +134,26 @@ pub struct SlaPolicySpec {
     pub accept: String,
     /// Time to resolve from dispatch, e.g. `1.5wd`.
     pub resolve: String,
+    /// Time to verify from resolve (default `1wd`).
+    #[serde(default)]
+    pub verify: Option<String>,
+    /// Warnings at these percentages of the resolve allowance (default `[50, 80]`).
+    #[serde(default)]
+    pub warn_at: Option<Vec<u8>>,
+    /// Steps after the resolve deadline (default: urge at once, supervise after 25 % and 50 %
+    /// of the allowance, public report after 100 %).
+    #[serde(default)]
+    pub escalation: Option<Vec<EscalationSpec>>,
+}
+
+/// One escalation step as written: `{step: supervise, after: 4wh}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationSpec {
+    /// `urge`, `supervise` or `public_report`.
+    pub step: String,
+    /// `0`, a span after the deadline (`4wh`, `2h`), or a percentage of the allowance (`50%`).
+    pub after: String,
 }
 
 /// Default SLA policy names per urgency.

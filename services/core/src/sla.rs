@@ -49,6 +49,185 @@ pub struct SlaPolicy {
     pub accept: Span,
     /// Time allowed from dispatch to resolve.
     pub resolve: Span,
+    /// Time allowed from resolve to verification.
+    pub verify: Span,
+    /// Warnings to the department at these percentages of the time allowed to resolve.
+    pub warn_at: Vec<u8>,
+    /// What happens after the resolve deadline passes, in order.
+    pub escalation: Vec<EscalationStep>,
+}
+
+/// One step of an escalation chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EscalationStep {
+    /// What the step does.
+    pub kind: StepKind,
+    /// How long after the resolve deadline it fires.
+    pub after: After,
+}
+
+/// What an escalation step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    /// 催办: the department is urged to act.
+    Urge,
+    /// 督办: the command centre one level further up the region tree supervises the case.
+    Supervise,
+    /// 通报: the case is reported publicly (to the top command centre and the events stream).
+    PublicReport,
+}
+
+impl StepKind {
+    /// Parses the name used in `rules.yaml`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "urge" => Some(Self::Urge),
+            "supervise" => Some(Self::Supervise),
+            "public_report" => Some(Self::PublicReport),
+            _ => None,
+        }
+    }
+}
+
+/// When an escalation step fires, counted from the resolve deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// At the deadline itself.
+    Zero,
+    /// A span after the deadline.
+    Span(Span),
+    /// A percentage of the time allowed to resolve, counted on the policy's resolve clock.
+    Percent(u32),
+}
+
+impl After {
+    /// Parses `0`, a span (`4wh`, `2h`) or a percentage of the resolve allowance (`50%`).
+    pub fn parse(text: &str, working_day_ms: i64) -> Option<Self> {
+        let t = text.trim();
+        if t == "0" || t == "0%" {
+            return Some(Self::Zero);
+        }
+        if let Some(p) = t.strip_suffix('%') {
+            return p
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&p| p > 0 && p <= 10_000)
+                .map(Self::Percent);
+        }
+        parse_span(t, working_day_ms).map(Self::Span)
+    }
+}
+
+/// The escalation chain used when a policy names none: urge at the deadline, supervision one
+/// level up after a further 25 % of the allowance, the next level after 50 %, and a public
+/// report after 100 %.
+pub const DEFAULT_ESCALATION: [EscalationStep; 4] = [
+    EscalationStep {
+        kind: StepKind::Urge,
+        after: After::Zero,
+    },
+    EscalationStep {
+        kind: StepKind::Supervise,
+        after: After::Percent(25),
+    },
+    EscalationStep {
+        kind: StepKind::Supervise,
+        after: After::Percent(50),
+    },
+    EscalationStep {
+        kind: StepKind::PublicReport,
+        after: After::Percent(100),
+    },
+];
+
+/// Default warning thresholds, in percent of the time allowed to resolve.
+pub const DEFAULT_WARN_AT: [u8; 2] = [50, 80];
+
+/// What a pending timer does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimerKind {
+    /// The accept deadline passed: the department is urged to accept.
+    Accept,
+    /// A warning at this percentage of the resolve allowance.
+    Warn(u8),
+    /// The resolve deadline passed (urge).
+    Urge,
+    /// Supervision at this level up the tree (1 = the nearest command centre above).
+    Supervise(u8),
+    /// Public report.
+    PublicReport,
+    /// Verification is overdue.
+    Verify,
+}
+
+impl TimerKind {
+    /// The name stored in the timer's member (`<id>|<kind>|<department>`); the firing script
+    /// keys its behaviour on the prefix before the digits.
+    pub fn name(self) -> String {
+        match self {
+            Self::Accept => "accept".into(),
+            Self::Warn(p) => format!("warn{p}"),
+            Self::Urge => "urge".into(),
+            Self::Supervise(l) => format!("supervise{l}"),
+            Self::PublicReport => "public".into(),
+            Self::Verify => "verify".into(),
+        }
+    }
+
+    /// Parses [`TimerKind::name`].
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "accept" => Some(Self::Accept),
+            "urge" => Some(Self::Urge),
+            "public" => Some(Self::PublicReport),
+            "verify" => Some(Self::Verify),
+            t => {
+                if let Some(p) = t.strip_prefix("warn") {
+                    p.parse().ok().map(Self::Warn)
+                } else {
+                    t.strip_prefix("supervise")?
+                        .parse()
+                        .ok()
+                        .map(Self::Supervise)
+                }
+            }
+        }
+    }
+}
+
+/// One pending timer: when, what, and for which department (by id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timer {
+    /// When it fires (ms).
+    pub due: Millis,
+    /// What it does.
+    pub kind: TimerKind,
+    /// The department it notifies.
+    pub target: String,
+}
+
+/// Who escalation reaches, nearest first.
+#[derive(Debug, Clone, Default)]
+pub struct Escalation<'a> {
+    /// The primary department (warnings, urges).
+    pub primary: &'a str,
+    /// Command centres up the region tree, nearest first (supervision); never empty in a
+    /// loaded table: it ends with the default command centre.
+    pub supervisors: &'a [String],
+    /// Where public reports go (the top command centre).
+    pub public: &'a str,
+}
+
+impl Span {
+    /// `pct` percent of this span, counted from `start` on the span's clock.
+    fn percent_after(&self, cal: &WorkCalendar, start: Millis, allowed: i64, pct: u32) -> Millis {
+        let part = (i128::from(allowed) * i128::from(pct) / 100) as i64;
+        match self.clock {
+            Clock::Wall => start.saturating_add(part),
+            Clock::Working => cal.add_working(start, part),
+        }
+    }
 }
 
 /// Deadlines of one dispatch.
@@ -67,6 +246,73 @@ impl SlaPolicy {
             accept_by: self.accept.after(cal, dispatched_at),
             resolve_by: self.resolve.after(cal, dispatched_at),
         }
+    }
+
+    /// The time allowed between two instants on the resolve clock.
+    pub fn allowed(&self, cal: &WorkCalendar, start: Millis, end: Millis) -> i64 {
+        match self.resolve.clock {
+            Clock::Wall => (end - start).max(0),
+            Clock::Working => cal.working_between(start, end),
+        }
+    }
+
+    /// Every timer of a running case: the accept deadline (when `accept_by` is given), the
+    /// warnings between `start` and `resolve_by`, and the escalation chain after `resolve_by`.
+    /// Percentages count on the resolve clock, so a deadline moved by an extension or a
+    /// suspension moves its warnings and escalations with it.
+    pub fn timers(
+        &self,
+        cal: &WorkCalendar,
+        start: Millis,
+        accept_by: Option<Millis>,
+        resolve_by: Millis,
+        to: &Escalation<'_>,
+    ) -> Vec<Timer> {
+        let mut out = Vec::new();
+        if let Some(due) = accept_by {
+            out.push(Timer {
+                due,
+                kind: TimerKind::Accept,
+                target: to.primary.to_owned(),
+            });
+        }
+        let allowed = self.allowed(cal, start, resolve_by);
+        for &p in &self.warn_at {
+            out.push(Timer {
+                due: self
+                    .resolve
+                    .percent_after(cal, start, allowed, u32::from(p)),
+                kind: TimerKind::Warn(p),
+                target: to.primary.to_owned(),
+            });
+        }
+        let full = self.resolve.ms;
+        let mut level = 0u8;
+        for step in &self.escalation {
+            let due = match step.after {
+                After::Zero => resolve_by,
+                After::Span(s) => s.after(cal, resolve_by),
+                After::Percent(p) => self.resolve.percent_after(cal, resolve_by, full, p),
+            };
+            let (kind, target) = match step.kind {
+                StepKind::Urge => (TimerKind::Urge, to.primary),
+                StepKind::Supervise => {
+                    let i = usize::from(level).min(to.supervisors.len().saturating_sub(1));
+                    level = level.saturating_add(1);
+                    (
+                        TimerKind::Supervise(level),
+                        to.supervisors.get(i).map_or(to.public, String::as_str),
+                    )
+                }
+                StepKind::PublicReport => (TimerKind::PublicReport, to.public),
+            };
+            out.push(Timer {
+                due,
+                kind,
+                target: target.to_owned(),
+            });
+        }
+        out
     }
 }
 
@@ -192,6 +438,12 @@ mod tests {
                 ms: 100,
                 clock: Clock::Wall,
             },
+            verify: Span {
+                ms: 50,
+                clock: Clock::Wall,
+            },
+            warn_at: DEFAULT_WARN_AT.to_vec(),
+            escalation: DEFAULT_ESCALATION.to_vec(),
         };
         assert_eq!(
             p.deadlines(&cal, 1000),
@@ -200,5 +452,33 @@ mod tests {
                 resolve_by: 1100
             }
         );
+        let sup = ["street".to_owned(), "district".to_owned()];
+        let to = Escalation {
+            primary: "dept",
+            supervisors: &sup,
+            public: "district",
+        };
+        let timers: Vec<(i64, String, String)> = p
+            .timers(&cal, 1000, Some(1010), 1100, &to)
+            .into_iter()
+            .map(|t| (t.due, t.kind.name(), t.target))
+            .collect();
+        let want = [
+            (1010, "accept", "dept"),
+            (1050, "warn50", "dept"),
+            (1080, "warn80", "dept"),
+            (1100, "urge", "dept"),
+            (1125, "supervise1", "street"),
+            (1150, "supervise2", "district"),
+            (1200, "public", "district"),
+        ];
+        assert_eq!(timers.len(), want.len());
+        for (got, (due, kind, target)) in timers.iter().zip(want) {
+            assert_eq!((got.0, got.1.as_str(), got.2.as_str()), (due, kind, target));
+            assert_eq!(
+                TimerKind::parse(kind).map(TimerKind::name).as_deref(),
+                Some(kind)
+            );
+        }
     }
 }

@@ -17,7 +17,7 @@ use crate::{
     crs::Crs,
     grid_index::{GridIndex, IndexedGrid},
     region::{RegionId, RegionTree},
-    rules::{Department, DeptId, PolicyId, Rule, RulesFile, Urgency},
+    rules::{Department, DeptId, PointsSpec, PolicyId, Rule, RulesFile, Urgency},
     sla::{SlaPolicy, parse_span},
 };
 
@@ -119,8 +119,25 @@ pub struct RoutingTable {
     pub snap_radius_m: f64,
     /// Largest snapping radius a report's stated accuracy may ask for, in metres.
     pub max_snap_radius_m: f64,
+    /// Returns after which an incident goes to arbitration.
+    pub max_returns: u32,
+    /// Duplicate-detection policies.
+    pub duplicates: Vec<DuplicatePolicy>,
+    /// Reporter points.
+    pub points: PointsSpec,
     /// Warnings found while loading.
     pub warnings: Vec<TableIssue>,
+}
+
+/// A compiled duplicate-detection policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DuplicatePolicy {
+    /// Category prefix.
+    pub category: String,
+    /// Largest distance, in metres.
+    pub within_m: f64,
+    /// Largest time between the reports, in ms.
+    pub window_ms: i64,
 }
 
 struct Issues(Vec<TableIssue>);
@@ -255,17 +272,63 @@ impl RoutingTable {
         };
         let working_day = calendar.working_ms_per_day();
         for (name, spec) in &rf.sla_policies {
-            match (parse_span(&spec.accept, working_day), parse_span(&spec.resolve, working_day)) {
-                (Some(accept), Some(resolve)) => {
+            match load_policy(name, spec, working_day) {
+                Ok(p) => {
                     policy_by_name.insert(name.clone(), sla_policies.len() as PolicyId);
-                    sla_policies.push(SlaPolicy { name: name.clone(), accept, resolve });
+                    sla_policies.push(p);
                 }
-                _ => issues.error(
-                    "bad_duration",
-                    name,
-                    "accept and resolve must be spans like 1.5wd, 4wh, 30wm (working time) or 4h, 1h30m (wall clock)",
-                ),
+                Err(problems) => {
+                    for (code, why) in problems {
+                        issues.error(code, format!("sla_policies.{name}"), why);
+                    }
+                }
             }
+        }
+        let mut duplicates = Vec::new();
+        for (i, d) in rf.duplicates.iter().enumerate() {
+            let subject = format!("duplicates[{i}]");
+            let window = crate::sla::parse_duration(&d.window);
+            if !category::is_valid(&d.category) {
+                issues.error(
+                    "bad_category",
+                    &subject,
+                    format!("category {:?} is not a dotted lower-case code", d.category),
+                );
+            } else if !(d.within_m.is_finite() && d.within_m > 0.0 && d.within_m <= 10_000.0) {
+                issues.error(
+                    "bad_duplicate_radius",
+                    &subject,
+                    "within_m must be between 0 and 10000 metres",
+                );
+            } else if let Some(window_ms) = window {
+                duplicates.push(DuplicatePolicy {
+                    category: d.category.clone(),
+                    within_m: d.within_m,
+                    window_ms,
+                });
+            } else {
+                issues.error(
+                    "bad_duration",
+                    &subject,
+                    "window must be a wall-clock duration like 24h",
+                );
+            }
+        }
+        for code in rf.points.categories.keys() {
+            if !category::is_valid(code) {
+                issues.error(
+                    "bad_category",
+                    format!("points.categories.{code}"),
+                    "not a dotted lower-case code",
+                );
+            }
+        }
+        if rf.max_returns == 0 || rf.max_returns > 100 {
+            issues.error(
+                "bad_max_returns",
+                "max_returns",
+                "must be between 1 and 100",
+            );
         }
         let policy = |name: &str, subject: &str, issues: &mut Issues| -> PolicyId {
             policy_by_name.get(name).copied().unwrap_or_else(|| {
@@ -438,6 +501,9 @@ impl RoutingTable {
             grid_workers,
             snap_radius_m: rf.snap_radius_m,
             max_snap_radius_m: rf.max_snap_radius_m,
+            max_returns: rf.max_returns,
+            duplicates,
+            points: rf.points,
             warnings: issues.0,
         })
     }
@@ -466,12 +532,132 @@ impl RoutingTable {
         }]
     }
 
+    /// The command centres above a grid, nearest first, ending with the default command centre:
+    /// who supervises (督办) a late case, level by level.
+    pub fn supervisors(&self, grid: Option<RegionId>) -> Vec<DeptId> {
+        let mut out: Vec<DeptId> = Vec::new();
+        if let Some(g) = grid {
+            for r in self.regions.path(g).into_iter().rev() {
+                let c = self.command_centre_for(r);
+                if !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+        }
+        if !out.contains(&self.default_command_centre) {
+            out.push(self.default_command_centre);
+        }
+        out
+    }
+
+    /// Whether `dept` is a command centre with authority over incidents in `grid` (any centre on
+    /// the path up the tree, or the default one).
+    pub fn is_centre_for(&self, dept: DeptId, grid: Option<RegionId>) -> bool {
+        self.supervisors(grid).contains(&dept)
+    }
+
+    /// The duplicate-detection policy for a category: the longest matching prefix.
+    pub fn duplicate_policy(&self, category: &str) -> Option<&DuplicatePolicy> {
+        self.duplicates
+            .iter()
+            .filter(|d| category::covers(&d.category, category))
+            .max_by_key(|d| d.category.len())
+    }
+
+    /// Points a verified report of this category earns its reporter.
+    pub fn points_for(&self, category: &str) -> u32 {
+        self.points
+            .categories
+            .iter()
+            .filter(|(c, _)| category::covers(c, category))
+            .max_by_key(|(c, _)| c.len())
+            .map_or(self.points.default, |(_, &p)| p)
+    }
+
+    /// The policy with this name.
+    pub fn policy(&self, name: &str) -> Option<&SlaPolicy> {
+        self.sla_policies.iter().find(|p| p.name == name)
+    }
+
     /// The command centre responsible for a region: the nearest one up the tree.
     pub fn command_centre_for(&self, region: RegionId) -> DeptId {
         self.centre_of_region
             .get(region as usize)
             .copied()
             .unwrap_or(self.default_command_centre)
+    }
+}
+
+/// Compiles one SLA policy, or lists every problem with it.
+fn load_policy(
+    name: &str,
+    spec: &crate::rules::SlaPolicySpec,
+    working_day: i64,
+) -> Result<SlaPolicy, Vec<(&'static str, String)>> {
+    use crate::sla::{After, EscalationStep, StepKind};
+    let mut problems = Vec::new();
+    let span = |text: &str, what: &str, problems: &mut Vec<(&'static str, String)>| {
+        parse_span(text, working_day).or_else(|| {
+            problems.push((
+                "bad_duration",
+                format!("{what} {text:?}: use spans like 1.5wd, 4wh, 30wm (working time) or 4h, 1h30m (wall clock)"),
+            ));
+            None
+        })
+    };
+    let accept = span(&spec.accept, "accept", &mut problems);
+    let resolve = span(&spec.resolve, "resolve", &mut problems);
+    let verify = span(
+        spec.verify.as_deref().unwrap_or("1wd"),
+        "verify",
+        &mut problems,
+    );
+    let warn_at = spec
+        .warn_at
+        .clone()
+        .unwrap_or_else(|| crate::sla::DEFAULT_WARN_AT.to_vec());
+    if warn_at.iter().any(|&p| p == 0 || p >= 100) {
+        problems.push((
+            "bad_warning",
+            "warn_at percentages must lie between 1 and 99".into(),
+        ));
+    }
+    let escalation = match &spec.escalation {
+        None => crate::sla::DEFAULT_ESCALATION.to_vec(),
+        Some(steps) => steps
+            .iter()
+            .filter_map(|s| {
+                let kind = StepKind::parse(&s.step).or_else(|| {
+                    problems.push((
+                        "bad_escalation",
+                        format!("step {:?}: use urge, supervise or public_report", s.step),
+                    ));
+                    None
+                })?;
+                let after = After::parse(&s.after, working_day).or_else(|| {
+                    problems.push((
+                        "bad_escalation",
+                        format!(
+                            "after {:?}: use 0, a span (4wh, 2h) or a percentage (50%)",
+                            s.after
+                        ),
+                    ));
+                    None
+                })?;
+                Some(EscalationStep { kind, after })
+            })
+            .collect(),
+    };
+    match (accept, resolve, verify) {
+        (Some(accept), Some(resolve), Some(verify)) if problems.is_empty() => Ok(SlaPolicy {
+            name: name.to_owned(),
+            accept,
+            resolve,
+            verify,
+            warn_at,
+            escalation,
+        }),
+        _ => Err(problems),
     }
 }
 

@@ -195,26 +195,41 @@ pub async fn subscribe(
     Ok(())
 }
 
-/// What a department does to an incident from the CLI.
+/// What a department or command centre does to an incident from the CLI.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Act {
     /// 签收.
     Accept,
+    /// A progress note.
+    Progress,
     /// 办结.
     Resolve,
     /// 退单 (reason: not in remit).
     Return,
+    /// 核查 (passed), as a command centre.
+    Verify,
+    /// 结案, as a command centre.
+    Close,
+    /// Withdraw, as a command centre.
+    Cancel,
+    /// 审定: name the department that must handle it (`--assignee`), as a command centre.
+    Arbitrate,
 }
 
-/// `gridroute act`.
+/// `gridroute act`. Each call carries a fresh request id, so a retry of the gRPC call inside
+/// the client cannot apply twice.
 pub async fn act(
     addr: &str,
     act: Act,
     id: &str,
     department: &str,
     note: &str,
+    assignee: &str,
 ) -> Result<(), BoxError> {
-    let mut c = DispatchServiceClient::new(channel(addr).await?);
+    let ch = channel(addr).await?;
+    let mut c = DispatchServiceClient::new(ch.clone());
+    let mut s = SupervisionServiceClient::new(ch);
+    let request_id = format!("cli-{}", ulid::Ulid::new());
     let (incident_id, department_id, note) =
         (id.to_owned(), department.to_owned(), note.to_owned());
     let inc = match act {
@@ -223,6 +238,16 @@ pub async fn act(
                 incident_id,
                 department_id,
                 note,
+                request_id,
+            })
+            .await?
+        }
+        Act::Progress => {
+            c.add_progress(pb::AddProgressRequest {
+                incident_id,
+                department_id,
+                note,
+                request_id,
             })
             .await?
         }
@@ -232,6 +257,7 @@ pub async fn act(
                 department_id,
                 note,
                 evidence_urls: vec![],
+                request_id,
             })
             .await?
         }
@@ -242,6 +268,46 @@ pub async fn act(
                 department_id,
                 reason,
                 note,
+                request_id,
+            })
+            .await?
+        }
+        Act::Verify => {
+            s.verify_incident(pb::VerifyIncidentRequest {
+                incident_id,
+                department_id,
+                passed: true,
+                note,
+                request_id,
+                ..Default::default()
+            })
+            .await?
+        }
+        Act::Close => {
+            s.close_incident(pb::CloseIncidentRequest {
+                incident_id,
+                department_id,
+                note,
+                request_id,
+            })
+            .await?
+        }
+        Act::Cancel => {
+            s.cancel_incident(pb::CancelIncidentRequest {
+                incident_id,
+                department_id,
+                reason: note,
+                request_id,
+            })
+            .await?
+        }
+        Act::Arbitrate => {
+            s.arbitrate_incident(pb::ArbitrateIncidentRequest {
+                incident_id,
+                department_id,
+                assignee_department_id: assignee.to_owned(),
+                note,
+                request_id,
             })
             .await?
         }
@@ -255,6 +321,7 @@ pub async fn act(
     Ok(())
 }
 
+use gridroute_proto::v1::supervision_service_client::SupervisionServiceClient;
 use gridroute_proto::v1::table_service_client::TableServiceClient;
 
 fn table_client(ch: Channel) -> TableServiceClient<Channel> {

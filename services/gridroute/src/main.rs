@@ -66,7 +66,8 @@ enum Command {
         #[arg(long)]
         latest: bool,
     },
-    /// Accept, resolve or return an incident as a department.
+    /// Act on an incident as a department or command centre: accept, progress, resolve,
+    /// return, verify, close, cancel, arbitrate.
     Act {
         /// gRPC endpoint.
         #[arg(long, env = "GRIDROUTE_ADDR", default_value = "http://127.0.0.1:50051")]
@@ -82,6 +83,9 @@ enum Command {
         /// Note for the timeline.
         #[arg(long, default_value = "done")]
         note: String,
+        /// For `arbitrate`: the department that must handle it.
+        #[arg(long, default_value = "")]
+        assignee: String,
     },
     /// Routing table tools.
     Tables {
@@ -186,7 +190,8 @@ async fn main() -> std::process::ExitCode {
             id,
             department,
             note,
-        } => client::act(&addr, action, &id, &department, &note).await,
+            assignee,
+        } => client::act(&addr, action, &id, &department, &note, &assignee).await,
         Command::Tables { command } => match command {
             TablesCommand::Push {
                 addr,

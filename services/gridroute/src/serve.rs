@@ -50,6 +50,10 @@ pub struct ServeOptions {
     /// How long an ingest entry must be pending before another router takes it over.
     #[arg(long, env = "GRIDROUTE_CLAIM_MIN_IDLE_MS", default_value_t = 30_000)]
     pub claim_min_idle_ms: u64,
+    /// How often routers look for due SLA timers (warnings, urges, escalations) when none was
+    /// due at the last look.
+    #[arg(long, env = "GRIDROUTE_TIMER_POLL_MS", default_value_t = 200)]
+    pub timer_poll_ms: u64,
     /// Time allowed after SIGTERM to finish in-flight work.
     #[arg(long, env = "GRIDROUTE_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -185,6 +189,11 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
         tasks.spawn(gridroute_router::stats_loop(
             store.clone(),
             Duration::from_secs(5),
+            stop_rx.clone(),
+        ));
+        tasks.spawn(gridroute_router::timers_loop(
+            store.clone(),
+            Duration::from_millis(o.timer_poll_ms),
             stop_rx.clone(),
         ));
     }

@@ -41,13 +41,25 @@ async fn accept_and_resolve_change_state_and_stop_their_timers() {
     env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
     let mut t = timers(&env, &id).await;
     t.sort();
-    assert_eq!(t, ["accept", "resolve"]);
+    assert_eq!(
+        t,
+        [
+            "accept|property-office",
+            "public|command-centre",
+            "supervise1|command-centre",
+            "supervise2|command-centre",
+            "urge|property-office",
+            "warn50|property-office",
+            "warn80|property-office",
+        ]
+    );
 
     let mut d = env.dispatches().await;
     let accept = |dept: &str| pb::AcceptIncidentRequest {
         incident_id: id.clone(),
         department_id: dept.into(),
         note: "on it".into(),
+        request_id: "acc-1".into(),
     };
     let err = d
         .accept_incident(accept("water-affairs"))
@@ -66,11 +78,17 @@ async fn accept_and_resolve_change_state_and_stop_their_timers() {
         .into_inner();
     assert_eq!(inc.status, pb::IncidentStatus::Accepted as i32);
     assert_eq!(
-        timers(&env, &id).await,
-        ["resolve"],
+        timers(&env, &id).await.len(),
+        6,
         "accept clock stopped, resolve clock runs on"
     );
-    // Repeating the same action is not an error.
+    assert!(
+        !timers(&env, &id)
+            .await
+            .iter()
+            .any(|t| t.starts_with("accept"))
+    );
+    // Repeating the same action with the same request id is not an error.
     let again = d
         .accept_incident(accept("property-office"))
         .await
@@ -83,17 +101,25 @@ async fn accept_and_resolve_change_state_and_stop_their_timers() {
         department_id: "property-office".into(),
         note: "the property company towed the car".into(),
         evidence_urls: vec!["https://evidence.example/1.jpg".into()],
+        request_id: String::new(),
     };
     let inc = d.resolve_incident(resolve).await.unwrap().into_inner();
     assert_eq!(inc.status, pb::IncidentStatus::Resolved as i32);
-    assert!(timers(&env, &id).await.is_empty(), "every clock stopped");
+    assert_eq!(
+        timers(&env, &id).await,
+        ["verify|command-centre"],
+        "resolve clocks stopped, the verification clock runs"
+    );
     let kinds: Vec<&str> = inc.timeline.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["reported", "dispatched", "accepted", "resolved"]);
     assert_eq!(inc.timeline[3].actor, "property-office");
     assert!(inc.timeline[3].detail.contains("towed"));
 
     let err = d
-        .accept_incident(accept("property-office"))
+        .accept_incident(pb::AcceptIncidentRequest {
+            request_id: "acc-2".into(),
+            ..accept("property-office")
+        })
         .await
         .unwrap_err();
     assert_eq!(
@@ -106,6 +132,7 @@ async fn accept_and_resolve_change_state_and_stop_their_timers() {
             incident_id: "01JDXK3M4P5Q6R7S8T9V0W1X2Y-2".into(),
             department_id: "property-office".into(),
             note: String::new(),
+            request_id: String::new(),
         })
         .await
         .unwrap_err();
@@ -131,6 +158,7 @@ async fn returned_incident_is_rerouted_without_the_department_that_returned_it()
         department_id: "property-office".into(),
         reason: pb::ReturnReason::NotInRemit as i32,
         note: "the car stands on a public road, not in the compound".into(),
+        request_id: "ret-1".into(),
     };
     d.return_incident(ret.clone()).await.unwrap();
     // Returned → routed again; property-office is excluded, no other rule covers the category
@@ -237,6 +265,7 @@ async fn list_filters_by_department_region_status_and_pages() {
         incident_id: ids[0].clone(),
         department_id: "property-office".into(),
         note: String::new(),
+        request_id: String::new(),
     })
     .await
     .unwrap();

@@ -10,11 +10,15 @@
 
 use std::time::{Duration, Instant};
 
-use gridroute_core::{RoutingTable, table::SharedTable};
+use gridroute_core::{
+    RouteTarget, RoutingTable,
+    sla::Escalation,
+    table::{DuplicatePolicy, SharedTable},
+};
 use gridroute_proto::v1 as pb;
 use gridroute_store::{
     Store, StoreError, codec,
-    consumer::{Consumer, DispatchWrite, IngestEntry},
+    consumer::{Consumer, DispatchWrite, IngestEntry, MergeWrite},
     keys,
 };
 use gridroute_telemetry::names;
@@ -119,6 +123,53 @@ pub async fn stats_loop(store: Store, every: Duration, mut shutdown: watch::Rece
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Fires due SLA timers of every partition until shutdown. Every replica runs it: the firing
+/// script claims each timer atomically, so replicas share the work without coordination.
+pub async fn timers_loop(store: Store, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    const BATCH: usize = 512;
+    let mut last_gauge = Instant::now() - Duration::from_secs(60);
+    loop {
+        let mut busy = false;
+        for p in 0..store.keys().partitions() {
+            match store.fire_due_timers(p, BATCH).await {
+                Ok(fired) => {
+                    busy |= fired.len() == BATCH;
+                    for f in &fired {
+                        let kind = f
+                            .kind
+                            .trim_end_matches(|c: char| c.is_ascii_digit())
+                            .to_owned();
+                        metrics::counter!(names::TIMERS_FIRED_TOTAL, "kind" => kind, "department" => f.department.clone())
+                            .increment(1);
+                        metrics::histogram!(names::TIMER_LATENESS_SECONDS)
+                            .record(f.lateness_ms.max(0) as f64 / 1000.0);
+                    }
+                    if !fired.is_empty() {
+                        debug!(partition = p, count = fired.len(), "timers fired");
+                    }
+                }
+                Err(e) => debug!(error = %e, "firing timers failed"),
+            }
+        }
+        if last_gauge.elapsed() >= Duration::from_secs(5) {
+            last_gauge = Instant::now();
+            if let Ok(n) = store.pending_timers().await {
+                metrics::gauge!(names::TIMERS_PENDING).set(n as f64);
+            }
+        }
+        if busy {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
         }
     }
 }
@@ -257,7 +308,18 @@ impl Worker {
                 continue;
             }
             match route_entry(&table, entry, now) {
-                Ok((w, reported_ms)) => {
+                Ok((w, reported_ms, dup)) => {
+                    if let Some(policy) = dup {
+                        match self.try_merge(&w, reported_ms, &policy).await {
+                            Ok(true) => continue,
+                            Ok(false) => {}
+                            // Left pending: delivered again, and merged or dispatched then.
+                            Err(e) => {
+                                warn!(entry = %w.entry_id, error = %e, "duplicate check failed; entry left pending");
+                                continue;
+                            }
+                        }
+                    }
                     writes.push(w);
                     reported.push(reported_ms);
                 }
@@ -291,6 +353,37 @@ impl Worker {
         }
     }
 
+    /// Merges a duplicate into the nearest open incident that still takes it; `false` when there
+    /// is none.
+    async fn try_merge(
+        &self,
+        w: &DispatchWrite,
+        reported_ms: i64,
+        policy: &DuplicatePolicy,
+    ) -> Result<bool, StoreError> {
+        let Some((category, x, y)) = &w.duplicates else {
+            return Ok(false);
+        };
+        let candidates = self
+            .store
+            .duplicate_candidates(category, *x, *y, policy.within_m, 4)
+            .await?;
+        for into in candidates.into_iter().filter(|c| *c != w.incident_id) {
+            let m = MergeWrite {
+                write: w.clone(),
+                reported_ms,
+                into,
+                window_ms: policy.window_ms,
+            };
+            if self.store.merge(&m).await? {
+                metrics::counter!(names::DUPLICATES_MERGED_TOTAL).increment(1);
+                info!(incident = %w.incident_id, into = %m.into, "duplicate merged");
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     async fn dead_letter(&self, entry: &IngestEntry, reason: &'static str, detail: &str) {
         match self.store.dead_letter(entry, reason, detail).await {
             Ok(()) => {
@@ -304,13 +397,14 @@ impl Worker {
     }
 }
 
-/// Routes one ingest entry into the write that dispatches it, with its report time. `Err` is a
-/// permanent problem with the entry itself (it goes to the dead-letter stream).
+/// Routes one ingest entry into the write that dispatches it, with its report time and, when
+/// its category has duplicate detection, the policy. `Err` is a permanent problem with the
+/// entry itself (it goes to the dead-letter stream).
 pub fn route_entry(
     table: &RoutingTable,
     entry: &IngestEntry,
     now_ms: i64,
-) -> Result<(DispatchWrite, i64), String> {
+) -> Result<(DispatchWrite, i64, Option<DuplicatePolicy>), String> {
     let id = entry.text("id").ok_or("no incident id")?;
     if keys::partition_of(id, u16::MAX).is_none_or(|p| p != entry.partition) {
         return Err(format!(
@@ -343,7 +437,33 @@ pub fn route_entry(
     metrics::counter!(names::ROUTED_TOTAL, "outcome" => d.outcome.as_str()).increment(1);
 
     let decision = codec::decision_message(table, &q, &d);
-    let deadlines = table.sla_policies[d.sla as usize].deadlines(&table.calendar, now_ms);
+    let policy = &table.sla_policies[d.sla as usize];
+    let deadlines = policy.deadlines(&table.calendar, now_ms);
+    let supervisors: Vec<String> = table
+        .supervisors(d.grid)
+        .into_iter()
+        .filter(|&c| c != d.department)
+        .map(|c| table.departments[c as usize].id.clone())
+        .collect();
+    let timers = policy.timers(
+        &table.calendar,
+        now_ms,
+        Some(deadlines.accept_by),
+        deadlines.resolve_by,
+        &Escalation {
+            primary: &decision.department_id,
+            supervisors: &supervisors,
+            public: &table.departments[table.default_command_centre as usize].id,
+        },
+    );
+    // Duplicate detection needs a point; an un-merged incident (`nm`) is never merged again.
+    let duplicates = match (table.duplicate_policy(q.category), q.target) {
+        (Some(policy), RouteTarget::Point { lng, lat, crs, .. }) if entry.text("nm").is_none() => {
+            let (x, y) = gridroute_core::crs::convert(crs, table.crs, lng, lat);
+            Some((policy.clone(), x, y))
+        }
+        _ => None,
+    };
     let dispatch = |department: &str, role: pb::DispatchRole| {
         pb::Dispatch {
             cursor: String::new(),
@@ -356,6 +476,8 @@ pub fn route_entry(
             accept_deadline: (role == pb::DispatchRole::Primary)
                 .then(|| codec::timestamp(deadlines.accept_by)),
             resolve_deadline: Some(codec::timestamp(deadlines.resolve_by)),
+            kind: pb::DispatchKind::New as i32,
+            note: String::new(),
         }
         .encode_to_vec()
     };
@@ -398,7 +520,12 @@ pub fn route_entry(
             resolve_due_ms: deadlines.resolve_by,
             event: codec::event_bytes("dispatched", "router", &summary, &decision.department_id),
             deliveries,
+            timers,
+            duplicates: duplicates
+                .as_ref()
+                .map(|(p, x, y)| (p.category.clone(), *x, *y)),
         },
         reported_ms,
+        duplicates.map(|(p, _, _)| p),
     ))
 }

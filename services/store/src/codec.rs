@@ -5,14 +5,22 @@
 //! versioned by the proto's field numbers). Timeline entries are `ms|bytes`, the time written by
 //! the Lua script from the Redis clock.
 
+use std::collections::HashMap;
+
 use gridroute_core::{
-    Decision, Outcome, RouteQuery, RouteTarget, RoutingTable, crs::Crs, rules::DeptId,
+    Decision, Outcome, RouteQuery, RouteTarget, RoutingTable,
+    crs::Crs,
+    lifecycle::{NoticeKind, Pending, Record, Status},
+    rules::DeptId,
     rules::Urgency,
 };
 use gridroute_proto::v1 as pb;
 use prost::Message;
 
 use crate::StoreError;
+
+/// A record's hash fields as read from Redis.
+pub type Fields = HashMap<String, Vec<u8>>;
 
 /// A protobuf timestamp from Unix milliseconds.
 pub fn timestamp(ms: i64) -> prost_types::Timestamp {
@@ -123,16 +131,120 @@ pub fn decision_message(
     }
 }
 
-/// The wire name of a status as stored in Redis.
-pub fn status_from_str(s: &str) -> pb::IncidentStatus {
+/// The API status of a core status.
+pub fn status_message(s: Status) -> pb::IncidentStatus {
     match s {
-        "reported" => pb::IncidentStatus::Reported,
-        "dispatched" => pb::IncidentStatus::Dispatched,
-        "accepted" => pb::IncidentStatus::Accepted,
-        "resolved" => pb::IncidentStatus::Resolved,
-        "returned" => pb::IncidentStatus::Returned,
-        _ => pb::IncidentStatus::Unspecified,
+        Status::Reported => pb::IncidentStatus::Reported,
+        Status::Dispatched => pb::IncidentStatus::Dispatched,
+        Status::Accepted => pb::IncidentStatus::Accepted,
+        Status::InProgress => pb::IncidentStatus::InProgress,
+        Status::Resolved => pb::IncidentStatus::Resolved,
+        Status::Verified => pb::IncidentStatus::Verified,
+        Status::Closed => pb::IncidentStatus::Closed,
+        Status::Returned => pb::IncidentStatus::Returned,
+        Status::Arbitration => pb::IncidentStatus::Arbitration,
+        Status::Suspended => pb::IncidentStatus::Suspended,
+        Status::Merged => pb::IncidentStatus::Merged,
+        Status::Cancelled => pb::IncidentStatus::Cancelled,
+        Status::Reopened => pb::IncidentStatus::Reopened,
     }
+}
+
+/// The API status of a status name as stored in Redis.
+pub fn status_from_str(s: &str) -> pb::IncidentStatus {
+    Status::parse(s).map_or(pb::IncidentStatus::Unspecified, status_message)
+}
+
+/// The core status of an API status.
+pub fn status_of_message(s: pb::IncidentStatus) -> Option<Status> {
+    Status::ALL.into_iter().find(|&c| status_message(c) == s)
+}
+
+/// The dispatch kind of a notice.
+pub fn notice_kind(k: NoticeKind) -> pb::DispatchKind {
+    match k {
+        NoticeKind::Assigned => pb::DispatchKind::Assigned,
+        NoticeKind::Reopened => pb::DispatchKind::Reopened,
+        NoticeKind::ArbitrationNeeded => pb::DispatchKind::ArbitrationNeeded,
+        NoticeKind::RequestPending => pb::DispatchKind::RequestPending,
+        NoticeKind::RequestDecided => pb::DispatchKind::RequestDecided,
+        NoticeKind::Progress => pb::DispatchKind::Progress,
+        NoticeKind::Resolved => pb::DispatchKind::Resolved,
+        NoticeKind::Cancelled => pb::DispatchKind::Cancelled,
+        NoticeKind::Outcome => pb::DispatchKind::Resolved,
+    }
+}
+
+fn text<'a>(fields: &'a HashMap<String, Vec<u8>>, k: &str) -> Option<&'a str> {
+    fields
+        .get(k)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .filter(|s| !s.is_empty())
+}
+
+fn list(fields: &HashMap<String, Vec<u8>>, k: &str) -> Vec<String> {
+    text(fields, k)
+        .map(|s| s.split(',').map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// What the lifecycle needs of a stored record.
+pub fn record_from_fields(
+    fields: &HashMap<String, Vec<u8>>,
+    merged: Vec<String>,
+) -> Result<Record, StoreError> {
+    let num = |k: &str| text(fields, k).and_then(|s| s.parse::<i64>().ok());
+    let report = fields
+        .get("report")
+        .map(|b| pb::ReportIncidentRequest::decode(b.as_slice()))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?
+        .unwrap_or_default();
+    let decision = fields
+        .get("decision")
+        .map(|b| pb::RouteDecision::decode(b.as_slice()))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?
+        .unwrap_or_default();
+    let paused = text(fields, "paused").and_then(|p| {
+        let (a, r) = p.split_once('|')?;
+        Some((a.parse().ok(), r.parse().ok()?))
+    });
+    let pending = text(fields, "pending").and_then(|p| match p.split_once('|') {
+        Some(("extension", span)) => Some(Pending::Extension(span.to_owned())),
+        Some(("suspension", _)) => Some(Pending::Suspension),
+        _ => None,
+    });
+    Ok(Record {
+        status: text(fields, "status").and_then(Status::parse),
+        generation: num("gen").unwrap_or(0) as u64,
+        department: text(fields, "dept").unwrap_or_default().to_owned(),
+        co_handlers: decision.co_department_ids,
+        grid: decision
+            .region_path
+            .last()
+            .map(|r| r.code.clone())
+            .unwrap_or_default(),
+        grid_workers: decision.grid_workers,
+        policy: decision.sla_policy,
+        source_system: report.source_system,
+        reporter_id: report.reporter.map(|r| r.reporter_id).unwrap_or_default(),
+        category: report.category,
+        returned_by: list(fields, "returned_by"),
+        locked: text(fields, "locked").is_some(),
+        dispatched_at: num("dispatched_at"),
+        accept_due: num("accept_due"),
+        resolve_due: num("resolve_due"),
+        accepted_at: num("accepted_at"),
+        prev_status: text(fields, "prev_status").and_then(Status::parse),
+        paused,
+        pending,
+        fired: list(fields, "fired").into_iter().collect(),
+        merged,
+        merged_into: text(fields, "merged_into").unwrap_or_default().to_owned(),
+        satisfaction: num("satisfaction").map(|s| s as u8),
+        reopened: num("reopened").unwrap_or(0) as u32,
+    })
 }
 
 /// A timeline event without its time (the script adds the Redis time).
@@ -143,6 +255,7 @@ pub fn event_bytes(kind: &str, actor: &str, detail: &str, department: &str) -> V
         actor: actor.to_owned(),
         detail: detail.to_owned(),
         department_id: department.to_owned(),
+        user: String::new(),
     }
     .encode_to_vec()
 }
@@ -163,14 +276,18 @@ pub fn decode_event(raw: &[u8]) -> Result<pb::TimelineEvent, StoreError> {
     Ok(ev)
 }
 
-/// Builds an incident message from its stored hash fields and timeline.
+/// Builds an incident message from its stored hash fields, timeline and merged set.
 pub fn incident_from_fields(
     id: &str,
-    fields: &std::collections::HashMap<String, Vec<u8>>,
+    fields: &HashMap<String, Vec<u8>>,
     timeline: &[Vec<u8>],
+    merged: Vec<String>,
 ) -> Result<pb::Incident, StoreError> {
-    let text = |k: &str| fields.get(k).and_then(|v| std::str::from_utf8(v).ok());
-    let ms = |k: &str| text(k).and_then(|s| s.parse::<i64>().ok()).map(timestamp);
+    let ms = |k: &str| {
+        text(fields, k)
+            .and_then(|s| s.parse::<i64>().ok())
+            .map(timestamp)
+    };
     let report = match fields.get("report") {
         Some(b) => Some(
             pb::ReportIncidentRequest::decode(b.as_slice())
@@ -185,22 +302,45 @@ pub fn incident_from_fields(
         ),
         None => None,
     };
+    let status = status_from_str(text(fields, "status").unwrap_or(""));
+    let open = matches!(
+        status,
+        pb::IncidentStatus::Dispatched
+            | pb::IncidentStatus::Accepted
+            | pb::IncidentStatus::InProgress
+            | pb::IncidentStatus::Reopened
+            | pb::IncidentStatus::Suspended
+    );
     Ok(pb::Incident {
         incident_id: id.to_owned(),
         report,
-        status: status_from_str(text("status").unwrap_or("")) as i32,
+        status: status as i32,
         decision,
         reported_time: ms("reported_at"),
         dispatched_time: ms("dispatched_at"),
-        accept_deadline: ms("accept_due"),
+        accept_deadline: ms("accept_due").filter(|_| text(fields, "accepted_at").is_none() && open),
         resolve_deadline: ms("resolve_due"),
         timeline: timeline
             .iter()
             .map(|r| decode_event(r))
             .collect::<Result<_, _>>()?,
-        returned_by: text("returned_by")
-            .filter(|s| !s.is_empty())
-            .map(|s| s.split(',').map(str::to_owned).collect())
-            .unwrap_or_default(),
+        returned_by: list(fields, "returned_by"),
+        accepted_time: ms("accepted_at"),
+        resolved_time: ms("resolved_at"),
+        verify_deadline: ms("verify_due"),
+        verified_time: ms("verified_at"),
+        closed_time: ms("closed_at"),
+        locked: text(fields, "locked").is_some(),
+        warning: text(fields, "warning").is_some(),
+        reopened_count: text(fields, "reopened")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        satisfaction: text(fields, "satisfaction")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        merged_incident_ids: merged,
+        merged_into: text(fields, "merged_into").unwrap_or_default().to_owned(),
+        pending_request: text(fields, "pending").unwrap_or_default().to_owned(),
+        escalations: list(fields, "fired"),
     })
 }

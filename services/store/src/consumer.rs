@@ -96,6 +96,23 @@ pub struct DispatchWrite {
     pub event: Vec<u8>,
     /// One (department, encoded `Dispatch`) per receiving department, primary first.
     pub deliveries: Vec<(String, Vec<u8>)>,
+    /// The SLA timers of the dispatch.
+    pub timers: Vec<gridroute_core::sla::Timer>,
+    /// When the category has duplicate detection: its category key and the point (lng, lat).
+    pub duplicates: Option<(String, f64, f64)>,
+}
+
+/// What a duplicate report is merged into.
+#[derive(Debug, Clone)]
+pub struct MergeWrite {
+    /// The routed entry of the duplicate.
+    pub write: DispatchWrite,
+    /// Its report time (ms).
+    pub reported_ms: i64,
+    /// The open incident to merge into.
+    pub into: String,
+    /// Duplicate window of the policy (ms).
+    pub window_ms: i64,
 }
 
 /// Longest retained history of one department's dispatch stream in one partition. Subscribers
@@ -160,6 +177,10 @@ impl Store {
         let mut pipe = redis::pipe();
         for w in writes {
             let p = w.partition;
+            let geo_key = w.duplicates.as_ref().map_or_else(
+                || k.incident(p, &w.incident_id),
+                |(c, _, _)| k.duplicates(p, c),
+            );
             let mut keys = vec![
                 k.ingest(p),
                 k.incident(p, &w.incident_id),
@@ -167,15 +188,31 @@ impl Store {
                 k.sla(p),
                 k.index_all(p),
                 k.index_department(p, &w.department),
+                k.events(p),
+                geo_key,
             ];
             keys.extend(w.region_codes.iter().map(|c| k.index_region(p, c)));
             keys.extend(w.deliveries.iter().map(|(d, _)| k.dispatch(p, d)));
+            let (lng, lat) = w
+                .duplicates
+                .as_ref()
+                .map_or((String::new(), String::new()), |(_, x, y)| {
+                    (format!("{x:.7}"), format!("{y:.7}"))
+                });
+            let timer_list = timer_list(&w.timers);
             let nums = [
                 w.dispatched_ms.to_string(),
                 w.accept_due_ms.to_string(),
                 w.resolve_due_ms.to_string(),
                 w.region_codes.len().to_string(),
+                w.region_codes.join(","),
+                w.timers.len().to_string(),
             ];
+            let timer_args: Vec<(String, String)> = w
+                .timers
+                .iter()
+                .map(|t| (t.due.to_string(), timer_member(&w.incident_id, t)))
+                .collect();
             let mut args: Vec<&[u8]> = vec![
                 ROUTER_GROUP.as_bytes(),
                 w.entry_id.as_bytes(),
@@ -189,12 +226,131 @@ impl Store {
                 &w.event,
                 nums[3].as_bytes(),
                 maxlen.as_bytes(),
+                timer_list.as_bytes(),
+                nums[4].as_bytes(),
+                lng.as_bytes(),
+                lat.as_bytes(),
+                crate::EVENTS_MAX_LEN.as_bytes(),
+                nums[5].as_bytes(),
             ];
+            for (due, member) in &timer_args {
+                args.push(due.as_bytes());
+                args.push(member.as_bytes());
+            }
             args.extend(w.deliveries.iter().map(|(_, b)| b.as_slice()));
             scripts::evalsha(&mut pipe, &scripts::DISPATCH, &keys, &args);
         }
         let done: Vec<Result<i64>> = self.run_scripts(&mut pipe, "dispatch").await?;
         Ok(done.into_iter().map(|d| d.map(|d| d == 1)).collect())
+    }
+
+    /// Open incidents near a point in a duplicate-detection category, nearest first, across every
+    /// partition (at most `count` per partition).
+    pub async fn duplicate_candidates(
+        &self,
+        category: &str,
+        lng: f64,
+        lat: f64,
+        within_m: f64,
+        count: usize,
+    ) -> Result<Vec<String>> {
+        let k = self.keys();
+        let mut pipe = redis::pipe();
+        for p in 0..k.partitions() {
+            pipe.cmd("GEOSEARCH")
+                .arg(k.duplicates(p, category))
+                .arg("FROMLONLAT")
+                .arg(lng)
+                .arg(lat)
+                .arg("BYRADIUS")
+                .arg(within_m)
+                .arg("m")
+                .arg("ASC")
+                .arg("COUNT")
+                .arg(count)
+                .arg("WITHDIST");
+        }
+        let mut c = self.conn();
+        let found: Vec<Vec<(String, f64)>> = pipe
+            .query_async(&mut c)
+            .await
+            .map_err(StoreError::from)
+            .inspect_err(|e| crate::record_error("duplicates", e))?;
+        let mut all: Vec<(String, f64)> = found.into_iter().flatten().collect();
+        all.sort_by(|a, b| a.1.total_cmp(&b.1));
+        Ok(all.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Merges a duplicate into an open incident: first on the open incident's side (which checks
+    /// that it is still open and recent), then on the duplicate's side, which acknowledges its
+    /// entry. `Ok(false)`: the incident was no longer open; route the duplicate normally.
+    pub async fn merge(&self, m: &MergeWrite) -> Result<bool> {
+        let k = self.keys();
+        let Some(pa) = crate::keys::partition_of(&m.into, k.partitions()) else {
+            return Ok(false);
+        };
+        let w = &m.write;
+        let into_event = crate::codec::event_bytes(
+            "duplicate_merged",
+            "router",
+            &format!("{} merged into this incident", w.incident_id),
+            "",
+        );
+        let mut pipe = redis::pipe();
+        scripts::evalsha(
+            &mut pipe,
+            &scripts::MERGE_INTO,
+            &[
+                k.incident(pa, &m.into),
+                k.timeline(pa, &m.into),
+                k.merged(pa, &m.into),
+                k.events(pa),
+                k.sla(pa),
+            ],
+            &[
+                w.incident_id.as_bytes(),
+                m.reported_ms.to_string().as_bytes(),
+                m.window_ms.to_string().as_bytes(),
+                &into_event,
+                w.resolve_due_ms.to_string().as_bytes(),
+                crate::EVENTS_MAX_LEN.as_bytes(),
+                m.into.as_bytes(),
+            ],
+        );
+        if self.run_script::<i64>(&mut pipe, "merge").await? == 0 {
+            return Ok(false);
+        }
+        let p = w.partition;
+        let event = crate::codec::event_bytes(
+            "merged",
+            "router",
+            &format!("duplicate of {}: the case continues there", m.into),
+            "",
+        );
+        let mut pipe = redis::pipe();
+        scripts::evalsha(
+            &mut pipe,
+            &scripts::MERGE_ENTRY,
+            &[
+                k.ingest(p),
+                k.incident(p, &w.incident_id),
+                k.timeline(p, &w.incident_id),
+                k.events(p),
+            ],
+            &[
+                ROUTER_GROUP.as_bytes(),
+                w.entry_id.as_bytes(),
+                w.generation.as_bytes(),
+                m.into.as_bytes(),
+                &event,
+                &w.decision,
+                w.region_codes.join(",").as_bytes(),
+                crate::EVENTS_MAX_LEN.as_bytes(),
+                w.incident_id.as_bytes(),
+            ],
+        );
+        self.run_script::<i64>(&mut pipe, "merge").await?;
+        Ok(true)
     }
 
     /// Moves an entry to its partition's dead-letter stream with the reason, and acknowledges it.
@@ -281,6 +437,20 @@ impl Store {
             .map(|s| IngestEntry::from_stream_id(partition, s, 0).fields)
             .collect())
     }
+}
+
+/// The member of a timer in the timer set: `<incident>|<kind>|<department>`.
+pub fn timer_member(incident_id: &str, t: &gridroute_core::sla::Timer) -> String {
+    format!("{incident_id}|{}|{}", t.kind.name(), t.target)
+}
+
+/// The record's list of its pending timers: `<kind>|<department>,...`.
+pub fn timer_list(timers: &[gridroute_core::sla::Timer]) -> String {
+    timers
+        .iter()
+        .map(|t| format!("{}|{}", t.kind.name(), t.target))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// One router's reader of one partition's ingest stream.

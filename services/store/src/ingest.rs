@@ -4,7 +4,7 @@
 use gridroute_proto::v1 as pb;
 use prost::Message;
 
-use crate::{Result, Store, StoreError, codec, keys, scripts};
+use crate::{EVENTS_MAX_LEN, Result, Store, StoreError, codec, keys, scripts};
 
 /// How long a `request_id` stays bound to its incident: a retry within this window returns the
 /// original incident. A week covers every realistic retry and outage of a calling system.
@@ -66,6 +66,7 @@ impl Store {
                 k.incident(p, &id),
                 k.timeline(p, &id),
                 k.ingest(p),
+                k.events(p),
             ];
             scripts::evalsha(
                 &mut pipe,
@@ -77,6 +78,7 @@ impl Store {
                     &bytes,
                     ttl.as_bytes(),
                     &event,
+                    EVENTS_MAX_LEN.as_bytes(),
                 ],
             );
         }

@@ -9,7 +9,11 @@
 //! | `<prefix>:{pN}:inc:<id>` | hash | the incident record |
 //! | `<prefix>:{pN}:tl:<id>` | list | the incident's timeline, `ms|event bytes` |
 //! | `<prefix>:{pN}:dispatch:<department>` | stream | dispatches for one department |
-//! | `<prefix>:{pN}:sla` | sorted set | `id:accept` / `id:resolve` scored by deadline (ms) |
+//! | `<prefix>:{pN}:sla` | sorted set | pending timers `<id>|<kind>|<department>` scored by due time (ms) |
+//! | `<prefix>:{pN}:events` | stream | every change of every incident of the partition (WatchIncidents) |
+//! | `<prefix>:{pN}:mg:<id>` | set | incidents merged into this one |
+//! | `<prefix>:{pN}:geo:<category>` | geo set | open incidents of a duplicate-detection category |
+//! | `<prefix>:{pN}:pts:<source>:<reporter>` | list | a reporter's points ledger in this partition, `ms|incident|points|category` |
 //! | `<prefix>:{pN}:dlq` | stream | entries no router could process, with the reason |
 //! | `<prefix>:{pN}:idx:all`, `:idx:dept:<d>`, `:idx:region:<code>` | sorted sets | incident ids (score 0, ordered by id = time) |
 //! | `<prefix>:meta` | hash | deployment constants (number of partitions) |
@@ -103,6 +107,27 @@ impl Keys {
     pub fn dead_letter(&self, p: u16) -> String {
         self.part(p, "dlq")
     }
+    /// The events stream of a partition.
+    pub fn events(&self, p: u16) -> String {
+        self.part(p, "events")
+    }
+    /// The set of incidents merged into `id`.
+    pub fn merged(&self, p: u16, id: &str) -> String {
+        self.part(p, &format!("mg:{id}"))
+    }
+    /// Open incidents of a duplicate-detection category, by location.
+    pub fn duplicates(&self, p: u16, category: &str) -> String {
+        self.part(p, &format!("geo:{category}"))
+    }
+    /// A reporter's points ledger in one partition.
+    pub fn points(&self, p: u16, source: &str, reporter: &str) -> String {
+        self.part(p, &format!("pts:{source}:{reporter}"))
+    }
+    /// The key prefix of a partition (for scripts that derive an incident's keys from its id).
+    pub fn partition_prefix(&self, p: u16) -> String {
+        self.part(p, "")
+    }
+
     /// Index of every incident.
     pub fn index_all(&self, p: u16) -> String {
         self.part(p, "idx:all")

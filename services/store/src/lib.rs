@@ -7,7 +7,9 @@
 //!   between the core's decisions and the API's messages.
 //! - [`ingest`]: accepting reports (idempotency + ingest stream).
 //! - [`consumer`]: the router's side: consumer groups, batches, claims, dispatch, dead letters.
-//! - [`lifecycle`]: accept, resolve, return.
+//! - [`lifecycle`]: applying lifecycle actions planned by the core (accept … close).
+//! - [`timers`]: firing due SLA timers (warnings, urges, supervision, public reports).
+//! - [`stats`]: the figures a command centre reports.
 //! - [`query`]: reading the shared record (get, list).
 //! - [`subscribe`]: reading a department's dispatch streams from a cursor.
 //! - [`local`]: a private `redis-server` for `gridroute dev` and tests.
@@ -22,8 +24,10 @@ pub mod lifecycle;
 pub mod local;
 pub mod query;
 pub mod scripts;
+pub mod stats;
 pub mod subscribe;
 pub mod tables;
+pub mod timers;
 
 use std::time::Duration;
 
@@ -36,6 +40,10 @@ pub use keys::Keys;
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait for a TCP connection to Redis.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longest retained history of a partition's events stream (WatchIncidents).
+pub const EVENTS_STREAM_MAX_LEN: u64 = 1_000_000;
+pub(crate) const EVENTS_MAX_LEN: &str = "1000000";
 
 /// Errors of the store, already sorted by what the caller should do about them.
 #[derive(Debug, thiserror::Error)]
@@ -59,23 +67,14 @@ pub enum StoreError {
         /// The incident created by the first use of the key.
         incident_id: String,
     },
-    /// The caller is not the incident's primary department.
-    #[error("department {department} is not the primary department of incident {incident_id}")]
-    NotPrimary {
-        /// The incident.
-        incident_id: String,
-        /// The caller.
-        department: String,
-    },
-    /// The incident is not in a state that allows the action.
-    #[error("incident {incident_id} is {status}; cannot {action}")]
-    WrongState {
-        /// The incident.
-        incident_id: String,
-        /// Its current state.
-        status: String,
-        /// The action refused.
-        action: &'static str,
+    /// The lifecycle refused the action (who, state or arguments).
+    #[error(transparent)]
+    Refused(#[from] gridroute_core::lifecycle::Refusal),
+    /// The request id was used before for another action on this incident.
+    #[error("request_id already used for {action} on this incident")]
+    RequestIdReused {
+        /// The action it was used for.
+        action: String,
     },
     /// A value in Redis could not be decoded.
     #[error("corrupt record: {0}")]

@@ -1,81 +1,575 @@
-//! What departments do to their incidents: accept (签收), resolve (办结) and return (退单).
-//! Each is one script: the state check, the new state, the timeline entry and the timers change
-//! together. Repeating an action already applied is not an error (idempotent retries).
+//! Applying lifecycle actions: read the record, let the core plan the change, apply the plan
+//! atomically with one script that checks the record has not changed meanwhile (optimistic
+//! concurrency on the record's version) and records the request id, so retries are harmless.
+//!
+//! The plan's parts become plain Redis commands on keys of the incident's partition: fields,
+//! timeline, events stream, timers, notices on department streams, a new ingest entry for a
+//! re-route, the reporter's points.
 
-use crate::{Result, Store, StoreError, codec, keys, scripts};
+use std::collections::HashMap;
 
-/// A department's action on an incident.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Accept: the accept clock stops.
-    Accept,
-    /// Resolve: every clock stops.
-    Resolve,
-    /// Return: the incident is routed again without this department.
-    Return,
+use gridroute_core::{
+    RoutingTable,
+    lifecycle::{self, Caller, Command, Ctx, Plan, Record, Timers},
+};
+use gridroute_proto::v1 as pb;
+use prost::Message;
+
+use crate::{
+    EVENTS_MAX_LEN, Result, Store, StoreError, codec,
+    consumer::{DISPATCH_STREAM_MAX_LEN, timer_member},
+    keys, scripts,
+};
+
+/// How often a plan is recomputed when the record changed between read and apply.
+const MAX_ATTEMPTS: usize = 5;
+
+/// One action on one incident.
+#[derive(Debug, Clone)]
+pub struct ActRequest {
+    /// The incident.
+    pub incident_id: String,
+    /// Idempotency key ('' = none).
+    pub request_id: String,
+    /// Who acts.
+    pub caller: Caller,
+    /// What they ask.
+    pub command: Command,
 }
 
-impl Action {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Accept => "accept",
-            Self::Resolve => "resolve",
-            Self::Return => "return",
+/// What an action did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acted {
+    /// Applied now.
+    Applied,
+    /// This request id was applied before; nothing changed.
+    Repeated,
+}
+
+/// A record as read, with what applying a plan needs besides the core's view.
+struct Snapshot {
+    rec: Record,
+    version: String,
+    fields: HashMap<String, Vec<u8>>,
+    now: i64,
+}
+
+impl Snapshot {
+    fn text(&self, k: &str) -> &str {
+        self.fields
+            .get(k)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .unwrap_or("")
+    }
+}
+
+/// Builds the flat operation list of `apply.lua`.
+struct Ops {
+    keys: Vec<String>,
+    args: Vec<Vec<u8>>,
+    count: usize,
+}
+
+/// Replaced by the Redis time in ms.
+const NOW: &[u8] = b"\0NOW";
+
+impl Ops {
+    fn new(incident_key: String) -> Self {
+        Self {
+            keys: vec![incident_key],
+            args: Vec::new(),
+            count: 0,
         }
     }
-    fn event(self) -> &'static str {
-        match self {
-            Self::Accept => "accepted",
-            Self::Resolve => "resolved",
-            Self::Return => "returned",
+
+    fn key(&mut self, key: String) -> usize {
+        if let Some(i) = self.keys.iter().position(|k| *k == key) {
+            return i + 1;
         }
+        self.keys.push(key);
+        self.keys.len()
     }
+
+    fn op(&mut self, cmd: &str, key: String, args: Vec<Vec<u8>>) {
+        let i = self.key(key);
+        self.args.push(cmd.as_bytes().to_vec());
+        self.args.push(i.to_string().into_bytes());
+        self.args.push(args.len().to_string().into_bytes());
+        self.args.extend(args);
+        self.count += 1;
+    }
+
+    /// `NOW|bytes`: a timeline entry stamped by the script.
+    fn stamped(bytes: &[u8]) -> Vec<u8> {
+        let mut v = b"\0NOW|".to_vec();
+        v.extend_from_slice(bytes);
+        v
+    }
+}
+
+fn b(s: impl Into<String>) -> Vec<u8> {
+    s.into().into_bytes()
 }
 
 impl Store {
-    /// Applies `action` by `department` to an incident; `detail` goes to the timeline.
-    pub async fn transition(
-        &self,
-        incident_id: &str,
-        department: &str,
-        action: Action,
-        detail: &str,
-    ) -> Result<()> {
+    async fn snapshot(&self, p: u16, id: &str) -> Result<Snapshot> {
         let k = self.keys();
-        let p = keys::partition_of(incident_id, k.partitions())
-            .ok_or_else(|| StoreError::NotFound(incident_id.to_owned()))?;
-        let keys = [
-            k.incident(p, incident_id),
-            k.timeline(p, incident_id),
-            k.sla(p),
-            k.ingest(p),
-        ];
-        let event = codec::event_bytes(action.event(), department, detail, department);
-        let mut pipe = redis::pipe();
-        scripts::evalsha(
-            &mut pipe,
-            &scripts::TRANSITION,
-            &keys,
-            &[
-                action.as_str().as_bytes(),
-                department.as_bytes(),
-                incident_id.as_bytes(),
-                &event,
+        let mut c = self.conn();
+        let (fields, merged, (s, us)): (codec::Fields, Vec<String>, (i64, i64)) = redis::pipe()
+            .hgetall(k.incident(p, id))
+            .smembers(k.merged(p, id))
+            .cmd("TIME")
+            .query_async(&mut c)
+            .await
+            .map_err(StoreError::from)
+            .inspect_err(|e| crate::record_error("act", e))?;
+        if fields.is_empty() {
+            return Err(StoreError::NotFound(id.to_owned()));
+        }
+        let rec = codec::record_from_fields(&fields, merged)?;
+        let version = fields
+            .get("v")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .unwrap_or("0")
+            .to_owned();
+        Ok(Snapshot {
+            rec,
+            version,
+            fields,
+            now: s * 1000 + us / 1000,
+        })
+    }
+
+    /// Applies an action. `Refused` errors carry the core's reason.
+    pub async fn act(&self, table: &RoutingTable, req: &ActRequest) -> Result<Acted> {
+        let k = self.keys();
+        let id = req.incident_id.as_str();
+        let p = keys::partition_of(id, k.partitions())
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        let rq_field = (!req.request_id.is_empty()).then(|| format!("rq:{}", req.request_id));
+        for _ in 0..MAX_ATTEMPTS {
+            let snap = self.snapshot(p, id).await?;
+            if let Some(f) = &rq_field
+                && let Some(prev) = snap.fields.get(f)
+            {
+                return repeated(prev, req.command.name());
+            }
+            let ctx = Ctx {
+                table,
+                now: snap.now,
+            };
+            let plan = lifecycle::plan(&ctx, &snap.rec, &req.caller, &req.command)
+                .map_err(StoreError::Refused)?;
+            let ops = self.ops(p, id, &snap, &plan, table)?;
+            let mut pipe = redis::pipe();
+            let mut args: Vec<&[u8]> = vec![
+                snap.version.as_bytes(),
+                rq_field.as_deref().unwrap_or("").as_bytes(),
+                req.command.name().as_bytes(),
+            ];
+            let count = ops.count.to_string();
+            args.push(count.as_bytes());
+            args.extend(ops.args.iter().map(Vec::as_slice));
+            scripts::evalsha(&mut pipe, &scripts::APPLY, &ops.keys, &args);
+            let (code, detail): (i64, Vec<u8>) = self.run_script(&mut pipe, "act").await?;
+            match code {
+                1 => {
+                    metrics::counter!(gridroute_telemetry::names::TRANSITIONS_TOTAL,
+                        "action" => req.command.name(), "status" => plan.status.as_str())
+                    .increment(1);
+                    if plan.fan_out && !snap.rec.merged.is_empty() {
+                        self.fan_out(id, &snap.rec.merged, &plan).await;
+                    }
+                    if plan.status == lifecycle::Status::Reported
+                        && !snap.rec.merged_into.is_empty()
+                    {
+                        self.forget_merged(&snap.rec.merged_into, id).await?;
+                    }
+                    return Ok(Acted::Applied);
+                }
+                0 => return repeated(&detail, req.command.name()),
+                -2 => return Err(StoreError::NotFound(id.to_owned())),
+                // The record changed under us: plan again from a fresh read.
+                _ => {
+                    metrics::counter!(gridroute_telemetry::names::TRANSITION_CONFLICTS_TOTAL)
+                        .increment(1);
+                }
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "incident {id} changed {MAX_ATTEMPTS} times while the action was applied; retry"
+        )))
+    }
+
+    /// Turns a plan into the operations of `apply.lua`.
+    fn ops(
+        &self,
+        p: u16,
+        id: &str,
+        snap: &Snapshot,
+        plan: &Plan,
+        table: &RoutingTable,
+    ) -> Result<Ops> {
+        let k = self.keys();
+        let inc = k.incident(p, id);
+        let mut ops = Ops::new(inc.clone());
+        let mut set: Vec<Vec<u8>> = vec![b("status"), b(plan.status.as_str())];
+        for (f, v) in &plan.set {
+            set.push(b(*f));
+            set.push(b(v.clone()));
+        }
+        // Timers: cancel the old members, add the new ones, remember the list on the record.
+        let current: Vec<&str> = snap
+            .text("timers")
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .collect();
+        let (remove, add, fresh): (Vec<&str>, Vec<gridroute_core::sla::Timer>, bool) =
+            match &plan.timers {
+                Timers::Keep => (Vec::new(), Vec::new(), false),
+                Timers::Remove(kinds) => {
+                    let names: Vec<String> = kinds.iter().map(|k| k.name()).collect();
+                    (
+                        current
+                            .iter()
+                            .copied()
+                            .filter(|m| {
+                                names
+                                    .iter()
+                                    .any(|n| m.split('|').next() == Some(n.as_str()))
+                            })
+                            .collect(),
+                        Vec::new(),
+                        false,
+                    )
+                }
+                Timers::Replace { timers, fresh } => (current.clone(), timers.clone(), *fresh),
+            };
+        if !matches!(plan.timers, Timers::Keep) {
+            if !remove.is_empty() {
+                ops.op(
+                    "ZREM",
+                    k.sla(p),
+                    remove.iter().map(|m| b(format!("{id}|{m}"))).collect(),
+                );
+            }
+            if !add.is_empty() {
+                let mut args = Vec::new();
+                for t in &add {
+                    args.push(b(t.due.to_string()));
+                    args.push(b(timer_member(id, t)));
+                }
+                ops.op("ZADD", k.sla(p), args);
+            }
+            let kept: Vec<&str> = current
+                .iter()
+                .copied()
+                .filter(|m| !remove.contains(m))
+                .collect();
+            let mut list: Vec<String> = kept.iter().map(|s| (*s).to_owned()).collect();
+            list.extend(
+                add.iter()
+                    .map(|t| format!("{}|{}", t.kind.name(), t.target)),
+            );
+            set.push(b("timers"));
+            set.push(b(list.join(",")));
+        }
+        let mut clear: Vec<Vec<u8>> = plan.clear.iter().map(|f| b(*f)).collect();
+        if fresh {
+            clear.push(b("fired"));
+        }
+        // A new primary: its dispatch, its index, and a decision that names it.
+        let mut decision = snap
+            .fields
+            .get("decision")
+            .map(|d| pb::RouteDecision::decode(d.as_slice()))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+            .unwrap_or_default();
+        if let Some(assignee) = &plan.assign {
+            decision.department_id.clone_from(assignee);
+            decision
+                .reasons
+                .push(format!("assigned to {assignee} by arbitration"));
+            set.push(b("decision"));
+            set.push(decision.encode_to_vec());
+            ops.op("ZADD", k.index_department(p, assignee), vec![b("0"), b(id)]);
+        }
+        ops.op("HSET", inc.clone(), set);
+        if !clear.is_empty() {
+            ops.op("HDEL", inc.clone(), clear);
+        }
+        let event = pb::TimelineEvent {
+            time: None,
+            kind: plan.event.kind.to_owned(),
+            actor: plan.event.actor.clone(),
+            detail: plan.event.detail.clone(),
+            department_id: plan.event.department.clone(),
+            user: plan.event.user.clone(),
+        }
+        .encode_to_vec();
+        ops.op("RPUSH", k.timeline(p, id), vec![Ops::stamped(&event)]);
+        let dept_after = plan
+            .set
+            .iter()
+            .find(|(f, _)| *f == "dept")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| {
+                if plan.clear.contains(&"dept") {
+                    String::new()
+                } else {
+                    snap.rec.department.clone()
+                }
+            });
+        ops.op(
+            "XADD",
+            k.events(p),
+            vec![
+                b("MAXLEN"),
+                b("~"),
+                b(EVENTS_MAX_LEN),
+                b("*"),
+                b("id"),
+                b(id),
+                b("s"),
+                b(plan.status.as_str()),
+                b("d"),
+                b(dept_after),
+                b("r"),
+                b(snap.text("regions")),
+                b("e"),
+                event,
+                b("m"),
+                b(snap.rec.merged.join(",")),
             ],
         );
-        let (code, status): (i64, String) = self.run_script(&mut pipe, "transition").await?;
-        match code {
-            0 | 1 => Ok(()),
-            -1 => Err(StoreError::NotFound(incident_id.to_owned())),
-            -2 => Err(StoreError::NotPrimary {
-                incident_id: incident_id.to_owned(),
-                department: department.to_owned(),
-            }),
-            _ => Err(StoreError::WrongState {
-                incident_id: incident_id.to_owned(),
-                status,
-                action: action.as_str(),
-            }),
+        let maxlen = DISPATCH_STREAM_MAX_LEN.to_string();
+        let notify = |ops: &mut Ops, department: &str, msg: pb::Dispatch| {
+            ops.op(
+                "XADD",
+                k.dispatch(p, department),
+                vec![
+                    b("MAXLEN"),
+                    b("~"),
+                    b(maxlen.clone()),
+                    b("*"),
+                    b("id"),
+                    b(id),
+                    b("d"),
+                    msg.encode_to_vec(),
+                ],
+            );
+        };
+        let report = snap
+            .fields
+            .get("report")
+            .map(|r| pb::ReportIncidentRequest::decode(r.as_slice()))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if let Some(assignee) = &plan.assign {
+            let num = |f: &str| {
+                plan.set
+                    .iter()
+                    .find(|(k, _)| *k == f)
+                    .and_then(|(_, v)| v.parse::<i64>().ok())
+                    .map(codec::timestamp)
+            };
+            notify(
+                &mut ops,
+                assignee,
+                pb::Dispatch {
+                    incident_id: id.to_owned(),
+                    department_id: assignee.clone(),
+                    role: pb::DispatchRole::Primary as i32,
+                    decision: Some(decision.clone()),
+                    report: report.clone(),
+                    dispatched_time: Some(codec::timestamp(snap.now)),
+                    accept_deadline: num("accept_due"),
+                    resolve_deadline: num("resolve_due"),
+                    kind: pb::DispatchKind::Assigned as i32,
+                    note: plan.event.detail.clone(),
+                    ..Default::default()
+                },
+            );
         }
+        for n in &plan.notices {
+            if n.department.is_empty() || table.department(&n.department).is_none() {
+                continue;
+            }
+            notify(
+                &mut ops,
+                &n.department,
+                pb::Dispatch {
+                    incident_id: id.to_owned(),
+                    department_id: n.department.clone(),
+                    kind: codec::notice_kind(n.kind) as i32,
+                    note: n.note.clone(),
+                    ..Default::default()
+                },
+            );
+        }
+        if let Some(excluded) = &plan.reroute {
+            let generation = (snap.rec.generation + 1).to_string();
+            set_field(&mut ops, &inc, "gen", &generation);
+            let mut entry = vec![
+                b("*"),
+                b("id"),
+                b(id),
+                b("g"),
+                b(generation),
+                b("t"),
+                NOW.to_vec(),
+                b("r"),
+                snap.fields.get("report").cloned().unwrap_or_default(),
+                b("x"),
+                b(excluded.join(",")),
+            ];
+            if plan.status == lifecycle::Status::Reported {
+                // Un-merged: route on its own, without looking for duplicates again.
+                entry.push(b("nm"));
+                entry.push(b("1"));
+            }
+            ops.op("XADD", k.ingest(p), entry);
+        }
+        if plan.close_duplicates && !snap.text("geo").is_empty() {
+            ops.op("ZREM", snap.text("geo").to_owned(), vec![b(id)]);
+        }
+        if plan.points > 0
+            && let Some(r) = &report
+            && let Some(reporter) = r.reporter.as_ref().filter(|r| !r.reporter_id.is_empty())
+        {
+            let key = k.points(p, &r.source_system, &reporter.reporter_id);
+            ops.op(
+                "LPUSH",
+                key,
+                vec![Ops::stamped(
+                    format!("{id}|{}|{}", plan.points, r.category).as_bytes(),
+                )],
+            );
+        }
+        Ok(ops)
+    }
+
+    /// Tells the incidents merged into `id` about its outcome (best effort: the outcome is on
+    /// `id`'s own record and events either way, and each merged record points to it).
+    async fn fan_out(&self, id: &str, merged: &[String], plan: &Plan) {
+        let k = self.keys();
+        for m in merged {
+            let Some(p) = keys::partition_of(m, k.partitions()) else {
+                continue;
+            };
+            let event = codec::event_bytes(
+                "outcome",
+                "router",
+                &format!(
+                    "{id} (this report's case) is {}: {}",
+                    plan.status.as_str(),
+                    plan.event.detail
+                ),
+                "",
+            );
+            let mut ops = Ops::new(k.incident(p, m));
+            ops.op("RPUSH", k.timeline(p, m), vec![Ops::stamped(&event)]);
+            ops.op(
+                "XADD",
+                k.events(p),
+                vec![
+                    b("MAXLEN"),
+                    b("~"),
+                    b(EVENTS_MAX_LEN),
+                    b("*"),
+                    b("id"),
+                    b(m.as_str()),
+                    b("s"),
+                    b("merged"),
+                    b("d"),
+                    b(""),
+                    b("r"),
+                    b(""),
+                    b("e"),
+                    event,
+                ],
+            );
+            if let Err(e) = self.apply_unconditional(ops).await {
+                tracing::warn!(incident = %m, error = %e, "could not note the outcome on a merged incident");
+            }
+        }
+    }
+
+    /// Removes `id` from the merged set of `into` (after an un-merge).
+    async fn forget_merged(&self, into: &str, id: &str) -> Result<()> {
+        let k = self.keys();
+        let Some(p) = keys::partition_of(into, k.partitions()) else {
+            return Ok(());
+        };
+        let event = codec::event_bytes(
+            "unmerged",
+            "router",
+            &format!("{id} is routed on its own again"),
+            "",
+        );
+        let mut ops = Ops::new(k.incident(p, into));
+        ops.op("SREM", k.merged(p, into), vec![b(id)]);
+        ops.op("RPUSH", k.timeline(p, into), vec![Ops::stamped(&event)]);
+        self.apply_unconditional(ops).await
+    }
+
+    async fn apply_unconditional(&self, ops: Ops) -> Result<()> {
+        let mut pipe = redis::pipe();
+        let count = ops.count.to_string();
+        let mut args: Vec<&[u8]> = vec![b"*", b"", b"note", count.as_bytes()];
+        args.extend(ops.args.iter().map(Vec::as_slice));
+        scripts::evalsha(&mut pipe, &scripts::APPLY, &ops.keys, &args);
+        self.run_script::<(i64, Vec<u8>)>(&mut pipe, "act")
+            .await
+            .map(drop)
+    }
+
+    /// A reporter's points: the total and the newest `limit` entries (time ms, incident,
+    /// points, category), across every partition.
+    pub async fn reporter_points(
+        &self,
+        source: &str,
+        reporter: &str,
+        limit: usize,
+    ) -> Result<(i64, Vec<(i64, String, i64, String)>)> {
+        let k = self.keys();
+        let mut pipe = redis::pipe();
+        for p in 0..k.partitions() {
+            pipe.lrange(k.points(p, source, reporter), 0, -1);
+        }
+        let mut c = self.conn();
+        let lists: Vec<Vec<String>> = pipe.query_async(&mut c).await.map_err(StoreError::from)?;
+        let mut entries: Vec<(i64, String, i64, String)> = lists
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let mut it = e.splitn(4, '|');
+                Some((
+                    it.next()?.parse().ok()?,
+                    it.next()?.to_owned(),
+                    it.next()?.parse().ok()?,
+                    it.next().unwrap_or("").to_owned(),
+                ))
+            })
+            .collect();
+        let total = entries.iter().map(|e| e.2).sum();
+        entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+        entries.truncate(limit);
+        Ok((total, entries))
+    }
+}
+
+fn set_field(ops: &mut Ops, inc: &str, field: &str, value: &str) {
+    ops.op("HSET", inc.to_owned(), vec![b(field), b(value)]);
+}
+
+fn repeated(prev: &[u8], action: &'static str) -> Result<Acted> {
+    if prev == action.as_bytes() {
+        Ok(Acted::Repeated)
+    } else {
+        Err(StoreError::RequestIdReused {
+            action: String::from_utf8_lossy(prev).into_owned(),
+        })
     }
 }

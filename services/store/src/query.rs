@@ -41,16 +41,17 @@ impl Store {
         let p = keys::partition_of(id, k.partitions())
             .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
         let mut c = self.conn();
-        let (fields, timeline): (HashMap<String, Vec<u8>>, Vec<Vec<u8>>) = redis::pipe()
+        let (fields, timeline, merged): (codec::Fields, Vec<Vec<u8>>, Vec<String>) = redis::pipe()
             .hgetall(k.incident(p, id))
             .lrange(k.timeline(p, id), 0, -1)
+            .smembers(k.merged(p, id))
             .query_async(&mut c)
             .await
             .inspect_err(|e| crate::record_error("get_incident", &StoreError::from(e.clone())))?;
         if fields.is_empty() {
             return Err(StoreError::NotFound(id.to_owned()));
         }
-        codec::incident_from_fields(id, &fields, &timeline)
+        codec::incident_from_fields(id, &fields, &timeline, merged)
     }
 
     /// A page of incidents, newest first, and the token of the next page (empty at the end).
@@ -123,7 +124,7 @@ impl Store {
                 if fields.is_empty() {
                     continue;
                 }
-                let inc = codec::incident_from_fields(id, &fields, &[])?;
+                let inc = codec::incident_from_fields(id, &fields, &[], Vec::new())?;
                 if matches(&inc, f) {
                     out.push(inc);
                     if out.len() == page_size {

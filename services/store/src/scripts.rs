@@ -5,12 +5,15 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-const SOURCES: [&str; 5] = [
+const SOURCES: [&str; 8] = [
     include_str!("lua/report.lua"),
     include_str!("lua/dispatch.lua"),
     include_str!("lua/dead_letter.lua"),
-    include_str!("lua/transition.lua"),
+    include_str!("lua/apply.lua"),
     include_str!("lua/publish_table.lua"),
+    include_str!("lua/fire_timers.lua"),
+    include_str!("lua/merge_into.lua"),
+    include_str!("lua/merge_entry.lua"),
 ];
 
 /// Accept a report.
@@ -19,10 +22,16 @@ pub static REPORT: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[0]));
 pub static DISPATCH: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[1]));
 /// Move an entry to the dead-letter stream.
 pub static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[2]));
-/// Accept, resolve or return.
-pub static TRANSITION: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[3]));
+/// Apply a planned lifecycle change if the record is unchanged.
+pub static APPLY: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[3]));
 /// Publish a routing table version.
 pub static PUBLISH_TABLE: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[4]));
+/// Fire the due timers of a partition.
+pub static FIRE_TIMERS: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[5]));
+/// Merge a duplicate into an open incident (the open incident's side).
+pub static MERGE_INTO: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[6]));
+/// Mark a routed entry as merged (the duplicate's side).
+pub static MERGE_ENTRY: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[7]));
 
 /// Appends `EVALSHA` of `script` to a pipeline. Pipelines cannot fall back to EVAL by
 /// themselves, so callers run [`ensure_loaded`] first and retry once on `NOSCRIPT`.

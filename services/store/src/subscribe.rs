@@ -54,73 +54,20 @@ impl Cursor {
     }
 }
 
-/// A reader of one department's dispatches, holding its own connection for blocking reads.
-pub struct DispatchReader {
+/// A reader of one stream per partition from a cursor, holding its own connection for blocking
+/// reads.
+struct StreamReader {
     conn: redis::aio::MultiplexedConnection,
     keys: Vec<String>,
     cursor: Cursor,
     block: Duration,
 }
 
-impl std::fmt::Debug for DispatchReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DispatchReader")
-            .field("cursor", &self.cursor)
-            .finish_non_exhaustive()
-    }
-}
+/// One entry read: its fields, the cursor right after it, and its time (ms, from its id).
+type RawEntry = (std::collections::HashMap<String, Value>, String, i64);
 
-impl Store {
-    /// The current end of a department's streams: a cursor that yields only later dispatches.
-    pub async fn latest_cursor(&self, department: &str) -> Result<Cursor> {
-        let k = self.keys();
-        let mut c = self.conn();
-        let mut pipe = redis::pipe();
-        for p in 0..k.partitions() {
-            pipe.cmd("XREVRANGE")
-                .arg(k.dispatch(p, department))
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1);
-        }
-        let last: Vec<redis::streams::StreamRangeReply> =
-            pipe.query_async(&mut c).await.map_err(StoreError::from)?;
-        Ok(Cursor(
-            last.into_iter()
-                .map(|r| {
-                    r.ids
-                        .into_iter()
-                        .next()
-                        .map_or_else(|| "0-0".to_owned(), |s| s.id)
-                })
-                .collect(),
-        ))
-    }
-
-    /// A reader of `department`'s dispatches after `cursor`.
-    pub async fn dispatch_reader(
-        &self,
-        department: &str,
-        cursor: Cursor,
-        block: Duration,
-    ) -> Result<DispatchReader> {
-        let k = self.keys();
-        Ok(DispatchReader {
-            conn: self.blocking_conn(block).await?,
-            keys: (0..k.partitions())
-                .map(|p| k.dispatch(p, department))
-                .collect(),
-            cursor,
-            block,
-        })
-    }
-}
-
-impl DispatchReader {
-    /// The next dispatches (oldest first), waiting up to the block time; each carries the cursor
-    /// that resumes right after it. Empty when nothing arrived in time.
-    pub async fn next_batch(&mut self, count: usize) -> Result<Vec<pb::Dispatch>> {
+impl StreamReader {
+    async fn next_raw(&mut self, count: usize) -> Result<Vec<RawEntry>> {
         // One XREAD over all partitions: each partition's keys share a hash tag, but different
         // partitions do not, so on Redis Cluster this becomes one read per node.
         let mut cmd = redis::cmd("XREAD");
@@ -146,15 +93,196 @@ impl DispatchReader {
             };
             for entry in stream.ids {
                 self.cursor.0[p].clone_from(&entry.id);
-                let bytes = match entry.map.get("d") {
-                    Some(Value::BulkString(b)) => b.as_slice(),
-                    _ => continue,
-                };
-                let mut d =
-                    pb::Dispatch::decode(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                d.cursor = self.cursor.encode();
-                out.push(d);
+                let ms = entry
+                    .id
+                    .split_once('-')
+                    .and_then(|(ms, _)| ms.parse().ok())
+                    .unwrap_or(0);
+                out.push((entry.map, self.cursor.encode(), ms));
             }
+        }
+        Ok(out)
+    }
+}
+
+fn bytes<'a>(m: &'a std::collections::HashMap<String, Value>, k: &str) -> &'a [u8] {
+    match m.get(k) {
+        Some(Value::BulkString(b)) => b.as_slice(),
+        _ => &[],
+    }
+}
+
+fn text(m: &std::collections::HashMap<String, Value>, k: &str) -> String {
+    String::from_utf8_lossy(bytes(m, k)).into_owned()
+}
+
+/// A reader of one department's dispatches and notices.
+pub struct DispatchReader(StreamReader);
+
+impl std::fmt::Debug for DispatchReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DispatchReader")
+            .field("cursor", &self.0.cursor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A reader of incident events, filtered by region subtree and department.
+pub struct EventReader {
+    inner: StreamReader,
+    region: String,
+    department: String,
+}
+
+impl std::fmt::Debug for EventReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventReader")
+            .field("cursor", &self.inner.cursor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    async fn latest(&self, keys: Vec<String>) -> Result<Cursor> {
+        let mut c = self.conn();
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.cmd("XREVRANGE")
+                .arg(k)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1);
+        }
+        let last: Vec<redis::streams::StreamRangeReply> =
+            pipe.query_async(&mut c).await.map_err(StoreError::from)?;
+        Ok(Cursor(
+            last.into_iter()
+                .map(|r| {
+                    r.ids
+                        .into_iter()
+                        .next()
+                        .map_or_else(|| "0-0".to_owned(), |s| s.id)
+                })
+                .collect(),
+        ))
+    }
+
+    /// The current end of a department's streams: a cursor that yields only later dispatches.
+    pub async fn latest_cursor(&self, department: &str) -> Result<Cursor> {
+        let k = self.keys();
+        self.latest(
+            (0..k.partitions())
+                .map(|p| k.dispatch(p, department))
+                .collect(),
+        )
+        .await
+    }
+
+    /// The current end of the events streams.
+    pub async fn latest_event_cursor(&self) -> Result<Cursor> {
+        let k = self.keys();
+        self.latest((0..k.partitions()).map(|p| k.events(p)).collect())
+            .await
+    }
+
+    /// A reader of `department`'s dispatches after `cursor`.
+    pub async fn dispatch_reader(
+        &self,
+        department: &str,
+        cursor: Cursor,
+        block: Duration,
+    ) -> Result<DispatchReader> {
+        let k = self.keys();
+        Ok(DispatchReader(StreamReader {
+            conn: self.blocking_conn(block).await?,
+            keys: (0..k.partitions())
+                .map(|p| k.dispatch(p, department))
+                .collect(),
+            cursor,
+            block,
+        }))
+    }
+
+    /// A reader of incident events after `cursor`, only those in `region` (any level; '' = all)
+    /// and concerning `department` ('' = all).
+    pub async fn event_reader(
+        &self,
+        region: &str,
+        department: &str,
+        cursor: Cursor,
+        block: Duration,
+    ) -> Result<EventReader> {
+        let k = self.keys();
+        Ok(EventReader {
+            inner: StreamReader {
+                conn: self.blocking_conn(block).await?,
+                keys: (0..k.partitions()).map(|p| k.events(p)).collect(),
+                cursor,
+                block,
+            },
+            region: region.to_owned(),
+            department: department.to_owned(),
+        })
+    }
+}
+
+impl DispatchReader {
+    /// The next dispatches (oldest first), waiting up to the block time; each carries the cursor
+    /// that resumes right after it. Empty when nothing arrived in time.
+    pub async fn next_batch(&mut self, count: usize) -> Result<Vec<pb::Dispatch>> {
+        let mut out = Vec::new();
+        for (fields, cursor, _) in self.0.next_raw(count).await? {
+            let b = bytes(&fields, "d");
+            if b.is_empty() {
+                continue;
+            }
+            let mut d = pb::Dispatch::decode(b).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if d.kind == pb::DispatchKind::Unspecified as i32 {
+                d.kind = pb::DispatchKind::New as i32;
+            }
+            d.cursor = cursor;
+            out.push(d);
+        }
+        Ok(out)
+    }
+}
+
+impl EventReader {
+    /// The next events that pass the filters (oldest first), waiting up to the block time. May
+    /// be empty when everything read was filtered out; the cursor still advances.
+    pub async fn next_batch(&mut self, count: usize) -> Result<Vec<pb::IncidentEvent>> {
+        let mut out = Vec::new();
+        for (fields, cursor, ms) in self.inner.next_raw(count).await? {
+            let regions = text(&fields, "r");
+            let dept = text(&fields, "d");
+            let mut event = pb::TimelineEvent::decode(bytes(&fields, "e"))
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if !self.region.is_empty() && !regions.split(',').any(|r| r == self.region) {
+                continue;
+            }
+            if !self.department.is_empty()
+                && dept != self.department
+                && event.department_id != self.department
+            {
+                continue;
+            }
+            event.time = Some(crate::codec::timestamp(ms));
+            let split = |s: String| -> Vec<String> {
+                s.split(',')
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            };
+            out.push(pb::IncidentEvent {
+                cursor,
+                incident_id: text(&fields, "id"),
+                status: crate::codec::status_from_str(&text(&fields, "s")) as i32,
+                event: Some(event),
+                department_id: dept,
+                region_codes: split(regions),
+                merged_incident_ids: split(text(&fields, "m")),
+            });
         }
         Ok(out)
     }

@@ -46,6 +46,19 @@ pub mod names {
     pub const TABLE_LOADS_TOTAL: &str = "gridroute_table_loads_total";
     /// Info about the table in force: value 1, label `version`.
     pub const TABLE_INFO: &str = "gridroute_table_info";
+    /// Lifecycle actions applied, by `action` and resulting `status`.
+    pub const TRANSITIONS_TOTAL: &str = "gridroute_transitions_total";
+    /// Lifecycle actions planned again because the record changed meanwhile.
+    pub const TRANSITION_CONFLICTS_TOTAL: &str = "gridroute_transition_conflicts_total";
+    /// SLA timers fired, by `kind` (accept, warn, urge, supervise, public, verify) and
+    /// `department`.
+    pub const TIMERS_FIRED_TOTAL: &str = "gridroute_sla_timers_fired_total";
+    /// How late timers fired after their due time.
+    pub const TIMER_LATENESS_SECONDS: &str = "gridroute_sla_timer_lateness_seconds";
+    /// Pending SLA timers, summed over every partition.
+    pub const TIMERS_PENDING: &str = "gridroute_sla_timers_pending";
+    /// Reports merged into an open incident as duplicates.
+    pub const DUPLICATES_MERGED_TOTAL: &str = "gridroute_duplicates_merged_total";
 }
 
 /// Buckets for sub-millisecond to multi-second latencies.
@@ -58,6 +71,28 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub fn describe() {
     use names::*;
     describe_counter!(REPORTS_TOTAL, "Reports received, by outcome.");
+    describe_counter!(
+        TRANSITIONS_TOTAL,
+        "Lifecycle actions applied, by action and resulting status."
+    );
+    describe_counter!(
+        TRANSITION_CONFLICTS_TOTAL,
+        "Lifecycle actions planned again after a concurrent change."
+    );
+    describe_counter!(
+        TIMERS_FIRED_TOTAL,
+        "SLA timers fired (warnings, urges, supervision, public reports), by kind and department."
+    );
+    describe_histogram!(
+        TIMER_LATENESS_SECONDS,
+        Unit::Seconds,
+        "How late SLA timers fired after their due time."
+    );
+    describe_gauge!(TIMERS_PENDING, "Pending SLA timers over every partition.");
+    describe_counter!(
+        DUPLICATES_MERGED_TOTAL,
+        "Reports merged into an open incident as duplicates."
+    );
     describe_counter!(ROUTED_TOTAL, "Ingest entries routed, by outcome.");
     describe_counter!(DISPATCHES_TOTAL, "Dispatch attempts, by outcome.");
     describe_counter!(

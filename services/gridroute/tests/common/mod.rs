@@ -60,16 +60,38 @@ impl Env {
 
     /// Redis + API, no router: entries stay in the ingest stream until a test starts one.
     pub async fn without_router() -> Self {
+        Self::build(None).await
+    }
+
+    /// Redis + API + one router (with its timer loop) on the sample grids and these rules.
+    pub async fn with_rules(rules: &str) -> Self {
+        let mut env = Self::build(Some(rules)).await;
+        env.spawn_router(fast_router("router-a"));
+        env
+    }
+
+    async fn build(rules: Option<&str>) -> Self {
         let redis = LocalRedis::start().expect("redis-server starts");
         let store = Store::connect(&redis.url(), "gr", PARTITIONS)
             .await
             .expect("store connects");
         store.ensure_groups().await.expect("groups");
-        let tables = gridroute_core::table::shared(gridroute_benches::dawukou());
-        store
-            .bootstrap_table(&tables, &sample_sources())
-            .await
-            .unwrap();
+        let mut sources = sample_sources();
+        let table = match rules {
+            None => gridroute_benches::dawukou(),
+            Some(r) => {
+                sources.rules = r.to_owned();
+                RoutingTable::load(gridroute_core::table::TableSources {
+                    grids_geojson: &sources.grids,
+                    rules_yaml: r,
+                    calendar_yaml: None,
+                    regions_geojson: None,
+                })
+                .expect("test rules load")
+            }
+        };
+        let tables = gridroute_core::table::shared(table);
+        store.bootstrap_table(&tables, &sources).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = format!("http://{}", listener.local_addr().unwrap());
         let (api_stop, mut rx) = watch::channel(false);
@@ -98,8 +120,14 @@ impl Env {
     pub fn spawn_router(&mut self, cfg: RouterConfig) {
         let (tx, rx) = watch::channel(false);
         let (s, t) = (self.store.clone(), self.tables.clone());
+        let timers = tokio::spawn(gridroute_router::timers_loop(
+            s.clone(),
+            Duration::from_millis(50),
+            rx.clone(),
+        ));
         let h = tokio::spawn(async move {
             gridroute_router::run(s, t, cfg, rx).await.unwrap();
+            let _ = timers.await;
         });
         self.routers.push((tx, h));
     }

@@ -1,0 +1,115 @@
+//! Server-streaming RPCs (Subscribe, WatchIncidents): a task per stream reads batches from
+//! Redis into a bounded channel, ends when the client goes away or the server shuts down (the
+//! client resumes elsewhere from its last cursor), and counts what it delivered.
+
+use std::pin::Pin;
+
+use gridroute_proto::v1 as pb;
+use gridroute_store::{
+    Result,
+    subscribe::{DispatchReader, EventReader},
+};
+use gridroute_telemetry::names;
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::Status;
+use tracing::{Instrument, Span, debug};
+
+use crate::{ApiError, ApiState};
+
+/// Items buffered per stream before the reader waits for the client: bounds memory per slow
+/// client while keeping a batch of reads in flight.
+const BUFFER: usize = 256;
+/// Items read per round trip.
+const READ: usize = 128;
+
+/// A boxed server stream.
+pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Something that yields batches from a cursor.
+pub trait BatchReader: Send + 'static {
+    /// What it yields.
+    type Item: Send + 'static;
+    /// The next batch, waiting up to the reader's block time.
+    fn next_batch(&mut self, count: usize) -> impl Future<Output = Result<Vec<Self::Item>>> + Send;
+}
+
+impl BatchReader for DispatchReader {
+    type Item = pb::Dispatch;
+    fn next_batch(
+        &mut self,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<pb::Dispatch>>> + Send {
+        DispatchReader::next_batch(self, count)
+    }
+}
+
+impl BatchReader for EventReader {
+    type Item = pb::IncidentEvent;
+    fn next_batch(
+        &mut self,
+        count: usize,
+    ) -> impl Future<Output = Result<Vec<pb::IncidentEvent>>> + Send {
+        EventReader::next_batch(self, count)
+    }
+}
+
+/// Completes when the server starts shutting down.
+async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// Streams `reader`'s batches to the client. Holds one subscriber permit for its lifetime.
+pub fn spawn<R: BatchReader>(
+    state: &ApiState,
+    mut reader: R,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    span: Span,
+) -> BoxStream<R::Item> {
+    let (tx, rx) = mpsc::channel(BUFFER);
+    let mut shutdown = state.shutdown.clone();
+    tokio::spawn(
+        async move {
+            let _permit = permit;
+            let gauge = metrics::gauge!(names::SUBSCRIBERS);
+            gauge.increment(1.0);
+            loop {
+                let batch = tokio::select! {
+                    b = reader.next_batch(READ) => b,
+                    () = tx.closed() => break,
+                    () = stopping(&mut shutdown) => {
+                        let bye = Status::unavailable("server shutting down; resume with your last cursor");
+                        let _ = tx.send(Err(bye)).await;
+                        break;
+                    }
+                };
+                match batch {
+                    Ok(items) => {
+                        let n = items.len() as u64;
+                        for d in items {
+                            if tx.send(Ok(d)).await.is_err() {
+                                break;
+                            }
+                        }
+                        metrics::counter!(names::DELIVERED_TOTAL).increment(n);
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(ApiError::Store(e)))).await;
+                        break;
+                    }
+                }
+            }
+            gauge.decrement(1.0);
+            debug!("stream gone");
+        }
+        .instrument(span),
+    );
+    Box::pin(ReceiverStream::new(rx))
+}
+
+/// A subscriber permit, or UNAVAILABLE when this replica has too many streams.
+pub fn permit(state: &ApiState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    state.subscribers.clone().try_acquire_owned().map_err(|_| {
+        ApiError::Unavailable("too many streams on this replica; retry on another".into())
+    })
+}

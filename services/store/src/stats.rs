@@ -1,0 +1,159 @@
+//! The figures a command centre reports, computed from the records at query time: a selection
+//! (department, region subtree, report-time window) is read through the same indexes as lists,
+//! so any calendar change applies to past cases too and no counter can drift from the records.
+//! A selection is capped at [`MAX_STATS_INCIDENTS`] (newest first); beyond that the answer says
+//! it is truncated.
+
+use gridroute_core::calendar::WorkCalendar;
+use gridroute_proto::v1 as pb;
+
+use crate::{Result, Store, StoreError, keys};
+
+/// Most incidents one GetStats call reads.
+pub const MAX_STATS_INCIDENTS: usize = 200_000;
+
+const FIELDS: [&str; 13] = [
+    "status",
+    "dept",
+    "first_dispatched_at",
+    "accepted_at",
+    "accept_breached",
+    "resolved_at",
+    "resolve_due",
+    "resolve_breached",
+    "returned_by",
+    "reopened",
+    "satisfaction",
+    "locked",
+    "last_satisfaction",
+];
+
+/// What to count.
+#[derive(Debug, Clone, Default)]
+pub struct StatsFilter {
+    /// Handled by this department (now).
+    pub department: String,
+    /// In this region subtree.
+    pub region_code: String,
+    /// Reported at or after (ms).
+    pub start_ms: i64,
+    /// Reported before (ms).
+    pub end_ms: i64,
+}
+
+impl Store {
+    /// Figures for one selection; `calendar` measures working time.
+    pub async fn stats(&self, f: &StatsFilter, calendar: &WorkCalendar) -> Result<pb::Stats> {
+        let k = self.keys();
+        let lower = format!("[{}", ulid::Ulid::from_parts(f.start_ms.max(0) as u64, 0));
+        let upper = format!("({}", ulid::Ulid::from_parts(f.end_ms.max(0) as u64, 0));
+        let mut c = self.conn();
+        let mut pipe = redis::pipe();
+        for p in 0..k.partitions() {
+            let index = if !f.department.is_empty() {
+                k.index_department(p, &f.department)
+            } else if !f.region_code.is_empty() {
+                k.index_region(p, &f.region_code)
+            } else {
+                k.index_all(p)
+            };
+            pipe.cmd("ZRANGE")
+                .arg(index)
+                .arg(&upper)
+                .arg(&lower)
+                .arg("BYLEX")
+                .arg("REV")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(MAX_STATS_INCIDENTS + 1);
+        }
+        let lists: Vec<Vec<String>> = pipe.query_async(&mut c).await.map_err(StoreError::from)?;
+        let mut ids: Vec<String> = lists.into_iter().flatten().collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        let mut out = pb::Stats {
+            truncated: ids.len() > MAX_STATS_INCIDENTS,
+            ..Default::default()
+        };
+        ids.truncate(MAX_STATS_INCIDENTS);
+        let mut resolve_hours = Vec::new();
+        let (mut accepted, mut accepted_on_time) = (0u64, 0u64);
+        let (mut resolved_on_time, mut satisfaction_sum) = (0u64, 0i64);
+        for chunk in ids.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                let p = keys::partition_of(id, k.partitions()).unwrap_or(0);
+                pipe.cmd("HMGET").arg(k.incident(p, id)).arg(&FIELDS[..]);
+            }
+            let rows: Vec<Vec<Option<String>>> =
+                pipe.query_async(&mut c).await.map_err(StoreError::from)?;
+            for row in rows {
+                let get = |name: &str| {
+                    FIELDS
+                        .iter()
+                        .position(|f| *f == name)
+                        .and_then(|i| row.get(i).cloned().flatten())
+                        .filter(|s| !s.is_empty())
+                };
+                let num = |name: &str| get(name).and_then(|s| s.parse::<i64>().ok());
+                let Some(status) = get("status") else {
+                    continue;
+                };
+                if !f.department.is_empty() && get("dept").as_deref() != Some(f.department.as_str())
+                {
+                    continue;
+                }
+                out.incident_count += 1;
+                *out.by_status.entry(status.clone()).or_default() += 1;
+                if let Some(returned) = get("returned_by") {
+                    out.returns += returned.split(',').count() as i64;
+                }
+                if get("locked").is_some() || status == "arbitration" {
+                    out.arbitrations += 1;
+                }
+                if num("reopened").unwrap_or(0) > 0 {
+                    out.reopened += 1;
+                }
+                if let Some(s) = num("satisfaction").or_else(|| num("last_satisfaction")) {
+                    out.satisfaction_count += 1;
+                    satisfaction_sum += s;
+                }
+                if get("accepted_at").is_some() || get("accept_breached").is_some() {
+                    accepted += 1;
+                    if get("accept_breached").is_none() {
+                        accepted_on_time += 1;
+                    }
+                }
+                let resolved_at = num("resolved_at");
+                let late = get("resolve_breached").is_some()
+                    || matches!((resolved_at, num("resolve_due")), (Some(r), Some(d)) if r > d);
+                if late {
+                    out.breached += 1;
+                }
+                if let (Some(r), Some(start)) = (resolved_at, num("first_dispatched_at")) {
+                    out.resolved_count += 1;
+                    if !late {
+                        resolved_on_time += 1;
+                    }
+                    resolve_hours.push(calendar.working_between(start, r) as f64 / 3_600_000.0);
+                }
+            }
+        }
+        if !resolve_hours.is_empty() {
+            resolve_hours.sort_by(f64::total_cmp);
+            out.resolve_working_hours_avg =
+                resolve_hours.iter().sum::<f64>() / resolve_hours.len() as f64;
+            let i =
+                ((resolve_hours.len() as f64 * 0.9).ceil() as usize).clamp(1, resolve_hours.len());
+            out.resolve_working_hours_p90 = resolve_hours[i - 1];
+            out.resolve_on_time_rate = resolved_on_time as f64 / out.resolved_count as f64;
+            out.reopen_rate = out.reopened as f64 / out.resolved_count as f64;
+        }
+        if accepted > 0 {
+            out.accept_on_time_rate = accepted_on_time as f64 / accepted as f64;
+        }
+        if out.satisfaction_count > 0 {
+            out.satisfaction_avg = satisfaction_sum as f64 / out.satisfaction_count as f64;
+        }
+        Ok(out)
+    }
+}
