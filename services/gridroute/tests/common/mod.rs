@@ -11,6 +11,7 @@ use gridroute_core::{RoutingTable, table::SharedTable};
 use gridroute_proto::v1::{
     self as pb, dispatch_service_client::DispatchServiceClient,
     incident_service_client::IncidentServiceClient, routing_service_client::RoutingServiceClient,
+    supervision_service_client::SupervisionServiceClient,
 };
 use gridroute_router::RouterConfig;
 use gridroute_store::{Store, local::LocalRedis};
@@ -151,6 +152,9 @@ impl Env {
     }
     pub async fn dispatches(&self) -> DispatchServiceClient<Channel> {
         DispatchServiceClient::new(self.channel().await)
+    }
+    pub async fn supervision(&self) -> SupervisionServiceClient<Channel> {
+        SupervisionServiceClient::new(self.channel().await)
     }
     pub async fn routing(&self) -> RoutingServiceClient<Channel> {
         RoutingServiceClient::new(self.channel().await)

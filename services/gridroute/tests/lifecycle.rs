@@ -1,0 +1,895 @@
+//! The closed loop of #4 through the gRPC API against a real redis-server: every illegal
+//! transition, idempotent actions, return → re-route → arbitration, extension and suspension,
+//! merge and un-merge, verification, feedback and reopening, points, timers that fire exactly
+//! once across replicas, WatchIncidents and GetStats.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Env, fast_router, grid_point, next_dispatch, report};
+use gridroute_proto::v1 as pb;
+use tonic::{Code, Request};
+
+/// The sample rules plus duplicate detection, points, and a seconds-long policy for timers.
+fn rules() -> String {
+    gridroute_benches::DAWUKOU_RULES
+        .replace(
+            "sla_policies:\n",
+            "sla_policies:\n  quick: {accept: 1s, resolve: 2s, verify: 1h, warn_at: [50], escalation: [{step: urge, after: '0'}, {step: supervise, after: 1s}, {step: public_report, after: 2s}]}\n",
+        )
+        .replace(
+            "rules:\n",
+            "rules:\n  - id: quick\n    category: test.quick\n    department: water-affairs\n    sla: quick\n",
+        )
+        + "max_returns: 2\nduplicates:\n  - {category: city.vehicle.abandoned, within_m: 50, window: 24h}\npoints:\n  default: 1\n  categories: {city.vehicle: 5}\n"
+}
+
+async fn reported(env: &Env, rid: &str, category: &str, lng: f64, lat: f64) -> String {
+    let id = env.report(report(rid, category, lng, lat)).await;
+    env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+    id
+}
+
+fn with_user<T>(msg: T, user: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("x-gridroute-user", user.parse().unwrap());
+    r
+}
+
+fn accept(id: &str, dept: &str, rid: &str) -> pb::AcceptIncidentRequest {
+    pb::AcceptIncidentRequest {
+        incident_id: id.into(),
+        department_id: dept.into(),
+        note: "on it".into(),
+        request_id: rid.into(),
+    }
+}
+
+fn resolve(id: &str, dept: &str, rid: &str) -> pb::ResolveIncidentRequest {
+    pb::ResolveIncidentRequest {
+        incident_id: id.into(),
+        department_id: dept.into(),
+        note: "towed away".into(),
+        request_id: rid.into(),
+        ..Default::default()
+    }
+}
+
+fn ret(id: &str, dept: &str, rid: &str) -> pb::ReturnIncidentRequest {
+    pb::ReturnIncidentRequest {
+        incident_id: id.into(),
+        department_id: dept.into(),
+        reason: pb::ReturnReason::NotInRemit as i32,
+        note: "not ours".into(),
+        request_id: rid.into(),
+    }
+}
+
+fn kinds(inc: &pb::Incident) -> Vec<String> {
+    inc.timeline.iter().map(|e| e.kind.clone()).collect()
+}
+
+/// Reads a department's stream until a message of `kind` arrives.
+async fn notice(
+    stream: &mut tonic::Streaming<pb::Dispatch>,
+    kind: pb::DispatchKind,
+) -> pb::Dispatch {
+    loop {
+        let d = next_dispatch(stream).await;
+        if d.kind == kind as i32 {
+            return d;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn illegal_transitions_fail_and_request_ids_make_actions_idempotent() {
+    let env = Env::with_rules(&rules()).await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let id = reported(&env, "il-1", "city.sanitation", lng, lat).await;
+    let (mut d, mut s, mut i) = (
+        env.dispatches().await,
+        env.supervision().await,
+        env.incidents().await,
+    );
+    let centre = "command-centre";
+    // Every action that is illegal on a dispatched incident.
+    let fp = |r: Result<tonic::Response<pb::Incident>, tonic::Status>, what: &str| {
+        assert_eq!(r.unwrap_err().code(), Code::FailedPrecondition, "{what}");
+    };
+    fp(
+        s.verify_incident(pb::VerifyIncidentRequest {
+            incident_id: id.clone(),
+            department_id: centre.into(),
+            passed: true,
+            ..Default::default()
+        })
+        .await,
+        "verify before resolve",
+    );
+    fp(
+        s.close_incident(pb::CloseIncidentRequest {
+            incident_id: id.clone(),
+            department_id: centre.into(),
+            ..Default::default()
+        })
+        .await,
+        "close before verify",
+    );
+    fp(
+        s.arbitrate_incident(pb::ArbitrateIncidentRequest {
+            incident_id: id.clone(),
+            department_id: centre.into(),
+            assignee_department_id: "water-affairs".into(),
+            ..Default::default()
+        })
+        .await,
+        "arbitrate without arbitration",
+    );
+    fp(
+        s.unmerge_incident(pb::UnmergeIncidentRequest {
+            incident_id: id.clone(),
+            department_id: centre.into(),
+            ..Default::default()
+        })
+        .await,
+        "unmerge an incident that was not merged",
+    );
+    fp(
+        s.decide_request(pb::DecideRequestRequest {
+            incident_id: id.clone(),
+            department_id: centre.into(),
+            approve: true,
+            ..Default::default()
+        })
+        .await,
+        "decide without a request",
+    );
+    fp(
+        d.resume_incident(pb::ResumeIncidentRequest {
+            incident_id: id.clone(),
+            department_id: "urban-management".into(),
+            ..Default::default()
+        })
+        .await,
+        "resume without suspension",
+    );
+    fp(
+        i.submit_feedback(pb::SubmitFeedbackRequest {
+            incident_id: id.clone(),
+            source_system: "resident-app".into(),
+            satisfaction: 4,
+            ..Default::default()
+        })
+        .await,
+        "feedback before resolve",
+    );
+    // Who may act.
+    let err = d
+        .accept_incident(accept(&id, "water-affairs", "x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = s
+        .close_incident(pb::CloseIncidentRequest {
+            incident_id: id.clone(),
+            department_id: "water-affairs".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "only a command centre closes"
+    );
+    let err = i
+        .submit_feedback(pb::SubmitFeedbackRequest {
+            incident_id: id.clone(),
+            source_system: "other-app".into(),
+            satisfaction: 4,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "only the reporting system"
+    );
+    // Field-level errors.
+    let err = d
+        .accept_incident(accept(&id, "urban-management", "bad id!"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // Idempotency: the same request id is OK and changes nothing; another id is judged afresh.
+    let first = d
+        .accept_incident(with_user(
+            accept(&id, "urban-management", "a-1"),
+            "wang.kezhang",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.status, pb::IncidentStatus::Accepted as i32);
+    let again = d
+        .accept_incident(accept(&id, "urban-management", "a-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        again.timeline.len(),
+        first.timeline.len(),
+        "nothing changed"
+    );
+    let accepted = first.timeline.last().unwrap();
+    assert_eq!(
+        (
+            accepted.kind.as_str(),
+            accepted.actor.as_str(),
+            accepted.user.as_str()
+        ),
+        ("accepted", "urban-management", "wang.kezhang")
+    );
+    fp(
+        d.accept_incident(accept(&id, "urban-management", "a-2"))
+            .await,
+        "accept twice",
+    );
+    let err = d
+        .resolve_incident(resolve(&id, "urban-management", "a-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::AlreadyExists,
+        "request id reused for another action"
+    );
+    // Progress moves an accepted incident to in progress; resolve after that; then the
+    // department may no longer return it.
+    let inc = d
+        .add_progress(pb::AddProgressRequest {
+            incident_id: id.clone(),
+            department_id: "urban-management".into(),
+            note: "crew on the way".into(),
+            request_id: "p-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(inc.status, pb::IncidentStatus::InProgress as i32);
+    fp(
+        d.return_incident(ret(&id, "urban-management", "r-1")).await,
+        "return in progress",
+    );
+    let inc = d
+        .resolve_incident(resolve(&id, "urban-management", "res-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(inc.status, pb::IncidentStatus::Resolved as i32);
+    fp(
+        d.add_progress(pb::AddProgressRequest {
+            incident_id: id.clone(),
+            department_id: "urban-management".into(),
+            note: "more".into(),
+            request_id: "p-2".into(),
+        })
+        .await,
+        "progress after resolve",
+    );
+    fp(
+        s.close_incident(pb::CloseIncidentRequest {
+            incident_id: id.clone(),
+            department_id: centre.into(),
+            ..Default::default()
+        })
+        .await,
+        "close before verify",
+    );
+    let inc = s
+        .cancel_incident(pb::CancelIncidentRequest {
+            incident_id: id.clone(),
+            department_id: centre.into(),
+            reason: "x".into(),
+            ..Default::default()
+        })
+        .await;
+    fp(inc, "a resolved incident cannot be cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returns_reroute_then_arbitration_assigns_a_department_that_cannot_return() {
+    let env = Env::with_rules(&rules()).await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let mut centre_stream = env.subscribe("command-centre").await;
+    let mut assignee_stream = env.subscribe("urban-management").await;
+    let id = reported(&env, "ar-1", "city.vehicle.abandoned", lng, lat).await;
+    let mut d = env.dispatches().await;
+    d.return_incident(ret(&id, "property-office", "r1"))
+        .await
+        .unwrap();
+    // Routed again without property-office: no other rule covers it, the centre takes it.
+    let mut inc = env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+    for _ in 0..100 {
+        if inc.decision.as_ref().unwrap().department_id == "command-centre" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        inc = env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+    }
+    assert_eq!(inc.decision.unwrap().department_id, "command-centre");
+    // Second return: arbitration, not another round.
+    let inc = d
+        .return_incident(ret(&id, "command-centre", "r2"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(inc.status, pb::IncidentStatus::Arbitration as i32);
+    assert_eq!(inc.returned_by, ["property-office", "command-centre"]);
+    let n = notice(&mut centre_stream, pb::DispatchKind::ArbitrationNeeded).await;
+    assert_eq!(n.incident_id, id);
+    // Nobody routes it meanwhile.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut s = env.supervision().await;
+    let err = s
+        .arbitrate_incident(pb::ArbitrateIncidentRequest {
+            incident_id: id.clone(),
+            department_id: "command-centre".into(),
+            assignee_department_id: "no-such-department".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let inc = s
+        .arbitrate_incident(pb::ArbitrateIncidentRequest {
+            incident_id: id.clone(),
+            department_id: "command-centre".into(),
+            assignee_department_id: "urban-management".into(),
+            note: "abandoned cars on public roads are urban management's".into(),
+            request_id: "arb-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(inc.status, pb::IncidentStatus::Dispatched as i32);
+    assert!(inc.locked);
+    assert_eq!(
+        inc.decision.as_ref().unwrap().department_id,
+        "urban-management"
+    );
+    assert!(inc.resolve_deadline.is_some() && inc.accept_deadline.is_some());
+    let assigned = notice(&mut assignee_stream, pb::DispatchKind::Assigned).await;
+    assert_eq!(assigned.incident_id, id);
+    assert!(assigned.resolve_deadline.is_some());
+    let err = d
+        .return_incident(ret(&id, "urban-management", "r3"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::FailedPrecondition,
+        "assigned by arbitration"
+    );
+    let kinds = kinds(&env.wait_status(&id, pb::IncidentStatus::Dispatched).await);
+    assert_eq!(
+        kinds,
+        [
+            "reported",
+            "dispatched",
+            "returned",
+            "dispatched",
+            "returned",
+            "arbitrated"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extension_and_suspension_move_deadlines_only_as_approved() {
+    let env = Env::with_rules(&rules()).await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let id = reported(&env, "ex-1", "city.sanitation", lng, lat).await;
+    let (mut d, mut s) = (env.dispatches().await, env.supervision().await);
+    let ms =
+        |t: &Option<prost_types::Timestamp>| gridroute_store::codec::millis(t.as_ref().unwrap());
+    let before = env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+    let due = ms(&before.resolve_deadline);
+
+    let err = d
+        .request_extension(pb::RequestExtensionRequest {
+            incident_id: id.clone(),
+            department_id: "urban-management".into(),
+            reason: "waiting for a crane".into(),
+            extension: "two days".into(),
+            request_id: "e0".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let inc = d
+        .request_extension(pb::RequestExtensionRequest {
+            incident_id: id.clone(),
+            department_id: "urban-management".into(),
+            reason: "waiting for a crane".into(),
+            extension: "2wd".into(),
+            request_id: "e1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(inc.pending_request, "extension|2wd");
+    assert_eq!(
+        ms(&inc.resolve_deadline),
+        due,
+        "nothing moves before approval"
+    );
+    // The centre grants one working day instead of two.
+    let inc = s
+        .decide_request(pb::DecideRequestRequest {
+            incident_id: id.clone(),
+            department_id: "command-centre".into(),
+            approve: true,
+            note: "one day is enough".into(),
+            granted_extension: "1wd".into(),
+            request_id: "dec-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let cal = &env.table().calendar;
+    assert_eq!(
+        ms(&inc.resolve_deadline),
+        cal.add_working(due, cal.working_ms_per_day())
+    );
+    assert!(inc.pending_request.is_empty());
+    let due = ms(&inc.resolve_deadline);
+
+    // Suspension: requested, approved, clocks stop; resumed, the time left is kept.
+    d.request_suspension(pb::RequestSuspensionRequest {
+        incident_id: id.clone(),
+        department_id: "urban-management".into(),
+        reason: "court ruling pending".into(),
+        request_id: "s1".into(),
+    })
+    .await
+    .unwrap();
+    let inc = s
+        .decide_request(pb::DecideRequestRequest {
+            incident_id: id.clone(),
+            department_id: "command-centre".into(),
+            approve: true,
+            note: "approved".into(),
+            request_id: "dec-2".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(inc.status, pb::IncidentStatus::Suspended as i32);
+    let suspended_at = ms(&inc.timeline.last().unwrap().time);
+    let left = cal.working_between(suspended_at, due);
+    let mut r = env.redis().await;
+    let p = gridroute_store::keys::partition_of(&id, common::PARTITIONS).unwrap();
+    let timers: Vec<String> = redis::cmd("ZRANGE")
+        .arg(env.store.keys().sla(p))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert!(
+        !timers.iter().any(|t| t.starts_with(&id)),
+        "no clock runs while suspended"
+    );
+    let err = d
+        .accept_incident(accept(&id, "urban-management", "acc"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let inc = d
+        .resume_incident(pb::ResumeIncidentRequest {
+            incident_id: id.clone(),
+            department_id: "urban-management".into(),
+            note: "ruling received".into(),
+            request_id: "res".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(inc.status, pb::IncidentStatus::Dispatched as i32);
+    let resumed_at = ms(&inc.timeline.last().unwrap().time);
+    assert_eq!(
+        ms(&inc.resolve_deadline),
+        cal.add_working(resumed_at, left),
+        "the working time left at suspension is left after resuming"
+    );
+    let k = kinds(&inc);
+    assert_eq!(
+        &k[2..],
+        [
+            "extension_requested",
+            "extension_approved",
+            "suspension_requested",
+            "suspended",
+            "resumed"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_merge_into_the_open_incident_and_can_be_unmerged() {
+    let env = Env::with_rules(&rules()).await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let a = reported(&env, "dup-a", "city.vehicle.abandoned", lng, lat).await;
+    // 9 m away, same category: merged. Same place, another category: its own incident.
+    let b = env
+        .report(report("dup-b", "city.vehicle.abandoned", lng + 0.0001, lat))
+        .await;
+    let merged = env.wait_status(&b, pb::IncidentStatus::Merged).await;
+    assert_eq!(merged.merged_into, a);
+    let c = env
+        .report(report("dup-c", "city.environment.noise", lng + 0.0001, lat))
+        .await;
+    env.wait_status(&c, pb::IncidentStatus::Dispatched).await;
+    let mut i = env.incidents().await;
+    let get = |id: String| {
+        let mut i = i.clone();
+        async move {
+            i.get_incident(pb::GetIncidentRequest { incident_id: id })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let open = get(a.clone()).await;
+    assert_eq!(open.merged_incident_ids, std::slice::from_ref(&b));
+    assert!(kinds(&open).contains(&"duplicate_merged".to_owned()));
+    // Only the centre may undo it; then B is routed on its own.
+    let mut s = env.supervision().await;
+    let unmerge = |dept: &str| pb::UnmergeIncidentRequest {
+        incident_id: b.clone(),
+        department_id: dept.into(),
+        note: "a second car, not the same one".into(),
+        request_id: "um-1".into(),
+    };
+    let err = s
+        .unmerge_incident(unmerge("property-office"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    s.unmerge_incident(unmerge("command-centre")).await.unwrap();
+    let own = env.wait_status(&b, pb::IncidentStatus::Dispatched).await;
+    assert!(own.merged_into.is_empty());
+    assert_eq!(
+        kinds(&own),
+        ["reported", "merged", "unmerged", "dispatched"]
+    );
+    assert!(get(a.clone()).await.merged_incident_ids.is_empty());
+
+    // A fresh duplicate merges again; when the case resolves, its reporter's record says so.
+    let d2 = env
+        .report(report("dup-d", "city.vehicle.abandoned", lng, lat + 0.0001))
+        .await;
+    env.wait_status(&d2, pb::IncidentStatus::Merged).await;
+    let mut d = env.dispatches().await;
+    d.resolve_incident(resolve(&a, "property-office", "res"))
+        .await
+        .unwrap();
+    let dup = get(d2.clone()).await;
+    let last = dup.timeline.last().unwrap();
+    assert_eq!(last.kind, "outcome");
+    assert!(last.detail.contains("resolved"), "{}", last.detail);
+    let _ = &mut i;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_feedback_reopening_and_reporter_points() {
+    let env = Env::with_rules(&rules()).await;
+    let (grid, _, lng, lat) = grid_point(&env.table(), false);
+    let mut po_stream = env.subscribe("traffic-police").await;
+    let id = reported(&env, "vf-1", "city.vehicle.illegal_parking", lng, lat).await;
+    let primary = env
+        .wait_status(&id, pb::IncidentStatus::Dispatched)
+        .await
+        .decision
+        .unwrap()
+        .department_id;
+    let (mut d, mut s, mut i) = (
+        env.dispatches().await,
+        env.supervision().await,
+        env.incidents().await,
+    );
+    d.resolve_incident(resolve(&id, &primary, "r1"))
+        .await
+        .unwrap();
+    // A worker of another grid may not verify; the incident's own grid worker may.
+    let verify = |worker: &str, passed: bool, rid: &str| pb::VerifyIncidentRequest {
+        incident_id: id.clone(),
+        grid_worker_id: worker.into(),
+        passed,
+        note: "checked on site".into(),
+        request_id: rid.into(),
+        ..Default::default()
+    };
+    let err = s
+        .verify_incident(verify("gw-elsewhere", true, "v0"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let worker = format!("gw-{grid}");
+    let inc = s
+        .verify_incident(verify(&worker, false, "v1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        inc.status,
+        pb::IncidentStatus::Reopened as i32,
+        "failed verification reopens"
+    );
+    assert!(inc.warning);
+    d.accept_incident(accept(&id, &primary, "a2"))
+        .await
+        .unwrap();
+    d.resolve_incident(resolve(&id, &primary, "r2"))
+        .await
+        .unwrap();
+    let inc = s
+        .verify_incident(verify(&worker, true, "v2"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(inc.status, pb::IncidentStatus::Verified as i32);
+    // Points for the verified report: city.vehicle earns 5.
+    let points = i
+        .get_reporter_points(pb::GetReporterPointsRequest {
+            source_system: "resident-app".into(),
+            reporter_id: "r-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(points.total, 5);
+    assert_eq!(points.entries[0].incident_id, id);
+    // A dissatisfied reporter reopens the case with a warning flag.
+    let feedback = |sat: i32, rid: &str| pb::SubmitFeedbackRequest {
+        incident_id: id.clone(),
+        source_system: "resident-app".into(),
+        satisfaction: sat,
+        comment: "the car is still there".into(),
+        request_id: rid.into(),
+    };
+    let err = i.submit_feedback(feedback(9, "f0")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let inc = i
+        .submit_feedback(feedback(1, "f1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(inc.status, pb::IncidentStatus::Reopened as i32);
+    assert_eq!(inc.reopened_count, 2);
+    let reopened = notice(&mut po_stream, pb::DispatchKind::Reopened).await;
+    assert_eq!(reopened.incident_id, id);
+    d.resolve_incident(resolve(&id, &primary, "r3"))
+        .await
+        .unwrap();
+    s.verify_incident(verify(&worker, true, "v3"))
+        .await
+        .unwrap();
+    let inc = i
+        .submit_feedback(feedback(5, "f2"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        inc.status,
+        pb::IncidentStatus::Closed as i32,
+        "satisfied: closed"
+    );
+    assert_eq!(inc.satisfaction, 5);
+    let err = i.submit_feedback(feedback(4, "f3")).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "feedback once");
+    let k = kinds(&inc);
+    assert_eq!(
+        &k[2..],
+        [
+            "resolved",
+            "verification_failed",
+            "accepted",
+            "resolved",
+            "verified",
+            "dissatisfied",
+            "resolved",
+            "verified",
+            "feedback"
+        ]
+    );
+}
+
+/// Counts, per kind, the timer notices in a department's streams.
+async fn notices(env: &Env, department: &str) -> std::collections::BTreeMap<i32, usize> {
+    let mut c = env.redis().await;
+    let mut out = std::collections::BTreeMap::new();
+    for p in 0..common::PARTITIONS {
+        let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(env.store.keys().dispatch(p, department))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        for e in r.ids {
+            let redis::Value::BulkString(b) = e.map.get("d").unwrap() else {
+                panic!()
+            };
+            let d = <pb::Dispatch as prost::Message>::decode(b.as_slice()).unwrap();
+            *out.entry(d.kind).or_default() += 1;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_fire_exactly_once_up_the_chain_while_replicas_come_and_go() {
+    let env_rules = rules();
+    let mut env = Env::with_rules(&env_rules).await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let id = reported(&env, "t-1", "test.quick", lng, lat).await;
+    // The replica that scheduled the timers goes away before any is due; two others start
+    // and race for every timer.
+    env.stop_routers().await;
+    env.spawn_router(fast_router("router-b"));
+    env.spawn_router(fast_router("router-c"));
+    let mut watch = env
+        .incidents()
+        .await
+        .watch_incidents(pb::WatchIncidentsRequest {
+            department_id: "water-affairs".into(),
+            start: pb::WatchStart::Earliest as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // quick: accept 1 s, warning at 50 % (1 s), urge at 2 s, supervise at 3 s, public at 4 s.
+    let mut seen = Vec::new();
+    while !seen.contains(&"public_report".to_owned()) {
+        let e = tokio::time::timeout(Duration::from_secs(10), watch.message())
+            .await
+            .expect("events keep coming")
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.incident_id, id);
+        seen.push(e.event.unwrap().kind);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let inc = env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+    let fired: Vec<&str> = inc
+        .timeline
+        .iter()
+        .filter(|e| e.actor == "sla-timer")
+        .map(|e| e.kind.as_str())
+        .collect();
+    let mut sorted = fired.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "accept_overdue",
+            "public_report",
+            "supervised",
+            "urged",
+            "warning"
+        ],
+        "each timer fired exactly once: {fired:?}"
+    );
+    assert_eq!(inc.escalations.len(), 5);
+    let to_dept = notices(&env, "water-affairs").await;
+    for kind in [
+        pb::DispatchKind::AcceptOverdue,
+        pb::DispatchKind::Warning,
+        pb::DispatchKind::Urge,
+    ] {
+        assert_eq!(to_dept.get(&(kind as i32)), Some(&1), "{kind:?}");
+    }
+    let to_centre = notices(&env, "command-centre").await;
+    assert_eq!(
+        to_centre.get(&(pb::DispatchKind::Supervise as i32)),
+        Some(&1)
+    );
+    assert_eq!(
+        to_centre.get(&(pb::DispatchKind::PublicReport as i32)),
+        Some(&1)
+    );
+    assert!(
+        seen.starts_with(&["dispatched".to_owned()]) || seen.contains(&"dispatched".to_owned())
+    );
+    // Stats see the breach.
+    let stats = env
+        .supervision()
+        .await
+        .get_stats(pb::GetStatsRequest {
+            department_id: "water-affairs".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.incident_count, 1);
+    assert_eq!(stats.breached, 1);
+    assert_eq!(stats.by_status.get("dispatched"), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_filters_by_region_and_stats_report_the_headline_figures() {
+    let env = Env::with_rules(&rules()).await;
+    let table = env.table();
+    let (_, path, lng, lat) = grid_point(&table, false);
+    let (_, tpath, tlng, tlat) = grid_point(&table, true);
+    let mut watch = env
+        .incidents()
+        .await
+        .watch_incidents(pb::WatchIncidentsRequest {
+            region_code: tpath[1].clone(),
+            start: pb::WatchStart::Latest as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let town = reported(&env, "w-1", "city.sanitation", tlng, tlat).await;
+    let _city = reported(&env, "w-2", "city.sanitation", lng, lat).await;
+    let mut d = env.dispatches().await;
+    d.accept_incident(accept(&town, "urban-management", "a"))
+        .await
+        .unwrap();
+    d.resolve_incident(resolve(&town, "urban-management", "r"))
+        .await
+        .unwrap();
+    let mut kinds = Vec::new();
+    while kinds.len() < 3 {
+        let e = tokio::time::timeout(Duration::from_secs(10), watch.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.incident_id, town, "only the township's incidents");
+        assert!(e.region_codes.contains(&tpath[1]));
+        kinds.push(e.event.unwrap().kind);
+    }
+    assert_eq!(kinds, ["dispatched", "accepted", "resolved"]);
+
+    let mut s = env.supervision().await;
+    let stats = s
+        .get_stats(pb::GetStatsRequest {
+            region_code: path[0].clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.incident_count, 2);
+    assert_eq!(stats.resolved_count, 1);
+    assert_eq!(stats.by_status.get("resolved"), Some(&1));
+    assert_eq!(stats.by_status.get("dispatched"), Some(&1));
+    assert!((stats.accept_on_time_rate - 1.0).abs() < 1e-9);
+    assert!((stats.resolve_on_time_rate - 1.0).abs() < 1e-9);
+    assert!(stats.resolve_working_hours_avg >= 0.0);
+    let err = s
+        .get_stats(pb::GetStatsRequest {
+            region_code: "nowhere".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
