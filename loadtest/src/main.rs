@@ -263,7 +263,10 @@ async fn run(args: Args) -> Result<bool, BoxError> {
             subscribers.push(tokio::spawn(async move {
                 while let Ok(Some(d)) = stream.message().await {
                     // Co-handlers receive the dispatch too: count the primary's arrival only.
-                    if d.role != pb::DispatchRole::Primary as i32 {
+                    // Notices (warnings, escalations) are not new dispatches.
+                    if d.role != pb::DispatchRole::Primary as i32
+                        || d.kind != pb::DispatchKind::New as i32
+                    {
                         continue;
                     }
                     s.arrived(d.incident_id, Instant::now());

@@ -1,0 +1,217 @@
+//! The lifecycle state machine, exhaustively: every action from every state, by a caller
+//! entitled to it, is either planned (legal) or refused as a wrong state (illegal).
+
+#![allow(clippy::unwrap_used)]
+
+use gridroute_core::{
+    RoutingTable,
+    lifecycle::{Caller, Command, Ctx, Pending, Plan, Record, Refusal, Status, legal_from, plan},
+    table::TableSources,
+};
+
+fn table() -> RoutingTable {
+    RoutingTable::load(TableSources {
+        grids_geojson: include_str!("../../../deploy/sample/dawukou/grids.geojson"),
+        rules_yaml: include_str!("../../../deploy/sample/dawukou/rules.yaml"),
+        calendar_yaml: None,
+        regions_geojson: None,
+    })
+    .unwrap()
+}
+
+fn record(status: Status, grid: &str) -> Record {
+    Record {
+        status: Some(status),
+        department: "urban-management".into(),
+        co_handlers: vec!["housing-construction".into()],
+        grid: grid.into(),
+        grid_workers: vec![format!("gw-{grid}")],
+        policy: "standard".into(),
+        source_system: "resident-app".into(),
+        reporter_id: "r-1".into(),
+        category: "city.sanitation".into(),
+        dispatched_at: Some(1_750_000_000_000),
+        accept_due: Some(1_750_000_100_000),
+        resolve_due: Some(1_750_100_000_000),
+        pending: Some(Pending::Suspension),
+        prev_status: Some(Status::Accepted),
+        paused: Some((None, 3_600_000)),
+        merged_into: "01JDXK3M4P5Q6R7S8T9V0W1X2Y-1".into(),
+        ..Record::default()
+    }
+}
+
+fn commands() -> Vec<(Command, Caller)> {
+    let dept = |d: &str| Caller {
+        department: d.into(),
+        ..Caller::default()
+    };
+    let primary = dept("urban-management");
+    let centre = dept("command-centre");
+    let reporter = Caller {
+        source_system: "resident-app".into(),
+        ..Caller::default()
+    };
+    let n = || "note".to_owned();
+    vec![
+        (Command::Accept { note: n() }, primary.clone()),
+        (Command::Progress { note: n() }, primary.clone()),
+        (Command::Resolve { note: n() }, primary.clone()),
+        (
+            Command::Return {
+                reason: "NOT_IN_REMIT".into(),
+                note: n(),
+            },
+            primary.clone(),
+        ),
+        (
+            Command::Arbitrate {
+                assignee: "water-affairs".into(),
+                note: n(),
+            },
+            centre.clone(),
+        ),
+        (Command::RequestSuspension { reason: n() }, primary.clone()),
+        (
+            Command::Decide {
+                approve: true,
+                note: n(),
+                granted: None,
+            },
+            centre.clone(),
+        ),
+        (Command::Resume { note: n() }, primary.clone()),
+        (
+            Command::Verify {
+                passed: true,
+                note: n(),
+            },
+            centre.clone(),
+        ),
+        (
+            Command::Verify {
+                passed: false,
+                note: n(),
+            },
+            centre.clone(),
+        ),
+        (
+            Command::Feedback {
+                satisfaction: 5,
+                comment: n(),
+            },
+            reporter.clone(),
+        ),
+        (
+            Command::Feedback {
+                satisfaction: 1,
+                comment: n(),
+            },
+            reporter,
+        ),
+        (Command::Close { note: n() }, centre.clone()),
+        (Command::Cancel { reason: n() }, centre.clone()),
+        (Command::Unmerge { note: n() }, centre),
+    ]
+}
+
+#[test]
+fn every_action_from_every_state_is_planned_or_refused_as_a_wrong_state() {
+    let t = table();
+    let grid = t.grids.grids()[0].code.clone();
+    let ctx = Ctx {
+        table: &t,
+        now: 1_750_000_050_000,
+    };
+    let mut legal = 0;
+    let mut illegal = 0;
+    for (command, caller) in commands() {
+        for status in Status::ALL {
+            let mut rec = record(status, &grid);
+            if matches!(command, Command::RequestSuspension { .. }) {
+                rec.pending = None;
+            }
+            let got = plan(&ctx, &rec, &caller, &command);
+            if legal_from(&command).contains(&status) {
+                legal += 1;
+                let p: Plan =
+                    got.unwrap_or_else(|e| panic!("{} from {status:?}: {e}", command.name()));
+                assert!(!p.event.kind.is_empty());
+            } else {
+                illegal += 1;
+                assert_eq!(
+                    got.unwrap_err(),
+                    Refusal::WrongState {
+                        status: status.as_str(),
+                        action: command.name()
+                    },
+                    "{} from {status:?}",
+                    command.name()
+                );
+            }
+        }
+    }
+    assert!(
+        legal > 30 && illegal > 120,
+        "{legal} legal, {illegal} illegal"
+    );
+}
+
+#[test]
+fn the_wrong_caller_is_refused_before_the_state_is_looked_at() {
+    let t = table();
+    let grid = t.grids.grids()[0].code.clone();
+    let ctx = Ctx {
+        table: &t,
+        now: 1_750_000_050_000,
+    };
+    let stranger = Caller {
+        department: "water-affairs".into(),
+        ..Caller::default()
+    };
+    for (command, _) in commands() {
+        for status in Status::ALL {
+            let got = plan(&ctx, &record(status, &grid), &stranger, &command);
+            assert!(
+                matches!(got, Err(Refusal::NotPermitted(_))),
+                "{} from {status:?} by a stranger: {got:?}",
+                command.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn returns_go_to_arbitration_after_the_limit_and_the_assignee_cannot_return() {
+    let t = table();
+    let grid = t.grids.grids()[0].code.clone();
+    let ctx = Ctx {
+        table: &t,
+        now: 1_750_000_050_000,
+    };
+    let caller = Caller {
+        department: "urban-management".into(),
+        ..Caller::default()
+    };
+    let command = Command::Return {
+        reason: "NOT_IN_REMIT".into(),
+        note: "x".into(),
+    };
+    let mut rec = record(Status::Dispatched, &grid);
+    let first = plan(&ctx, &rec, &caller, &command).unwrap();
+    assert_eq!(first.status, Status::Returned);
+    assert_eq!(
+        first.reroute.as_deref(),
+        Some(&["urban-management".to_owned()][..])
+    );
+    rec.returned_by = vec!["property-office".into()];
+    let second = plan(&ctx, &rec, &caller, &command).unwrap();
+    assert_eq!(second.status, Status::Arbitration);
+    assert!(second.reroute.is_none());
+    rec.locked = true;
+    rec.returned_by.clear();
+    assert!(matches!(
+        plan(&ctx, &rec, &caller, &command),
+        Err(Refusal::Precondition(_))
+    ));
+}
