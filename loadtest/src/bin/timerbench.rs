@@ -194,7 +194,7 @@ async fn main() {
     for l in loops {
         l.await.unwrap();
     }
-    let h = lateness.lock().unwrap();
+    let h = lateness.lock().unwrap().clone();
     let n = fired.load(std::sync::atomic::Ordering::Relaxed);
     println!(
         "fired {n} of {} (exactly once: {}); lateness ms: p50 {} p90 {} p99 {} p99.9 {} max {}",
