@@ -24,7 +24,11 @@ fn rules() -> String {
             "rules:\n",
             "rules:\n  - id: quick\n    category: test.quick\n    department: water-affairs\n    sla: quick\n",
         )
-        + "max_returns: 2\nduplicates:\n  - {category: city.vehicle.abandoned, within_m: 50, window: 24h}\npoints:\n  default: 1\n  categories: {city.vehicle: 5}\n"
+        .replace(
+            "# duplicates:\n#   - {category: city.vehicle.abandoned, within_m: 50, window: 24h}",
+            "duplicates:\n  - {category: city.vehicle.abandoned, within_m: 50, window: 24h}",
+        )
+        .replace("{city.safety: 3, city.fire_lane: 3}", "{city.vehicle: 5}")
 }
 
 async fn reported(env: &Env, rid: &str, category: &str, lng: f64, lat: f64) -> String {
