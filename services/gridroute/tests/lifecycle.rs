@@ -579,11 +579,27 @@ async fn duplicates_merge_into_the_open_incident_and_can_be_unmerged() {
     );
     assert!(get(a.clone()).await.merged_incident_ids.is_empty());
 
-    // A fresh duplicate merges again; when the case resolves, its reporter's record says so.
+    // A fresh duplicate merges again. It is critical (4 h wall clock): the case keeps the
+    // earliest deadline. When the case resolves, the duplicate's record says so.
+    let ms =
+        |t: &Option<prost_types::Timestamp>| gridroute_store::codec::millis(t.as_ref().unwrap());
+    let due_before = ms(&get(a.clone()).await.resolve_deadline);
     let d2 = env
-        .report(report("dup-d", "city.vehicle.abandoned", lng, lat + 0.0001))
+        .report(pb::ReportIncidentRequest {
+            urgency: pb::Urgency::Critical as i32,
+            ..report("dup-d", "city.vehicle.abandoned", lng, lat + 0.0001)
+        })
         .await;
-    env.wait_status(&d2, pb::IncidentStatus::Merged).await;
+    let merged = env.wait_status(&d2, pb::IncidentStatus::Merged).await;
+    let due_after = ms(&get(a.clone()).await.resolve_deadline);
+    assert!(
+        due_after < due_before,
+        "the earlier deadline of the duplicate wins"
+    );
+    assert!(
+        (due_after - ms(&merged.reported_time) - 4 * 3_600_000).abs() < 5_000,
+        "four wall-clock hours from the duplicate's report"
+    );
     let mut d = env.dispatches().await;
     d.resolve_incident(resolve(&a, "property-office", "res"))
         .await
@@ -748,9 +764,9 @@ async fn timers_fire_exactly_once_up_the_chain_while_replicas_come_and_go() {
     let mut env = Env::with_rules(&env_rules).await;
     let (_, _, lng, lat) = grid_point(&env.table(), false);
     let id = reported(&env, "t-1", "test.quick", lng, lat).await;
-    // The replica that scheduled the timers goes away before any is due; two others start
-    // and race for every timer.
-    env.stop_routers().await;
+    // The replica that scheduled the timers is killed (its tasks aborted, no clean shutdown)
+    // before any is due; two others start and race for every timer.
+    env.kill_routers();
     env.spawn_router(fast_router("router-b"));
     env.spawn_router(fast_router("router-c"));
     let mut watch = env
@@ -896,4 +912,71 @@ async fn watch_filters_by_region_and_stats_report_the_headline_figures() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn co_handlers_add_progress_and_the_primary_resolves() {
+    let env = Env::with_rules(&rules()).await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let mut primary_stream = env.subscribe("emergency-management").await;
+    // Fire lanes: emergency management leads, property office and traffic police assist.
+    let id = reported(&env, "co-1", "city.fire_lane.blocked", lng, lat).await;
+    let inc = env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+    let decision = inc.decision.unwrap();
+    assert_eq!(decision.department_id, "emergency-management");
+    assert_eq!(
+        decision.co_department_ids,
+        ["property-office", "traffic-police"]
+    );
+    let mut d = env.dispatches().await;
+    let inc = d
+        .add_progress(pb::AddProgressRequest {
+            incident_id: id.clone(),
+            department_id: "property-office".into(),
+            note: "compound gate opened for the fire engine".into(),
+            request_id: "co-p1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        inc.status,
+        pb::IncidentStatus::Dispatched as i32,
+        "a co-handler's note moves nothing"
+    );
+    assert_eq!(inc.timeline.last().unwrap().actor, "property-office");
+    let n = notice(&mut primary_stream, pb::DispatchKind::Progress).await;
+    assert!(n.note.contains("compound gate"));
+    for act in ["resolve", "accept", "return"] {
+        let err = match act {
+            "resolve" => {
+                d.resolve_incident(resolve(&id, "traffic-police", "x1"))
+                    .await
+            }
+            "accept" => d.accept_incident(accept(&id, "traffic-police", "x2")).await,
+            _ => d.return_incident(ret(&id, "traffic-police", "x3")).await,
+        }
+        .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code::PermissionDenied,
+            "a co-handler may not {act}"
+        );
+    }
+    let err = d
+        .add_progress(pb::AddProgressRequest {
+            incident_id: id.clone(),
+            department_id: "water-affairs".into(),
+            note: "not involved".into(),
+            request_id: "co-p2".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let mut co_stream = env.subscribe("traffic-police").await;
+    d.resolve_incident(resolve(&id, "emergency-management", "co-r"))
+        .await
+        .unwrap();
+    let n = notice(&mut co_stream, pb::DispatchKind::Resolved).await;
+    assert_eq!(n.incident_id, id);
 }

@@ -129,7 +129,13 @@ pub async fn stats_loop(store: Store, every: Duration, mut shutdown: watch::Rece
 
 /// Fires due SLA timers of every partition until shutdown. Every replica runs it: the firing
 /// script claims each timer atomically, so replicas share the work without coordination.
-pub async fn timers_loop(store: Store, every: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn timers_loop(store: Store, every: Duration, shutdown: watch::Receiver<bool>) {
+    fire_timers(store, every, shutdown)
+        .instrument(info_span!("timers"))
+        .await;
+}
+
+async fn fire_timers(store: Store, every: Duration, mut shutdown: watch::Receiver<bool>) {
     const BATCH: usize = 512;
     let mut last_gauge = Instant::now() - Duration::from_secs(60);
     loop {

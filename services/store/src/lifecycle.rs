@@ -177,6 +177,14 @@ impl Store {
                     metrics::counter!(gridroute_telemetry::names::TRANSITIONS_TOTAL,
                         "action" => req.command.name(), "status" => plan.status.as_str())
                     .increment(1);
+                    if plan.status == lifecycle::Status::Resolved
+                        && let Ok(start) = snap.text("first_dispatched_at").parse::<i64>()
+                    {
+                        let working = table.calendar.working_between(start, snap.now);
+                        metrics::histogram!(gridroute_telemetry::names::RESOLVE_WORKING_SECONDS,
+                            "department" => snap.rec.department.clone())
+                        .record(working as f64 / 1000.0);
+                    }
                     if plan.fan_out && !snap.rec.merged.is_empty() {
                         self.fan_out(id, &snap.rec.merged, &plan).await;
                     }

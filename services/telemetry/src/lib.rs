@@ -57,6 +57,8 @@ pub mod names {
     pub const TIMER_LATENESS_SECONDS: &str = "gridroute_sla_timer_lateness_seconds";
     /// Pending SLA timers, summed over every partition.
     pub const TIMERS_PENDING: &str = "gridroute_sla_timers_pending";
+    /// Working time from first dispatch to resolution, by `department`.
+    pub const RESOLVE_WORKING_SECONDS: &str = "gridroute_resolve_working_time_seconds";
     /// Reports merged into an open incident as duplicates.
     pub const DUPLICATES_MERGED_TOTAL: &str = "gridroute_duplicates_merged_total";
 }
@@ -65,6 +67,12 @@ pub mod names {
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_001, 0.000_005, 0.000_01, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005,
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Buckets for working time to resolve: 15 working minutes to 10 working days (7 h each).
+const WORKING_TIME_BUCKETS: &[f64] = &[
+    900.0, 1_800.0, 3_600.0, 7_200.0, 14_400.0, 25_200.0, 37_800.0, 50_400.0, 75_600.0, 126_000.0,
+    252_000.0,
 ];
 
 /// Registers the description and unit of every metric.
@@ -89,6 +97,11 @@ pub fn describe() {
         "How late SLA timers fired after their due time."
     );
     describe_gauge!(TIMERS_PENDING, "Pending SLA timers over every partition.");
+    describe_histogram!(
+        RESOLVE_WORKING_SECONDS,
+        Unit::Seconds,
+        "Working time from first dispatch to resolution, by department."
+    );
     describe_counter!(
         DUPLICATES_MERGED_TOTAL,
         "Reports merged into an open incident as duplicates."
@@ -154,6 +167,11 @@ pub enum TelemetryError {
 pub fn serve_metrics(addr: SocketAddr) -> Result<PrometheusHandle, TelemetryError> {
     let (recorder, exporter) = PrometheusBuilder::new()
         .with_http_listener(addr)
+        .set_buckets_for_metric(
+            Matcher::Full(names::RESOLVE_WORKING_SECONDS.into()),
+            WORKING_TIME_BUCKETS,
+        )
+        .map_err(|e| TelemetryError::Exporter(e.to_string()))?
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
         .map_err(|e| TelemetryError::Exporter(e.to_string()))?
         .build()

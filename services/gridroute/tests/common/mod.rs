@@ -121,16 +121,21 @@ impl Env {
     pub fn spawn_router(&mut self, cfg: RouterConfig) {
         let (tx, rx) = watch::channel(false);
         let (s, t) = (self.store.clone(), self.tables.clone());
-        let timers = tokio::spawn(gridroute_router::timers_loop(
-            s.clone(),
-            Duration::from_millis(50),
-            rx.clone(),
-        ));
+        // One task for the router and its timer loop, so that killing it stops both.
+        let timers =
+            gridroute_router::timers_loop(s.clone(), Duration::from_millis(50), rx.clone());
         let h = tokio::spawn(async move {
-            gridroute_router::run(s, t, cfg, rx).await.unwrap();
-            let _ = timers.await;
+            let route = async { gridroute_router::run(s, t, cfg, rx).await.unwrap() };
+            tokio::join!(route, timers);
         });
         self.routers.push((tx, h));
+    }
+
+    /// Aborts every router task at once, as a killed process would stop: no clean shutdown.
+    pub fn kill_routers(&mut self) {
+        for (_, h) in self.routers.drain(..) {
+            h.abort();
+        }
     }
 
     pub async fn stop_routers(&mut self) {
