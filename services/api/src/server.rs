@@ -37,6 +37,10 @@ pub const SERVICE_NAMES: [&str; 5] = [
     "gridroute.v1.SupervisionService",
 ];
 
+/// The health service name that reports liveness only (the process serves gRPC), for
+/// Kubernetes liveness probes; readiness is the server's overall status (service "").
+pub const LIVENESS: &str = "liveness";
+
 /// How often health re-checks Redis.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -66,6 +70,11 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     set_all(&reporter, ServingStatus::NotServing).await;
+    // Liveness: the process answers. Readiness ("" and each service): Redis answers too (the
+    // routing table is loaded before the server starts and is only ever swapped for another).
+    reporter
+        .set_service_status(LIVENESS, ServingStatus::Serving)
+        .await;
     let store = state.store.clone();
     let health_task = tokio::spawn(async move {
         let mut serving = None;

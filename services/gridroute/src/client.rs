@@ -95,6 +95,32 @@ async fn channel(addr: &str) -> Result<Channel, BoxError> {
     Ok(Channel::from_shared(addr.to_owned())?.connect().await?)
 }
 
+/// `gridroute health`: OK when the service reports SERVING.
+pub async fn health(addr: &str, service: &str, timeout_ms: u64) -> Result<(), BoxError> {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let check = async {
+        let mut c = HealthClient::new(channel(addr).await?);
+        let r = c
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok::<_, BoxError>(r.status())
+    };
+    let status = tokio::time::timeout(std::time::Duration::from_millis(timeout_ms), check)
+        .await
+        .map_err(|_| "health check timed out")??;
+    println!("{status:?}");
+    if status == ServingStatus::Serving {
+        Ok(())
+    } else {
+        Err(format!("{addr} is {status:?}").into())
+    }
+}
+
 fn print_json(label: &str, value: &impl std::fmt::Debug) {
     println!("{label}: {value:#?}");
 }

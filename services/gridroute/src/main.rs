@@ -43,6 +43,19 @@ enum Command {
         #[command(flatten)]
         report: client::ReportArgs,
     },
+    /// Ask a server's gRPC health service; exits 0 when SERVING (container and systemd
+    /// health checks).
+    Health {
+        /// gRPC endpoint.
+        #[arg(long, env = "GRIDROUTE_ADDR", default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        /// Service to ask about: "" (ready: Redis reachable, table loaded) or "liveness".
+        #[arg(long, default_value = "")]
+        service: String,
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
     /// Show one incident with its decision and timeline.
     Get {
         /// gRPC endpoint.
@@ -178,6 +191,11 @@ async fn main() -> std::process::ExitCode {
         Command::Report { addr, report } => client::report(&addr, &report).await,
         Command::Explain { addr, report } => client::explain(&addr, &report).await,
         Command::Get { addr, id } => client::get(&addr, &id).await,
+        Command::Health {
+            addr,
+            service,
+            timeout_ms,
+        } => client::health(&addr, &service, timeout_ms).await,
         Command::Subscribe {
             addr,
             department,

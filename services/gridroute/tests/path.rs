@@ -371,6 +371,26 @@ async fn redis_down_gives_unavailable_and_not_serving() {
         status,
         tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
     );
+    // Liveness is separate: the process is alive, only not ready.
+    assert_eq!(
+        health
+            .check(check("liveness"))
+            .await
+            .unwrap()
+            .into_inner()
+            .status,
+        serving
+    );
+    // Redis returns: ready again.
+    let _back = gridroute_store::local::LocalRedis::start_on(env.redis.port()).unwrap();
+    for _ in 0..100 {
+        status = health.check(check("")).await.unwrap().into_inner().status;
+        if status == serving {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, serving, "SERVING again once Redis answers");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
