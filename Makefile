@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help dev test fmt lint unit smoke bench bench-data sample build release clean
+.PHONY: help dev test fmt lint unit smoke deploy-check bench bench-data sample build release clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -10,7 +10,7 @@ help: ## List the targets
 dev: ## Run gridroute on the Dawukou sample with a private redis-server (Ctrl-C stops both)
 	$(CARGO) run --release -p gridroute -- dev
 
-test: fmt lint unit smoke ## Everything CI runs: format check, clippy -D warnings, every test, smoke load
+test: fmt lint unit smoke deploy-check ## Everything CI runs: format check, clippy -D warnings, every test, smoke load, deploy checks
 
 fmt: ## Check formatting
 	$(CARGO) fmt --all -- --check
@@ -23,6 +23,9 @@ unit: ## Every test (needs redis-server on PATH; tests start their own on free p
 
 smoke: ## A few seconds of end-to-end load on `gridroute dev`: zero errors, zero loss
 	bash loadtest/smoke.sh
+
+deploy-check: ## Alert rules (promtool), dashboard metrics, Helm chart lint + render + kubernetes-validate
+	bash deploy/check.sh
 
 bench: bench-data ## Criterion benches of the pure core (downloads the national data once)
 	$(CARGO) bench -p gridroute-benches

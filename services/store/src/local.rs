@@ -48,20 +48,44 @@ impl LocalRedis {
 
     /// Starts `redis-server` on `port` (used to restart one on the same port in tests).
     pub fn start_on(port: u16) -> Result<Self, LocalRedisError> {
+        Self::start_with(port, &["--port".into(), port.to_string()])
+    }
+
+    /// Starts `redis-server` speaking only TLS on a free port, with this certificate, key and
+    /// CA (for tests of `rediss://` URLs; clients are not asked for certificates).
+    pub fn start_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+    ) -> Result<Self, LocalRedisError> {
+        let port = free_port()?;
+        let path = |p: &std::path::Path| p.display().to_string();
+        Self::start_with(
+            port,
+            &[
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                path(cert),
+                "--tls-key-file".into(),
+                path(key),
+                "--tls-ca-cert-file".into(),
+                path(ca),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+        )
+    }
+
+    fn start_with(port: u16, listen: &[String]) -> Result<Self, LocalRedisError> {
         let dir =
             std::env::temp_dir().join(format!("gridroute-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(listen)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&dir)
             .stdin(Stdio::null())
@@ -92,7 +116,7 @@ impl LocalRedis {
         self.port
     }
 
-    /// Its URL.
+    /// Its URL (plain TCP; a TLS server's is `rediss://localhost:<port>/`).
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }

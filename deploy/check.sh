@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Checks the deployment artefacts: alert rules (promtool check + unit tests), dashboard and
+# alerts against the exported metric names, and the Helm chart (lint, render with every values
+# file through the Helm SDK, kubernetes-validate --strict). `make deploy-check` runs it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+missing=()
+command -v promtool >/dev/null || missing+=("promtool (apt-get install prometheus)")
+python3 -c 'import helm_python' 2>/dev/null || missing+=("helm-python-sdk (pip install helm-python-sdk==0.2.2)")
+command -v kubernetes-validate >/dev/null || missing+=("kubernetes-validate (pip install kubernetes-validate==1.37.0)")
+if ((${#missing[@]})); then
+  printf 'deploy-check needs: %s\n' "${missing[@]}" >&2
+  exit 1
+fi
+promtool check rules deploy/prometheus/alerts.yaml
+(cd deploy/prometheus && promtool test rules alerts.test.yaml)
+python3 deploy/check_metrics.py
+python3 helm/check.py
+if command -v systemd-analyze >/dev/null && [ -x target/debug/gridroute ]; then
+  unit=$(mktemp -d)/gridroute.service
+  sed "s#/usr/local/bin/gridroute#$PWD/target/debug/gridroute#" deploy/systemd/gridroute.service > "$unit"
+  systemd-analyze verify "$unit" && echo "systemd unit: verified"
+fi

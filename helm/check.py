@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Lints the gridroute chart and renders it with the default values and every example values
+file in helm/gridroute/ci/, through the Helm SDK (PyPI helm-python-sdk: no helm binary), then
+validates every rendered manifest offline with kubernetes-validate --strict.
+
+Run by `make deploy-check` (part of `make test`). Needs: pip install helm-python-sdk==0.2.2
+kubernetes-validate==1.37.0 (.ci/run installs them).
+"""
+
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import helm_python as helm
+import yaml
+
+CHART = pathlib.Path(__file__).resolve().parent / "gridroute"
+KUBE_VERSION = "1.33"
+# Custom resources kubernetes-validate has no schema for: checked for shape here instead.
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
+
+
+def fail(msg: str) -> None:
+    print(f"helm check: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def leaf_keys(d: dict, prefix: str = "") -> list:
+    """Dotted names of the values a user sets (maps of free-form content count as one)."""
+    free = {"resources", "annotations", "labels", "files", "podSecurityContext", "containerSecurityContext"}
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict) and v and k not in free:
+            out += leaf_keys(v, f"{prefix}{k}.")
+        else:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def main() -> None:
+    report = helm.lint(str(CHART), strict=True, kube_version=f"v{KUBE_VERSION}.0")
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+    if problems:
+        fail(f"lint: {problems}")
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text()
+    undocumented = [k for k in leaf_keys(values) if f"`{k}`" not in readme]
+    if undocumented:
+        fail(f"values not described in helm/gridroute/README.md: {undocumented}")
+    cases = [("default", {})] + [
+        (f.name, yaml.safe_load(f.read_text()) or {}) for f in sorted((CHART / "ci").glob("*.yaml"))
+    ]
+    chart = helm.Chart.load(str(CHART))
+    total = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for name, values in cases:
+            rendered = chart.render(values, name="gridroute", namespace="city")
+            kinds = set()
+            for path, text in sorted(rendered.items()):
+                if path.endswith("NOTES.txt") or not text.strip():
+                    continue
+                for i, doc in enumerate(d for d in yaml.safe_load_all(text) if d):
+                    kinds.add(doc["kind"])
+                    if doc["kind"] in CUSTOM_KINDS:
+                        if not doc.get("spec") or not doc["metadata"].get("name"):
+                            fail(f"{name}: {path}: {doc['kind']} without spec or name")
+                        continue
+                    out = pathlib.Path(tmp) / f"{name}-{pathlib.Path(path).stem}-{i}.yaml"
+                    out.write_text(yaml.safe_dump(doc))
+                    files.append(out)
+                    total += 1
+            for needed in ("Deployment", "Service", "ServiceAccount"):
+                if needed not in kinds:
+                    fail(f"{name}: no {needed} rendered")
+            print(f"rendered {name}: {', '.join(sorted(kinds))}")
+        result = subprocess.run(
+            ["kubernetes-validate", "--strict", "-k", KUBE_VERSION, *map(str, files)],
+            capture_output=True,
+            text=True,
+        )
+        print(result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "")
+        if result.returncode != 0:
+            fail(f"kubernetes-validate:\n{result.stdout}{result.stderr}")
+    print(f"helm check: lint clean, {len(cases)} value sets, {total} manifests valid for Kubernetes {KUBE_VERSION}")
+
+
+if __name__ == "__main__":
+    main()

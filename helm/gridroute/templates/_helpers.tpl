@@ -1,0 +1,272 @@
+{{/* Chart name, truncated to the 63 characters Kubernetes allows. */}}
+{{- define "gridroute.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: release-chart unless the release name already contains the chart name. */}}
+{{- define "gridroute.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "gridroute.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels every object carries. */}}
+{{- define "gridroute.labels" -}}
+helm.sh/chart: {{ include "gridroute.chart" . }}
+{{ include "gridroute.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: gridroute
+{{- end }}
+
+{{- define "gridroute.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "gridroute.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "gridroute.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "gridroute.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "gridroute.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The ConfigMap holding the tables, or nothing for the built-in sample. */}}
+{{- define "gridroute.tablesConfigMap" -}}
+{{- if .Values.tables.existingConfigMap }}
+{{- .Values.tables.existingConfigMap }}
+{{- else if .Values.tables.files }}
+{{- printf "%s-tables" (include "gridroute.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+A router or API Deployment. Arguments: dict "root" $ "role" "api"|"router" "cfg" .Values.api|.Values.router
+*/}}
+{{- define "gridroute.deployment" -}}
+{{- $root := .root }}
+{{- $role := .role }}
+{{- $cfg := .cfg }}
+{{- $tables := include "gridroute.tablesConfigMap" $root }}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "gridroute.fullname" $root }}-{{ $role }}
+  labels:
+    {{- include "gridroute.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: {{ $role }}
+spec:
+  {{- if not (or $cfg.autoscaling.enabled (and (eq $role "router") $root.Values.router.keda.enabled)) }}
+  replicas: {{ $cfg.replicas }}
+  {{- end }}
+  revisionHistoryLimit: 5
+  strategy:
+    type: RollingUpdate
+    rollingUpdate: {maxUnavailable: 0, maxSurge: 1}
+  selector:
+    matchLabels:
+      {{- include "gridroute.selectorLabels" $root | nindent 6 }}
+      app.kubernetes.io/component: {{ $role }}
+  template:
+    metadata:
+      {{- $annotations := deepCopy ($root.Values.podAnnotations | default dict) }}
+      {{- if $root.Values.tables.files }}
+      {{- $_ := set $annotations "checksum/tables" ($root.Values.tables.files | toYaml | sha256sum) }}
+      {{- end }}
+      {{- with $annotations }}
+      annotations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      labels:
+        {{- include "gridroute.selectorLabels" $root | nindent 8 }}
+        app.kubernetes.io/component: {{ $role }}
+        {{- with $root.Values.podLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+    spec:
+      serviceAccountName: {{ include "gridroute.serviceAccountName" $root }}
+      automountServiceAccountToken: {{ $root.Values.serviceAccount.automount }}
+      terminationGracePeriodSeconds: {{ $root.Values.terminationGracePeriodSeconds }}
+      {{- with $root.Values.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      securityContext:
+        {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
+      containers:
+        - name: gridroute
+          image: {{ include "gridroute.image" $root | quote }}
+          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          args: ["serve"]
+          env:
+            - name: GRIDROUTE_ROLE
+              value: {{ $role | quote }}
+            - name: GRIDROUTE_REDIS_URL
+              {{- if $root.Values.redis.existingSecret }}
+              valueFrom:
+                secretKeyRef:
+                  name: {{ $root.Values.redis.existingSecret }}
+                  key: {{ $root.Values.redis.existingSecretKey }}
+              {{- else }}
+              value: {{ $root.Values.redis.url | quote }}
+              {{- end }}
+            - name: GRIDROUTE_KEY_PREFIX
+              value: {{ $root.Values.redis.keyPrefix | quote }}
+            - name: GRIDROUTE_PARTITIONS
+              value: {{ $root.Values.partitions | quote }}
+            - name: GRIDROUTE_GRPC_ADDR
+              value: "0.0.0.0:{{ $root.Values.service.grpcPort }}"
+            - name: GRIDROUTE_METRICS_ADDR
+              value: "0.0.0.0:{{ $root.Values.service.metricsPort }}"
+            - name: GRIDROUTE_LOG_FORMAT
+              value: {{ $root.Values.log.format | quote }}
+            - name: RUST_LOG
+              value: {{ $root.Values.log.level | quote }}
+            - name: GRIDROUTE_SHUTDOWN_GRACE_MS
+              value: {{ $root.Values.shutdownGraceMs | quote }}
+            - name: GRIDROUTE_CLAIM_MIN_IDLE_MS
+              value: {{ $root.Values.router.claimMinIdleMs | quote }}
+            - name: GRIDROUTE_TIMER_POLL_MS
+              value: {{ $root.Values.router.timerPollMs | quote }}
+            - name: GRIDROUTE_CONSUMER_NAME
+              valueFrom:
+                fieldRef: {fieldPath: metadata.name}
+            {{- if $tables }}
+            - name: GRIDROUTE_TABLES
+              value: /etc/gridroute/tables
+            {{- end }}
+            {{- with $root.Values.extraEnv }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+          ports:
+            {{- if eq $role "api" }}
+            - name: grpc
+              containerPort: {{ $root.Values.service.grpcPort }}
+              protocol: TCP
+            {{- end }}
+            - name: metrics
+              containerPort: {{ $root.Values.service.metricsPort }}
+              protocol: TCP
+          {{- if eq $role "api" }}
+          startupProbe:
+            grpc: {port: {{ $root.Values.service.grpcPort }}, service: liveness}
+            periodSeconds: 2
+            failureThreshold: 30
+          livenessProbe:
+            grpc: {port: {{ $root.Values.service.grpcPort }}, service: liveness}
+            periodSeconds: 10
+            failureThreshold: 3
+          readinessProbe:
+            grpc: {port: {{ $root.Values.service.grpcPort }}}
+            periodSeconds: 5
+            failureThreshold: 2
+          {{- else }}
+          livenessProbe:
+            tcpSocket: {port: metrics}
+            periodSeconds: 10
+            failureThreshold: 3
+          {{- end }}
+          resources:
+            {{- toYaml $cfg.resources | nindent 12 }}
+          securityContext:
+            {{- toYaml $root.Values.containerSecurityContext | nindent 12 }}
+          {{- if $tables }}
+          volumeMounts:
+            - name: tables
+              mountPath: /etc/gridroute/tables
+              readOnly: true
+          {{- end }}
+      {{- if $tables }}
+      volumes:
+        - name: tables
+          configMap:
+            name: {{ $tables }}
+      {{- end }}
+      {{- if $root.Values.topologySpread.enabled }}
+      topologySpreadConstraints:
+        - maxSkew: {{ $root.Values.topologySpread.maxSkew }}
+          topologyKey: {{ $root.Values.topologySpread.topologyKey }}
+          whenUnsatisfiable: {{ $root.Values.topologySpread.whenUnsatisfiable }}
+          labelSelector:
+            matchLabels:
+              {{- include "gridroute.selectorLabels" $root | nindent 14 }}
+              app.kubernetes.io/component: {{ $role }}
+        - maxSkew: 1
+          topologyKey: kubernetes.io/hostname
+          whenUnsatisfiable: ScheduleAnyway
+          labelSelector:
+            matchLabels:
+              {{- include "gridroute.selectorLabels" $root | nindent 14 }}
+              app.kubernetes.io/component: {{ $role }}
+      {{- end }}
+      {{- with $root.Values.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $root.Values.affinity }}
+      affinity:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $root.Values.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+{{- end }}
+
+{{/* A HorizontalPodAutoscaler. Arguments as for gridroute.deployment. */}}
+{{- define "gridroute.hpa" -}}
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ include "gridroute.fullname" .root }}-{{ .role }}
+  labels:
+    {{- include "gridroute.labels" .root | nindent 4 }}
+    app.kubernetes.io/component: {{ .role }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ include "gridroute.fullname" .root }}-{{ .role }}
+  minReplicas: {{ .cfg.autoscaling.minReplicas }}
+  maxReplicas: {{ .cfg.autoscaling.maxReplicas }}
+  metrics:
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: {{ .cfg.autoscaling.targetCPUUtilizationPercentage }}
+{{- end }}
+
+{{/* A PodDisruptionBudget. Arguments as for gridroute.deployment. */}}
+{{- define "gridroute.pdb" -}}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "gridroute.fullname" .root }}-{{ .role }}
+  labels:
+    {{- include "gridroute.labels" .root | nindent 4 }}
+    app.kubernetes.io/component: {{ .role }}
+spec:
+  minAvailable: {{ .cfg.pdb.minAvailable }}
+  selector:
+    matchLabels:
+      {{- include "gridroute.selectorLabels" .root | nindent 6 }}
+      app.kubernetes.io/component: {{ .role }}
+{{- end }}

@@ -1,0 +1,193 @@
+//! `rediss://`: the real binary against a redis-server that speaks only TLS, its certificate
+//! signed by a private CA that the process trusts through SSL_CERT_FILE (as an operator adds
+//! the CA to the trust store of the image or VM). Certificates come from the openssl CLI.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use gridroute_proto::v1::{self as pb, incident_service_client::IncidentServiceClient};
+use gridroute_store::local::{LocalRedis, free_port};
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let ok = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl is installed")
+        .success();
+    assert!(ok, "openssl {args:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_against_a_tls_only_redis() {
+    let dir = std::env::temp_dir().join(format!("gridroute-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let days = ["-days", "2"];
+    openssl(
+        &dir,
+        &[
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-subj",
+                "/CN=gridroute test CA",
+            ][..],
+            &days,
+        ]
+        .concat(),
+    );
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        &dir,
+        &[
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-extfile",
+                "ext",
+            ][..],
+            &days,
+        ]
+        .concat(),
+    );
+    let redis = LocalRedis::start_tls(
+        &dir.join("server.pem"),
+        &dir.join("server.key"),
+        &dir.join("ca.pem"),
+    )
+    .unwrap();
+
+    let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
+    let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
+        .args([
+            "serve",
+            "--redis-url",
+            &format!("rediss://localhost:{}/", redis.port()),
+            "--grpc-addr",
+            &format!("127.0.0.1:{grpc}"),
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics}"),
+        ])
+        .env("SSL_CERT_FILE", dir.join("ca.pem"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let _child = Child(child);
+    let addr = format!("http://127.0.0.1:{grpc}");
+    let mut channel = None;
+    for _ in 0..200 {
+        if let Ok(c) = Channel::from_shared(addr.clone()).unwrap().connect().await {
+            channel = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let channel = channel.expect("gRPC port opens: the process connected to Redis over TLS");
+    let mut health = HealthClient::new(channel.clone());
+    let mut status = 0;
+    for _ in 0..100 {
+        status = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        if status == ServingStatus::Serving as i32 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, ServingStatus::Serving as i32);
+    // A report goes through the TLS connection and is routed.
+    let mut c = IncidentServiceClient::new(channel);
+    let id = c
+        .report_incident(pb::ReportIncidentRequest {
+            request_id: "tls-1".into(),
+            source_system: "resident-app".into(),
+            category: "city.sanitation".into(),
+            location: Some(pb::Location {
+                kind: Some(pb::location::Kind::GridCode(
+                    gridroute_benches::dawukou().grids.grids()[0].code.clone(),
+                )),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id;
+    let mut routed = false;
+    for _ in 0..100 {
+        let inc = c
+            .get_incident(pb::GetIncidentRequest {
+                incident_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if inc.status == pb::IncidentStatus::Dispatched as i32 {
+            routed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(routed, "routed through rediss://");
+    let _ = std::fs::remove_dir_all(&dir);
+}
