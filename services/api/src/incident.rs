@@ -8,7 +8,11 @@ use tonic::{Request, Response, Status, Streaming};
 use gridroute_core::lifecycle::{Caller, Command};
 use gridroute_store::subscribe::Cursor;
 
-use crate::{ApiError, ApiState, actions, now_ms, observed, streaming, validate};
+use gridroute_telemetry::trace_context;
+
+use crate::{
+    ApiError, ApiState, actions, caller_trace, now_ms, observed, observed_from, streaming, validate,
+};
 
 /// Reports per Redis round trip in a ReportIncidents stream.
 const STREAM_CHUNK: usize = 256;
@@ -37,7 +41,10 @@ impl Incidents {
         let replies = self
             .0
             .store
-            .report_batch(&reports)
+            .report_batch(
+                &reports,
+                &trace_context::traceparent(&tracing::Span::current()),
+            )
             .await
             .inspect_err(|_| count("unavailable", reports.len() as u64))?;
         for ((i, _), reply) in chunk.drain(..).zip(replies) {
@@ -73,11 +80,13 @@ impl IncidentService for Incidents {
         &self,
         request: Request<pb::ReportIncidentRequest>,
     ) -> Result<Response<pb::ReportIncidentResponse>, Status> {
-        observed("ReportIncident", async {
+        let parent = caller_trace(request.metadata());
+        observed_from("ReportIncident", &parent, async {
             let mut report = request.into_inner();
             validate::report(&mut report, &self.0.tables.load(), now_ms(), "", true)
                 .inspect_err(|_| count("invalid", 1))?;
-            let accepted = self.0.store.report(&report).await.inspect_err(|e| {
+            let tp = trace_context::traceparent(&tracing::Span::current());
+            let accepted = self.0.store.report(&report, &tp).await.inspect_err(|e| {
                 count(
                     if matches!(e, StoreError::IdempotencyConflict { .. }) {
                         "conflict"
@@ -107,8 +116,9 @@ impl IncidentService for Incidents {
         &self,
         request: Request<Streaming<pb::ReportIncidentRequest>>,
     ) -> Result<Response<pb::ReportIncidentsResponse>, Status> {
+        let parent = caller_trace(request.metadata());
         let mut stream = request.into_inner();
-        observed("ReportIncidents", async {
+        observed_from("ReportIncidents", &parent, async {
             let mut results: Vec<pb::ReportResult> = Vec::new();
             let mut chunk = Vec::with_capacity(STREAM_CHUNK);
             while let Some(item) = stream

@@ -30,7 +30,7 @@ use std::{
 
 use gridroute_core::table::SharedTable;
 use gridroute_store::Store;
-use gridroute_telemetry::names;
+use gridroute_telemetry::{names, trace_context};
 use tokio::sync::Semaphore;
 use tonic::{Code, Response, Status};
 use tracing::Instrument;
@@ -110,14 +110,44 @@ pub(crate) async fn observed<T>(
     method: &'static str,
     body: impl Future<Output = Result<T, ApiError>>,
 ) -> Result<Response<T>, Status> {
+    observed_from(method, "", body).await
+}
+
+/// The caller's W3C trace context (`traceparent` metadata), '' when absent.
+pub(crate) fn caller_trace(meta: &tonic::metadata::MetadataMap) -> String {
+    meta.get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// [`observed`], continuing the caller's trace when `traceparent` is given. The span carries
+/// the trace id, so JSON log lines name it.
+pub(crate) async fn observed_from<T>(
+    method: &'static str,
+    traceparent: &str,
+    body: impl Future<Output = Result<T, ApiError>>,
+) -> Result<Response<T>, Status> {
     let started = Instant::now();
-    let result = body
-        .instrument(tracing::info_span!("rpc", method))
-        .await
-        .map_err(Status::from);
+    let span = tracing::info_span!("rpc", method, trace_id = tracing::field::Empty);
+    trace_context::set_parent(&span, traceparent);
+    let trace_id = trace_context::trace_id(&span);
+    if !trace_id.is_empty() {
+        span.record("trace_id", trace_id.as_str());
+    }
+    let result = body.instrument(span.clone()).await.map_err(Status::from);
     let code = result
         .as_ref()
         .map_or_else(|s| code_name(s.code()), |_| "OK");
+    // One line per call at debug level, inside the span (so JSON logs carry the trace id).
+    // Status messages name fields, never their values.
+    span.in_scope(|| {
+        tracing::debug!(
+            code,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "rpc done"
+        );
+    });
     metrics::counter!(names::RPC_REQUESTS_TOTAL, "method" => method, "code" => code).increment(1);
     metrics::histogram!(names::RPC_DURATION_SECONDS, "method" => method)
         .record(started.elapsed().as_secs_f64());

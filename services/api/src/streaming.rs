@@ -9,7 +9,7 @@ use gridroute_store::{
     Result,
     subscribe::{DispatchReader, EventReader},
 };
-use gridroute_telemetry::names;
+use gridroute_telemetry::{names, trace_context};
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::Status;
@@ -32,6 +32,10 @@ pub trait BatchReader: Send + 'static {
     type Item: Send + 'static;
     /// The next batch, waiting up to the reader's block time.
     fn next_batch(&mut self, count: usize) -> impl Future<Output = Result<Vec<Self::Item>>> + Send;
+    /// The W3C trace context an item carries, if any: its delivery continues that trace.
+    fn traceparent(_item: &Self::Item) -> &str {
+        ""
+    }
 }
 
 impl BatchReader for DispatchReader {
@@ -41,6 +45,9 @@ impl BatchReader for DispatchReader {
         count: usize,
     ) -> impl Future<Output = Result<Vec<pb::Dispatch>>> + Send {
         DispatchReader::next_batch(self, count)
+    }
+    fn traceparent(item: &pb::Dispatch) -> &str {
+        &item.traceparent
     }
 }
 
@@ -87,7 +94,15 @@ pub fn spawn<R: BatchReader>(
                     Ok(items) => {
                         let n = items.len() as u64;
                         for d in items {
-                            if tx.send(Ok(d)).await.is_err() {
+                            let tp = R::traceparent(&d);
+                            let sent = if tp.is_empty() {
+                                tx.send(Ok(d)).await
+                            } else {
+                                let deliver = tracing::info_span!("deliver");
+                                trace_context::set_parent(&deliver, tp);
+                                tx.send(Ok(d)).instrument(deliver).await
+                            };
+                            if sent.is_err() {
                                 break;
                             }
                         }

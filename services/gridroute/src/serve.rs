@@ -60,6 +60,16 @@ pub struct ServeOptions {
     /// Log format.
     #[arg(long, env = "GRIDROUTE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormatArg,
+    /// OpenTelemetry collector (OTLP over gRPC), e.g. http://otel-collector:4317; tracing is
+    /// off when absent.
+    #[arg(long, env = "GRIDROUTE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces sampled (0.0-1.0); a caller's sampled trace is always followed.
+    #[arg(long, env = "GRIDROUTE_TRACE_SAMPLE_RATIO", default_value_t = 0.1)]
+    pub trace_sample_ratio: f64,
+    /// service.name of the exported spans.
+    #[arg(long, env = "GRIDROUTE_SERVICE_NAME", default_value = "gridroute")]
+    pub service_name: String,
 }
 
 /// Log format flag.
@@ -118,13 +128,19 @@ async fn connect(
 
 /// Runs `serve` (or `dev`, which may start its own Redis and prints how to use it).
 pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
-    gridroute_telemetry::init_logs(
+    // Held to the end: dropping it flushes the spans still buffered.
+    let _telemetry = gridroute_telemetry::init(
         match o.log_format {
             LogFormatArg::Text => gridroute_telemetry::LogFormat::Text,
             LogFormatArg::Json => gridroute_telemetry::LogFormat::Json,
         },
         "info,h2=warn,tower=warn,hyper=warn",
-    );
+        &gridroute_telemetry::TraceConfig {
+            otlp_endpoint: o.otlp_endpoint.clone().filter(|e| !e.is_empty()),
+            sample_ratio: o.trace_sample_ratio,
+            service_name: o.service_name.clone(),
+        },
+    )?;
     if o.metrics_addr != "off" {
         gridroute_telemetry::serve_metrics(o.metrics_addr.parse()?)?;
     }

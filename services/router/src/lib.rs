@@ -21,7 +21,7 @@ use gridroute_store::{
     consumer::{Consumer, DispatchWrite, IngestEntry, MergeWrite},
     keys,
 };
-use gridroute_telemetry::names;
+use gridroute_telemetry::{names, trace_context};
 use prost::Message;
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -303,6 +303,10 @@ impl Worker {
         };
         let mut writes = Vec::with_capacity(entries.len());
         let mut reported = Vec::with_capacity(entries.len());
+        // One `route` span per entry, child of the reporter's trace (the ingest entry's
+        // `tp`), and one `dispatch` span under it that lasts until the pipeline answers; its
+        // context travels to the subscribers.
+        let mut spans = Vec::with_capacity(entries.len());
         for entry in &entries {
             if entry.deliveries > self.cfg.max_deliveries {
                 self.dead_letter(
@@ -313,10 +317,20 @@ impl Worker {
                 .await;
                 continue;
             }
-            match route_entry(&table, entry, now) {
-                Ok((w, reported_ms, dup)) => {
+            let span = info_span!(
+                "route",
+                incident = entry.text("id").unwrap_or(""),
+                partition = entry.partition
+            );
+            trace_context::set_parent(&span, entry.text("tp").unwrap_or(""));
+            match span.in_scope(|| route_entry(&table, entry, now)) {
+                Ok((mut w, reported_ms, dup)) => {
                     if let Some(policy) = dup {
-                        match self.try_merge(&w, reported_ms, &policy).await {
+                        match self
+                            .try_merge(&w, reported_ms, &policy)
+                            .instrument(span.clone())
+                            .await
+                        {
                             Ok(true) => continue,
                             Ok(false) => {}
                             // Left pending: delivered again, and merged or dispatched then.
@@ -326,6 +340,10 @@ impl Worker {
                             }
                         }
                     }
+                    let dispatch =
+                        info_span!(parent: &span, "dispatch", department = %w.department);
+                    w.traceparent = trace_context::traceparent(&dispatch);
+                    spans.push((span, dispatch));
                     writes.push(w);
                     reported.push(reported_ms);
                 }
@@ -357,6 +375,7 @@ impl Worker {
                 warn!(error = %e, count = writes.len(), "dispatch failed; entries left pending")
             }
         }
+        drop(spans);
     }
 
     /// Merges a duplicate into the nearest open incident that still takes it; `false` when there
@@ -484,6 +503,7 @@ pub fn route_entry(
             resolve_deadline: Some(codec::timestamp(deadlines.resolve_by)),
             kind: pb::DispatchKind::New as i32,
             note: String::new(),
+            traceparent: String::new(),
         }
         .encode_to_vec()
     };
@@ -530,6 +550,7 @@ pub fn route_entry(
             duplicates: duplicates
                 .as_ref()
                 .map(|(p, x, y)| (p.category.clone(), *x, *y)),
+            traceparent: String::new(),
         },
         reported_ms,
         duplicates.map(|(p, _, _)| p),

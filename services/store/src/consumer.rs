@@ -100,6 +100,8 @@ pub struct DispatchWrite {
     pub timers: Vec<gridroute_core::sla::Timer>,
     /// When the category has duplicate detection: its category key and the point (lng, lat).
     pub duplicates: Option<(String, f64, f64)>,
+    /// W3C traceparent of the dispatch ('' = none), carried to the subscribers.
+    pub traceparent: String,
 }
 
 /// What a duplicate report is merged into.
@@ -232,6 +234,7 @@ impl Store {
                 lat.as_bytes(),
                 crate::EVENTS_MAX_LEN.as_bytes(),
                 nums[5].as_bytes(),
+                w.traceparent.as_bytes(),
             ];
             for (due, member) in &timer_args {
                 args.push(due.as_bytes());

@@ -30,8 +30,12 @@ impl Accepted {
 
 impl Store {
     /// Accepts one validated report.
-    pub async fn report(&self, report: &pb::ReportIncidentRequest) -> Result<Accepted> {
-        self.report_batch(std::slice::from_ref(report))
+    pub async fn report(
+        &self,
+        report: &pb::ReportIncidentRequest,
+        traceparent: &str,
+    ) -> Result<Accepted> {
+        self.report_batch(std::slice::from_ref(report), traceparent)
             .await?
             .pop()
             .unwrap_or_else(|| Err(StoreError::Internal("empty reply".into())))
@@ -39,10 +43,12 @@ impl Store {
 
     /// Accepts validated reports in one pipelined round trip. The outer error means Redis is
     /// unavailable and nothing is known to be accepted (a retry is safe: it is idempotent); the
-    /// inner results are per report.
+    /// inner results are per report. `traceparent` (W3C, '' = none) travels in the ingest
+    /// entries so that routing continues the caller's trace.
     pub async fn report_batch(
         &self,
         reports: &[pb::ReportIncidentRequest],
+        traceparent: &str,
     ) -> Result<Vec<Result<Accepted>>> {
         if reports.is_empty() {
             return Ok(Vec::new());
@@ -79,6 +85,7 @@ impl Store {
                     ttl.as_bytes(),
                     &event,
                     EVENTS_MAX_LEN.as_bytes(),
+                    traceparent.as_bytes(),
                 ],
             );
         }

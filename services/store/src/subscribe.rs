@@ -241,6 +241,7 @@ impl DispatchReader {
             if d.kind == pb::DispatchKind::Unspecified as i32 {
                 d.kind = pb::DispatchKind::New as i32;
             }
+            d.traceparent = text(&fields, "tp");
             d.cursor = cursor;
             out.push(d);
         }

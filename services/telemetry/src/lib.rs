@@ -204,14 +204,163 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global log subscriber; `RUST_LOG` overrides the default filter.
-pub fn init_logs(format: LogFormat, default_filter: &str) {
-    use tracing_subscriber::{EnvFilter, fmt};
+/// Where traces go. Tracing is off unless an OTLP endpoint is given.
+#[derive(Debug, Clone)]
+pub struct TraceConfig {
+    /// OTLP/gRPC collector endpoint, e.g. `http://otel-collector:4317`.
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces sampled (0.0-1.0); a sampled parent is always followed.
+    pub sample_ratio: f64,
+    /// `service.name` of the spans.
+    pub service_name: String,
+}
+
+/// Keeps the trace exporter alive; dropping it flushes and shuts it down.
+#[derive(Debug, Default)]
+pub struct TelemetryGuard {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take()
+            && let Err(e) = p.shutdown()
+        {
+            eprintln!("trace exporter shutdown: {e}");
+        }
+    }
+}
+
+/// Installs the global log subscriber (`RUST_LOG` overrides the default filter) and, when an
+/// OTLP endpoint is configured, the OpenTelemetry layer and the W3C trace-context propagator.
+/// Must run inside the tokio runtime (the exporter's gRPC client lives on it).
+pub fn init(
+    format: LogFormat,
+    default_filter: &str,
+    trace: &TraceConfig,
+) -> Result<TelemetryGuard, TelemetryError> {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, util::SubscriberInitExt};
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+    let mut guard = TelemetryGuard::default();
+    let otel = match &trace.otlp_endpoint {
+        None => None,
+        Some(endpoint) => {
+            use opentelemetry_otlp::WithExportConfig;
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .build()
+                .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+            let sampler = opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+                opentelemetry_sdk::trace::Sampler::TraceIdRatioBased(
+                    trace.sample_ratio.clamp(0.0, 1.0),
+                ),
+            ));
+            let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                .with_resource(
+                    opentelemetry_sdk::Resource::builder()
+                        .with_service_name(trace.service_name.clone())
+                        .build(),
+                )
+                .with_sampler(sampler)
+                .with_batch_exporter(exporter)
+                .build();
+            opentelemetry::global::set_text_map_propagator(
+                opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+            );
+            let tracer = provider.tracer("gridroute");
+            guard.provider = Some(provider);
+            Some(tracing_opentelemetry::layer().with_tracer(tracer))
+        }
     };
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let result = match format {
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
+    let _ = result;
+    Ok(guard)
+}
+
+/// Installs the global log subscriber without tracing export (tools, tests).
+pub fn init_logs(format: LogFormat, default_filter: &str) {
+    let _ = init(
+        format,
+        default_filter,
+        &TraceConfig {
+            otlp_endpoint: None,
+            sample_ratio: 0.0,
+            service_name: "gridroute".into(),
+        },
+    );
+}
+
+/// W3C trace context across Redis streams: the `traceparent` of the current span is written
+/// into stream entries, and the reader's span takes it as its parent, so one trace spans
+/// report → route → dispatch → delivery across processes.
+pub mod trace_context {
+    use std::collections::HashMap;
+
+    use opentelemetry::propagation::{Extractor, Injector};
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    struct Map(HashMap<String, String>);
+    impl Injector for Map {
+        fn set(&mut self, key: &str, value: String) {
+            self.0.insert(key.to_owned(), value);
+        }
+    }
+    impl Extractor for Map {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).map(String::as_str)
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(String::as_str).collect()
+        }
+    }
+
+    /// The `traceparent` of `span` ('' when tracing is off or the span is not sampled).
+    pub fn traceparent(span: &tracing::Span) -> String {
+        let mut m = Map(HashMap::new());
+        let cx = span.context();
+        opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut m));
+        m.0.remove("traceparent").unwrap_or_default()
+    }
+
+    /// Makes `traceparent` (W3C, e.g. from a stream entry or gRPC metadata) the parent of
+    /// `span`; a missing or malformed value leaves the span a root.
+    pub fn set_parent(span: &tracing::Span, traceparent: &str) {
+        if traceparent.is_empty() {
+            return;
+        }
+        let m = Map(HashMap::from([(
+            "traceparent".to_owned(),
+            traceparent.to_owned(),
+        )]));
+        let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&m));
+        let _ = span.set_parent(cx);
+    }
+
+    /// The trace id of `span` as 32 hex digits ('' when tracing is off), for log lines.
+    pub fn trace_id(span: &tracing::Span) -> String {
+        use opentelemetry::trace::TraceContextExt;
+        let cx = span.context();
+        let sc = cx.span().span_context().clone();
+        if sc.is_valid() {
+            sc.trace_id().to_string()
+        } else {
+            String::new()
+        }
+    }
 }

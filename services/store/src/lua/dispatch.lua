@@ -8,7 +8,8 @@
 --       7 dispatch time (ms), 8 accept due (ms), 9 resolve due (ms), 10 timeline event bytes,
 --       11 R, 12 dispatch stream max length, 13 timer list ('kind|dept,...'), 14 region codes,
 --       15 longitude ('' = no duplicate detection), 16 latitude, 17 events stream max length,
---       18 T (timers), then T pairs (due, member), then one dispatch payload per stream
+--       18 T (timers), 19 W3C traceparent of the dispatch ('' = none), then T pairs (due, member),
+--       then one dispatch payload per stream
 -- Returns 1 when dispatched, 0 when this generation was already dispatched (a redelivery).
 local cur = redis.call('HMGET', KEYS[2], 'status', 'gen')
 local function ack()
@@ -31,7 +32,7 @@ redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[17], '*', 'id', id, 's', 'dispat
   'r', ARGV[14], 'e', ARGV[10])
 local nt = tonumber(ARGV[18])
 for i = 1, nt do
-  redis.call('ZADD', KEYS[4], ARGV[17 + 2 * i], ARGV[18 + 2 * i])
+  redis.call('ZADD', KEYS[4], ARGV[18 + 2 * i], ARGV[19 + 2 * i])
 end
 redis.call('ZADD', KEYS[5], 0, id)
 redis.call('ZADD', KEYS[6], 0, id)
@@ -44,9 +45,10 @@ for i = 1, r do
   redis.call('ZADD', KEYS[8 + i], 0, id)
 end
 local first = 9 + r
-local payload = 19 + 2 * nt
+local payload = 20 + 2 * nt
 for k = first, #KEYS do
-  redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[12], '*', 'id', id, 'd', ARGV[payload + k - first])
+  redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[12], '*', 'id', id, 'd', ARGV[payload + k - first],
+    'tp', ARGV[19])
 end
 ack()
 return 1

@@ -1,0 +1,268 @@
+//! OpenTelemetry across the stream: the real binary exports over OTLP to a receiver in this
+//! test; a report sent with a W3C `traceparent` yields one trace that spans the API call, the
+//! router's route and dispatch (another task, reading the Redis stream), and the delivery to
+//! the department's subscriber, whose Dispatch carries the trace context on.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    collections::HashMap,
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use gridroute_proto::v1::{
+    self as pb, dispatch_service_client::DispatchServiceClient,
+    incident_service_client::IncidentServiceClient,
+};
+use gridroute_store::local::free_port;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+    trace_service_server::{TraceService, TraceServiceServer},
+};
+use tonic::{Request, Response, Status, transport::Channel};
+
+/// Span names by trace id (hex).
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<HashMap<String, Vec<String>>>>);
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        let mut seen = self.0.lock().unwrap();
+        for rs in request.into_inner().resource_spans {
+            for ss in rs.scope_spans {
+                for span in ss.spans {
+                    let id: String = span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+                    seen.entry(id).or_default().push(span.name);
+                }
+            }
+        }
+        Ok(Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_spans_report_route_dispatch_and_delivery() {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(receiver.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
+    let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
+        .args([
+            "dev",
+            "--grpc-addr",
+            &format!("127.0.0.1:{grpc}"),
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics}"),
+            "--otlp-endpoint",
+            &format!("http://{otlp}"),
+            "--trace-sample-ratio",
+            "0",
+        ])
+        .env_remove("GRIDROUTE_REDIS_URL")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let _child = Child(child);
+    let addr = format!("http://127.0.0.1:{grpc}");
+    let mut channel = None;
+    for _ in 0..200 {
+        if let Ok(c) = Channel::from_shared(addr.clone()).unwrap().connect().await {
+            channel = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let channel = channel.expect("gRPC port opens");
+    let mut subscriber = DispatchServiceClient::new(channel.clone())
+        .subscribe(pb::SubscribeRequest {
+            department_id: "urban-management".into(),
+            start: pb::SubscribeStart::Latest as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // The caller's trace is sampled (flags 01), so gridroute follows it although its own
+    // ratio for new traces is 0.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut report = Request::new(pb::ReportIncidentRequest {
+        request_id: "traced-1".into(),
+        source_system: "resident-app".into(),
+        category: "city.sanitation".into(),
+        location: Some(pb::Location {
+            kind: Some(pb::location::Kind::GridCode(
+                gridroute_benches::dawukou().grids.grids()[0].code.clone(),
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    report.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01")
+            .parse()
+            .unwrap(),
+    );
+    let id = IncidentServiceClient::new(channel)
+        .report_incident(report)
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id;
+    let d = tokio::time::timeout(Duration::from_secs(10), subscriber.message())
+        .await
+        .expect("dispatched")
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.incident_id, id);
+    assert!(
+        d.traceparent.starts_with(&format!("00-{trace_id}-")),
+        "the dispatch carries the trace on: {:?}",
+        d.traceparent
+    );
+
+    let want = ["rpc", "route", "dispatch", "deliver"];
+    let mut names = Vec::new();
+    for _ in 0..100 {
+        names = receiver
+            .0
+            .lock()
+            .unwrap()
+            .get(trace_id)
+            .cloned()
+            .unwrap_or_default();
+        if want.iter().all(|w| names.iter().any(|n| n == w)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for w in want {
+        assert!(
+            names.iter().any(|n| n == w),
+            "span {w} in the trace: {names:?}"
+        );
+    }
+    // Nothing else was sampled: the ratio for new traces is 0.
+    assert_eq!(
+        receiver.0.lock().unwrap().len(),
+        1,
+        "only the caller's trace"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_name_the_trace_and_never_the_reporter() {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(receiver))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let log = std::env::temp_dir().join(format!("gridroute-log-{}.json", std::process::id()));
+    let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
+    let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
+        .args([
+            "dev",
+            "--grpc-addr",
+            &format!("127.0.0.1:{grpc}"),
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics}"),
+            "--otlp-endpoint",
+            &format!("http://{otlp}"),
+            "--trace-sample-ratio",
+            "1",
+            "--log-format",
+            "json",
+        ])
+        .env_remove("GRIDROUTE_REDIS_URL")
+        .env(
+            "RUST_LOG",
+            "debug,h2=warn,tower=warn,hyper=warn,opentelemetry=warn",
+        )
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("the binary starts");
+    let mut child = Child(child);
+    let addr = format!("http://127.0.0.1:{grpc}");
+    let mut channel = None;
+    for _ in 0..200 {
+        if let Ok(c) = Channel::from_shared(addr.clone()).unwrap().connect().await {
+            channel = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut incidents = IncidentServiceClient::new(channel.expect("gRPC port opens"));
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    // An invalid report (logged as a failed call) and a valid one, both full of personal data.
+    for (rid, category) in [("pii-1", "NOT A CATEGORY"), ("pii-2", "city.sanitation")] {
+        let mut r = Request::new(pb::ReportIncidentRequest {
+            request_id: rid.into(),
+            source_system: "resident-app".into(),
+            category: category.into(),
+            description: "张三丰 lives at Building 7, phone 13912345678".into(),
+            reporter: Some(pb::ReporterContact {
+                name: "张三丰".into(),
+                phone: "13912345678".into(),
+                reporter_id: "resident-778899".into(),
+            }),
+            location: Some(pb::Location {
+                kind: Some(pb::location::Kind::GridCode(
+                    gridroute_benches::dawukou().grids.grids()[0].code.clone(),
+                )),
+                address: "Building 7, Changsheng Road".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        r.metadata_mut().insert(
+            "traceparent",
+            format!("00-{trace_id}-b7ad6b7169203331-01")
+                .parse()
+                .unwrap(),
+        );
+        let _ = incidents.report_incident(r).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert!(text.lines().count() > 5, "debug logs were written");
+    for line in text.lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("every line is JSON");
+    }
+    assert!(
+        text.contains(trace_id),
+        "log lines of the call name its trace id"
+    );
+    for secret in ["13912345678", "张三丰", "resident-778899", "Building 7"] {
+        assert!(!text.contains(secret), "{secret:?} leaked into the logs");
+    }
+}
