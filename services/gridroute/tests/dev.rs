@@ -178,6 +178,15 @@ async fn dev_serves_health_reflection_reports_and_metrics() {
         .unwrap();
     assert_eq!(d.incident_id, id);
     assert_eq!(d.decision.unwrap().region_path.len(), 4);
+    DispatchServiceClient::new(channel.clone())
+        .accept_incident(pb::AcceptIncidentRequest {
+            incident_id: id.clone(),
+            department_id: "traffic-police".into(),
+            note: "on our way".into(),
+            request_id: "dev-accept-1".into(),
+        })
+        .await
+        .unwrap();
 
     // The key series moved.
     let mut text = String::new();
@@ -211,6 +220,13 @@ async fn dev_serves_health_reflection_reports_and_metrics() {
         ) >= 1.0
     );
     assert!(text.contains("gridroute_table_info{version=\"dawukou-"));
+    assert_eq!(
+        value(
+            &text,
+            "gridroute_transitions_total{action=\"accept\",status=\"accepted\"}"
+        ),
+        1.0
+    );
 
     // SIGTERM: a clean exit within the grace period.
     let pid = child.0.id().to_string();

@@ -1,0 +1,176 @@
+//! SIGTERM under load loses nothing: two real `gridroute serve` processes share one Redis; a
+//! load of reports runs against the first, which is stopped with SIGTERM in the middle; every
+//! report it answered OK is dispatched in the end (by itself while draining, or by the second
+//! process, which takes over what was left pending), and nothing is dead-lettered.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use gridroute_proto::v1::{self as pb, incident_service_client::IncidentServiceClient};
+use gridroute_store::local::{LocalRedis, free_port};
+use tonic::transport::Channel;
+
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(redis: &str, name: &str) -> (Child, String) {
+    let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
+    let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
+        .args([
+            "serve",
+            "--redis-url",
+            redis,
+            "--grpc-addr",
+            &format!("127.0.0.1:{grpc}"),
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics}"),
+            "--consumer-name",
+            name,
+            "--claim-min-idle-ms",
+            "1000",
+            "--shutdown-grace-ms",
+            "5000",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    (Child(child), format!("http://127.0.0.1:{grpc}"))
+}
+
+async fn connect(addr: &str) -> Channel {
+    for _ in 0..200 {
+        if let Ok(c) = Channel::from_shared(addr.to_owned())
+            .unwrap()
+            .connect()
+            .await
+        {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{addr} never opened");
+}
+
+fn report(i: usize, grid: &str) -> pb::ReportIncidentRequest {
+    pb::ReportIncidentRequest {
+        request_id: format!("load-{i}"),
+        source_system: "resident-app".into(),
+        category: "city.sanitation".into(),
+        location: Some(pb::Location {
+            kind: Some(pb::location::Kind::GridCode(grid.to_owned())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_loses_nothing() {
+    let redis = LocalRedis::start().unwrap();
+    let table = gridroute_benches::dawukou();
+    let grids: Vec<String> = table.grids.grids().iter().map(|g| g.code.clone()).collect();
+    let (mut first, addr) = serve(&redis.url(), "router-first");
+    let channel = connect(&addr).await;
+
+    // Eight clients report as fast as the first process answers.
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let (channel, accepted, grids) = (channel.clone(), accepted.clone(), grids.clone());
+        clients.push(tokio::spawn(async move {
+            let mut client = IncidentServiceClient::new(channel);
+            for i in (c..100_000).step_by(8) {
+                match client
+                    .report_incident(report(i, &grids[i % grids.len()]))
+                    .await
+                {
+                    Ok(r) => accepted.lock().unwrap().push(r.into_inner().incident_id),
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    let t0 = Instant::now();
+    while accepted.lock().unwrap().len() < 1500 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = first.0.id().to_string();
+    let stopped = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    for c in clients {
+        c.await.unwrap();
+    }
+    let status = first.0.wait().unwrap();
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(8),
+        "within the grace period"
+    );
+    let accepted = accepted.lock().unwrap().clone();
+    eprintln!(
+        "load {:?}, {} accepted, stop {:?}",
+        t0.elapsed(),
+        accepted.len(),
+        stopped.elapsed()
+    );
+
+    // A second process takes over whatever the first left pending or unread.
+    let (_second, addr) = serve(&redis.url(), "router-second");
+    let _ = connect(&addr).await;
+    let mut r = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut waiting = accepted.clone();
+    while !waiting.is_empty() && Instant::now() < deadline {
+        let mut pipe = redis::pipe();
+        for id in &waiting {
+            let p = gridroute_store::keys::partition_of(id, 4).unwrap();
+            pipe.hget(format!("gr:{{p{p}}}:inc:{id}"), "status");
+        }
+        let statuses: Vec<Option<String>> = pipe.query_async(&mut r).await.unwrap();
+        waiting = waiting
+            .into_iter()
+            .zip(statuses)
+            .filter(|(_, s)| s.as_deref() != Some("dispatched"))
+            .map(|(id, _)| id)
+            .collect();
+        if !waiting.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    eprintln!("verified after {:?}", t0.elapsed());
+    assert!(
+        waiting.is_empty(),
+        "{} of {} accepted reports never dispatched",
+        waiting.len(),
+        accepted.len()
+    );
+    for p in 0..4 {
+        let dead: u64 = redis::cmd("XLEN")
+            .arg(format!("gr:{{p{p}}}:dlq"))
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        assert_eq!(dead, 0, "nothing dead-lettered");
+    }
+}
