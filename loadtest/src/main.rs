@@ -9,6 +9,8 @@
 //! Traffic comes from the routing table: points inside grids with hot spots, a category and
 //! urgency mix, a share of duplicate request ids and of points outside every grid.
 
+mod echo;
+mod html;
 mod report;
 mod traffic;
 
@@ -41,6 +43,12 @@ enum Scenario {
     ReportBatch,
     /// Reports plus subscribers for every department: report → dispatch latency, lost count.
     E2e,
+    /// As e2e, and each department accepts then resolves every case it receives, as
+    /// departments would: accept and resolve latencies and the whole loop.
+    Lifecycle,
+    /// Unary reports against a bare tonic server the tool starts itself (same messages, no
+    /// work): the gRPC framework's own ceiling on this machine. --addr is ignored.
+    Echo,
 }
 
 #[derive(Debug, Parser)]
@@ -59,6 +67,13 @@ struct Args {
     /// Open loop: this many reports per second (intended start times, CO-corrected latency).
     #[arg(long)]
     rate: Option<u64>,
+    /// Open loop in stages, e.g. '10s:1000,20s:5000,30s:10000' (ramp-up; replaces --rate and
+    /// --duration).
+    #[arg(long)]
+    stages: Option<String>,
+    /// Write an HTML report with throughput-over-time and latency-over-time charts.
+    #[arg(long)]
+    html: Option<std::path::PathBuf>,
     /// Closed loop: this many calls in flight (ignored with --rate).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -131,6 +146,15 @@ struct Shared {
     inflight: DashMap<String, Slot>,
     errors: AtomicU64,
     stop: AtomicBool,
+    /// Latencies of the current second, for the over-time charts.
+    window: Mutex<Histogram<u64>>,
+    completed: AtomicU64,
+    samples: Mutex<Vec<html::Sample>>,
+    /// Lifecycle scenario: AcceptIncident and ResolveIncident latencies, and report → resolved.
+    accept: Mutex<Histogram<u64>>,
+    resolve: Mutex<Histogram<u64>>,
+    full_loop: Mutex<Histogram<u64>>,
+    lifecycle_errors: AtomicU64,
 }
 
 impl Shared {
@@ -147,6 +171,41 @@ impl Shared {
             inflight: DashMap::new(),
             errors: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            window: h(),
+            completed: AtomicU64::new(0),
+            samples: Mutex::new(Vec::new()),
+            accept: h(),
+            resolve: h(),
+            full_loop: h(),
+            lifecycle_errors: AtomicU64::new(0),
+        }
+    }
+
+    /// Closes the current second: one sample for the charts.
+    fn sample(&self, t: f64, errors: f64) {
+        let done = self.completed.swap(0, Ordering::Relaxed) as f64;
+        let (p50, p99, max) = self
+            .window
+            .lock()
+            .map(|mut h| {
+                let v = (
+                    h.value_at_quantile(0.5) as f64 / 1e6,
+                    h.value_at_quantile(0.99) as f64 / 1e6,
+                    h.max() as f64 / 1e6,
+                );
+                h.reset();
+                v
+            })
+            .unwrap_or_default();
+        if let Ok(mut s) = self.samples.lock() {
+            s.push(html::Sample {
+                t,
+                rate: done,
+                errors,
+                p50,
+                p99,
+                max,
+            });
         }
     }
 
@@ -198,6 +257,10 @@ impl Shared {
         if let Ok(mut h) = self.latency.lock() {
             h.saturating_record(ns.max(1));
         }
+        if let Ok(mut h) = self.window.lock() {
+            h.saturating_record(ns.max(1));
+        }
+        self.completed.fetch_add(n, Ordering::Relaxed);
         if code == tonic::Code::Ok {
             self.ok.fetch_add(n, Ordering::Relaxed);
         } else {
@@ -237,6 +300,16 @@ async fn run(args: Args) -> Result<bool, BoxError> {
         (None, None) => Some(Duration::from_secs(10)),
     };
     let drain = parse_duration(&args.drain).ok_or("--drain: write e.g. 5s")?;
+    let stages = args.stages.as_deref().map(parse_stages).transpose()?;
+    let duration = match &stages {
+        Some(st) => Some(st.iter().map(|(d, _)| *d).sum()),
+        None => duration,
+    };
+    let mut args = args;
+    if args.scenario == Scenario::Echo {
+        args.addr = echo::start()?;
+        eprintln!("echo server on {}", args.addr);
+    }
     let traffic = Arc::new(Traffic::from_tables(
         args.tables.as_deref(),
         args.duplicate_share,
@@ -249,7 +322,8 @@ async fn run(args: Args) -> Result<bool, BoxError> {
     let shared = Arc::new(Shared::new());
 
     let mut subscribers = Vec::new();
-    if args.scenario == Scenario::E2e {
+    let follows = matches!(args.scenario, Scenario::E2e | Scenario::Lifecycle);
+    if follows {
         for dept in traffic.departments() {
             let mut client =
                 DispatchServiceClient::new(channels[subscribers.len() % channels.len()].clone());
@@ -258,6 +332,7 @@ async fn run(args: Args) -> Result<bool, BoxError> {
                 start: pb::SubscribeStart::Latest as i32,
                 ..Default::default()
             };
+            let lifecycle = (args.scenario == Scenario::Lifecycle).then(|| client.clone());
             let mut stream = client.subscribe(req).await?.into_inner();
             let s = shared.clone();
             subscribers.push(tokio::spawn(async move {
@@ -268,6 +343,14 @@ async fn run(args: Args) -> Result<bool, BoxError> {
                         || d.kind != pb::DispatchKind::New as i32
                     {
                         continue;
+                    }
+                    if let Some(c) = &lifecycle {
+                        tokio::spawn(work_case(
+                            c.clone(),
+                            s.clone(),
+                            d.incident_id.clone(),
+                            d.department_id.clone(),
+                        ));
                     }
                     s.arrived(d.incident_id, Instant::now());
                 }
@@ -280,12 +363,18 @@ async fn run(args: Args) -> Result<bool, BoxError> {
         let s = shared.clone();
         tokio::spawn(async move {
             let mut last = 0;
+            let mut last_errors = 0;
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.tick().await;
             loop {
                 tick.tick().await;
                 let sent = s.sent.load(Ordering::Relaxed);
                 let errors = s.errors.load(Ordering::Relaxed);
+                s.sample(
+                    started.elapsed().as_secs_f64(),
+                    (errors - last_errors) as f64,
+                );
+                last_errors = errors;
                 let p99 = s
                     .latency
                     .lock()
@@ -320,7 +409,7 @@ async fn run(args: Args) -> Result<bool, BoxError> {
     } else {
         1
     };
-    match args.rate {
+    match args.rate.or(stages.as_ref().map(|_| 0)) {
         None => {
             for w in 0..args.concurrency.max(1) {
                 let (s, t, c, ch) = (
@@ -351,30 +440,45 @@ async fn run(args: Args) -> Result<bool, BoxError> {
                 });
             }
         }
-        Some(rate) => {
-            // Open loop: call i is due at start + i/rate whatever the answers; its latency runs
-            // from then. In-flight calls are capped so that a stalled server cannot exhaust
-            // memory; the cap's wait counts in the latency, as it should.
+        Some(_) => {
+            // Open loop: call i is due at its intended time whatever the answers; its latency
+            // runs from then. In-flight calls are capped so that a stalled server cannot
+            // exhaust memory; the cap's wait counts in the latency, as it should.
             let permits = Arc::new(tokio::sync::Semaphore::new(10_000));
-            let interval = Duration::from_secs_f64(batch as f64 / rate.max(1) as f64);
+            let schedule = stages.clone().unwrap_or_else(|| {
+                vec![(duration.unwrap_or(Duration::MAX), args.rate.unwrap_or(1))]
+            });
             let mut i = 0u64;
-            while !shared.stop.load(Ordering::Relaxed) && i < limit {
-                let due = started + interval.mul_f64((i / batch) as f64);
-                tokio::time::sleep_until(due.into()).await;
-                let permit = permits.clone().acquire_owned().await?;
-                let (s, t, ch) = (
-                    shared.clone(),
-                    traffic.clone(),
-                    channels[(i / batch) as usize % channels.len()].clone(),
-                );
-                let scenario = args.scenario;
-                let n = batch.min(limit - i);
-                workers.spawn(async move {
-                    let _permit = permit;
-                    let mut client = IncidentServiceClient::new(ch);
-                    send(&mut client, scenario, &t, &s, i, n, due).await;
-                });
-                i += n;
+            let mut stage_start = started;
+            'stages: for (length, rate) in schedule {
+                let interval = Duration::from_secs_f64(batch as f64 / rate.max(1) as f64);
+                let mut j = 0u64;
+                loop {
+                    let due = stage_start + interval.mul_f64(j as f64);
+                    if due.saturating_duration_since(stage_start) >= length {
+                        break;
+                    }
+                    if shared.stop.load(Ordering::Relaxed) || i >= limit {
+                        break 'stages;
+                    }
+                    tokio::time::sleep_until(due.into()).await;
+                    let permit = permits.clone().acquire_owned().await?;
+                    let (s, t, ch) = (
+                        shared.clone(),
+                        traffic.clone(),
+                        channels[(i / batch) as usize % channels.len()].clone(),
+                    );
+                    let scenario = args.scenario;
+                    let n = batch.min(limit - i);
+                    workers.spawn(async move {
+                        let _permit = permit;
+                        let mut client = IncidentServiceClient::new(ch);
+                        send(&mut client, scenario, &t, &s, i, n, due).await;
+                    });
+                    i += n;
+                    j += 1;
+                }
+                stage_start += length;
             }
             shared.stop.store(true, Ordering::Relaxed);
         }
@@ -382,7 +486,7 @@ async fn run(args: Args) -> Result<bool, BoxError> {
     while workers.join_next().await.is_some() {}
     shared.stop.store(true, Ordering::Relaxed);
     let elapsed = started.elapsed();
-    if args.scenario == Scenario::E2e {
+    if follows {
         let deadline = Instant::now() + drain;
         while shared.lost() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -393,8 +497,22 @@ async fn run(args: Args) -> Result<bool, BoxError> {
     }
     let _ = progress.await;
 
-    let summary = Summary::collect(&shared, elapsed, args.scenario == Scenario::E2e);
+    let summary = Summary::collect(
+        &shared,
+        elapsed,
+        follows,
+        args.scenario == Scenario::Lifecycle,
+    );
     eprint!("{}", summary.text());
+    if let Some(path) = &args.html {
+        let samples = shared.samples.lock().map(|s| s.clone()).unwrap_or_default();
+        let title = format!(
+            "gridroute-loadtest {:?} against {}",
+            args.scenario, args.addr
+        );
+        std::fs::write(path, html::page(&title, &samples, &summary.text()))?;
+        eprintln!("wrote {}", path.display());
+    }
     if let Some(path) = &args.json {
         let json = summary.json().to_string();
         if path == "-" {
@@ -410,6 +528,64 @@ async fn run(args: Args) -> Result<bool, BoxError> {
     Ok(failed.is_empty())
 }
 
+/// Parses `10s:1000,20s:5000` into (stage length, reports per second).
+fn parse_stages(text: &str) -> Result<Vec<(Duration, u64)>, String> {
+    text.split(',')
+        .map(|st| {
+            let (d, r) = st
+                .trim()
+                .split_once(':')
+                .ok_or_else(|| format!("--stages {st:?}: write duration:rate, e.g. 10s:1000"))?;
+            let d = parse_duration(d).ok_or_else(|| format!("--stages {st:?}: bad duration"))?;
+            let r = r
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| format!("--stages {st:?}: bad rate"))?;
+            Ok((d, r))
+        })
+        .collect()
+}
+
+/// Lifecycle scenario: the department accepts, then resolves, the case it just received.
+async fn work_case(
+    mut client: DispatchServiceClient<Channel>,
+    s: Arc<Shared>,
+    id: String,
+    department: String,
+) {
+    let started = Instant::now();
+    let record = |h: &Mutex<Histogram<u64>>, since: Instant| {
+        if let Ok(mut h) = h.lock() {
+            h.saturating_record((since.elapsed().as_nanos() as u64).max(1));
+        }
+    };
+    let accept = pb::AcceptIncidentRequest {
+        incident_id: id.clone(),
+        department_id: department.clone(),
+        note: "load test".into(),
+        request_id: format!("lt-accept-{id}"),
+    };
+    if client.accept_incident(accept).await.is_err() {
+        s.lifecycle_errors.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    record(&s.accept, started);
+    let t = Instant::now();
+    let resolve = pb::ResolveIncidentRequest {
+        incident_id: id,
+        department_id: department,
+        note: "load test: done".into(),
+        request_id: String::new(),
+        evidence_urls: Vec::new(),
+    };
+    if client.resolve_incident(resolve).await.is_err() {
+        s.lifecycle_errors.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    record(&s.resolve, t);
+    record(&s.full_loop, started);
+}
+
 /// Sends `n` reports starting at sequence number `first` (one unary call, or one stream).
 async fn send(
     client: &mut IncidentServiceClient<Channel>,
@@ -422,13 +598,14 @@ async fn send(
 ) {
     s.sent.fetch_add(n, Ordering::Relaxed);
     match scenario {
-        Scenario::Report | Scenario::E2e => {
+        Scenario::Report | Scenario::E2e | Scenario::Lifecycle | Scenario::Echo => {
             let report = traffic.report(first);
             let fresh = !traffic.is_duplicate(first);
             match client.report_incident(report).await {
                 Ok(r) => {
                     let r = r.into_inner();
-                    if scenario == Scenario::E2e && fresh && !r.duplicate_request {
+                    let follows = matches!(scenario, Scenario::E2e | Scenario::Lifecycle);
+                    if follows && fresh && !r.duplicate_request {
                         s.sent(r.incident_id, due);
                     }
                     s.record(due, tonic::Code::Ok, 1);

@@ -8,6 +8,9 @@ use serde_json::json;
 
 use crate::Shared;
 
+/// Lifecycle scenario: accept, resolve and dispatch → resolved latencies, and errors.
+type Lifecycle = (Histogram<u64>, Histogram<u64>, Histogram<u64>, u64);
+
 /// What one run measured.
 #[derive(Debug)]
 pub struct Summary {
@@ -17,6 +20,8 @@ pub struct Summary {
     codes: BTreeMap<String, u64>,
     latency: Histogram<u64>,
     e2e: Option<(Histogram<u64>, u64, u64)>,
+    /// accept, resolve, dispatch → resolved, errors.
+    lifecycle: Option<Lifecycle>,
 }
 
 const QUANTILES: [(&str, f64); 5] = [
@@ -33,7 +38,7 @@ fn ms(ns: u64) -> f64 {
 
 impl Summary {
     /// Collects the shared counters after a run.
-    pub fn collect(s: &Shared, total: Duration, e2e: bool) -> Self {
+    pub fn collect(s: &Shared, total: Duration, e2e: bool, lifecycle: bool) -> Self {
         let empty = || Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("valid bounds");
         let received = s.received.load(Ordering::Relaxed);
         Self {
@@ -46,6 +51,17 @@ impl Summary {
                 .lock()
                 .map(|h| h.clone())
                 .unwrap_or_else(|_| empty()),
+            lifecycle: lifecycle.then(|| {
+                let get = |h: &std::sync::Mutex<Histogram<u64>>| {
+                    h.lock().map(|h| h.clone()).unwrap_or_else(|_| empty())
+                };
+                (
+                    get(&s.accept),
+                    get(&s.resolve),
+                    get(&s.full_loop),
+                    s.lifecycle_errors.load(Ordering::Relaxed),
+                )
+            }),
             e2e: e2e.then(|| {
                 let lost = s.lost();
                 (
@@ -85,6 +101,8 @@ impl Summary {
             "lost" => self.e2e.as_ref().map_or(0.0, |e| e.2 as f64),
             "e2e_p99" => ms(self.e2e.as_ref()?.0.value_at_quantile(0.99)),
             "e2e_p999" => ms(self.e2e.as_ref()?.0.value_at_quantile(0.999)),
+            "lifecycle_errors" => self.lifecycle.as_ref().map_or(0.0, |l| l.3 as f64),
+            "resolve_p99" => ms(self.lifecycle.as_ref()?.1.value_at_quantile(0.99)),
             _ => return None,
         })
     }
@@ -117,6 +135,15 @@ impl Summary {
                 out.push_str(&format!(" {name} {:.3} ms", ms(h.value_at_quantile(q))));
             }
         }
+        if let Some((a, r, l, errors)) = &self.lifecycle {
+            for (name, h) in [("accept", a), ("resolve", r), ("dispatch → resolved", l)] {
+                out.push_str(&format!("\n  {name}: {} done;", h.len()));
+                for (q_name, q) in QUANTILES {
+                    out.push_str(&format!(" {q_name} {:.3} ms", ms(h.value_at_quantile(q))));
+                }
+            }
+            out.push_str(&format!("\n  lifecycle errors: {errors}"));
+        }
         out.push('\n');
         out
     }
@@ -140,6 +167,14 @@ impl Summary {
             "latencyDistribution": dist(&self.latency),
             "statusCodeDistribution": self.codes,
         });
+        if let Some((a, r, l, errors)) = &self.lifecycle {
+            v["lifecycle"] = json!({
+                "accept": {"count": a.len(), "latencyDistribution": dist(a)},
+                "resolve": {"count": r.len(), "latencyDistribution": dist(r)},
+                "dispatchToResolved": {"count": l.len(), "latencyDistribution": dist(l)},
+                "errors": errors,
+            });
+        }
         if let Some((h, received, lost)) = &self.e2e {
             v["endToEnd"] = json!({"received": received, "lost": lost, "latencyDistribution": dist(h), "slowest": h.max()});
         }
