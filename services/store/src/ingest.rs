@@ -110,6 +110,7 @@ impl Store {
         op: &'static str,
     ) -> Result<Vec<Result<T>>> {
         pipe.ignore_errors();
+        let started = std::time::Instant::now();
         let mut c = self.conn();
         let mut replies: Vec<redis::RedisResult<T>> = pipe
             .query_async(&mut c)
@@ -129,6 +130,8 @@ impl Store {
                 .map_err(StoreError::from)
                 .inspect_err(|e| crate::record_error(op, e))?;
         }
+        metrics::histogram!(gridroute_telemetry::names::REDIS_DURATION_SECONDS, "op" => op)
+            .record(started.elapsed().as_secs_f64());
         Ok(replies
             .into_iter()
             .map(|r| {

@@ -40,6 +40,8 @@ pub mod names {
     pub const DELIVERED_TOTAL: &str = "gridroute_subscriber_dispatches_total";
     /// Open Subscribe streams.
     pub const SUBSCRIBERS: &str = "gridroute_subscribers";
+    /// Duration of Redis round trips (a pipeline of script calls counts once), by `op`.
+    pub const REDIS_DURATION_SECONDS: &str = "gridroute_redis_command_duration_seconds";
     /// Redis command errors, by `op`.
     pub const REDIS_ERRORS_TOTAL: &str = "gridroute_redis_errors_total";
     /// Routing tables loaded into memory, by `outcome` (loaded, rejected).
@@ -97,6 +99,11 @@ pub fn describe() {
         "How late SLA timers fired after their due time."
     );
     describe_gauge!(TIMERS_PENDING, "Pending SLA timers over every partition.");
+    describe_histogram!(
+        REDIS_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of Redis round trips (script pipelines), by operation."
+    );
     describe_histogram!(
         RESOLVE_WORKING_SECONDS,
         Unit::Seconds,
