@@ -980,3 +980,290 @@ async fn co_handlers_add_progress_and_the_primary_resolves() {
     let n = notice(&mut co_stream, pb::DispatchKind::Resolved).await;
     assert_eq!(n.incident_id, id);
 }
+
+/// Every action a caller may take, as the API is called.
+const ACTIONS: [&str; 15] = [
+    "accept",
+    "progress",
+    "resolve",
+    "return",
+    "arbitrate",
+    "request_extension",
+    "request_suspension",
+    "decide",
+    "resume",
+    "verify",
+    "feedback",
+    "close",
+    "cancel",
+    "unmerge",
+    "verify_failed",
+];
+
+/// Calls `action` on `id` as the caller entitled to it (`primary` for department actions, the
+/// command centre for supervision, the reporting system for feedback).
+async fn call(
+    env: &Env,
+    action: &str,
+    id: &str,
+    primary: &str,
+) -> Result<pb::Incident, tonic::Status> {
+    let (mut d, mut s, mut i) = (
+        env.dispatches().await,
+        env.supervision().await,
+        env.incidents().await,
+    );
+    let id = id.to_owned();
+    let centre = "command-centre".to_owned();
+    let rid = format!("x-{action}-{}", ulid_like());
+    let r = match action {
+        "accept" => d.accept_incident(accept(&id, primary, &rid)).await,
+        "progress" => {
+            d.add_progress(pb::AddProgressRequest {
+                incident_id: id,
+                department_id: primary.into(),
+                note: "n".into(),
+                request_id: rid,
+            })
+            .await
+        }
+        "resolve" => d.resolve_incident(resolve(&id, primary, &rid)).await,
+        "return" => d.return_incident(ret(&id, primary, &rid)).await,
+        "arbitrate" => {
+            s.arbitrate_incident(pb::ArbitrateIncidentRequest {
+                incident_id: id,
+                department_id: centre,
+                assignee_department_id: "water-affairs".into(),
+                note: "n".into(),
+                request_id: rid,
+            })
+            .await
+        }
+        "request_extension" => {
+            d.request_extension(pb::RequestExtensionRequest {
+                incident_id: id,
+                department_id: primary.into(),
+                reason: "r".into(),
+                extension: "1wd".into(),
+                request_id: rid,
+            })
+            .await
+        }
+        "request_suspension" => {
+            d.request_suspension(pb::RequestSuspensionRequest {
+                incident_id: id,
+                department_id: primary.into(),
+                reason: "r".into(),
+                request_id: rid,
+            })
+            .await
+        }
+        "decide" => {
+            s.decide_request(pb::DecideRequestRequest {
+                incident_id: id,
+                department_id: centre,
+                approve: true,
+                note: "n".into(),
+                request_id: rid,
+                ..Default::default()
+            })
+            .await
+        }
+        "resume" => {
+            d.resume_incident(pb::ResumeIncidentRequest {
+                incident_id: id,
+                department_id: centre,
+                note: "n".into(),
+                request_id: rid,
+            })
+            .await
+        }
+        "verify" | "verify_failed" => {
+            s.verify_incident(pb::VerifyIncidentRequest {
+                incident_id: id,
+                department_id: centre,
+                passed: action == "verify",
+                note: "n".into(),
+                request_id: rid,
+                ..Default::default()
+            })
+            .await
+        }
+        "feedback" => {
+            i.submit_feedback(pb::SubmitFeedbackRequest {
+                incident_id: id,
+                source_system: "resident-app".into(),
+                satisfaction: 4,
+                comment: "c".into(),
+                request_id: rid,
+            })
+            .await
+        }
+        "close" => {
+            s.close_incident(pb::CloseIncidentRequest {
+                incident_id: id,
+                department_id: centre,
+                note: "n".into(),
+                request_id: rid,
+            })
+            .await
+        }
+        "cancel" => {
+            s.cancel_incident(pb::CancelIncidentRequest {
+                incident_id: id,
+                department_id: centre,
+                reason: "r".into(),
+                request_id: rid,
+            })
+            .await
+        }
+        "unmerge" => {
+            s.unmerge_incident(pb::UnmergeIncidentRequest {
+                incident_id: id,
+                department_id: centre,
+                note: "n".into(),
+                request_id: rid,
+            })
+            .await
+        }
+        other => panic!("unknown action {other}"),
+    };
+    r.map(tonic::Response::into_inner)
+}
+
+fn ulid_like() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// The states an action is legal in, as the core defines them (names of `Status::as_str`).
+fn legal(action: &str) -> &'static [&'static str] {
+    match action {
+        "accept" => &["dispatched", "reopened"],
+        "progress" | "resolve" | "request_extension" | "request_suspension" => {
+            &["dispatched", "accepted", "in_progress", "reopened"]
+        }
+        "return" => &["dispatched", "accepted"],
+        "arbitrate" => &["arbitration"],
+        "decide" => &["dispatched", "accepted", "in_progress", "reopened"],
+        "resume" => &["suspended"],
+        "verify" | "verify_failed" => &["resolved"],
+        "feedback" => &["resolved", "verified", "closed"],
+        "close" => &["verified"],
+        "cancel" => &[
+            "dispatched",
+            "accepted",
+            "in_progress",
+            "returned",
+            "arbitration",
+            "suspended",
+            "reopened",
+        ],
+        "unmerge" => &["merged"],
+        _ => &[],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_illegal_action_in_every_reachable_state_is_failed_precondition() {
+    let env = Env::with_rules(&rules()).await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let primary = "urban-management";
+    // (state, the actions that lead there from a fresh dispatch)
+    let paths: [(&str, &[&str]); 11] = [
+        ("arbitration", &[]),
+        ("dispatched", &[]),
+        ("accepted", &["accept"]),
+        ("in_progress", &["accept", "progress"]),
+        ("resolved", &["resolve"]),
+        ("verified", &["resolve", "verify"]),
+        ("closed", &["resolve", "verify", "close"]),
+        ("reopened", &["resolve", "verify_failed"]),
+        ("suspended", &["request_suspension", "decide"]),
+        ("cancelled", &["cancel"]),
+        ("merged", &[]),
+    ];
+    let mut checked = 0;
+    for (n, (state, path)) in paths.iter().enumerate() {
+        let mut primary = primary;
+        let id = if *state == "arbitration" {
+            // Returned by its department, routed to the centre, returned again: arbitration.
+            let id = reported(&env, "ill-arb", "city.sanitation", lng, lat).await;
+            call(&env, "return", &id, primary).await.unwrap();
+            for _ in 0..200 {
+                let inc = env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+                if inc.decision.unwrap().department_id == "command-centre" {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            call(&env, "return", &id, "command-centre").await.unwrap();
+            primary = "command-centre";
+            id
+        } else if *state == "merged" {
+            let (x, y) = (lng + 0.002, lat + 0.002);
+            let _open = reported(&env, "ill-open", "city.vehicle.abandoned", x, y).await;
+            let dup = env
+                .report(report("ill-dup", "city.vehicle.abandoned", x, y))
+                .await;
+            env.wait_status(&dup, pb::IncidentStatus::Merged).await;
+            dup
+        } else {
+            reported(&env, &format!("ill-{n}"), "city.sanitation", lng, lat).await
+        };
+        for step in *path {
+            call(&env, step, &id, primary)
+                .await
+                .unwrap_or_else(|e| panic!("{state}: {step}: {e:?}"));
+        }
+        let inc = env
+            .incidents()
+            .await
+            .get_incident(pb::GetIncidentRequest {
+                incident_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let status = pb::IncidentStatus::try_from(inc.status)
+            .unwrap()
+            .as_str_name()
+            .to_lowercase();
+        assert_eq!(
+            status,
+            format!("incident_status_{state}"),
+            "the path led to {state}"
+        );
+        for action in ACTIONS {
+            if legal(action).contains(state) {
+                continue;
+            }
+            let err = call(&env, action, &id, primary).await.unwrap_err();
+            // A merged report has no department: department actions are refused as not
+            // permitted before its state is looked at.
+            let expected = if *state == "merged"
+                && matches!(
+                    action,
+                    "accept"
+                        | "progress"
+                        | "resolve"
+                        | "return"
+                        | "request_extension"
+                        | "request_suspension"
+                ) {
+                Code::PermissionDenied
+            } else {
+                Code::FailedPrecondition
+            };
+            assert_eq!(
+                err.code(),
+                expected,
+                "{action} on a {state} incident: {err:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 100, "{checked} illegal actions checked");
+}
