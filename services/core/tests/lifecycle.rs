@@ -215,3 +215,72 @@ fn returns_go_to_arbitration_after_the_limit_and_the_assignee_cannot_return() {
         Err(Refusal::Precondition(_))
     ));
 }
+
+#[test]
+fn supervision_climbs_the_region_tree_one_centre_per_step() {
+    // A street with its own command centre: late cases there are supervised by the street
+    // first, then by the district.
+    let rules = include_str!("../../../deploy/sample/dawukou/rules.yaml")
+        .replace(
+            "  - {id: water-affairs, name: 水务局}\n",
+            "  - {id: water-affairs, name: 水务局}\n  - {id: changsheng-street-centre, name: 长胜街道指挥中心}\n",
+        )
+        .replace(
+            "  \"640202\": command-centre\n",
+            "  \"640202\": command-centre\n  \"640202001\": changsheng-street-centre\n",
+        );
+    let t = RoutingTable::load(TableSources {
+        grids_geojson: include_str!("../../../deploy/sample/dawukou/grids.geojson"),
+        rules_yaml: &rules,
+        calendar_yaml: None,
+        regions_geojson: None,
+    })
+    .unwrap();
+    let grid = t.regions.find("640202001001001").unwrap();
+    let names: Vec<&str> = t
+        .supervisors(Some(grid))
+        .into_iter()
+        .map(|d| t.departments[d as usize].id.as_str())
+        .collect();
+    assert_eq!(names, ["changsheng-street-centre", "command-centre"]);
+    // The escalation chain of a case reopened there: supervise1 → street, supervise2 →
+    // district, public report → the top centre.
+    let ctx = Ctx {
+        table: &t,
+        now: 1_750_000_050_000,
+    };
+    let rec = record(Status::Resolved, "640202001001001");
+    let centre = Caller {
+        department: "command-centre".into(),
+        ..Caller::default()
+    };
+    let reopen = Command::Verify {
+        passed: false,
+        note: "n".into(),
+    };
+    let p = plan(&ctx, &rec, &centre, &reopen).unwrap();
+    let gridroute_core::lifecycle::Timers::Replace { timers, .. } = p.timers else {
+        panic!("reopening schedules a fresh chain")
+    };
+    let targets: Vec<(String, String)> = timers
+        .iter()
+        .map(|t| (t.kind.name(), t.target.clone()))
+        .filter(|(k, _)| k.starts_with("supervise") || k == "public")
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            (
+                "supervise1".to_owned(),
+                "changsheng-street-centre".to_owned()
+            ),
+            ("supervise2".to_owned(), "command-centre".to_owned()),
+            ("public".to_owned(), "command-centre".to_owned()),
+        ]
+    );
+    // The street centre may act as a command centre for incidents in its street.
+    assert!(t.is_centre_for(
+        t.department("changsheng-street-centre").unwrap(),
+        Some(grid)
+    ));
+}
