@@ -16,8 +16,12 @@ promtool check rules deploy/prometheus/alerts.yaml
 (cd deploy/prometheus && promtool test rules alerts.test.yaml)
 python3 deploy/check_metrics.py
 python3 helm/check.py
-if command -v systemd-analyze >/dev/null && [ -x target/debug/gridroute ]; then
+# The unit's ExecStart must name an executable: use the binary `make unit` just built.
+bin="$(cd "${CARGO_TARGET_DIR:-target}" 2>/dev/null && pwd)/debug/gridroute"
+if command -v systemd-analyze >/dev/null && [ -x "$bin" ]; then
   unit=$(mktemp -d)/gridroute.service
-  sed "s#/usr/local/bin/gridroute#$PWD/target/debug/gridroute#" deploy/systemd/gridroute.service > "$unit"
+  sed "s#/usr/local/bin/gridroute#$bin#" deploy/systemd/gridroute.service > "$unit"
   systemd-analyze verify "$unit" && echo "systemd unit: verified"
+else
+  echo "systemd unit: not verified (no systemd-analyze or no built binary)"
 fi
