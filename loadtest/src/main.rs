@@ -71,6 +71,9 @@ struct Args {
     /// --duration).
     #[arg(long)]
     stages: Option<String>,
+    /// PEM CA that signed an https:// endpoint's certificate (default: the public web roots).
+    #[arg(long, env = "GRIDROUTE_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Write an HTML report with throughput-over-time and latency-over-time charts.
     #[arg(long)]
     html: Option<std::path::PathBuf>,
@@ -317,7 +320,18 @@ async fn run(args: Args) -> Result<bool, BoxError> {
     )?);
     let mut channels = Vec::new();
     for _ in 0..args.connections.max(1) {
-        channels.push(Channel::from_shared(args.addr.clone())?.connect().await?);
+        let mut endpoint = Channel::from_shared(args.addr.clone())?;
+        if args.addr.starts_with("https://") {
+            let tls = tonic::transport::ClientTlsConfig::new();
+            let tls = match &args.ca_cert {
+                Some(p) => tls.ca_certificate(tonic::transport::Certificate::from_pem(
+                    std::fs::read(p).map_err(|e| format!("--ca-cert {}: {e}", p.display()))?,
+                )),
+                None => tls.with_webpki_roots(),
+            };
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        channels.push(endpoint.connect().await?);
     }
     let shared = Arc::new(Shared::new());
 

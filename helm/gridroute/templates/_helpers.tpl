@@ -151,6 +151,22 @@ spec:
             - name: GRIDROUTE_TABLES
               value: /etc/gridroute/tables
             {{- end }}
+            {{- if $root.Values.tls.enabled }}
+            - name: GRIDROUTE_TLS_CERT
+              value: /etc/gridroute/tls/tls.crt
+            - name: GRIDROUTE_TLS_KEY
+              value: /etc/gridroute/tls/tls.key
+            - name: GRIDROUTE_CA_CERT
+              value: /etc/gridroute/tls/ca.crt
+            {{- if $root.Values.tls.clientAuth }}
+            - name: GRIDROUTE_TLS_CLIENT_CA
+              value: /etc/gridroute/tls/ca.crt
+            - name: GRIDROUTE_CLIENT_CERT
+              value: /etc/gridroute/tls/tls.crt
+            - name: GRIDROUTE_CLIENT_KEY
+              value: /etc/gridroute/tls/tls.key
+            {{- end }}
+            {{- end }}
             {{- with $root.Values.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -163,7 +179,21 @@ spec:
             - name: metrics
               containerPort: {{ $root.Values.service.metricsPort }}
               protocol: TCP
-          {{- if eq $role "api" }}
+          {{- if and (eq $role "api") $root.Values.tls.enabled }}
+          {{- $health := printf "https://localhost:%v" $root.Values.service.grpcPort }}
+          startupProbe:
+            exec: {command: ["/usr/local/bin/gridroute", "health", "--addr", {{ $health | quote }}, "--service", "liveness"]}
+            periodSeconds: 2
+            failureThreshold: 30
+          livenessProbe:
+            exec: {command: ["/usr/local/bin/gridroute", "health", "--addr", {{ $health | quote }}, "--service", "liveness"]}
+            periodSeconds: 10
+            failureThreshold: 3
+          readinessProbe:
+            exec: {command: ["/usr/local/bin/gridroute", "health", "--addr", {{ $health | quote }}]}
+            periodSeconds: 5
+            failureThreshold: 2
+          {{- else if eq $role "api" }}
           startupProbe:
             grpc: {port: {{ $root.Values.service.grpcPort }}, service: liveness}
             periodSeconds: 2
@@ -186,17 +216,31 @@ spec:
             {{- toYaml $cfg.resources | nindent 12 }}
           securityContext:
             {{- toYaml $root.Values.containerSecurityContext | nindent 12 }}
-          {{- if $tables }}
+          {{- if or $tables $root.Values.tls.enabled }}
           volumeMounts:
+            {{- if $tables }}
             - name: tables
               mountPath: /etc/gridroute/tables
               readOnly: true
+            {{- end }}
+            {{- if $root.Values.tls.enabled }}
+            - name: tls
+              mountPath: /etc/gridroute/tls
+              readOnly: true
+            {{- end }}
           {{- end }}
-      {{- if $tables }}
+      {{- if or $tables $root.Values.tls.enabled }}
       volumes:
+        {{- if $tables }}
         - name: tables
           configMap:
             name: {{ $tables }}
+        {{- end }}
+        {{- if $root.Values.tls.enabled }}
+        - name: tls
+          secret:
+            secretName: {{ required "tls.secretName is required when tls.enabled" $root.Values.tls.secretName }}
+        {{- end }}
       {{- end }}
       {{- if $root.Values.topologySpread.enabled }}
       topologySpreadConstraints:

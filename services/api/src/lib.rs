@@ -56,6 +56,9 @@ pub struct ApiState {
     /// Turns true when the server shuts down: open Subscribe streams end at once (their
     /// clients resume elsewhere from their cursor) instead of holding the drain open.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// TLS for the gRPC endpoint (with client certificates when it names a client CA); plain
+    /// HTTP/2 when absent.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl ApiState {
@@ -71,6 +74,7 @@ impl ApiState {
             subscribers: Arc::new(Semaphore::new(MAX_SUBSCRIBERS)),
             subscribe_block: Duration::from_secs(5),
             shutdown,
+            tls: None,
         }
     }
 }

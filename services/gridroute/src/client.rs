@@ -91,8 +91,41 @@ fn now_nanos() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
-async fn channel(addr: &str) -> Result<Channel, BoxError> {
-    Ok(Channel::from_shared(addr.to_owned())?.connect().await?)
+/// A channel to `addr`. `https://` addresses speak TLS: the server certificate is checked
+/// against GRIDROUTE_CA_CERT (a PEM file) when set, else the public web roots; with
+/// GRIDROUTE_CLIENT_CERT and GRIDROUTE_CLIENT_KEY the client presents a certificate (mTLS).
+pub async fn channel(addr: &str) -> Result<Channel, BoxError> {
+    let mut endpoint = Channel::from_shared(addr.to_owned())?;
+    if addr.starts_with("https://") {
+        endpoint = endpoint.tls_config(client_tls()?)?;
+    }
+    Ok(endpoint.connect().await?)
+}
+
+fn client_tls() -> Result<tonic::transport::ClientTlsConfig, BoxError> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |var: &str| -> Result<Option<Vec<u8>>, BoxError> {
+        match std::env::var_os(var) {
+            None => Ok(None),
+            Some(p) => {
+                Ok(Some(std::fs::read(&p).map_err(|e| {
+                    format!("{var}={}: {e}", p.to_string_lossy())
+                })?))
+            }
+        }
+    };
+    let mut tls = ClientTlsConfig::new();
+    tls = match read("GRIDROUTE_CA_CERT")? {
+        Some(ca) => tls.ca_certificate(Certificate::from_pem(ca)),
+        None => tls.with_webpki_roots(),
+    };
+    if let (Some(cert), Some(key)) = (
+        read("GRIDROUTE_CLIENT_CERT")?,
+        read("GRIDROUTE_CLIENT_KEY")?,
+    ) {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Ok(tls)
 }
 
 /// `gridroute health`: OK when the service reports SERVING.

@@ -67,6 +67,15 @@ pub struct ServeOptions {
     /// Share of new traces sampled (0.0-1.0); a caller's sampled trace is always followed.
     #[arg(long, env = "GRIDROUTE_TRACE_SAMPLE_RATIO", default_value_t = 0.1)]
     pub trace_sample_ratio: f64,
+    /// PEM certificate (chain) of the gRPC endpoint; with --tls-key, the endpoint speaks TLS.
+    #[arg(long, env = "GRIDROUTE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the gRPC endpoint.
+    #[arg(long, env = "GRIDROUTE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA of client certificates: when given, callers must present one (mutual TLS).
+    #[arg(long, env = "GRIDROUTE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// service.name of the exported spans.
     #[arg(long, env = "GRIDROUTE_SERVICE_NAME", default_value = "gridroute")]
     pub service_name: String,
@@ -215,7 +224,8 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
     }
     if o.role != Role::Router {
         let listener = tokio::net::TcpListener::bind(o.grpc_addr).await?;
-        let state = ApiState::new(store.clone(), tables.clone(), stop_rx.clone());
+        let mut state = ApiState::new(store.clone(), tables.clone(), stop_rx.clone());
+        state.tls = server_tls(&o)?;
         let mut rx = stop_rx.clone();
         tasks.spawn(async move {
             let stop = async move {
@@ -244,6 +254,21 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
     drop(local);
     info!("stopped");
     Ok(())
+}
+
+/// The endpoint's TLS settings from the flags (files read once at start).
+fn server_tls(o: &ServeOptions) -> Result<Option<tonic::transport::ServerTlsConfig>, BoxError> {
+    let (Some(cert), Some(key)) = (&o.tls_cert, &o.tls_key) else {
+        return Ok(None);
+    };
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let mut tls = tonic::transport::ServerTlsConfig::new().identity(
+        tonic::transport::Identity::from_pem(read(cert)?, read(key)?),
+    );
+    if let Some(ca) = &o.tls_client_ca {
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
 }
 
 fn print_dev_help(o: &ServeOptions) {

@@ -1,6 +1,8 @@
-//! `rediss://`: the real binary against a redis-server that speaks only TLS, its certificate
-//! signed by a private CA that the process trusts through SSL_CERT_FILE (as an operator adds
-//! the CA to the trust store of the image or VM). Certificates come from the openssl CLI.
+//! TLS on both sides of the real binary: `rediss://` to a redis-server that speaks only TLS
+//! (its certificate signed by a private CA the process trusts through SSL_CERT_FILE, as an
+//! operator adds the CA to the trust store of the image or VM), and a gRPC endpoint that
+//! speaks only TLS (`--tls-cert`, `--tls-key`), called by a client and by `gridroute health`
+//! that trust the same CA. Certificates come from the openssl CLI.
 
 #![allow(clippy::unwrap_used)]
 
@@ -37,7 +39,7 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serves_against_a_tls_only_redis() {
+async fn serves_grpc_over_tls_against_a_tls_only_redis() {
     let dir = std::env::temp_dir().join(format!("gridroute-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let days = ["-days", "2"];
@@ -120,6 +122,10 @@ async fn serves_against_a_tls_only_redis() {
             &format!("127.0.0.1:{grpc}"),
             "--metrics-addr",
             &format!("127.0.0.1:{metrics}"),
+            "--tls-cert",
+            &dir.join("server.pem").display().to_string(),
+            "--tls-key",
+            &dir.join("server.key").display().to_string(),
         ])
         .env("SSL_CERT_FILE", dir.join("ca.pem"))
         .stdout(Stdio::null())
@@ -127,16 +133,24 @@ async fn serves_against_a_tls_only_redis() {
         .spawn()
         .expect("the binary starts");
     let _child = Child(child);
-    let addr = format!("http://127.0.0.1:{grpc}");
+    let addr = format!("https://localhost:{grpc}");
+    let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(
+        tonic::transport::Certificate::from_pem(std::fs::read(dir.join("ca.pem")).unwrap()),
+    );
     let mut channel = None;
     for _ in 0..200 {
-        if let Ok(c) = Channel::from_shared(addr.clone()).unwrap().connect().await {
+        let endpoint = Channel::from_shared(addr.clone())
+            .unwrap()
+            .tls_config(tls.clone())
+            .unwrap();
+        if let Ok(c) = endpoint.connect().await {
             channel = Some(c);
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let channel = channel.expect("gRPC port opens: the process connected to Redis over TLS");
+    let channel =
+        channel.expect("gRPC port opens over TLS: the process connected to Redis over TLS");
     let mut health = HealthClient::new(channel.clone());
     let mut status = 0;
     for _ in 0..100 {
@@ -154,7 +168,29 @@ async fn serves_against_a_tls_only_redis() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status, ServingStatus::Serving as i32);
-    // A report goes through the TLS connection and is routed.
+    // The CLI's health check over TLS, trusting the CA through GRIDROUTE_CA_CERT.
+    let health_cli = Command::new(env!("CARGO_BIN_EXE_gridroute"))
+        .args(["health", "--addr", &addr])
+        .env("GRIDROUTE_CA_CERT", dir.join("ca.pem"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(health_cli.success(), "gridroute health over https");
+    // Plain HTTP/2 is not served.
+    let plain = Channel::from_shared(format!("http://127.0.0.1:{grpc}"))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(c) = plain {
+        let r = HealthClient::new(c)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await;
+        assert!(r.is_err(), "a plaintext call must fail");
+    }
+    // A report goes through both TLS connections and is routed.
     let mut c = IncidentServiceClient::new(channel);
     let id = c
         .report_incident(pb::ReportIncidentRequest {
