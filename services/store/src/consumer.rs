@@ -273,11 +273,9 @@ impl Store {
                 .arg(count)
                 .arg("WITHDIST");
         }
-        let mut c = self.conn();
-        let found: Vec<Vec<(String, f64)>> = pipe
-            .query_async(&mut c)
+        let found: Vec<Vec<(String, f64)>> = self
+            .query_pipe(&pipe)
             .await
-            .map_err(StoreError::from)
             .inspect_err(|e| crate::record_error("duplicates", e))?;
         let mut all: Vec<(String, f64)> = found.into_iter().flatten().collect();
         all.sort_by(|a, b| a.1.total_cmp(&b.1));
@@ -458,7 +456,7 @@ pub fn timer_list(timers: &[gridroute_core::sla::Timer]) -> String {
 
 /// One router's reader of one partition's ingest stream.
 pub struct Consumer {
-    conn: redis::aio::MultiplexedConnection,
+    conn: crate::conn::Conn,
     store: Store,
     key: String,
     partition: u16,

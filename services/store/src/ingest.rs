@@ -101,42 +101,59 @@ impl Store {
     }
 
     /// Runs a pipeline of EVALSHA calls and returns one result per call: a script that fails
-    /// fails alone (its neighbours in the pipeline ran). Loads the scripts and retries once if
-    /// the server's script cache was emptied (restart, failover). The outer error means the
-    /// pipeline as a whole did not get an answer (Redis unreachable).
+    /// fails alone (its neighbours in the pipeline ran). Calls that found the server's script
+    /// cache empty (restart, failover, a new cluster node) are sent again once, after loading
+    /// the scripts. The outer error means the pipeline as a whole did not get an answer (Redis
+    /// unreachable). On a cluster the calls go out as one pipeline per partition.
     pub(crate) async fn run_scripts<T: redis::FromRedisValue>(
         &self,
         pipe: &mut redis::Pipeline,
         op: &'static str,
     ) -> Result<Vec<Result<T>>> {
-        pipe.ignore_errors();
         let started = std::time::Instant::now();
-        let mut c = self.conn();
-        let mut replies: Vec<redis::RedisResult<T>> = pipe
-            .query_async(&mut c)
+        let mut values = self
+            .raw_pipe(pipe, true)
             .await
             .map_err(StoreError::from)
             .inspect_err(|e| crate::record_error(op, e))?;
-        if replies
-            .iter()
-            .any(|r| r.as_ref().is_err_and(scripts::is_noscript))
-        {
+        let noscript =
+            |v: &redis::Value| matches!(v, redis::Value::ServerError(e) if e.code() == "NOSCRIPT");
+        if values.iter().any(noscript) {
+            let mut c = self.conn();
             scripts::ensure_loaded(&mut c)
                 .await
                 .map_err(StoreError::from)?;
-            replies = pipe
-                .query_async(&mut c)
+            let again: Vec<usize> = (0..values.len())
+                .filter(|&i| noscript(&values[i]))
+                .collect();
+            let cmds: Vec<&redis::Cmd> = pipe.cmd_iter().collect();
+            let mut retry = redis::pipe();
+            for &i in &again {
+                retry.add_command(cmds[i].clone());
+            }
+            let answers = self
+                .raw_pipe(&retry, true)
                 .await
                 .map_err(StoreError::from)
                 .inspect_err(|e| crate::record_error(op, e))?;
+            for (i, v) in again.into_iter().zip(answers) {
+                values[i] = v;
+            }
         }
         metrics::histogram!(gridroute_telemetry::names::REDIS_DURATION_SECONDS, "op" => op)
             .record(started.elapsed().as_secs_f64());
-        Ok(replies
+        Ok(values
             .into_iter()
-            .map(|r| {
-                r.map_err(StoreError::from)
-                    .inspect_err(|e| crate::record_error(op, e))
+            .map(|v| {
+                match v {
+                    redis::Value::ServerError(e) => {
+                        Err(StoreError::from(redis::RedisError::from(e)))
+                    }
+                    v => {
+                        redis::from_redis_value(v).map_err(|e| StoreError::Internal(e.to_string()))
+                    }
+                }
+                .inspect_err(|e| crate::record_error(op, e))
             })
             .collect())
     }

@@ -17,6 +17,7 @@
 //! Nothing here decides where an incident goes: that is the core's job.
 
 pub mod codec;
+pub mod conn;
 pub mod consumer;
 pub mod ingest;
 pub mod keys;
@@ -31,7 +32,7 @@ pub mod timers;
 
 use std::time::Duration;
 
-use redis::{AsyncCommands, Client, aio::ConnectionManager, aio::ConnectionManagerConfig};
+use redis::AsyncCommands;
 
 pub use keys::Keys;
 
@@ -107,8 +108,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// A handle to the store: cheap to clone, shared by every task of a process.
 #[derive(Clone)]
 pub struct Store {
-    client: Client,
-    conn: ConnectionManager,
+    target: conn::Target,
+    conn: conn::Conn,
     keys: Keys,
 }
 
@@ -116,21 +117,33 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("keys", &self.keys)
+            .field("cluster", &self.target.is_cluster())
             .finish_non_exhaustive()
     }
 }
 
+/// The hash tag of a command: the first `{…}` in its arguments (every gridroute key has one),
+/// or nothing for keyless commands.
+fn hash_tag(cmd: &redis::Cmd) -> Vec<u8> {
+    cmd.args_iter()
+        .find_map(|a| match a {
+            redis::Arg::Simple(b) => {
+                let open = b.iter().position(|&c| c == b'{')?;
+                let close = b[open..].iter().position(|&c| c == b'}')?;
+                Some(b[open + 1..open + close].to_vec())
+            }
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
 impl Store {
-    /// Connects to Redis and checks (or records, on first use) the number of partitions, which
-    /// must never change for a deployment: ids and keys depend on it.
+    /// Connects to Redis (one server, or a cluster for `redis+cluster://` URLs) and checks (or
+    /// records, on first use) the number of partitions, which must never change for a
+    /// deployment: ids and keys depend on it.
     pub async fn connect(url: &str, prefix: &str, partitions: u16) -> Result<Self> {
-        let client = Client::open(url).map_err(|e| StoreError::Internal(e.to_string()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let mut conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        let target = conn::Target::parse(url)?;
+        let mut conn = target.connect().await?;
         let keys = Keys::new(prefix, partitions);
         let set: bool = conn.hset_nx(keys.meta(), "partitions", partitions).await?;
         if !set {
@@ -141,7 +154,7 @@ impl Store {
                 )));
             }
         }
-        Ok(Self { client, conn, keys })
+        Ok(Self { target, conn, keys })
     }
 
     /// The key layout.
@@ -149,25 +162,83 @@ impl Store {
         &self.keys
     }
 
+    /// Whether the store is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.target.is_cluster()
+    }
+
     /// A multiplexed connection for ordinary commands.
-    pub(crate) fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> conn::Conn {
         self.conn.clone()
+    }
+
+    /// The client of a single Redis, for pub/sub (none on a cluster).
+    pub(crate) fn single_client(&self) -> Option<&redis::Client> {
+        self.target.single()
     }
 
     /// A dedicated connection for blocking reads (XREAD BLOCK would stall a shared one). Its
     /// response timeout is longer than any block it issues, so that no reply is ever dropped
     /// while entries are in flight.
-    pub(crate) async fn blocking_conn(
+    pub(crate) async fn blocking_conn(&self, block: Duration) -> Result<conn::Conn> {
+        self.target.blocking(block).await
+    }
+
+    /// Runs a pipeline whose commands may live in different partitions. On one Redis it goes as
+    /// it is; on a cluster (where a pipeline must stay in one hash slot) it is split by hash
+    /// tag into pipelines sent concurrently, and the answers come back in the original order.
+    /// With `ignore_errors`, a failing command yields a `ServerError` value in its place.
+    pub(crate) async fn raw_pipe(
         &self,
-        block: Duration,
-    ) -> Result<redis::aio::MultiplexedConnection> {
-        let cfg = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(block + RESPONSE_TIMEOUT));
-        Ok(self
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await?)
+        pipe: &redis::Pipeline,
+        ignore_errors: bool,
+    ) -> redis::RedisResult<Vec<redis::Value>> {
+        let mut c = self.conn();
+        if !self.target.is_cluster() {
+            let mut p = pipe.clone();
+            if ignore_errors {
+                p.ignore_errors();
+            }
+            return p.query_async(&mut c).await;
+        }
+        let cmds: Vec<&redis::Cmd> = pipe.cmd_iter().collect();
+        let mut groups: std::collections::BTreeMap<Vec<u8>, Vec<usize>> = Default::default();
+        for (i, cmd) in cmds.iter().enumerate() {
+            groups.entry(hash_tag(cmd)).or_default().push(i);
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (_, idx) in groups {
+            let mut p = redis::pipe();
+            if ignore_errors {
+                p.ignore_errors();
+            }
+            for &i in &idx {
+                p.add_command(cmds[i].clone());
+            }
+            let mut c = c.clone();
+            tasks.spawn(async move { (idx, p.query_async::<Vec<redis::Value>>(&mut c).await) });
+        }
+        let mut out = vec![redis::Value::Nil; cmds.len()];
+        while let Some(done) = tasks.join_next().await {
+            let (idx, values) =
+                done.map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))?;
+            for (i, v) in idx.into_iter().zip(values?) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Self::raw_pipe`] with every answer converted to `T`.
+    pub(crate) async fn query_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<Vec<T>> {
+        self.raw_pipe(pipe, false)
+            .await?
+            .into_iter()
+            .map(|v| redis::from_redis_value(v).map_err(|e| StoreError::Internal(e.to_string())))
+            .collect()
     }
 
     /// Round trip to Redis, for health checks.

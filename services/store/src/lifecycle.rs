@@ -546,8 +546,7 @@ impl Store {
         for p in 0..k.partitions() {
             pipe.lrange(k.points(p, source, reporter), 0, -1);
         }
-        let mut c = self.conn();
-        let lists: Vec<Vec<String>> = pipe.query_async(&mut c).await.map_err(StoreError::from)?;
+        let lists: Vec<Vec<String>> = self.query_pipe(&pipe).await?;
         let mut entries: Vec<(i64, String, i64, String)> = lists
             .into_iter()
             .flatten()

@@ -130,6 +130,86 @@ impl LocalRedis {
     }
 }
 
+/// A private Redis Cluster of three primaries on free loopback ports (tests of
+/// `redis+cluster://`): started, joined with `redis-cli --cluster create`, and waited for.
+#[derive(Debug)]
+pub struct LocalCluster {
+    nodes: Vec<LocalRedis>,
+}
+
+impl LocalCluster {
+    /// Starts three cluster-enabled servers and forms the cluster.
+    pub fn start() -> Result<Self, LocalRedisError> {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let port = free_port()?;
+            nodes.push(LocalRedis::start_with(
+                port,
+                &[
+                    "--port".into(),
+                    port.to_string(),
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    format!("nodes-{port}.conf"),
+                    "--cluster-node-timeout".into(),
+                    "5000".into(),
+                ],
+            )?);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !created.success() {
+            return Err(LocalRedisError::Io(std::io::Error::other(
+                "redis-cli --cluster create failed",
+            )));
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for n in &nodes {
+            loop {
+                let info = Command::new("redis-cli")
+                    .args(["-p", &n.port().to_string(), "cluster", "info"])
+                    .output()?;
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(LocalRedisError::NoAnswer(n.port()));
+                }
+                #[allow(clippy::disallowed_methods)]
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(Self { nodes })
+    }
+
+    /// Its URL: every node as a seed.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        format!("redis+cluster://{}/", hosts.join(","))
+    }
+
+    /// The ports of its nodes.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(LocalRedis::port).collect()
+    }
+}
+
 impl Drop for LocalRedis {
     fn drop(&mut self) {
         self.stop();

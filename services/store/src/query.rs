@@ -73,7 +73,6 @@ impl Store {
             || "-".to_owned(),
             |s| format!("[{}", ulid::Ulid::from_parts(s.max(0) as u64, 0)),
         );
-        let mut c = self.conn();
         let mut out: Vec<pb::Incident> = Vec::with_capacity(page_size);
         let mut cursor = upper;
         let mut scanned = 0usize;
@@ -100,8 +99,7 @@ impl Store {
                     .arg(0)
                     .arg(chunk);
             }
-            let lists: Vec<Vec<String>> =
-                pipe.query_async(&mut c).await.map_err(StoreError::from)?;
+            let lists: Vec<Vec<String>> = self.query_pipe(&pipe).await?;
             more = lists.iter().any(|l| l.len() == chunk);
             let mut ids: Vec<String> = lists.into_iter().flatten().collect();
             // Ids start with a fixed-width ULID, so string order is time order.
@@ -116,7 +114,7 @@ impl Store {
             let records: Vec<HashMap<String, Vec<u8>>> = if ids.is_empty() {
                 Vec::new()
             } else {
-                pipe.query_async(&mut c).await.map_err(StoreError::from)?
+                self.query_pipe(&pipe).await?
             };
             for (i, (id, fields)) in ids.iter().zip(records).enumerate() {
                 scanned += 1;

@@ -55,14 +55,14 @@ pub(crate) fn evalsha(
 pub(crate) async fn ensure_loaded(
     conn: &mut impl redis::aio::ConnectionLike,
 ) -> redis::RedisResult<()> {
-    let mut pipe = redis::pipe();
+    // One command each: on a cluster, SCRIPT LOAD goes to every primary, which a pipeline
+    // (routed as a unit) would not do.
     for code in SOURCES {
-        pipe.cmd("SCRIPT").arg("LOAD").arg(code);
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(code)
+            .query_async::<()>(conn)
+            .await?;
     }
-    pipe.query_async::<()>(conn).await
-}
-
-/// Whether an error means the script cache lacks a script.
-pub(crate) fn is_noscript(e: &redis::RedisError) -> bool {
-    e.code() == Some("NOSCRIPT")
+    Ok(())
 }

@@ -7,7 +7,7 @@
 use gridroute_core::calendar::WorkCalendar;
 use gridroute_proto::v1 as pb;
 
-use crate::{Result, Store, StoreError, keys};
+use crate::{Result, Store, keys};
 
 /// Most incidents one GetStats call reads.
 pub const MAX_STATS_INCIDENTS: usize = 200_000;
@@ -47,7 +47,6 @@ impl Store {
         let k = self.keys();
         let lower = format!("[{}", ulid::Ulid::from_parts(f.start_ms.max(0) as u64, 0));
         let upper = format!("({}", ulid::Ulid::from_parts(f.end_ms.max(0) as u64, 0));
-        let mut c = self.conn();
         let mut pipe = redis::pipe();
         for p in 0..k.partitions() {
             let index = if !f.department.is_empty() {
@@ -67,7 +66,7 @@ impl Store {
                 .arg(0)
                 .arg(MAX_STATS_INCIDENTS + 1);
         }
-        let lists: Vec<Vec<String>> = pipe.query_async(&mut c).await.map_err(StoreError::from)?;
+        let lists: Vec<Vec<String>> = self.query_pipe(&pipe).await?;
         let mut ids: Vec<String> = lists.into_iter().flatten().collect();
         ids.sort_unstable_by(|a, b| b.cmp(a));
         let mut out = pb::Stats {
@@ -84,8 +83,7 @@ impl Store {
                 let p = keys::partition_of(id, k.partitions()).unwrap_or(0);
                 pipe.cmd("HMGET").arg(k.incident(p, id)).arg(&FIELDS[..]);
             }
-            let rows: Vec<Vec<Option<String>>> =
-                pipe.query_async(&mut c).await.map_err(StoreError::from)?;
+            let rows: Vec<Vec<Option<String>>> = self.query_pipe(&pipe).await?;
             for row in rows {
                 let get = |name: &str| {
                     FIELDS

@@ -57,7 +57,7 @@ impl Cursor {
 /// A reader of one stream per partition from a cursor, holding its own connection for blocking
 /// reads.
 struct StreamReader {
-    conn: redis::aio::MultiplexedConnection,
+    conn: crate::conn::Conn,
     keys: Vec<String>,
     cursor: Cursor,
     block: Duration,
@@ -68,8 +68,10 @@ type RawEntry = (std::collections::HashMap<String, Value>, String, i64);
 
 impl StreamReader {
     async fn next_raw(&mut self, count: usize) -> Result<Vec<RawEntry>> {
-        // One XREAD over all partitions: each partition's keys share a hash tag, but different
-        // partitions do not, so on Redis Cluster this becomes one read per node.
+        if matches!(self.conn, crate::conn::Conn::Cluster(_)) {
+            return self.next_raw_cluster(count).await;
+        }
+        // One blocking XREAD over all partitions' streams.
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT")
             .arg(count)
@@ -104,6 +106,44 @@ impl StreamReader {
         Ok(out)
     }
 }
+
+impl StreamReader {
+    /// On a cluster the partitions' streams live in different slots, so one multi-key XREAD is
+    /// not possible: each partition is read in turn without blocking, and an empty round waits
+    /// a moment (at most [`CLUSTER_POLL`]) before the next.
+    async fn next_raw_cluster(&mut self, count: usize) -> Result<Vec<RawEntry>> {
+        let mut out = Vec::new();
+        for p in 0..self.keys.len() {
+            let reply: Option<StreamReadReply> = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(count)
+                .arg("STREAMS")
+                .arg(&self.keys[p])
+                .arg(&self.cursor.0[p])
+                .query_async(&mut self.conn)
+                .await
+                .map_err(StoreError::from)?;
+            for stream in reply.map(|r| r.keys).unwrap_or_default() {
+                for entry in stream.ids {
+                    self.cursor.0[p].clone_from(&entry.id);
+                    let ms = entry
+                        .id
+                        .split_once('-')
+                        .and_then(|(ms, _)| ms.parse().ok())
+                        .unwrap_or(0);
+                    out.push((entry.map, self.cursor.encode(), ms));
+                }
+            }
+        }
+        if out.is_empty() {
+            tokio::time::sleep(self.block.min(CLUSTER_POLL)).await;
+        }
+        Ok(out)
+    }
+}
+
+/// How long an empty read round waits on a cluster before the next.
+const CLUSTER_POLL: Duration = Duration::from_millis(50);
 
 fn bytes<'a>(m: &'a std::collections::HashMap<String, Value>, k: &str) -> &'a [u8] {
     match m.get(k) {
@@ -144,7 +184,6 @@ impl std::fmt::Debug for EventReader {
 
 impl Store {
     async fn latest(&self, keys: Vec<String>) -> Result<Cursor> {
-        let mut c = self.conn();
         let mut pipe = redis::pipe();
         for k in keys {
             pipe.cmd("XREVRANGE")
@@ -154,8 +193,7 @@ impl Store {
                 .arg("COUNT")
                 .arg(1);
         }
-        let last: Vec<redis::streams::StreamRangeReply> =
-            pipe.query_async(&mut c).await.map_err(StoreError::from)?;
+        let last: Vec<redis::streams::StreamRangeReply> = self.query_pipe(&pipe).await?;
         Ok(Cursor(
             last.into_iter()
                 .map(|r| {

@@ -205,15 +205,21 @@ impl Store {
     /// polls every [`POLL_INTERVAL`]. A version that fails to load is logged and counted, and
     /// the table in memory stays in force.
     pub async fn sync_tables(&self, shared: SharedTable, mut shutdown: watch::Receiver<bool>) {
-        let mut notifications = match self.client.get_async_pubsub().await {
-            Ok(mut ps) => match ps.subscribe(self.keys().table_channel()).await {
+        // On a cluster, only polling: the one-second poll bounds the swap delay either way.
+        let pubsub = match self.single_client() {
+            Some(client) => Some(client.get_async_pubsub().await),
+            None => None,
+        };
+        let mut notifications = match pubsub {
+            None => None,
+            Some(Ok(mut ps)) => match ps.subscribe(self.keys().table_channel()).await {
                 Ok(()) => Some(ps.into_on_message()),
                 Err(e) => {
                     warn!(error = %e, "table notifications unavailable; polling only");
                     None
                 }
             },
-            Err(e) => {
+            Some(Err(e)) => {
                 warn!(error = %e, "table notifications unavailable; polling only");
                 None
             }

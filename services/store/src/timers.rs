@@ -64,8 +64,7 @@ impl Store {
         for p in 0..k.partitions() {
             pipe.zcard(k.sla(p));
         }
-        let mut c = self.conn();
-        let counts: Vec<u64> = pipe.query_async(&mut c).await.map_err(StoreError::from)?;
+        let counts: Vec<u64> = self.query_pipe(&pipe).await?;
         Ok(counts.into_iter().sum())
     }
 }
