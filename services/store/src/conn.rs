@@ -1,13 +1,16 @@
 //! One Redis or a Redis Cluster, behind one connection type.
 //!
 //! `redis://` / `rediss://` URLs name a single Redis (reconnecting `ConnectionManager`);
-//! `redis+cluster://h1:p1,h2:p2/` / `rediss+cluster://…` name seed nodes of a Redis Cluster.
+//! `redis+cluster://h1:p1,h2:p2/` / `rediss+cluster://…` name seed nodes of a Redis Cluster;
+//! `redis+sentinel://s1:26379,s2:26379/<service>[/<db>]` / `rediss+sentinel://…` name the
+//! Sentinels that know the primary of `<service>`: the primary is asked of them at start and
+//! again whenever it stops taking writes (a failover), and the connection is swapped.
 //! Every script touches one partition (one hash slot), so scripts run unchanged on a cluster;
 //! what differs is pipelining: a cluster pipeline must stay in one slot, so commands over
 //! several partitions go through [`Store::query_partitioned`](crate::Store), which sends one
 //! pipeline per partition.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use redis::{
     Cmd, Pipeline, RedisFuture, Value,
@@ -25,11 +28,97 @@ pub(crate) enum Target {
     Single(Box<redis::Client>),
     /// Seed nodes of a cluster.
     Cluster(Vec<String>),
+    /// A primary found through Sentinel.
+    Sentinel(Arc<SentinelTarget>),
+}
+
+/// Sentinels and what to ask them.
+pub(crate) struct SentinelTarget {
+    sentinels: Vec<String>,
+    service: String,
+    tls: bool,
+    username: Option<String>,
+    password: Option<String>,
+    db: i64,
+}
+
+impl SentinelTarget {
+    fn parse(rest: &str, tls: bool) -> Result<Self> {
+        let (auth, rest) = match rest.rsplit_once('@') {
+            Some((a, r)) => (Some(a), r),
+            None => (None, rest),
+        };
+        let mut parts = rest.split('/');
+        let hosts = parts.next().unwrap_or("");
+        let service = parts.next().unwrap_or("").to_owned();
+        let db = parts
+            .next()
+            .filter(|d| !d.is_empty())
+            .map(str::parse)
+            .transpose();
+        let (Ok(db), false, false) = (db, service.is_empty(), hosts.is_empty()) else {
+            return Err(StoreError::Internal(
+                "a Sentinel URL is redis+sentinel://host:port[,host:port]/<service>[/<db>]".into(),
+            ));
+        };
+        let (username, password) = match auth.map(|a| a.split_once(':').unwrap_or(("", a))) {
+            None => (None, None),
+            Some((u, p)) => ((!u.is_empty()).then(|| u.to_owned()), Some(p.to_owned())),
+        };
+        let scheme = if tls { "rediss" } else { "redis" };
+        Ok(Self {
+            sentinels: hosts
+                .split(',')
+                .map(|h| format!("{scheme}://{h}/"))
+                .collect(),
+            service,
+            tls,
+            username,
+            password,
+            db: db.unwrap_or(0),
+        })
+    }
+
+    /// A client of the current primary, as the Sentinels say.
+    async fn primary(&self) -> Result<redis::Client> {
+        use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+        let mut info = redis::RedisConnectionInfo::default().set_db(self.db);
+        if let Some(u) = &self.username {
+            info = info.set_username(u);
+        }
+        if let Some(p) = &self.password {
+            info = info.set_password(p);
+        }
+        let mut node = SentinelNodeConnectionInfo::default().set_redis_connection_info(info);
+        if self.tls {
+            node = node.set_tls_mode(redis::TlsMode::Secure);
+        }
+        let mut sentinel = SentinelClient::build(
+            self.sentinels.clone(),
+            self.service.clone(),
+            Some(node),
+            SentinelServerType::Master,
+        )?;
+        Ok(sentinel.async_get_client().await?)
+    }
+}
+
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(1))
 }
 
 impl Target {
     /// Parses a Redis URL (see the module documentation).
     pub(crate) fn parse(url: &str) -> Result<Self> {
+        for (scheme, tls) in [("redis+sentinel://", false), ("rediss+sentinel://", true)] {
+            if let Some(rest) = url.strip_prefix(scheme) {
+                return Ok(Self::Sentinel(Arc::new(SentinelTarget::parse(rest, tls)?)));
+            }
+        }
         let cluster = [
             ("redis+cluster://", "redis://"),
             ("rediss+cluster://", "rediss://"),
@@ -62,35 +151,38 @@ impl Target {
     /// A shared, multiplexed connection with the default response timeout.
     pub(crate) async fn connect(&self) -> Result<Conn> {
         match self {
-            Self::Single(client) => {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                    .set_number_of_retries(2)
-                    .set_max_delay(Duration::from_secs(1));
-                Ok(Conn::Single(
-                    ConnectionManager::new_with_config((**client).clone(), config).await?,
-                ))
-            }
+            Self::Single(client) => Ok(Conn::Single(
+                ConnectionManager::new_with_config((**client).clone(), manager_config()).await?,
+            )),
             Self::Cluster(_) => self.cluster(RESPONSE_TIMEOUT).await,
+            Self::Sentinel(t) => {
+                let client = t.primary().await?;
+                let cm = ConnectionManager::new_with_config(client, manager_config()).await?;
+                Ok(Conn::Sentinel(SentinelConn {
+                    target: t.clone(),
+                    current: Arc::new(arc_swap::ArcSwap::from_pointee(cm)),
+                }))
+            }
         }
     }
 
     /// A dedicated connection for blocking reads, whose response timeout outlasts `block`.
+    /// Through Sentinel it goes to the primary of the moment; a reader whose connection fails
+    /// reconnects and asks again.
     pub(crate) async fn blocking(&self, block: Duration) -> Result<Conn> {
-        match self {
-            Self::Single(client) => {
-                let cfg = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(block + RESPONSE_TIMEOUT));
-                Ok(Conn::Blocking(
-                    client
-                        .get_multiplexed_async_connection_with_config(&cfg)
-                        .await?,
-                ))
-            }
-            Self::Cluster(_) => self.cluster(block + RESPONSE_TIMEOUT).await,
-        }
+        let client = match self {
+            Self::Cluster(_) => return self.cluster(block + RESPONSE_TIMEOUT).await,
+            Self::Single(c) => (**c).clone(),
+            Self::Sentinel(t) => t.primary().await?,
+        };
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(block + RESPONSE_TIMEOUT));
+        Ok(Conn::Blocking(
+            client
+                .get_multiplexed_async_connection_with_config(&cfg)
+                .await?,
+        ))
     }
 
     async fn cluster(&self, response: Duration) -> Result<Conn> {
@@ -109,11 +201,11 @@ impl Target {
         matches!(self, Self::Cluster(_))
     }
 
-    /// The client of a single Redis (pub/sub); none for a cluster.
+    /// The client of a single Redis (pub/sub); none for a cluster or Sentinel (polling only).
     pub(crate) fn single(&self) -> Option<&redis::Client> {
         match self {
             Self::Single(c) => Some(&**c),
-            Self::Cluster(_) => None,
+            Self::Cluster(_) | Self::Sentinel(_) => None,
         }
     }
 }
@@ -127,6 +219,43 @@ pub enum Conn {
     Blocking(MultiplexedConnection),
     /// Cluster connection (routes each command or single-slot pipeline to its node).
     Cluster(ClusterConnection),
+    /// The primary found through Sentinel, swapped after a failover.
+    Sentinel(SentinelConn),
+}
+
+/// A connection to the primary of a Sentinel-managed Redis.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)]
+pub struct SentinelConn {
+    target: Arc<SentinelTarget>,
+    current: Arc<arc_swap::ArcSwap<ConnectionManager>>,
+}
+
+impl SentinelConn {
+    /// After an error that means "this is no longer the primary" (a replica refusing writes,
+    /// or the old primary gone), asks the Sentinels again and swaps the connection. The failed
+    /// call still fails: callers retry (idempotently) as after any UNAVAILABLE.
+    async fn after<T>(&self, r: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        if let Err(e) = &r
+            && (e.code() == Some("READONLY")
+                || e.is_io_error()
+                || e.is_connection_refusal()
+                || e.is_connection_dropped())
+        {
+            match self.target.primary().await {
+                Ok(client) => {
+                    if let Ok(cm) =
+                        ConnectionManager::new_with_config(client, manager_config()).await
+                    {
+                        self.current.store(Arc::new(cm));
+                        tracing::warn!(error = %e, "redis primary changed: reconnected through Sentinel");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "Sentinel did not name a primary"),
+            }
+        }
+        r
+    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -135,6 +264,7 @@ impl std::fmt::Debug for Conn {
             Self::Single(_) => "Conn::Single",
             Self::Blocking(_) => "Conn::Blocking",
             Self::Cluster(_) => "Conn::Cluster",
+            Self::Sentinel(_) => "Conn::Sentinel",
         })
     }
 }
@@ -145,6 +275,11 @@ impl ConnectionLike for Conn {
             Self::Single(c) => c.req_packed_command(cmd),
             Self::Blocking(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
+            Self::Sentinel(s) => Box::pin(async move {
+                let mut cm = (**s.current.load()).clone();
+                let r = cm.req_packed_command(cmd).await;
+                s.after(r).await
+            }),
         }
     }
 
@@ -158,6 +293,11 @@ impl ConnectionLike for Conn {
             Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Blocking(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Sentinel(s) => Box::pin(async move {
+                let mut cm = (**s.current.load()).clone();
+                let r = cm.req_packed_commands(pipeline, offset, count).await;
+                s.after(r).await
+            }),
         }
     }
 
@@ -166,6 +306,7 @@ impl ConnectionLike for Conn {
             Self::Single(c) => c.get_db(),
             Self::Blocking(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
+            Self::Sentinel(s) => s.target.db,
         }
     }
 }
@@ -193,5 +334,22 @@ mod tests {
             Ok(Target::Single(_))
         ));
         assert!(Target::parse("redis+cluster:///").is_err());
+        let Ok(Target::Sentinel(t)) =
+            Target::parse("redis+sentinel://:secret@10.0.0.1:26379,10.0.0.2:26379/mymaster/2")
+        else {
+            panic!("a Sentinel URL")
+        };
+        assert_eq!(
+            t.sentinels,
+            ["redis://10.0.0.1:26379/", "redis://10.0.0.2:26379/"]
+        );
+        assert_eq!(
+            (t.service.as_str(), t.db, t.password.as_deref()),
+            ("mymaster", 2, Some("secret"))
+        );
+        assert!(
+            Target::parse("redis+sentinel://10.0.0.1:26379/").is_err(),
+            "no service"
+        );
     }
 }

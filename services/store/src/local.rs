@@ -210,6 +210,122 @@ impl LocalCluster {
     }
 }
 
+/// A private primary, its replica and one Sentinel watching them as `mymaster` (tests of
+/// `redis+sentinel://` and of failover).
+#[derive(Debug)]
+pub struct LocalSentinel {
+    /// The primary at start.
+    pub primary: LocalRedis,
+    /// Its replica.
+    pub replica: LocalRedis,
+    sentinel: LocalRedis,
+}
+
+impl LocalSentinel {
+    /// Starts the three and waits until the Sentinel knows the replica.
+    pub fn start() -> Result<Self, LocalRedisError> {
+        let primary = LocalRedis::start()?;
+        let rport = free_port()?;
+        let replica = LocalRedis::start_with(
+            rport,
+            &[
+                "--port".into(),
+                rport.to_string(),
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                primary.port().to_string(),
+            ],
+        )?;
+        let sport = free_port()?;
+        let dir =
+            std::env::temp_dir().join(format!("gridroute-sentinel-{sport}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {sport}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 1\nsentinel down-after-milliseconds mymaster 2000\nsentinel failover-timeout mymaster 10000\n",
+                dir.display(),
+                primary.port()
+            ),
+        )?;
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(LocalRedisError::NotInstalled)?;
+        let sentinel = LocalRedis {
+            child: Some(child),
+            port: sport,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = Command::new("redis-cli")
+                .args(["-p", &sport.to_string(), "sentinel", "replicas", "mymaster"])
+                .output()?;
+            if String::from_utf8_lossy(&out.stdout).contains(&rport.to_string()) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(LocalRedisError::NoAnswer(sport));
+            }
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Self {
+            primary,
+            replica,
+            sentinel,
+        })
+    }
+
+    /// The Sentinel URL of the service.
+    pub fn url(&self) -> String {
+        format!(
+            "redis+sentinel://127.0.0.1:{}/mymaster",
+            self.sentinel.port()
+        )
+    }
+
+    /// The port of the primary the Sentinel names now.
+    pub fn primary_port(&self) -> Option<u16> {
+        let out = Command::new("redis-cli")
+            .args([
+                "-p",
+                &self.sentinel.port().to_string(),
+                "sentinel",
+                "get-master-addr-by-name",
+                "mymaster",
+            ])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Asks the Sentinel to fail over to the replica.
+    pub fn failover(&self) -> std::io::Result<bool> {
+        let out = Command::new("redis-cli")
+            .args([
+                "-p",
+                &self.sentinel.port().to_string(),
+                "sentinel",
+                "failover",
+                "mymaster",
+            ])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).contains("OK"))
+    }
+}
+
 impl Drop for LocalRedis {
     fn drop(&mut self) {
         self.stop();
