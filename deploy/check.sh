@@ -15,6 +15,7 @@ fi
 promtool check rules deploy/prometheus/alerts.yaml
 (cd deploy/prometheus && promtool test rules alerts.test.yaml)
 python3 deploy/check_metrics.py
+python3 deploy/check_dockerfile.py
 python3 helm/check.py
 # The unit's ExecStart must name an executable: use the binary `make unit` just built.
 bin="$(cd "${CARGO_TARGET_DIR:-target}" 2>/dev/null && pwd)/debug/gridroute"

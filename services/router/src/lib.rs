@@ -116,6 +116,7 @@ pub async fn stats_loop(store: Store, every: Duration, mut shutdown: watch::Rece
             Ok(s) => {
                 metrics::gauge!(names::INGEST_LAG).set(s.lag as f64);
                 metrics::gauge!(names::INGEST_PENDING).set(s.pending as f64);
+                metrics::gauge!(names::INGEST_LENGTH).set(s.length as f64);
                 metrics::gauge!(names::DEAD_LETTER_LENGTH).set(s.dead_letters as f64);
             }
             Err(e) => debug!(error = %e, "ingest stats unavailable"),

@@ -130,6 +130,9 @@ pub struct IngestStats {
     pub pending: u64,
     /// Entries in the dead-letter stream.
     pub dead_letters: u64,
+    /// Entries in the ingest streams (acknowledged entries are deleted, so this is the work
+    /// not yet routed: lag plus pending).
+    pub length: u64,
 }
 
 impl Store {
@@ -413,6 +416,11 @@ impl Store {
                 .query_async(&mut c)
                 .await?;
             stats.dead_letters += len;
+            let len: u64 = redis::cmd("XLEN")
+                .arg(self.keys().ingest(p))
+                .query_async(&mut c)
+                .await?;
+            stats.length += len;
         }
         Ok(stats)
     }

@@ -30,6 +30,8 @@ pub mod names {
     pub const INGEST_LAG: &str = "gridroute_ingest_lag_entries";
     /// Entries delivered to a router and not yet acknowledged.
     pub const INGEST_PENDING: &str = "gridroute_ingest_pending_entries";
+    /// Entries in the ingest streams.
+    pub const INGEST_LENGTH: &str = "gridroute_ingest_stream_entries";
     /// Entries in the dead-letter streams.
     pub const DEAD_LETTER_LENGTH: &str = "gridroute_dead_letter_entries";
     /// gRPC requests, by `method` and `code`.
@@ -99,6 +101,10 @@ pub fn describe() {
         "How late SLA timers fired after their due time."
     );
     describe_gauge!(TIMERS_PENDING, "Pending SLA timers over every partition.");
+    describe_gauge!(
+        INGEST_LENGTH,
+        "Entries in the ingest streams (not yet routed)."
+    );
     describe_histogram!(
         REDIS_DURATION_SECONDS,
         Unit::Seconds,
