@@ -9,6 +9,8 @@ use common::{Env, PARTITIONS, grid_point, report};
 use gridroute_proto::v1 as pb;
 use tonic::Code;
 
+/// The incident's timer schedule (`kind|department`, earliest first), after checking that
+/// exactly its head is in the partition's timer set.
 async fn timers(env: &Env, id: &str) -> Vec<String> {
     let p = gridroute_store::keys::partition_of(id, PARTITIONS).unwrap();
     let mut r = env.redis().await;
@@ -19,11 +21,28 @@ async fn timers(env: &Env, id: &str) -> Vec<String> {
         .query_async(&mut r)
         .await
         .unwrap();
-    members
+    let in_set: Vec<String> = members
         .into_iter()
         .filter(|m| m.starts_with(id))
         .map(|m| m[id.len() + 1..].to_owned())
-        .collect()
+        .collect();
+    let schedule: String = redis::cmd("HGET")
+        .arg(env.store.keys().incident(p, id))
+        .arg("timers")
+        .query_async(&mut r)
+        .await
+        .unwrap_or_default();
+    let steps: Vec<String> = schedule
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.rsplit_once('|').unwrap().0.to_owned())
+        .collect();
+    assert_eq!(
+        in_set,
+        steps.iter().take(1).cloned().collect::<Vec<_>>(),
+        "only the head is in the set"
+    );
+    steps
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,18 +58,17 @@ async fn accept_and_resolve_change_state_and_stop_their_timers() {
         .into_inner()
         .incident_id;
     env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
-    let mut t = timers(&env, &id).await;
-    t.sort();
+    let t = timers(&env, &id).await;
     assert_eq!(
         t,
         [
             "accept|property-office",
-            "public|command-centre",
-            "supervise1|command-centre",
-            "supervise2|command-centre",
-            "urge|property-office",
             "warn50|property-office",
             "warn80|property-office",
+            "urge|property-office",
+            "supervise1|command-centre",
+            "supervise2|command-centre",
+            "public|command-centre",
         ]
     );
 

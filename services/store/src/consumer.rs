@@ -205,19 +205,18 @@ impl Store {
                     (format!("{x:.7}"), format!("{y:.7}"))
                 });
             let timer_list = timer_list(&w.timers);
+            let timer_args: Vec<(String, String)> = timer_head(&w.timers)
+                .map(|t| (t.due.to_string(), timer_member(&w.incident_id, t)))
+                .into_iter()
+                .collect();
             let nums = [
                 w.dispatched_ms.to_string(),
                 w.accept_due_ms.to_string(),
                 w.resolve_due_ms.to_string(),
                 w.region_codes.len().to_string(),
                 w.region_codes.join(","),
-                w.timers.len().to_string(),
+                timer_args.len().to_string(),
             ];
-            let timer_args: Vec<(String, String)> = w
-                .timers
-                .iter()
-                .map(|t| (t.due.to_string(), timer_member(&w.incident_id, t)))
-                .collect();
             let mut args: Vec<&[u8]> = vec![
                 ROUTER_GROUP.as_bytes(),
                 w.entry_id.as_bytes(),
@@ -453,13 +452,22 @@ pub fn timer_member(incident_id: &str, t: &gridroute_core::sla::Timer) -> String
     format!("{incident_id}|{}|{}", t.kind.name(), t.target)
 }
 
-/// The record's list of its pending timers: `<kind>|<department>,...`.
+/// The record's schedule of its pending timers, earliest first:
+/// `<kind>|<department>|<due ms>,...`. Only its head is in the timer set; firing it puts the
+/// next one there (one member per running case, not one per step).
 pub fn timer_list(timers: &[gridroute_core::sla::Timer]) -> String {
-    timers
+    let mut sorted: Vec<&gridroute_core::sla::Timer> = timers.iter().collect();
+    sorted.sort_by_key(|t| t.due);
+    sorted
         .iter()
-        .map(|t| format!("{}|{}", t.kind.name(), t.target))
+        .map(|t| format!("{}|{}|{}", t.kind.name(), t.target, t.due))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The earliest timer of a schedule.
+pub fn timer_head(timers: &[gridroute_core::sla::Timer]) -> Option<&gridroute_core::sla::Timer> {
+    timers.iter().min_by_key(|t| t.due)
 }
 
 /// One router's reader of one partition's ingest stream.

@@ -11,13 +11,14 @@ use std::collections::HashMap;
 use gridroute_core::{
     RoutingTable,
     lifecycle::{self, Caller, Command, Ctx, Plan, Record, Timers},
+    sla::Timer,
 };
 use gridroute_proto::v1 as pb;
 use prost::Message;
 
 use crate::{
     EVENTS_MAX_LEN, Result, Store, StoreError, codec,
-    consumer::{DISPATCH_STREAM_MAX_LEN, timer_member},
+    consumer::{DISPATCH_STREAM_MAX_LEN, timer_head, timer_list, timer_member},
     keys, scripts,
 };
 
@@ -227,60 +228,41 @@ impl Store {
             set.push(b(v.clone()));
         }
         // Timers: cancel the old members, add the new ones, remember the list on the record.
-        let current: Vec<&str> = snap
+        // The schedule on the record (earliest first); only its head is in the timer set.
+        let current: Vec<Timer> = snap
             .text("timers")
             .split(',')
-            .filter(|s| !s.is_empty())
+            .filter_map(parse_timer)
             .collect();
-        let (remove, add, fresh): (Vec<&str>, Vec<gridroute_core::sla::Timer>, bool) =
-            match &plan.timers {
-                Timers::Keep => (Vec::new(), Vec::new(), false),
-                Timers::Remove(kinds) => {
-                    let names: Vec<String> = kinds.iter().map(|k| k.name()).collect();
-                    (
-                        current
-                            .iter()
-                            .copied()
-                            .filter(|m| {
-                                names
-                                    .iter()
-                                    .any(|n| m.split('|').next() == Some(n.as_str()))
-                            })
-                            .collect(),
-                        Vec::new(),
-                        false,
-                    )
+        let fresh = matches!(plan.timers, Timers::Replace { fresh: true, .. });
+        let next: Option<Vec<Timer>> = match &plan.timers {
+            Timers::Keep => None,
+            Timers::Remove(kinds) => Some(
+                current
+                    .iter()
+                    .filter(|t| !kinds.contains(&t.kind))
+                    .cloned()
+                    .collect(),
+            ),
+            Timers::Replace { timers, .. } => Some(timers.clone()),
+        };
+        if let Some(next) = next {
+            let old_head = timer_head(&current);
+            let new_head = timer_head(&next);
+            if old_head != new_head {
+                if let Some(h) = old_head {
+                    ops.op("ZREM", k.sla(p), vec![b(timer_member(id, h))]);
                 }
-                Timers::Replace { timers, fresh } => (current.clone(), timers.clone(), *fresh),
-            };
-        if !matches!(plan.timers, Timers::Keep) {
-            if !remove.is_empty() {
-                ops.op(
-                    "ZREM",
-                    k.sla(p),
-                    remove.iter().map(|m| b(format!("{id}|{m}"))).collect(),
-                );
-            }
-            if !add.is_empty() {
-                let mut args = Vec::new();
-                for t in &add {
-                    args.push(b(t.due.to_string()));
-                    args.push(b(timer_member(id, t)));
+                if let Some(h) = new_head {
+                    ops.op(
+                        "ZADD",
+                        k.sla(p),
+                        vec![b(h.due.to_string()), b(timer_member(id, h))],
+                    );
                 }
-                ops.op("ZADD", k.sla(p), args);
             }
-            let kept: Vec<&str> = current
-                .iter()
-                .copied()
-                .filter(|m| !remove.contains(m))
-                .collect();
-            let mut list: Vec<String> = kept.iter().map(|s| (*s).to_owned()).collect();
-            list.extend(
-                add.iter()
-                    .map(|t| format!("{}|{}", t.kind.name(), t.target)),
-            );
             set.push(b("timers"));
-            set.push(b(list.join(",")));
+            set.push(b(timer_list(&next)));
         }
         let mut clear: Vec<Vec<u8>> = plan.clear.iter().map(|f| b(*f)).collect();
         if fresh {
@@ -565,6 +547,18 @@ impl Store {
         entries.truncate(limit);
         Ok((total, entries))
     }
+}
+
+/// One entry of a record's timer schedule, `<kind>|<department>|<due ms>`.
+fn parse_timer(entry: &str) -> Option<Timer> {
+    let mut it = entry.rsplitn(2, '|');
+    let due = it.next()?.parse().ok()?;
+    let (kind, target) = it.next()?.split_once('|')?;
+    Some(Timer {
+        due,
+        kind: gridroute_core::sla::TimerKind::parse(kind)?,
+        target: target.to_owned(),
+    })
 }
 
 fn set_field(ops: &mut Ops, inc: &str, field: &str, value: &str) {

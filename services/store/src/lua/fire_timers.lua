@@ -38,15 +38,18 @@ local SPEC = {
   verify = {{resolved = true}, 'verify_overdue', 7, nil, 'verification is overdue'},
 }
 
+local limit = tonumber(ARGV[2])
 local out = {}
-for i = 1, #due, 2 do
+local i = 1
+while i <= #due do
   local member, score = due[i], tonumber(due[i + 1])
+  i = i + 2
   redis.call('ZREM', KEYS[1], member)
   local id, kind, target = string.match(member, '^([^|]*)|([^|]*)|(.*)$')
   local prefix, arg = string.match(kind or '', '^(%a+)(%d*)$')
   local spec = SPEC[prefix or '']
   local inc = P .. 'inc:' .. (id or '')
-  local cur = redis.call('HMGET', inc, 'status', 'fired', 'dept', 'regions')
+  local cur = redis.call('HMGET', inc, 'status', 'fired', 'dept', 'regions', 'timers')
   if spec and cur[1] and spec[1][cur[1]] then
     local text = string.format(spec[5], arg)
     local fired = cur[2]
@@ -65,6 +68,30 @@ for i = 1, #due, 2 do
     out[#out + 1] = kind
     out[#out + 1] = target
     out[#out + 1] = now - score
+    -- The next step of the schedule takes this one's place.
+    local rest, head_due, head_member, dropped = {}, nil, nil, false
+    for e in string.gmatch(cur[5] or '', '[^,]+') do
+      local k, tg, d = string.match(e, '^([^|]*)|(.*)|(%d+)$')
+      if not dropped and k == kind and tg == target then
+        dropped = true
+      else
+        rest[#rest + 1] = e
+        local dn = tonumber(d)
+        if dn and (head_due == nil or dn < head_due) then
+          head_due, head_member = dn, id .. '|' .. k .. '|' .. tg
+        end
+      end
+    end
+    if dropped then
+      redis.call('HSET', inc, 'timers', table.concat(rest, ','))
+      if head_member then
+        redis.call('ZADD', KEYS[1], head_due, head_member)
+        if head_due <= now and #due < 2 * limit then
+          due[#due + 1] = head_member
+          due[#due + 1] = tostring(head_due)
+        end
+      end
+    end
   end
 end
 return out
