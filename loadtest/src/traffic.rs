@@ -6,9 +6,6 @@ use geo::{BoundingRect, InteriorPoint};
 use gridroute_core::{RoutingTable, synth::Rng, table::TableSources};
 use gridroute_proto::v1 as pb;
 
-const SAMPLE_GRIDS: &str = include_str!("../../deploy/sample/dawukou/grids.geojson");
-const SAMPLE_RULES: &str = include_str!("../../deploy/sample/dawukou/rules.yaml");
-
 /// Categories with their weights.
 const CATEGORIES: [(&str, u32); 10] = [
     ("city.vehicle.abandoned", 20),
@@ -47,7 +44,10 @@ impl Traffic {
                 std::fs::read_to_string(d.join("grids.geojson"))?,
                 std::fs::read_to_string(d.join("rules.yaml"))?,
             ),
-            None => (SAMPLE_GRIDS.to_owned(), SAMPLE_RULES.to_owned()),
+            None => (
+                gridroute_benches::DAWUKOU_GRIDS.to_owned(),
+                gridroute_benches::DAWUKOU_RULES.to_owned(),
+            ),
         };
         let table = RoutingTable::load(TableSources {
             grids_geojson: &grids,

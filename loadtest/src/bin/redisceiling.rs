@@ -58,7 +58,7 @@ async fn main() {
     let store = Store::connect(&url, "ceiling", a.partitions).await.unwrap();
     store.ensure_groups().await.unwrap();
     let traffic = Arc::new(traffic::Traffic::from_tables(None, 0.0, 0.0).unwrap());
-    let table = Arc::new(gridroute_benches_table());
+    let table = Arc::new(gridroute_benches::dawukou());
     let stop = Arc::new(AtomicBool::new(false));
     let (reported, routed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let started = Instant::now();
@@ -136,15 +136,4 @@ async fn main() {
         a.batch
     );
     drop(local);
-}
-
-/// The table the traffic is drawn from (the built-in Dawukou sample).
-fn gridroute_benches_table() -> gridroute_core::RoutingTable {
-    gridroute_core::RoutingTable::load(gridroute_core::table::TableSources {
-        grids_geojson: include_str!("../../../deploy/sample/dawukou/grids.geojson"),
-        rules_yaml: include_str!("../../../deploy/sample/dawukou/rules.yaml"),
-        calendar_yaml: None,
-        regions_geojson: None,
-    })
-    .unwrap()
 }

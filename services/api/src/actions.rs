@@ -8,7 +8,7 @@ use gridroute_store::{
     StoreError,
     lifecycle::{ActRequest, Acted},
 };
-use tonic::metadata::MetadataMap;
+use tonic::{Request, metadata::MetadataMap};
 
 use crate::{ApiError, ApiState, validate};
 
@@ -23,38 +23,50 @@ pub fn user(meta: &MetadataMap) -> String {
         .unwrap_or_default()
 }
 
-/// A caller acting for a department.
-pub fn department(meta: &MetadataMap, department: &str) -> Caller {
-    Caller {
-        department: department.to_owned(),
-        user: user(meta),
-        ..Caller::default()
+/// A department's action on an incident.
+pub fn by(
+    department: String,
+    incident_id: String,
+    request_id: String,
+    command: Command,
+) -> ActRequest {
+    ActRequest {
+        incident_id,
+        request_id,
+        caller: Caller {
+            department,
+            ..Caller::default()
+        },
+        command,
     }
 }
 
-/// Runs one action and returns the incident as it is afterwards.
-pub async fn act(
+/// Runs the action a request describes: `build` takes the message apart into the action (or
+/// refuses a field), the person comes from the metadata, and the answer is the incident as it
+/// is afterwards.
+pub async fn run<T>(
     state: &ApiState,
-    incident_id: &str,
-    request_id: &str,
-    caller: Caller,
-    command: Command,
+    request: Request<T>,
+    build: impl FnOnce(T) -> Result<ActRequest, ApiError>,
 ) -> Result<pb::Incident, ApiError> {
-    validate::incident_id(incident_id)?;
-    validate::action_request_id(request_id)?;
+    let user = user(request.metadata());
+    let mut req = build(request.into_inner())?;
+    req.caller.user = user;
+    act(state, req).await
+}
+
+/// Runs one action and returns the incident as it is afterwards.
+pub async fn act(state: &ApiState, req: ActRequest) -> Result<pb::Incident, ApiError> {
+    validate::incident_id(&req.incident_id)?;
+    validate::action_request_id(&req.request_id)?;
     let table = state.tables.load_full();
+    let caller = &req.caller;
     if !caller.department.is_empty()
         || (caller.grid_worker.is_empty() && caller.source_system.is_empty())
     {
         validate::department("department_id", &caller.department, &table)?;
     }
-    let action = command.name();
-    let req = ActRequest {
-        incident_id: incident_id.to_owned(),
-        request_id: request_id.to_owned(),
-        caller,
-        command,
-    };
+    let action = req.command.name();
     match state.store.act(&table, &req).await {
         Ok(Acted::Applied) => tracing::debug!(action, "applied"),
         Ok(Acted::Repeated) => tracing::debug!(action, "repeated request id: nothing changed"),
@@ -63,5 +75,5 @@ pub async fn act(
         }
         Err(e) => return Err(e.into()),
     }
-    Ok(state.store.get_incident(incident_id).await?)
+    Ok(state.store.get_incident(&req.incident_id).await?)
 }

@@ -53,18 +53,18 @@ impl DispatchService for Dispatches {
         &self,
         request: Request<pb::AcceptIncidentRequest>,
     ) -> Result<Response<pb::Incident>, Status> {
-        observed("AcceptIncident", async {
-            let caller = actions::department(request.metadata(), &request.get_ref().department_id);
-            let r = request.into_inner();
-            actions::act(
-                &self.0,
-                &r.incident_id,
-                &r.request_id,
-                caller,
-                Command::Accept { note: r.note },
-            )
-            .await
-        })
+        observed(
+            "AcceptIncident",
+            actions::run(&self.0, request, |r| {
+                let command = Command::Accept { note: r.note };
+                Ok(actions::by(
+                    r.department_id,
+                    r.incident_id,
+                    r.request_id,
+                    command,
+                ))
+            }),
+        )
         .await
     }
 
@@ -72,22 +72,22 @@ impl DispatchService for Dispatches {
         &self,
         request: Request<pb::ResolveIncidentRequest>,
     ) -> Result<Response<pb::Incident>, Status> {
-        observed("ResolveIncident", async {
-            let caller = actions::department(request.metadata(), &request.get_ref().department_id);
-            let r = request.into_inner();
-            let mut note = r.note;
-            if !r.evidence_urls.is_empty() && !note.trim().is_empty() {
-                note = format!("{note} (evidence: {})", r.evidence_urls.join(" "));
-            }
-            actions::act(
-                &self.0,
-                &r.incident_id,
-                &r.request_id,
-                caller,
-                Command::Resolve { note },
-            )
-            .await
-        })
+        observed(
+            "ResolveIncident",
+            actions::run(&self.0, request, |r| {
+                let mut note = r.note;
+                if !r.evidence_urls.is_empty() && !note.trim().is_empty() {
+                    note = format!("{note} (evidence: {})", r.evidence_urls.join(" "));
+                }
+                let command = Command::Resolve { note };
+                Ok(actions::by(
+                    r.department_id,
+                    r.incident_id,
+                    r.request_id,
+                    command,
+                ))
+            }),
+        )
         .await
     }
 
@@ -95,33 +95,39 @@ impl DispatchService for Dispatches {
         &self,
         request: Request<pb::ReturnIncidentRequest>,
     ) -> Result<Response<pb::Incident>, Status> {
-        observed("ReturnIncident", async {
-            let caller = actions::department(request.metadata(), &request.get_ref().department_id);
-            let r = request.into_inner();
-            let mut v = Vec::new();
-            let reason =
-                pb::ReturnReason::try_from(r.reason).unwrap_or(pb::ReturnReason::Unspecified);
-            if reason == pb::ReturnReason::Unspecified {
-                v.push(tonic_types::FieldViolation::new(
-                    "reason",
-                    "required: a structured reason code",
-                ));
-            }
-            if r.note.trim().is_empty() {
-                v.push(tonic_types::FieldViolation::new(
-                    "note",
-                    "required: why this is not yours",
-                ));
-            }
-            if !v.is_empty() {
-                return Err(ApiError::Invalid(v));
-            }
-            let command = Command::Return {
-                reason: reason.as_str_name().to_owned(),
-                note: r.note,
-            };
-            actions::act(&self.0, &r.incident_id, &r.request_id, caller, command).await
-        })
+        observed(
+            "ReturnIncident",
+            actions::run(&self.0, request, |r| {
+                let mut v = Vec::new();
+                let reason =
+                    pb::ReturnReason::try_from(r.reason).unwrap_or(pb::ReturnReason::Unspecified);
+                if reason == pb::ReturnReason::Unspecified {
+                    v.push(tonic_types::FieldViolation::new(
+                        "reason",
+                        "required: a structured reason code",
+                    ));
+                }
+                if r.note.trim().is_empty() {
+                    v.push(tonic_types::FieldViolation::new(
+                        "note",
+                        "required: why this is not yours",
+                    ));
+                }
+                if !v.is_empty() {
+                    return Err(ApiError::Invalid(v));
+                }
+                let command = Command::Return {
+                    reason: reason.as_str_name().to_owned(),
+                    note: r.note,
+                };
+                Ok(actions::by(
+                    r.department_id,
+                    r.incident_id,
+                    r.request_id,
+                    command,
+                ))
+            }),
+        )
         .await
     }
 
@@ -129,21 +135,21 @@ impl DispatchService for Dispatches {
         &self,
         request: Request<pb::AddProgressRequest>,
     ) -> Result<Response<pb::Incident>, Status> {
-        observed("AddProgress", async {
-            let caller = actions::department(request.metadata(), &request.get_ref().department_id);
-            let r = request.into_inner();
-            if r.note.trim().is_empty() {
-                return Err(ApiError::field("note", "required: what was done"));
-            }
-            actions::act(
-                &self.0,
-                &r.incident_id,
-                &r.request_id,
-                caller,
-                Command::Progress { note: r.note },
-            )
-            .await
-        })
+        observed(
+            "AddProgress",
+            actions::run(&self.0, request, |r| {
+                if r.note.trim().is_empty() {
+                    return Err(ApiError::field("note", "required: what was done"));
+                }
+                let command = Command::Progress { note: r.note };
+                Ok(actions::by(
+                    r.department_id,
+                    r.incident_id,
+                    r.request_id,
+                    command,
+                ))
+            }),
+        )
         .await
     }
 
@@ -151,15 +157,21 @@ impl DispatchService for Dispatches {
         &self,
         request: Request<pb::RequestExtensionRequest>,
     ) -> Result<Response<pb::Incident>, Status> {
-        observed("RequestExtension", async {
-            let caller = actions::department(request.metadata(), &request.get_ref().department_id);
-            let r = request.into_inner();
-            let command = Command::RequestExtension {
-                span: r.extension,
-                reason: r.reason,
-            };
-            actions::act(&self.0, &r.incident_id, &r.request_id, caller, command).await
-        })
+        observed(
+            "RequestExtension",
+            actions::run(&self.0, request, |r| {
+                let command = Command::RequestExtension {
+                    span: r.extension,
+                    reason: r.reason,
+                };
+                Ok(actions::by(
+                    r.department_id,
+                    r.incident_id,
+                    r.request_id,
+                    command,
+                ))
+            }),
+        )
         .await
     }
 
@@ -167,12 +179,18 @@ impl DispatchService for Dispatches {
         &self,
         request: Request<pb::RequestSuspensionRequest>,
     ) -> Result<Response<pb::Incident>, Status> {
-        observed("RequestSuspension", async {
-            let caller = actions::department(request.metadata(), &request.get_ref().department_id);
-            let r = request.into_inner();
-            let command = Command::RequestSuspension { reason: r.reason };
-            actions::act(&self.0, &r.incident_id, &r.request_id, caller, command).await
-        })
+        observed(
+            "RequestSuspension",
+            actions::run(&self.0, request, |r| {
+                let command = Command::RequestSuspension { reason: r.reason };
+                Ok(actions::by(
+                    r.department_id,
+                    r.incident_id,
+                    r.request_id,
+                    command,
+                ))
+            }),
+        )
         .await
     }
 
@@ -180,18 +198,18 @@ impl DispatchService for Dispatches {
         &self,
         request: Request<pb::ResumeIncidentRequest>,
     ) -> Result<Response<pb::Incident>, Status> {
-        observed("ResumeIncident", async {
-            let caller = actions::department(request.metadata(), &request.get_ref().department_id);
-            let r = request.into_inner();
-            actions::act(
-                &self.0,
-                &r.incident_id,
-                &r.request_id,
-                caller,
-                Command::Resume { note: r.note },
-            )
-            .await
-        })
+        observed(
+            "ResumeIncident",
+            actions::run(&self.0, request, |r| {
+                let command = Command::Resume { note: r.note };
+                Ok(actions::by(
+                    r.department_id,
+                    r.incident_id,
+                    r.request_id,
+                    command,
+                ))
+            }),
+        )
         .await
     }
 }

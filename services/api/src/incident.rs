@@ -5,7 +5,7 @@ use gridroute_store::{StoreError, codec, ingest::Accepted, query};
 use gridroute_telemetry::names;
 use tonic::{Request, Response, Status, Streaming};
 
-use gridroute_core::lifecycle::{Caller, Command};
+use gridroute_core::lifecycle::Command;
 use gridroute_store::subscribe::Cursor;
 
 use gridroute_telemetry::trace_context;
@@ -296,26 +296,24 @@ impl IncidentService for Incidents {
         &self,
         request: Request<pb::SubmitFeedbackRequest>,
     ) -> Result<Response<pb::Incident>, Status> {
-        observed("SubmitFeedback", async {
-            let user = actions::user(request.metadata());
-            let r = request.into_inner();
-            if r.source_system.is_empty() {
-                return Err(ApiError::field(
-                    "source_system",
-                    "required: the system that reported the incident",
-                ));
-            }
-            let caller = Caller {
-                source_system: r.source_system,
-                user,
-                ..Caller::default()
-            };
-            let command = Command::Feedback {
-                satisfaction: u8::try_from(r.satisfaction).unwrap_or(0),
-                comment: r.comment,
-            };
-            actions::act(&self.0, &r.incident_id, &r.request_id, caller, command).await
-        })
+        observed(
+            "SubmitFeedback",
+            actions::run(&self.0, request, |r| {
+                if r.source_system.is_empty() {
+                    return Err(ApiError::field(
+                        "source_system",
+                        "required: the system that reported the incident",
+                    ));
+                }
+                let command = Command::Feedback {
+                    satisfaction: u8::try_from(r.satisfaction).unwrap_or(0),
+                    comment: r.comment,
+                };
+                let mut req = actions::by(String::new(), r.incident_id, r.request_id, command);
+                req.caller.source_system = r.source_system;
+                Ok(req)
+            }),
+        )
         .await
     }
 

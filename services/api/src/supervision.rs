@@ -1,7 +1,7 @@
 //! SupervisionService: what command centres do (arbitrate, decide requests, verify, close,
 //! cancel, undo merges) and the figures they report.
 
-use gridroute_core::lifecycle::{Caller, Command};
+use gridroute_core::lifecycle::Command;
 use gridroute_proto::v1::{self as pb, supervision_service_server::SupervisionService};
 use gridroute_store::{codec, stats::StatsFilter};
 use tonic::{Request, Response, Status};
@@ -21,21 +21,27 @@ impl SupervisionService for Supervision {
         &self,
         request: Request<pb::ArbitrateIncidentRequest>,
     ) -> Result<Response<pb::Incident>, Status> {
-        observed("ArbitrateIncident", async {
-            let caller = actions::department(request.metadata(), &request.get_ref().department_id);
-            let r = request.into_inner();
-            if r.assignee_department_id.is_empty() {
-                return Err(ApiError::field(
-                    "assignee_department_id",
-                    "required: the department that must handle it",
-                ));
-            }
-            let command = Command::Arbitrate {
-                assignee: r.assignee_department_id,
-                note: r.note,
-            };
-            actions::act(&self.0, &r.incident_id, &r.request_id, caller, command).await
-        })
+        observed(
+            "ArbitrateIncident",
+            actions::run(&self.0, request, |r| {
+                if r.assignee_department_id.is_empty() {
+                    return Err(ApiError::field(
+                        "assignee_department_id",
+                        "required: the department that must handle it",
+                    ));
+                }
+                let command = Command::Arbitrate {
+                    assignee: r.assignee_department_id,
+                    note: r.note,
+                };
+                Ok(actions::by(
+                    r.department_id,
+                    r.incident_id,
+                    r.request_id,
+                    command,
+                ))
+            }),
+        )
         .await
     }
 
@@ -43,16 +49,22 @@ impl SupervisionService for Supervision {
         &self,
         request: Request<pb::DecideRequestRequest>,
     ) -> Result<Response<pb::Incident>, Status> {
-        observed("DecideRequest", async {
-            let caller = actions::department(request.metadata(), &request.get_ref().department_id);
-            let r = request.into_inner();
-            let command = Command::Decide {
-                approve: r.approve,
-                note: r.note,
-                granted: Some(r.granted_extension).filter(|g| !g.is_empty()),
-            };
-            actions::act(&self.0, &r.incident_id, &r.request_id, caller, command).await
-        })
+        observed(
+            "DecideRequest",
+            actions::run(&self.0, request, |r| {
+                let command = Command::Decide {
+                    approve: r.approve,
+                    note: r.note,
+                    granted: Some(r.granted_extension).filter(|g| !g.is_empty()),
+                };
+                Ok(actions::by(
+                    r.department_id,
+                    r.incident_id,
+                    r.request_id,
+                    command,
+                ))
+            }),
+        )
         .await
     }
 
@@ -60,27 +72,24 @@ impl SupervisionService for Supervision {
         &self,
         request: Request<pb::VerifyIncidentRequest>,
     ) -> Result<Response<pb::Incident>, Status> {
-        observed("VerifyIncident", async {
-            let user = actions::user(request.metadata());
-            let r = request.into_inner();
-            if r.department_id.is_empty() && r.grid_worker_id.is_empty() {
-                return Err(ApiError::field(
-                    "department_id",
-                    "required: a command centre, or give grid_worker_id",
-                ));
-            }
-            let caller = Caller {
-                department: r.department_id,
-                grid_worker: r.grid_worker_id,
-                user,
-                ..Caller::default()
-            };
-            let command = Command::Verify {
-                passed: r.passed,
-                note: r.note,
-            };
-            actions::act(&self.0, &r.incident_id, &r.request_id, caller, command).await
-        })
+        observed(
+            "VerifyIncident",
+            actions::run(&self.0, request, |r| {
+                if r.department_id.is_empty() && r.grid_worker_id.is_empty() {
+                    return Err(ApiError::field(
+                        "department_id",
+                        "required: a command centre, or give grid_worker_id",
+                    ));
+                }
+                let command = Command::Verify {
+                    passed: r.passed,
+                    note: r.note,
+                };
+                let mut req = actions::by(r.department_id, r.incident_id, r.request_id, command);
+                req.caller.grid_worker = r.grid_worker_id;
+                Ok(req)
+            }),
+        )
         .await
     }
 
@@ -88,18 +97,18 @@ impl SupervisionService for Supervision {
         &self,
         request: Request<pb::CloseIncidentRequest>,
     ) -> Result<Response<pb::Incident>, Status> {
-        observed("CloseIncident", async {
-            let caller = actions::department(request.metadata(), &request.get_ref().department_id);
-            let r = request.into_inner();
-            actions::act(
-                &self.0,
-                &r.incident_id,
-                &r.request_id,
-                caller,
-                Command::Close { note: r.note },
-            )
-            .await
-        })
+        observed(
+            "CloseIncident",
+            actions::run(&self.0, request, |r| {
+                let command = Command::Close { note: r.note };
+                Ok(actions::by(
+                    r.department_id,
+                    r.incident_id,
+                    r.request_id,
+                    command,
+                ))
+            }),
+        )
         .await
     }
 
@@ -107,18 +116,18 @@ impl SupervisionService for Supervision {
         &self,
         request: Request<pb::CancelIncidentRequest>,
     ) -> Result<Response<pb::Incident>, Status> {
-        observed("CancelIncident", async {
-            let caller = actions::department(request.metadata(), &request.get_ref().department_id);
-            let r = request.into_inner();
-            actions::act(
-                &self.0,
-                &r.incident_id,
-                &r.request_id,
-                caller,
-                Command::Cancel { reason: r.reason },
-            )
-            .await
-        })
+        observed(
+            "CancelIncident",
+            actions::run(&self.0, request, |r| {
+                let command = Command::Cancel { reason: r.reason };
+                Ok(actions::by(
+                    r.department_id,
+                    r.incident_id,
+                    r.request_id,
+                    command,
+                ))
+            }),
+        )
         .await
     }
 
@@ -126,18 +135,18 @@ impl SupervisionService for Supervision {
         &self,
         request: Request<pb::UnmergeIncidentRequest>,
     ) -> Result<Response<pb::Incident>, Status> {
-        observed("UnmergeIncident", async {
-            let caller = actions::department(request.metadata(), &request.get_ref().department_id);
-            let r = request.into_inner();
-            actions::act(
-                &self.0,
-                &r.incident_id,
-                &r.request_id,
-                caller,
-                Command::Unmerge { note: r.note },
-            )
-            .await
-        })
+        observed(
+            "UnmergeIncident",
+            actions::run(&self.0, request, |r| {
+                let command = Command::Unmerge { note: r.note };
+                Ok(actions::by(
+                    r.department_id,
+                    r.incident_id,
+                    r.request_id,
+                    command,
+                ))
+            }),
+        )
         .await
     }
 

@@ -54,8 +54,8 @@ pub fn report(
                 "required: a caller-chosen idempotency key",
             );
         }
-    } else if r.request_id.len() > MAX_REQUEST_ID_LEN || !is_token(&r.request_id, b"._:-") {
-        v.add(&f("request_id"), "1-128 characters of A-Z a-z 0-9 . _ : -");
+    } else if !is_request_id(&r.request_id) {
+        v.add(&f("request_id"), REQUEST_ID_RULE);
     }
     if r.source_system.is_empty() {
         v.add(
@@ -209,13 +209,17 @@ pub fn incident_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Validates an optional action request id.
+/// What a request id may be.
+const REQUEST_ID_RULE: &str = "1-128 characters of A-Z a-z 0-9 . _ : -";
+
+fn is_request_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN && is_token(id, b"._:-")
+}
+
+/// Validates an optional action request id (the same rule as a report's).
 pub fn action_request_id(id: &str) -> Result<(), ApiError> {
-    if !id.is_empty() && (id.len() > MAX_REQUEST_ID_LEN || !is_token(id, b"._:-")) {
-        return Err(ApiError::field(
-            "request_id",
-            "1-128 characters of A-Z a-z 0-9 . _ : -",
-        ));
+    if !id.is_empty() && !is_request_id(id) {
+        return Err(ApiError::field("request_id", REQUEST_ID_RULE));
     }
     Ok(())
 }

@@ -94,19 +94,6 @@ impl Status {
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
-
-    /// A department is working the case: its clocks run.
-    pub fn is_active(self) -> bool {
-        matches!(
-            self,
-            Self::Dispatched | Self::Accepted | Self::InProgress | Self::Reopened
-        )
-    }
-
-    /// Nothing more will happen to the case.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Closed | Self::Cancelled | Self::Merged)
-    }
 }
 
 /// What the caller asks for.
@@ -326,8 +313,6 @@ pub enum NoticeKind {
     Resolved,
     /// The case was cancelled.
     Cancelled,
-    /// The outcome of the case this one was merged into.
-    Outcome,
 }
 
 /// One notice.

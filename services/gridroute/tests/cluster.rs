@@ -5,6 +5,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::process::{Child, connect};
+
 use std::{
     process::{Command, Stdio},
     time::Duration,
@@ -16,15 +20,6 @@ use gridroute_proto::v1::{
     supervision_service_client::SupervisionServiceClient,
 };
 use gridroute_store::local::{LocalCluster, free_port};
-use tonic::transport::Channel;
-
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_on_redis_cluster() {
@@ -69,15 +64,7 @@ async fn runs_on_redis_cluster() {
         .expect("the binary starts");
     let _child = Child(child);
     let addr = format!("http://127.0.0.1:{grpc}");
-    let mut channel = None;
-    for _ in 0..200 {
-        if let Ok(c) = Channel::from_shared(addr.clone()).unwrap().connect().await {
-            channel = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let channel = channel.expect("gRPC port opens on a cluster");
+    let channel = connect(&addr).await;
     let mut incidents = IncidentServiceClient::new(channel.clone());
     let mut watch = incidents
         .watch_incidents(pb::WatchIncidentsRequest {
@@ -316,5 +303,4 @@ async fn runs_on_redis_cluster() {
     }
     assert!(kinds.get("reported").copied().unwrap_or(0) >= 24);
     let _ = std::fs::remove_dir_all(&dir);
-    let _ = cluster.ports();
 }

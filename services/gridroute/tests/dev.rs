@@ -3,6 +3,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::process::{Child, connect};
+
 use std::{
     io::{Read, Write},
     process::{Command, Stdio},
@@ -14,18 +18,9 @@ use gridroute_proto::v1::{
     incident_service_client::IncidentServiceClient,
 };
 use gridroute_store::local::free_port;
-use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
-
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn scrape(port: u16) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -62,15 +57,7 @@ async fn dev_serves_health_reflection_reports_and_metrics() {
         .expect("the binary starts");
     let mut child = Child(child);
     let addr = format!("http://127.0.0.1:{grpc}");
-    let mut channel = None;
-    for _ in 0..200 {
-        if let Ok(c) = Channel::from_shared(addr.clone()).unwrap().connect().await {
-            channel = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let channel = channel.expect("gRPC port opens");
+    let channel = connect(&addr).await;
 
     let mut health = HealthClient::new(channel.clone());
     let mut status = 0;

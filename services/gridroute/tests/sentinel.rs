@@ -5,6 +5,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::process::{Child, connect};
+
 use std::{
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -13,14 +17,6 @@ use std::{
 use gridroute_proto::v1::{self as pb, incident_service_client::IncidentServiceClient};
 use gridroute_store::local::{LocalSentinel, free_port};
 use tonic::transport::Channel;
-
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn report(i: usize, grid: &str) -> pb::ReportIncidentRequest {
     pb::ReportIncidentRequest {
@@ -97,15 +93,7 @@ async fn keeps_working_through_a_sentinel_failover() {
         .expect("the binary starts");
     let _child = Child(child);
     let addr = format!("http://127.0.0.1:{grpc}");
-    let mut channel = None;
-    for _ in 0..200 {
-        if let Ok(c) = Channel::from_shared(addr.clone()).unwrap().connect().await {
-            channel = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut c = IncidentServiceClient::new(channel.expect("gRPC port opens through Sentinel"));
+    let mut c = IncidentServiceClient::new(connect(&addr).await);
     let grids: Vec<String> = gridroute_benches::dawukou()
         .grids
         .grids()

@@ -5,6 +5,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::process::{Child, connect};
+
 use std::{
     process::{Command, Stdio},
     sync::{Arc, Mutex},
@@ -13,15 +17,6 @@ use std::{
 
 use gridroute_proto::v1::{self as pb, incident_service_client::IncidentServiceClient};
 use gridroute_store::local::{LocalRedis, free_port};
-use tonic::transport::Channel;
-
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn serve(redis: &str, name: &str) -> (Child, String) {
     let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
@@ -46,20 +41,6 @@ fn serve(redis: &str, name: &str) -> (Child, String) {
         .spawn()
         .expect("the binary starts");
     (Child(child), format!("http://127.0.0.1:{grpc}"))
-}
-
-async fn connect(addr: &str) -> Channel {
-    for _ in 0..200 {
-        if let Ok(c) = Channel::from_shared(addr.to_owned())
-            .unwrap()
-            .connect()
-            .await
-        {
-            return c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{addr} never opened");
 }
 
 fn report(i: usize, grid: &str) -> pb::ReportIncidentRequest {

@@ -6,6 +6,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::process::Child;
+
 use std::{
     process::{Command, Stdio},
     time::Duration,
@@ -17,14 +21,6 @@ use tonic::transport::Channel;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
-
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn openssl(dir: &std::path::Path, args: &[&str]) {
     let ok = Command::new("openssl")

@@ -5,6 +5,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::process::{Child, connect};
+
 use std::{
     collections::HashMap,
     process::{Command, Stdio},
@@ -21,7 +25,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
     trace_service_server::{TraceService, TraceServiceServer},
 };
-use tonic::{Request, Response, Status, transport::Channel};
+use tonic::{Request, Response, Status};
 
 /// Span names by trace id (hex).
 #[derive(Clone, Default)]
@@ -43,14 +47,6 @@ impl TraceService for Receiver {
             }
         }
         Ok(Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -86,15 +82,7 @@ async fn one_trace_spans_report_route_dispatch_and_delivery() {
         .expect("the binary starts");
     let _child = Child(child);
     let addr = format!("http://127.0.0.1:{grpc}");
-    let mut channel = None;
-    for _ in 0..200 {
-        if let Ok(c) = Channel::from_shared(addr.clone()).unwrap().connect().await {
-            channel = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let channel = channel.expect("gRPC port opens");
+    let channel = connect(&addr).await;
     let mut subscriber = DispatchServiceClient::new(channel.clone())
         .subscribe(pb::SubscribeRequest {
             department_id: "urban-management".into(),
@@ -210,15 +198,7 @@ async fn json_logs_name_the_trace_and_never_the_reporter() {
         .expect("the binary starts");
     let mut child = Child(child);
     let addr = format!("http://127.0.0.1:{grpc}");
-    let mut channel = None;
-    for _ in 0..200 {
-        if let Ok(c) = Channel::from_shared(addr.clone()).unwrap().connect().await {
-            channel = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut incidents = IncidentServiceClient::new(channel.expect("gRPC port opens"));
+    let mut incidents = IncidentServiceClient::new(connect(&addr).await);
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     // An invalid report (logged as a failed call) and a valid one, both full of personal data.
     for (rid, category) in [("pii-1", "NOT A CATEGORY"), ("pii-2", "city.sanitation")] {

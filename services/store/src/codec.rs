@@ -155,11 +155,6 @@ pub fn status_from_str(s: &str) -> pb::IncidentStatus {
     Status::parse(s).map_or(pb::IncidentStatus::Unspecified, status_message)
 }
 
-/// The core status of an API status.
-pub fn status_of_message(s: pb::IncidentStatus) -> Option<Status> {
-    Status::ALL.into_iter().find(|&c| status_message(c) == s)
-}
-
 /// The dispatch kind of a notice.
 pub fn notice_kind(k: NoticeKind) -> pb::DispatchKind {
     match k {
@@ -171,7 +166,6 @@ pub fn notice_kind(k: NoticeKind) -> pb::DispatchKind {
         NoticeKind::Progress => pb::DispatchKind::Progress,
         NoticeKind::Resolved => pb::DispatchKind::Resolved,
         NoticeKind::Cancelled => pb::DispatchKind::Cancelled,
-        NoticeKind::Outcome => pb::DispatchKind::Resolved,
     }
 }
 
@@ -188,24 +182,33 @@ fn list(fields: &HashMap<String, Vec<u8>>, k: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// What the lifecycle needs of a stored record.
-pub fn record_from_fields(
+/// The report and the decision of a stored record, decoded.
+pub fn decode_parts(
     fields: &HashMap<String, Vec<u8>>,
-    merged: Vec<String>,
-) -> Result<Record, StoreError> {
-    let num = |k: &str| text(fields, k).and_then(|s| s.parse::<i64>().ok());
+) -> Result<(Option<pb::ReportIncidentRequest>, pb::RouteDecision), StoreError> {
+    let corrupt = |e: prost::DecodeError| StoreError::Corrupt(e.to_string());
     let report = fields
         .get("report")
         .map(|b| pb::ReportIncidentRequest::decode(b.as_slice()))
         .transpose()
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?
-        .unwrap_or_default();
+        .map_err(corrupt)?;
     let decision = fields
         .get("decision")
         .map(|b| pb::RouteDecision::decode(b.as_slice()))
         .transpose()
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?
+        .map_err(corrupt)?
         .unwrap_or_default();
+    Ok((report, decision))
+}
+
+/// What the lifecycle needs of a stored record (its report and decision already decoded).
+pub fn record_from_fields(
+    fields: &HashMap<String, Vec<u8>>,
+    report: Option<&pb::ReportIncidentRequest>,
+    decision: &pb::RouteDecision,
+    merged: Vec<String>,
+) -> Record {
+    let num = |k: &str| text(fields, k).and_then(|s| s.parse::<i64>().ok());
     let paused = text(fields, "paused").and_then(|p| {
         let (a, r) = p.split_once('|')?;
         Some((a.parse().ok(), r.parse().ok()?))
@@ -215,18 +218,19 @@ pub fn record_from_fields(
         Some(("suspension", _)) => Some(Pending::Suspension),
         _ => None,
     });
-    Ok(Record {
+    let report = report.cloned().unwrap_or_default();
+    Record {
         status: text(fields, "status").and_then(Status::parse),
         generation: num("gen").unwrap_or(0) as u64,
         department: text(fields, "dept").unwrap_or_default().to_owned(),
-        co_handlers: decision.co_department_ids,
+        co_handlers: decision.co_department_ids.clone(),
         grid: decision
             .region_path
             .last()
             .map(|r| r.code.clone())
             .unwrap_or_default(),
-        grid_workers: decision.grid_workers,
-        policy: decision.sla_policy,
+        grid_workers: decision.grid_workers.clone(),
+        policy: decision.sla_policy.clone(),
         source_system: report.source_system,
         reporter_id: report.reporter.map(|r| r.reporter_id).unwrap_or_default(),
         category: report.category,
@@ -244,7 +248,7 @@ pub fn record_from_fields(
         merged_into: text(fields, "merged_into").unwrap_or_default().to_owned(),
         satisfaction: num("satisfaction").map(|s| s as u8),
         reopened: num("reopened").unwrap_or(0) as u32,
-    })
+    }
 }
 
 /// A timeline event without its time (the script adds the Redis time).

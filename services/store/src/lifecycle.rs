@@ -52,6 +52,8 @@ struct Snapshot {
     rec: Record,
     version: String,
     fields: HashMap<String, Vec<u8>>,
+    report: Option<pb::ReportIncidentRequest>,
+    decision: pb::RouteDecision,
     now: i64,
 }
 
@@ -127,7 +129,8 @@ impl Store {
         if fields.is_empty() {
             return Err(StoreError::NotFound(id.to_owned()));
         }
-        let rec = codec::record_from_fields(&fields, merged)?;
+        let (report, decision) = codec::decode_parts(&fields)?;
+        let rec = codec::record_from_fields(&fields, report.as_ref(), &decision, merged);
         let version = fields
             .get("v")
             .and_then(|v| std::str::from_utf8(v).ok())
@@ -137,6 +140,8 @@ impl Store {
             rec,
             version,
             fields,
+            report,
+            decision,
             now: s * 1000 + us / 1000,
         })
     }
@@ -269,13 +274,7 @@ impl Store {
             clear.push(b("fired"));
         }
         // A new primary: its dispatch, its index, and a decision that names it.
-        let mut decision = snap
-            .fields
-            .get("decision")
-            .map(|d| pb::RouteDecision::decode(d.as_slice()))
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?
-            .unwrap_or_default();
+        let mut decision = snap.decision.clone();
         if let Some(assignee) = &plan.assign {
             decision.department_id.clone_from(assignee);
             decision
@@ -284,6 +283,13 @@ impl Store {
             set.push(b("decision"));
             set.push(decision.encode_to_vec());
             ops.op("ZADD", k.index_department(p, assignee), vec![b("0"), b(id)]);
+        }
+        // A re-route starts a new routing generation: the router dispatches only the entry
+        // that carries it.
+        let generation = (snap.rec.generation + 1).to_string();
+        if plan.reroute.is_some() {
+            set.push(b("gen"));
+            set.push(b(generation.clone()));
         }
         ops.op("HSET", inc.clone(), set);
         if !clear.is_empty() {
@@ -350,12 +356,7 @@ impl Store {
                 ],
             );
         };
-        let report = snap
-            .fields
-            .get("report")
-            .map(|r| pb::ReportIncidentRequest::decode(r.as_slice()))
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let report = &snap.report;
         if let Some(assignee) = &plan.assign {
             let num = |f: &str| {
                 plan.set
@@ -399,8 +400,6 @@ impl Store {
             );
         }
         if let Some(excluded) = &plan.reroute {
-            let generation = (snap.rec.generation + 1).to_string();
-            set_field(&mut ops, &inc, "gen", &generation);
             let mut entry = vec![
                 b("*"),
                 b("id"),
@@ -559,10 +558,6 @@ fn parse_timer(entry: &str) -> Option<Timer> {
         kind: gridroute_core::sla::TimerKind::parse(kind)?,
         target: target.to_owned(),
     })
-}
-
-fn set_field(ops: &mut Ops, inc: &str, field: &str, value: &str) {
-    ops.op("HSET", inc.to_owned(), vec![b(field), b(value)]);
 }
 
 fn repeated(prev: &[u8], action: &'static str) -> Result<Acted> {

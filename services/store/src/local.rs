@@ -203,11 +203,6 @@ impl LocalCluster {
             .collect();
         format!("redis+cluster://{}/", hosts.join(","))
     }
-
-    /// The ports of its nodes.
-    pub fn ports(&self) -> Vec<u16> {
-        self.nodes.iter().map(LocalRedis::port).collect()
-    }
 }
 
 /// A private primary, its replica and one Sentinel watching them as `mymaster` (tests of

@@ -18,6 +18,8 @@ use gridroute_store::{Store, local::LocalRedis};
 use tokio::{sync::watch, task::JoinHandle};
 use tonic::transport::Channel;
 
+pub mod process;
+
 pub const PARTITIONS: u16 = 4;
 
 pub struct Env {
