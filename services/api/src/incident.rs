@@ -86,7 +86,7 @@ impl IncidentService for Incidents {
             validate::report(&mut report, &self.0.tables.load(), now_ms(), "", true)
                 .inspect_err(|_| count("invalid", 1))?;
             let tp = trace_context::traceparent(&tracing::Span::current());
-            let accepted = self.0.store.report(&report, &tp).await.inspect_err(|e| {
+            let accepted = self.0.reports.report(report, tp).await.inspect_err(|e| {
                 count(
                     if matches!(e, StoreError::IdempotencyConflict { .. }) {
                         "conflict"

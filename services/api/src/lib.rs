@@ -7,12 +7,14 @@
 //! - [`incident`], [`dispatch`], [`supervision`], [`routing`], [`tables`]: one service per
 //!   module; handlers validate, call the store or the core, and map the result.
 //! - [`actions`]: what every lifecycle action shares (identity, idempotency, the answer).
+//! - [`coalesce`]: group commit of concurrent unary reports.
 //! - [`server`]: assembles the services, health and reflection, and serves them.
 //!
 //! Handlers hold no state of their own: everything shared lives in Redis or in the table in
 //! force, so any number of API replicas can run side by side.
 
 pub mod actions;
+pub mod coalesce;
 pub mod dispatch;
 pub mod error;
 pub mod incident;
@@ -59,6 +61,8 @@ pub struct ApiState {
     /// TLS for the gRPC endpoint (with client certificates when it names a client CA); plain
     /// HTTP/2 when absent.
     pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Unary reports waiting to be accepted together.
+    pub reports: coalesce::Coalescer,
 }
 
 impl ApiState {
@@ -69,6 +73,7 @@ impl ApiState {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Self {
+            reports: coalesce::Coalescer::new(store.clone()),
             store,
             tables,
             subscribers: Arc::new(Semaphore::new(MAX_SUBSCRIBERS)),

@@ -10,6 +10,10 @@ use crate::{EVENTS_MAX_LEN, Result, Store, StoreError, codec, keys, scripts};
 /// original incident. A week covers every realistic retry and outage of a calling system.
 pub const IDEMPOTENCY_TTL_SECS: u64 = 7 * 24 * 3600;
 
+/// Most reports one script call accepts. A script blocks Redis while it runs (about 8 µs per
+/// report), so this bounds the pause other clients see to about a millisecond.
+pub const REPORTS_PER_SCRIPT: usize = 128;
+
 /// What happened to one accepted report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
@@ -50,53 +54,91 @@ impl Store {
         reports: &[pb::ReportIncidentRequest],
         traceparent: &str,
     ) -> Result<Vec<Result<Accepted>>> {
+        let traced: Vec<_> = reports.iter().map(|r| (r, traceparent)).collect();
+        self.report_traced(&traced).await
+    }
+
+    /// Accepts reports that each carry their own trace context (reports gathered from many
+    /// callers). Reports are grouped by partition, and each group of up to
+    /// [`REPORTS_PER_SCRIPT`] is one script call; all calls go out in one pipeline.
+    pub async fn report_traced(
+        &self,
+        reports: &[(&pb::ReportIncidentRequest, &str)],
+    ) -> Result<Vec<Result<Accepted>>> {
         if reports.is_empty() {
             return Ok(Vec::new());
         }
         let k = self.keys();
-        let mut pipe = redis::pipe();
         let ttl = IDEMPOTENCY_TTL_SECS.to_string();
-        for r in reports {
+        let mut by_partition: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
+        for (i, (r, _)) in reports.iter().enumerate() {
             let p = k.partition_for(&r.source_system, &r.request_id);
-            let id = keys::incident_id(&ulid::Ulid::new().to_string(), p);
-            let bytes = r.encode_to_vec();
-            let hash = format!("{:016x}", gridroute_core::table::fnv1a(&bytes));
-            let event = codec::event_bytes(
-                "reported",
-                &r.source_system,
-                &format!("category {}", r.category),
-                "",
-            );
-            let keys = [
-                k.idempotency(p, &r.source_system, &r.request_id),
-                k.incident(p, &id),
-                k.timeline(p, &id),
-                k.ingest(p),
-                k.events(p),
-            ];
-            scripts::evalsha(
-                &mut pipe,
-                &scripts::REPORT,
-                &keys,
-                &[
-                    hash.as_bytes(),
-                    id.as_bytes(),
-                    &bytes,
-                    ttl.as_bytes(),
-                    &event,
-                    EVENTS_MAX_LEN.as_bytes(),
-                    traceparent.as_bytes(),
-                ],
-            );
+            by_partition.entry(p).or_default().push(i);
         }
-        let replies: Vec<Result<(i64, String)>> = self.run_scripts(&mut pipe, "report").await?;
-        Ok(replies
+        let mut pipe = redis::pipe();
+        let mut calls: Vec<Vec<usize>> = Vec::new();
+        for (p, members) in by_partition {
+            for chunk in members.chunks(REPORTS_PER_SCRIPT) {
+                let mut keys = vec![k.ingest(p), k.events(p)];
+                let mut args: Vec<Vec<u8>> = vec![ttl.clone().into_bytes(), EVENTS_MAX_LEN.into()];
+                for &i in chunk {
+                    let (r, tp) = reports[i];
+                    let id = keys::incident_id(&ulid::Ulid::new().to_string(), p);
+                    let bytes = r.encode_to_vec();
+                    let hash = format!("{:016x}", gridroute_core::table::fnv1a(&bytes));
+                    let event = codec::event_bytes(
+                        "reported",
+                        &r.source_system,
+                        &format!("category {}", r.category),
+                        "",
+                    );
+                    keys.extend([
+                        k.idempotency(p, &r.source_system, &r.request_id),
+                        k.incident(p, &id),
+                        k.timeline(p, &id),
+                    ]);
+                    args.extend([hash.into_bytes(), id.into_bytes(), bytes, event, tp.into()]);
+                }
+                let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                scripts::evalsha(&mut pipe, &scripts::REPORT, &keys, &args);
+                calls.push(chunk.to_vec());
+            }
+        }
+        let replies: Vec<Result<Vec<(i64, String)>>> =
+            self.run_scripts(&mut pipe, "report").await?;
+        let mut out: Vec<Option<Result<Accepted>>> = (0..reports.len()).map(|_| None).collect();
+        for (members, reply) in calls.into_iter().zip(replies) {
+            match reply {
+                Ok(answers) if answers.len() == members.len() => {
+                    for (i, answer) in members.into_iter().zip(answers) {
+                        out[i] = Some(match answer {
+                            (0, id) => Ok(Accepted::New(id)),
+                            (1, id) => Ok(Accepted::Duplicate(id)),
+                            (_, id) => Err(StoreError::IdempotencyConflict { incident_id: id }),
+                        });
+                    }
+                }
+                Ok(answers) => {
+                    let why = format!("{} answers for {} reports", answers.len(), members.len());
+                    for i in members {
+                        out[i] = Some(Err(StoreError::Internal(why.clone())));
+                    }
+                }
+                Err(e) => {
+                    let (why, retry) = (e.to_string(), matches!(e, StoreError::Unavailable(_)));
+                    for i in members {
+                        out[i] = Some(Err(if retry {
+                            StoreError::Unavailable(why.clone())
+                        } else {
+                            StoreError::Internal(why.clone())
+                        }));
+                    }
+                }
+            }
+        }
+        Ok(out
             .into_iter()
-            .map(|reply| match reply? {
-                (0, id) => Ok(Accepted::New(id)),
-                (1, id) => Ok(Accepted::Duplicate(id)),
-                (_, id) => Err(StoreError::IdempotencyConflict { incident_id: id }),
-            })
+            .map(|o| o.unwrap_or_else(|| Err(StoreError::Internal("no answer".into()))))
             .collect())
     }
 

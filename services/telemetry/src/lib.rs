@@ -65,6 +65,10 @@ pub mod names {
     pub const RESOLVE_WORKING_SECONDS: &str = "gridroute_resolve_working_time_seconds";
     /// Reports merged into an open incident as duplicates.
     pub const DUPLICATES_MERGED_TOTAL: &str = "gridroute_duplicates_merged_total";
+    /// Unary reports accepted together in one Redis round trip (group commit).
+    pub const REPORT_BATCH_SIZE: &str = "gridroute_report_batch_size";
+    /// Routed entries dispatched together in one Redis round trip.
+    pub const DISPATCH_BATCH_SIZE: &str = "gridroute_dispatch_batch_size";
 }
 
 /// Buckets for sub-millisecond to multi-second latencies.
@@ -78,6 +82,9 @@ const WORKING_TIME_BUCKETS: &[f64] = &[
     900.0, 1_800.0, 3_600.0, 7_200.0, 14_400.0, 25_200.0, 37_800.0, 50_400.0, 75_600.0, 126_000.0,
     252_000.0,
 ];
+
+/// Buckets for batch sizes.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
 /// Registers the description and unit of every metric.
 pub fn describe() {
@@ -118,6 +125,14 @@ pub fn describe() {
     describe_counter!(
         DUPLICATES_MERGED_TOTAL,
         "Reports merged into an open incident as duplicates."
+    );
+    describe_histogram!(
+        REPORT_BATCH_SIZE,
+        "Unary reports accepted together in one Redis round trip."
+    );
+    describe_histogram!(
+        DISPATCH_BATCH_SIZE,
+        "Routed entries dispatched together in one Redis round trip."
     );
     describe_counter!(ROUTED_TOTAL, "Ingest entries routed, by outcome.");
     describe_counter!(DISPATCHES_TOTAL, "Dispatch attempts, by outcome.");
@@ -184,6 +199,8 @@ pub fn serve_metrics(addr: SocketAddr) -> Result<PrometheusHandle, TelemetryErro
             Matcher::Full(names::RESOLVE_WORKING_SECONDS.into()),
             WORKING_TIME_BUCKETS,
         )
+        .map_err(|e| TelemetryError::Exporter(e.to_string()))?
+        .set_buckets_for_metric(Matcher::Suffix("_batch_size".into()), BATCH_BUCKETS)
         .map_err(|e| TelemetryError::Exporter(e.to_string()))?
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
         .map_err(|e| TelemetryError::Exporter(e.to_string()))?

@@ -1,54 +1,64 @@
--- Dispatches one routed ingest entry exactly once: record, timeline, event, SLA timers, indexes,
--- department streams, and the ack of the ingest entry happen together or not at all.
--- KEYS: 1 ingest stream, 2 incident hash, 3 timeline, 4 timer set, 5 index of all incidents,
---       6 department index, 7 events stream, 8 duplicate-detection geo set (or the incident
---       hash again when the category has none), 9..(8+R) region indexes, then one dispatch
---       stream per department
--- ARGV: 1 group, 2 entry id, 3 route generation, 4 incident id, 5 department, 6 decision bytes,
---       7 dispatch time (ms), 8 accept due (ms), 9 resolve due (ms), 10 timeline event bytes,
---       11 R, 12 dispatch stream max length, 13 timer list ('kind|dept,...'), 14 region codes,
---       15 longitude ('' = no duplicate detection), 16 latitude, 17 events stream max length,
---       18 T (timers), 19 W3C traceparent of the dispatch ('' = none), then T pairs (due, member),
---       then one dispatch payload per stream
--- Returns 1 when dispatched, 0 when this generation was already dispatched (a redelivery).
-local cur = redis.call('HMGET', KEYS[2], 'status', 'gen')
-local function ack()
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('XDEL', KEYS[1], ARGV[2])
+-- Dispatches a batch of routed ingest entries of one partition, each exactly once: record,
+-- timeline, event, SLA timer, indexes, department streams, and the ack of the ingest entry
+-- happen together or not at all. One call per batch: the cost of a script call is paid once.
+-- KEYS: 1 ingest stream, 2 timer set, 3 index of all incidents, 4 events stream, then per
+--       write: incident hash, timeline, department index, duplicate-detection geo set (or the
+--       incident hash again when the category has none), R region indexes, D dispatch streams
+-- ARGV: 1 group, 2 dispatch stream max length, 3 events stream max length, then per write:
+--       +0 entry id, +1 route generation, +2 incident id, +3 department, +4 decision bytes,
+--       +5 dispatch time (ms), +6 accept due (ms), +7 resolve due (ms), +8 timeline event
+--       bytes, +9 R, +10 timer schedule ('kind|target|due,...'), +11 region codes,
+--       +12 longitude ('' = no duplicate detection), +13 latitude, +14 T (0 or 1: the head
+--       timer), +15 W3C traceparent of the dispatch ('' = none), +16 D, then T pairs
+--       (due, member), then D dispatch payloads
+-- Returns per write 1 when dispatched, 0 when this generation was already dispatched (a
+-- redelivery). Every entry of the batch is acknowledged and deleted at the end.
+local out, acked = {}, {}
+local k, a = 5, 4
+while k <= #KEYS do
+  local inc, tl = KEYS[k], KEYS[k + 1]
+  local id, dept, now = ARGV[a + 2], ARGV[a + 3], ARGV[a + 5]
+  local r, nt, nd = tonumber(ARGV[a + 9]), tonumber(ARGV[a + 14]), tonumber(ARGV[a + 16])
+  acked[#acked + 1] = ARGV[a]
+  local cur = redis.call('HMGET', inc, 'status', 'gen', 'v', 'first_dispatched_at')
+  if (cur[1] ~= 'reported' and cur[1] ~= 'returned') or cur[2] ~= ARGV[a + 1] then
+    out[#out + 1] = 0
+  else
+    redis.call('HSET', inc, 'status', 'dispatched', 'dept', dept, 'decision', ARGV[a + 4],
+      'dispatched_at', now, 'accept_due', ARGV[a + 6], 'resolve_due', ARGV[a + 7],
+      'timers', ARGV[a + 10], 'regions', ARGV[a + 11], 'v', (tonumber(cur[3]) or 0) + 1,
+      'first_dispatched_at', cur[4] or now)
+    if cur[2] ~= '0' then
+      -- A re-route: the previous department's acceptance and escalations do not carry over.
+      redis.call('HDEL', inc, 'fired', 'accepted_at')
+    end
+    redis.call('RPUSH', tl, now .. '|' .. ARGV[a + 8])
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'id', id, 's', 'dispatched',
+      'd', dept, 'r', ARGV[a + 11], 'e', ARGV[a + 8])
+    for i = 1, nt do
+      redis.call('ZADD', KEYS[2], ARGV[a + 15 + 2 * i], ARGV[a + 16 + 2 * i])
+    end
+    redis.call('ZADD', KEYS[3], 0, id)
+    redis.call('ZADD', KEYS[k + 2], 0, id)
+    if ARGV[a + 12] ~= '' then
+      redis.call('GEOADD', KEYS[k + 3], ARGV[a + 12], ARGV[a + 13], id)
+      redis.call('HSET', inc, 'geo', KEYS[k + 3])
+    end
+    for i = 1, r do
+      redis.call('ZADD', KEYS[k + 3 + i], 0, id)
+    end
+    local payload = a + 17 + 2 * nt
+    for i = 0, nd - 1 do
+      redis.call('XADD', KEYS[k + 4 + r + i], 'MAXLEN', '~', ARGV[2], '*', 'id', id,
+        'd', ARGV[payload + i], 'tp', ARGV[a + 15])
+    end
+    out[#out + 1] = 1
+  end
+  k = k + 4 + r + nd
+  a = a + 17 + 2 * nt + nd
 end
-if (cur[1] ~= 'reported' and cur[1] ~= 'returned') or cur[2] ~= ARGV[3] then
-  ack()
-  return 0
+if #acked > 0 then
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(acked))
+  redis.call('XDEL', KEYS[1], unpack(acked))
 end
-local id = ARGV[4]
-redis.call('HSET', KEYS[2], 'status', 'dispatched', 'dept', ARGV[5], 'decision', ARGV[6],
-  'dispatched_at', ARGV[7], 'accept_due', ARGV[8], 'resolve_due', ARGV[9], 'timers', ARGV[13],
-  'regions', ARGV[14])
-redis.call('HSETNX', KEYS[2], 'first_dispatched_at', ARGV[7])
-redis.call('HDEL', KEYS[2], 'fired', 'accepted_at')
-redis.call('HINCRBY', KEYS[2], 'v', 1)
-redis.call('RPUSH', KEYS[3], ARGV[7] .. '|' .. ARGV[10])
-redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[17], '*', 'id', id, 's', 'dispatched', 'd', ARGV[5],
-  'r', ARGV[14], 'e', ARGV[10])
-local nt = tonumber(ARGV[18])
-for i = 1, nt do
-  redis.call('ZADD', KEYS[4], ARGV[18 + 2 * i], ARGV[19 + 2 * i])
-end
-redis.call('ZADD', KEYS[5], 0, id)
-redis.call('ZADD', KEYS[6], 0, id)
-if ARGV[15] ~= '' then
-  redis.call('GEOADD', KEYS[8], ARGV[15], ARGV[16], id)
-  redis.call('HSET', KEYS[2], 'geo', KEYS[8])
-end
-local r = tonumber(ARGV[11])
-for i = 1, r do
-  redis.call('ZADD', KEYS[8 + i], 0, id)
-end
-local first = 9 + r
-local payload = 20 + 2 * nt
-for k = first, #KEYS do
-  redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[12], '*', 'id', id, 'd', ARGV[payload + k - first],
-    'tp', ARGV[19])
-end
-ack()
-return 1
+return out
