@@ -22,11 +22,26 @@ for _ in $(seq 1 300); do
   if "$target/gridroute" health --addr "http://127.0.0.1:$grpc" >/dev/null 2>&1; then break; fi
   sleep 0.1
 done
-echo "== unary reports, closed loop"
+echo "== unary reports, closed loop (API and router in one process)"
 "$target/gridroute-loadtest" --addr "http://127.0.0.1:$grpc" --scenario report --concurrency 64 --duration 5s \
   --json "$out/report.json"
 sleep 3
 echo "== end to end, open loop 2,000/s"
 "$target/gridroute-loadtest" --addr "http://127.0.0.1:$grpc" --scenario e2e --rate 2000 --duration 10s \
   --json "$out/e2e.json" --html "$out/e2e.html"
+kill $pid 2>/dev/null; wait $pid 2>/dev/null || true
+echo "== unary reports accepted by an API process alone (routers stopped: reports queue)"
+redis=$(free_port); grpc=$(free_port); metrics=$(free_port)
+redis-server --port "$redis" --save '' --appendonly no --daemonize no >"$out/redis.log" 2>&1 &
+rpid=$!
+"$target/gridroute" serve --redis-url "redis://127.0.0.1:$redis/" --role api --grpc-addr "127.0.0.1:$grpc" \
+  --metrics-addr "127.0.0.1:$metrics" >"$out/api.log" 2>&1 &
+pid=$!
+trap 'kill $pid $rpid 2>/dev/null; wait $pid $rpid 2>/dev/null || true' EXIT
+for _ in $(seq 1 300); do
+  if "$target/gridroute" health --addr "http://127.0.0.1:$grpc" >/dev/null 2>&1; then break; fi
+  sleep 0.1
+done
+"$target/gridroute-loadtest" --addr "http://127.0.0.1:$grpc" --scenario report --concurrency 64 --duration 5s \
+  --json "$out/report-api.json"
 echo "results in $out"

@@ -3,7 +3,7 @@
 //! (XAUTOCLAIM); dispatches routed entries with one script per entry, pipelined; and moves
 //! entries that cannot be processed to the dead-letter stream.
 
-use std::{collections::HashMap, time::Duration};
+use std::{borrow::Cow, collections::HashMap, time::Duration};
 
 use redis::{
     Value,
@@ -127,11 +127,11 @@ pub const DISPATCHES_PER_SCRIPT: usize = 128;
 
 /// Appends one write's keys and arguments to a batched dispatch call (layout in
 /// `lua/dispatch.lua`).
-fn dispatch_args(
+fn dispatch_args<'a>(
     k: &crate::Keys,
-    w: &DispatchWrite,
+    w: &'a DispatchWrite,
     keys: &mut Vec<String>,
-    args: &mut Vec<Vec<u8>>,
+    args: &mut Vec<Cow<'a, [u8]>>,
 ) {
     let p = w.partition;
     let geo_key = w.duplicates.as_ref().map_or_else(
@@ -156,29 +156,34 @@ fn dispatch_args(
         .map(|t| (t.due.to_string(), timer_member(&w.incident_id, t)))
         .into_iter()
         .collect();
+    let owned = |s: String| Cow::Owned(s.into_bytes());
     args.extend([
-        w.entry_id.clone().into_bytes(),
-        w.generation.clone().into_bytes(),
-        w.incident_id.clone().into_bytes(),
-        w.department.clone().into_bytes(),
-        w.decision.clone(),
-        w.dispatched_ms.to_string().into_bytes(),
-        w.accept_due_ms.to_string().into_bytes(),
-        w.resolve_due_ms.to_string().into_bytes(),
-        w.event.clone(),
-        w.region_codes.len().to_string().into_bytes(),
-        timer_list(&w.timers).into_bytes(),
-        w.region_codes.join(",").into_bytes(),
-        lng.into_bytes(),
-        lat.into_bytes(),
-        head.len().to_string().into_bytes(),
-        w.traceparent.clone().into_bytes(),
-        w.deliveries.len().to_string().into_bytes(),
+        w.entry_id.as_bytes().into(),
+        w.generation.as_bytes().into(),
+        w.incident_id.as_bytes().into(),
+        w.department.as_bytes().into(),
+        w.decision.as_slice().into(),
+        owned(w.dispatched_ms.to_string()),
+        owned(w.accept_due_ms.to_string()),
+        owned(w.resolve_due_ms.to_string()),
+        w.event.as_slice().into(),
+        owned(w.region_codes.len().to_string()),
+        owned(timer_list(&w.timers)),
+        owned(w.region_codes.join(",")),
+        owned(lng),
+        owned(lat),
+        owned(head.len().to_string()),
+        w.traceparent.as_bytes().into(),
+        owned(w.deliveries.len().to_string()),
     ]);
     for (due, member) in head {
-        args.extend([due.into_bytes(), member.into_bytes()]);
+        args.extend([owned(due), owned(member)]);
     }
-    args.extend(w.deliveries.iter().map(|(_, b)| b.clone()));
+    args.extend(
+        w.deliveries
+            .iter()
+            .map(|(_, b)| Cow::Borrowed(b.as_slice())),
+    );
 }
 
 /// Counts of an ingest stream's consumer group.
@@ -249,15 +254,15 @@ impl Store {
         for (p, members) in by_partition {
             for chunk in members.chunks(DISPATCHES_PER_SCRIPT) {
                 let mut keys = vec![k.ingest(p), k.sla(p), k.index_all(p), k.events(p)];
-                let mut args: Vec<Vec<u8>> = vec![
-                    ROUTER_GROUP.into(),
-                    maxlen.clone().into_bytes(),
-                    crate::EVENTS_MAX_LEN.into(),
+                let mut args: Vec<Cow<'_, [u8]>> = vec![
+                    ROUTER_GROUP.as_bytes().into(),
+                    maxlen.as_bytes().into(),
+                    crate::EVENTS_MAX_LEN.as_bytes().into(),
                 ];
                 for &i in chunk {
-                    dispatch_args(&k, &writes[i], &mut keys, &mut args);
+                    dispatch_args(k, &writes[i], &mut keys, &mut args);
                 }
-                let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                let args: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
                 scripts::evalsha(&mut pipe, &scripts::DISPATCH, &keys, &args);
                 calls.push(chunk.to_vec());
             }

@@ -195,11 +195,18 @@ impl Store {
     ) -> redis::RedisResult<Vec<redis::Value>> {
         let mut c = self.conn();
         if !self.target.is_cluster() {
-            let mut p = pipe.clone();
             if ignore_errors {
-                p.ignore_errors();
+                // Per-command results without copying the pipeline (its arguments can be
+                // megabytes for a batch): the flag is the pipeline's own.
+                return redis::aio::ConnectionLike::req_packed_commands(
+                    &mut c,
+                    pipe,
+                    0,
+                    pipe.len(),
+                )
+                .await;
             }
-            return p.query_async(&mut c).await;
+            return pipe.query_async(&mut c).await;
         }
         let cmds: Vec<&redis::Cmd> = pipe.cmd_iter().collect();
         let mut groups: std::collections::BTreeMap<Vec<u8>, Vec<usize>> = Default::default();
