@@ -1,0 +1,88 @@
+//! Group commit and batched dispatch: many concurrent unary reports (with retries of the same
+//! request id landing in the same batch, and a reuse of an id with another payload) are each
+//! answered for themselves, and every new incident is dispatched exactly once.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+
+use common::{Env, grid_point, report};
+use gridroute_proto::v1 as pb;
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reports_are_answered_one_by_one_and_dispatched_once() {
+    let env = Env::start().await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    // The department this category goes to at this point, from a first report.
+    let probe = env
+        .report(report("batch-probe", "city.vehicle.abandoned", lng, lat))
+        .await;
+    let department = env
+        .wait_status(&probe, pb::IncidentStatus::Dispatched)
+        .await
+        .decision
+        .unwrap()
+        .department_id;
+    let before = env.dispatch_count(&department).await;
+
+    // 300 distinct request ids, each sent twice at once; and one id reused with another
+    // description. All 601 calls are in flight together, so they share batches.
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        for _ in 0..2 {
+            let mut client = env.incidents().await;
+            let r = report(&format!("batch-{i}"), "city.vehicle.abandoned", lng, lat);
+            calls.spawn(async move { (i, client.report_incident(r).await) });
+        }
+    }
+    let mut client = env.incidents().await;
+    let first = client
+        .report_incident(report("batch-reused", "city.vehicle.abandoned", lng, lat))
+        .await
+        .unwrap()
+        .into_inner();
+    let reused = client
+        .report_incident(pb::ReportIncidentRequest {
+            description: "another payload".into(),
+            ..report("batch-reused", "city.vehicle.abandoned", lng, lat)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::AlreadyExists, "{reused:?}");
+    assert!(reused.message().contains(&first.incident_id), "{reused:?}");
+
+    let mut ids: HashMap<usize, Vec<pb::ReportIncidentResponse>> = HashMap::new();
+    while let Some(done) = calls.join_next().await {
+        let (i, answer) = done.unwrap();
+        ids.entry(i).or_default().push(answer.unwrap().into_inner());
+    }
+    let mut distinct = HashSet::new();
+    for (i, answers) in &ids {
+        assert_eq!(answers.len(), 2);
+        assert_eq!(answers[0].incident_id, answers[1].incident_id, "request {i}");
+        assert_eq!(
+            answers.iter().filter(|a| a.duplicate_request).count(),
+            1,
+            "request {i}: exactly one of the two is the original"
+        );
+        distinct.insert(answers[0].incident_id.clone());
+    }
+    assert_eq!(distinct.len(), 300);
+
+    // Every new incident (300 + the reused id's first) is dispatched once, and its record says so.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while env.dispatch_count(&department).await < before + 301 {
+        assert!(std::time::Instant::now() < deadline, "not all dispatched");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(env.dispatch_count(&department).await, before + 301);
+    for id in distinct.iter().take(20) {
+        let inc = env.wait_status(id, pb::IncidentStatus::Dispatched).await;
+        assert_eq!(inc.decision.unwrap().department_id, department);
+    }
+
+}
