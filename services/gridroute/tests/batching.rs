@@ -62,7 +62,10 @@ async fn concurrent_reports_are_answered_one_by_one_and_dispatched_once() {
     let mut distinct = HashSet::new();
     for (i, answers) in &ids {
         assert_eq!(answers.len(), 2);
-        assert_eq!(answers[0].incident_id, answers[1].incident_id, "request {i}");
+        assert_eq!(
+            answers[0].incident_id, answers[1].incident_id,
+            "request {i}"
+        );
         assert_eq!(
             answers.iter().filter(|a| a.duplicate_request).count(),
             1,
@@ -84,5 +87,4 @@ async fn concurrent_reports_are_answered_one_by_one_and_dispatched_once() {
         let inc = env.wait_status(id, pb::IncidentStatus::Dispatched).await;
         assert_eq!(inc.decision.unwrap().department_id, department);
     }
-
 }

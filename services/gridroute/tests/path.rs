@@ -685,12 +685,23 @@ async fn entries_that_keep_failing_are_dead_lettered_after_max_deliveries() {
         .unwrap()
         .into_inner()
         .incident_id;
-    let good = c
-        .report_incident(report("will-pass", "city.vehicle.abandoned", lng, lat))
-        .await
-        .unwrap()
-        .into_inner()
-        .incident_id;
+    // Good reports around it: the ones in its partition are read in the same batch, so they
+    // share its dispatch script call, and must not fail with it.
+    let mut good = Vec::new();
+    for i in 0..40 {
+        let id = c
+            .report_incident(report(
+                &format!("will-pass-{i}"),
+                "city.vehicle.abandoned",
+                lng,
+                lat,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .incident_id;
+        good.push(id);
+    }
     // Break the first incident's record so that its dispatch script fails every time.
     let p = gridroute_store::keys::partition_of(&bad, PARTITIONS).unwrap();
     let mut r = env.redis().await;
@@ -706,9 +717,17 @@ async fn entries_that_keep_failing_are_dead_lettered_after_max_deliveries() {
         .await
         .unwrap();
 
+    assert!(
+        good.iter()
+            .any(|g| gridroute_store::keys::partition_of(g, PARTITIONS) == Some(p)),
+        "some good report shares the bad one's partition"
+    );
+
     let mut env = env;
     env.spawn_router(fast_router("router-x"));
-    env.wait_status(&good, pb::IncidentStatus::Dispatched).await;
+    for g in &good {
+        env.wait_status(g, pb::IncidentStatus::Dispatched).await;
+    }
     let mut letters = Vec::new();
     for _ in 0..400 {
         letters = env.store.dead_letters(p, 10).await.unwrap();
@@ -721,5 +740,5 @@ async fn entries_that_keep_failing_are_dead_lettered_after_max_deliveries() {
     assert_eq!(letters[0]["reason"], b"max_deliveries");
     assert!(String::from_utf8_lossy(&letters[0]["fields"]).contains(&bad));
     let stats = env.store.ingest_stats().await.unwrap();
-    assert_eq!(stats.pending, 0);
+    assert_eq!((stats.pending, stats.dead_letters), (0, 1));
 }

@@ -249,46 +249,28 @@ impl Store {
         for (i, w) in writes.iter().enumerate() {
             by_partition.entry(w.partition).or_default().push(i);
         }
-        let mut pipe = redis::pipe();
-        let mut calls: Vec<Vec<usize>> = Vec::new();
-        for (p, members) in by_partition {
-            for chunk in members.chunks(DISPATCHES_PER_SCRIPT) {
-                let mut keys = vec![k.ingest(p), k.sla(p), k.index_all(p), k.events(p)];
-                let mut args: Vec<Cow<'_, [u8]>> = vec![
-                    ROUTER_GROUP.as_bytes().into(),
-                    maxlen.as_bytes().into(),
-                    crate::EVENTS_MAX_LEN.as_bytes().into(),
-                ];
-                for &i in chunk {
-                    dispatch_args(k, &writes[i], &mut keys, &mut args);
-                }
-                let args: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
-                scripts::evalsha(&mut pipe, &scripts::DISPATCH, &keys, &args);
-                calls.push(chunk.to_vec());
+        let groups: Vec<Vec<usize>> = by_partition
+            .values()
+            .flat_map(|members| members.chunks(DISPATCHES_PER_SCRIPT).map(<[usize]>::to_vec))
+            .collect();
+        let build = |pipe: &mut redis::Pipeline, members: &[usize]| {
+            let p = writes[members[0]].partition;
+            let mut keys = vec![k.ingest(p), k.sla(p), k.index_all(p), k.events(p)];
+            let mut args: Vec<Cow<'_, [u8]>> = vec![
+                ROUTER_GROUP.as_bytes().into(),
+                maxlen.as_bytes().into(),
+                crate::EVENTS_MAX_LEN.as_bytes().into(),
+            ];
+            for &i in members {
+                dispatch_args(k, &writes[i], &mut keys, &mut args);
             }
-        }
-        let replies: Vec<Result<Vec<i64>>> = self.run_scripts(&mut pipe, "dispatch").await?;
-        let mut out: Vec<Option<Result<bool>>> = (0..writes.len()).map(|_| None).collect();
-        for (members, reply) in calls.into_iter().zip(replies) {
-            match reply {
-                Ok(done) if done.len() == members.len() => {
-                    for (i, d) in members.into_iter().zip(done) {
-                        out[i] = Some(Ok(d == 1));
-                    }
-                }
-                other => {
-                    let why =
-                        other.map_or_else(|e| e.to_string(), |d| format!("{} answers", d.len()));
-                    for i in members {
-                        out[i] = Some(Err(StoreError::Internal(why.clone())));
-                    }
-                }
-            }
-        }
-        Ok(out
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(StoreError::Internal("no answer".into()))))
-            .collect())
+            let args: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
+            scripts::evalsha(pipe, &scripts::DISPATCH, &keys, &args);
+        };
+        let done: Vec<Result<i64>> = self
+            .run_batched("dispatch", writes.len(), groups, build)
+            .await?;
+        Ok(done.into_iter().map(|d| d.map(|d| d == 1)).collect())
     }
 
     /// Open incidents near a point in a duplicate-detection category, nearest first, across every

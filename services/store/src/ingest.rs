@@ -75,70 +75,48 @@ impl Store {
             let p = k.partition_for(&r.source_system, &r.request_id);
             by_partition.entry(p).or_default().push(i);
         }
-        let mut pipe = redis::pipe();
-        let mut calls: Vec<Vec<usize>> = Vec::new();
-        for (p, members) in by_partition {
-            for chunk in members.chunks(REPORTS_PER_SCRIPT) {
-                let mut keys = vec![k.ingest(p), k.events(p)];
-                let mut args: Vec<Vec<u8>> = vec![ttl.clone().into_bytes(), EVENTS_MAX_LEN.into()];
-                for &i in chunk {
-                    let (r, tp) = reports[i];
-                    let id = keys::incident_id(&ulid::Ulid::new().to_string(), p);
-                    let bytes = r.encode_to_vec();
-                    let hash = format!("{:016x}", gridroute_core::table::fnv1a(&bytes));
-                    let event = codec::event_bytes(
-                        "reported",
-                        &r.source_system,
-                        &format!("category {}", r.category),
-                        "",
-                    );
-                    keys.extend([
-                        k.idempotency(p, &r.source_system, &r.request_id),
-                        k.incident(p, &id),
-                        k.timeline(p, &id),
-                    ]);
-                    args.extend([hash.into_bytes(), id.into_bytes(), bytes, event, tp.into()]);
-                }
-                let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-                scripts::evalsha(&mut pipe, &scripts::REPORT, &keys, &args);
-                calls.push(chunk.to_vec());
+        let groups: Vec<Vec<usize>> = by_partition
+            .values()
+            .flat_map(|members| members.chunks(REPORTS_PER_SCRIPT).map(<[usize]>::to_vec))
+            .collect();
+        let build = |pipe: &mut redis::Pipeline, members: &[usize]| {
+            let p = k.partition_for(
+                &reports[members[0]].0.source_system,
+                &reports[members[0]].0.request_id,
+            );
+            let mut keys = vec![k.ingest(p), k.events(p)];
+            let mut args: Vec<Vec<u8>> = vec![ttl.clone().into_bytes(), EVENTS_MAX_LEN.into()];
+            for &i in members {
+                let (r, tp) = reports[i];
+                let id = keys::incident_id(&ulid::Ulid::new().to_string(), p);
+                let bytes = r.encode_to_vec();
+                let hash = format!("{:016x}", gridroute_core::table::fnv1a(&bytes));
+                let event = codec::event_bytes(
+                    "reported",
+                    &r.source_system,
+                    &format!("category {}", r.category),
+                    "",
+                );
+                keys.extend([
+                    k.idempotency(p, &r.source_system, &r.request_id),
+                    k.incident(p, &id),
+                    k.timeline(p, &id),
+                ]);
+                args.extend([hash.into_bytes(), id.into_bytes(), bytes, event, tp.into()]);
             }
-        }
-        let replies: Vec<Result<Vec<(i64, String)>>> =
-            self.run_scripts(&mut pipe, "report").await?;
-        let mut out: Vec<Option<Result<Accepted>>> = (0..reports.len()).map(|_| None).collect();
-        for (members, reply) in calls.into_iter().zip(replies) {
-            match reply {
-                Ok(answers) if answers.len() == members.len() => {
-                    for (i, answer) in members.into_iter().zip(answers) {
-                        out[i] = Some(match answer {
-                            (0, id) => Ok(Accepted::New(id)),
-                            (1, id) => Ok(Accepted::Duplicate(id)),
-                            (_, id) => Err(StoreError::IdempotencyConflict { incident_id: id }),
-                        });
-                    }
-                }
-                Ok(answers) => {
-                    let why = format!("{} answers for {} reports", answers.len(), members.len());
-                    for i in members {
-                        out[i] = Some(Err(StoreError::Internal(why.clone())));
-                    }
-                }
-                Err(e) => {
-                    let (why, retry) = (e.to_string(), matches!(e, StoreError::Unavailable(_)));
-                    for i in members {
-                        out[i] = Some(Err(if retry {
-                            StoreError::Unavailable(why.clone())
-                        } else {
-                            StoreError::Internal(why.clone())
-                        }));
-                    }
-                }
-            }
-        }
-        Ok(out
+            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            scripts::evalsha(pipe, &scripts::REPORT, &keys, &args);
+        };
+        let answers: Vec<Result<(i64, String)>> = self
+            .run_batched("report", reports.len(), groups, build)
+            .await?;
+        Ok(answers
             .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(StoreError::Internal("no answer".into()))))
+            .map(|a| match a? {
+                (0, id) => Ok(Accepted::New(id)),
+                (1, id) => Ok(Accepted::Duplicate(id)),
+                (_, id) => Err(StoreError::IdempotencyConflict { incident_id: id }),
+            })
             .collect())
     }
 
@@ -197,6 +175,69 @@ impl Store {
                 }
                 .inspect_err(|e| crate::record_error(op, e))
             })
+            .collect())
+    }
+
+    /// Runs batched script calls: `groups` are the members (indexes into the caller's items)
+    /// of each call, and `build` appends the call for a group to a pipeline. Each call answers
+    /// with one `T` per member. A call that fails (a script error stops the whole script) is
+    /// run again one member per call, so that one bad member fails alone and its neighbours,
+    /// written or not, get their own answer (the scripts are idempotent). Returns one result
+    /// per item; `items` is how many there are.
+    pub(crate) async fn run_batched<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        items: usize,
+        groups: Vec<Vec<usize>>,
+        build: impl Fn(&mut redis::Pipeline, &[usize]),
+    ) -> Result<Vec<Result<T>>> {
+        let mut out: Vec<Option<Result<T>>> = (0..items).map(|_| None).collect();
+        let mut pending = groups;
+        for round in 0..2 {
+            if pending.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            for g in &pending {
+                build(&mut pipe, g);
+            }
+            let replies: Vec<Result<Vec<T>>> = self.run_scripts(&mut pipe, op).await?;
+            let mut again = Vec::new();
+            for (members, reply) in pending.into_iter().zip(replies) {
+                match reply {
+                    Ok(answers) if answers.len() == members.len() => {
+                        for (i, a) in members.into_iter().zip(answers) {
+                            out[i] = Some(Ok(a));
+                        }
+                    }
+                    Err(_) if round == 0 && members.len() > 1 => {
+                        again.extend(members.into_iter().map(|i| vec![i]));
+                    }
+                    other => {
+                        let e = match other {
+                            Err(e) => e,
+                            Ok(a) => StoreError::Internal(format!(
+                                "{} answers for {} members",
+                                a.len(),
+                                members.len()
+                            )),
+                        };
+                        let (why, retry) = (e.to_string(), matches!(e, StoreError::Unavailable(_)));
+                        for i in members {
+                            out[i] = Some(Err(if retry {
+                                StoreError::Unavailable(why.clone())
+                            } else {
+                                StoreError::Internal(why.clone())
+                            }));
+                        }
+                    }
+                }
+            }
+            pending = again;
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(StoreError::Internal("no answer".into()))))
             .collect())
     }
 
