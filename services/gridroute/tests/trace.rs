@@ -196,7 +196,7 @@ async fn json_logs_name_the_trace_and_never_the_reporter() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("the binary starts");
-    let mut child = Child(child);
+    let child = Child(child);
     let addr = format!("http://127.0.0.1:{grpc}");
     let mut incidents = IncidentServiceClient::new(connect(&addr).await);
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
@@ -230,8 +230,8 @@ async fn json_logs_name_the_trace_and_never_the_reporter() {
         let _ = incidents.report_incident(r).await;
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let _ = child.0.kill();
-    let _ = child.0.wait();
+    // SIGTERM (on drop), so that the redis-server of `gridroute dev` stops with it.
+    drop(child);
     let text = std::fs::read_to_string(&log).unwrap();
     let _ = std::fs::remove_file(&log);
     assert!(text.lines().count() > 5, "debug logs were written");

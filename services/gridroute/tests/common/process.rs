@@ -4,11 +4,26 @@ use std::time::Duration;
 
 use tonic::transport::Channel;
 
-/// A child process, killed when dropped (a failing test leaves nothing running).
+/// A child process, stopped when dropped (a failing test leaves nothing running): SIGTERM
+/// first, so that `gridroute dev` stops the redis-server it started (a SIGKILL would orphan
+/// it), then SIGKILL after 5 s.
 pub struct Child(pub std::process::Child);
 
 impl Drop for Child {
     fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            for _ in 0..100 {
+                if !matches!(self.0.try_wait(), Ok(None)) {
+                    return;
+                }
+                // Drop cannot await; this runs once per test, at its end.
+                #[allow(clippy::disallowed_methods)]
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
