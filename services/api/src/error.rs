@@ -48,6 +48,10 @@ impl From<ApiError> for Status {
                     Status::internal("internal storage error")
                 }
                 StoreError::NotFound(id) => Status::not_found(format!("incident {id} not found")),
+                StoreError::InvalidToken(_) => Status::from(ApiError::field(
+                    "page_token",
+                    "not a token this service issued; start again without one",
+                )),
                 e @ StoreError::IdempotencyConflict { .. } => Status::already_exists(e.to_string()),
                 StoreError::Refused(r) => match r {
                     Refusal::NotPermitted(m) => Status::permission_denied(m),

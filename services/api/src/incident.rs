@@ -187,7 +187,7 @@ impl IncidentService for Incidents {
                     format!("between 0 and {}", query::MAX_PAGE_SIZE),
                 ));
             }
-            if !r.page_token.is_empty() && validate::incident_id(&r.page_token).is_err() {
+            if !r.page_token.is_empty() && !query::is_page_token(&r.page_token) {
                 violations.push(tonic_types::FieldViolation::new(
                     "page_token",
                     "not a token returned by ListIncidents",

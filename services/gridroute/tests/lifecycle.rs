@@ -1267,3 +1267,80 @@ async fn every_illegal_action_in_every_reachable_state_is_failed_precondition() 
     }
     assert!(checked >= 100, "{checked} illegal actions checked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_department_given_a_case_back_by_arbitration_lists_and_counts_it_once() {
+    let env = Env::with_rules(&rules()).await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let id = reported(&env, "back-1", "city.vehicle.abandoned", lng, lat).await;
+    let mut d = env.dispatches().await;
+    d.return_incident(ret(&id, "property-office", "b1"))
+        .await
+        .unwrap();
+    let mut inc = env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+    for _ in 0..100 {
+        if inc.decision.as_ref().unwrap().department_id == "command-centre" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        inc = env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+    }
+    d.return_incident(ret(&id, "command-centre", "b2"))
+        .await
+        .unwrap();
+    // The centre gives it back to the department that returned it first.
+    env.supervision()
+        .await
+        .arbitrate_incident(pb::ArbitrateIncidentRequest {
+            incident_id: id.clone(),
+            department_id: "command-centre".into(),
+            assignee_department_id: "property-office".into(),
+            note: "inside the compound after all".into(),
+            request_id: "back-arb".into(),
+        })
+        .await
+        .unwrap();
+    let mut c = env.incidents().await;
+    let listed = |department: &str| {
+        let mut c = c.clone();
+        let (department, id) = (department.to_owned(), id.clone());
+        async move {
+            c.list_incidents(pb::ListIncidentsRequest {
+                department_id: department,
+                page_size: 50,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .incidents
+            .into_iter()
+            .filter(|i| i.incident_id == id)
+            .count()
+        }
+    };
+    // Its index has two entries (first dispatch, arbitration); only the latest counts.
+    assert_eq!(listed("property-office").await, 1);
+    assert_eq!(listed("command-centre").await, 0);
+    let stats = env
+        .supervision()
+        .await
+        .get_stats(pb::GetStatsRequest {
+            department_id: "property-office".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.incident_count, 1);
+    // Unfiltered, it is listed once too (it entered the `all` index at its first routing).
+    let all = c
+        .list_incidents(pb::ListIncidentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        all.incidents.iter().filter(|i| i.incident_id == id).count(),
+        1
+    );
+}

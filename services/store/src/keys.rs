@@ -15,7 +15,8 @@
 //! | `<prefix>:{pN}:geo:<category>` | geo set | open incidents of a duplicate-detection category |
 //! | `<prefix>:{pN}:pts:<source>:<reporter>` | list | a reporter's points ledger in this partition, `ms|incident|points|category` |
 //! | `<prefix>:{pN}:dlq` | stream | entries no router could process, with the reason |
-//! | `<prefix>:{pN}:idx:all`, `:idx:dept:<d>`, `:idx:region:<code>` | sorted sets | incident ids (score 0, ordered by id = time) |
+//! | `<prefix>:{pN}:ix:all`, `:ix:region:<code>` | streams | `i` = incident id, added when it is first routed (append-only) |
+//! | `<prefix>:{pN}:ix:dept:<d>` | stream | `i` = incident id, added at each assignment to the department (the record's `dept_at` names the one that counts) |
 //! | `<prefix>:meta` | hash | deployment constants (number of partitions) |
 //! | `<prefix>:{tables}:current` | string | the routing table version in force |
 //! | `<prefix>:{tables}:history` | list | `version|ms|by|note`, newest first |
@@ -137,15 +138,15 @@ impl Keys {
 
     /// Index of every incident.
     pub fn index_all(&self, p: u16) -> String {
-        self.part(p, "idx:all")
+        self.part(p, "ix:all")
     }
     /// Index by primary department.
     pub fn index_department(&self, p: u16, department: &str) -> String {
-        self.part(p, &format!("idx:dept:{department}"))
+        self.part(p, &format!("ix:dept:{department}"))
     }
     /// Index by region (every level of the path).
     pub fn index_region(&self, p: u16, code: &str) -> String {
-        self.part(p, &format!("idx:region:{code}"))
+        self.part(p, &format!("ix:region:{code}"))
     }
 }
 

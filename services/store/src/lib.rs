@@ -77,6 +77,9 @@ pub enum StoreError {
         /// The action it was used for.
         action: String,
     },
+    /// A page token that this store did not issue.
+    #[error("page_token {0:?} is not a token this service issued")]
+    InvalidToken(String),
     /// A value in Redis could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(String),

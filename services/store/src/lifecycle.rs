@@ -282,7 +282,13 @@ impl Store {
                 .push(format!("assigned to {assignee} by arbitration"));
             set.push(b("decision"));
             set.push(decision.encode_to_vec());
-            ops.op("ZADD", k.index_department(p, assignee), vec![b("0"), b(id)]);
+            set.push(b("dept_at"));
+            set.push(NOW.to_vec());
+            ops.op(
+                "XADD",
+                k.index_department(p, assignee),
+                vec![b("*"), b("i"), b(id)],
+            );
         }
         // A re-route starts a new routing generation: the router dispatches only the entry
         // that carries it.

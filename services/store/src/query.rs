@@ -1,9 +1,16 @@
 //! Reading the shared record: one incident with its timeline, and filtered, paged lists.
 //!
-//! Lists read per-partition indexes (sorted sets of incident ids, all scored 0, so that
-//! `ZRANGE … BYLEX REV` walks them newest first: ids start with a ULID). The most selective
-//! index among department, region and all is read; the other filters are applied to the
-//! records. A page token is the last id returned.
+//! Lists read per-partition index streams (append-only; entry ids are the Redis time at which
+//! the incident entered the index), merged newest first across partitions. The most selective
+//! index among department, region and all is read; the other filters, and the report-time
+//! window, are applied to the records. A page token is the position of the last entry
+//! examined (`<entry id>~<partition>`).
+//!
+//! An incident enters the `all` and region indexes when it is first routed, which is right
+//! after its report unless routing was down: a time window is scanned from
+//! [`ROUTING_SLACK_MS`] after its end, so an incident first routed later than that after its
+//! report is missing from windows that end before its routing. A department's index gets an
+//! entry at each assignment; only the latest (at or after the record's `dept_at`) counts.
 
 use std::collections::HashMap;
 
@@ -63,81 +70,212 @@ impl Store {
     ) -> Result<(Vec<pb::Incident>, String)> {
         let k = self.keys();
         let page_size = page_size.clamp(1, MAX_PAGE_SIZE);
-        // ULID bounds for the time window: 10 characters of time, then 16 of randomness.
-        let upper = match (page_token.is_empty(), f.end_ms) {
-            (false, _) => format!("({page_token}"),
-            (true, Some(end)) => format!("({}", ulid::Ulid::from_parts(end.max(0) as u64, 0)),
-            (true, None) => "+".to_owned(),
+        let mut cursor = if page_token.is_empty() {
+            None
+        } else {
+            Some(
+                Cursor::parse(page_token)
+                    .ok_or_else(|| StoreError::InvalidToken(page_token.to_owned()))?,
+            )
         };
-        let lower = f.start_ms.map_or_else(
-            || "-".to_owned(),
-            |s| format!("[{}", ulid::Ulid::from_parts(s.max(0) as u64, 0)),
-        );
+        let scan = IndexScan::new(&f.department, &f.region_code, f.start_ms, f.end_ms);
         let mut out: Vec<pb::Incident> = Vec::with_capacity(page_size);
-        let mut cursor = upper;
         let mut scanned = 0usize;
         let mut more = true;
         while more && out.len() < page_size && scanned < MAX_SCANNED_PER_PAGE {
-            // Newest-first merge of the partitions: a chunk from each, then the newest overall.
             let chunk = page_size.max(16);
+            let (entries, full) = self.scan_index(&scan, cursor.as_ref(), chunk).await?;
+            more = full;
             let mut pipe = redis::pipe();
-            for p in 0..k.partitions() {
-                let index = if !f.department.is_empty() {
-                    k.index_department(p, &f.department)
-                } else if !f.region_code.is_empty() {
-                    k.index_region(p, &f.region_code)
-                } else {
-                    k.index_all(p)
-                };
-                pipe.cmd("ZRANGE")
-                    .arg(index)
-                    .arg(&cursor)
-                    .arg(&lower)
-                    .arg("BYLEX")
-                    .arg("REV")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(chunk);
+            for e in &entries {
+                pipe.hgetall(k.incident(e.partition, &e.id));
             }
-            let lists: Vec<Vec<String>> = self.query_pipe(&pipe).await?;
-            more = lists.iter().any(|l| l.len() == chunk);
-            let mut ids: Vec<String> = lists.into_iter().flatten().collect();
-            // Ids start with a fixed-width ULID, so string order is time order.
-            ids.sort_unstable_by(|a, b| b.cmp(a));
-            more |= ids.len() > chunk;
-            ids.truncate(chunk);
-            let mut pipe = redis::pipe();
-            for id in &ids {
-                let p = keys::partition_of(id, k.partitions()).unwrap_or(0);
-                pipe.hgetall(k.incident(p, id));
-            }
-            let records: Vec<HashMap<String, Vec<u8>>> = if ids.is_empty() {
+            let records: Vec<HashMap<String, Vec<u8>>> = if entries.is_empty() {
                 Vec::new()
             } else {
                 self.query_pipe(&pipe).await?
             };
-            for (i, (id, fields)) in ids.iter().zip(records).enumerate() {
+            for (i, (e, fields)) in entries.iter().zip(records).enumerate() {
                 scanned += 1;
-                cursor = format!("({id}");
-                if fields.is_empty() {
+                cursor = Some(e.cursor());
+                let text = |n: &str| {
+                    fields
+                        .get(n)
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .unwrap_or("")
+                };
+                if fields.is_empty() || !scan.counts(e, text) {
                     continue;
                 }
-                let inc = codec::incident_from_fields(id, &fields, &[], Vec::new())?;
+                let inc = codec::incident_from_fields(&e.id, &fields, &[], Vec::new())?;
                 if matches(&inc, f) {
                     out.push(inc);
                     if out.len() == page_size {
-                        more |= i + 1 < ids.len();
+                        more |= i + 1 < entries.len();
                         break;
                     }
                 }
             }
         }
-        let next = if more {
-            cursor.trim_start_matches('(').to_owned()
-        } else {
-            String::new()
+        let next = match (more, cursor) {
+            (true, Some(c)) => c.token(),
+            _ => String::new(),
         };
         Ok((out, next))
+    }
+
+    /// The next `count` entries of an index after `after`, newest first across partitions, and
+    /// whether more may follow.
+    pub(crate) async fn scan_index(
+        &self,
+        scan: &IndexScan,
+        after: Option<&Cursor>,
+        count: usize,
+    ) -> Result<(Vec<IndexEntry>, bool)> {
+        let k = self.keys();
+        let mut pipe = redis::pipe();
+        for p in 0..k.partitions() {
+            let index = if !scan.department.is_empty() {
+                k.index_department(p, &scan.department)
+            } else if !scan.region.is_empty() {
+                k.index_region(p, &scan.region)
+            } else {
+                k.index_all(p)
+            };
+            // Entries strictly after the cursor in the merged order (newest first, then the
+            // higher partition first): at the cursor's id itself only lower partitions remain.
+            let upper = match after {
+                Some(c) if p < c.partition => format!("{}-{}", c.ms, c.seq),
+                Some(c) => format!("({}-{}", c.ms, c.seq),
+                None => scan.upper.clone(),
+            };
+            pipe.cmd("XREVRANGE")
+                .arg(index)
+                .arg(upper)
+                .arg(&scan.lower)
+                .arg("COUNT")
+                .arg(count);
+        }
+        let lists: Vec<Vec<(String, HashMap<String, String>)>> = self.query_pipe(&pipe).await?;
+        let mut full = false;
+        let mut entries: Vec<IndexEntry> = Vec::new();
+        for (p, list) in lists.into_iter().enumerate() {
+            full |= list.len() == count;
+            entries.extend(list.into_iter().filter_map(|(entry, fields)| {
+                let (ms, seq) = entry.split_once('-')?;
+                Some(IndexEntry {
+                    ms: ms.parse().ok()?,
+                    seq: seq.parse().ok()?,
+                    partition: p as u16,
+                    id: fields.get("i")?.clone(),
+                })
+            }));
+        }
+        entries.sort_unstable_by_key(|e| std::cmp::Reverse((e.ms, e.seq, e.partition)));
+        full |= entries.len() > count;
+        entries.truncate(count);
+        Ok((entries, full))
+    }
+}
+
+/// Whether `token` has the form of a page token [`Store::list_incidents`] issues.
+pub fn is_page_token(token: &str) -> bool {
+    Cursor::parse(token).is_some()
+}
+
+/// How far after a time window's end an index is scanned: an incident enters the `all` and
+/// region indexes when it is first routed, normally milliseconds after its report.
+pub const ROUTING_SLACK_MS: i64 = 24 * 3600 * 1000;
+
+/// Which index to read, its bounds, and what makes one of its entries count.
+#[derive(Debug, Clone)]
+pub(crate) struct IndexScan {
+    department: String,
+    region: String,
+    start_ms: Option<i64>,
+    end_ms: Option<i64>,
+    lower: String,
+    upper: String,
+}
+
+impl IndexScan {
+    pub(crate) fn new(
+        department: &str,
+        region: &str,
+        start_ms: Option<i64>,
+        end_ms: Option<i64>,
+    ) -> Self {
+        Self {
+            department: department.to_owned(),
+            region: region.to_owned(),
+            start_ms,
+            end_ms,
+            // Routed at or after the report: the window's start bounds the index exactly.
+            lower: start_ms.map_or_else(|| "-".to_owned(), |s| format!("{}-0", s.max(0))),
+            upper: end_ms.map_or_else(
+                || "+".to_owned(),
+                |e| format!("{}", e.max(0).saturating_add(ROUTING_SLACK_MS)),
+            ),
+        }
+    }
+
+    /// Whether an entry counts, given its record's text fields: reported within the window,
+    /// and for a department's index, the entry of the department's latest assignment.
+    pub(crate) fn counts<'a>(&self, e: &IndexEntry, field: impl Fn(&str) -> &'a str) -> bool {
+        let reported: Option<i64> = field("reported_at").parse().ok();
+        let in_window = reported.is_none_or(|r| {
+            self.start_ms.is_none_or(|s| r >= s) && self.end_ms.is_none_or(|end| r < end)
+        });
+        let current = self.department.is_empty()
+            || field("dept_at")
+                .parse::<u64>()
+                .ok()
+                .is_none_or(|at| e.ms >= at);
+        in_window && current
+    }
+}
+
+/// One entry of an index.
+#[derive(Debug, Clone)]
+pub(crate) struct IndexEntry {
+    ms: u64,
+    seq: u64,
+    pub(crate) partition: u16,
+    /// The incident.
+    pub(crate) id: String,
+}
+
+impl IndexEntry {
+    pub(crate) fn cursor(&self) -> Cursor {
+        Cursor {
+            ms: self.ms,
+            seq: self.seq,
+            partition: self.partition,
+        }
+    }
+}
+
+/// A position in the merged order of an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    ms: u64,
+    seq: u64,
+    partition: u16,
+}
+
+impl Cursor {
+    fn parse(token: &str) -> Option<Self> {
+        let (id, p) = token.split_once('~')?;
+        let (ms, seq) = id.split_once('-')?;
+        Some(Self {
+            ms: ms.parse().ok()?,
+            seq: seq.parse().ok()?,
+            partition: p.parse().ok()?,
+        })
+    }
+
+    fn token(&self) -> String {
+        format!("{}-{}~{}", self.ms, self.seq, self.partition)
     }
 }
 

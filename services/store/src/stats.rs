@@ -1,5 +1,5 @@
 //! The figures a command centre reports, computed from the records at query time: a selection
-//! (department, region subtree, report-time window) is read through the same indexes as lists,
+//! (department, region subtree, report-time window) is read through the same index streams as lists,
 //! so any calendar change applies to past cases too and no counter can drift from the records.
 //! A selection is capped at [`MAX_STATS_INCIDENTS`] (newest first); beyond that the answer says
 //! it is truncated.
@@ -7,13 +7,18 @@
 use gridroute_core::calendar::WorkCalendar;
 use gridroute_proto::v1 as pb;
 
-use crate::{Result, Store, keys};
+use crate::{
+    Result, Store,
+    query::{IndexEntry, IndexScan},
+};
 
 /// Most incidents one GetStats call reads.
 pub const MAX_STATS_INCIDENTS: usize = 200_000;
 
-const FIELDS: [&str; 13] = [
+const FIELDS: [&str; 15] = [
     "status",
+    "reported_at",
+    "dept_at",
     "dept",
     "first_dispatched_at",
     "accepted_at",
@@ -45,46 +50,39 @@ impl Store {
     /// Figures for one selection; `calendar` measures working time.
     pub async fn stats(&self, f: &StatsFilter, calendar: &WorkCalendar) -> Result<pb::Stats> {
         let k = self.keys();
-        let lower = format!("[{}", ulid::Ulid::from_parts(f.start_ms.max(0) as u64, 0));
-        let upper = format!("({}", ulid::Ulid::from_parts(f.end_ms.max(0) as u64, 0));
-        let mut pipe = redis::pipe();
-        for p in 0..k.partitions() {
-            let index = if !f.department.is_empty() {
-                k.index_department(p, &f.department)
-            } else if !f.region_code.is_empty() {
-                k.index_region(p, &f.region_code)
-            } else {
-                k.index_all(p)
-            };
-            pipe.cmd("ZRANGE")
-                .arg(index)
-                .arg(&upper)
-                .arg(&lower)
-                .arg("BYLEX")
-                .arg("REV")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(MAX_STATS_INCIDENTS + 1);
+        let scan = IndexScan::new(
+            &f.department,
+            &f.region_code,
+            (f.start_ms > 0).then_some(f.start_ms),
+            (f.end_ms > 0).then_some(f.end_ms),
+        );
+        let mut entries = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (chunk, more) = self.scan_index(&scan, cursor.as_ref(), 10_000).await?;
+            cursor = chunk.last().map(IndexEntry::cursor);
+            entries.extend(chunk);
+            if !more || entries.len() > MAX_STATS_INCIDENTS {
+                break;
+            }
         }
-        let lists: Vec<Vec<String>> = self.query_pipe(&pipe).await?;
-        let mut ids: Vec<String> = lists.into_iter().flatten().collect();
-        ids.sort_unstable_by(|a, b| b.cmp(a));
         let mut out = pb::Stats {
-            truncated: ids.len() > MAX_STATS_INCIDENTS,
+            truncated: entries.len() > MAX_STATS_INCIDENTS,
             ..Default::default()
         };
-        ids.truncate(MAX_STATS_INCIDENTS);
+        entries.truncate(MAX_STATS_INCIDENTS);
         let mut resolve_hours = Vec::new();
         let (mut accepted, mut accepted_on_time) = (0u64, 0u64);
         let (mut resolved_on_time, mut satisfaction_sum) = (0u64, 0i64);
-        for chunk in ids.chunks(1000) {
+        for chunk in entries.chunks(1000) {
             let mut pipe = redis::pipe();
-            for id in chunk {
-                let p = keys::partition_of(id, k.partitions()).unwrap_or(0);
-                pipe.cmd("HMGET").arg(k.incident(p, id)).arg(&FIELDS[..]);
+            for e in chunk {
+                pipe.cmd("HMGET")
+                    .arg(k.incident(e.partition, &e.id))
+                    .arg(&FIELDS[..]);
             }
             let rows: Vec<Vec<Option<String>>> = self.query_pipe(&pipe).await?;
-            for row in rows {
+            for (e, row) in chunk.iter().zip(rows) {
                 let get = |name: &str| {
                     FIELDS
                         .iter()
@@ -96,6 +94,15 @@ impl Store {
                 let Some(status) = get("status") else {
                     continue;
                 };
+                if !scan.counts(e, |name| {
+                    FIELDS
+                        .iter()
+                        .position(|f| *f == name)
+                        .and_then(|i| row.get(i).and_then(Option::as_deref))
+                        .unwrap_or("")
+                }) {
+                    continue;
+                }
                 if !f.department.is_empty() && get("dept").as_deref() != Some(f.department.as_str())
                 {
                     continue;
