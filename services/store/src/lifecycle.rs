@@ -168,10 +168,12 @@ impl Store {
                 .map_err(StoreError::Refused)?;
             let ops = self.ops(p, id, &snap, &plan, table)?;
             let mut pipe = redis::pipe();
+            let planned_at = snap.now.to_string();
             let mut args: Vec<&[u8]> = vec![
                 snap.version.as_bytes(),
                 rq_field.as_deref().unwrap_or("").as_bytes(),
                 req.command.name().as_bytes(),
+                planned_at.as_bytes(),
             ];
             let count = ops.count.to_string();
             args.push(count.as_bytes());
@@ -512,7 +514,7 @@ impl Store {
     async fn apply_unconditional(&self, ops: Ops) -> Result<()> {
         let mut pipe = redis::pipe();
         let count = ops.count.to_string();
-        let mut args: Vec<&[u8]> = vec![b"*", b"", b"note", count.as_bytes()];
+        let mut args: Vec<&[u8]> = vec![b"*", b"", b"note", b"", count.as_bytes()];
         args.extend(ops.args.iter().map(Vec::as_slice));
         scripts::evalsha(&mut pipe, &scripts::APPLY, &ops.keys, &args);
         self.run_script::<(i64, Vec<u8>)>(&mut pipe, "act")

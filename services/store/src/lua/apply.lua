@@ -4,9 +4,10 @@
 -- pure core; this script only checks and applies.
 -- KEYS: 1 incident hash, then every other key the operations name (all of the same partition)
 -- ARGV: 1 expected version ('*' = unconditional), 2 request-id field ('' = none), 3 action,
---       4 operation count, then per operation: command, key index, argument count, arguments.
---       An argument equal to NOW becomes the Redis time in ms; one starting with NOW| becomes
---       '<ms>|' followed by the rest.
+--       4 the time the plan was made for (ms; '' = the Redis time now), 5 operation count, then
+--       per operation: command, key index, argument count, arguments. An argument equal to NOW
+--       becomes that time; one starting with NOW| becomes '<ms>|' followed by the rest. One
+--       instant for the whole action: its deadlines and its timeline entry agree to the ms.
 -- Returns {1, now} applied, {0, action} this request id was already applied (by `action`),
 -- {-1, version} the record changed since it was read, {-2, ''} the incident does not exist.
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -22,11 +23,14 @@ local v = redis.call('HGET', KEYS[1], 'v') or '0'
 if ARGV[1] ~= '*' and v ~= ARGV[1] then
   return {-1, v}
 end
-local t = redis.call('TIME')
-local now = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
+local now = ARGV[4]
+if now == '' then
+  local t = redis.call('TIME')
+  now = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
+end
 local NOW, NOWP = '\0NOW', '\0NOW|'
-local i = 5
-for _ = 1, tonumber(ARGV[4]) do
+local i = 6
+for _ = 1, tonumber(ARGV[5]) do
   local cmd, key, n = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
   local args = {}
   for j = 1, n do
