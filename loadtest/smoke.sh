@@ -16,6 +16,6 @@ for _ in $(seq 1 100); do
 done
 "$target/gridroute-loadtest" --addr "http://127.0.0.1:$grpc" --scenario e2e --rate 300 --duration 3s \
   --fail-if 'error_rate>0,lost>0'
-"$target/gridroute-loadtest" --addr "http://127.0.0.1:$grpc" --scenario report-batch --batch-size 100 \
-  --concurrency 2 --requests 2000 --fail-if 'error_rate>0'
+"$target/gridroute-loadtest" --addr "http://127.0.0.1:$grpc" --scenario e2e-batch --batch-size 100 \
+  --concurrency 2 --requests 2000 --fail-if 'error_rate>0,lost>0'
 echo "smoke load test: 0 errors, 0 lost"
