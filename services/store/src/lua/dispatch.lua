@@ -1,7 +1,7 @@
 -- Dispatches a batch of routed ingest entries of one partition, each exactly once: record,
 -- timeline, event, SLA timer, indexes, department streams, and the ack of the ingest entry
 -- happen together or not at all. One call per batch: the cost of a script call is paid once.
--- Indexes are streams (append-only, O(1), ~15 bytes an entry): the incident enters the `all`
+-- Indexes are streams (append-only, O(1), ~50 bytes an entry): the incident enters the `all`
 -- and region indexes when it is first routed (`ix` in the record), and its department's index
 -- at each assignment (`dept_at` in the record tells a list which entry counts).
 -- KEYS: 1 ingest stream, 2 timer set, 3 index of all incidents, 4 events stream, then per
