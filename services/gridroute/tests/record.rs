@@ -426,3 +426,66 @@ async fn explain_route_returns_the_decision_and_creates_nothing() {
         .unwrap();
     assert!(keys.is_empty() && stats.lag == 0, "nothing was created");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_window_finds_an_incident_routed_long_after_its_report() {
+    // Reported while no router ran; its record says it was reported two days ago (as after a
+    // long routing outage). Lists are kept in routing order, yet a window around the report
+    // time must still find it.
+    let mut env = Env::without_router().await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let id = env
+        .incidents()
+        .await
+        .report_incident(report("late-1", "city.vehicle.abandoned", lng, lat))
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id;
+    let two_days = 2 * 24 * 3600 * 1000;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let reported = now_ms - two_days;
+    let p = gridroute_store::keys::partition_of(&id, common::PARTITIONS).unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(env.store.keys().incident(p, &id))
+        .arg("reported_at")
+        .arg(reported)
+        .query_async(&mut env.redis().await)
+        .await
+        .unwrap();
+    env.spawn_router(common::fast_router("router-late"));
+    env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+
+    let at = |ms: i64| prost_types::Timestamp {
+        seconds: ms / 1000,
+        nanos: 0,
+    };
+    let window = env
+        .incidents()
+        .await
+        .list_incidents(pb::ListIncidentsRequest {
+            start_time: Some(at(reported - 3_600_000)),
+            end_time: Some(at(reported + 3_600_000)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = window.incidents.iter().map(|i| i.incident_id.as_str()).collect();
+    assert_eq!(ids, [id.as_str()]);
+    let stats = env
+        .supervision()
+        .await
+        .get_stats(pb::GetStatsRequest {
+            start_time: Some(at(reported - 3_600_000)),
+            end_time: Some(at(reported + 3_600_000)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.incident_count, 1);
+}

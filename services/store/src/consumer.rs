@@ -255,7 +255,13 @@ impl Store {
             .collect();
         let build = |pipe: &mut redis::Pipeline, members: &[usize]| {
             let p = writes[members[0]].partition;
-            let mut keys = vec![k.ingest(p), k.sla(p), k.index_all(p), k.events(p)];
+            let mut keys = vec![
+                k.ingest(p),
+                k.sla(p),
+                k.index_all(p),
+                k.events(p),
+                k.index_lag(p),
+            ];
             let mut args: Vec<Cow<'_, [u8]>> = vec![
                 ROUTER_GROUP.as_bytes().into(),
                 maxlen.as_bytes().into(),

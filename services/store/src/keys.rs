@@ -16,6 +16,7 @@
 //! | `<prefix>:{pN}:pts:<source>:<reporter>` | list | a reporter's points ledger in this partition, `ms|incident|points|category` |
 //! | `<prefix>:{pN}:dlq` | stream | entries no router could process, with the reason |
 //! | `<prefix>:{pN}:ix:all`, `:ix:region:<code>` | streams | `i` = incident id, added when it is first routed (append-only) |
+//! | `<prefix>:{pN}:ixlag` | sorted set | `first`, `assign`: the longest report → index-entry delay seen (ms) |
 //! | `<prefix>:{pN}:ix:dept:<d>` | stream | `i` = incident id, added at each assignment to the department (the record's `dept_at` names the one that counts) |
 //! | `<prefix>:meta` | hash | deployment constants (number of partitions) |
 //! | `<prefix>:{tables}:current` | string | the routing table version in force |
@@ -110,6 +111,12 @@ impl Keys {
     /// The SLA deadlines of a partition.
     pub fn sla(&self, p: u16) -> String {
         self.part(p, "sla")
+    }
+    /// The longest time between a report and its index entries, in ms (members `first`: first
+    /// routing, `assign`: a later assignment), raised with `ZADD GT`: how far after a time
+    /// window's end a list must scan to miss nothing.
+    pub fn index_lag(&self, p: u16) -> String {
+        self.part(p, "ixlag")
     }
     /// The dead-letter stream of a partition.
     pub fn dead_letter(&self, p: u16) -> String {

@@ -7,10 +7,10 @@
 //! examined (`<entry id>~<partition>`).
 //!
 //! An incident enters the `all` and region indexes when it is first routed, which is right
-//! after its report unless routing was down: a time window is scanned from
-//! [`ROUTING_SLACK_MS`] after its end, so an incident first routed later than that after its
-//! report is missing from windows that end before its routing. A department's index gets an
-//! entry at each assignment; only the latest (at or after the record's `dept_at`) counts.
+//! after its report unless routing was down, and a department's index at each assignment
+//! (only the latest entry, at or after the record's `dept_at`, counts). A time window is
+//! scanned from after its end by the longest report → entry delay the partition has seen
+//! (at least [`MIN_INDEX_SLACK_MS`]), so windows are exact.
 
 use std::collections::HashMap;
 
@@ -78,7 +78,9 @@ impl Store {
                     .ok_or_else(|| StoreError::InvalidToken(page_token.to_owned()))?,
             )
         };
-        let scan = IndexScan::new(&f.department, &f.region_code, f.start_ms, f.end_ms);
+        let scan = self
+            .index_scan(&f.department, &f.region_code, f.start_ms, f.end_ms)
+            .await?;
         let mut out: Vec<pb::Incident> = Vec::with_capacity(page_size);
         let mut scanned = 0usize;
         let mut more = true;
@@ -147,7 +149,7 @@ impl Store {
             let upper = match after {
                 Some(c) if p < c.partition => format!("{}-{}", c.ms, c.seq),
                 Some(c) => format!("({}-{}", c.ms, c.seq),
-                None => scan.upper.clone(),
+                None => scan.uppers[usize::from(p)].clone(),
             };
             pipe.cmd("XREVRANGE")
                 .arg(index)
@@ -183,9 +185,9 @@ pub fn is_page_token(token: &str) -> bool {
     Cursor::parse(token).is_some()
 }
 
-/// How far after a time window's end an index is scanned: an incident enters the `all` and
-/// region indexes when it is first routed, normally milliseconds after its report.
-pub const ROUTING_SLACK_MS: i64 = 24 * 3600 * 1000;
+/// The least a time window's scan starts after its end. Delays from report to index entry
+/// beyond this are recorded per partition (`ixlag`) and widen the scan.
+pub const MIN_INDEX_SLACK_MS: i64 = 60_000;
 
 /// Which index to read, its bounds, and what makes one of its entries count.
 #[derive(Debug, Clone)]
@@ -195,30 +197,58 @@ pub(crate) struct IndexScan {
     start_ms: Option<i64>,
     end_ms: Option<i64>,
     lower: String,
-    upper: String,
+    /// Per partition: where the newest-first scan starts.
+    uppers: Vec<String>,
 }
 
-impl IndexScan {
-    pub(crate) fn new(
+impl Store {
+    /// The scan of the index that serves these filters. With a window's end, each partition's
+    /// scan starts that far after it as the longest report → index-entry delay the partition
+    /// has seen (at least a minute), so no incident reported within the window is missed.
+    pub(crate) async fn index_scan(
+        &self,
         department: &str,
         region: &str,
         start_ms: Option<i64>,
         end_ms: Option<i64>,
-    ) -> Self {
-        Self {
+    ) -> Result<IndexScan> {
+        let k = self.keys();
+        let uppers = match end_ms {
+            None => vec!["+".to_owned(); usize::from(k.partitions())],
+            Some(end) => {
+                let mut pipe = redis::pipe();
+                for p in 0..k.partitions() {
+                    pipe.cmd("ZMSCORE")
+                        .arg(k.index_lag(p))
+                        .arg("first")
+                        .arg("assign");
+                }
+                let lags: Vec<(Option<f64>, Option<f64>)> = self.query_pipe(&pipe).await?;
+                lags.into_iter()
+                    .map(|(first, assign)| {
+                        let mut lag = first.unwrap_or(0.0);
+                        if !department.is_empty() {
+                            lag = lag.max(assign.unwrap_or(0.0));
+                        }
+                        let slack = (lag as i64).max(MIN_INDEX_SLACK_MS);
+                        format!("{}", end.max(0).saturating_add(slack))
+                    })
+                    .collect()
+            }
+        };
+        Ok(IndexScan {
             department: department.to_owned(),
             region: region.to_owned(),
             start_ms,
             end_ms,
-            // Routed at or after the report: the window's start bounds the index exactly.
+            // Indexed at or after the report: the window's start bounds the index exactly.
             lower: start_ms.map_or_else(|| "-".to_owned(), |s| format!("{}-0", s.max(0))),
-            upper: end_ms.map_or_else(
-                || "+".to_owned(),
-                |e| format!("{}", e.max(0).saturating_add(ROUTING_SLACK_MS)),
-            ),
-        }
+            uppers,
+        })
     }
+}
 
+impl IndexScan {
     /// Whether an entry counts, given its record's text fields: reported within the window,
     /// and for a department's index, the entry of the department's latest assignment.
     pub(crate) fn counts<'a>(&self, e: &IndexEntry, field: impl Fn(&str) -> &'a str) -> bool {

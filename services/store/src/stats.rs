@@ -7,10 +7,7 @@
 use gridroute_core::calendar::WorkCalendar;
 use gridroute_proto::v1 as pb;
 
-use crate::{
-    Result, Store,
-    query::{IndexEntry, IndexScan},
-};
+use crate::{Result, Store, query::IndexEntry};
 
 /// Most incidents one GetStats call reads.
 pub const MAX_STATS_INCIDENTS: usize = 200_000;
@@ -50,12 +47,14 @@ impl Store {
     /// Figures for one selection; `calendar` measures working time.
     pub async fn stats(&self, f: &StatsFilter, calendar: &WorkCalendar) -> Result<pb::Stats> {
         let k = self.keys();
-        let scan = IndexScan::new(
-            &f.department,
-            &f.region_code,
-            (f.start_ms > 0).then_some(f.start_ms),
-            (f.end_ms > 0).then_some(f.end_ms),
-        );
+        let scan = self
+            .index_scan(
+                &f.department,
+                &f.region_code,
+                (f.start_ms > 0).then_some(f.start_ms),
+                (f.end_ms > 0).then_some(f.end_ms),
+            )
+            .await?;
         let mut entries = Vec::new();
         let mut cursor = None;
         loop {

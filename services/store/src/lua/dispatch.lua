@@ -4,7 +4,10 @@
 -- Indexes are streams (append-only, O(1), ~50 bytes an entry): the incident enters the `all`
 -- and region indexes when it is first routed (`ix` in the record), and its department's index
 -- at each assignment (`dept_at` in the record tells a list which entry counts).
--- KEYS: 1 ingest stream, 2 timer set, 3 index of all incidents, 4 events stream, then per
+-- Delays from report to index entry beyond a minute raise the partition's index lag
+-- (`ZADD GT`), so that time-window lists know how far past a window to look.
+-- KEYS: 1 ingest stream, 2 timer set, 3 index of all incidents, 4 events stream, 5 index lag,
+--       then per
 --       write: incident hash, timeline, department index, duplicate-detection geo set (or the
 --       incident hash again when the category has none), R region indexes, D dispatch streams
 -- ARGV: 1 group, 2 dispatch stream max length, 3 events stream max length, then per write:
@@ -17,13 +20,14 @@
 -- Returns per write 1 when dispatched, 0 when this generation was already dispatched (a
 -- redelivery). Every entry of the batch is acknowledged and deleted at the end.
 local out, acked = {}, {}
-local k, a = 5, 4
+local k, a = 6, 4
 while k <= #KEYS do
   local inc, tl = KEYS[k], KEYS[k + 1]
   local id, dept, now = ARGV[a + 2], ARGV[a + 3], ARGV[a + 5]
   local r, nt, nd = tonumber(ARGV[a + 9]), tonumber(ARGV[a + 14]), tonumber(ARGV[a + 16])
   acked[#acked + 1] = ARGV[a]
-  local cur = redis.call('HMGET', inc, 'status', 'gen', 'v', 'first_dispatched_at', 'ix')
+  local cur = redis.call('HMGET', inc, 'status', 'gen', 'v', 'first_dispatched_at', 'ix',
+    'reported_at')
   if (cur[1] ~= 'reported' and cur[1] ~= 'returned') or cur[2] ~= ARGV[a + 1] then
     out[#out + 1] = 0
   else
@@ -42,6 +46,10 @@ while k <= #KEYS do
       redis.call('ZADD', KEYS[2], ARGV[a + 15 + 2 * i], ARGV[a + 16 + 2 * i])
     end
     redis.call('XADD', KEYS[k + 2], '*', 'i', id)
+    local late = tonumber(now) - (tonumber(cur[6]) or tonumber(now))
+    if late > 60000 then
+      redis.call('ZADD', KEYS[5], 'GT', late, cur[5] and 'assign' or 'first')
+    end
     if not cur[5] then
       redis.call('XADD', KEYS[3], '*', 'i', id)
       for i = 1, r do
