@@ -15,12 +15,13 @@ for i = 0, n - 1 do
   local k, a = 3 + 3 * i, 3 + 5 * i
   local hash, id = ARGV[a], ARGV[a + 1]
   -- One command claims the key or returns its holder (SET NX GET, Redis 7).
-  local prev = redis.call('SET', KEYS[k], hash .. '|' .. id, 'NX', 'GET', 'EX', ARGV[1])
+  local prev = redis.call('GET', KEYS[k])
   if prev then
     local sep = string.find(prev, '|', 1, true)
     out[#out + 1] = (string.sub(prev, 1, sep - 1) == hash) and 1 or 2
     out[#out + 1] = string.sub(prev, sep + 1)
   else
+    redis.call('SET', KEYS[k], hash .. '|' .. id, 'EX', ARGV[1])
     redis.call('HSET', KEYS[k + 1], 'report', ARGV[a + 2], 'status', 'reported', 'gen', '0',
       'reported_at', now)
     redis.call('RPUSH', KEYS[k + 2], now .. '|' .. ARGV[a + 3])
