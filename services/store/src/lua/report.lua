@@ -14,7 +14,6 @@ local n = (#KEYS - 2) / 3
 for i = 0, n - 1 do
   local k, a = 3 + 3 * i, 3 + 5 * i
   local hash, id = ARGV[a], ARGV[a + 1]
-  -- One command claims the key or returns its holder (SET NX GET, Redis 7).
   local prev = redis.call('GET', KEYS[k])
   if prev then
     local sep = string.find(prev, '|', 1, true)
