@@ -474,7 +474,11 @@ async fn a_time_window_finds_an_incident_routed_long_after_its_report() {
         .await
         .unwrap()
         .into_inner();
-    let ids: Vec<&str> = window.incidents.iter().map(|i| i.incident_id.as_str()).collect();
+    let ids: Vec<&str> = window
+        .incidents
+        .iter()
+        .map(|i| i.incident_id.as_str())
+        .collect();
     assert_eq!(ids, [id.as_str()]);
     let stats = env
         .supervision()
