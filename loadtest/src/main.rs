@@ -16,6 +16,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod echo;
 mod html;
+mod metadata;
 mod report;
 mod traffic;
 
@@ -79,6 +80,14 @@ struct Args {
     /// --duration).
     #[arg(long)]
     stages: Option<String>,
+    /// Metadata sent with every call, `key=value` (repeatable), e.g.
+    /// `x-gridroute-user=load-tester` or a gateway's API key.
+    #[arg(long = "metadata", value_name = "KEY=VALUE")]
+    metadata: Vec<String>,
+    /// Bearer token sent as `authorization: Bearer <token>` with every call (for endpoints
+    /// behind a gateway that asks for one).
+    #[arg(long, env = "GRIDROUTE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// PEM CA that signed an https:// endpoint's certificate (default: the public web roots).
     #[arg(long, env = "GRIDROUTE_CA_CERT")]
     ca_cert: Option<std::path::PathBuf>,
@@ -326,6 +335,7 @@ async fn run(args: Args) -> Result<bool, BoxError> {
         args.duplicate_share,
         args.outside_share,
     )?);
+    let headers = Arc::new(metadata::headers(&args.metadata, args.token.as_deref())?);
     let mut channels = Vec::new();
     for _ in 0..args.connections.max(1) {
         let mut endpoint = Channel::from_shared(args.addr.clone())?;
@@ -339,7 +349,10 @@ async fn run(args: Args) -> Result<bool, BoxError> {
             };
             endpoint = endpoint.tls_config(tls)?;
         }
-        channels.push(endpoint.connect().await?);
+        channels.push(metadata::WithMetadata::new(
+            endpoint.connect().await?,
+            headers.clone(),
+        ));
     }
     let shared = Arc::new(Shared::new());
 
@@ -588,7 +601,7 @@ fn parse_stages(text: &str) -> Result<Vec<(Duration, u64)>, String> {
 
 /// Lifecycle scenario: the department accepts, then resolves, the case it just received.
 async fn work_case(
-    mut client: DispatchServiceClient<Channel>,
+    mut client: DispatchServiceClient<metadata::WithMetadata>,
     s: Arc<Shared>,
     id: String,
     department: String,
@@ -628,7 +641,7 @@ async fn work_case(
 
 /// Sends `n` reports starting at sequence number `first` (one unary call, or one stream).
 async fn send(
-    client: &mut IncidentServiceClient<Channel>,
+    client: &mut IncidentServiceClient<metadata::WithMetadata>,
     scenario: Scenario,
     traffic: &Traffic,
     s: &Shared,
