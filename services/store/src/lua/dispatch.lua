@@ -31,10 +31,12 @@ while k <= #KEYS do
   if (cur[1] ~= 'reported' and cur[1] ~= 'returned') or cur[2] ~= ARGV[a + 1] then
     out[#out + 1] = 0
   else
+    -- The department's index entry first: its id's time is the `dept_at` that makes it count.
+    local entry = redis.call('XADD', KEYS[k + 2], '*', 'i', id)
     redis.call('HSET', inc, 'status', 'dispatched', 'dept', dept, 'decision', ARGV[a + 4],
       'dispatched_at', now, 'accept_due', ARGV[a + 6], 'resolve_due', ARGV[a + 7],
       'timers', ARGV[a + 10], 'regions', ARGV[a + 11], 'v', (tonumber(cur[3]) or 0) + 1,
-      'first_dispatched_at', cur[4] or now, 'dept_at', now, 'ix', '1')
+      'first_dispatched_at', cur[4] or now, 'dept_at', string.match(entry, '^%d+'), 'ix', '1')
     if cur[2] ~= '0' then
       -- A re-route: the previous department's acceptance and escalations do not carry over.
       redis.call('HDEL', inc, 'fired', 'accepted_at')
@@ -45,7 +47,6 @@ while k <= #KEYS do
     for i = 1, nt do
       redis.call('ZADD', KEYS[2], ARGV[a + 15 + 2 * i], ARGV[a + 16 + 2 * i])
     end
-    redis.call('XADD', KEYS[k + 2], '*', 'i', id)
     local late = tonumber(now) - (tonumber(cur[6]) or tonumber(now))
     if late > 60000 then
       redis.call('ZADD', KEYS[5], 'GT', late, cur[5] and 'assign' or 'first')
