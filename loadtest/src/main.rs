@@ -9,8 +9,8 @@
 //! Traffic comes from the routing table: points inside grids with hot spots, a category and
 //! urgency mix, a share of duplicate request ids and of points outside every grid.
 
-/// mimalloc instead of the system allocator: the hot paths allocate many small buffers per
-/// message (protobuf, RESP, strings), and glibc's malloc/free took ~20 % of the CPU under load.
+/// mimalloc, as in gridroute itself: many small buffers per message (protobuf, strings), where
+/// glibc's malloc/free took ~20 % of gridroute's CPU under load.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -58,6 +58,18 @@ enum Scenario {
     /// Unary reports against a bare tonic server the tool starts itself (same messages, no
     /// work): the gRPC framework's own ceiling on this machine. --addr is ignored.
     Echo,
+}
+
+impl Scenario {
+    /// Whether subscribers follow every report to its dispatch.
+    fn follows(self) -> bool {
+        matches!(self, Self::E2e | Self::E2eBatch | Self::Lifecycle)
+    }
+
+    /// Whether reports go in ReportIncidents streams of --batch-size.
+    fn batched(self) -> bool {
+        matches!(self, Self::ReportBatch | Self::E2eBatch)
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -357,10 +369,7 @@ async fn run(args: Args) -> Result<bool, BoxError> {
     let shared = Arc::new(Shared::new());
 
     let mut subscribers = Vec::new();
-    let follows = matches!(
-        args.scenario,
-        Scenario::E2e | Scenario::E2eBatch | Scenario::Lifecycle
-    );
+    let follows = args.scenario.follows();
     if follows {
         for dept in traffic.departments() {
             let mut client =
@@ -442,7 +451,7 @@ async fn run(args: Args) -> Result<bool, BoxError> {
     let limit = args.requests.unwrap_or(u64::MAX);
     let counter = Arc::new(AtomicU64::new(0));
     let mut workers = tokio::task::JoinSet::new();
-    let batch = if matches!(args.scenario, Scenario::ReportBatch | Scenario::E2eBatch) {
+    let batch = if args.scenario.batched() {
         args.batch_size.max(1) as u64
     } else {
         1
@@ -657,8 +666,7 @@ async fn send(
             match client.report_incident(report).await {
                 Ok(r) => {
                     let r = r.into_inner();
-                    let follows = matches!(scenario, Scenario::E2e | Scenario::Lifecycle);
-                    if follows && fresh && !r.duplicate_request {
+                    if scenario.follows() && fresh && !r.duplicate_request {
                         s.sent(r.incident_id, due);
                     }
                     s.record(due, tonic::Code::Ok, 1);
@@ -672,7 +680,7 @@ async fn send(
             match client.report_incidents(tokio_stream::iter(items)).await {
                 Ok(r) => {
                     let r = r.into_inner();
-                    if scenario == Scenario::E2eBatch {
+                    if scenario.follows() {
                         for (i, item) in (first..).zip(&r.results) {
                             if item.code == 0 && !item.duplicate_request && !traffic.is_duplicate(i)
                             {

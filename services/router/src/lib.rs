@@ -351,7 +351,9 @@ impl Worker {
                 Err(why) => self.dead_letter(entry, "undecodable", &why).await,
             }
         }
-        metrics::histogram!(names::DISPATCH_BATCH_SIZE).record(writes.len() as f64);
+        if !writes.is_empty() {
+            metrics::histogram!(names::DISPATCH_BATCH_SIZE).record(writes.len() as f64);
+        }
         match self.store.dispatch_batch(&writes).await {
             Ok(done) => {
                 for ((result, reported_ms), w) in done.iter().zip(&reported).zip(&writes) {

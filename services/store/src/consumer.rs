@@ -1,7 +1,7 @@
 //! The router's side of the ingest streams: one consumer group (`routers`) per partition
 //! stream; reads in batches; takes over entries left pending by routers that stopped
-//! (XAUTOCLAIM); dispatches routed entries with one script per entry, pipelined; and moves
-//! entries that cannot be processed to the dead-letter stream.
+//! (XAUTOCLAIM); dispatches routed entries with one script call per batch and partition; and
+//! moves entries that cannot be processed to the dead-letter stream.
 
 use std::{borrow::Cow, collections::HashMap, time::Duration};
 
@@ -121,8 +121,9 @@ pub struct MergeWrite {
 /// that fall further behind than this lose the oldest dispatches (the incident records remain).
 pub const DISPATCH_STREAM_MAX_LEN: u64 = 1_000_000;
 
-/// Most dispatches one script call writes. A script blocks Redis while it runs (about 25 µs
-/// per dispatch), so this bounds the pause other clients see to about 3 ms.
+/// Most dispatches one script call writes. A script blocks Redis while it runs; an incident
+/// costs about 45 µs of Redis time in its two scripts together (docs/PERFORMANCE.md), so this
+/// bounds the pause other clients see to a few milliseconds.
 pub const DISPATCHES_PER_SCRIPT: usize = 128;
 
 /// Appends one write's keys and arguments to a batched dispatch call (layout in
@@ -245,16 +246,11 @@ impl Store {
         }
         let k = self.keys();
         let maxlen = DISPATCH_STREAM_MAX_LEN.to_string();
-        let mut by_partition: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
-        for (i, w) in writes.iter().enumerate() {
-            by_partition.entry(w.partition).or_default().push(i);
-        }
-        let groups: Vec<Vec<usize>> = by_partition
-            .values()
-            .flat_map(|members| members.chunks(DISPATCHES_PER_SCRIPT).map(<[usize]>::to_vec))
-            .collect();
-        let build = |pipe: &mut redis::Pipeline, members: &[usize]| {
-            let p = writes[members[0]].partition;
+        let groups = crate::ingest::partition_groups(
+            writes.iter().map(|w| w.partition),
+            DISPATCHES_PER_SCRIPT,
+        );
+        let build = |pipe: &mut redis::Pipeline, p: u16, members: &[usize]| {
             let mut keys = vec![
                 k.ingest(p),
                 k.sla(p),

@@ -10,8 +10,9 @@ use crate::{EVENTS_MAX_LEN, Result, Store, StoreError, codec, keys, scripts};
 /// original incident. A week covers every realistic retry and outage of a calling system.
 pub const IDEMPOTENCY_TTL_SECS: u64 = 7 * 24 * 3600;
 
-/// Most reports one script call accepts. A script blocks Redis while it runs (about 8 µs per
-/// report), so this bounds the pause other clients see to about a millisecond.
+/// Most reports one script call accepts. A script blocks Redis while it runs; an incident
+/// costs about 45 µs of Redis time in its two scripts together (docs/PERFORMANCE.md), so this
+/// bounds the pause other clients see to a few milliseconds.
 pub const REPORTS_PER_SCRIPT: usize = 128;
 
 /// What happened to one accepted report.
@@ -33,18 +34,6 @@ impl Accepted {
 }
 
 impl Store {
-    /// Accepts one validated report.
-    pub async fn report(
-        &self,
-        report: &pb::ReportIncidentRequest,
-        traceparent: &str,
-    ) -> Result<Accepted> {
-        self.report_batch(std::slice::from_ref(report), traceparent)
-            .await?
-            .pop()
-            .unwrap_or_else(|| Err(StoreError::Internal("empty reply".into())))
-    }
-
     /// Accepts validated reports in one pipelined round trip. The outer error means Redis is
     /// unavailable and nothing is known to be accepted (a retry is safe: it is idempotent); the
     /// inner results are per report. `traceparent` (W3C, '' = none) travels in the ingest
@@ -70,20 +59,13 @@ impl Store {
         }
         let k = self.keys();
         let ttl = IDEMPOTENCY_TTL_SECS.to_string();
-        let mut by_partition: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
-        for (i, (r, _)) in reports.iter().enumerate() {
-            let p = k.partition_for(&r.source_system, &r.request_id);
-            by_partition.entry(p).or_default().push(i);
-        }
-        let groups: Vec<Vec<usize>> = by_partition
-            .values()
-            .flat_map(|members| members.chunks(REPORTS_PER_SCRIPT).map(<[usize]>::to_vec))
-            .collect();
-        let build = |pipe: &mut redis::Pipeline, members: &[usize]| {
-            let p = k.partition_for(
-                &reports[members[0]].0.source_system,
-                &reports[members[0]].0.request_id,
-            );
+        let groups = partition_groups(
+            reports
+                .iter()
+                .map(|(r, _)| k.partition_for(&r.source_system, &r.request_id)),
+            REPORTS_PER_SCRIPT,
+        );
+        let build = |pipe: &mut redis::Pipeline, p: u16, members: &[usize]| {
             let mut keys = vec![k.ingest(p), k.events(p)];
             let mut args: Vec<Vec<u8>> = vec![ttl.clone().into_bytes(), EVENTS_MAX_LEN.into()];
             for &i in members {
@@ -178,8 +160,8 @@ impl Store {
             .collect())
     }
 
-    /// Runs batched script calls: `groups` are the members (indexes into the caller's items)
-    /// of each call, and `build` appends the call for a group to a pipeline. Each call answers
+    /// Runs batched script calls: `groups` are the partition and the members (indexes into the
+    /// caller's items) of each call, and `build` appends the call for a group to a pipeline. Each call answers
     /// with one `T` per member. A call that fails (a script error stops the whole script) is
     /// run again one member per call, so that one bad member fails alone and its neighbours,
     /// written or not, get their own answer (the scripts are idempotent). Returns one result
@@ -188,8 +170,8 @@ impl Store {
         &self,
         op: &'static str,
         items: usize,
-        groups: Vec<Vec<usize>>,
-        build: impl Fn(&mut redis::Pipeline, &[usize]),
+        groups: Vec<(u16, Vec<usize>)>,
+        build: impl Fn(&mut redis::Pipeline, u16, &[usize]),
     ) -> Result<Vec<Result<T>>> {
         let mut out: Vec<Option<Result<T>>> = (0..items).map(|_| None).collect();
         let mut pending = groups;
@@ -198,12 +180,12 @@ impl Store {
                 break;
             }
             let mut pipe = redis::pipe();
-            for g in &pending {
-                build(&mut pipe, g);
+            for (p, members) in &pending {
+                build(&mut pipe, *p, members);
             }
             let replies: Vec<Result<Vec<T>>> = self.run_scripts(&mut pipe, op).await?;
             let mut again = Vec::new();
-            for (members, reply) in pending.into_iter().zip(replies) {
+            for ((p, members), reply) in pending.into_iter().zip(replies) {
                 match reply {
                     Ok(answers) if answers.len() == members.len() => {
                         for (i, a) in members.into_iter().zip(answers) {
@@ -211,7 +193,7 @@ impl Store {
                         }
                     }
                     Err(_) if round == 0 && members.len() > 1 => {
-                        again.extend(members.into_iter().map(|i| vec![i]));
+                        again.extend(members.into_iter().map(|i| (p, vec![i])));
                     }
                     other => {
                         let e = match other {
@@ -252,4 +234,25 @@ impl Store {
             .pop()
             .unwrap_or_else(|| Err(StoreError::Internal("empty reply".into())))
     }
+}
+
+/// Groups items by partition (one script call touches one partition, one hash slot) in
+/// chunks of at most `per_call`: the groups [`Store::run_batched`] takes.
+pub(crate) fn partition_groups(
+    partitions: impl Iterator<Item = u16>,
+    per_call: usize,
+) -> Vec<(u16, Vec<usize>)> {
+    let mut by_partition: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
+    for (i, p) in partitions.enumerate() {
+        by_partition.entry(p).or_default().push(i);
+    }
+    by_partition
+        .into_iter()
+        .flat_map(|(p, members)| {
+            members
+                .chunks(per_call)
+                .map(|c| (p, c.to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }

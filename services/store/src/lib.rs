@@ -199,8 +199,8 @@ impl Store {
         let mut c = self.conn();
         if !self.target.is_cluster() {
             if ignore_errors {
-                // Per-command results without copying the pipeline (its arguments can be
-                // megabytes for a batch): the flag is the pipeline's own.
+                // The raw answers, a failing command's `ServerError` in its place, without
+                // copying the pipeline (its arguments can be megabytes for a batch).
                 return redis::aio::ConnectionLike::req_packed_commands(
                     &mut c,
                     pipe,

@@ -90,7 +90,7 @@ impl Store {
             more = full;
             let mut pipe = redis::pipe();
             for e in &entries {
-                pipe.hgetall(k.incident(e.partition, &e.id));
+                pipe.hgetall(k.incident(e.at.partition, &e.id));
             }
             let records: Vec<HashMap<String, Vec<u8>>> = if entries.is_empty() {
                 Vec::new()
@@ -99,7 +99,7 @@ impl Store {
             };
             for (i, (e, fields)) in entries.iter().zip(records).enumerate() {
                 scanned += 1;
-                cursor = Some(e.cursor());
+                cursor = Some(e.at);
                 let text = |n: &str| {
                     fields
                         .get(n)
@@ -166,14 +166,16 @@ impl Store {
             entries.extend(list.into_iter().filter_map(|(entry, fields)| {
                 let (ms, seq) = entry.split_once('-')?;
                 Some(IndexEntry {
-                    ms: ms.parse().ok()?,
-                    seq: seq.parse().ok()?,
-                    partition: p as u16,
+                    at: Cursor {
+                        ms: ms.parse().ok()?,
+                        seq: seq.parse().ok()?,
+                        partition: p as u16,
+                    },
                     id: fields.get("i")?.clone(),
                 })
             }));
         }
-        entries.sort_unstable_by_key(|e| std::cmp::Reverse((e.ms, e.seq, e.partition)));
+        entries.sort_unstable_by_key(|e| std::cmp::Reverse((e.at.ms, e.at.seq, e.at.partition)));
         full |= entries.len() > count;
         entries.truncate(count);
         Ok((entries, full))
@@ -260,29 +262,16 @@ impl IndexScan {
             || field("dept_at")
                 .parse::<u64>()
                 .ok()
-                .is_none_or(|at| e.ms >= at);
+                .is_none_or(|at| e.at.ms >= at);
         in_window && current
     }
 }
 
-/// One entry of an index.
+/// One entry of an index: where it is in the merged order, and the incident it names.
 #[derive(Debug, Clone)]
 pub(crate) struct IndexEntry {
-    ms: u64,
-    seq: u64,
-    pub(crate) partition: u16,
-    /// The incident.
+    pub(crate) at: Cursor,
     pub(crate) id: String,
-}
-
-impl IndexEntry {
-    pub(crate) fn cursor(&self) -> Cursor {
-        Cursor {
-            ms: self.ms,
-            seq: self.seq,
-            partition: self.partition,
-        }
-    }
 }
 
 /// A position in the merged order of an index.
@@ -290,7 +279,7 @@ impl IndexEntry {
 pub(crate) struct Cursor {
     ms: u64,
     seq: u64,
-    partition: u16,
+    pub(crate) partition: u16,
 }
 
 impl Cursor {

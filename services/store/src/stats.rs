@@ -7,7 +7,7 @@
 use gridroute_core::calendar::WorkCalendar;
 use gridroute_proto::v1 as pb;
 
-use crate::{Result, Store, query::IndexEntry};
+use crate::{Result, Store};
 
 /// Most incidents one GetStats call reads.
 pub const MAX_STATS_INCIDENTS: usize = 200_000;
@@ -59,7 +59,7 @@ impl Store {
         let mut cursor = None;
         loop {
             let (chunk, more) = self.scan_index(&scan, cursor.as_ref(), 10_000).await?;
-            cursor = chunk.last().map(IndexEntry::cursor);
+            cursor = chunk.last().map(|e| e.at);
             entries.extend(chunk);
             if !more || entries.len() > MAX_STATS_INCIDENTS {
                 break;
@@ -77,37 +77,31 @@ impl Store {
             let mut pipe = redis::pipe();
             for e in chunk {
                 pipe.cmd("HMGET")
-                    .arg(k.incident(e.partition, &e.id))
+                    .arg(k.incident(e.at.partition, &e.id))
                     .arg(&FIELDS[..]);
             }
             let rows: Vec<Vec<Option<String>>> = self.query_pipe(&pipe).await?;
             for (e, row) in chunk.iter().zip(rows) {
-                let get = |name: &str| {
-                    FIELDS
-                        .iter()
-                        .position(|f| *f == name)
-                        .and_then(|i| row.get(i).cloned().flatten())
-                        .filter(|s| !s.is_empty())
-                };
-                let num = |name: &str| get(name).and_then(|s| s.parse::<i64>().ok());
-                let Some(status) = get("status") else {
-                    continue;
-                };
-                if !scan.counts(e, |name| {
+                let text = |name: &str| {
                     FIELDS
                         .iter()
                         .position(|f| *f == name)
                         .and_then(|i| row.get(i).and_then(Option::as_deref))
                         .unwrap_or("")
-                }) {
+                };
+                let get = |name: &str| Some(text(name)).filter(|s| !s.is_empty());
+                let num = |name: &str| get(name).and_then(|s| s.parse::<i64>().ok());
+                let Some(status) = get("status") else {
+                    continue;
+                };
+                if !scan.counts(e, text) {
                     continue;
                 }
-                if !f.department.is_empty() && get("dept").as_deref() != Some(f.department.as_str())
-                {
+                if !f.department.is_empty() && get("dept") != Some(f.department.as_str()) {
                     continue;
                 }
                 out.incident_count += 1;
-                *out.by_status.entry(status.clone()).or_default() += 1;
+                *out.by_status.entry(status.to_owned()).or_default() += 1;
                 if let Some(returned) = get("returned_by") {
                     out.returns += returned.split(',').count() as i64;
                 }

@@ -7,9 +7,9 @@
 -- Delays from report to index entry beyond a minute raise the partition's index lag
 -- (`ZADD GT`), so that time-window lists know how far past a window to look.
 -- KEYS: 1 ingest stream, 2 timer set, 3 index of all incidents, 4 events stream, 5 index lag,
---       then per
---       write: incident hash, timeline, department index, duplicate-detection geo set (or the
---       incident hash again when the category has none), R region indexes, D dispatch streams
+--       then per write: incident hash, timeline, department index, duplicate-detection geo
+--       set (or the incident hash again when the category has none), R region indexes, D
+--       dispatch streams
 -- ARGV: 1 group, 2 dispatch stream max length, 3 events stream max length, then per write:
 --       +0 entry id, +1 route generation, +2 incident id, +3 department, +4 decision bytes,
 --       +5 dispatch time (ms), +6 accept due (ms), +7 resolve due (ms), +8 timeline event
