@@ -493,3 +493,126 @@ async fn a_time_window_finds_an_incident_routed_long_after_its_report() {
         .into_inner();
     assert_eq!(stats.incident_count, 1);
 }
+
+/// Every incident of a page walk, checking that none comes twice.
+async fn walk(
+    c: &mut pb::incident_service_client::IncidentServiceClient<tonic::transport::Channel>,
+    filter: pb::ListIncidentsRequest,
+    page_size: i32,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = c
+            .list_incidents(pb::ListIncidentsRequest {
+                page_size,
+                page_token: token.clone(),
+                ..filter.clone()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.incidents.len() <= page_size as usize);
+        seen.extend(page.incidents.into_iter().map(|i| i.incident_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        seen.len(),
+        "an incident on two pages: {seen:?}"
+    );
+    unique
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_and_stats_count_incidents_dispatched_in_one_batch_once() {
+    // Reports queue while no router runs; the router then dispatches them in batches, and each
+    // index gets one entry per batch listing many incidents.
+    let mut env = Env::without_router().await;
+    let table = env.table();
+    let (_, path, lng, lat) = grid_point(&table, false);
+    let (_, _, tlng, tlat) = grid_point(&table, true);
+    let mut c = env.incidents().await;
+    let mut ids = Vec::new();
+    let mut township = Vec::new();
+    for i in 0..60 {
+        let (x, y) = if i % 3 == 0 { (tlng, tlat) } else { (lng, lat) };
+        let id = env
+            .report(report(&format!("b-{i}"), "city.vehicle.abandoned", x, y))
+            .await;
+        if i % 3 == 0 {
+            township.push(id.clone());
+        }
+        ids.push(id);
+    }
+    // Small batches: several multi-incident entries per partition, so that pages end inside
+    // entries and partitions interleave.
+    env.spawn_router(gridroute_router::RouterConfig {
+        batch_size: 3,
+        ..common::fast_router("router-a")
+    });
+    for id in &ids {
+        env.wait_status(id, pb::IncidentStatus::Dispatched).await;
+    }
+    let mut r = env.redis().await;
+    let all_keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*ix:all")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let mut widest = 0;
+    for key in all_keys {
+        let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+            .arg(&key)
+            .arg("-")
+            .arg("+")
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        widest = entries
+            .iter()
+            .map(|(_, f)| f.len() / 2)
+            .fold(widest, usize::max);
+    }
+    assert!(widest > 1, "the router wrote one index entry per incident");
+
+    ids.sort();
+    township.sort();
+    for page_size in [1, 4, 7, 12, 16, 500] {
+        let all = walk(&mut c, Default::default(), page_size).await;
+        assert_eq!(all, ids, "page size {page_size}");
+    }
+    let by_dept = pb::ListIncidentsRequest {
+        department_id: "urban-management".into(),
+        ..Default::default()
+    };
+    assert_eq!(walk(&mut c, by_dept, 3).await, township);
+    let by_street = pb::ListIncidentsRequest {
+        region_code: path[1].clone(),
+        ..Default::default()
+    };
+    assert_eq!(walk(&mut c, by_street, 6).await.len(), 40);
+
+    let mut s = env.supervision().await;
+    let stats = s
+        .get_stats(pb::GetStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.incident_count, 60);
+    let stats = s
+        .get_stats(pb::GetStatsRequest {
+            department_id: "urban-management".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.incident_count, 20);
+}

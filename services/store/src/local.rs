@@ -86,6 +86,9 @@ impl LocalRedis {
         let child = Command::new("redis-server")
             .args(listen)
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            // Incident records keep the compact encoding (values such as the decision exceed
+            // the 64-byte default): faster writes and less memory (docs/OPERATIONS.md "Redis").
+            .args(["--hash-max-listpack-value", "4096"])
             .arg("--dir")
             .arg(&dir)
             .stdin(Stdio::null())

@@ -3,8 +3,9 @@
 //! Lists read per-partition index streams (append-only; entry ids are the Redis time at which
 //! the incident entered the index), merged newest first across partitions. The most selective
 //! index among department, region and all is read; the other filters, and the report-time
-//! window, are applied to the records. A page token is the position of the last entry
-//! examined (`<entry id>~<partition>`).
+//! window, are applied to the records. An index entry lists the incidents of one dispatch
+//! batch. A page token is the position of the last incident examined
+//! (`<entry id>~<partition>[.<position in the entry>]`).
 //!
 //! An incident enters the `all` and region indexes when it is first routed, which is right
 //! after its report unless routing was down, and a department's index at each assignment
@@ -126,8 +127,8 @@ impl Store {
         Ok((out, next))
     }
 
-    /// The next `count` entries of an index after `after`, newest first across partitions, and
-    /// whether more may follow.
+    /// The next (at most `count`) entries of an index after `after`, newest first across
+    /// partitions, and whether more may follow.
     pub(crate) async fn scan_index(
         &self,
         scan: &IndexScan,
@@ -135,6 +136,9 @@ impl Store {
         count: usize,
     ) -> Result<(Vec<IndexEntry>, bool)> {
         let k = self.keys();
+        // An index entry lists a dispatch batch: one incident when idle, up to a batch when
+        // busy. Reading a few entries per partition keeps a page's read small either way.
+        let per_read = count.div_ceil(8).max(2);
         let mut pipe = redis::pipe();
         for p in 0..k.partitions() {
             let index = if !scan.department.is_empty() {
@@ -144,10 +148,11 @@ impl Store {
             } else {
                 k.index_all(p)
             };
-            // Entries strictly after the cursor in the merged order (newest first, then the
-            // higher partition first): at the cursor's id itself only lower partitions remain.
+            // Entries at or after the cursor in the merged order (newest first, then the
+            // higher partition first, then the later id within an entry): at the cursor's own
+            // entry only its ids before the cursor's position remain, and lower partitions'.
             let upper = match after {
-                Some(c) if p < c.partition => format!("{}-{}", c.ms, c.seq),
+                Some(c) if p <= c.partition => format!("{}-{}", c.ms, c.seq),
                 Some(c) => format!("({}-{}", c.ms, c.seq),
                 None => scan.uppers[usize::from(p)].clone(),
             };
@@ -156,30 +161,56 @@ impl Store {
                 .arg(upper)
                 .arg(&scan.lower)
                 .arg("COUNT")
-                .arg(count);
+                .arg(per_read);
         }
-        let lists: Vec<Vec<(String, HashMap<String, String>)>> = self.query_pipe(&pipe).await?;
+        // An entry lists one or more incidents (`i <id>`, repeated): one entry per batch.
+        let lists: Vec<Vec<(String, Vec<String>)>> = self.query_pipe(&pipe).await?;
         let mut full = false;
+        // A partition that may hold more than it returned bounds the merge: nothing older than
+        // its last entry can be placed before its next ones are read.
+        let mut cut: Option<(u64, u64, u16, u32)> = None;
         let mut entries: Vec<IndexEntry> = Vec::new();
         for (p, list) in lists.into_iter().enumerate() {
-            full |= list.len() == count;
-            entries.extend(list.into_iter().filter_map(|(entry, fields)| {
-                let (ms, seq) = entry.split_once('-')?;
-                Some(IndexEntry {
-                    at: Cursor {
-                        ms: ms.parse().ok()?,
-                        seq: seq.parse().ok()?,
+            if list.len() == per_read {
+                full = true;
+                let last = list.last().and_then(|(id, _)| entry_time(id));
+                if let Some((ms, seq)) = last {
+                    cut = cut.max(Some((ms, seq, p as u16, 0)));
+                }
+            }
+            for (entry, fields) in list {
+                let Some((ms, seq)) = entry_time(&entry) else {
+                    continue;
+                };
+                let ids = fields.chunks_exact(2).filter(|f| f[0] == "i");
+                entries.extend(ids.enumerate().filter_map(|(pos, f)| {
+                    let at = Cursor {
+                        ms,
+                        seq,
                         partition: p as u16,
-                    },
-                    id: fields.get("i")?.clone(),
-                })
-            }));
+                        pos: pos as u32,
+                    };
+                    after.is_none_or(|c| at.older_than(c)).then(|| IndexEntry {
+                        at,
+                        id: f[1].clone(),
+                    })
+                }));
+            }
         }
-        entries.sort_unstable_by_key(|e| std::cmp::Reverse((e.at.ms, e.at.seq, e.at.partition)));
+        if let Some(cut) = cut {
+            entries.retain(|e| e.at.key() >= cut);
+        }
+        entries.sort_unstable_by_key(|e| std::cmp::Reverse(e.at.key()));
         full |= entries.len() > count;
         entries.truncate(count);
         Ok((entries, full))
     }
+}
+
+/// The time and sequence of a stream entry id.
+fn entry_time(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 /// Whether `token` has the form of a page token [`Store::list_incidents`] issues.
@@ -274,27 +305,45 @@ pub(crate) struct IndexEntry {
     pub(crate) id: String,
 }
 
-/// A position in the merged order of an index.
+/// A position in the merged order of an index: an entry, and an incident within it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Cursor {
     ms: u64,
     seq: u64,
     pub(crate) partition: u16,
+    /// Which of the entry's incidents (0 = the first listed, which comes last).
+    pos: u32,
 }
 
 impl Cursor {
+    /// Parses `<ms>-<seq>~<partition>[.<pos>]`.
     fn parse(token: &str) -> Option<Self> {
         let (id, p) = token.split_once('~')?;
         let (ms, seq) = id.split_once('-')?;
+        let (p, pos) = p.split_once('.').unwrap_or((p, "0"));
         Some(Self {
             ms: ms.parse().ok()?,
             seq: seq.parse().ok()?,
             partition: p.parse().ok()?,
+            pos: pos.parse().ok()?,
         })
     }
 
     fn token(&self) -> String {
-        format!("{}-{}~{}", self.ms, self.seq, self.partition)
+        match self.pos {
+            0 => format!("{}-{}~{}", self.ms, self.seq, self.partition),
+            pos => format!("{}-{}~{}.{pos}", self.ms, self.seq, self.partition),
+        }
+    }
+
+    /// The merged order, newest first when reversed.
+    fn key(&self) -> (u64, u64, u16, u32) {
+        (self.ms, self.seq, self.partition, self.pos)
+    }
+
+    /// Whether this position comes after `other` in a newest-first scan.
+    fn older_than(&self, other: &Self) -> bool {
+        self.key() < other.key()
     }
 }
 
