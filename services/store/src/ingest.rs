@@ -82,7 +82,6 @@ impl Store {
                 keys.extend([
                     k.idempotency(p, &r.source_system, &r.request_id),
                     k.incident(p, &id),
-                    k.timeline(p, &id),
                 ]);
                 args.extend([hash.into_bytes(), id.into_bytes(), bytes, event, tp.into()]);
             }

@@ -59,6 +59,13 @@ impl Store {
         if fields.is_empty() {
             return Err(StoreError::NotFound(id.to_owned()));
         }
+        // The report's own entry lives in the record (`tl0`), the later ones in the list.
+        let timeline: Vec<Vec<u8>> = fields
+            .get("tl0")
+            .cloned()
+            .into_iter()
+            .chain(timeline)
+            .collect();
         codec::incident_from_fields(id, &fields, &timeline, merged)
     }
 

@@ -1,8 +1,9 @@
 -- Accepts a batch of reports of one partition: per report the idempotency check, incident
 -- record, timeline, ingest entry and event, all atomically. One call per batch: the cost of a
 -- script call (~16 µs) is paid once, not per report.
--- KEYS: 1 ingest stream, 2 events stream, then per report: idempotency key, incident hash,
---       timeline list
+-- The report's own timeline entry is the record's `tl0` field (the timeline list holds the
+-- entries after it): one write fewer per report.
+-- KEYS: 1 ingest stream, 2 events stream, then per report: idempotency key, incident hash
 -- ARGV: 1 idempotency ttl (s), 2 events stream max length, then per report: payload hash,
 --       incident id, report bytes, timeline event bytes, W3C traceparent ('' = none)
 -- Returns, per report, code then id: 0 new, 1 retry of the same payload (the original id),
@@ -10,9 +11,9 @@
 local t = redis.call('TIME')
 local now = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
 local out = {}
-local n = (#KEYS - 2) / 3
+local n = (#KEYS - 2) / 2
 for i = 0, n - 1 do
-  local k, a = 3 + 3 * i, 3 + 5 * i
+  local k, a = 3 + 2 * i, 3 + 5 * i
   local hash, id = ARGV[a], ARGV[a + 1]
   local prev = redis.call('GET', KEYS[k])
   if prev then
@@ -22,8 +23,7 @@ for i = 0, n - 1 do
   else
     redis.call('SET', KEYS[k], hash .. '|' .. id, 'EX', ARGV[1])
     redis.call('HSET', KEYS[k + 1], 'report', ARGV[a + 2], 'status', 'reported', 'gen', '0',
-      'reported_at', now)
-    redis.call('RPUSH', KEYS[k + 2], now .. '|' .. ARGV[a + 3])
+      'reported_at', now, 'tl0', now .. '|' .. ARGV[a + 3])
     redis.call('XADD', KEYS[1], '*', 'id', id, 'g', '0', 't', now, 'r', ARGV[a + 2],
       'tp', ARGV[a + 4])
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'id', id, 's', 'reported', 'd', '',
