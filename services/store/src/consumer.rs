@@ -122,7 +122,7 @@ pub struct MergeWrite {
 pub const DISPATCH_STREAM_MAX_LEN: u64 = 1_000_000;
 
 /// Most dispatches one script call writes. A script blocks Redis while it runs; an incident
-/// costs about 45 µs of Redis time in its two scripts together (docs/PERFORMANCE.md), so this
+/// costs 45-60 µs of Redis time in its two scripts together (docs/PERFORMANCE.md), so this
 /// bounds the pause other clients see to a few milliseconds.
 pub const DISPATCHES_PER_SCRIPT: usize = 128;
 

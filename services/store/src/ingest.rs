@@ -11,7 +11,7 @@ use crate::{EVENTS_MAX_LEN, Result, Store, StoreError, codec, keys, scripts};
 pub const IDEMPOTENCY_TTL_SECS: u64 = 7 * 24 * 3600;
 
 /// Most reports one script call accepts. A script blocks Redis while it runs; an incident
-/// costs about 45 µs of Redis time in its two scripts together (docs/PERFORMANCE.md), so this
+/// costs 45-60 µs of Redis time in its two scripts together (docs/PERFORMANCE.md), so this
 /// bounds the pause other clients see to a few milliseconds.
 pub const REPORTS_PER_SCRIPT: usize = 128;
 

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The issue-5 targets side by side with their ceilings, in one run (about 3 minutes): echo, the
+# Redis-only ceiling with Redis CPU per routed incident, an API process alone, unary with
+# routing, end to end open loop at 2,000 / 5,000 / 10,000 reports/s, and e2e-batch at 10,000/s
+# for 60 s and 14,000 / 17,000/s for 10 s. Figures only; nothing fails on timing. Results
+# (text, JSON) in target/targets/. Everything runs on this machine, as the issue asks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target="${CARGO_TARGET_DIR:-target}/release"
+out="${CARGO_TARGET_DIR:-target}/targets"
+mkdir -p "$out"
+cargo build -q --release -p gridroute -p gridroute-loadtest
+lt="$target/gridroute-loadtest"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+summary() { grep -E "throughput|latency|report → dispatch|status codes" "$1" | sed 's/^/    /'; }
+redis_cpu() { redis-cli -p "$1" info cpu | awk -F: '/used_cpu_(user|sys):/{s+=$2} END{print s}'; }
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+wait_health() {
+  for _ in $(seq 1 300); do
+    if "$target/gridroute" health --addr "http://127.0.0.1:$1" >/dev/null 2>&1; then return; fi
+    sleep 0.1
+  done
+}
+
+echo "== echo: the gRPC framework's ceiling"
+"$lt" --scenario echo --concurrency 64 --duration 10s --json "$out/echo.json" >"$out/echo.txt" 2>&1
+summary "$out/echo.txt"
+
+echo "== Redis-only ceiling of the routed command mix, and Redis CPU per routed incident"
+rport=$(free_port)
+redis-server --port "$rport" --save '' --appendonly no --hash-max-listpack-value 4096 >"$out/redis.log" 2>&1 &
+pids+=($!)
+sleep 0.5
+c0=$(redis_cpu "$rport")
+"$target/gridroute-redisceiling" --redis-url "redis://127.0.0.1:$rport/" --seconds 8 | tail -1 | tee "$out/ceiling.txt"
+c1=$(redis_cpu "$rport")
+rate=$(grep -o '[0-9]* incidents/s' "$out/ceiling.txt" | cut -d' ' -f1)
+python3 -c "print(f'    Redis CPU per routed incident: {1e6*($c1-$c0)/($rate*8):.1f} µs')"
+redis-cli -p "$rport" flushall >/dev/null
+
+echo "== unary reports accepted by an API process alone (no router: reports queue)"
+grpc=$(free_port)
+"$target/gridroute" serve --redis-url "redis://127.0.0.1:$rport/" --role api --grpc-addr "127.0.0.1:$grpc" \
+  --metrics-addr "127.0.0.1:$(free_port)" >"$out/api.log" 2>&1 &
+api=$!
+pids+=($api)
+wait_health "$grpc"
+"$lt" --addr "http://127.0.0.1:$grpc" --scenario report --concurrency 64 --duration 10s \
+  --json "$out/report-api.json" >"$out/report-api.txt" 2>&1
+summary "$out/report-api.txt"
+kill "$api"; wait "$api" 2>/dev/null || true
+
+grpc=$(free_port)
+"$target/gridroute" dev --grpc-addr "127.0.0.1:$grpc" --metrics-addr "127.0.0.1:$(free_port)" >"$out/dev.log" 2>&1 &
+pids+=($!)
+wait_health "$grpc"
+addr="http://127.0.0.1:$grpc"
+echo "== unary reports, closed loop (API and router in one process)"
+"$lt" --addr "$addr" --scenario report --concurrency 64 --duration 10s --json "$out/report.json" >"$out/report.txt" 2>&1
+summary "$out/report.txt"
+sleep 3
+for rate in 2000 5000 10000; do
+  echo "== end to end, unary, open loop $rate/s for 15 s"
+  "$lt" --addr "$addr" --scenario e2e --rate "$rate" --duration 15s --json "$out/e2e-$rate.json" >"$out/e2e-$rate.txt" 2>&1
+  summary "$out/e2e-$rate.txt"
+  sleep 3
+done
+for run in 10000:60s 14000:10s 17000:10s; do
+  rate=${run%%:*} duration=${run#*:}
+  echo "== end to end, batches of 100, $rate/s for $duration"
+  "$lt" --addr "$addr" --scenario e2e-batch --batch-size 100 --rate "$rate" --duration "$duration" \
+    --json "$out/e2e-batch-$rate.json" >"$out/e2e-batch-$rate.txt" 2>&1
+  summary "$out/e2e-batch-$rate.txt"
+  sleep 5
+done
+echo "results in $out"
