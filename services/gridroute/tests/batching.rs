@@ -88,3 +88,56 @@ async fn concurrent_reports_are_answered_one_by_one_and_dispatched_once() {
         assert_eq!(inc.decision.unwrap().department_id, department);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_written_by_a_batch_call_that_failed_midway_are_answered_as_new() {
+    let env = Env::start().await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let items: Vec<pb::ReportIncidentRequest> = (0..40)
+        .map(|i| report(&format!("mid-{i}"), "city.vehicle.abandoned", lng, lat))
+        .collect();
+    // The idempotency key of report 20 holds a hash: its batch's script fails there, after
+    // writing the reports of the same partition that come before it in the call.
+    let k = env.store.keys();
+    let partition =
+        |r: &pb::ReportIncidentRequest| k.partition_for(&r.source_system, &r.request_id);
+    let p = partition(&items[20]);
+    assert!(
+        items[..20].iter().any(|r| partition(r) == p),
+        "no report shares the poisoned report's call"
+    );
+    let mut r = env.redis().await;
+    let _: () = redis::cmd("HSET")
+        .arg(k.idempotency(p, &items[20].source_system, &items[20].request_id))
+        .arg("not")
+        .arg("a string")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+
+    let resp = env
+        .incidents()
+        .await
+        .report_incidents(tokio_stream::iter(items))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.accepted_count, 39);
+    assert_eq!(resp.rejected_count, 1);
+    let mut ids = HashSet::new();
+    for (i, res) in resp.results.iter().enumerate() {
+        if i == 20 {
+            assert_ne!(res.code, 0, "the poisoned report is refused");
+            continue;
+        }
+        assert_eq!(res.code, 0, "report {i}: {res:?}");
+        assert!(!res.duplicate_request, "report {i} was new to its caller");
+        assert!(
+            ids.insert(res.incident_id.clone()),
+            "one incident per report"
+        );
+    }
+    for id in &ids {
+        env.wait_status(id, pb::IncidentStatus::Dispatched).await;
+    }
+}

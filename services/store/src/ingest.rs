@@ -59,18 +59,24 @@ impl Store {
         }
         let k = self.keys();
         let ttl = IDEMPOTENCY_TTL_SECS.to_string();
-        let groups = partition_groups(
-            reports
-                .iter()
-                .map(|(r, _)| k.partition_for(&r.source_system, &r.request_id)),
-            REPORTS_PER_SCRIPT,
-        );
+        let partitions: Vec<u16> = reports
+            .iter()
+            .map(|(r, _)| k.partition_for(&r.source_system, &r.request_id))
+            .collect();
+        // Each report's id is chosen once: when a failed batch call is run again member by
+        // member, a member the failed call had already written answers with this same id, and
+        // is then this call's own new incident, not a duplicate of an earlier request.
+        let ids: Vec<String> = partitions
+            .iter()
+            .map(|&p| keys::incident_id(&ulid::Ulid::new().to_string(), p))
+            .collect();
+        let groups = partition_groups(partitions.iter().copied(), REPORTS_PER_SCRIPT);
         let build = |pipe: &mut redis::Pipeline, p: u16, members: &[usize]| {
             let mut keys = vec![k.ingest(p), k.events(p)];
             let mut args: Vec<Vec<u8>> = vec![ttl.clone().into_bytes(), EVENTS_MAX_LEN.into()];
             for &i in members {
                 let (r, tp) = reports[i];
-                let id = keys::incident_id(&ulid::Ulid::new().to_string(), p);
+                let id = &ids[i];
                 let bytes = r.encode_to_vec();
                 let hash = format!("{:016x}", gridroute_core::table::fnv1a(&bytes));
                 let event = codec::event_bytes(
@@ -81,9 +87,15 @@ impl Store {
                 );
                 keys.extend([
                     k.idempotency(p, &r.source_system, &r.request_id),
-                    k.incident(p, &id),
+                    k.incident(p, id),
                 ]);
-                args.extend([hash.into_bytes(), id.into_bytes(), bytes, event, tp.into()]);
+                args.extend([
+                    hash.into_bytes(),
+                    id.clone().into_bytes(),
+                    bytes,
+                    event,
+                    tp.into(),
+                ]);
             }
             let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
             scripts::evalsha(pipe, &scripts::REPORT, &keys, &args);
@@ -93,8 +105,10 @@ impl Store {
             .await?;
         Ok(answers
             .into_iter()
-            .map(|a| match a? {
+            .zip(&ids)
+            .map(|(a, ours)| match a? {
                 (0, id) => Ok(Accepted::New(id)),
+                (1, id) if id == *ours => Ok(Accepted::New(id)),
                 (1, id) => Ok(Accepted::Duplicate(id)),
                 (_, id) => Err(StoreError::IdempotencyConflict { incident_id: id }),
             })
