@@ -144,7 +144,9 @@ impl Store {
     ) -> Result<(Vec<IndexEntry>, bool)> {
         let k = self.keys();
         // An index entry lists a dispatch batch: one incident when idle, up to a batch when
-        // busy. Reading a few entries per partition keeps a page's read small either way.
+        // busy. Reading a few entries per partition keeps a page's read small either way. At
+        // least two: the cursor's own entry is read again, so a full read always brings one
+        // new entry and the scan advances.
         let per_read = count.div_ceil(8).max(2);
         let mut pipe = redis::pipe();
         for p in 0..k.partitions() {
