@@ -264,6 +264,15 @@ pub fn event_bytes(kind: &str, actor: &str, detail: &str, department: &str) -> V
     .encode_to_vec()
 }
 
+/// The time of a stored timeline entry (`ms|bytes`); 0 when it has none.
+pub fn entry_ms(raw: &[u8]) -> i64 {
+    raw.iter()
+        .position(|&b| b == b'|')
+        .and_then(|sep| std::str::from_utf8(&raw[..sep]).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Decodes one stored timeline entry (`ms|bytes`).
 pub fn decode_event(raw: &[u8]) -> Result<pb::TimelineEvent, StoreError> {
     let sep = raw

@@ -59,13 +59,15 @@ impl Store {
         if fields.is_empty() {
             return Err(StoreError::NotFound(id.to_owned()));
         }
-        // The report's own entry lives in the record (`tl0`), the later ones in the list.
-        let timeline: Vec<Vec<u8>> = fields
-            .get("tl0")
-            .cloned()
-            .into_iter()
+        // The report's entry and the first dispatch's live in the record (`tl0`, `tl1`), the
+        // later ones in the list. Entries carry their time: merged in time order (stable, so
+        // entries of one millisecond keep the order they were written in).
+        let mut timeline: Vec<Vec<u8>> = ["tl0", "tl1"]
+            .iter()
+            .filter_map(|f| fields.get(*f).cloned())
             .chain(timeline)
             .collect();
+        timeline.sort_by_key(|e| codec::entry_ms(e));
         codec::incident_from_fields(id, &fields, &timeline, merged)
     }
 

@@ -73,15 +73,23 @@ for _, w in ipairs(todo) do
   local k, a, r, nt, nd, cur = unpack(w)
   local inc, tl = KEYS[k], KEYS[k + 1]
   local id, dept, now = ARGV[a + 2], ARGV[a + 3], ARGV[a + 5]
-  redis.call('HSET', inc, 'status', 'dispatched', 'dept', dept, 'decision', ARGV[a + 4],
+  local entry = now .. '|' .. ARGV[a + 8]
+  local set = { 'status', 'dispatched', 'dept', dept, 'decision', ARGV[a + 4],
     'dispatched_at', now, 'accept_due', ARGV[a + 6], 'resolve_due', ARGV[a + 7],
     'timers', ARGV[a + 10], 'regions', ARGV[a + 11], 'v', (tonumber(cur[3]) or 0) + 1,
-    'first_dispatched_at', cur[4] or now, 'dept_at', dept_at[KEYS[k + 2]], 'ix', '1')
-  if cur[2] ~= '0' then
+    'first_dispatched_at', cur[4] or now, 'dept_at', dept_at[KEYS[k + 2]], 'ix', '1' }
+  if cur[2] == '0' then
+    -- The first dispatch's timeline entry lives in the record, like the report's (`tl0`): most
+    -- incidents then need no timeline list until a department acts.
+    set[#set + 1] = 'tl1'
+    set[#set + 1] = entry
+    redis.call('HSET', inc, unpack(set))
+  else
+    redis.call('HSET', inc, unpack(set))
     -- A re-route: the previous department's acceptance and escalations do not carry over.
     redis.call('HDEL', inc, 'fired', 'accepted_at')
+    redis.call('RPUSH', tl, entry)
   end
-  redis.call('RPUSH', tl, now .. '|' .. ARGV[a + 8])
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'id', id, 's', 'dispatched',
     'd', dept, 'r', ARGV[a + 11], 'e', ARGV[a + 8])
   for i = 1, nt do
