@@ -302,6 +302,7 @@ pub fn init(
             );
             let tracer = provider.tracer("gridroute");
             guard.provider = Some(provider);
+            trace_context::set_exporting();
             Some(tracing_opentelemetry::layer().with_tracer(tracer))
         }
     };
@@ -341,6 +342,20 @@ pub fn init_logs(format: LogFormat, default_filter: &str) {
 /// report → route → dispatch → delivery across processes.
 pub mod trace_context {
     use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+    /// Whether spans are exported (an OTLP endpoint is configured). Hot paths create their
+    /// per-item spans only then: without an exporter they would only cost CPU (about a tenth
+    /// of a router's, docs/PERFORMANCE.md) and carry no trace context anywhere.
+    pub fn exporting() -> bool {
+        EXPORTING.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_exporting() {
+        EXPORTING.store(true, Ordering::Relaxed);
+    }
 
     use opentelemetry::propagation::{Extractor, Injector};
     use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -362,6 +377,9 @@ pub mod trace_context {
 
     /// The `traceparent` of `span` ('' when tracing is off or the span is not sampled).
     pub fn traceparent(span: &tracing::Span) -> String {
+        if !exporting() {
+            return String::new();
+        }
         let mut m = Map(HashMap::new());
         let cx = span.context();
         opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut m));
@@ -371,7 +389,7 @@ pub mod trace_context {
     /// Makes `traceparent` (W3C, e.g. from a stream entry or gRPC metadata) the parent of
     /// `span`; a missing or malformed value leaves the span a root.
     pub fn set_parent(span: &tracing::Span, traceparent: &str) {
-        if traceparent.is_empty() {
+        if traceparent.is_empty() || !exporting() {
             return;
         }
         let m = Map(HashMap::from([(
@@ -385,6 +403,9 @@ pub mod trace_context {
     /// The trace id of `span` as 32 hex digits ('' when tracing is off), for log lines.
     pub fn trace_id(span: &tracing::Span) -> String {
         use opentelemetry::trace::TraceContextExt;
+        if !exporting() {
+            return String::new();
+        }
         let cx = span.context();
         let sc = cx.span().span_context().clone();
         if sc.is_valid() {
