@@ -347,8 +347,8 @@ pub mod trace_context {
     static EXPORTING: AtomicBool = AtomicBool::new(false);
 
     /// Whether spans are exported (an OTLP endpoint is configured). Hot paths create their
-    /// per-item spans only then: without an exporter they would only cost CPU (about a tenth
-    /// of a router's, docs/PERFORMANCE.md) and carry no trace context anywhere.
+    /// per-item spans only then: without an exporter they carry no trace context anywhere
+    /// and cost CPU (a sixth of a router's per incident, docs/PERFORMANCE.md).
     pub fn exporting() -> bool {
         EXPORTING.load(Ordering::Relaxed)
     }
