@@ -28,22 +28,38 @@ pub enum LocalRedisError {
     /// It started but did not answer.
     #[error("redis-server on port {0} did not answer within 10 s")]
     NoAnswer(u16),
+    /// It exited at start, or another process answers on its port.
+    #[error("port {0} is taken by another process")]
+    PortTaken(u16),
     /// Another I/O problem.
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; a race with another process is possible
-/// but harmless: the caller fails to start and says so).
+/// A free TCP port on 127.0.0.1 (bound and released: another process or thread may take it
+/// before the caller binds it, which [`LocalRedis::start`] detects and retries).
 pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Waits on the calling thread: start-up happens before or outside the runtime's tasks.
+fn pause(d: Duration) {
+    #[allow(clippy::disallowed_methods)]
+    std::thread::sleep(d);
+}
+
 impl LocalRedis {
-    /// Starts `redis-server` on a free port and waits until it answers.
+    /// Starts `redis-server` on a free port and waits until it answers. A port taken by
+    /// someone else between choosing and binding it (parallel tests pick ports too) is
+    /// detected, and another port tried.
     pub fn start() -> Result<Self, LocalRedisError> {
-        let port = free_port()?;
-        Self::start_on(port)
+        let mut attempt = 0;
+        loop {
+            match Self::start_on(free_port()?) {
+                Err(LocalRedisError::PortTaken(_)) if attempt < 5 => attempt += 1,
+                other => return other,
+            }
+        }
     }
 
     /// Starts `redis-server` on `port` (used to restart one on the same port in tests).
@@ -101,17 +117,59 @@ impl LocalRedis {
             port,
             dir,
         };
+        // A TLS-only server cannot be asked in plain text: it is ours if it answers on the port
+        // and is still running a moment later (a server that could not bind exits at once).
+        let tls = listen.iter().any(|a| a == "--tls-port");
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if me.exited() {
+                me.stop();
+                return Err(LocalRedisError::PortTaken(port));
+            }
+            let answered = if tls {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            } else {
+                me.answers()
+            };
+            if answered {
+                if tls {
+                    pause(Duration::from_millis(100));
+                    if me.exited() {
+                        me.stop();
+                        return Err(LocalRedisError::PortTaken(port));
+                    }
+                }
                 return Ok(me);
             }
-            // Not on a tokio worker: start-up happens before or outside the runtime's tasks.
-            #[allow(clippy::disallowed_methods)]
-            std::thread::sleep(Duration::from_millis(20));
+            pause(Duration::from_millis(20));
         }
         me.stop();
         Err(LocalRedisError::NoAnswer(port))
+    }
+
+    /// Whether the child process has exited.
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Whether this server, not another process on its port, answers: its `dir` is ours.
+    fn answers(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        if s.write_all(b"CONFIG GET dir\r\n").is_err() {
+            return false;
+        }
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).unwrap_or(0);
+        // Redis reports the directory it changed into, symlinks resolved.
+        let dir = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        let want = dir.display().to_string();
+        String::from_utf8_lossy(&buf[..n]).contains(&want)
     }
 
     /// Its port.
