@@ -9,7 +9,8 @@ target="${CARGO_TARGET_DIR:-target}/release"
 out="${CARGO_TARGET_DIR:-target}/bench-load"
 mkdir -p "$out"
 cargo build -q --release -p gridroute -p gridroute-loadtest
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=loadtest/lib.sh
+source loadtest/lib.sh
 echo "== echo: the gRPC framework's ceiling"
 "$target/gridroute-loadtest" --scenario echo --concurrency 64 --duration 5s --json "$out/echo.json"
 echo "== Redis-only ceiling of the routed command mix"
@@ -18,10 +19,7 @@ grpc=$(free_port); metrics=$(free_port)
 "$target/gridroute" dev --grpc-addr "127.0.0.1:$grpc" --metrics-addr "127.0.0.1:$metrics" >"$out/dev.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 300); do
-  if "$target/gridroute" health --addr "http://127.0.0.1:$grpc" >/dev/null 2>&1; then break; fi
-  sleep 0.1
-done
+wait_health "$target/gridroute" "$grpc"
 echo "== unary reports, closed loop (API and router in one process)"
 "$target/gridroute-loadtest" --addr "http://127.0.0.1:$grpc" --scenario report --concurrency 64 --duration 5s \
   --json "$out/report.json"
@@ -32,16 +30,13 @@ echo "== end to end, open loop 2,000/s"
 kill $pid 2>/dev/null; wait $pid 2>/dev/null || true
 echo "== unary reports accepted by an API process alone (routers stopped: reports queue)"
 redis=$(free_port); grpc=$(free_port); metrics=$(free_port)
-redis-server --port "$redis" --save '' --appendonly no --daemonize no >"$out/redis.log" 2>&1 &
+redis-server --port "$redis" "${redis_flags[@]}" >"$out/redis.log" 2>&1 &
 rpid=$!
 "$target/gridroute" serve --redis-url "redis://127.0.0.1:$redis/" --role api --grpc-addr "127.0.0.1:$grpc" \
   --metrics-addr "127.0.0.1:$metrics" >"$out/api.log" 2>&1 &
 pid=$!
 trap 'kill $pid $rpid 2>/dev/null; wait $pid $rpid 2>/dev/null || true' EXIT
-for _ in $(seq 1 300); do
-  if "$target/gridroute" health --addr "http://127.0.0.1:$grpc" >/dev/null 2>&1; then break; fi
-  sleep 0.1
-done
+wait_health "$target/gridroute" "$grpc"
 "$target/gridroute-loadtest" --addr "http://127.0.0.1:$grpc" --scenario report --concurrency 64 --duration 5s \
   --json "$out/report-api.json"
 echo "results in $out"

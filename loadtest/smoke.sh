@@ -5,15 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}/debug"
 cargo build -q -p gridroute -p gridroute-loadtest
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=loadtest/lib.sh
+source loadtest/lib.sh
 grpc=$(free_port); metrics=$(free_port)
 "$target/gridroute" dev --grpc-addr "127.0.0.1:$grpc" --metrics-addr "127.0.0.1:$metrics" >/tmp/gridroute-smoke.log 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$grpc") 2>/dev/null; then break; fi
-  sleep 0.1
-done
+wait_health "$target/gridroute" "$grpc"
 "$target/gridroute-loadtest" --addr "http://127.0.0.1:$grpc" --scenario e2e --rate 300 --duration 3s \
   --fail-if 'error_rate>0,lost>0'
 "$target/gridroute-loadtest" --addr "http://127.0.0.1:$grpc" --scenario e2e-batch --batch-size 100 \

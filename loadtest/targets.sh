@@ -3,8 +3,8 @@
 # Redis-only ceiling with Redis CPU per routed incident, an API process alone, unary with
 # routing, end to end open loop at 2,000 / 5,000 / 10,000 reports/s, and e2e-batch at 10,000/s
 # for 60 s and 14,000 / 17,000/s for 10 s (30 s drain: a dispatch counts as lost only when it
-# has not arrived 30 s after the load), then the ratios. Figures only; nothing fails on timing. Results
-# (text, JSON) in target/targets/. Everything runs on this machine, as the issue asks.
+# has not arrived 30 s after the load), then the ratios. Figures only; nothing fails on timing.
+# Results (text, JSON) in target/targets/. Everything runs on this machine, as the issue asks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}/release"
@@ -12,17 +12,12 @@ out="${CARGO_TARGET_DIR:-target}/targets"
 mkdir -p "$out"
 cargo build -q --release -p gridroute -p gridroute-loadtest
 lt="$target/gridroute-loadtest"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=loadtest/lib.sh
+source loadtest/lib.sh
 summary() { grep -E "throughput|latency|report → dispatch|status codes" "$1" | sed 's/^/    /'; }
 redis_cpu() { redis-cli -p "$1" info cpu | awk -F: '/used_cpu_(user|sys):/{s+=$2} END{print s}'; }
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
-wait_health() {
-  for _ in $(seq 1 300); do
-    if "$target/gridroute" health --addr "http://127.0.0.1:$1" >/dev/null 2>&1; then return; fi
-    sleep 0.1
-  done
-}
 
 echo "== echo: the gRPC framework's ceiling"
 "$lt" --scenario echo --concurrency 64 --duration 10s --json "$out/echo.json" >"$out/echo.txt" 2>&1
@@ -30,7 +25,7 @@ summary "$out/echo.txt"
 
 echo "== Redis-only ceiling of the routed command mix, and Redis CPU per routed incident"
 rport=$(free_port)
-redis-server --port "$rport" --save '' --appendonly no --hash-max-listpack-value 4096 >"$out/redis.log" 2>&1 &
+redis-server --port "$rport" "${redis_flags[@]}" >"$out/redis.log" 2>&1 &
 pids+=($!)
 sleep 0.5
 c0=$(redis_cpu "$rport")
@@ -46,7 +41,7 @@ grpc=$(free_port)
   --metrics-addr "127.0.0.1:$(free_port)" >"$out/api.log" 2>&1 &
 api=$!
 pids+=($api)
-wait_health "$grpc"
+wait_health "$target/gridroute" "$grpc"
 "$lt" --addr "http://127.0.0.1:$grpc" --scenario report --concurrency 64 --duration 10s \
   --json "$out/report-api.json" >"$out/report-api.txt" 2>&1
 summary "$out/report-api.txt"
@@ -55,7 +50,7 @@ kill "$api"; wait "$api" 2>/dev/null || true
 grpc=$(free_port)
 "$target/gridroute" dev --grpc-addr "127.0.0.1:$grpc" --metrics-addr "127.0.0.1:$(free_port)" >"$out/dev.log" 2>&1 &
 pids+=($!)
-wait_health "$grpc"
+wait_health "$target/gridroute" "$grpc"
 addr="http://127.0.0.1:$grpc"
 echo "== unary reports, closed loop (API and router in one process)"
 "$lt" --addr "$addr" --scenario report --concurrency 64 --duration 10s --json "$out/report.json" >"$out/report.txt" 2>&1

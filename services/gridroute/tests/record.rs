@@ -238,31 +238,15 @@ async fn list_filters_by_department_region_status_and_pages() {
         let mut c = c.clone();
         async move { c.list_incidents(req).await.unwrap().into_inner() }
     };
-    // Everything, newest first, in pages of 3.
-    let mut seen = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = list(pb::ListIncidentsRequest {
-            page_size: 3,
-            page_token: token.clone(),
-            ..Default::default()
-        })
-        .await;
-        assert!(page.incidents.len() <= 3);
-        seen.extend(page.incidents.into_iter().map(|i| i.incident_id));
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
-    // Every incident exactly once across the pages. The order is the order in which they
-    // entered the list (their first routing, newest first), which partitions routed in
+    // Everything in pages of 3, every incident exactly once. The order is the order in which
+    // they entered the list (their first routing, newest first), which partitions routed in
     // parallel may swap with the order of the reports.
-    let mut sorted_seen = seen.clone();
-    sorted_seen.sort();
     let mut sorted_ids = ids.clone();
     sorted_ids.sort();
-    assert_eq!(sorted_seen, sorted_ids);
+    assert_eq!(
+        walk(&mut c.clone(), Default::default(), 3).await,
+        sorted_ids
+    );
 
     let by_dept = list(pb::ListIncidentsRequest {
         department_id: "urban-management".into(),

@@ -7,7 +7,7 @@
 //! | `<prefix>:{pN}:ingest` | stream | reports waiting for a router (acked entries are deleted) |
 //! | `<prefix>:{pN}:idem:<source>:<request_id>` | string | `hash|incident id`, expires |
 //! | `<prefix>:{pN}:inc:<id>` | hash | the incident record |
-//! | `<prefix>:{pN}:tl:<id>` | list | the incident's timeline, `ms|event bytes` |
+//! | `<prefix>:{pN}:tl:<id>` | list | the incident's timeline after its first two entries (those are the record's `tl0`, `tl1`), `ms|event bytes` |
 //! | `<prefix>:{pN}:dispatch:<department>` | stream | dispatches for one department |
 //! | `<prefix>:{pN}:sla` | sorted set | pending timers `<id>|<kind>|<department>` scored by due time (ms) |
 //! | `<prefix>:{pN}:events` | stream | every change of every incident of the partition (WatchIncidents) |
@@ -15,9 +15,9 @@
 //! | `<prefix>:{pN}:geo:<category>` | geo set | open incidents of a duplicate-detection category |
 //! | `<prefix>:{pN}:pts:<source>:<reporter>` | list | a reporter's points ledger in this partition, `ms|incident|points|category` |
 //! | `<prefix>:{pN}:dlq` | stream | entries no router could process, with the reason |
-//! | `<prefix>:{pN}:ix:all`, `:ix:region:<code>` | streams | `i` = incident id, added when it is first routed (append-only) |
+//! | `<prefix>:{pN}:ix:all`, `:ix:region:<code>` | streams | `i` = incident id (repeated: one entry per dispatch batch), added when it is first routed (append-only) |
 //! | `<prefix>:{pN}:ixlag` | sorted set | `first`, `assign`: the longest report → index-entry delay seen (ms) |
-//! | `<prefix>:{pN}:ix:dept:<d>` | stream | `i` = incident id, added at each assignment to the department (the record's `dept_at` names the one that counts) |
+//! | `<prefix>:{pN}:ix:dept:<d>` | stream | `i` = incident id (repeated, one entry per batch), added at each assignment to the department (the record's `dept_at` names the one that counts) |
 //! | `<prefix>:meta` | hash | deployment constants (number of partitions) |
 //! | `<prefix>:{tables}:current` | string | the routing table version in force |
 //! | `<prefix>:{tables}:history` | list | `version|ms|by|note`, newest first |

@@ -120,28 +120,18 @@ impl LocalRedis {
         // A TLS-only server cannot be asked in plain text: it is ours if it answers on the port
         // and is still running a moment later (a server that could not bind exits at once).
         let tls = listen.iter().any(|a| a == "--tls-port");
+        let mut tls_answered = false;
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if me.exited() {
                 me.stop();
                 return Err(LocalRedisError::PortTaken(port));
             }
-            let answered = if tls {
-                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            } else {
-                me.answers()
-            };
-            if answered {
-                if tls {
-                    pause(Duration::from_millis(100));
-                    if me.exited() {
-                        me.stop();
-                        return Err(LocalRedisError::PortTaken(port));
-                    }
-                }
+            if tls_answered || (!tls && me.answers()) {
                 return Ok(me);
             }
-            pause(Duration::from_millis(20));
+            tls_answered = tls && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+            pause(Duration::from_millis(if tls_answered { 100 } else { 20 }));
         }
         me.stop();
         Err(LocalRedisError::NoAnswer(port))

@@ -179,14 +179,20 @@ impl Store {
         let mut full = false;
         // A partition that may hold more than it returned bounds the merge: nothing older than
         // its last entry can be placed before its next ones are read.
-        let mut cut: Option<(u64, u64, u16, u32)> = None;
+        let mut cut: Option<Cursor> = None;
         let mut entries: Vec<IndexEntry> = Vec::new();
         for (p, list) in lists.into_iter().enumerate() {
             if list.len() == per_read {
                 full = true;
                 let last = list.last().and_then(|(id, _)| entry_time(id));
                 if let Some((ms, seq)) = last {
-                    cut = cut.max(Some((ms, seq, p as u16, 0)));
+                    let at = Cursor {
+                        ms,
+                        seq,
+                        partition: p as u16,
+                        pos: 0,
+                    };
+                    cut = cut.max(Some(at));
                 }
             }
             for (entry, fields) in list {
@@ -209,9 +215,9 @@ impl Store {
             }
         }
         if let Some(cut) = cut {
-            entries.retain(|e| e.at.key() >= cut);
+            entries.retain(|e| !e.at.older_than(&cut));
         }
-        entries.sort_unstable_by_key(|e| std::cmp::Reverse(e.at.key()));
+        entries.sort_unstable_by_key(|e| std::cmp::Reverse(e.at));
         full |= entries.len() > count;
         entries.truncate(count);
         Ok((entries, full))
@@ -316,8 +322,9 @@ pub(crate) struct IndexEntry {
     pub(crate) id: String,
 }
 
-/// A position in the merged order of an index: an entry, and an incident within it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A position in the merged order of an index: an entry, and an incident within it. The
+/// derived order (fields in this order) is the merged order, oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Cursor {
     ms: u64,
     seq: u64,
@@ -330,11 +337,11 @@ impl Cursor {
     /// Parses `<ms>-<seq>~<partition>[.<pos>]`.
     fn parse(token: &str) -> Option<Self> {
         let (id, p) = token.split_once('~')?;
-        let (ms, seq) = id.split_once('-')?;
+        let (ms, seq) = entry_time(id)?;
         let (p, pos) = p.split_once('.').unwrap_or((p, "0"));
         Some(Self {
-            ms: ms.parse().ok()?,
-            seq: seq.parse().ok()?,
+            ms,
+            seq,
             partition: p.parse().ok()?,
             pos: pos.parse().ok()?,
         })
@@ -347,14 +354,9 @@ impl Cursor {
         }
     }
 
-    /// The merged order, newest first when reversed.
-    fn key(&self) -> (u64, u64, u16, u32) {
-        (self.ms, self.seq, self.partition, self.pos)
-    }
-
     /// Whether this position comes after `other` in a newest-first scan.
     fn older_than(&self, other: &Self) -> bool {
-        self.key() < other.key()
+        self < other
     }
 }
 

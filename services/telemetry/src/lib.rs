@@ -344,6 +344,9 @@ pub mod trace_context {
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicBool, Ordering};
 
+    use opentelemetry::propagation::{Extractor, Injector};
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
     static EXPORTING: AtomicBool = AtomicBool::new(false);
 
     /// Whether spans are exported (an OTLP endpoint is configured). Hot paths create their
@@ -356,9 +359,6 @@ pub mod trace_context {
     pub(crate) fn set_exporting() {
         EXPORTING.store(true, Ordering::Relaxed);
     }
-
-    use opentelemetry::propagation::{Extractor, Injector};
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
 
     struct Map(HashMap<String, String>);
     impl Injector for Map {

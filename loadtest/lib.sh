@@ -1,0 +1,17 @@
+# Helpers shared by the load-test scripts (sourced, not run).
+
+# A free TCP port on 127.0.0.1.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Waits until the gridroute on 127.0.0.1:$2 answers health checks ($1: the gridroute binary).
+wait_health() {
+  for _ in $(seq 1 300); do
+    if "$1" health --addr "http://127.0.0.1:$2" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  echo "gridroute on port $2 did not become healthy within 30 s" >&2
+  return 1
+}
+
+# A throwaway redis-server's settings, as `gridroute dev` starts its own (docs/OPERATIONS.md "Redis").
+redis_flags=(--save '' --appendonly no --hash-max-listpack-value 4096)
