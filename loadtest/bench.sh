@@ -11,6 +11,7 @@ mkdir -p "$out"
 cargo build -q --release -p gridroute -p gridroute-loadtest
 # shellcheck source=loadtest/lib.sh
 source loadtest/lib.sh
+dev_auth "$target/gridroute"
 echo "== echo: the gRPC framework's ceiling"
 "$target/gridroute-loadtest" --scenario echo --concurrency 64 --duration 5s --json "$out/echo.json"
 echo "== Redis-only ceiling of the routed command mix"
@@ -32,7 +33,7 @@ echo "== unary reports accepted by an API process alone (routers stopped: report
 redis=$(free_port); grpc=$(free_port); metrics=$(free_port)
 redis-server --port "$redis" "${redis_flags[@]}" >"$out/redis.log" 2>&1 &
 rpid=$!
-"$target/gridroute" serve --redis-url "redis://127.0.0.1:$redis/" --role api --grpc-addr "127.0.0.1:$grpc" \
+"$target/gridroute" serve "${serve_auth[@]}" --redis-url "redis://127.0.0.1:$redis/" --role api --grpc-addr "127.0.0.1:$grpc" \
   --metrics-addr "127.0.0.1:$metrics" >"$out/api.log" 2>&1 &
 pid=$!
 trap 'kill $pid $rpid 2>/dev/null; wait $pid $rpid 2>/dev/null || true' EXIT

@@ -15,3 +15,14 @@ wait_health() {
 
 # A throwaway redis-server's settings, as `gridroute dev` starts its own (docs/OPERATIONS.md "Redis").
 redis_flags=(--save '' --appendonly no --hash-max-listpack-value 4096)
+
+# Development credentials for every gridroute a script starts ($1: the gridroute binary): `dev`
+# and `serve "${serve_auth[@]}"` trust the same development key (in GRIDROUTE_DEV_DIR), and the
+# load tester takes each role's token from GRIDROUTE_TOKENS (reports as its reporting system,
+# subscriptions as each department).
+dev_auth() {
+  export GRIDROUTE_DEV_DIR="${GRIDROUTE_DEV_DIR:-$(mktemp -d)}"
+  GRIDROUTE_TOKENS=$("$1" dev-token --all)
+  export GRIDROUTE_TOKENS
+  serve_auth=(--jwks "$GRIDROUTE_DEV_DIR/dev-jwks.json" --token-issuer gridroute-dev)
+}

@@ -7,6 +7,7 @@ target="${CARGO_TARGET_DIR:-target}/debug"
 cargo build -q -p gridroute -p gridroute-loadtest
 # shellcheck source=loadtest/lib.sh
 source loadtest/lib.sh
+dev_auth "$target/gridroute"
 grpc=$(free_port); metrics=$(free_port)
 "$target/gridroute" dev --grpc-addr "127.0.0.1:$grpc" --metrics-addr "127.0.0.1:$metrics" >/tmp/gridroute-smoke.log 2>&1 &
 pid=$!

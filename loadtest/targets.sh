@@ -14,6 +14,7 @@ cargo build -q --release -p gridroute -p gridroute-loadtest
 lt="$target/gridroute-loadtest"
 # shellcheck source=loadtest/lib.sh
 source loadtest/lib.sh
+dev_auth "$target/gridroute"
 summary() { grep -E "throughput|latency|report → dispatch|status codes" "$1" | sed 's/^/    /'; }
 redis_cpu() { redis-cli -p "$1" info cpu | awk -F: '/used_cpu_(user|sys):/{s+=$2} END{print s}'; }
 pids=()
@@ -37,7 +38,7 @@ redis-cli -p "$rport" flushall >/dev/null
 
 echo "== unary reports accepted by an API process alone (no router: reports queue)"
 grpc=$(free_port)
-"$target/gridroute" serve --redis-url "redis://127.0.0.1:$rport/" --role api --grpc-addr "127.0.0.1:$grpc" \
+"$target/gridroute" serve "${serve_auth[@]}" --redis-url "redis://127.0.0.1:$rport/" --role api --grpc-addr "127.0.0.1:$grpc" \
   --metrics-addr "127.0.0.1:$(free_port)" >"$out/api.log" 2>&1 &
 api=$!
 pids+=($api)

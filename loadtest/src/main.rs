@@ -96,10 +96,15 @@ struct Args {
     /// `x-gridroute-user=load-tester` or a gateway's API key.
     #[arg(long = "metadata", value_name = "KEY=VALUE")]
     metadata: Vec<String>,
-    /// Bearer token sent as `authorization: Bearer <token>` with every call (for endpoints
-    /// behind a gateway that asks for one).
+    /// Bearer token sent as `authorization: Bearer <token>` with every call (a reporting
+    /// system's token for the report scenarios).
     #[arg(long, env = "GRIDROUTE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Tokens by principal, a JSON object as `gridroute dev` writes to
+    /// target/gridroute-dev/tokens.json: reports are sent with the token of
+    /// `source_system:gridroute-loadtest`, each department subscribes (and acts) with its own.
+    #[arg(long, env = "GRIDROUTE_TOKENS")]
+    tokens: Option<std::path::PathBuf>,
     /// PEM CA that signed an https:// endpoint's certificate (default: the public web roots).
     #[arg(long, env = "GRIDROUTE_CA_CERT")]
     ca_cert: Option<std::path::PathBuf>,
@@ -366,14 +371,30 @@ async fn run(args: Args) -> Result<bool, BoxError> {
             headers.clone(),
         ));
     }
+    let tokens = match &args.tokens {
+        Some(path) => metadata::tokens(path)?,
+        None => Default::default(),
+    };
+    if let Some(t) = tokens.get(&format!("source_system:{}", traffic::SOURCE_SYSTEM)) {
+        for c in &mut channels {
+            *c = c.with_token(t)?;
+        }
+    }
     let shared = Arc::new(Shared::new());
 
     let mut subscribers = Vec::new();
     let follows = args.scenario.follows();
     if follows {
         for dept in traffic.departments() {
-            let mut client =
-                DispatchServiceClient::new(channels[subscribers.len() % channels.len()].clone());
+            let channel = channels[subscribers.len() % channels.len()].clone();
+            let channel = match ["department", "command_centre"]
+                .iter()
+                .find_map(|k| tokens.get(&format!("{k}:{dept}")))
+            {
+                Some(t) => channel.with_token(t)?,
+                None => channel,
+            };
+            let mut client = DispatchServiceClient::new(channel);
             let req = pb::SubscribeRequest {
                 department_id: dept.clone(),
                 start: pb::SubscribeStart::Latest as i32,

@@ -1,6 +1,5 @@
-//! Metadata sent with every call: `--metadata key=value` (repeatable) and `--token` (sent as
-//! `authorization: Bearer …`), for endpoints behind a gateway that asks for credentials and
-//! for gridroute's own headers such as `x-gridroute-user`.
+//! Metadata sent with every call: `--metadata key=value` (repeatable) and the caller's bearer
+//! token (`--token`, or one per role from `--tokens`), sent as `authorization: Bearer …`.
 
 use std::{
     sync::Arc,
@@ -28,6 +27,31 @@ impl WithMetadata {
     pub fn new(inner: Channel, headers: Arc<Vec<(HeaderName, HeaderValue)>>) -> Self {
         Self { inner, headers }
     }
+
+    /// The same connection presenting `token` instead of the token it had (if any).
+    pub fn with_token(&self, token: &str) -> Result<Self, String> {
+        let value = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .map_err(|e| format!("token: {e}"))?;
+        let mut headers: Vec<_> = self
+            .headers
+            .iter()
+            .filter(|(k, _)| *k != tonic::codegen::http::header::AUTHORIZATION)
+            .cloned()
+            .collect();
+        headers.push((tonic::codegen::http::header::AUTHORIZATION, value));
+        Ok(Self {
+            inner: self.inner.clone(),
+            headers: Arc::new(headers),
+        })
+    }
+}
+
+/// Tokens by principal (`department:water-affairs` → token), as `gridroute dev` writes them to
+/// `target/gridroute-dev/tokens.json`.
+pub fn tokens(path: &std::path::Path) -> Result<std::collections::HashMap<String, String>, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("--tokens {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("--tokens {}: {e}", path.display()))
 }
 
 /// Parses `--metadata` pairs and the token into headers; the error names the bad pair.

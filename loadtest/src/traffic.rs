@@ -6,6 +6,10 @@ use geo::{BoundingRect, InteriorPoint};
 use gridroute_core::{RoutingTable, synth::Rng, table::TableSources};
 use gridroute_proto::v1 as pb;
 
+/// The reporting system the load tester reports as (its token is
+/// `source_system:gridroute-loadtest`).
+pub const SOURCE_SYSTEM: &str = "gridroute-loadtest";
+
 /// Categories with their weights.
 const CATEGORIES: [(&str, u32); 10] = [
     ("city.vehicle.abandoned", 20),
@@ -152,7 +156,7 @@ impl Traffic {
         };
         pb::ReportIncidentRequest {
             request_id: format!("lt-{:x}-{seq}", self.run),
-            source_system: "gridroute-loadtest".into(),
+            source_system: SOURCE_SYSTEM.into(),
             category: category.into(),
             location: Some(pb::Location {
                 kind: Some(pb::location::Kind::Point(pb::LatLng {

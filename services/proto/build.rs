@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "gridroute/v1/routing_service.proto",
         "gridroute/v1/table_service.proto",
         "gridroute/v1/supervision_service.proto",
+        "gridroute/v1/audit_service.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());

@@ -1,6 +1,7 @@
-//! What every lifecycle action has in common: validation of the ids, the caller's identity
-//! (department, grid worker or source system from the request, the person from the
-//! `x-gridroute-user` metadata), the store call, and the incident as the answer.
+//! What every lifecycle action has in common: the identity fields of the request checked
+//! against the authenticated caller, the ids validated, the store call (the core decides
+//! whether this caller may do this to this incident), and the incident as the answer, masked
+//! for the caller.
 
 use gridroute_core::lifecycle::{Caller, Command, Refusal};
 use gridroute_proto::v1 as pb;
@@ -8,72 +9,82 @@ use gridroute_store::{
     StoreError,
     lifecycle::{ActRequest, Acted},
 };
-use tonic::{Request, metadata::MetadataMap};
 
-use crate::{ApiError, ApiState, validate};
+use crate::{ApiError, ApiState, authz, privacy, validate};
 
-/// Metadata key naming the person who acts, for the audit trail.
-pub const USER_METADATA: &str = "x-gridroute-user";
-
-/// The person named in the request metadata (at most 128 characters).
-pub fn user(meta: &MetadataMap) -> String {
-    meta.get(USER_METADATA)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(128).collect())
-        .unwrap_or_default()
+/// One action as a request describes it.
+#[derive(Debug)]
+pub struct Action {
+    /// The incident.
+    pub incident_id: String,
+    /// Idempotency key ('' = none).
+    pub request_id: String,
+    /// What to do.
+    pub command: Command,
+    /// Identity fields of the request body (field name, value): each must be empty or the
+    /// caller's own.
+    pub claims: Vec<(&'static str, String)>,
 }
 
-/// A department's action on an incident.
-pub fn by(
-    department: String,
-    incident_id: String,
-    request_id: String,
-    command: Command,
-) -> ActRequest {
-    ActRequest {
-        incident_id,
-        request_id,
-        caller: Caller {
-            department,
-            ..Caller::default()
-        },
-        command,
+impl Action {
+    /// An action whose request names the acting department in `department_id`.
+    pub fn by_department(
+        department_id: String,
+        incident_id: String,
+        request_id: String,
+        command: Command,
+    ) -> Self {
+        Self {
+            incident_id,
+            request_id,
+            command,
+            claims: vec![("department_id", department_id)],
+        }
     }
 }
 
-/// Runs the action a request describes: `build` takes the message apart into the action (or
-/// refuses a field), the person comes from the metadata, and the answer is the incident as it
-/// is afterwards.
-pub async fn run<T>(
+/// Builds the action a request describes (`build` takes the message apart, or refuses a
+/// field) and runs it for `who`.
+pub async fn run(
     state: &ApiState,
-    request: Request<T>,
-    build: impl FnOnce(T) -> Result<ActRequest, ApiError>,
+    who: Caller,
+    build: impl FnOnce() -> Result<Action, ApiError>,
 ) -> Result<pb::Incident, ApiError> {
-    let user = user(request.metadata());
-    let mut req = build(request.into_inner())?;
-    req.caller.user = user;
-    act(state, req).await
+    act(state, who, build()?).await
 }
 
-/// Runs one action and returns the incident as it is afterwards.
-pub async fn act(state: &ApiState, req: ActRequest) -> Result<pb::Incident, ApiError> {
-    validate::incident_id(&req.incident_id)?;
-    validate::action_request_id(&req.request_id)?;
-    let table = state.tables.load_full();
-    let caller = &req.caller;
-    if !caller.department.is_empty()
-        || (caller.grid_worker.is_empty() && caller.source_system.is_empty())
-    {
-        validate::department("department_id", &caller.department, &table)?;
+/// Runs one action for `who` and returns the incident as it is afterwards.
+pub async fn act(state: &ApiState, who: Caller, a: Action) -> Result<pb::Incident, ApiError> {
+    for (field, value) in &a.claims {
+        authz::claim(field, value, &who)?;
     }
-    let action = req.command.name();
+    validate::incident_id(&a.incident_id)?;
+    validate::action_request_id(&a.request_id)?;
+    let table = state.tables.load_full();
+    let action = a.command.name();
+    let req = ActRequest {
+        incident_id: a.incident_id,
+        request_id: a.request_id,
+        caller: who,
+        command: a.command,
+    };
     match state.store.act(&table, &req).await {
         Ok(Acted::Applied) => tracing::debug!(action, "applied"),
         Ok(Acted::Repeated) => tracing::debug!(action, "repeated request id: nothing changed"),
+        Err(StoreError::NotFound(id)) => {
+            return Err(authz::unseen(&req.caller, &table, &id, false));
+        }
         Err(StoreError::Refused(Refusal::Invalid { field, why })) => {
             return Err(ApiError::field(field, why));
         }
         Err(e) => return Err(e.into()),
     }
-    Ok(state.store.get_incident(&req.incident_id).await?)
+    let mut incident = state.store.get_incident(&req.incident_id).await?;
+    privacy::present(
+        &mut incident,
+        &req.caller,
+        &table,
+        state.security.co_handlers_see_contact,
+    );
+    Ok(incident)
 }

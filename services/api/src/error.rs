@@ -1,15 +1,27 @@
 //! The one place where errors become gRPC statuses. Handlers return [`ApiError`] with `?`.
+//!
+//! Error details stay small whatever the request: at most [`MAX_VIOLATIONS`] field violations
+//! per answer (the last one says how many more there were), and values echoed back are quoted
+//! and cut to [`MAX_ECHO_CHARS`] (a client's HTTP/2 stack refuses trailers of many kilobytes,
+//! and would report RESOURCE_EXHAUSTED instead of the real INVALID_ARGUMENT).
+
+use std::time::Duration;
 
 use gridroute_core::lifecycle::Refusal;
 use gridroute_store::StoreError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
+/// Most field violations in one answer.
+pub const MAX_VIOLATIONS: usize = 20;
+/// Longest value echoed back in a message, in characters.
+pub const MAX_ECHO_CHARS: usize = 64;
+
 /// Everything a handler can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The request is malformed; one violation per offending field.
-    #[error("invalid request: {}", .0.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "))]
+    #[error("invalid request: {}", summary(.0))]
     Invalid(Vec<FieldViolation>),
     /// The store refused or failed.
     #[error(transparent)]
@@ -17,6 +29,57 @@ pub enum ApiError {
     /// The service cannot serve this now (no table loaded, too many subscribers).
     #[error("{0}")]
     Unavailable(String),
+    /// The caller is not identified.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not do this (or the thing does not exist and it may not know that).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The caller used up its rate or its open streams; retry after the given time.
+    #[error("{message}")]
+    Exhausted {
+        /// What was used up.
+        message: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
+}
+
+fn summary(v: &[FieldViolation]) -> String {
+    let shown: Vec<String> = v
+        .iter()
+        .take(MAX_VIOLATIONS)
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect();
+    let mut text = shown.join("; ");
+    if v.len() > MAX_VIOLATIONS {
+        text.push_str(&format!("; and {} more", v.len() - MAX_VIOLATIONS));
+    }
+    text
+}
+
+/// A value as it may appear in a message: quoted, escaped, and cut to [`MAX_ECHO_CHARS`].
+pub fn quoted(value: &str) -> String {
+    let cut: String = value.chars().take(MAX_ECHO_CHARS).collect();
+    if cut.len() < value.len() {
+        format!("{cut:?}…")
+    } else {
+        format!("{cut:?}")
+    }
+}
+
+/// The violations of an answer: the first [`MAX_VIOLATIONS`], and one more saying how many
+/// were left out.
+fn capped(mut v: Vec<FieldViolation>) -> Vec<FieldViolation> {
+    if v.len() > MAX_VIOLATIONS {
+        let more = v.len() - MAX_VIOLATIONS;
+        v.truncate(MAX_VIOLATIONS);
+        v.push(FieldViolation::new(
+            "",
+            format!("and {more} more problems not listed"),
+        ));
+    }
+    v
 }
 
 impl ApiError {
@@ -26,18 +89,33 @@ impl ApiError {
     }
 }
 
+/// A RESOURCE_EXHAUSTED status with a `google.rpc.RetryInfo`.
+pub fn exhausted(message: impl Into<String>, retry_after: Duration) -> Status {
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        message,
+        ErrorDetails::with_retry_info(Some(retry_after)),
+    )
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         match e {
             ApiError::Invalid(violations) => {
-                let message = ApiError::Invalid(violations.clone()).to_string();
+                let message = format!("invalid request: {}", summary(&violations));
                 Status::with_error_details(
                     Code::InvalidArgument,
                     message,
-                    ErrorDetails::with_bad_request(violations),
+                    ErrorDetails::with_bad_request(capped(violations)),
                 )
             }
             ApiError::Unavailable(m) => Status::unavailable(m),
+            ApiError::Unauthenticated(m) => Status::unauthenticated(m),
+            ApiError::PermissionDenied(m) => Status::permission_denied(m),
+            ApiError::Exhausted {
+                message,
+                retry_after,
+            } => exhausted(message, retry_after),
             ApiError::Store(s) => match s {
                 StoreError::Unavailable(m) => {
                     tracing::warn!(error = %m, "storage unavailable");
@@ -47,7 +125,12 @@ impl From<ApiError> for Status {
                     tracing::error!(error = %m, "storage error");
                     Status::internal("internal storage error")
                 }
-                StoreError::NotFound(id) => Status::not_found(format!("incident {id} not found")),
+                StoreError::NotFound(id) => {
+                    Status::not_found(format!("incident {} not found", quoted(&id)))
+                }
+                StoreError::UnknownVersion(v) => {
+                    Status::not_found(format!("table version {} not found", quoted(&v)))
+                }
                 StoreError::InvalidToken(_) => Status::from(ApiError::field(
                     "page_token",
                     "not a token this service issued; start again without one",
@@ -63,5 +146,29 @@ impl From<ApiError> for Status {
                 e @ StoreError::RequestIdReused { .. } => Status::already_exists(e.to_string()),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn violations_and_echoes_stay_small() {
+        let many: Vec<FieldViolation> = (0..2000)
+            .map(|i| FieldViolation::new(format!("labels[k{i}]"), "too long"))
+            .collect();
+        let status = Status::from(ApiError::Invalid(many));
+        let details = status.get_error_details();
+        let bad = details.bad_request().expect("bad request detail");
+        assert_eq!(bad.field_violations.len(), MAX_VIOLATIONS + 1);
+        assert!(
+            bad.field_violations[MAX_VIOLATIONS]
+                .description
+                .contains("1980 more")
+        );
+        assert!(status.message().len() < 1000, "{}", status.message().len());
+        assert_eq!(quoted("a\"b"), "\"a\\\"b\"");
+        assert!(quoted(&"x".repeat(500)).chars().count() < 70);
     }
 }

@@ -4,7 +4,7 @@ use gridroute_proto::v1::{self as pb, routing_service_server::RoutingService};
 use gridroute_store::codec;
 use tonic::{Request, Response, Status};
 
-use crate::{ApiError, ApiState, now_ms, observed, validate};
+use crate::{ApiError, ApiState, now_ms, validate};
 
 /// The RoutingService implementation.
 #[derive(Debug, Clone)]
@@ -16,20 +16,20 @@ impl RoutingService for Routing {
         &self,
         request: Request<pb::ExplainRouteRequest>,
     ) -> Result<Response<pb::ExplainRouteResponse>, Status> {
-        observed("ExplainRoute", async {
-            let mut report = request
-                .into_inner()
-                .report
-                .ok_or_else(|| ApiError::field("report", "required"))?;
-            let table = self.0.tables.load_full();
-            validate::report(&mut report, &table, now_ms(), "report.", false)?;
-            let q = codec::route_query(now_ms(), &report, &[], table.crs)
-                .ok_or_else(|| ApiError::field("report.location", "required"))?;
-            let d = table.route(&q);
-            Ok(pb::ExplainRouteResponse {
-                decision: Some(codec::decision_message(&table, &q, &d)),
+        self.0
+            .call("ExplainRoute", request, |_who, r| async move {
+                let mut report = r
+                    .report
+                    .ok_or_else(|| ApiError::field("report", "required"))?;
+                let table = self.0.tables.load_full();
+                validate::report(&mut report, &table, now_ms(), "report.", false)?;
+                let q = codec::route_query(now_ms(), &report, &[], table.crs)
+                    .ok_or_else(|| ApiError::field("report.location", "required"))?;
+                let d = table.route(&q);
+                Ok(pb::ExplainRouteResponse {
+                    decision: Some(codec::decision_message(&table, &q, &d)),
+                })
             })
-        })
-        .await
+            .await
     }
 }

@@ -1,13 +1,13 @@
-//! Assembles the gRPC server: the three gridroute services, `grpc.health.v1` and reflection
-//! (v1 and v1alpha: Python's grpcio asks v1alpha). Health follows Redis: NOT_SERVING while it
-//! is unreachable, SERVING again when it answers.
+//! Assembles the gRPC server: the gridroute services behind the one authorization layer,
+//! `grpc.health.v1` and reflection (v1 and v1alpha: Python's grpcio asks v1alpha), both open.
+//! Health follows Redis: NOT_SERVING while it is unreachable, SERVING again when it answers.
 
 use std::time::Duration;
 
 use gridroute_proto::{
     FILE_DESCRIPTOR_SET,
     v1::{
-        dispatch_service_server::DispatchServiceServer,
+        audit_service_server::AuditServiceServer, dispatch_service_server::DispatchServiceServer,
         incident_service_server::IncidentServiceServer,
         routing_service_server::RoutingServiceServer,
         supervision_service_server::SupervisionServiceServer,
@@ -21,6 +21,8 @@ use tracing::{info, warn};
 
 use crate::{
     ApiState,
+    auditing::Audits,
+    authz::AuthLayer,
     dispatch::Dispatches,
     incident::Incidents,
     routing::Routing,
@@ -29,13 +31,21 @@ use crate::{
 };
 
 /// Fully qualified names of the services health reports on (plus the empty name, the server).
-pub const SERVICE_NAMES: [&str; 5] = [
+pub const SERVICE_NAMES: [&str; 6] = [
     "gridroute.v1.IncidentService",
     "gridroute.v1.DispatchService",
     "gridroute.v1.RoutingService",
     "gridroute.v1.TableService",
     "gridroute.v1.SupervisionService",
+    "gridroute.v1.AuditService",
 ];
+
+/// HTTP/2 connection window: large enough that a client streaming many small reports (each
+/// in its own DATA frame, as grpcio sends them) keeps within h2's budget for small frames,
+/// which is half this window (see `docs/OPERATIONS.md`, "HTTP/2").
+pub const CONNECTION_WINDOW: u32 = 16 << 20;
+/// HTTP/2 stream window: what one stream may have in flight before the server reads it.
+pub const STREAM_WINDOW: u32 = 1 << 20;
 
 /// The health service name that reports liveness only (the process serves gRPC), for
 /// Kubernetes liveness probes; readiness is the server's overall status (service "").
@@ -130,9 +140,13 @@ pub async fn serve(
             .tls_config(tls)
             .map_err(|e| ServeError::Tls(e.to_string()))?;
     }
+    let security = state.security.clone();
     let result = builder
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .layer(AuthLayer::new(security))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -140,6 +154,7 @@ pub async fn serve(
         .add_service(DispatchServiceServer::new(Dispatches(state.clone())))
         .add_service(RoutingServiceServer::new(Routing(state.clone())))
         .add_service(SupervisionServiceServer::new(Supervision(state.clone())))
+        .add_service(AuditServiceServer::new(Audits(state.clone())))
         .add_service(
             TableServiceServer::new(Tables(state)).max_decoding_message_size(MAX_TABLE_BYTES),
         )

@@ -4,9 +4,10 @@
 
 use std::pin::Pin;
 
+use gridroute_core::access::Principal;
 use gridroute_proto::v1 as pb;
 use gridroute_store::{
-    Result,
+    Result, Store,
     subscribe::{DispatchReader, EventReader},
 };
 use gridroute_telemetry::{names, trace_context};
@@ -15,7 +16,7 @@ use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::Status;
 use tracing::{Instrument, Span, debug};
 
-use crate::{ApiError, ApiState};
+use crate::{ApiError, ApiState, limits::StreamGuard, privacy};
 
 /// Items buffered per stream before the reader waits for the client: bounds memory per slow
 /// client while keeping a batch of reads in flight.
@@ -38,13 +39,49 @@ pub trait BatchReader: Send + 'static {
     }
 }
 
-impl BatchReader for DispatchReader {
+/// A department's dispatches as its subscriber receives them: dispatch copies never carry the
+/// reporter's contact (it lives once, in the record); the primary department (and co-handlers,
+/// where the deployment allows it) get it from the record, one round trip per batch.
+#[derive(Debug)]
+pub struct DispatchFeed {
+    /// The department's streams.
+    pub reader: DispatchReader,
+    /// Where the records are.
+    pub store: Store,
+    /// Whether co-handlers receive the contact.
+    pub co_handlers_see_contact: bool,
+}
+
+impl BatchReader for DispatchFeed {
     type Item = pb::Dispatch;
-    fn next_batch(
-        &mut self,
-        count: usize,
-    ) -> impl Future<Output = Result<Vec<pb::Dispatch>>> + Send {
-        DispatchReader::next_batch(self, count)
+    async fn next_batch(&mut self, count: usize) -> Result<Vec<pb::Dispatch>> {
+        let mut batch = self.reader.next_batch(count).await?;
+        let co_see = self.co_handlers_see_contact;
+        let wanted: Vec<usize> = (0..batch.len())
+            .filter(|&i| privacy::dispatch_gets_contact(&batch[i], co_see))
+            .collect();
+        if !wanted.is_empty() {
+            let ids: Vec<&str> = wanted
+                .iter()
+                .map(|&i| batch[i].incident_id.as_str())
+                .collect();
+            let contacts = self.store.contacts(&ids).await?;
+            for (i, contact) in wanted.into_iter().zip(contacts) {
+                if let Some(r) = batch[i].report.as_mut() {
+                    r.reporter = contact;
+                }
+            }
+        }
+        // Copies written before contacts had a field of their own may carry one: masked for
+        // everyone not entitled.
+        for d in &mut batch {
+            if !privacy::dispatch_gets_contact(d, co_see)
+                && let Some(c) = d.report.as_mut().and_then(|r| r.reporter.as_mut())
+            {
+                privacy::mask(c);
+            }
+        }
+        Ok(batch)
     }
     fn traceparent(item: &pb::Dispatch) -> &str {
         &item.traceparent
@@ -66,11 +103,11 @@ async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
 }
 
-/// Streams `reader`'s batches to the client. Holds one subscriber permit for its lifetime.
+/// Streams `reader`'s batches to the client. Holds its permits for its lifetime.
 pub fn spawn<R: BatchReader>(
     state: &ApiState,
     mut reader: R,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: Permit,
     span: Span,
 ) -> BoxStream<R::Item> {
     let (tx, rx) = mpsc::channel(BUFFER);
@@ -122,9 +159,30 @@ pub fn spawn<R: BatchReader>(
     Box::pin(ReceiverStream::new(rx))
 }
 
-/// A subscriber permit, or UNAVAILABLE when this replica has too many streams.
-pub fn permit(state: &ApiState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    state.subscribers.clone().try_acquire_owned().map_err(|_| {
+/// What an open stream holds: a place among the replica's streams and among its principal's.
+#[derive(Debug)]
+pub struct Permit {
+    _replica: tokio::sync::OwnedSemaphorePermit,
+    _principal: StreamGuard,
+}
+
+/// A stream permit for `who`: RESOURCE_EXHAUSTED when it already holds as many streams as a
+/// principal may, UNAVAILABLE when this replica has too many streams.
+pub fn permit(state: &ApiState, who: &Principal) -> Result<Permit, ApiError> {
+    let limits = &state.security.limits;
+    let principal = limits.open_stream(who).ok_or_else(|| ApiError::Exhausted {
+        message: format!(
+            "{} already holds {} open streams on this replica; close one first",
+            who.label(),
+            limits.streams_per_principal()
+        ),
+        retry_after: std::time::Duration::from_secs(1),
+    })?;
+    let replica = state.subscribers.clone().try_acquire_owned().map_err(|_| {
         ApiError::Unavailable("too many streams on this replica; retry on another".into())
+    })?;
+    Ok(Permit {
+        _replica: replica,
+        _principal: principal,
     })
 }

@@ -1,15 +1,20 @@
 //! TableService: validate, compare, publish and roll back routing tables.
 
+use gridroute_core::access::Principal;
 use gridroute_core::{
     RoutingTable, checks,
     table::{Severity, TableIssue, TableSources},
 };
 use gridroute_proto::v1::{self as pb, table_service_server::TableService};
-use gridroute_store::{codec, query::ListFilter, tables::Published};
+use gridroute_store::{
+    codec,
+    query::ListFilter,
+    tables::{Published, Publisher},
+};
 use tonic::{Request, Response, Status};
 use tonic_types::FieldViolation;
 
-use crate::{ApiError, ApiState, observed};
+use crate::{ApiError, ApiState, authz};
 
 /// Recent incidents replayed by DiffTable when the caller names no number and gives no reports.
 pub const DEFAULT_REPLAY: usize = 1000;
@@ -88,10 +93,25 @@ impl Tables {
                     publish_time: Some(codec::timestamp(h.published_ms)),
                     published_by: h.published_by,
                     note: h.note,
+                    principal: h.principal,
                 })
                 .collect(),
         })
     }
+}
+
+/// Who publishes, from the caller's credentials (a `published_by` in the request may only
+/// repeat them).
+fn publisher(who: &Principal, published_by: &str) -> Result<Publisher, ApiError> {
+    authz::claim("published_by", published_by, who)?;
+    Ok(Publisher {
+        person: if who.person.is_empty() {
+            who.label()
+        } else {
+            who.person.clone()
+        },
+        principal: who.label(),
+    })
 }
 
 #[tonic::async_trait]
@@ -100,164 +120,159 @@ impl TableService for Tables {
         &self,
         request: Request<pb::PublishTableRequest>,
     ) -> Result<Response<pb::PublishTableResponse>, Status> {
-        observed("PublishTable", async {
-            let r = request.into_inner();
-            let sources = r.sources.clone();
-            let table = admit(r.sources, "sources").await?;
-            let mut resp = pb::PublishTableResponse {
-                version: table.version.clone(),
-                warnings: table
-                    .warnings
-                    .iter()
-                    .filter(|w| w.severity == Severity::Warning)
-                    .map(issue_message)
-                    .collect(),
-                grid_count: table.grids.grids().len() as i32,
-                rule_count: table.rules.len() as i32,
-                ..Default::default()
-            };
-            if r.validate_only {
-                return Ok(resp);
-            }
-            let s = sources.unwrap_or_default();
-            let by = if r.published_by.is_empty() {
-                "api"
-            } else {
-                &r.published_by
-            };
-            match self
-                .0
-                .store
-                .publish_table(
-                    &table.version,
-                    Some(&gridroute_store::tables::Sources {
-                        grids: s.grids_geojson,
-                        rules: s.rules_yaml,
-                        calendar: s.calendar_yaml,
-                        regions: s.regions_geojson,
-                    }),
-                    by,
-                    &r.note,
-                    false,
-                )
-                .await?
-            {
-                Published::Changed { previous } => {
-                    resp.changed = true;
-                    resp.previous_version = previous.unwrap_or_default();
+        self.0
+            .call("PublishTable", request, |who, r| async move {
+                let by = publisher(&who, &r.published_by)?;
+                let sources = r.sources.clone();
+                let table = admit(r.sources, "sources").await?;
+                let mut resp = pb::PublishTableResponse {
+                    version: table.version.clone(),
+                    warnings: table
+                        .warnings
+                        .iter()
+                        .filter(|w| w.severity == Severity::Warning)
+                        .map(issue_message)
+                        .collect(),
+                    grid_count: table.grids.grids().len() as i32,
+                    rule_count: table.rules.len() as i32,
+                    ..Default::default()
+                };
+                if r.validate_only {
+                    return Ok(resp);
                 }
-                Published::Unchanged | Published::Kept { .. } => {}
-            }
-            Ok(resp)
-        })
-        .await
+                let s = sources.unwrap_or_default();
+                match self
+                    .0
+                    .store
+                    .publish_table(
+                        &table.version,
+                        Some(&gridroute_store::tables::Sources {
+                            grids: s.grids_geojson,
+                            rules: s.rules_yaml,
+                            calendar: s.calendar_yaml,
+                            regions: s.regions_geojson,
+                        }),
+                        &by,
+                        &r.note,
+                        false,
+                    )
+                    .await?
+                {
+                    Published::Changed { previous } => {
+                        resp.changed = true;
+                        resp.previous_version = previous.unwrap_or_default();
+                    }
+                    Published::Unchanged | Published::Kept { .. } => {}
+                }
+                Ok(resp)
+            })
+            .await
     }
 
     async fn get_table_info(
         &self,
-        _request: Request<pb::GetTableInfoRequest>,
+        request: Request<pb::GetTableInfoRequest>,
     ) -> Result<Response<pb::TableInfo>, Status> {
-        observed("GetTableInfo", self.info()).await
+        self.0
+            .call("GetTableInfo", request, |_who, _r| self.info())
+            .await
     }
 
     async fn rollback_table(
         &self,
         request: Request<pb::RollbackTableRequest>,
     ) -> Result<Response<pb::TableInfo>, Status> {
-        observed("RollbackTable", async {
-            let r = request.into_inner();
-            let by = if r.published_by.is_empty() {
-                "api"
-            } else {
-                &r.published_by
-            };
-            let to = (!r.version.is_empty()).then_some(r.version.as_str());
-            self.0.store.rollback_table(to, by).await?;
-            self.info().await
-        })
-        .await
+        self.0
+            .call("RollbackTable", request, |who, r| async move {
+                let by = publisher(&who, &r.published_by)?;
+                let to = (!r.version.is_empty()).then_some(r.version.as_str());
+                self.0.store.rollback_table(to, &by).await?;
+                self.info().await
+            })
+            .await
     }
 
     async fn diff_table(
         &self,
         request: Request<pb::DiffTableRequest>,
     ) -> Result<Response<pb::DiffTableResponse>, Status> {
-        observed("DiffTable", async {
-            let r = request.into_inner();
-            if r.replay_recent < 0 || r.replay_recent as usize > MAX_REPLAY {
-                return Err(ApiError::field(
-                    "replay_recent",
-                    format!("between 0 and {MAX_REPLAY}"),
-                ));
-            }
-            let candidate = admit(r.candidate, "candidate").await?;
-            let current = self.0.tables.load_full();
-            let now = crate::now_ms();
-            let replay = match (r.replay_recent, r.reports.is_empty()) {
-                (0, true) => DEFAULT_REPLAY,
-                (n, _) => n as usize,
-            };
-            // Recent incidents (their original reports and exclusions), newest first.
-            let mut items: Vec<(String, i32, pb::ReportIncidentRequest, Vec<String>)> = Vec::new();
-            let mut token = String::new();
-            while items.len() < replay {
-                let page = (replay - items.len()).min(gridroute_store::query::MAX_PAGE_SIZE);
-                let (incidents, next) = self
-                    .0
-                    .store
-                    .list_incidents(&ListFilter::default(), page, &token)
-                    .await?;
-                for inc in incidents {
-                    if let (Some(report), true) = (inc.report, inc.decision.is_some()) {
-                        items.push((inc.incident_id, -1, report, inc.returned_by));
+        self.0
+            .call("DiffTable", request, |_who, r| async move {
+                if r.replay_recent < 0 || r.replay_recent as usize > MAX_REPLAY {
+                    return Err(ApiError::field(
+                        "replay_recent",
+                        format!("between 0 and {MAX_REPLAY}"),
+                    ));
+                }
+                let candidate = admit(r.candidate, "candidate").await?;
+                let current = self.0.tables.load_full();
+                let now = crate::now_ms();
+                let replay = match (r.replay_recent, r.reports.is_empty()) {
+                    (0, true) => DEFAULT_REPLAY,
+                    (n, _) => n as usize,
+                };
+                // Recent incidents (their original reports and exclusions), newest first.
+                let mut items: Vec<(String, i32, pb::ReportIncidentRequest, Vec<String>)> =
+                    Vec::new();
+                let mut token = String::new();
+                while items.len() < replay {
+                    let page = (replay - items.len()).min(gridroute_store::query::MAX_PAGE_SIZE);
+                    let (incidents, next) = self
+                        .0
+                        .store
+                        .list_incidents(&ListFilter::default(), page, &token)
+                        .await?;
+                    for inc in incidents {
+                        if let (Some(report), true) = (inc.report, inc.decision.is_some()) {
+                            items.push((inc.incident_id, -1, report, inc.returned_by));
+                        }
+                    }
+                    if next.is_empty() {
+                        break;
+                    }
+                    token = next;
+                }
+                for (i, report) in r.reports.into_iter().enumerate() {
+                    items.push((String::new(), i as i32, report, Vec::new()));
+                }
+                let mut changes = Vec::new();
+                let mut compared = 0;
+                for (incident_id, report_index, report, returned_by) in &items {
+                    let route = |t: &RoutingTable| {
+                        let excluded: Vec<_> =
+                            returned_by.iter().filter_map(|d| t.department(d)).collect();
+                        let q = codec::route_query(now, report, &excluded, t.crs)?;
+                        let d = t.route(&q);
+                        Some(codec::decision_message(t, &q, &d))
+                    };
+                    let (Some(a), Some(b)) = (route(&current), route(&candidate)) else {
+                        continue;
+                    };
+                    compared += 1;
+                    let grid = |d: &pb::RouteDecision| d.region_path.last().map(|r| r.code.clone());
+                    if a.department_id != b.department_id || grid(&a) != grid(&b) {
+                        changes.push(pb::RouteChange {
+                            incident_id: incident_id.clone(),
+                            report_index: *report_index,
+                            category: report.category.clone(),
+                            current: Some(a),
+                            candidate: Some(b),
+                        });
                     }
                 }
-                if next.is_empty() {
-                    break;
-                }
-                token = next;
-            }
-            for (i, report) in r.reports.into_iter().enumerate() {
-                items.push((String::new(), i as i32, report, Vec::new()));
-            }
-            let mut changes = Vec::new();
-            let mut compared = 0;
-            for (incident_id, report_index, report, returned_by) in &items {
-                let route = |t: &RoutingTable| {
-                    let excluded: Vec<_> =
-                        returned_by.iter().filter_map(|d| t.department(d)).collect();
-                    let q = codec::route_query(now, report, &excluded, t.crs)?;
-                    let d = t.route(&q);
-                    Some(codec::decision_message(t, &q, &d))
-                };
-                let (Some(a), Some(b)) = (route(&current), route(&candidate)) else {
-                    continue;
-                };
-                compared += 1;
-                let grid = |d: &pb::RouteDecision| d.region_path.last().map(|r| r.code.clone());
-                if a.department_id != b.department_id || grid(&a) != grid(&b) {
-                    changes.push(pb::RouteChange {
-                        incident_id: incident_id.clone(),
-                        report_index: *report_index,
-                        category: report.category.clone(),
-                        current: Some(a),
-                        candidate: Some(b),
-                    });
-                }
-            }
-            Ok(pb::DiffTableResponse {
-                current_version: current.version.clone(),
-                candidate_version: candidate.version.clone(),
-                compared,
-                changes,
-                warnings: candidate
-                    .warnings
-                    .iter()
-                    .filter(|w| w.severity == Severity::Warning)
-                    .map(issue_message)
-                    .collect(),
+                Ok(pb::DiffTableResponse {
+                    current_version: current.version.clone(),
+                    candidate_version: candidate.version.clone(),
+                    compared,
+                    changes,
+                    warnings: candidate
+                        .warnings
+                        .iter()
+                        .filter(|w| w.severity == Severity::Warning)
+                        .map(issue_message)
+                        .collect(),
+                })
             })
-        })
-        .await
+            .await
     }
 }

@@ -92,7 +92,11 @@ pub fn report(
                     } else if !table.regions.find(code).is_some_and(|id| table.is_grid(id)) {
                         v.add(
                             &f("location.grid_code"),
-                            format!("{code} is not a grid of routing table {}", table.version),
+                            format!(
+                                "{} is not a grid of routing table {}",
+                                crate::error::quoted(code),
+                                table.version
+                            ),
                         );
                     }
                 }
@@ -168,8 +172,9 @@ pub fn report(
             || k.chars().count() > MAX_SHORT_TEXT
             || val.chars().count() > MAX_SHORT_TEXT
         {
+            let shown: String = k.chars().take(crate::error::MAX_ECHO_CHARS).collect();
             v.add(
-                &f(&format!("labels[{k}]")),
+                &f(&format!("labels[{shown}]")),
                 "keys of 1-64 and values of at most 64 characters",
             );
         }
@@ -190,7 +195,8 @@ pub fn department(field: &str, id: &str, table: &RoutingTable) -> Result<(), Api
         return Err(ApiError::field(
             field,
             format!(
-                "unknown department {id:?} in routing table {}",
+                "unknown department {} in routing table {}",
+                crate::error::quoted(id),
                 table.version
             ),
         ));

@@ -122,6 +122,12 @@ fn parse_offset(tz: &str) -> Option<i64> {
     }
 }
 
+/// Instants handled by the calendar lie within ±100,000 years of 1970 (ms): far beyond any
+/// deadline, and far from `i64` overflow in the day arithmetic.
+const MAX_INSTANT_MS: i64 = 100_000 * 366 * MS_PER_DAY;
+/// Longest interval [`WorkCalendar::working_between`] walks day by day: twenty years.
+const MAX_BETWEEN_MS: i64 = 20 * 366 * MS_PER_DAY;
+
 impl WorkCalendar {
     /// Loads a calendar; every problem is listed.
     pub fn from_yaml(text: &str) -> Result<Self, Vec<String>> {
@@ -231,8 +237,11 @@ impl WorkCalendar {
         self.periods.iter().map(|(a, b)| b - a).sum()
     }
 
-    /// The instant at which `duration_ms` of working time has elapsed after `start_ms`.
+    /// The instant at which `duration_ms` of working time has elapsed after `start_ms`. A
+    /// calendar without working time for ten years (or a span beyond it) gives ten years later:
+    /// the answer stays a real instant that later arithmetic cannot overflow.
     pub fn add_working(&self, start_ms: i64, duration_ms: i64) -> i64 {
+        let start_ms = start_ms.clamp(-MAX_INSTANT_MS, MAX_INSTANT_MS);
         let (mut day, mut t) = self.local(start_ms);
         let mut remaining = duration_ms.max(0);
         // Ten years without a working minute means a broken calendar; stop rather than spin.
@@ -252,11 +261,14 @@ impl WorkCalendar {
             day += 1;
             t = 0;
         }
-        i64::MAX
+        self.instant(day, 0)
     }
 
     /// Working time between two instants, in ms (0 when `end <= start`).
     pub fn working_between(&self, start_ms: i64, end_ms: i64) -> i64 {
+        // Instants beyond any real deadline are clamped, so that the day loop stays bounded.
+        let start_ms = start_ms.clamp(-MAX_INSTANT_MS, MAX_INSTANT_MS);
+        let end_ms = end_ms.clamp(start_ms, start_ms.saturating_add(MAX_BETWEEN_MS));
         if end_ms <= start_ms {
             return 0;
         }

@@ -6,6 +6,8 @@
 //! - [`category`]: hierarchical category codes and prefix matching.
 //! - [`rules`]: the department routing rules as written in YAML, compiled for matching.
 //! - [`sla`]: SLA policies, deadline arithmetic and the timers of escalation chains.
+//! - [`access`]: principals, which incidents each may see, and who reads reporters' contact
+//!   details (the rest see them masked).
 //! - [`lifecycle`]: incident states, who may do what, and the plan of every change.
 //! - [`table`]: a whole routing table (regions, grids, rules) loaded and validated from its
 //!   sources, with every problem reported at once.
@@ -15,6 +17,7 @@
 //! This crate must never depend on tokio, redis or tonic: it is benchmarked and tested alone,
 //! and every replica holds its tables in memory through it.
 
+pub mod access;
 pub mod calendar;
 pub mod category;
 pub mod cell_index;

@@ -18,6 +18,7 @@ use std::collections::HashSet;
 
 use crate::{
     RoutingTable,
+    access::Kind,
     region::RegionId,
     sla::{Clock, Escalation, Millis, SlaPolicy, Span, Timer, TimerKind, parse_span},
 };
@@ -207,30 +208,8 @@ impl Command {
     }
 }
 
-/// Who acts. Identity is what the caller states (department, grid worker id, source system);
-/// the user names the person, for the audit trail.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Caller {
-    /// The acting department, if any.
-    pub department: String,
-    /// The acting grid worker, if any.
-    pub grid_worker: String,
-    /// The acting source system (reporters' feedback), if any.
-    pub source_system: String,
-    /// The person, from the request metadata (may be empty).
-    pub user: String,
-}
-
-impl Caller {
-    /// How the caller appears in the timeline.
-    pub fn actor(&self) -> String {
-        [&self.department, &self.grid_worker, &self.source_system]
-            .into_iter()
-            .find(|s| !s.is_empty())
-            .cloned()
-            .unwrap_or_default()
-    }
-}
+/// Who acts: the authenticated principal (never a name taken from the request body).
+pub use crate::access::Principal as Caller;
 
 /// A request waiting for the command centre.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -348,8 +327,10 @@ pub enum Timers {
 pub struct Event {
     /// What happened, e.g. `accepted`.
     pub kind: &'static str,
-    /// Who did it.
+    /// Who did it: the principal's id.
     pub actor: String,
+    /// The kind of principal that did it (`department`, `command_centre`, …).
+    pub actor_kind: &'static str,
     /// The person, if known.
     pub user: String,
     /// Note, reason, decision.
@@ -411,6 +392,9 @@ pub enum Refusal {
     #[error("{0}")]
     Precondition(String),
 }
+
+/// What a valid extension span looks like.
+const SPAN_HELP: &str = "a span like 2wd, 4wh or 8h, at most 366wd or 366d";
 
 /// The states from which an action is legal.
 pub fn legal_from(command: &Command) -> &'static [Status] {
@@ -535,10 +519,11 @@ fn base_plan(status: Status, kind: &'static str, caller: &Caller, detail: String
         timers: Timers::Keep,
         event: Event {
             kind,
-            actor: caller.actor(),
-            user: caller.user.clone(),
+            actor: caller.id.clone(),
+            actor_kind: caller.kind.as_str(),
+            user: caller.person.clone(),
             detail,
-            department: caller.department.clone(),
+            department: caller.department().unwrap_or_default().to_owned(),
         },
         notices: Vec::new(),
         reroute: None,
@@ -572,64 +557,26 @@ pub fn plan(
         status: "unknown",
         action,
     })?;
-    // Arguments first: a malformed request is INVALID_ARGUMENT whatever the state.
-    match command {
-        Command::Resolve { note } => required("note", note, "what was done")?,
-        Command::Return { reason, note } => {
-            required("reason", reason, "a structured reason code")?;
-            required("note", note, "why this is not yours")?;
-        }
-        Command::Arbitrate { assignee, .. } if ctx.table.department(assignee).is_none() => {
-            return Err(Refusal::Invalid {
-                field: "assignee_department_id",
-                why: format!("unknown department {assignee:?}"),
-            });
-        }
-        Command::RequestExtension { span, reason } => {
-            required("reason", reason, "why more time is needed")?;
-            parse_span(span, ctx.table.calendar.working_ms_per_day()).ok_or_else(|| {
-                Refusal::Invalid {
-                    field: "extension",
-                    why: "a span like 2wd, 4wh or 8h".into(),
-                }
-            })?;
-        }
-        Command::RequestSuspension { reason } => required("reason", reason, "why to pause")?,
-        Command::Decide {
-            granted: Some(g), ..
-        } if parse_span(g, ctx.table.calendar.working_ms_per_day()).is_none() => {
-            return Err(Refusal::Invalid {
-                field: "granted_extension",
-                why: "a span like 2wd, 4wh or 8h".into(),
-            });
-        }
-        Command::Feedback { satisfaction, .. } if !(1..=5).contains(satisfaction) => {
-            return Err(Refusal::Invalid {
-                field: "satisfaction",
-                why: "1 (very dissatisfied) to 5 (very satisfied)".into(),
-            });
-        }
-        Command::Cancel { reason } => required("reason", reason, "why the case is withdrawn")?,
-        _ => {}
-    }
-    // Then who may act.
-    let is_primary = !caller.department.is_empty() && caller.department == rec.department;
-    let is_centre = !caller.department.is_empty() && ctx.is_centre(rec, &caller.department);
+    // Who may act first (decided on the authenticated principal's kind and id): a caller who
+    // may not act learns nothing else about the incident, not even whether its arguments
+    // would do.
+    let acting = caller.department().unwrap_or_default();
+    let is_primary = !acting.is_empty() && acting == rec.department;
+    let is_co_handler = !acting.is_empty() && rec.co_handlers.iter().any(|c| c == acting);
+    let is_centre = caller.kind == Kind::CommandCentre && ctx.is_centre(rec, &caller.id);
     let allowed = match command {
         Command::Accept { .. }
         | Command::Resolve { .. }
         | Command::Return { .. }
         | Command::RequestExtension { .. }
         | Command::RequestSuspension { .. } => is_primary,
-        Command::Progress { .. } => is_primary || rec.co_handlers.contains(&caller.department),
+        Command::Progress { .. } => is_primary || is_co_handler,
         Command::Resume { .. } => is_primary || is_centre,
         Command::Verify { .. } => {
-            is_centre
-                || (!caller.grid_worker.is_empty()
-                    && rec.grid_workers.contains(&caller.grid_worker))
+            is_centre || (caller.kind == Kind::GridWorker && rec.grid_workers.contains(&caller.id))
         }
         Command::Feedback { .. } => {
-            !caller.source_system.is_empty() && caller.source_system == rec.source_system
+            caller.kind == Kind::SourceSystem && caller.id == rec.source_system
         }
         Command::Arbitrate { .. }
         | Command::Decide { .. }
@@ -654,12 +601,48 @@ pub fn plan(
         };
         return Err(Refusal::NotPermitted(format!(
             "{} may not {action} this incident: only {who} may",
-            if caller.actor().is_empty() {
-                "an anonymous caller".to_owned()
-            } else {
-                caller.actor()
-            }
+            caller.label()
         )));
+    }
+    // Then the arguments: a malformed request is INVALID_ARGUMENT whatever the state.
+    match command {
+        Command::Resolve { note } => required("note", note, "what was done")?,
+        Command::Return { reason, note } => {
+            required("reason", reason, "a structured reason code")?;
+            required("note", note, "why this is not yours")?;
+        }
+        Command::Arbitrate { assignee, .. } if ctx.table.department(assignee).is_none() => {
+            return Err(Refusal::Invalid {
+                field: "assignee_department_id",
+                why: format!("unknown department {assignee:?}"),
+            });
+        }
+        Command::RequestExtension { span, reason } => {
+            required("reason", reason, "why more time is needed")?;
+            parse_span(span, ctx.table.calendar.working_ms_per_day()).ok_or_else(|| {
+                Refusal::Invalid {
+                    field: "extension",
+                    why: SPAN_HELP.into(),
+                }
+            })?;
+        }
+        Command::RequestSuspension { reason } => required("reason", reason, "why to pause")?,
+        Command::Decide {
+            granted: Some(g), ..
+        } if parse_span(g, ctx.table.calendar.working_ms_per_day()).is_none() => {
+            return Err(Refusal::Invalid {
+                field: "granted_extension",
+                why: SPAN_HELP.into(),
+            });
+        }
+        Command::Feedback { satisfaction, .. } if !(1..=5).contains(satisfaction) => {
+            return Err(Refusal::Invalid {
+                field: "satisfaction",
+                why: "1 (very dissatisfied) to 5 (very satisfied)".into(),
+            });
+        }
+        Command::Cancel { reason } => required("reason", reason, "why the case is withdrawn")?,
+        _ => {}
     }
     if !legal_from(command).contains(&status) {
         return Err(Refusal::WrongState {
@@ -689,7 +672,7 @@ pub fn plan(
                 p.notices.push(Notice {
                     department: primary,
                     kind: NoticeKind::Progress,
-                    note: format!("{}: {note}", caller.department),
+                    note: format!("{acting}: {note}"),
                 });
             }
             p
@@ -726,8 +709,8 @@ pub fn plan(
                 ));
             }
             let mut returned = rec.returned_by.clone();
-            if !returned.contains(&caller.department) {
-                returned.push(caller.department.clone());
+            if !returned.iter().any(|r| r == acting) {
+                returned.push(acting.to_owned());
             }
             let detail = format!("{reason}: {note}");
             let arbitrate = returned.len() as u32 >= ctx.table.max_returns;
@@ -741,7 +724,7 @@ pub fn plan(
                     note: format!(
                         "returned {} times (last by {}: {detail}); name the department that must handle it",
                         returned.len(),
-                        caller.department
+                        acting
                     ),
                 });
                 p
@@ -807,7 +790,7 @@ pub fn plan(
             p.notices.push(Notice {
                 department: ctx.centre(rec),
                 kind: NoticeKind::RequestPending,
-                note: format!("{} asks for {span} more: {reason}", caller.department),
+                note: format!("{acting} asks for {span} more: {reason}"),
             });
             p
         }
@@ -817,7 +800,7 @@ pub fn plan(
             p.notices.push(Notice {
                 department: ctx.centre(rec),
                 kind: NoticeKind::RequestPending,
-                note: format!("{} asks to suspend: {reason}", caller.department),
+                note: format!("{acting} asks to suspend: {reason}"),
             });
             p
         }
@@ -988,7 +971,7 @@ pub fn plan(
                 fresh: false,
             };
             p.close_duplicates = true;
-            if !rec.department.is_empty() && rec.department != caller.department {
+            if !rec.department.is_empty() && rec.department != acting {
                 p.notices.push(Notice {
                     department: primary,
                     kind: NoticeKind::Cancelled,

@@ -316,9 +316,23 @@ impl SlaPolicy {
     }
 }
 
+/// Longest span anywhere (policies, extensions): a year, `366d` on the wall clock or `366wd`
+/// of working time. Longer spans are refused rather than carried into deadline arithmetic.
+pub const MAX_SPAN_DAYS: i64 = 366;
+
 /// Parses a span (`1.5wd`, `4wh`, `30wm`, `4h`, `1h30m`, `2d`) given the working time of one
-/// working day in ms.
+/// working day in ms. `None` for anything else, including spans longer than
+/// [`MAX_SPAN_DAYS`].
 pub fn parse_span(text: &str, working_day_ms: i64) -> Option<Span> {
+    let span = parse_unbounded(text, working_day_ms)?;
+    let limit = match span.clock {
+        Clock::Working => MAX_SPAN_DAYS.saturating_mul(working_day_ms.max(1)),
+        Clock::Wall => MAX_SPAN_DAYS * 86_400_000,
+    };
+    (span.ms <= limit).then_some(span)
+}
+
+fn parse_unbounded(text: &str, working_day_ms: i64) -> Option<Span> {
     let t = text.trim();
     for (suffix, unit) in [
         ("wd", working_day_ms as f64),

@@ -5,6 +5,7 @@
 
 use gridroute_core::{
     RoutingTable,
+    access::Kind,
     lifecycle::{Caller, Command, Ctx, Pending, Plan, Record, Refusal, Status, legal_from, plan},
     table::TableSources,
 };
@@ -42,16 +43,9 @@ fn record(status: Status, grid: &str) -> Record {
 }
 
 fn commands() -> Vec<(Command, Caller)> {
-    let dept = |d: &str| Caller {
-        department: d.into(),
-        ..Caller::default()
-    };
-    let primary = dept("urban-management");
-    let centre = dept("command-centre");
-    let reporter = Caller {
-        source_system: "resident-app".into(),
-        ..Caller::default()
-    };
+    let primary = Caller::new(Kind::Department, "urban-management");
+    let centre = Caller::new(Kind::CommandCentre, "command-centre");
+    let reporter = Caller::new(Kind::SourceSystem, "resident-app");
     let n = || "note".to_owned();
     vec![
         (Command::Accept { note: n() }, primary.clone()),
@@ -165,10 +159,7 @@ fn the_wrong_caller_is_refused_before_the_state_is_looked_at() {
         table: &t,
         now: 1_750_000_050_000,
     };
-    let stranger = Caller {
-        department: "water-affairs".into(),
-        ..Caller::default()
-    };
+    let stranger = Caller::new(Kind::Department, "water-affairs");
     for (command, _) in commands() {
         for status in Status::ALL {
             let got = plan(&ctx, &record(status, &grid), &stranger, &command);
@@ -189,10 +180,7 @@ fn returns_go_to_arbitration_after_the_limit_and_the_assignee_cannot_return() {
         table: &t,
         now: 1_750_000_050_000,
     };
-    let caller = Caller {
-        department: "urban-management".into(),
-        ..Caller::default()
-    };
+    let caller = Caller::new(Kind::Department, "urban-management");
     let command = Command::Return {
         reason: "NOT_IN_REMIT".into(),
         note: "x".into(),
@@ -250,10 +238,7 @@ fn supervision_climbs_the_region_tree_one_centre_per_step() {
         now: 1_750_000_050_000,
     };
     let rec = record(Status::Resolved, "640202001001001");
-    let centre = Caller {
-        department: "command-centre".into(),
-        ..Caller::default()
-    };
+    let centre = Caller::new(Kind::CommandCentre, "command-centre");
     let reopen = Command::Verify {
         passed: false,
         note: "n".into(),
@@ -283,4 +268,121 @@ fn supervision_climbs_the_region_tree_one_centre_per_step() {
         t.department("changsheng-street-centre").unwrap(),
         Some(grid)
     ));
+}
+
+#[test]
+fn the_kind_of_principal_decides_not_the_name() {
+    let t = table();
+    let grid = t.grids.grids()[0].code.clone();
+    let ctx = Ctx {
+        table: &t,
+        now: 1_750_000_050_000,
+    };
+    let close = Command::Close { note: "n".into() };
+    let rec = record(Status::Verified, &grid);
+    // The command centre's id presented as a plain department has no centre powers.
+    let pretender = Caller::new(Kind::Department, "command-centre");
+    assert!(matches!(
+        plan(&ctx, &rec, &pretender, &close),
+        Err(Refusal::NotPermitted(_))
+    ));
+    let centre = Caller::new(Kind::CommandCentre, "command-centre");
+    assert!(plan(&ctx, &rec, &centre, &close).is_ok());
+    // A grid worker verifies in their own grid only; a department named like the worker cannot.
+    let verify = Command::Verify {
+        passed: true,
+        note: "ok".into(),
+    };
+    let resolved = record(Status::Resolved, &grid);
+    let worker = Caller::new(Kind::GridWorker, &format!("gw-{grid}"));
+    assert!(plan(&ctx, &resolved, &worker, &verify).is_ok());
+    let other = Caller::new(Kind::GridWorker, "gw-elsewhere");
+    assert!(matches!(
+        plan(&ctx, &resolved, &other, &verify),
+        Err(Refusal::NotPermitted(_))
+    ));
+    let named_like_worker = Caller::new(Kind::Department, &format!("gw-{grid}"));
+    assert!(matches!(
+        plan(&ctx, &resolved, &named_like_worker, &verify),
+        Err(Refusal::NotPermitted(_))
+    ));
+    // The person travels to the timeline beside the principal.
+    let p = plan(&ctx, &rec, &centre.clone().with_person("wang.li"), &close).unwrap();
+    assert_eq!(
+        (
+            p.event.actor.as_str(),
+            p.event.actor_kind,
+            p.event.user.as_str()
+        ),
+        ("command-centre", "command_centre", "wang.li")
+    );
+}
+
+#[test]
+fn huge_extensions_are_refused_and_granted_ones_never_overflow() {
+    let t = table();
+    let grid = t.grids.grids()[0].code.clone();
+    let ctx = Ctx {
+        table: &t,
+        now: 1_750_000_050_000,
+    };
+    let primary = Caller::new(Kind::Department, "urban-management");
+    let mut rec = record(Status::Accepted, &grid);
+    rec.pending = None;
+    for span in ["5000wd", "367d", "1e300wd", "99999999999999999h"] {
+        let got = plan(
+            &ctx,
+            &rec,
+            &primary,
+            &Command::RequestExtension {
+                span: span.into(),
+                reason: "r".into(),
+            },
+        );
+        assert!(
+            matches!(
+                got,
+                Err(Refusal::Invalid {
+                    field: "extension",
+                    ..
+                })
+            ),
+            "{span}: {got:?}"
+        );
+    }
+    // The longest allowed span, approved on a deadline far in the future, plans without panic.
+    let centre = Caller::new(Kind::CommandCentre, "command-centre");
+    rec.pending = Some(Pending::Extension("366wd".into()));
+    rec.resolve_due = Some(i64::MAX / 4);
+    let decide = Command::Decide {
+        approve: true,
+        note: "ok".into(),
+        granted: None,
+    };
+    assert!(plan(&ctx, &rec, &centre, &decide).is_ok());
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn shared() -> &'static RoutingTable {
+        static TABLE: std::sync::OnceLock<RoutingTable> = std::sync::OnceLock::new();
+        TABLE.get_or_init(table)
+    }
+
+    proptest! {
+        /// Any text as an extension span, on any deadline: planned or refused, never a panic.
+        #[test]
+        fn extension_spans_never_panic(span in prop_oneof!["[0-9]{1,7}(\\.[0-9])?(wd|wh|wm|h|d|m)", "\\PC{0,12}"], due in any::<i64>(), now in -1_000_000_000_000_000i64..1_000_000_000_000_000) {
+            let t = shared();
+            let grid = t.grids.grids()[0].code.clone();
+            let ctx = Ctx { table: t, now };
+            let mut rec = record(Status::Accepted, &grid);
+            rec.pending = Some(Pending::Extension(span.clone()));
+            rec.resolve_due = Some(due);
+            let centre = Caller::new(Kind::CommandCentre, "command-centre");
+            let _ = plan(&ctx, &rec, &centre, &Command::Decide { approve: true, note: "n".into(), granted: Some(span) });
+        }
+    }
 }

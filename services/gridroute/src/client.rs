@@ -1,13 +1,42 @@
 //! The small client CLI: report, subscribe, get, explain, accept, resolve, return. It speaks
-//! the public gRPC API only, like any other government system would.
+//! the public gRPC API only, like any other government system would, and presents the bearer
+//! token given by `--token` (or `GRIDROUTE_TOKEN`) on every call.
+
+use std::sync::OnceLock;
 
 use gridroute_proto::v1::{
     self as pb, dispatch_service_client::DispatchServiceClient,
     incident_service_client::IncidentServiceClient, routing_service_client::RoutingServiceClient,
 };
-use tonic::transport::Channel;
+use tonic::{
+    metadata::MetadataValue, service::interceptor::InterceptedService, transport::Channel,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The bearer token of this process's calls (`--token`, `GRIDROUTE_TOKEN`).
+static TOKEN: OnceLock<Option<String>> = OnceLock::new();
+
+/// Sets the bearer token every call presents (once, at start).
+pub fn set_token(token: Option<String>) {
+    let _ = TOKEN.set(token.filter(|t| !t.trim().is_empty()));
+}
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Debug, Clone)]
+pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A connection that presents the process's token.
+pub type Conn = InterceptedService<Channel, Bearer>;
 
 /// Where the incident is, as given on the command line.
 #[derive(Debug, Clone, clap::Args)]
@@ -33,8 +62,8 @@ pub struct ReportArgs {
     /// normal, high or critical.
     #[arg(long, default_value = "normal")]
     pub urgency: String,
-    /// Source system name.
-    #[arg(long, default_value = "cli")]
+    /// Source system name (default: the one the token names).
+    #[arg(long, default_value = "")]
     pub source: String,
     /// Idempotency key (default: a new random one).
     #[arg(long)]
@@ -94,12 +123,23 @@ fn now_nanos() -> u128 {
 /// A channel to `addr`. `https://` addresses speak TLS: the server certificate is checked
 /// against GRIDROUTE_CA_CERT (a PEM file) when set, else the public web roots; with
 /// GRIDROUTE_CLIENT_CERT and GRIDROUTE_CLIENT_KEY the client presents a certificate (mTLS).
-pub async fn channel(addr: &str) -> Result<Channel, BoxError> {
+pub async fn channel(addr: &str) -> Result<Conn, BoxError> {
     let mut endpoint = Channel::from_shared(addr.to_owned())?;
     if addr.starts_with("https://") {
         endpoint = endpoint.tls_config(client_tls()?)?;
     }
-    Ok(endpoint.connect().await?)
+    let token = match TOKEN.get().cloned().flatten() {
+        Some(t) => Some(
+            format!("Bearer {}", t.trim())
+                .parse()
+                .map_err(|_| "--token holds characters a header cannot carry")?,
+        ),
+        None => None,
+    };
+    Ok(InterceptedService::new(
+        endpoint.connect().await?,
+        Bearer(token),
+    ))
 }
 
 fn client_tls() -> Result<tonic::transport::ClientTlsConfig, BoxError> {
@@ -224,7 +264,14 @@ pub async fn subscribe(
         })
         .await?
         .into_inner();
-    eprintln!("subscribed as {department}; waiting for dispatches (Ctrl-C stops)");
+    eprintln!(
+        "subscribed{}; waiting for dispatches (Ctrl-C stops)",
+        if department.is_empty() {
+            String::new()
+        } else {
+            format!(" as {department}")
+        }
+    );
     while let Some(d) = stream.message().await? {
         let decision = d.decision.unwrap_or_default();
         let report = d.report.unwrap_or_default();
@@ -383,7 +430,7 @@ pub async fn act(
 use gridroute_proto::v1::supervision_service_client::SupervisionServiceClient;
 use gridroute_proto::v1::table_service_client::TableServiceClient;
 
-fn table_client(ch: Channel) -> TableServiceClient<Channel> {
+fn table_client(ch: Conn) -> TableServiceClient<Conn> {
     TableServiceClient::new(ch)
         .max_encoding_message_size(256 * 1024 * 1024)
         .max_decoding_message_size(256 * 1024 * 1024)
@@ -397,10 +444,6 @@ fn sources(dir: &std::path::Path) -> Result<pb::TableSources, BoxError> {
         calendar_yaml: s.calendar,
         regions_geojson: s.regions,
     })
-}
-
-fn user() -> String {
-    std::env::var("USER").unwrap_or_else(|_| "cli".into())
 }
 
 /// Prints a rejected table's violations one per line.
@@ -431,7 +474,7 @@ pub async fn tables_push(
         .publish_table(pb::PublishTableRequest {
             sources: Some(sources(dir)?),
             validate_only,
-            published_by: user(),
+            published_by: String::new(),
             note: note.to_owned(),
         })
         .await
@@ -476,7 +519,7 @@ pub async fn tables_rollback(addr: &str, to: Option<String>) -> Result<(), BoxEr
     let info = table_client(channel(addr).await?)
         .rollback_table(pb::RollbackTableRequest {
             version: to.unwrap_or_default(),
-            published_by: user(),
+            published_by: String::new(),
         })
         .await?
         .into_inner();

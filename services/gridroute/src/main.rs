@@ -21,6 +21,10 @@ use clap::{Parser, Subcommand};
     about = "Incident routing for city grid governance"
 )]
 struct Cli {
+    /// Bearer token presented on every call of the client commands (`gridroute dev` prints
+    /// ready-made ones; `gridroute dev-token` makes more).
+    #[arg(long, global = true, env = "GRIDROUTE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,13 +73,13 @@ enum Command {
         /// Incident id.
         id: String,
     },
-    /// Stream a department's dispatches.
+    /// Stream the dispatches of the department the token names.
     Subscribe {
         /// gRPC endpoint.
         #[arg(long, env = "GRIDROUTE_ADDR", default_value = "http://127.0.0.1:50051")]
         addr: String,
-        /// Department id, e.g. property-office.
-        #[arg(long)]
+        /// Department id, e.g. property-office (default: the token's; another is refused).
+        #[arg(long, default_value = "")]
         department: String,
         /// Resume after this cursor.
         #[arg(long)]
@@ -84,8 +88,8 @@ enum Command {
         #[arg(long)]
         latest: bool,
     },
-    /// Act on an incident as a department or command centre: accept, progress, resolve,
-    /// return, verify, close, cancel, arbitrate.
+    /// Act on an incident as the department or command centre the token names: accept,
+    /// progress, resolve, return, verify, close, cancel, arbitrate.
     Act {
         /// gRPC endpoint.
         #[arg(long, env = "GRIDROUTE_ADDR", default_value = "http://127.0.0.1:50051")]
@@ -95,8 +99,8 @@ enum Command {
         action: client::Act,
         /// Incident id.
         id: String,
-        /// Department acting.
-        #[arg(long)]
+        /// Department acting (default: the token's; another is refused).
+        #[arg(long, default_value = "")]
         department: String,
         /// Note for the timeline.
         #[arg(long, default_value = "done")]
@@ -104,6 +108,24 @@ enum Command {
         /// For `arbitrate`: the department that must handle it.
         #[arg(long, default_value = "")]
         assignee: String,
+    },
+    /// Print a development token for a principal (`department:property-office`,
+    /// `command_centre:command-centre`, `source_system:resident-app`, `table_admin`, …), signed
+    /// with the key `gridroute dev` keeps under target/gridroute-dev. Development only.
+    DevToken {
+        /// The principal, `kind:id` (omit with --all).
+        #[arg(required_unless_present = "all")]
+        principal: Option<String>,
+        /// Write tokens for every principal of the built-in sample (as `dev` prints them) to
+        /// the directory's tokens.json, and print that file's path.
+        #[arg(long, conflicts_with = "principal")]
+        all: bool,
+        /// The person acting (the token's subject).
+        #[arg(long)]
+        person: Option<String>,
+        /// Directory of the development key.
+        #[arg(long, env = "GRIDROUTE_DEV_DIR", default_value = serve::DEV_DIR)]
+        dir: PathBuf,
     },
     /// Routing table tools.
     Tables {
@@ -190,7 +212,17 @@ enum TablesCommand {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    client::set_token(cli.token);
     let result = match cli.command {
+        Command::DevToken {
+            principal,
+            all,
+            person,
+            dir,
+        } => match (principal, all) {
+            (Some(p), _) => serve::dev_token(&dir, &p, person.as_deref()).map(|t| println!("{t}")),
+            (None, _) => serve::dev_tokens_file(&dir).map(|f| println!("{}", f.display())),
+        },
         Command::Serve(o) => serve::run(o, false).await,
         Command::Dev(o) => serve::run(o, true).await,
         Command::Report { addr, report } => client::report(&addr, &report).await,

@@ -2,7 +2,23 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use gridroute_api::ApiState;
+use gridroute_api::{
+    ApiState, Security,
+    audit::AuditTrail,
+    authz::Identity,
+    limits::{LimitConfig, Limits},
+};
+use gridroute_auth::{
+    Authenticator,
+    certs::CertMap,
+    dev::{DEV_AUDIENCE, DEV_ISSUER, DevKeys},
+    jwks::{JwksSource, Keys},
+    token::{ClaimMapping, TokenConfig, Verifier},
+};
+use gridroute_core::{
+    RoutingTable,
+    access::{Kind, Principal},
+};
 use gridroute_router::RouterConfig;
 use gridroute_store::{Store, local::LocalRedis};
 use tokio::sync::watch;
@@ -79,6 +95,86 @@ pub struct ServeOptions {
     /// service.name of the exported spans.
     #[arg(long, env = "GRIDROUTE_SERVICE_NAME", default_value = "gridroute")]
     pub service_name: String,
+    #[command(flatten)]
+    pub auth: AuthOptions,
+}
+
+/// How callers are identified and limited, and how long personal data and audit records stay.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthOptions {
+    /// Key set (JWKS) that bearer tokens are verified against: a file (a mounted Secret) or the
+    /// identity provider's https:// URL. `dev` makes its own when absent.
+    #[arg(long, env = "GRIDROUTE_JWKS")]
+    pub jwks: Option<String>,
+    /// PEM CA certificates trusted for an https JWKS URL besides the public roots.
+    #[arg(long, env = "GRIDROUTE_JWKS_CA")]
+    pub jwks_ca: Option<PathBuf>,
+    /// How often the key set is loaded again (it is also reloaded, at most every 10 s, when a
+    /// token names an unknown key id).
+    #[arg(long, env = "GRIDROUTE_JWKS_REFRESH", default_value = "5m")]
+    pub jwks_refresh: String,
+    /// The issuer (`iss`) tokens must name.
+    #[arg(long, env = "GRIDROUTE_TOKEN_ISSUER")]
+    pub token_issuer: Option<String>,
+    /// The audience (`aud`) tokens must include.
+    #[arg(long, env = "GRIDROUTE_TOKEN_AUDIENCE", default_value = "gridroute")]
+    pub token_audience: String,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[arg(long, env = "GRIDROUTE_TOKEN_LEEWAY_SECS", default_value_t = 30)]
+    pub token_leeway_secs: u64,
+    /// The claim naming the person acting.
+    #[arg(long, env = "GRIDROUTE_CLAIM_PERSON", default_value = "sub")]
+    pub claim_person: String,
+    /// The claim naming the principal as `kind:id` (or `{"kind": …, "id": …}`).
+    #[arg(long, env = "GRIDROUTE_CLAIM_PRINCIPAL", default_value = "gridroute")]
+    pub claim_principal: String,
+    /// The roles claim searched for `gridroute:<kind>:<id>` when the principal claim is absent.
+    #[arg(long, env = "GRIDROUTE_CLAIM_ROLES", default_value = "roles")]
+    pub claim_roles: String,
+    /// The scope claim, searched like the roles claim.
+    #[arg(long, env = "GRIDROUTE_CLAIM_SCOPE", default_value = "scope")]
+    pub claim_scope: String,
+    /// YAML file mapping verified client certificates (mTLS, with --tls-client-ca) to
+    /// principals.
+    #[arg(long, env = "GRIDROUTE_CERT_MAP")]
+    pub cert_map: Option<PathBuf>,
+    /// Rate limits per principal kind over the defaults, `kind=rate:burst,…` (calls per second
+    /// per API replica), e.g. `department=50:100`.
+    #[arg(long, env = "GRIDROUTE_RATE_LIMITS", default_value = "")]
+    pub rate_limits: String,
+    /// Most streams (Subscribe, WatchIncidents) one principal holds open per API replica.
+    #[arg(
+        long,
+        env = "GRIDROUTE_MAX_STREAMS_PER_PRINCIPAL",
+        default_value_t = 16
+    )]
+    pub max_streams_per_principal: usize,
+    /// Whether co-handlers (协办) receive the reporter's contact unmasked.
+    #[arg(long, env = "GRIDROUTE_CO_HANDLERS_SEE_CONTACT")]
+    pub co_handlers_see_contact: bool,
+    /// How long after an incident closes the reporter's contact details are erased (PIPL),
+    /// e.g. `180d`.
+    #[arg(long, env = "GRIDROUTE_CONTACT_RETENTION", default_value = "180d")]
+    pub contact_retention: String,
+    /// How long audit records are kept (China's Cybersecurity Law asks for at least six
+    /// months of logs).
+    #[arg(long, env = "GRIDROUTE_AUDIT_RETENTION", default_value = "400d")]
+    pub audit_retention: String,
+    /// Trust the `x-gridroute-principal` metadata instead of credentials. For experiments on a
+    /// laptop only: anyone can then act as anyone. Never the default.
+    #[arg(long, env = "GRIDROUTE_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+}
+
+/// Where `gridroute dev` keeps its development signing key and the tokens it prints.
+pub const DEV_DIR: &str = "target/gridroute-dev";
+/// How long development tokens are valid.
+const DEV_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn duration(flag: &str, text: &str) -> Result<Duration, BoxError> {
+    gridroute_core::sla::parse_duration(text)
+        .map(|ms| Duration::from_millis(ms as u64))
+        .ok_or_else(|| format!("--{flag} {text:?}: a duration like 180d, 12h or 30s").into())
 }
 
 /// Log format flag.
@@ -192,6 +288,7 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
     drop(sources);
 
     let mut tasks = tokio::task::JoinSet::new();
+    let contact_retention = duration("contact-retention", &o.auth.contact_retention)?;
     tasks.spawn({
         let (s, t, rx) = (store.clone(), tables.clone(), stop_rx.clone());
         async move { s.sync_tables(t, rx).await }
@@ -221,10 +318,31 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
             Duration::from_millis(o.timer_poll_ms),
             stop_rx.clone(),
         ));
+        tasks.spawn(gridroute_router::retention_loop(
+            store.clone(),
+            contact_retention,
+            (contact_retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)),
+            stop_rx.clone(),
+        ));
     }
+    let mut dev_tokens = None;
     if o.role != Role::Router {
+        let (identity, tokens) = identity(&o, dev, &tables.load(), &mut tasks, &stop_rx).await?;
+        dev_tokens = tokens;
+        let security = Security {
+            identity,
+            limits: Limits::new(LimitConfig {
+                streams_per_principal: o.auth.max_streams_per_principal,
+                ..LimitConfig::default().with_rates(&o.auth.rate_limits)?
+            }),
+            audit: AuditTrail::new(
+                store.clone(),
+                duration("audit-retention", &o.auth.audit_retention)?,
+            ),
+            co_handlers_see_contact: o.auth.co_handlers_see_contact,
+        };
         let listener = tokio::net::TcpListener::bind(o.grpc_addr).await?;
-        let mut state = ApiState::new(store.clone(), tables.clone(), stop_rx.clone());
+        let mut state = ApiState::new(store.clone(), tables.clone(), stop_rx.clone(), security);
         state.tls = server_tls(&o)?;
         let mut rx = stop_rx.clone();
         tasks.spawn(async move {
@@ -238,7 +356,7 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
         info!(addr = %o.grpc_addr, "serving gRPC");
     }
     if dev {
-        print_dev_help(&o);
+        print_dev_help(&o, dev_tokens.as_deref());
     }
 
     let _ = stop_rx.wait_for(|s| *s).await;
@@ -271,16 +389,220 @@ fn server_tls(o: &ServeOptions) -> Result<Option<tonic::transport::ServerTlsConf
     Ok(Some(tls))
 }
 
-fn print_dev_help(o: &ServeOptions) {
+/// How callers are identified: tokens against a JWKS and/or certificates through a map; in
+/// `dev` without a JWKS, tokens signed by a development key (returned with ready-made tokens
+/// for the table's principals); `--insecure-no-auth` on request only.
+async fn identity(
+    o: &ServeOptions,
+    dev: bool,
+    table: &RoutingTable,
+    tasks: &mut tokio::task::JoinSet<()>,
+    stop: &watch::Receiver<bool>,
+) -> Result<(Identity, Option<Vec<(String, String)>>), BoxError> {
+    let a = &o.auth;
+    if a.insecure_no_auth {
+        error!(
+            "--insecure-no-auth: callers are NOT authenticated; anyone can act as any department \
+             by naming it in x-gridroute-principal. Never run this with real data."
+        );
+        eprintln!(
+            "\n*** WARNING: --insecure-no-auth: no authentication, anyone can act as anyone ***\n"
+        );
+        return Ok((Identity::Insecure, None));
+    }
+    let mut dev_tokens = None;
+    let (source, issuer, audience) = match (&a.jwks, dev) {
+        (Some(j), _) if j.starts_with("https://") || j.starts_with("http://") => {
+            let ca_pem = match &a.jwks_ca {
+                Some(p) => {
+                    Some(std::fs::read(p).map_err(|e| format!("--jwks-ca {}: {e}", p.display()))?)
+                }
+                None => None,
+            };
+            (
+                Some(JwksSource::Url {
+                    url: j.clone(),
+                    ca_pem,
+                }),
+                a.token_issuer.clone(),
+                a.token_audience.clone(),
+            )
+        }
+        (Some(j), _) => (
+            Some(JwksSource::File(PathBuf::from(j))),
+            a.token_issuer.clone(),
+            a.token_audience.clone(),
+        ),
+        (None, true) => {
+            let dir = dev_dir();
+            let keys = DevKeys::load_or_create(&dir)?;
+            dev_tokens = Some(write_dev_tokens(&keys, table, &dir)?);
+            (
+                Some(JwksSource::Inline(keys.jwks())),
+                Some(DEV_ISSUER.to_owned()),
+                DEV_AUDIENCE.to_owned(),
+            )
+        }
+        (None, false) => (None, None, a.token_audience.clone()),
+    };
+    let mut auth = Authenticator::default();
+    if let Some(source) = source {
+        let keys = std::sync::Arc::new(Keys::new(source));
+        match keys.load().await {
+            Ok(n) => info!(keys = n, "token key set loaded"),
+            Err(e) if matches!(keys.source(), JwksSource::Url { .. }) => {
+                warn!(error = %e, "identity provider unreachable at start: token calls get UNAVAILABLE until its key set loads");
+            }
+            Err(e) => return Err(format!("--jwks: {e}").into()),
+        }
+        tasks.spawn(
+            keys.clone()
+                .refresh_loop(duration("jwks-refresh", &a.jwks_refresh)?, stop.clone()),
+        );
+        auth.tokens = Some(std::sync::Arc::new(Verifier::new(
+            TokenConfig {
+                issuer,
+                audience: Some(audience).filter(|a| !a.is_empty()),
+                leeway: Duration::from_secs(a.token_leeway_secs),
+                claims: ClaimMapping {
+                    person: a.claim_person.clone(),
+                    principal: a.claim_principal.clone(),
+                    roles: a.claim_roles.clone(),
+                    scope: a.claim_scope.clone(),
+                },
+            },
+            keys,
+        )));
+    }
+    if let Some(path) = &a.cert_map {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--cert-map {}: {e}", path.display()))?;
+        let map = CertMap::from_yaml(&text)
+            .map_err(|e| format!("--cert-map {}: {}", path.display(), e.join("; ")))?;
+        if o.tls_client_ca.is_none() {
+            warn!(
+                "--cert-map without --tls-client-ca: no client presents a certificate, the map is never used"
+            );
+        }
+        info!(entries = map.len(), "client certificate map loaded");
+        auth.certs = Some(std::sync::Arc::new(map));
+    }
+    if auth.tokens.is_none() && auth.certs.is_none() {
+        return Err("no way to authenticate callers: give --jwks (a file or the identity provider's https URL) and/or --cert-map; `gridroute dev` makes a development key".into());
+    }
+    Ok((Identity::Credentials(auth), dev_tokens))
+}
+
+/// The directory of the development key (`GRIDROUTE_DEV_DIR`, else [`DEV_DIR`]).
+fn dev_dir() -> PathBuf {
+    std::env::var_os("GRIDROUTE_DEV_DIR").map_or_else(|| PathBuf::from(DEV_DIR), PathBuf::from)
+}
+
+/// The principals `gridroute dev` prints tokens for: every department of the table (its
+/// command centres as command centres), a grid worker, the reporting systems of the samples
+/// and the load tester, a table administrator and an auditor.
+fn dev_principals(table: &RoutingTable) -> Vec<Principal> {
+    let mut out = Vec::new();
+    for d in &table.departments {
+        let centre = gridroute_core::access::is_default_centre(table, &d.id)
+            || !gridroute_core::access::centre_roots(table, &d.id).is_empty();
+        let kind = if centre {
+            Kind::CommandCentre
+        } else {
+            Kind::Department
+        };
+        out.push(Principal::new(kind, &d.id));
+    }
+    if let Some(worker) = table
+        .grids
+        .grids()
+        .iter()
+        .find_map(|g| table.workers(g.region).first())
+    {
+        out.push(Principal::new(Kind::GridWorker, worker));
+    }
+    for source in [
+        "resident-app",
+        "12345-hotline",
+        "grid-worker-app",
+        "gridroute-loadtest",
+    ] {
+        out.push(Principal::new(Kind::SourceSystem, source));
+    }
+    out.push(Principal::new(Kind::TableAdmin, "ops"));
+    out.push(Principal::new(Kind::Auditor, "inspector"));
+    out
+}
+
+/// Tokens for the table's principals, written to `dir`/tokens.json.
+fn write_dev_tokens(
+    keys: &DevKeys,
+    table: &RoutingTable,
+    dir: &std::path::Path,
+) -> Result<Vec<(String, String)>, BoxError> {
+    let tokens = dev_principals(table)
+        .into_iter()
+        .map(|p| (p.label(), keys.token(&p, DEV_TOKEN_TTL)))
+        .collect::<Vec<_>>();
+    let map: serde_json::Map<String, serde_json::Value> = tokens
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    let file = dir.join("tokens.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&map)?)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(tokens)
+}
+
+/// `gridroute dev-token --all`: tokens for the built-in sample's principals in `dir`.
+pub fn dev_tokens_file(dir: &std::path::Path) -> Result<PathBuf, BoxError> {
+    let keys = DevKeys::load_or_create(dir)?;
+    let table = crate::tables::load_sources(&crate::tables::read_sources(None)?)?;
+    write_dev_tokens(&keys, &table, dir)?;
+    Ok(dir.join("tokens.json"))
+}
+
+/// `gridroute dev-token`: a development token for `principal`.
+pub fn dev_token(
+    dir: &std::path::Path,
+    principal: &str,
+    person: Option<&str>,
+) -> Result<String, BoxError> {
+    let keys = DevKeys::load_or_create(dir)?;
+    let mut p = Principal::parse(principal)?;
+    if let Some(person) = person {
+        p = p.with_person(person);
+    }
+    Ok(keys.token(&p, DEV_TOKEN_TTL))
+}
+
+fn print_dev_help(o: &ServeOptions, tokens: Option<&[(String, String)]>) {
     let addr = o.grpc_addr;
+    let tokens_text = match tokens {
+        Some(t) => {
+            let width = t.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
+            let lines: Vec<String> = t
+                .iter()
+                .map(|(p, tok)| format!("  {p:width$}  {tok}"))
+                .collect();
+            format!(
+                "Authentication is on. Development tokens (valid 30 days; also in {}/tokens.json):\n{}\n\n",
+                dev_dir().display(),
+                lines.join("\n")
+            )
+        }
+        None => String::new(),
+    };
     println!(
         "\ngridroute dev is serving the Dawukou sample on {addr} (metrics: http://{}/metrics)\n\n\
-         In another terminal:\n  \
-         gridroute subscribe --addr http://{addr} --department property-office\n  \
-         gridroute report --addr http://{addr} --category city.vehicle.abandoned --lng 106.3852 --lat 39.0203 \\\n      --description 'zombie car, flat tyres, two months'\n  \
-         gridroute explain --addr http://{addr} --category city.fire_lane.blocked --lng 106.3852 --lat 39.0203\n  \
-         gridroute get --addr http://{addr} INCIDENT_ID\n\n\
-         (cargo run -q -p gridroute -- … works in place of gridroute.) Ctrl-C stops it and its private Redis.\n",
+         {tokens_text}\
+         In another terminal (cargo run -q -p gridroute -- … works in place of gridroute):\n  \
+         export GRIDROUTE_ADDR=http://{addr}\n  \
+         gridroute subscribe --token \"$(gridroute dev-token department:property-office)\"\n  \
+         gridroute report --token \"$(gridroute dev-token source_system:resident-app)\" \\\n      \
+         --category city.vehicle.abandoned --lng 106.3852 --lat 39.0203 --description 'zombie car, flat tyres, two months'\n  \
+         gridroute get --token \"$(gridroute dev-token command_centre:command-centre)\" INCIDENT_ID\n\n\
+         Ctrl-C stops it and its private Redis.\n",
         o.metrics_addr
     );
 }

@@ -34,21 +34,26 @@ async fn concurrent_reports_are_answered_one_by_one_and_dispatched_once() {
     for i in 0..300 {
         for _ in 0..2 {
             let mut client = env.incidents().await;
-            let r = report(&format!("batch-{i}"), "city.vehicle.abandoned", lng, lat);
+            let r = env.signed(report(
+                &format!("batch-{i}"),
+                "city.vehicle.abandoned",
+                lng,
+                lat,
+            ));
             calls.spawn(async move { (i, client.report_incident(r).await) });
         }
     }
     let mut client = env.incidents().await;
     let first = client
-        .report_incident(report("batch-reused", "city.vehicle.abandoned", lng, lat))
+        .report_incident(env.signed(report("batch-reused", "city.vehicle.abandoned", lng, lat)))
         .await
         .unwrap()
         .into_inner();
     let reused = client
-        .report_incident(pb::ReportIncidentRequest {
+        .report_incident(env.signed(pb::ReportIncidentRequest {
             description: "another payload".into(),
             ..report("batch-reused", "city.vehicle.abandoned", lng, lat)
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(reused.code(), Code::AlreadyExists, "{reused:?}");
@@ -118,7 +123,7 @@ async fn reports_written_by_a_batch_call_that_failed_midway_are_answered_as_new(
     let resp = env
         .incidents()
         .await
-        .report_incidents(tokio_stream::iter(items))
+        .report_incidents(env.as_("source_system:resident-app", tokio_stream::iter(items)))
         .await
         .unwrap()
         .into_inner();

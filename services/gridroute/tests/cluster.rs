@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::process::{Child, connect};
+use common::process::{Child, ServeAuth, connect};
 
 use std::{
     process::{Command, Stdio},
@@ -46,6 +46,7 @@ async fn runs_on_redis_cluster() {
     )
     .unwrap();
     let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
+    let auth = ServeAuth::new("cluster");
     let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
         .args([
             "serve",
@@ -58,6 +59,7 @@ async fn runs_on_redis_cluster() {
             "--metrics-addr",
             &format!("127.0.0.1:{metrics}"),
         ])
+        .args(auth.args())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -67,18 +69,18 @@ async fn runs_on_redis_cluster() {
     let channel = connect(&addr).await;
     let mut incidents = IncidentServiceClient::new(channel.clone());
     let mut watch = incidents
-        .watch_incidents(pb::WatchIncidentsRequest {
+        .watch_incidents(auth.signed(pb::WatchIncidentsRequest {
             start: pb::WatchStart::Earliest as i32,
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
     let mut sub = DispatchServiceClient::new(channel.clone())
-        .subscribe(pb::SubscribeRequest {
+        .subscribe(auth.signed(pb::SubscribeRequest {
             department_id: "urban-management".into(),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -107,7 +109,7 @@ async fn runs_on_redis_cluster() {
         })
         .collect();
     let reply = incidents
-        .report_incidents(tokio_stream::iter(items))
+        .report_incidents(auth.req("source_system:resident-app", tokio_stream::iter(items)))
         .await
         .unwrap()
         .into_inner();
@@ -135,37 +137,37 @@ async fn runs_on_redis_cluster() {
 
     // Lifecycle actions and lists.
     let mut d = DispatchServiceClient::new(channel.clone());
-    d.accept_incident(pb::AcceptIncidentRequest {
+    d.accept_incident(auth.signed(pb::AcceptIncidentRequest {
         incident_id: ids[0].clone(),
         department_id: "urban-management".into(),
         note: "on it".into(),
         request_id: "cl-a".into(),
-    })
+    }))
     .await
     .unwrap();
     let inc = d
-        .resolve_incident(pb::ResolveIncidentRequest {
+        .resolve_incident(auth.signed(pb::ResolveIncidentRequest {
             incident_id: ids[0].clone(),
             department_id: "urban-management".into(),
             note: "swept".into(),
             request_id: "cl-r".into(),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(inc.status, pb::IncidentStatus::Resolved as i32);
     let list = incidents
-        .list_incidents(pb::ListIncidentsRequest {
+        .list_incidents(auth.signed(pb::ListIncidentsRequest {
             page_size: 100,
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(list.incidents.len(), 24, "listed from every partition");
     let stats = SupervisionServiceClient::new(channel.clone())
-        .get_stats(pb::GetStatsRequest::default())
+        .get_stats(auth.signed(pb::GetStatsRequest::default()))
         .await
         .unwrap()
         .into_inner();
@@ -204,7 +206,7 @@ async fn runs_on_redis_cluster() {
         ..Default::default()
     };
     let first = incidents
-        .report_incident(car("car-1", 0.0))
+        .report_incident(auth.signed(car("car-1", 0.0)))
         .await
         .unwrap()
         .into_inner()
@@ -212,9 +214,9 @@ async fn runs_on_redis_cluster() {
     let mut status = 0;
     for _ in 0..200 {
         status = incidents
-            .get_incident(pb::GetIncidentRequest {
+            .get_incident(auth.signed(pb::GetIncidentRequest {
                 incident_id: first.clone(),
-            })
+            }))
             .await
             .unwrap()
             .into_inner()
@@ -228,7 +230,7 @@ async fn runs_on_redis_cluster() {
     // Several duplicates: their partitions differ from the first one's for most of them.
     for i in 0..4 {
         let dup = incidents
-            .report_incident(car(&format!("car-dup-{i}"), 0.00005))
+            .report_incident(auth.signed(car(&format!("car-dup-{i}"), 0.00005)))
             .await
             .unwrap()
             .into_inner()
@@ -236,9 +238,9 @@ async fn runs_on_redis_cluster() {
         let mut merged = None;
         for _ in 0..200 {
             let inc = incidents
-                .get_incident(pb::GetIncidentRequest {
+                .get_incident(auth.signed(pb::GetIncidentRequest {
                     incident_id: dup.clone(),
-                })
+                }))
                 .await
                 .unwrap()
                 .into_inner();
@@ -257,15 +259,15 @@ async fn runs_on_redis_cluster() {
 
     // A timer fires on whichever node holds its partition.
     let mut water = DispatchServiceClient::new(channel.clone())
-        .subscribe(pb::SubscribeRequest {
+        .subscribe(auth.signed(pb::SubscribeRequest {
             department_id: "water-affairs".into(),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
     let quick = incidents
-        .report_incident(pb::ReportIncidentRequest {
+        .report_incident(auth.signed(pb::ReportIncidentRequest {
             request_id: "quick-1".into(),
             source_system: "resident-app".into(),
             category: "test.quick".into(),
@@ -274,7 +276,7 @@ async fn runs_on_redis_cluster() {
                 ..Default::default()
             }),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner()

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::process::{Child, connect};
+use common::process::{Child, bearer, connect, dev_tokens, temp_dir};
 
 use std::{
     io::{Read, Write},
@@ -42,6 +42,7 @@ fn value(metrics: &str, series: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_serves_health_reflection_reports_and_metrics() {
     let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
+    let dev_dir = temp_dir("dev");
     let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
         .args([
             "dev",
@@ -51,6 +52,7 @@ async fn dev_serves_health_reflection_reports_and_metrics() {
             &format!("127.0.0.1:{metrics}"),
         ])
         .env_remove("GRIDROUTE_REDIS_URL")
+        .env("GRIDROUTE_DEV_DIR", &dev_dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -130,12 +132,31 @@ async fn dev_serves_health_reflection_reports_and_metrics() {
         );
     }
 
-    // A report inside Dawukou reaches the matching department's subscriber.
-    let mut sub = DispatchServiceClient::new(channel.clone())
-        .subscribe(pb::SubscribeRequest {
-            department_id: "traffic-police".into(),
-            ..Default::default()
+    // Authentication is on: without a token nothing but health and reflection answers; the
+    // tokens dev wrote for the sample's principals work.
+    let tokens = dev_tokens(&dev_dir);
+    for who in [
+        "department:traffic-police",
+        "command_centre:command-centre",
+        "source_system:resident-app",
+        "table_admin:ops",
+        "auditor:inspector",
+    ] {
+        assert!(tokens.contains_key(who), "{who} in {:?}", tokens.keys());
+    }
+    assert!(tokens.keys().any(|k| k.starts_with("grid_worker:")));
+    let anonymous = IncidentServiceClient::new(channel.clone())
+        .get_incident(pb::GetIncidentRequest {
+            incident_id: "01JDXK3M4P5Q6R7S8T9V0W1X2Y-1".into(),
         })
+        .await
+        .unwrap_err();
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+
+    // A report inside Dawukou reaches the matching department's subscriber.
+    let police = &tokens["department:traffic-police"];
+    let mut sub = DispatchServiceClient::new(channel.clone())
+        .subscribe(bearer(police, pb::SubscribeRequest::default()))
         .await
         .unwrap()
         .into_inner();
@@ -153,7 +174,7 @@ async fn dev_serves_health_reflection_reports_and_metrics() {
         ..Default::default()
     };
     let id = IncidentServiceClient::new(channel.clone())
-        .report_incident(report)
+        .report_incident(bearer(&tokens["source_system:resident-app"], report))
         .await
         .unwrap()
         .into_inner()
@@ -166,12 +187,15 @@ async fn dev_serves_health_reflection_reports_and_metrics() {
     assert_eq!(d.incident_id, id);
     assert_eq!(d.decision.unwrap().region_path.len(), 4);
     DispatchServiceClient::new(channel.clone())
-        .accept_incident(pb::AcceptIncidentRequest {
-            incident_id: id.clone(),
-            department_id: "traffic-police".into(),
-            note: "on our way".into(),
-            request_id: "dev-accept-1".into(),
-        })
+        .accept_incident(bearer(
+            police,
+            pb::AcceptIncidentRequest {
+                incident_id: id.clone(),
+                note: "on our way".into(),
+                request_id: "dev-accept-1".into(),
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap();
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{Env, fast_router, grid_point, next_dispatch, report};
 use gridroute_proto::v1 as pb;
-use tonic::{Code, Request};
+use tonic::Code;
 
 /// The sample rules plus duplicate detection, points, and a seconds-long policy for timers.
 fn rules() -> String {
@@ -35,13 +35,6 @@ async fn reported(env: &Env, rid: &str, category: &str, lng: f64, lat: f64) -> S
     let id = env.report(report(rid, category, lng, lat)).await;
     env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
     id
-}
-
-fn with_user<T>(msg: T, user: &str) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("x-gridroute-user", user.parse().unwrap());
-    r
 }
 
 fn accept(id: &str, dept: &str, rid: &str) -> pb::AcceptIncidentRequest {
@@ -106,84 +99,84 @@ async fn illegal_transitions_fail_and_request_ids_make_actions_idempotent() {
         assert_eq!(r.unwrap_err().code(), Code::FailedPrecondition, "{what}");
     };
     fp(
-        s.verify_incident(pb::VerifyIncidentRequest {
+        s.verify_incident(env.signed(pb::VerifyIncidentRequest {
             incident_id: id.clone(),
             department_id: centre.into(),
             passed: true,
             ..Default::default()
-        })
+        }))
         .await,
         "verify before resolve",
     );
     fp(
-        s.close_incident(pb::CloseIncidentRequest {
+        s.close_incident(env.signed(pb::CloseIncidentRequest {
             incident_id: id.clone(),
             department_id: centre.into(),
             ..Default::default()
-        })
+        }))
         .await,
         "close before verify",
     );
     fp(
-        s.arbitrate_incident(pb::ArbitrateIncidentRequest {
+        s.arbitrate_incident(env.signed(pb::ArbitrateIncidentRequest {
             incident_id: id.clone(),
             department_id: centre.into(),
             assignee_department_id: "water-affairs".into(),
             ..Default::default()
-        })
+        }))
         .await,
         "arbitrate without arbitration",
     );
     fp(
-        s.unmerge_incident(pb::UnmergeIncidentRequest {
+        s.unmerge_incident(env.signed(pb::UnmergeIncidentRequest {
             incident_id: id.clone(),
             department_id: centre.into(),
             ..Default::default()
-        })
+        }))
         .await,
         "unmerge an incident that was not merged",
     );
     fp(
-        s.decide_request(pb::DecideRequestRequest {
+        s.decide_request(env.signed(pb::DecideRequestRequest {
             incident_id: id.clone(),
             department_id: centre.into(),
             approve: true,
             ..Default::default()
-        })
+        }))
         .await,
         "decide without a request",
     );
     fp(
-        d.resume_incident(pb::ResumeIncidentRequest {
+        d.resume_incident(env.signed(pb::ResumeIncidentRequest {
             incident_id: id.clone(),
             department_id: "urban-management".into(),
             ..Default::default()
-        })
+        }))
         .await,
         "resume without suspension",
     );
     fp(
-        i.submit_feedback(pb::SubmitFeedbackRequest {
+        i.submit_feedback(env.signed(pb::SubmitFeedbackRequest {
             incident_id: id.clone(),
             source_system: "resident-app".into(),
             satisfaction: 4,
             ..Default::default()
-        })
+        }))
         .await,
         "feedback before resolve",
     );
     // Who may act.
     let err = d
-        .accept_incident(accept(&id, "water-affairs", "x"))
+        .accept_incident(env.signed(accept(&id, "water-affairs", "x")))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     let err = s
-        .close_incident(pb::CloseIncidentRequest {
+        .close_incident(env.signed(pb::CloseIncidentRequest {
             incident_id: id.clone(),
             department_id: "water-affairs".into(),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(
@@ -192,12 +185,12 @@ async fn illegal_transitions_fail_and_request_ids_make_actions_idempotent() {
         "only a command centre closes"
     );
     let err = i
-        .submit_feedback(pb::SubmitFeedbackRequest {
+        .submit_feedback(env.signed(pb::SubmitFeedbackRequest {
             incident_id: id.clone(),
             source_system: "other-app".into(),
             satisfaction: 4,
             ..Default::default()
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(
@@ -207,23 +200,20 @@ async fn illegal_transitions_fail_and_request_ids_make_actions_idempotent() {
     );
     // Field-level errors.
     let err = d
-        .accept_incident(accept(&id, "urban-management", "bad id!"))
+        .accept_incident(env.signed(accept(&id, "urban-management", "bad id!")))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
     // Idempotency: the same request id is OK and changes nothing; another id is judged afresh.
     let first = d
-        .accept_incident(with_user(
-            accept(&id, "urban-management", "a-1"),
-            "wang.kezhang",
-        ))
+        .accept_incident(env.signed_by(accept(&id, "urban-management", "a-1"), "wang.kezhang"))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(first.status, pb::IncidentStatus::Accepted as i32);
     let again = d
-        .accept_incident(accept(&id, "urban-management", "a-1"))
+        .accept_incident(env.signed(accept(&id, "urban-management", "a-1")))
         .await
         .unwrap()
         .into_inner();
@@ -242,12 +232,12 @@ async fn illegal_transitions_fail_and_request_ids_make_actions_idempotent() {
         ("accepted", "urban-management", "wang.kezhang")
     );
     fp(
-        d.accept_incident(accept(&id, "urban-management", "a-2"))
+        d.accept_incident(env.signed(accept(&id, "urban-management", "a-2")))
             .await,
         "accept twice",
     );
     let err = d
-        .resolve_incident(resolve(&id, "urban-management", "a-1"))
+        .resolve_incident(env.signed(resolve(&id, "urban-management", "a-1")))
         .await
         .unwrap_err();
     assert_eq!(
@@ -258,52 +248,53 @@ async fn illegal_transitions_fail_and_request_ids_make_actions_idempotent() {
     // Progress moves an accepted incident to in progress; resolve after that; then the
     // department may no longer return it.
     let inc = d
-        .add_progress(pb::AddProgressRequest {
+        .add_progress(env.signed(pb::AddProgressRequest {
             incident_id: id.clone(),
             department_id: "urban-management".into(),
             note: "crew on the way".into(),
             request_id: "p-1".into(),
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(inc.status, pb::IncidentStatus::InProgress as i32);
     fp(
-        d.return_incident(ret(&id, "urban-management", "r-1")).await,
+        d.return_incident(env.signed(ret(&id, "urban-management", "r-1")))
+            .await,
         "return in progress",
     );
     let inc = d
-        .resolve_incident(resolve(&id, "urban-management", "res-1"))
+        .resolve_incident(env.signed(resolve(&id, "urban-management", "res-1")))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(inc.status, pb::IncidentStatus::Resolved as i32);
     fp(
-        d.add_progress(pb::AddProgressRequest {
+        d.add_progress(env.signed(pb::AddProgressRequest {
             incident_id: id.clone(),
             department_id: "urban-management".into(),
             note: "more".into(),
             request_id: "p-2".into(),
-        })
+        }))
         .await,
         "progress after resolve",
     );
     fp(
-        s.close_incident(pb::CloseIncidentRequest {
+        s.close_incident(env.signed(pb::CloseIncidentRequest {
             incident_id: id.clone(),
             department_id: centre.into(),
             ..Default::default()
-        })
+        }))
         .await,
         "close before verify",
     );
     let inc = s
-        .cancel_incident(pb::CancelIncidentRequest {
+        .cancel_incident(env.signed(pb::CancelIncidentRequest {
             incident_id: id.clone(),
             department_id: centre.into(),
             reason: "x".into(),
             ..Default::default()
-        })
+        }))
         .await;
     fp(inc, "a resolved incident cannot be cancelled");
 }
@@ -316,7 +307,7 @@ async fn returns_reroute_then_arbitration_assigns_a_department_that_cannot_retur
     let mut assignee_stream = env.subscribe("urban-management").await;
     let id = reported(&env, "ar-1", "city.vehicle.abandoned", lng, lat).await;
     let mut d = env.dispatches().await;
-    d.return_incident(ret(&id, "property-office", "r1"))
+    d.return_incident(env.signed(ret(&id, "property-office", "r1")))
         .await
         .unwrap();
     // Routed again without property-office: no other rule covers it, the centre takes it.
@@ -331,7 +322,7 @@ async fn returns_reroute_then_arbitration_assigns_a_department_that_cannot_retur
     assert_eq!(inc.decision.unwrap().department_id, "command-centre");
     // Second return: arbitration, not another round.
     let inc = d
-        .return_incident(ret(&id, "command-centre", "r2"))
+        .return_incident(env.signed(ret(&id, "command-centre", "r2")))
         .await
         .unwrap()
         .into_inner();
@@ -343,23 +334,23 @@ async fn returns_reroute_then_arbitration_assigns_a_department_that_cannot_retur
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut s = env.supervision().await;
     let err = s
-        .arbitrate_incident(pb::ArbitrateIncidentRequest {
+        .arbitrate_incident(env.signed(pb::ArbitrateIncidentRequest {
             incident_id: id.clone(),
             department_id: "command-centre".into(),
             assignee_department_id: "no-such-department".into(),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let inc = s
-        .arbitrate_incident(pb::ArbitrateIncidentRequest {
+        .arbitrate_incident(env.signed(pb::ArbitrateIncidentRequest {
             incident_id: id.clone(),
             department_id: "command-centre".into(),
             assignee_department_id: "urban-management".into(),
             note: "abandoned cars on public roads are urban management's".into(),
             request_id: "arb-1".into(),
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -374,7 +365,7 @@ async fn returns_reroute_then_arbitration_assigns_a_department_that_cannot_retur
     assert_eq!(assigned.incident_id, id);
     assert!(assigned.resolve_deadline.is_some());
     let err = d
-        .return_incident(ret(&id, "urban-management", "r3"))
+        .return_incident(env.signed(ret(&id, "urban-management", "r3")))
         .await
         .unwrap_err();
     assert_eq!(
@@ -408,24 +399,24 @@ async fn extension_and_suspension_move_deadlines_only_as_approved() {
     let due = ms(&before.resolve_deadline);
 
     let err = d
-        .request_extension(pb::RequestExtensionRequest {
+        .request_extension(env.signed(pb::RequestExtensionRequest {
             incident_id: id.clone(),
             department_id: "urban-management".into(),
             reason: "waiting for a crane".into(),
             extension: "two days".into(),
             request_id: "e0".into(),
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let inc = d
-        .request_extension(pb::RequestExtensionRequest {
+        .request_extension(env.signed(pb::RequestExtensionRequest {
             incident_id: id.clone(),
             department_id: "urban-management".into(),
             reason: "waiting for a crane".into(),
             extension: "2wd".into(),
             request_id: "e1".into(),
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -437,14 +428,14 @@ async fn extension_and_suspension_move_deadlines_only_as_approved() {
     );
     // The centre grants one working day instead of two.
     let inc = s
-        .decide_request(pb::DecideRequestRequest {
+        .decide_request(env.signed(pb::DecideRequestRequest {
             incident_id: id.clone(),
             department_id: "command-centre".into(),
             approve: true,
             note: "one day is enough".into(),
             granted_extension: "1wd".into(),
             request_id: "dec-1".into(),
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -457,23 +448,23 @@ async fn extension_and_suspension_move_deadlines_only_as_approved() {
     let due = ms(&inc.resolve_deadline);
 
     // Suspension: requested, approved, clocks stop; resumed, the time left is kept.
-    d.request_suspension(pb::RequestSuspensionRequest {
+    d.request_suspension(env.signed(pb::RequestSuspensionRequest {
         incident_id: id.clone(),
         department_id: "urban-management".into(),
         reason: "court ruling pending".into(),
         request_id: "s1".into(),
-    })
+    }))
     .await
     .unwrap();
     let inc = s
-        .decide_request(pb::DecideRequestRequest {
+        .decide_request(env.signed(pb::DecideRequestRequest {
             incident_id: id.clone(),
             department_id: "command-centre".into(),
             approve: true,
             note: "approved".into(),
             request_id: "dec-2".into(),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -494,18 +485,18 @@ async fn extension_and_suspension_move_deadlines_only_as_approved() {
         "no clock runs while suspended"
     );
     let err = d
-        .accept_incident(accept(&id, "urban-management", "acc"))
+        .accept_incident(env.signed(accept(&id, "urban-management", "acc")))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let inc = d
-        .resume_incident(pb::ResumeIncidentRequest {
+        .resume_incident(env.signed(pb::ResumeIncidentRequest {
             incident_id: id.clone(),
             department_id: "urban-management".into(),
             note: "ruling received".into(),
             request_id: "res".into(),
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -545,10 +536,11 @@ async fn duplicates_merge_into_the_open_incident_and_can_be_unmerged() {
         .await;
     env.wait_status(&c, pb::IncidentStatus::Dispatched).await;
     let mut i = env.incidents().await;
+    let env = &env;
     let get = |id: String| {
         let mut i = i.clone();
         async move {
-            i.get_incident(pb::GetIncidentRequest { incident_id: id })
+            i.get_incident(env.signed(pb::GetIncidentRequest { incident_id: id }))
                 .await
                 .unwrap()
                 .into_inner()
@@ -566,11 +558,13 @@ async fn duplicates_merge_into_the_open_incident_and_can_be_unmerged() {
         request_id: "um-1".into(),
     };
     let err = s
-        .unmerge_incident(unmerge("property-office"))
+        .unmerge_incident(env.signed(unmerge("property-office")))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    s.unmerge_incident(unmerge("command-centre")).await.unwrap();
+    s.unmerge_incident(env.signed(unmerge("command-centre")))
+        .await
+        .unwrap();
     let own = env.wait_status(&b, pb::IncidentStatus::Dispatched).await;
     assert!(own.merged_into.is_empty());
     assert_eq!(
@@ -601,7 +595,7 @@ async fn duplicates_merge_into_the_open_incident_and_can_be_unmerged() {
         "four wall-clock hours from the duplicate's report"
     );
     let mut d = env.dispatches().await;
-    d.resolve_incident(resolve(&a, "property-office", "res"))
+    d.resolve_incident(env.signed(resolve(&a, "property-office", "res")))
         .await
         .unwrap();
     let dup = get(d2.clone()).await;
@@ -628,7 +622,7 @@ async fn verification_feedback_reopening_and_reporter_points() {
         env.supervision().await,
         env.incidents().await,
     );
-    d.resolve_incident(resolve(&id, &primary, "r1"))
+    d.resolve_incident(env.signed(resolve(&id, &primary, "r1")))
         .await
         .unwrap();
     // A worker of another grid may not verify; the incident's own grid worker may.
@@ -641,13 +635,13 @@ async fn verification_feedback_reopening_and_reporter_points() {
         ..Default::default()
     };
     let err = s
-        .verify_incident(verify("gw-elsewhere", true, "v0"))
+        .verify_incident(env.signed(verify("gw-elsewhere", true, "v0")))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     let worker = format!("gw-{grid}");
     let inc = s
-        .verify_incident(verify(&worker, false, "v1"))
+        .verify_incident(env.signed(verify(&worker, false, "v1")))
         .await
         .unwrap()
         .into_inner();
@@ -657,24 +651,24 @@ async fn verification_feedback_reopening_and_reporter_points() {
         "failed verification reopens"
     );
     assert!(inc.warning);
-    d.accept_incident(accept(&id, &primary, "a2"))
+    d.accept_incident(env.signed(accept(&id, &primary, "a2")))
         .await
         .unwrap();
-    d.resolve_incident(resolve(&id, &primary, "r2"))
+    d.resolve_incident(env.signed(resolve(&id, &primary, "r2")))
         .await
         .unwrap();
     let inc = s
-        .verify_incident(verify(&worker, true, "v2"))
+        .verify_incident(env.signed(verify(&worker, true, "v2")))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(inc.status, pb::IncidentStatus::Verified as i32);
     // Points for the verified report: city.vehicle earns 5.
     let points = i
-        .get_reporter_points(pb::GetReporterPointsRequest {
+        .get_reporter_points(env.signed(pb::GetReporterPointsRequest {
             source_system: "resident-app".into(),
             reporter_id: "r-1".into(),
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -688,10 +682,13 @@ async fn verification_feedback_reopening_and_reporter_points() {
         comment: "the car is still there".into(),
         request_id: rid.into(),
     };
-    let err = i.submit_feedback(feedback(9, "f0")).await.unwrap_err();
+    let err = i
+        .submit_feedback(env.signed(feedback(9, "f0")))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let inc = i
-        .submit_feedback(feedback(1, "f1"))
+        .submit_feedback(env.signed(feedback(1, "f1")))
         .await
         .unwrap()
         .into_inner();
@@ -699,14 +696,14 @@ async fn verification_feedback_reopening_and_reporter_points() {
     assert_eq!(inc.reopened_count, 2);
     let reopened = notice(&mut po_stream, pb::DispatchKind::Reopened).await;
     assert_eq!(reopened.incident_id, id);
-    d.resolve_incident(resolve(&id, &primary, "r3"))
+    d.resolve_incident(env.signed(resolve(&id, &primary, "r3")))
         .await
         .unwrap();
-    s.verify_incident(verify(&worker, true, "v3"))
+    s.verify_incident(env.signed(verify(&worker, true, "v3")))
         .await
         .unwrap();
     let inc = i
-        .submit_feedback(feedback(5, "f2"))
+        .submit_feedback(env.signed(feedback(5, "f2")))
         .await
         .unwrap()
         .into_inner();
@@ -716,7 +713,10 @@ async fn verification_feedback_reopening_and_reporter_points() {
         "satisfied: closed"
     );
     assert_eq!(inc.satisfaction, 5);
-    let err = i.submit_feedback(feedback(4, "f3")).await.unwrap_err();
+    let err = i
+        .submit_feedback(env.signed(feedback(4, "f3")))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "feedback once");
     let k = kinds(&inc);
     assert_eq!(
@@ -772,11 +772,11 @@ async fn timers_fire_exactly_once_up_the_chain_while_replicas_come_and_go() {
     let mut watch = env
         .incidents()
         .await
-        .watch_incidents(pb::WatchIncidentsRequest {
+        .watch_incidents(env.signed(pb::WatchIncidentsRequest {
             department_id: "water-affairs".into(),
             start: pb::WatchStart::Earliest as i32,
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -837,10 +837,10 @@ async fn timers_fire_exactly_once_up_the_chain_while_replicas_come_and_go() {
     let stats = env
         .supervision()
         .await
-        .get_stats(pb::GetStatsRequest {
+        .get_stats(env.signed(pb::GetStatsRequest {
             department_id: "water-affairs".into(),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -858,21 +858,21 @@ async fn watch_filters_by_region_and_stats_report_the_headline_figures() {
     let mut watch = env
         .incidents()
         .await
-        .watch_incidents(pb::WatchIncidentsRequest {
+        .watch_incidents(env.signed(pb::WatchIncidentsRequest {
             region_code: tpath[1].clone(),
             start: pb::WatchStart::Latest as i32,
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
     let town = reported(&env, "w-1", "city.sanitation", tlng, tlat).await;
     let _city = reported(&env, "w-2", "city.sanitation", lng, lat).await;
     let mut d = env.dispatches().await;
-    d.accept_incident(accept(&town, "urban-management", "a"))
+    d.accept_incident(env.signed(accept(&town, "urban-management", "a")))
         .await
         .unwrap();
-    d.resolve_incident(resolve(&town, "urban-management", "r"))
+    d.resolve_incident(env.signed(resolve(&town, "urban-management", "r")))
         .await
         .unwrap();
     let mut kinds = Vec::new();
@@ -890,10 +890,10 @@ async fn watch_filters_by_region_and_stats_report_the_headline_figures() {
 
     let mut s = env.supervision().await;
     let stats = s
-        .get_stats(pb::GetStatsRequest {
+        .get_stats(env.signed(pb::GetStatsRequest {
             region_code: path[0].clone(),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -905,10 +905,10 @@ async fn watch_filters_by_region_and_stats_report_the_headline_figures() {
     assert!((stats.resolve_on_time_rate - 1.0).abs() < 1e-9);
     assert!(stats.resolve_working_hours_avg >= 0.0);
     let err = s
-        .get_stats(pb::GetStatsRequest {
+        .get_stats(env.signed(pb::GetStatsRequest {
             region_code: "nowhere".into(),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -930,12 +930,12 @@ async fn co_handlers_add_progress_and_the_primary_resolves() {
     );
     let mut d = env.dispatches().await;
     let inc = d
-        .add_progress(pb::AddProgressRequest {
+        .add_progress(env.signed(pb::AddProgressRequest {
             incident_id: id.clone(),
             department_id: "property-office".into(),
             note: "compound gate opened for the fire engine".into(),
             request_id: "co-p1".into(),
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -950,11 +950,17 @@ async fn co_handlers_add_progress_and_the_primary_resolves() {
     for act in ["resolve", "accept", "return"] {
         let err = match act {
             "resolve" => {
-                d.resolve_incident(resolve(&id, "traffic-police", "x1"))
+                d.resolve_incident(env.signed(resolve(&id, "traffic-police", "x1")))
                     .await
             }
-            "accept" => d.accept_incident(accept(&id, "traffic-police", "x2")).await,
-            _ => d.return_incident(ret(&id, "traffic-police", "x3")).await,
+            "accept" => {
+                d.accept_incident(env.signed(accept(&id, "traffic-police", "x2")))
+                    .await
+            }
+            _ => {
+                d.return_incident(env.signed(ret(&id, "traffic-police", "x3")))
+                    .await
+            }
         }
         .unwrap_err();
         assert_eq!(
@@ -964,17 +970,17 @@ async fn co_handlers_add_progress_and_the_primary_resolves() {
         );
     }
     let err = d
-        .add_progress(pb::AddProgressRequest {
+        .add_progress(env.signed(pb::AddProgressRequest {
             incident_id: id.clone(),
             department_id: "water-affairs".into(),
             note: "not involved".into(),
             request_id: "co-p2".into(),
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     let mut co_stream = env.subscribe("traffic-police").await;
-    d.resolve_incident(resolve(&id, "emergency-management", "co-r"))
+    d.resolve_incident(env.signed(resolve(&id, "emergency-management", "co-r")))
         .await
         .unwrap();
     let n = notice(&mut co_stream, pb::DispatchKind::Resolved).await;
@@ -1017,113 +1023,119 @@ async fn call(
     let centre = "command-centre".to_owned();
     let rid = format!("x-{action}-{}", ulid_like());
     let r = match action {
-        "accept" => d.accept_incident(accept(&id, primary, &rid)).await,
+        "accept" => {
+            d.accept_incident(env.signed(accept(&id, primary, &rid)))
+                .await
+        }
         "progress" => {
-            d.add_progress(pb::AddProgressRequest {
+            d.add_progress(env.signed(pb::AddProgressRequest {
                 incident_id: id,
                 department_id: primary.into(),
                 note: "n".into(),
                 request_id: rid,
-            })
+            }))
             .await
         }
-        "resolve" => d.resolve_incident(resolve(&id, primary, &rid)).await,
-        "return" => d.return_incident(ret(&id, primary, &rid)).await,
+        "resolve" => {
+            d.resolve_incident(env.signed(resolve(&id, primary, &rid)))
+                .await
+        }
+        "return" => d.return_incident(env.signed(ret(&id, primary, &rid))).await,
         "arbitrate" => {
-            s.arbitrate_incident(pb::ArbitrateIncidentRequest {
+            s.arbitrate_incident(env.signed(pb::ArbitrateIncidentRequest {
                 incident_id: id,
                 department_id: centre,
                 assignee_department_id: "water-affairs".into(),
                 note: "n".into(),
                 request_id: rid,
-            })
+            }))
             .await
         }
         "request_extension" => {
-            d.request_extension(pb::RequestExtensionRequest {
+            d.request_extension(env.signed(pb::RequestExtensionRequest {
                 incident_id: id,
                 department_id: primary.into(),
                 reason: "r".into(),
                 extension: "1wd".into(),
                 request_id: rid,
-            })
+            }))
             .await
         }
         "request_suspension" => {
-            d.request_suspension(pb::RequestSuspensionRequest {
+            d.request_suspension(env.signed(pb::RequestSuspensionRequest {
                 incident_id: id,
                 department_id: primary.into(),
                 reason: "r".into(),
                 request_id: rid,
-            })
+            }))
             .await
         }
         "decide" => {
-            s.decide_request(pb::DecideRequestRequest {
+            s.decide_request(env.signed(pb::DecideRequestRequest {
                 incident_id: id,
                 department_id: centre,
                 approve: true,
                 note: "n".into(),
                 request_id: rid,
                 ..Default::default()
-            })
+            }))
             .await
         }
         "resume" => {
-            d.resume_incident(pb::ResumeIncidentRequest {
+            d.resume_incident(env.signed(pb::ResumeIncidentRequest {
                 incident_id: id,
                 department_id: centre,
                 note: "n".into(),
                 request_id: rid,
-            })
+            }))
             .await
         }
         "verify" | "verify_failed" => {
-            s.verify_incident(pb::VerifyIncidentRequest {
+            s.verify_incident(env.signed(pb::VerifyIncidentRequest {
                 incident_id: id,
                 department_id: centre,
                 passed: action == "verify",
                 note: "n".into(),
                 request_id: rid,
                 ..Default::default()
-            })
+            }))
             .await
         }
         "feedback" => {
-            i.submit_feedback(pb::SubmitFeedbackRequest {
+            i.submit_feedback(env.signed(pb::SubmitFeedbackRequest {
                 incident_id: id,
                 source_system: "resident-app".into(),
                 satisfaction: 4,
                 comment: "c".into(),
                 request_id: rid,
-            })
+            }))
             .await
         }
         "close" => {
-            s.close_incident(pb::CloseIncidentRequest {
+            s.close_incident(env.signed(pb::CloseIncidentRequest {
                 incident_id: id,
                 department_id: centre,
                 note: "n".into(),
                 request_id: rid,
-            })
+            }))
             .await
         }
         "cancel" => {
-            s.cancel_incident(pb::CancelIncidentRequest {
+            s.cancel_incident(env.signed(pb::CancelIncidentRequest {
                 incident_id: id,
                 department_id: centre,
                 reason: "r".into(),
                 request_id: rid,
-            })
+            }))
             .await
         }
         "unmerge" => {
-            s.unmerge_incident(pb::UnmergeIncidentRequest {
+            s.unmerge_incident(env.signed(pb::UnmergeIncidentRequest {
                 incident_id: id,
                 department_id: centre,
                 note: "n".into(),
                 request_id: rid,
-            })
+            }))
             .await
         }
         other => panic!("unknown action {other}"),
@@ -1221,9 +1233,9 @@ async fn every_illegal_action_in_every_reachable_state_is_failed_precondition() 
         let inc = env
             .incidents()
             .await
-            .get_incident(pb::GetIncidentRequest {
+            .get_incident(env.signed(pb::GetIncidentRequest {
                 incident_id: id.clone(),
-            })
+            }))
             .await
             .unwrap()
             .into_inner();
@@ -1274,7 +1286,7 @@ async fn a_department_given_a_case_back_by_arbitration_lists_and_counts_it_once(
     let (_, _, lng, lat) = grid_point(&env.table(), false);
     let id = reported(&env, "back-1", "city.vehicle.abandoned", lng, lat).await;
     let mut d = env.dispatches().await;
-    d.return_incident(ret(&id, "property-office", "b1"))
+    d.return_incident(env.signed(ret(&id, "property-office", "b1")))
         .await
         .unwrap();
     let mut inc = env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
@@ -1285,31 +1297,32 @@ async fn a_department_given_a_case_back_by_arbitration_lists_and_counts_it_once(
         tokio::time::sleep(Duration::from_millis(25)).await;
         inc = env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
     }
-    d.return_incident(ret(&id, "command-centre", "b2"))
+    d.return_incident(env.signed(ret(&id, "command-centre", "b2")))
         .await
         .unwrap();
     // The centre gives it back to the department that returned it first.
     env.supervision()
         .await
-        .arbitrate_incident(pb::ArbitrateIncidentRequest {
+        .arbitrate_incident(env.signed(pb::ArbitrateIncidentRequest {
             incident_id: id.clone(),
             department_id: "command-centre".into(),
             assignee_department_id: "property-office".into(),
             note: "inside the compound after all".into(),
             request_id: "back-arb".into(),
-        })
+        }))
         .await
         .unwrap();
     let mut c = env.incidents().await;
+    let env = &env;
     let listed = |department: &str| {
         let mut c = c.clone();
         let (department, id) = (department.to_owned(), id.clone());
         async move {
-            c.list_incidents(pb::ListIncidentsRequest {
+            c.list_incidents(env.signed(pb::ListIncidentsRequest {
                 department_id: department,
                 page_size: 50,
                 ..Default::default()
-            })
+            }))
             .await
             .unwrap()
             .into_inner()
@@ -1325,17 +1338,17 @@ async fn a_department_given_a_case_back_by_arbitration_lists_and_counts_it_once(
     let stats = env
         .supervision()
         .await
-        .get_stats(pb::GetStatsRequest {
+        .get_stats(env.signed(pb::GetStatsRequest {
             department_id: "property-office".into(),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(stats.incident_count, 1);
     // Unfiltered, it is listed once too (it entered the `all` index at its first routing).
     let all = c
-        .list_incidents(pb::ListIncidentsRequest::default())
+        .list_incidents(env.signed(pb::ListIncidentsRequest::default()))
         .await
         .unwrap()
         .into_inner();

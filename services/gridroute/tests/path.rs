@@ -22,7 +22,7 @@ async fn report_reaches_the_departments_subscriber_with_grid_path() {
     let r = env
         .incidents()
         .await
-        .report_incident(report("r-1", "city.vehicle.abandoned", lng, lat))
+        .report_incident(env.signed(report("r-1", "city.vehicle.abandoned", lng, lat)))
         .await
         .unwrap()
         .into_inner();
@@ -66,7 +66,7 @@ async fn region_specific_rule_wins_in_the_township() {
     let r = env
         .incidents()
         .await
-        .report_incident(report("r-t", "city.vehicle.abandoned", lng, lat))
+        .report_incident(env.signed(report("r-t", "city.vehicle.abandoned", lng, lat)))
         .await
         .unwrap()
         .into_inner();
@@ -86,7 +86,7 @@ async fn co_handlers_receive_the_dispatch_too() {
     let r = env
         .incidents()
         .await
-        .report_incident(report("r-f", "city.fire_lane.blocked", lng, lat))
+        .report_incident(env.signed(report("r-f", "city.fire_lane.blocked", lng, lat)))
         .await
         .unwrap()
         .into_inner();
@@ -104,12 +104,12 @@ async fn idempotent_retry_returns_the_same_incident() {
     let (_, _, lng, lat) = grid_point(&env.table(), false);
     let mut c = env.incidents().await;
     let first = c
-        .report_incident(report("same-key", "city.vehicle.abandoned", lng, lat))
+        .report_incident(env.signed(report("same-key", "city.vehicle.abandoned", lng, lat)))
         .await
         .unwrap()
         .into_inner();
     let again = c
-        .report_incident(report("same-key", "city.vehicle.abandoned", lng, lat))
+        .report_incident(env.signed(report("same-key", "city.vehicle.abandoned", lng, lat)))
         .await
         .unwrap()
         .into_inner();
@@ -118,11 +118,15 @@ async fn idempotent_retry_returns_the_same_incident() {
     // Spelling out a default is the same request.
     let mut explicit = report("same-key", "city.vehicle.abandoned", lng, lat);
     explicit.urgency = pb::Urgency::Unspecified as i32;
-    let third = c.report_incident(explicit).await.unwrap().into_inner();
+    let third = c
+        .report_incident(env.signed(explicit))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(third.incident_id, first.incident_id);
 
     let err = c
-        .report_incident(report("same-key", "city.sanitation.garbage", lng, lat))
+        .report_incident(env.signed(report("same-key", "city.sanitation.garbage", lng, lat)))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
@@ -131,7 +135,11 @@ async fn idempotent_retry_returns_the_same_incident() {
     // The same key from another source system is another request.
     let mut other = report("same-key", "city.vehicle.abandoned", lng, lat);
     other.source_system = "grid-worker-app".into();
-    let fourth = c.report_incident(other).await.unwrap().into_inner();
+    let fourth = c
+        .report_incident(env.signed(other))
+        .await
+        .unwrap()
+        .into_inner();
     assert_ne!(fourth.incident_id, first.incident_id);
 
     env.wait_status(&first.incident_id, pb::IncidentStatus::Dispatched)
@@ -151,7 +159,7 @@ async fn outside_every_grid_goes_to_the_command_centre() {
     let mut c = env.incidents().await;
     // Yinchuan, 50 km south of Dawukou.
     let r = c
-        .report_incident(report("far", "city.vehicle.abandoned", 106.23, 38.49))
+        .report_incident(env.signed(report("far", "city.vehicle.abandoned", 106.23, 38.49)))
         .await
         .unwrap()
         .into_inner();
@@ -171,7 +179,7 @@ async fn outside_every_grid_goes_to_the_command_centre() {
     // No rule for the category: the command centre of the district, with the grid path kept.
     let (_, _, lng, lat) = grid_point(&env.table(), false);
     let r = c
-        .report_incident(report("norule", "city.other.unlisted", lng, lat))
+        .report_incident(env.signed(report("norule", "city.other.unlisted", lng, lat)))
         .await
         .unwrap()
         .into_inner();
@@ -197,7 +205,7 @@ async fn grid_code_reports_route_like_points() {
     let r = env
         .incidents()
         .await
-        .report_incident(rep)
+        .report_incident(env.signed(rep))
         .await
         .unwrap()
         .into_inner();
@@ -222,9 +230,13 @@ async fn invalid_requests_get_field_violations() {
     let env = Env::start().await;
     let mut c = env.incidents().await;
     let mut bad = report("", "City Vehicle", 200.0, 95.0);
+    // An empty source system is the caller's own: not a violation.
     bad.source_system.clear();
     bad.attachment_urls = vec!["ftp://x".into()];
-    let err = c.report_incident(bad).await.unwrap_err();
+    let err = c
+        .report_incident(env.as_("source_system:resident-app", bad))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let mut fields = violations(&err);
     fields.sort();
@@ -236,14 +248,13 @@ async fn invalid_requests_get_field_violations() {
             "location.point.latitude",
             "location.point.longitude",
             "request_id",
-            "source_system"
         ]
     );
 
     let mut no_loc = report("x", "city.vehicle.abandoned", 0.0, 0.0);
     no_loc.location = None;
     assert_eq!(
-        violations(&c.report_incident(no_loc).await.unwrap_err()),
+        violations(&c.report_incident(env.signed(no_loc)).await.unwrap_err()),
         ["location"]
     );
 
@@ -253,7 +264,11 @@ async fn invalid_requests_get_field_violations() {
         ..Default::default()
     });
     assert_eq!(
-        violations(&c.report_incident(unknown_grid).await.unwrap_err()),
+        violations(
+            &c.report_incident(env.signed(unknown_grid))
+                .await
+                .unwrap_err()
+        ),
         ["location.grid_code"]
     );
 
@@ -263,49 +278,53 @@ async fn invalid_requests_get_field_violations() {
         nanos: 0,
     });
     assert_eq!(
-        violations(&c.report_incident(future).await.unwrap_err()),
+        violations(&c.report_incident(env.signed(future)).await.unwrap_err()),
         ["occurred_time"]
     );
 
     let err = c
-        .get_incident(pb::GetIncidentRequest {
+        .get_incident(env.signed(pb::GetIncidentRequest {
             incident_id: String::new(),
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = c
-        .get_incident(pb::GetIncidentRequest {
+        .get_incident(env.signed(pb::GetIncidentRequest {
             incident_id: "01JDXK3M4P5Q6R7S8T9V0W1X2Y-1".into(),
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 
     let mut d = env.dispatches().await;
     let err = d
-        .subscribe(pb::SubscribeRequest {
+        .subscribe(env.signed(pb::SubscribeRequest {
             department_id: "nobody".into(),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap_err();
-    assert_eq!(violations(&err), ["department_id"]);
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "a token naming no department of the table: {err:?}"
+    );
     let err = d
-        .subscribe(pb::SubscribeRequest {
+        .subscribe(env.signed(pb::SubscribeRequest {
             department_id: "water-affairs".into(),
             cursor: "garbage".into(),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(violations(&err), ["cursor"]);
     let err = d
-        .return_incident(pb::ReturnIncidentRequest {
+        .return_incident(env.signed(pb::ReturnIncidentRequest {
             incident_id: "x".into(),
             department_id: "water-affairs".into(),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap_err();
     let mut f = violations(&err);
@@ -354,7 +373,7 @@ async fn redis_down_gives_unavailable_and_not_serving() {
     let err = env
         .incidents()
         .await
-        .report_incident(report("down", "city.vehicle.abandoned", lng, lat))
+        .report_incident(env.signed(report("down", "city.vehicle.abandoned", lng, lat)))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
@@ -402,7 +421,7 @@ async fn service_recovers_when_redis_comes_back() {
     let err = env
         .incidents()
         .await
-        .report_incident(report("gone", "city.vehicle.abandoned", lng, lat))
+        .report_incident(env.signed(report("gone", "city.vehicle.abandoned", lng, lat)))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);
@@ -413,7 +432,7 @@ async fn service_recovers_when_redis_comes_back() {
         match env
             .incidents()
             .await
-            .report_incident(report("back", "city.vehicle.abandoned", lng, lat))
+            .report_incident(env.signed(report("back", "city.vehicle.abandoned", lng, lat)))
             .await
         {
             Ok(r) => {
@@ -446,7 +465,7 @@ async fn batch_reports_get_one_result_each() {
     let resp = env
         .incidents()
         .await
-        .report_incidents(tokio_stream::iter(items))
+        .report_incidents(env.as_("source_system:resident-app", tokio_stream::iter(items)))
         .await
         .unwrap()
         .into_inner();
@@ -479,19 +498,23 @@ async fn subscriber_resumes_from_its_cursor_without_missing_anything() {
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(
-            inc.report_incident(report(
+            inc.report_incident(env.signed(report(
                 &format!("c-{i}"),
                 "city.vehicle.abandoned",
                 lng,
                 lat,
-            ))
+            )))
             .await
             .unwrap()
             .into_inner()
             .incident_id,
         );
     }
-    let mut sub = d.subscribe(sub_req("")).await.unwrap().into_inner();
+    let mut sub = d
+        .subscribe(env.signed(sub_req("")))
+        .await
+        .unwrap()
+        .into_inner();
     let mut got = Vec::new();
     let mut cursor = String::new();
     for _ in 0..3 {
@@ -509,12 +532,12 @@ async fn subscriber_resumes_from_its_cursor_without_missing_anything() {
     let mut later = Vec::new();
     for i in 3..6 {
         let id = inc
-            .report_incident(report(
+            .report_incident(env.signed(report(
                 &format!("c-{i}"),
                 "city.vehicle.abandoned",
                 lng,
                 lat,
-            ))
+            )))
             .await
             .unwrap()
             .into_inner()
@@ -522,7 +545,11 @@ async fn subscriber_resumes_from_its_cursor_without_missing_anything() {
         env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
         later.push(id);
     }
-    let mut sub = d.subscribe(sub_req(&cursor)).await.unwrap().into_inner();
+    let mut sub = d
+        .subscribe(env.signed(sub_req(&cursor)))
+        .await
+        .unwrap()
+        .into_inner();
     let mut resumed = Vec::new();
     for _ in 0..3 {
         resumed.push(next_dispatch(&mut sub).await.incident_id);
@@ -533,16 +560,16 @@ async fn subscriber_resumes_from_its_cursor_without_missing_anything() {
 
     // LATEST skips history.
     let mut sub = d
-        .subscribe(pb::SubscribeRequest {
+        .subscribe(env.signed(pb::SubscribeRequest {
             department_id: "property-office".into(),
             start: pb::SubscribeStart::Latest as i32,
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
     let id = inc
-        .report_incident(report("c-new", "city.vehicle.abandoned", lng, lat))
+        .report_incident(env.signed(report("c-new", "city.vehicle.abandoned", lng, lat)))
         .await
         .unwrap()
         .into_inner()
@@ -558,12 +585,12 @@ async fn router_killed_before_dispatch_is_replaced_exactly_once() {
     let mut ids = Vec::new();
     for i in 0..20 {
         ids.push(
-            c.report_incident(report(
+            c.report_incident(env.signed(report(
                 &format!("k-{i}"),
                 "city.vehicle.abandoned",
                 lng,
                 lat,
-            ))
+            )))
             .await
             .unwrap()
             .into_inner()
@@ -666,7 +693,7 @@ async fn poison_entries_go_to_the_dead_letter_stream() {
     let id = env
         .incidents()
         .await
-        .report_incident(report("after", "city.vehicle.abandoned", lng, lat))
+        .report_incident(env.signed(report("after", "city.vehicle.abandoned", lng, lat)))
         .await
         .unwrap()
         .into_inner()
@@ -680,7 +707,7 @@ async fn entries_that_keep_failing_are_dead_lettered_after_max_deliveries() {
     let (_, _, lng, lat) = grid_point(&env.table(), false);
     let mut c = env.incidents().await;
     let bad = c
-        .report_incident(report("will-fail", "city.vehicle.abandoned", lng, lat))
+        .report_incident(env.signed(report("will-fail", "city.vehicle.abandoned", lng, lat)))
         .await
         .unwrap()
         .into_inner()
@@ -690,12 +717,12 @@ async fn entries_that_keep_failing_are_dead_lettered_after_max_deliveries() {
     let mut good = Vec::new();
     for i in 0..40 {
         let id = c
-            .report_incident(report(
+            .report_incident(env.signed(report(
                 &format!("will-pass-{i}"),
                 "city.vehicle.abandoned",
                 lng,
                 lat,
-            ))
+            )))
             .await
             .unwrap()
             .into_inner()

@@ -52,7 +52,7 @@ async fn accept_and_resolve_change_state_and_stop_their_timers() {
     let id = env
         .incidents()
         .await
-        .report_incident(report("a-1", "city.vehicle.abandoned", lng, lat))
+        .report_incident(env.signed(report("a-1", "city.vehicle.abandoned", lng, lat)))
         .await
         .unwrap()
         .into_inner()
@@ -80,7 +80,7 @@ async fn accept_and_resolve_change_state_and_stop_their_timers() {
         request_id: "acc-1".into(),
     };
     let err = d
-        .accept_incident(accept("water-affairs"))
+        .accept_incident(env.signed(accept("water-affairs")))
         .await
         .unwrap_err();
     assert_eq!(
@@ -90,7 +90,7 @@ async fn accept_and_resolve_change_state_and_stop_their_timers() {
     );
 
     let inc = d
-        .accept_incident(accept("property-office"))
+        .accept_incident(env.signed(accept("property-office")))
         .await
         .unwrap()
         .into_inner();
@@ -108,7 +108,7 @@ async fn accept_and_resolve_change_state_and_stop_their_timers() {
     );
     // Repeating the same action with the same request id is not an error.
     let again = d
-        .accept_incident(accept("property-office"))
+        .accept_incident(env.signed(accept("property-office")))
         .await
         .unwrap()
         .into_inner();
@@ -121,7 +121,11 @@ async fn accept_and_resolve_change_state_and_stop_their_timers() {
         evidence_urls: vec!["https://evidence.example/1.jpg".into()],
         request_id: String::new(),
     };
-    let inc = d.resolve_incident(resolve).await.unwrap().into_inner();
+    let inc = d
+        .resolve_incident(env.signed(resolve))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(inc.status, pb::IncidentStatus::Resolved as i32);
     assert_eq!(
         timers(&env, &id).await,
@@ -134,10 +138,10 @@ async fn accept_and_resolve_change_state_and_stop_their_timers() {
     assert!(inc.timeline[3].detail.contains("towed"));
 
     let err = d
-        .accept_incident(pb::AcceptIncidentRequest {
+        .accept_incident(env.signed(pb::AcceptIncidentRequest {
             request_id: "acc-2".into(),
             ..accept("property-office")
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(
@@ -146,15 +150,19 @@ async fn accept_and_resolve_change_state_and_stop_their_timers() {
         "a resolved incident cannot be accepted"
     );
     let err = d
-        .accept_incident(pb::AcceptIncidentRequest {
+        .accept_incident(env.signed(pb::AcceptIncidentRequest {
             incident_id: "01JDXK3M4P5Q6R7S8T9V0W1X2Y-2".into(),
             department_id: "property-office".into(),
             note: String::new(),
             request_id: String::new(),
-        })
+        }))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "a department cannot tell an unknown incident from another's"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,7 +172,7 @@ async fn returned_incident_is_rerouted_without_the_department_that_returned_it()
     let id = env
         .incidents()
         .await
-        .report_incident(report("ret-1", "city.vehicle.abandoned", lng, lat))
+        .report_incident(env.signed(report("ret-1", "city.vehicle.abandoned", lng, lat)))
         .await
         .unwrap()
         .into_inner()
@@ -178,7 +186,7 @@ async fn returned_incident_is_rerouted_without_the_department_that_returned_it()
         note: "the car stands on a public road, not in the compound".into(),
         request_id: "ret-1".into(),
     };
-    d.return_incident(ret.clone()).await.unwrap();
+    d.return_incident(env.signed(ret.clone())).await.unwrap();
     // Returned → routed again; property-office is excluded, no other rule covers the category
     // here, so the district command centre takes it.
     let mut inc = env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
@@ -209,7 +217,7 @@ async fn returned_incident_is_rerouted_without_the_department_that_returned_it()
     );
     assert_eq!(env.dispatch_count("command-centre").await, 1);
     // A retried return is answered OK and changes nothing.
-    d.return_incident(ret).await.unwrap();
+    d.return_incident(env.signed(ret)).await.unwrap();
     assert_eq!(env.dispatch_count("command-centre").await, 1);
 }
 
@@ -224,19 +232,30 @@ async fn list_filters_by_department_region_status_and_pages() {
     for i in 0..7 {
         let (x, y) = if i % 2 == 0 { (lng, lat) } else { (tlng, tlat) };
         ids.push(
-            c.report_incident(report(&format!("l-{i}"), "city.vehicle.abandoned", x, y))
-                .await
-                .unwrap()
-                .into_inner()
-                .incident_id,
+            c.report_incident(env.signed(report(
+                &format!("l-{i}"),
+                "city.vehicle.abandoned",
+                x,
+                y,
+            )))
+            .await
+            .unwrap()
+            .into_inner()
+            .incident_id,
         );
     }
     for id in &ids {
         env.wait_status(id, pb::IncidentStatus::Dispatched).await;
     }
+    let env = &env;
     let list = |req: pb::ListIncidentsRequest| {
         let mut c = c.clone();
-        async move { c.list_incidents(req).await.unwrap().into_inner() }
+        async move {
+            c.list_incidents(env.signed(req))
+                .await
+                .unwrap()
+                .into_inner()
+        }
     };
     // Everything in pages of 3, every incident exactly once. The order is the order in which
     // they entered the list (their first routing, newest first), which partitions routed in
@@ -244,7 +263,7 @@ async fn list_filters_by_department_region_status_and_pages() {
     let mut sorted_ids = ids.clone();
     sorted_ids.sort();
     assert_eq!(
-        walk(&mut c.clone(), Default::default(), 3).await,
+        walk(env, &mut c.clone(), Default::default(), 3).await,
         sorted_ids
     );
 
@@ -268,12 +287,12 @@ async fn list_filters_by_department_region_status_and_pages() {
     assert_eq!(by_district.incidents.len(), 7);
 
     let mut d = env.dispatches().await;
-    d.accept_incident(pb::AcceptIncidentRequest {
+    d.accept_incident(env.signed(pb::AcceptIncidentRequest {
         incident_id: ids[0].clone(),
         department_id: "property-office".into(),
         note: String::new(),
         request_id: String::new(),
-    })
+    }))
     .await
     .unwrap();
     let accepted = list(pb::ListIncidentsRequest {
@@ -326,18 +345,18 @@ async fn list_filters_by_department_region_status_and_pages() {
     assert!(before.incidents.is_empty() && before.next_page_token.is_empty());
 
     let err = c
-        .list_incidents(pb::ListIncidentsRequest {
+        .list_incidents(env.signed(pb::ListIncidentsRequest {
             page_size: 10_000,
             ..Default::default()
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = c
-        .list_incidents(pb::ListIncidentsRequest {
+        .list_incidents(env.signed(pb::ListIncidentsRequest {
             page_token: "not-a-token".into(),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -354,7 +373,7 @@ async fn explain_route_returns_the_decision_and_creates_nothing() {
     let d = env
         .routing()
         .await
-        .explain_route(pb::ExplainRouteRequest { report: Some(r) })
+        .explain_route(env.signed(pb::ExplainRouteRequest { report: Some(r) }))
         .await
         .unwrap()
         .into_inner()
@@ -386,7 +405,7 @@ async fn explain_route_returns_the_decision_and_creates_nothing() {
     let d = env
         .routing()
         .await
-        .explain_route(pb::ExplainRouteRequest { report: Some(w) })
+        .explain_route(env.signed(pb::ExplainRouteRequest { report: Some(w) }))
         .await
         .unwrap()
         .into_inner()
@@ -397,7 +416,7 @@ async fn explain_route_returns_the_decision_and_creates_nothing() {
     let err = env
         .routing()
         .await
-        .explain_route(pb::ExplainRouteRequest { report: None })
+        .explain_route(env.signed(pb::ExplainRouteRequest { report: None }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -421,7 +440,7 @@ async fn a_time_window_finds_an_incident_routed_long_after_its_report() {
     let id = env
         .incidents()
         .await
-        .report_incident(report("late-1", "city.vehicle.abandoned", lng, lat))
+        .report_incident(env.signed(report("late-1", "city.vehicle.abandoned", lng, lat)))
         .await
         .unwrap()
         .into_inner()
@@ -450,11 +469,11 @@ async fn a_time_window_finds_an_incident_routed_long_after_its_report() {
     let window = env
         .incidents()
         .await
-        .list_incidents(pb::ListIncidentsRequest {
+        .list_incidents(env.signed(pb::ListIncidentsRequest {
             start_time: Some(at(reported - 3_600_000)),
             end_time: Some(at(reported + 3_600_000)),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -467,11 +486,11 @@ async fn a_time_window_finds_an_incident_routed_long_after_its_report() {
     let stats = env
         .supervision()
         .await
-        .get_stats(pb::GetStatsRequest {
+        .get_stats(env.signed(pb::GetStatsRequest {
             start_time: Some(at(reported - 3_600_000)),
             end_time: Some(at(reported + 3_600_000)),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -480,6 +499,7 @@ async fn a_time_window_finds_an_incident_routed_long_after_its_report() {
 
 /// Every incident of a page walk, checking that none comes twice.
 async fn walk(
+    env: &Env,
     c: &mut pb::incident_service_client::IncidentServiceClient<tonic::transport::Channel>,
     filter: pb::ListIncidentsRequest,
     page_size: i32,
@@ -488,11 +508,11 @@ async fn walk(
     let mut token = String::new();
     loop {
         let page = c
-            .list_incidents(pb::ListIncidentsRequest {
+            .list_incidents(env.signed(pb::ListIncidentsRequest {
                 page_size,
                 page_token: token.clone(),
                 ..filter.clone()
-            })
+            }))
             .await
             .unwrap()
             .into_inner();
@@ -569,32 +589,32 @@ async fn lists_and_stats_count_incidents_dispatched_in_one_batch_once() {
     ids.sort();
     township.sort();
     for page_size in [1, 4, 7, 12, 16, 500] {
-        let all = walk(&mut c, Default::default(), page_size).await;
+        let all = walk(&env, &mut c, Default::default(), page_size).await;
         assert_eq!(all, ids, "page size {page_size}");
     }
     let by_dept = pb::ListIncidentsRequest {
         department_id: "urban-management".into(),
         ..Default::default()
     };
-    assert_eq!(walk(&mut c, by_dept, 3).await, township);
+    assert_eq!(walk(&env, &mut c, by_dept, 3).await, township);
     let by_street = pb::ListIncidentsRequest {
         region_code: path[1].clone(),
         ..Default::default()
     };
-    assert_eq!(walk(&mut c, by_street, 6).await.len(), 40);
+    assert_eq!(walk(&env, &mut c, by_street, 6).await.len(), 40);
 
     let mut s = env.supervision().await;
     let stats = s
-        .get_stats(pb::GetStatsRequest::default())
+        .get_stats(env.signed(pb::GetStatsRequest::default()))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(stats.incident_count, 60);
     let stats = s
-        .get_stats(pb::GetStatsRequest {
+        .get_stats(env.signed(pb::GetStatsRequest {
             department_id: "urban-management".into(),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();

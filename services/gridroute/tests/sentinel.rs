@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::process::{Child, connect};
+use common::process::{Child, ServeAuth, connect};
 
 use std::{
     process::{Command, Stdio},
@@ -33,12 +33,13 @@ fn report(i: usize, grid: &str) -> pb::ReportIncidentRequest {
 
 /// Reports, retrying UNAVAILABLE with the same request id as a calling system would.
 async fn report_until_accepted(
+    auth: &ServeAuth,
     c: &mut IncidentServiceClient<Channel>,
     r: pb::ReportIncidentRequest,
 ) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match c.report_incident(r.clone()).await {
+        match c.report_incident(auth.signed(r.clone())).await {
             Ok(a) => return a.into_inner().incident_id,
             Err(e) if e.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -48,16 +49,20 @@ async fn report_until_accepted(
     }
 }
 
-async fn all_dispatched(c: &mut IncidentServiceClient<Channel>, ids: &[String]) -> bool {
+async fn all_dispatched(
+    auth: &ServeAuth,
+    c: &mut IncidentServiceClient<Channel>,
+    ids: &[String],
+) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut waiting: Vec<String> = ids.to_vec();
     while !waiting.is_empty() && Instant::now() < deadline {
         let mut still = Vec::new();
         for id in waiting {
             match c
-                .get_incident(pb::GetIncidentRequest {
+                .get_incident(auth.signed(pb::GetIncidentRequest {
                     incident_id: id.clone(),
-                })
+                }))
                 .await
             {
                 Ok(i) if i.get_ref().status == pb::IncidentStatus::Dispatched as i32 => {}
@@ -77,6 +82,7 @@ async fn keeps_working_through_a_sentinel_failover() {
     let sentinel = LocalSentinel::start().expect("primary, replica and Sentinel start");
     let first_primary = sentinel.primary.port();
     let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
+    let auth = ServeAuth::new("sentinel");
     let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
         .args([
             "serve",
@@ -87,6 +93,7 @@ async fn keeps_working_through_a_sentinel_failover() {
             "--metrics-addr",
             &format!("127.0.0.1:{metrics}"),
         ])
+        .args(auth.args())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -103,10 +110,10 @@ async fn keeps_working_through_a_sentinel_failover() {
         .collect();
     let mut before = Vec::new();
     for (i, grid) in grids.iter().enumerate().take(20) {
-        before.push(report_until_accepted(&mut c, report(i, grid)).await);
+        before.push(report_until_accepted(&auth, &mut c, report(i, grid)).await);
     }
     assert!(
-        all_dispatched(&mut c, &before).await,
+        all_dispatched(&auth, &mut c, &before).await,
         "routed through the first primary"
     );
 
@@ -123,10 +130,10 @@ async fn keeps_working_through_a_sentinel_failover() {
 
     let mut after = Vec::new();
     for (i, grid) in grids.iter().enumerate().skip(20) {
-        after.push(report_until_accepted(&mut c, report(i, grid)).await);
+        after.push(report_until_accepted(&auth, &mut c, report(i, grid)).await);
     }
     assert!(
-        all_dispatched(&mut c, &after).await,
+        all_dispatched(&auth, &mut c, &after).await,
         "routed through the new primary"
     );
 }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::process::{Child, connect};
+use common::process::{Child, ServeAuth, bearer, connect};
 
 use std::{
     process::{Command, Stdio},
@@ -18,7 +18,7 @@ use std::{
 use gridroute_proto::v1::{self as pb, incident_service_client::IncidentServiceClient};
 use gridroute_store::local::{LocalRedis, free_port};
 
-fn serve(redis: &str, name: &str) -> (Child, String) {
+fn serve(redis: &str, name: &str, auth: &ServeAuth) -> (Child, String) {
     let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
     let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
         .args([
@@ -36,6 +36,7 @@ fn serve(redis: &str, name: &str) -> (Child, String) {
             "--shutdown-grace-ms",
             "5000",
         ])
+        .args(auth.args())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -61,19 +62,26 @@ async fn sigterm_under_load_loses_nothing() {
     let redis = LocalRedis::start().unwrap();
     let table = gridroute_benches::dawukou();
     let grids: Vec<String> = table.grids.grids().iter().map(|g| g.code.clone()).collect();
-    let (mut first, addr) = serve(&redis.url(), "router-first");
+    let auth = ServeAuth::new("shutdown");
+    let token = auth.token("source_system:resident-app");
+    let (mut first, addr) = serve(&redis.url(), "router-first", &auth);
     let channel = connect(&addr).await;
 
     // Eight clients report as fast as the first process answers.
     let accepted = Arc::new(Mutex::new(Vec::new()));
     let mut clients = Vec::new();
     for c in 0..8 {
-        let (channel, accepted, grids) = (channel.clone(), accepted.clone(), grids.clone());
+        let (channel, accepted, grids, token) = (
+            channel.clone(),
+            accepted.clone(),
+            grids.clone(),
+            token.clone(),
+        );
         clients.push(tokio::spawn(async move {
             let mut client = IncidentServiceClient::new(channel);
             for i in (c..100_000).step_by(8) {
                 match client
-                    .report_incident(report(i, &grids[i % grids.len()]))
+                    .report_incident(bearer(&token, report(i, &grids[i % grids.len()])))
                     .await
                 {
                     Ok(r) => accepted.lock().unwrap().push(r.into_inner().incident_id),
@@ -113,7 +121,7 @@ async fn sigterm_under_load_loses_nothing() {
     );
 
     // A second process takes over whatever the first left pending or unread.
-    let (_second, addr) = serve(&redis.url(), "router-second");
+    let (_second, addr) = serve(&redis.url(), "router-second", &auth);
     let _ = connect(&addr).await;
     let mut r = redis::Client::open(redis.url())
         .unwrap()

@@ -53,14 +53,14 @@ async fn a_bad_table_is_rejected_and_the_old_one_stays() {
         1,
     );
     let err = admin
-        .publish_table(pb::PublishTableRequest {
+        .publish_table(env.signed(pb::PublishTableRequest {
             sources: Some(pb::TableSources {
                 grids_geojson: bad_grids,
                 rules_yaml: bad_rules,
                 ..Default::default()
             }),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -80,7 +80,7 @@ async fn a_bad_table_is_rejected_and_the_old_one_stays() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(env.tables.load().version, before);
     let info = admin
-        .get_table_info(pb::GetTableInfoRequest {})
+        .get_table_info(env.signed(pb::GetTableInfoRequest {}))
         .await
         .unwrap()
         .into_inner();
@@ -94,11 +94,11 @@ async fn publish_swaps_every_replica_and_rollback_restores() {
     let v1 = env.tables.load().version.clone();
     let mut admin = env.table_admin().await;
     let dry = admin
-        .publish_table(pb::PublishTableRequest {
+        .publish_table(env.signed(pb::PublishTableRequest {
             sources: sources(&candidate_rules()),
             validate_only: true,
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -111,12 +111,12 @@ async fn publish_swaps_every_replica_and_rollback_restores() {
     );
 
     let r = admin
-        .publish_table(pb::PublishTableRequest {
+        .publish_table(env.signed(pb::PublishTableRequest {
             sources: sources(&candidate_rules()),
             published_by: "ops".into(),
             note: "vehicles to urban management".into(),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -129,7 +129,7 @@ async fn publish_swaps_every_replica_and_rollback_restores() {
     let id = env
         .incidents()
         .await
-        .report_incident(report("after-swap", "city.vehicle.abandoned", lng, lat))
+        .report_incident(env.signed(report("after-swap", "city.vehicle.abandoned", lng, lat)))
         .await
         .unwrap()
         .into_inner()
@@ -146,20 +146,20 @@ async fn publish_swaps_every_replica_and_rollback_restores() {
 
     // Publishing the same content again changes nothing.
     let again = admin
-        .publish_table(pb::PublishTableRequest {
+        .publish_table(env.signed(pb::PublishTableRequest {
             sources: sources(&candidate_rules()),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
     assert!(!again.changed);
 
     let info = admin
-        .rollback_table(pb::RollbackTableRequest {
+        .rollback_table(env.signed(pb::RollbackTableRequest {
             published_by: "ops".into(),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -176,6 +176,7 @@ async fn hot_swap_under_load_routes_each_incident_with_one_whole_table() {
     let v1 = env.tables.load().version.clone();
     let (_, _, lng, lat) = grid_point(&env.table(), false);
     let client = env.incidents().await;
+    let token = env.token("source_system:resident-app");
     let load = tokio::spawn(async move {
         let mut ids = Vec::new();
         for chunk in 0..30 {
@@ -189,9 +190,12 @@ async fn hot_swap_under_load_routes_each_incident_with_one_whole_table() {
                     )
                 })
                 .collect();
+            let mut req = tonic::Request::new(tokio_stream::iter(batch));
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
             let resp = client
                 .clone()
-                .report_incidents(tokio_stream::iter(batch))
+                .report_incidents(req)
                 .await
                 .unwrap()
                 .into_inner();
@@ -244,12 +248,12 @@ async fn diff_lists_every_incident_a_candidate_would_route_differently() {
     let mut changed = Vec::new();
     for i in 0..3 {
         changed.push(
-            c.report_incident(report(
+            c.report_incident(env.signed(report(
                 &format!("d-{i}"),
                 "city.vehicle.abandoned",
                 lng,
                 lat,
-            ))
+            )))
             .await
             .unwrap()
             .into_inner()
@@ -257,12 +261,12 @@ async fn diff_lists_every_incident_a_candidate_would_route_differently() {
         );
     }
     let same = [
-        c.report_incident(report("d-t", "city.vehicle.abandoned", tlng, tlat))
+        c.report_incident(env.signed(report("d-t", "city.vehicle.abandoned", tlng, tlat)))
             .await
             .unwrap()
             .into_inner()
             .incident_id,
-        c.report_incident(report("d-w", "city.water.leak", lng, lat))
+        c.report_incident(env.signed(report("d-w", "city.water.leak", lng, lat)))
             .await
             .unwrap()
             .into_inner()
@@ -276,11 +280,11 @@ async fn diff_lists_every_incident_a_candidate_would_route_differently() {
     let r = env
         .table_admin()
         .await
-        .diff_table(pb::DiffTableRequest {
+        .diff_table(env.signed(pb::DiffTableRequest {
             candidate: sources(&candidate_rules()),
             replay_recent: 100,
             reports: vec![file_report, report("", "city.water.leak", lng, lat)],
-        })
+        }))
         .await
         .unwrap()
         .into_inner();

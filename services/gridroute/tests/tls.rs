@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::process::Child;
+use common::process::{Child, ServeAuth};
 
 use std::{
     process::{Command, Stdio},
@@ -109,6 +109,7 @@ async fn serves_grpc_over_tls_against_a_tls_only_redis() {
     .unwrap();
 
     let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
+    let auth = ServeAuth::new("tls");
     let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
         .args([
             "serve",
@@ -123,6 +124,7 @@ async fn serves_grpc_over_tls_against_a_tls_only_redis() {
             "--tls-key",
             &dir.join("server.key").display().to_string(),
         ])
+        .args(auth.args())
         .env("SSL_CERT_FILE", dir.join("ca.pem"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -189,7 +191,7 @@ async fn serves_grpc_over_tls_against_a_tls_only_redis() {
     // A report goes through both TLS connections and is routed.
     let mut c = IncidentServiceClient::new(channel);
     let id = c
-        .report_incident(pb::ReportIncidentRequest {
+        .report_incident(auth.signed(pb::ReportIncidentRequest {
             request_id: "tls-1".into(),
             source_system: "resident-app".into(),
             category: "city.sanitation".into(),
@@ -200,7 +202,7 @@ async fn serves_grpc_over_tls_against_a_tls_only_redis() {
                 ..Default::default()
             }),
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner()
@@ -208,9 +210,9 @@ async fn serves_grpc_over_tls_against_a_tls_only_redis() {
     let mut routed = false;
     for _ in 0..100 {
         let inc = c
-            .get_incident(pb::GetIncidentRequest {
+            .get_incident(auth.signed(pb::GetIncidentRequest {
                 incident_id: id.clone(),
-            })
+            }))
             .await
             .unwrap()
             .into_inner();

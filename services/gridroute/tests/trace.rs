@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::process::{Child, connect};
+use common::process::{Child, ServeAuth, connect};
 
 use std::{
     collections::HashMap,
@@ -62,6 +62,7 @@ async fn one_trace_spans_report_route_dispatch_and_delivery() {
     );
 
     let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
+    let auth = ServeAuth::new("trace");
     let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
         .args([
             "dev",
@@ -74,6 +75,7 @@ async fn one_trace_spans_report_route_dispatch_and_delivery() {
             "--trace-sample-ratio",
             "0",
         ])
+        .env("GRIDROUTE_DEV_DIR", &auth.dir)
         .env_remove("GRIDROUTE_REDIS_URL")
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .stdout(Stdio::null())
@@ -84,11 +86,11 @@ async fn one_trace_spans_report_route_dispatch_and_delivery() {
     let addr = format!("http://127.0.0.1:{grpc}");
     let channel = connect(&addr).await;
     let mut subscriber = DispatchServiceClient::new(channel.clone())
-        .subscribe(pb::SubscribeRequest {
+        .subscribe(auth.signed(pb::SubscribeRequest {
             department_id: "urban-management".into(),
             start: pb::SubscribeStart::Latest as i32,
             ..Default::default()
-        })
+        }))
         .await
         .unwrap()
         .into_inner();
@@ -96,18 +98,21 @@ async fn one_trace_spans_report_route_dispatch_and_delivery() {
     // The caller's trace is sampled (flags 01), so gridroute follows it although its own
     // ratio for new traces is 0.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let mut report = Request::new(pb::ReportIncidentRequest {
-        request_id: "traced-1".into(),
-        source_system: "resident-app".into(),
-        category: "city.sanitation".into(),
-        location: Some(pb::Location {
-            kind: Some(pb::location::Kind::GridCode(
-                gridroute_benches::dawukou().grids.grids()[0].code.clone(),
-            )),
+    let mut report = auth.req(
+        "source_system:resident-app",
+        pb::ReportIncidentRequest {
+            request_id: "traced-1".into(),
+            source_system: "resident-app".into(),
+            category: "city.sanitation".into(),
+            location: Some(pb::Location {
+                kind: Some(pb::location::Kind::GridCode(
+                    gridroute_benches::dawukou().grids.grids()[0].code.clone(),
+                )),
+                ..Default::default()
+            }),
             ..Default::default()
-        }),
-        ..Default::default()
-    });
+        },
+    );
     report.metadata_mut().insert(
         "traceparent",
         format!("00-{trace_id}-00f067aa0ba902b7-01")
@@ -173,6 +178,7 @@ async fn json_logs_name_the_trace_and_never_the_reporter() {
     );
     let log = std::env::temp_dir().join(format!("gridroute-log-{}.json", std::process::id()));
     let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
+    let auth = ServeAuth::new("trace");
     let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
         .args([
             "dev",
@@ -187,6 +193,7 @@ async fn json_logs_name_the_trace_and_never_the_reporter() {
             "--log-format",
             "json",
         ])
+        .env("GRIDROUTE_DEV_DIR", &auth.dir)
         .env_remove("GRIDROUTE_REDIS_URL")
         .env(
             "RUST_LOG",
@@ -202,25 +209,28 @@ async fn json_logs_name_the_trace_and_never_the_reporter() {
     let trace_id = "0af7651916cd43dd8448eb211c80319c";
     // An invalid report (logged as a failed call) and a valid one, both full of personal data.
     for (rid, category) in [("pii-1", "NOT A CATEGORY"), ("pii-2", "city.sanitation")] {
-        let mut r = Request::new(pb::ReportIncidentRequest {
-            request_id: rid.into(),
-            source_system: "resident-app".into(),
-            category: category.into(),
-            description: "张三丰 lives at Building 7, phone 13912345678".into(),
-            reporter: Some(pb::ReporterContact {
-                name: "张三丰".into(),
-                phone: "13912345678".into(),
-                reporter_id: "resident-778899".into(),
-            }),
-            location: Some(pb::Location {
-                kind: Some(pb::location::Kind::GridCode(
-                    gridroute_benches::dawukou().grids.grids()[0].code.clone(),
-                )),
-                address: "Building 7, Changsheng Road".into(),
+        let mut r = auth.req(
+            "source_system:resident-app",
+            pb::ReportIncidentRequest {
+                request_id: rid.into(),
+                source_system: "resident-app".into(),
+                category: category.into(),
+                description: "张三丰 lives at Building 7, phone 13912345678".into(),
+                reporter: Some(pb::ReporterContact {
+                    name: "张三丰".into(),
+                    phone: "13912345678".into(),
+                    reporter_id: "resident-778899".into(),
+                }),
+                location: Some(pb::Location {
+                    kind: Some(pb::location::Kind::GridCode(
+                        gridroute_benches::dawukou().grids.grids()[0].code.clone(),
+                    )),
+                    address: "Building 7, Changsheng Road".into(),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        });
+            },
+        );
         r.metadata_mut().insert(
             "traceparent",
             format!("00-{trace_id}-b7ad6b7169203331-01")

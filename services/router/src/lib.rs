@@ -587,6 +587,36 @@ fn dispatch_bytes(head: &pb::Dispatch, decision: &[u8], report: &[u8]) -> Vec<u8
     buf
 }
 
+/// Erases reporters' contact details `retention` after their incidents closed (PIPL: kept no
+/// longer than needed), looking every `every`; stops when `shutdown` turns true. Every router
+/// sweeps; the erase script makes two sweeps of one incident erase once.
+pub async fn retention_loop(
+    store: Store,
+    retention: Duration,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let retention_ms = retention.as_millis().min(i64::MAX as u128) as i64;
+    async move {
+        loop {
+            match store.erase_expired_contacts(retention_ms).await {
+                Ok(0) => {}
+                Ok(n) => info!(
+                    erased = n,
+                    "reporters' contact details erased after retention"
+                ),
+                Err(e) => debug!(error = %e, "contact retention sweep failed"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+    .instrument(info_span!("retention"))
+    .await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -629,3 +659,4 @@ mod tests {
         assert_eq!(pb::Dispatch::decode(bytes.as_slice()), Ok(whole));
     }
 }
+

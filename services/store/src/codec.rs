@@ -201,6 +201,18 @@ pub fn decode_parts(
     Ok((report, decision))
 }
 
+/// The reporter's contact kept with a record: the `contact` field, or (records written before
+/// the contact had a field of its own) the report's. `None` when there is none, or it was erased.
+pub fn contact(
+    fields: &HashMap<String, Vec<u8>>,
+    report: Option<&pb::ReportIncidentRequest>,
+) -> Option<pb::ReporterContact> {
+    match fields.get("contact") {
+        Some(b) => pb::ReporterContact::decode(b.as_slice()).ok(),
+        None => report.and_then(|r| r.reporter.clone()),
+    }
+}
+
 /// What the lifecycle needs of a stored record (its report and decision already decoded).
 pub fn record_from_fields(
     fields: &HashMap<String, Vec<u8>>,
@@ -218,6 +230,9 @@ pub fn record_from_fields(
         Some(("suspension", _)) => Some(Pending::Suspension),
         _ => None,
     });
+    let reporter_id = contact(fields, report)
+        .map(|c| c.reporter_id)
+        .unwrap_or_default();
     let report = report.cloned().unwrap_or_default();
     Record {
         status: text(fields, "status").and_then(Status::parse),
@@ -232,7 +247,7 @@ pub fn record_from_fields(
         grid_workers: decision.grid_workers.clone(),
         policy: decision.sla_policy.clone(),
         source_system: report.source_system,
-        reporter_id: report.reporter.map(|r| r.reporter_id).unwrap_or_default(),
+        reporter_id,
         category: report.category,
         returned_by: list(fields, "returned_by"),
         locked: text(fields, "locked").is_some(),
@@ -251,7 +266,8 @@ pub fn record_from_fields(
     }
 }
 
-/// A timeline event without its time (the script adds the Redis time).
+/// A timeline event of gridroute's own (actor `router` or a system) without its time (the
+/// script adds the Redis time).
 pub fn event_bytes(kind: &str, actor: &str, detail: &str, department: &str) -> Vec<u8> {
     pb::TimelineEvent {
         time: None,
@@ -260,6 +276,7 @@ pub fn event_bytes(kind: &str, actor: &str, detail: &str, department: &str) -> V
         detail: detail.to_owned(),
         department_id: department.to_owned(),
         user: String::new(),
+        actor_kind: String::new(),
     }
     .encode_to_vec()
 }
@@ -301,13 +318,13 @@ pub fn incident_from_fields(
             .and_then(|s| s.parse::<i64>().ok())
             .map(timestamp)
     };
-    let report = match fields.get("report") {
-        Some(b) => Some(
-            pb::ReportIncidentRequest::decode(b.as_slice())
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        ),
+    let mut report = match fields.get("report") {
+        Some(b) => pb::ReportIncidentRequest::decode(b.as_slice())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         None => return Err(StoreError::NotFound(id.to_owned())),
     };
+    // The contact joins the report here; the API masks it for callers who may not read it.
+    report.reporter = contact(fields, Some(&report));
     let decision = match fields.get("decision") {
         Some(b) => Some(
             pb::RouteDecision::decode(b.as_slice())
@@ -326,7 +343,7 @@ pub fn incident_from_fields(
     );
     Ok(pb::Incident {
         incident_id: id.to_owned(),
-        report,
+        report: Some(report),
         status: status as i32,
         decision,
         reported_time: ms("reported_at"),
@@ -355,5 +372,6 @@ pub fn incident_from_fields(
         merged_into: text(fields, "merged_into").unwrap_or_default().to_owned(),
         pending_request: text(fields, "pending").unwrap_or_default().to_owned(),
         escalations: list(fields, "fired"),
+        department_id: text(fields, "dept").unwrap_or_default().to_owned(),
     })
 }

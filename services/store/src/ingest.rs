@@ -77,8 +77,14 @@ impl Store {
             for &i in members {
                 let (r, tp) = reports[i];
                 let id = &ids[i];
-                let bytes = r.encode_to_vec();
-                let hash = format!("{:016x}", gridroute_core::table::fnv1a(&bytes));
+                let (bytes, contact) = split_contact(r);
+                // The payload's identity covers the contact too: the same request id with
+                // another contact is another request.
+                let hash = format!(
+                    "{:016x}",
+                    gridroute_core::table::fnv1a(&bytes)
+                        ^ gridroute_core::table::fnv1a(&contact).rotate_left(1)
+                );
                 let event = codec::event_bytes(
                     "reported",
                     &r.source_system,
@@ -95,6 +101,7 @@ impl Store {
                     bytes,
                     event,
                     tp.into(),
+                    contact,
                 ]);
             }
             let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
@@ -246,6 +253,23 @@ impl Store {
             .await?
             .pop()
             .unwrap_or_else(|| Err(StoreError::Internal("empty reply".into())))
+    }
+}
+
+/// A report's bytes without the reporter's contact, and the contact's bytes ('' when none).
+/// The contact is personal data: it is kept once, in the record's `contact` field, and never
+/// travels in the ingest entry, the dispatch copies or the events, so that erasing it after the
+/// retention period erases it everywhere.
+pub fn split_contact(r: &pb::ReportIncidentRequest) -> (Vec<u8>, Vec<u8>) {
+    match &r.reporter {
+        None => (r.encode_to_vec(), Vec::new()),
+        Some(contact) => {
+            let bare = pb::ReportIncidentRequest {
+                reporter: None,
+                ..r.clone()
+            };
+            (bare.encode_to_vec(), contact.encode_to_vec())
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `<prefix>:{pN}:ingest` | stream | reports waiting for a router (acked entries are deleted) |
 //! | `<prefix>:{pN}:idem:<source>:<request_id>` | string | `hash|incident id`, expires |
-//! | `<prefix>:{pN}:inc:<id>` | hash | the incident record |
+//! | `<prefix>:{pN}:inc:<id>` | hash | the incident record (`report` without the reporter's contact, which is `contact`: personal data kept once, erased after retention) |
 //! | `<prefix>:{pN}:tl:<id>` | list | the incident's timeline after its first two entries (those are the record's `tl0`, `tl1`), `ms|event bytes` |
 //! | `<prefix>:{pN}:dispatch:<department>` | stream | dispatches for one department |
 //! | `<prefix>:{pN}:sla` | sorted set | pending timers `<id>|<kind>|<department>` scored by due time (ms) |
@@ -18,6 +18,8 @@
 //! | `<prefix>:{pN}:ix:all`, `:ix:region:<code>` | streams | `i` = incident id (repeated: one entry per dispatch batch), added when it is first routed (append-only) |
 //! | `<prefix>:{pN}:ixlag` | sorted set | `first`, `assign`: the longest report → index-entry delay seen (ms) |
 //! | `<prefix>:{pN}:ix:dept:<d>` | stream | `i` = incident id (repeated, one entry per batch), added at each assignment to the department (the record's `dept_at` names the one that counts) |
+//! | `<prefix>:{pN}:closed` | sorted set | incidents closed or cancelled, scored by when (ms): whose reporter contact is erased after the retention period |
+//! | `<prefix>:{audit}:log` | stream | the audit trail: `p` principal, `u` person, `m` method, `t` target, `o` outcome, `r` reason, `a` peer (the entry id is the time) |
 //! | `<prefix>:meta` | hash | deployment constants (number of partitions) |
 //! | `<prefix>:{tables}:current` | string | the routing table version in force |
 //! | `<prefix>:{tables}:history` | list | `version|ms|by|note`, newest first |
@@ -60,6 +62,16 @@ impl Keys {
         h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
         h ^= h >> 33;
         (h % u64::from(self.partitions)) as u16
+    }
+
+    /// The audit trail (one stream for the deployment, in its own hash slot).
+    pub fn audit(&self) -> String {
+        format!("{}:{{audit}}:log", self.prefix)
+    }
+
+    /// The incidents of a partition that closed, by when: the retention sweep's work list.
+    pub fn closed(&self, p: u16) -> String {
+        self.part(p, "closed")
     }
 
     /// The deployment's meta hash (not bound to a partition).

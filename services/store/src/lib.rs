@@ -1,6 +1,7 @@
 //! The only code that talks to Redis.
 //!
 //! Layout:
+//! - [`audit`]: the audit trail (a stream trimmed by age).
 //! - [`keys`]: the key layout; every partition's keys share one hash tag (Cluster-ready).
 //! - [`scripts`]: the Lua scripts that make each state change atomic.
 //! - [`codec`]: how records, timelines and dispatches are encoded in Redis, and the mapping
@@ -11,11 +12,13 @@
 //! - [`timers`]: firing due SLA timers (warnings, urges, supervision, public reports).
 //! - [`stats`]: the figures a command centre reports.
 //! - [`query`]: reading the shared record (get, list).
+//! - [`retention`]: erasing reporters' contact details a retention period after closing.
 //! - [`subscribe`]: reading a department's dispatch streams from a cursor.
 //! - [`local`]: a private `redis-server` for `gridroute dev` and tests.
 //!
 //! Nothing here decides where an incident goes: that is the core's job.
 
+pub mod audit;
 pub mod codec;
 pub mod conn;
 pub mod consumer;
@@ -24,6 +27,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod local;
 pub mod query;
+pub mod retention;
 pub mod scripts;
 pub mod stats;
 pub mod subscribe;
@@ -62,6 +66,9 @@ pub enum StoreError {
     /// The incident does not exist.
     #[error("incident {0} not found")]
     NotFound(String),
+    /// The routing table version does not exist (or is no longer kept).
+    #[error("table version {0:?} not found")]
+    UnknownVersion(String),
     /// The idempotency key was used before with another payload.
     #[error("request_id already used for incident {incident_id} with a different payload")]
     IdempotencyConflict {

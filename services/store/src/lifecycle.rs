@@ -48,17 +48,17 @@ pub enum Acted {
 }
 
 /// A record as read, with what applying a plan needs besides the core's view.
-struct Snapshot {
-    rec: Record,
-    version: String,
-    fields: HashMap<String, Vec<u8>>,
-    report: Option<pb::ReportIncidentRequest>,
-    decision: pb::RouteDecision,
-    now: i64,
+pub(crate) struct Snapshot {
+    pub(crate) rec: Record,
+    pub(crate) version: String,
+    pub(crate) fields: HashMap<String, Vec<u8>>,
+    pub(crate) report: Option<pb::ReportIncidentRequest>,
+    pub(crate) decision: pb::RouteDecision,
+    pub(crate) now: i64,
 }
 
 impl Snapshot {
-    fn text(&self, k: &str) -> &str {
+    pub(crate) fn text(&self, k: &str) -> &str {
         self.fields
             .get(k)
             .and_then(|v| std::str::from_utf8(v).ok())
@@ -67,17 +67,17 @@ impl Snapshot {
 }
 
 /// Builds the flat operation list of `apply.lua`.
-struct Ops {
+pub(crate) struct Ops {
     keys: Vec<String>,
     args: Vec<Vec<u8>>,
     count: usize,
 }
 
 /// Replaced by the Redis time in ms.
-const NOW: &[u8] = b"\0NOW";
+pub(crate) const NOW: &[u8] = b"\0NOW";
 
 impl Ops {
-    fn new(incident_key: String) -> Self {
+    pub(crate) fn new(incident_key: String) -> Self {
         Self {
             keys: vec![incident_key],
             args: Vec::new(),
@@ -93,7 +93,7 @@ impl Ops {
         self.keys.len()
     }
 
-    fn op(&mut self, cmd: &str, key: String, args: Vec<Vec<u8>>) {
+    pub(crate) fn op(&mut self, cmd: &str, key: String, args: Vec<Vec<u8>>) {
         let i = self.key(key);
         self.args.push(cmd.as_bytes().to_vec());
         self.args.push(i.to_string().into_bytes());
@@ -103,19 +103,19 @@ impl Ops {
     }
 
     /// `NOW|bytes`: a timeline entry stamped by the script.
-    fn stamped(bytes: &[u8]) -> Vec<u8> {
+    pub(crate) fn stamped(bytes: &[u8]) -> Vec<u8> {
         let mut v = b"\0NOW|".to_vec();
         v.extend_from_slice(bytes);
         v
     }
 }
 
-fn b(s: impl Into<String>) -> Vec<u8> {
+pub(crate) fn b(s: impl Into<String>) -> Vec<u8> {
     s.into().into_bytes()
 }
 
 impl Store {
-    async fn snapshot(&self, p: u16, id: &str) -> Result<Snapshot> {
+    pub(crate) async fn snapshot(&self, p: u16, id: &str) -> Result<Snapshot> {
         let k = self.keys();
         let mut c = self.conn();
         let (fields, merged, (s, us)): (codec::Fields, Vec<String>, (i64, i64)) = redis::pipe()
@@ -310,6 +310,7 @@ impl Store {
             detail: plan.event.detail.clone(),
             department_id: plan.event.department.clone(),
             user: plan.event.user.clone(),
+            actor_kind: plan.event.actor_kind.to_owned(),
         }
         .encode_to_vec();
         ops.op("RPUSH", k.timeline(p, id), vec![Ops::stamped(&event)]);
@@ -431,11 +432,18 @@ impl Store {
         if plan.close_duplicates && !snap.text("geo").is_empty() {
             ops.op("ZREM", snap.text("geo").to_owned(), vec![b(id)]);
         }
+        // The retention clock of the reporter's contact starts when the case closes; a case
+        // reopened after closing leaves the list again.
+        if closes(plan.status) {
+            ops.op("ZADD", k.closed(p), vec![NOW.to_vec(), b(id)]);
+        } else if snap.rec.status.is_some_and(closes) {
+            ops.op("ZREM", k.closed(p), vec![b(id)]);
+        }
         if plan.points > 0
             && let Some(r) = &report
-            && let Some(reporter) = r.reporter.as_ref().filter(|r| !r.reporter_id.is_empty())
+            && !snap.rec.reporter_id.is_empty()
         {
-            let key = k.points(p, &r.source_system, &reporter.reporter_id);
+            let key = k.points(p, &r.source_system, &snap.rec.reporter_id);
             ops.op(
                 "LPUSH",
                 key,
@@ -467,6 +475,10 @@ impl Store {
             );
             let mut ops = Ops::new(k.incident(p, m));
             ops.op("RPUSH", k.timeline(p, m), vec![Ops::stamped(&event)]);
+            if closes(plan.status) {
+                // A merged report's case is over when the case it joined is.
+                ops.op("ZADD", k.closed(p), vec![NOW.to_vec(), b(m.as_str())]);
+            }
             ops.op(
                 "XADD",
                 k.events(p),
@@ -512,14 +524,20 @@ impl Store {
     }
 
     async fn apply_unconditional(&self, ops: Ops) -> Result<()> {
+        self.apply_ops(ops, "*").await.map(drop)
+    }
+
+    /// Applies operations with `apply.lua` if the record's version is still `version` (`*`:
+    /// whatever it is). Returns the script's code: 1 applied, -1 changed meanwhile, -2 gone.
+    pub(crate) async fn apply_ops(&self, ops: Ops, version: &str) -> Result<i64> {
         let mut pipe = redis::pipe();
         let count = ops.count.to_string();
-        let mut args: Vec<&[u8]> = vec![b"*", b"", b"note", b"", count.as_bytes()];
+        let mut args: Vec<&[u8]> = vec![version.as_bytes(), b"", b"note", b"", count.as_bytes()];
         args.extend(ops.args.iter().map(Vec::as_slice));
         scripts::evalsha(&mut pipe, &scripts::APPLY, &ops.keys, &args);
         self.run_script::<(i64, Vec<u8>)>(&mut pipe, "act")
             .await
-            .map(drop)
+            .map(|(code, _)| code)
     }
 
     /// A reporter's points: the total and the newest `limit` entries (time ms, incident,
@@ -554,6 +572,12 @@ impl Store {
         entries.truncate(limit);
         Ok((total, entries))
     }
+}
+
+/// Whether a case in this state is over: its reporter's contact is erased a retention period
+/// later.
+fn closes(s: lifecycle::Status) -> bool {
+    matches!(s, lifecycle::Status::Closed | lifecycle::Status::Cancelled)
 }
 
 /// One entry of a record's timer schedule, `<kind>|<department>|<due ms>`.

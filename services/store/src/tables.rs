@@ -61,10 +61,31 @@ pub struct HistoryEntry {
     pub version: String,
     /// When (Redis clock, ms).
     pub published_ms: i64,
-    /// Who published it.
+    /// Who published it (the person).
     pub published_by: String,
+    /// The principal that published it (`table_admin`, …); '' in entries older than principals.
+    pub principal: String,
     /// Why.
     pub note: String,
+}
+
+/// Who publishes a version, from the caller's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publisher {
+    /// The person (a token's subject).
+    pub person: String,
+    /// The principal, `kind:id`.
+    pub principal: String,
+}
+
+impl Publisher {
+    /// gridroute itself (the table a replica starts with).
+    pub fn system() -> Self {
+        Self {
+            person: "gridroute".into(),
+            principal: "system".into(),
+        }
+    }
 }
 
 /// What a publication did.
@@ -117,11 +138,12 @@ impl Store {
     }
 
     /// Publishes a validated version. With `bootstrap`, only when no version is in force yet.
+    /// `by` names who publishes (the person and the principal, from the caller's credentials).
     pub async fn publish_table(
         &self,
         version: &str,
         sources: Option<&Sources>,
-        by: &str,
+        by: &Publisher,
         note: &str,
         bootstrap: bool,
     ) -> Result<Published> {
@@ -134,6 +156,9 @@ impl Store {
         let empty = Sources::default();
         let src = sources.unwrap_or(&empty);
         let history = HISTORY_LEN.to_string();
+        // Who and why as one JSON object: a `|` or a quote in any of them cannot forge another.
+        let who = serde_json::json!({"by": by.person, "principal": by.principal, "note": note})
+            .to_string();
         let mut pipe = redis::pipe();
         scripts::evalsha(
             &mut pipe,
@@ -143,8 +168,8 @@ impl Store {
                 version.as_bytes(),
                 src.grids.as_bytes(),
                 src.rules.as_bytes(),
-                by.as_bytes(),
-                note.replace('|', "/").as_bytes(),
+                who.as_bytes(),
+                b"",
                 k.table_channel().as_bytes(),
                 if bootstrap { b"1" } else { b"0" },
                 k.table_version_prefix().as_bytes(),
@@ -160,7 +185,7 @@ impl Store {
             }),
             0 => Ok(Published::Unchanged),
             2 => Ok(Published::Kept { current: other }),
-            _ => Err(StoreError::NotFound(format!("table version {version}"))),
+            _ => Err(StoreError::UnknownVersion(version.to_owned())),
         }
     }
 
@@ -171,19 +196,37 @@ impl Store {
         Ok(raw
             .into_iter()
             .filter_map(|e| {
-                let mut parts = e.splitn(4, '|');
+                let mut parts = e.splitn(3, '|');
+                let version = parts.next()?.to_owned();
+                let published_ms = parts.next()?.parse().ok()?;
+                let rest = parts.next().unwrap_or("");
+                let (published_by, principal, note) =
+                    match serde_json::from_str::<serde_json::Value>(rest) {
+                        Ok(v) if v.is_object() => {
+                            let f = |k: &str| {
+                                v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned()
+                            };
+                            (f("by"), f("principal"), f("note"))
+                        }
+                        // Entries written before who-and-why became JSON: `by|note`.
+                        _ => {
+                            let (by, note) = rest.split_once('|').unwrap_or((rest, ""));
+                            (by.to_owned(), String::new(), note.to_owned())
+                        }
+                    };
                 Some(HistoryEntry {
-                    version: parts.next()?.to_owned(),
-                    published_ms: parts.next()?.parse().ok()?,
-                    published_by: parts.next()?.to_owned(),
-                    note: parts.next().unwrap_or("").to_owned(),
+                    version,
+                    published_ms,
+                    published_by,
+                    principal,
+                    note,
                 })
             })
             .collect())
     }
 
     /// Makes `to` (default: the version in force before the current one) the one in force again.
-    pub async fn rollback_table(&self, to: Option<&str>, by: &str) -> Result<String> {
+    pub async fn rollback_table(&self, to: Option<&str>, by: &Publisher) -> Result<String> {
         let target = match to {
             Some(v) => v.to_owned(),
             None => {
@@ -193,7 +236,7 @@ impl Store {
                     .into_iter()
                     .map(|h| h.version)
                     .find(|v| *v != current)
-                    .ok_or_else(|| StoreError::NotFound("an earlier table version".into()))?
+                    .ok_or_else(|| StoreError::UnknownVersion("(an earlier version)".into()))?
             }
         };
         self.publish_table(&target, None, by, "rollback", false)
@@ -290,7 +333,7 @@ impl Store {
             .publish_table(
                 &version,
                 Some(sources),
-                "bootstrap",
+                &Publisher::system(),
                 "first table of this deployment",
                 true,
             )

@@ -69,6 +69,20 @@ pub mod names {
     pub const REPORT_BATCH_SIZE: &str = "gridroute_report_batch_size";
     /// Routed entries dispatched together in one Redis round trip.
     pub const DISPATCH_BATCH_SIZE: &str = "gridroute_dispatch_batch_size";
+    /// Bearer tokens checked, by `outcome` (`verified`, `cached`, or the check that failed).
+    pub const AUTH_TOKENS_TOTAL: &str = "gridroute_auth_tokens_total";
+    /// Key set (JWKS) loads, by `outcome` (`ok`, `unchanged`, `error`).
+    pub const AUTH_JWKS_LOADS_TOTAL: &str = "gridroute_auth_jwks_loads_total";
+    /// Keys in the key set in force.
+    pub const AUTH_JWKS_KEYS: &str = "gridroute_auth_jwks_keys";
+    /// Calls refused before any handler ran, by `reason` (unauthenticated, permission_denied,
+    /// rate_limited) and `kind` of principal (`anonymous` when none).
+    pub const AUTH_DENIED_TOTAL: &str = "gridroute_auth_denied_total";
+    /// Audit records written, by `outcome` (written, dropped: the writer's queue was full,
+    /// failed: Redis refused).
+    pub const AUDIT_RECORDS_TOTAL: &str = "gridroute_audit_records_total";
+    /// Reporters' contact details erased after the retention period.
+    pub const CONTACTS_ERASED_TOTAL: &str = "gridroute_contacts_erased_total";
 }
 
 /// Buckets for sub-millisecond to multi-second latencies.
@@ -133,6 +147,21 @@ pub fn describe() {
     describe_histogram!(
         DISPATCH_BATCH_SIZE,
         "Routed entries dispatched together in one Redis round trip."
+    );
+    describe_counter!(
+        AUTH_TOKENS_TOTAL,
+        "Bearer tokens checked, by outcome (verified, cached, or the failed check)."
+    );
+    describe_counter!(AUTH_JWKS_LOADS_TOTAL, "Key set (JWKS) loads, by outcome.");
+    describe_gauge!(AUTH_JWKS_KEYS, "Keys in the key set in force.");
+    describe_counter!(
+        AUTH_DENIED_TOTAL,
+        "Calls refused before any handler ran, by reason and principal kind."
+    );
+    describe_counter!(AUDIT_RECORDS_TOTAL, "Audit records, by outcome.");
+    describe_counter!(
+        CONTACTS_ERASED_TOTAL,
+        "Reporters' contact details erased after the retention period."
     );
     describe_counter!(ROUTED_TOTAL, "Ingest entries routed, by outcome.");
     describe_counter!(DISPATCHES_TOTAL, "Dispatch attempts, by outcome.");

@@ -3,11 +3,30 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use geo::InteriorPoint;
-use gridroute_api::ApiState;
-use gridroute_core::{RoutingTable, table::SharedTable};
+use gridroute_api::{
+    ApiState, Security,
+    audit::AuditTrail,
+    authz::Identity,
+    limits::{LimitConfig, Limits},
+};
+use gridroute_auth::{
+    Authenticator,
+    dev::{DEV_AUDIENCE, DEV_ISSUER, DevKeys},
+    jwks::{JwksSource, Keys},
+    token::{TokenConfig, Verifier},
+};
+use gridroute_core::{
+    RoutingTable,
+    access::{self, Principal},
+    table::SharedTable,
+};
 use gridroute_proto::v1::{
     self as pb, dispatch_service_client::DispatchServiceClient,
     incident_service_client::IncidentServiceClient, routing_service_client::RoutingServiceClient,
@@ -16,9 +35,127 @@ use gridroute_proto::v1::{
 use gridroute_router::RouterConfig;
 use gridroute_store::{Store, local::LocalRedis};
 use tokio::{sync::watch, task::JoinHandle};
-use tonic::transport::Channel;
+use tonic::{Request, transport::Channel};
 
 pub mod process;
+
+/// The security of a test server: tokens signed by `keys`, default limits, a real audit trail.
+pub fn security(store: &Store, keys: &DevKeys) -> Security {
+    let verifier = Verifier::new(
+        TokenConfig {
+            issuer: Some(DEV_ISSUER.into()),
+            audience: Some(DEV_AUDIENCE.into()),
+            ..TokenConfig::default()
+        },
+        Arc::new(Keys::new(JwksSource::Inline(keys.jwks()))),
+    );
+    Security {
+        identity: Identity::Credentials(Authenticator {
+            tokens: Some(Arc::new(verifier)),
+            certs: None,
+        }),
+        limits: Limits::new(LimitConfig::default()),
+        audit: AuditTrail::new(store.clone(), Duration::from_secs(400 * 86_400)),
+        co_handlers_see_contact: false,
+    }
+}
+
+/// The principal a request names by its identity fields, as a test acting "as that department"
+/// means it: a department, a command centre (if the table names it one), a grid worker, or a
+/// reporting system; requests without one are read as the default command centre or, for
+/// table administration, a table administrator.
+pub trait Acting {
+    fn principal(&self, table: &RoutingTable) -> String;
+}
+
+fn department(table: &RoutingTable, id: &str) -> String {
+    if id.is_empty() {
+        return format!("command_centre:{}", centre(table));
+    }
+    let centre =
+        access::is_default_centre(table, id) || !access::centre_roots(table, id).is_empty();
+    format!(
+        "{}:{id}",
+        if centre {
+            "command_centre"
+        } else {
+            "department"
+        }
+    )
+}
+
+fn centre(table: &RoutingTable) -> String {
+    table.departments[table.default_command_centre as usize]
+        .id
+        .clone()
+}
+
+macro_rules! acting_department {
+    ($($t:ty),*) => {$(
+        impl Acting for $t {
+            fn principal(&self, table: &RoutingTable) -> String {
+                department(table, &self.department_id)
+            }
+        }
+    )*};
+}
+acting_department!(
+    pb::AcceptIncidentRequest,
+    pb::ResolveIncidentRequest,
+    pb::ReturnIncidentRequest,
+    pb::AddProgressRequest,
+    pb::RequestExtensionRequest,
+    pb::RequestSuspensionRequest,
+    pb::ResumeIncidentRequest,
+    pb::ArbitrateIncidentRequest,
+    pb::DecideRequestRequest,
+    pb::CloseIncidentRequest,
+    pb::CancelIncidentRequest,
+    pb::UnmergeIncidentRequest,
+    pb::SubscribeRequest,
+    pb::GetStatsRequest,
+    pb::WatchIncidentsRequest,
+    pb::ListIncidentsRequest
+);
+
+impl Acting for pb::VerifyIncidentRequest {
+    fn principal(&self, table: &RoutingTable) -> String {
+        if self.grid_worker_id.is_empty() {
+            department(table, &self.department_id)
+        } else {
+            format!("grid_worker:{}", self.grid_worker_id)
+        }
+    }
+}
+
+macro_rules! acting_source {
+    ($($t:ty),*) => {$(
+        impl Acting for $t {
+            fn principal(&self, _: &RoutingTable) -> String {
+                format!("source_system:{}", self.source_system)
+            }
+        }
+    )*};
+}
+acting_source!(
+    pb::ReportIncidentRequest,
+    pb::SubmitFeedbackRequest,
+    pb::GetReporterPointsRequest
+);
+
+macro_rules! acting_as {
+    ($who:expr => $($t:ty),*) => {$(
+        impl Acting for $t {
+            fn principal(&self, table: &RoutingTable) -> String {
+                let who: &str = $who;
+                if who.is_empty() { format!("command_centre:{}", centre(table)) } else { who.to_owned() }
+            }
+        }
+    )*};
+}
+acting_as!("" => pb::GetIncidentRequest, pb::ExplainRouteRequest);
+acting_as!("table_admin:ops" => pb::PublishTableRequest, pb::RollbackTableRequest, pb::DiffTableRequest, pb::GetTableInfoRequest);
+acting_as!("auditor:inspector" => pb::ListAuditRecordsRequest);
 
 pub const PARTITIONS: u16 = 4;
 
@@ -27,6 +164,9 @@ pub struct Env {
     pub store: Store,
     pub tables: SharedTable,
     pub addr: String,
+    /// The signing key the server trusts.
+    pub keys: Arc<DevKeys>,
+    tokens: Mutex<HashMap<String, String>>,
     api_stop: watch::Sender<bool>,
     routers: Vec<(watch::Sender<bool>, JoinHandle<()>)>,
 }
@@ -98,7 +238,12 @@ impl Env {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = format!("http://{}", listener.local_addr().unwrap());
         let (api_stop, mut rx) = watch::channel(false);
-        let mut state = ApiState::new(store.clone(), tables.clone(), rx.clone());
+        let keys = Arc::new(DevKeys::generate().unwrap());
+        let security = security(&store, &keys);
+        if let Identity::Credentials(a) = &security.identity {
+            a.tokens.as_ref().unwrap().keys().load().await.unwrap();
+        }
+        let mut state = ApiState::new(store.clone(), tables.clone(), rx.clone(), security);
         state.subscribe_block = Duration::from_millis(200);
         tokio::spawn({
             let (s, t, rx) = (store.clone(), tables.clone(), rx.clone());
@@ -115,9 +260,55 @@ impl Env {
             store,
             tables,
             addr,
+            keys,
+            tokens: Mutex::new(HashMap::new()),
             api_stop,
             routers: Vec::new(),
         }
+    }
+
+    /// A token for `who` (`kind:id`), made once per principal.
+    pub fn token(&self, who: &str) -> String {
+        let mut tokens = self.tokens.lock().unwrap();
+        tokens
+            .entry(who.to_owned())
+            .or_insert_with(|| {
+                self.keys
+                    .token(&Principal::parse(who).unwrap(), Duration::from_secs(3600))
+            })
+            .clone()
+    }
+
+    /// `msg` sent as `who` (`kind:id`).
+    pub fn as_<T>(&self, who: &str, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.token(who)).parse().unwrap(),
+        );
+        r
+    }
+
+    /// `msg` sent as `who`, with `person` acting.
+    pub fn as_person<T>(&self, who: &str, person: &str, msg: T) -> Request<T> {
+        let p = Principal::parse(who).unwrap().with_person(person);
+        let token = self.keys.token(&p, Duration::from_secs(3600));
+        let mut r = Request::new(msg);
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        r
+    }
+
+    /// `msg` sent as the principal it names (see [`Acting`]).
+    pub fn signed<T: Acting>(&self, msg: T) -> Request<T> {
+        let who = msg.principal(&self.table());
+        self.as_(&who, msg)
+    }
+
+    /// `msg` sent as the principal it names, with `person` acting.
+    pub fn signed_by<T: Acting>(&self, msg: T, person: &str) -> Request<T> {
+        let who = msg.principal(&self.table());
+        self.as_person(&who, person, msg)
     }
 
     pub fn spawn_router(&mut self, cfg: RouterConfig) {
@@ -181,7 +372,7 @@ impl Env {
         };
         self.dispatches()
             .await
-            .subscribe(req)
+            .subscribe(self.signed(req))
             .await
             .unwrap()
             .into_inner()
@@ -189,6 +380,7 @@ impl Env {
 
     /// Reports one incident and returns its id.
     pub async fn report(&self, r: pb::ReportIncidentRequest) -> String {
+        let r = self.signed(r);
         self.incidents()
             .await
             .report_incident(r)
@@ -206,7 +398,7 @@ impl Env {
         };
         self.table_admin()
             .await
-            .publish_table(req)
+            .publish_table(self.signed(req))
             .await
             .unwrap()
             .into_inner()
@@ -245,9 +437,9 @@ impl Env {
         let mut c = self.incidents().await;
         for _ in 0..200 {
             let inc = c
-                .get_incident(pb::GetIncidentRequest {
+                .get_incident(self.signed(pb::GetIncidentRequest {
                     incident_id: id.to_owned(),
-                })
+                }))
                 .await
                 .unwrap()
                 .into_inner();

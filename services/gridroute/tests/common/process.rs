@@ -43,3 +43,83 @@ pub async fn connect(addr: &str) -> Channel {
     }
     panic!("{addr} never opened");
 }
+
+/// A fresh directory under the system's temp dir for one test.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "gridroute-test-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `msg` with `authorization: Bearer <token>`.
+pub fn bearer<T>(token: &str, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+/// The tokens `gridroute dev` wrote to its directory's `tokens.json`, by principal.
+pub fn dev_tokens(dir: &std::path::Path) -> std::collections::HashMap<String, String> {
+    let text = std::fs::read_to_string(dir.join("tokens.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Authentication for a `gridroute serve` child: a development key whose key set is written to
+/// a file the child reads with `--jwks`, and tokens made with it.
+pub struct ServeAuth {
+    pub keys: gridroute_auth::dev::DevKeys,
+    pub dir: std::path::PathBuf,
+}
+
+impl ServeAuth {
+    pub fn new(name: &str) -> Self {
+        let dir = temp_dir(name);
+        let keys = gridroute_auth::dev::DevKeys::load_or_create(&dir).unwrap();
+        Self { keys, dir }
+    }
+
+    /// The flags that make `serve` trust this key.
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--jwks".into(),
+            self.dir
+                .join(gridroute_auth::dev::JWKS_FILE)
+                .display()
+                .to_string(),
+            "--token-issuer".into(),
+            gridroute_auth::dev::DEV_ISSUER.into(),
+        ]
+    }
+
+    /// A token for `who` (`kind:id`).
+    pub fn token(&self, who: &str) -> String {
+        self.keys.token(
+            &gridroute_core::access::Principal::parse(who).unwrap(),
+            Duration::from_secs(3600),
+        )
+    }
+
+    /// `msg` sent as `who`.
+    pub fn req<T>(&self, who: &str, msg: T) -> tonic::Request<T> {
+        bearer(&self.token(who), msg)
+    }
+}
+
+impl ServeAuth {
+    /// `msg` sent as the principal it names, read against the Dawukou sample (see
+    /// [`super::Acting`]).
+    pub fn signed<T: super::Acting>(&self, msg: T) -> tonic::Request<T> {
+        static TABLE: std::sync::OnceLock<gridroute_core::RoutingTable> =
+            std::sync::OnceLock::new();
+        let who = msg.principal(TABLE.get_or_init(gridroute_benches::dawukou));
+        self.req(&who, msg)
+    }
+}

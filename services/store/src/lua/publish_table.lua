@@ -2,7 +2,7 @@
 -- in force, records the history, and notifies every replica.
 -- KEYS: 1 current version, 2 history list, 3 this version's sources hash
 -- ARGV: 1 version, 2 grids.geojson ('' when the version is already stored), 3 rules.yaml,
---       4 published by, 5 note, 6 notification channel, 7 '1' = only if no table is in force
+--       4 who and why (a JSON object, written by the Rust side: no field can forge another), 5 unused, 6 notification channel, 7 '1' = only if no table is in force
 --       (bootstrap), 8 key prefix of version hashes, 9 history length kept, 10 calendar.yaml,
 --       11 regions.geojson
 -- Returns {1, previous} published, {0, current} already in force, {2, current} bootstrap
@@ -25,7 +25,7 @@ end
 local t = redis.call('TIME')
 local now = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('LPUSH', KEYS[2], ARGV[1] .. '|' .. now .. '|' .. ARGV[4] .. '|' .. ARGV[5])
+redis.call('LPUSH', KEYS[2], ARGV[1] .. '|' .. now .. '|' .. ARGV[4])
 -- Forget the sources of versions that fell out of the history (and are not in force).
 local keep = tonumber(ARGV[9])
 local dropped = redis.call('LRANGE', KEYS[2], keep, -1)

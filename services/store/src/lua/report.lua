@@ -5,7 +5,9 @@
 -- entries after it): one write fewer per report.
 -- KEYS: 1 ingest stream, 2 events stream, then per report: idempotency key, incident hash
 -- ARGV: 1 idempotency ttl (s), 2 events stream max length, then per report: payload hash,
---       incident id, report bytes, timeline event bytes, W3C traceparent ('' = none)
+--       incident id, report bytes (without the reporter's contact), timeline event bytes, W3C
+--       traceparent ('' = none), the reporter's contact bytes ('' = none: kept only in the
+--       record, so that erasing it there erases it everywhere)
 -- Returns, per report, code then id: 0 new, 1 retry of the same payload (the original id),
 -- 2 same key with another payload (the original id).
 local t = redis.call('TIME')
@@ -13,7 +15,7 @@ local now = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
 local out = {}
 local n = (#KEYS - 2) / 2
 for i = 0, n - 1 do
-  local k, a = 3 + 2 * i, 3 + 5 * i
+  local k, a = 3 + 2 * i, 3 + 6 * i
   local hash, id = ARGV[a], ARGV[a + 1]
   local prev = redis.call('GET', KEYS[k])
   if prev then
@@ -22,8 +24,13 @@ for i = 0, n - 1 do
     out[#out + 1] = string.sub(prev, sep + 1)
   else
     redis.call('SET', KEYS[k], hash .. '|' .. id, 'EX', ARGV[1])
-    redis.call('HSET', KEYS[k + 1], 'report', ARGV[a + 2], 'status', 'reported', 'gen', '0',
-      'reported_at', now, 'tl0', now .. '|' .. ARGV[a + 3])
+    if ARGV[a + 5] == '' then
+      redis.call('HSET', KEYS[k + 1], 'report', ARGV[a + 2], 'status', 'reported', 'gen', '0',
+        'reported_at', now, 'tl0', now .. '|' .. ARGV[a + 3])
+    else
+      redis.call('HSET', KEYS[k + 1], 'report', ARGV[a + 2], 'status', 'reported', 'gen', '0',
+        'reported_at', now, 'tl0', now .. '|' .. ARGV[a + 3], 'contact', ARGV[a + 5])
+    end
     redis.call('XADD', KEYS[1], '*', 'id', id, 'g', '0', 't', now, 'r', ARGV[a + 2],
       'tp', ARGV[a + 4])
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'id', id, 's', 'reported', 'd', '',
