@@ -659,4 +659,3 @@ mod tests {
         assert_eq!(pb::Dispatch::decode(bytes.as_slice()), Ok(whole));
     }
 }
-

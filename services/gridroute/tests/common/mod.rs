@@ -37,17 +37,19 @@ use gridroute_store::{Store, local::LocalRedis};
 use tokio::{sync::watch, task::JoinHandle};
 use tonic::{Request, transport::Channel};
 
+pub mod keys;
 pub mod process;
 
-/// The security of a test server: tokens signed by `keys`, default limits, a real audit trail.
-pub fn security(store: &Store, keys: &DevKeys) -> Security {
+/// The security of a test server: tokens signed by the keys of `jwks`, default limits, a real
+/// audit trail.
+pub fn security(store: &Store, jwks: String) -> Security {
     let verifier = Verifier::new(
         TokenConfig {
             issuer: Some(DEV_ISSUER.into()),
             audience: Some(DEV_AUDIENCE.into()),
             ..TokenConfig::default()
         },
-        Arc::new(Keys::new(JwksSource::Inline(keys.jwks()))),
+        Arc::new(Keys::new(JwksSource::Inline(jwks))),
     );
     Security {
         identity: Identity::Credentials(Authenticator {
@@ -213,7 +215,26 @@ impl Env {
         env
     }
 
+    /// Redis + API + one router, trusting these keys besides the development key, with these
+    /// changes to the security settings.
+    pub async fn with_security(
+        extra_keys: &[&keys::TestKey],
+        adjust: impl FnOnce(&mut Security),
+    ) -> Self {
+        let mut env = Self::build_with(None, extra_keys, adjust).await;
+        env.spawn_router(fast_router("router-a"));
+        env
+    }
+
     async fn build(rules: Option<&str>) -> Self {
+        Self::build_with(rules, &[], |_| {}).await
+    }
+
+    async fn build_with(
+        rules: Option<&str>,
+        extra_keys: &[&keys::TestKey],
+        adjust: impl FnOnce(&mut Security),
+    ) -> Self {
         let redis = LocalRedis::start().expect("redis-server starts");
         let store = Store::connect(&redis.url(), "gr", PARTITIONS)
             .await
@@ -239,7 +260,12 @@ impl Env {
         let addr = format!("http://{}", listener.local_addr().unwrap());
         let (api_stop, mut rx) = watch::channel(false);
         let keys = Arc::new(DevKeys::generate().unwrap());
-        let security = security(&store, &keys);
+        let mut jwks: serde_json::Value = serde_json::from_str(&keys.jwks()).unwrap();
+        for k in extra_keys {
+            jwks["keys"].as_array_mut().unwrap().push(k.jwk.clone());
+        }
+        let mut security = security(&store, jwks.to_string());
+        adjust(&mut security);
         if let Identity::Credentials(a) = &security.identity {
             a.tokens.as_ref().unwrap().keys().load().await.unwrap();
         }
@@ -353,6 +379,11 @@ impl Env {
     }
     pub async fn supervision(&self) -> SupervisionServiceClient<Channel> {
         SupervisionServiceClient::new(self.channel().await)
+    }
+    pub async fn audit(
+        &self,
+    ) -> gridroute_proto::v1::audit_service_client::AuditServiceClient<Channel> {
+        gridroute_proto::v1::audit_service_client::AuditServiceClient::new(self.channel().await)
     }
     pub async fn routing(&self) -> RoutingServiceClient<Channel> {
         RoutingServiceClient::new(self.channel().await)
