@@ -620,7 +620,7 @@ async fn each_kind_acts_only_in_its_scope_and_ids_cannot_be_probed() {
             .iter()
             .map(|x| x.incident_id.clone())
             .collect::<Vec<_>>(),
-        [a.clone()]
+        std::slice::from_ref(&a)
     );
     assert_eq!(
         list(street, &path_b[1]).await.unwrap_err().code(),
