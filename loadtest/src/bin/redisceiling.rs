@@ -80,7 +80,7 @@ async fn main() {
             while !stop.load(Ordering::Relaxed) {
                 let reports: Vec<_> = (i..i + batch as u64).map(|n| traffic.report(n)).collect();
                 i += batch as u64;
-                let done = store.report_batch(&reports, "").await.unwrap();
+                let done = store.report_batch(&reports, "", "").await.unwrap();
                 reported.fetch_add(
                     done.iter().filter(|r| r.is_ok()).count() as u64,
                     Ordering::Relaxed,

@@ -9,7 +9,10 @@
 use std::sync::{Arc, OnceLock};
 
 use gridroute_proto::v1 as pb;
-use gridroute_store::{Store, StoreError, ingest::Accepted};
+use gridroute_store::{
+    Store, StoreError,
+    ingest::{Accepted, Reporting},
+};
 use gridroute_telemetry::names;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -25,6 +28,7 @@ type Reply = oneshot::Sender<Result<Accepted, StoreError>>;
 struct Job {
     report: pb::ReportIncidentRequest,
     traceparent: String,
+    person: String,
     reply: Reply,
 }
 
@@ -50,6 +54,7 @@ impl Coalescer {
         &self,
         report: pb::ReportIncidentRequest,
         traceparent: String,
+        person: String,
     ) -> Result<Accepted, StoreError> {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE);
@@ -60,6 +65,7 @@ impl Coalescer {
         let job = Job {
             report,
             traceparent,
+            person,
             reply,
         };
         let gone = || StoreError::Unavailable("report queue stopped".into());
@@ -87,7 +93,11 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
         tokio::spawn(async move {
             let reports: Vec<_> = jobs
                 .iter()
-                .map(|j| (&j.report, j.traceparent.as_str()))
+                .map(|j| Reporting {
+                    report: &j.report,
+                    traceparent: &j.traceparent,
+                    person: &j.person,
+                })
                 .collect();
             let answers = store.report_traced(&reports).await;
             drop(reports);

@@ -45,6 +45,7 @@ fn admit_report(
 impl Incidents {
     async fn flush(
         &self,
+        person: &str,
         chunk: &mut Vec<(usize, pb::ReportIncidentRequest)>,
         results: &mut [pb::ReportResult],
     ) -> Result<(), ApiError> {
@@ -59,6 +60,7 @@ impl Incidents {
             .report_batch(
                 &reports,
                 &trace_context::traceparent(&tracing::Span::current()),
+                person,
             )
             .await
             .inspect_err(|_| count("unavailable", reports.len() as u64))?;
@@ -99,16 +101,21 @@ impl IncidentService for Incidents {
             .call("ReportIncident", request, |who, mut report| async move {
                 admit_report(&who, &mut report, &self.0).inspect_err(|_| count("invalid", 1))?;
                 let tp = trace_context::traceparent(&tracing::Span::current());
-                let accepted = self.0.reports.report(report, tp).await.inspect_err(|e| {
-                    count(
-                        if matches!(e, StoreError::IdempotencyConflict { .. }) {
-                            "conflict"
-                        } else {
-                            "unavailable"
-                        },
-                        1,
-                    )
-                })?;
+                let accepted = self
+                    .0
+                    .reports
+                    .report(report, tp, who.person.clone())
+                    .await
+                    .inspect_err(|e| {
+                        count(
+                            if matches!(e, StoreError::IdempotencyConflict { .. }) {
+                                "conflict"
+                            } else {
+                                "unavailable"
+                            },
+                            1,
+                        )
+                    })?;
                 count(
                     if matches!(accepted, Accepted::New(_)) {
                         "accepted"
@@ -165,10 +172,10 @@ impl IncidentService for Incidents {
                         }
                     }
                     if chunk.len() >= STREAM_CHUNK {
-                        self.flush(&mut chunk, &mut results).await?;
+                        self.flush(&who.person, &mut chunk, &mut results).await?;
                     }
                 }
-                self.flush(&mut chunk, &mut results).await?;
+                self.flush(&who.person, &mut chunk, &mut results).await?;
                 let accepted = results.iter().filter(|r| r.code == 0).count() as i64;
                 Ok(pb::ReportIncidentsResponse {
                     rejected_count: results.len() as i64 - accepted,

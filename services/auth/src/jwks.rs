@@ -1,8 +1,8 @@
 //! The key set (JWKS) tokens are verified against: from a file (a mounted Secret) or from the
 //! identity provider's https URL. Loaded at start, reloaded every refresh interval and, when a
 //! token names a key id the set lacks (the provider rotated its keys), at once, but at most once
-//! per [`Keys::min_refresh`] so that made-up key ids cannot turn into a flood of fetches. A load
-//! that fails keeps the keys in force.
+//! per [`Keys::min_refresh`] for such reasons, so that made-up key ids cannot turn into a flood
+//! of fetches. A load that fails keeps the keys in force.
 
 use std::{
     path::PathBuf,
@@ -166,7 +166,8 @@ pub struct Keys {
     source: JwksSource,
     current: ArcSwapOption<KeySet>,
     generation: AtomicU64,
-    last_load: std::sync::Mutex<Option<Instant>>,
+    /// When a token's unknown key id last made the set load (the rate limit's clock).
+    last_forced: std::sync::Mutex<Option<Instant>>,
     loading: tokio::sync::Mutex<()>,
     /// Least time between two loads triggered by unknown key ids.
     pub min_refresh: Duration,
@@ -184,7 +185,7 @@ impl Keys {
             source,
             current: ArcSwapOption::empty(),
             generation: AtomicU64::new(0),
-            last_load: std::sync::Mutex::new(None),
+            last_forced: std::sync::Mutex::new(None),
             loading: tokio::sync::Mutex::new(()),
             min_refresh: Duration::from_secs(10),
         }
@@ -236,9 +237,6 @@ impl Keys {
     }
 
     async fn load_locked(&self) -> Result<usize, String> {
-        if let Ok(mut last) = self.last_load.lock() {
-            *last = Some(Instant::now());
-        }
         let result = self.fetch().await.and_then(|json| KeySet::parse(&json));
         match result {
             Ok(set) => {
@@ -268,18 +266,19 @@ impl Keys {
         }
     }
 
-    /// Loads the key set again because a token named an unknown key, unless that happened
-    /// less than [`Self::min_refresh`] ago. Returns whether a load ran (and succeeded).
+    /// Loads the key set again because a token named an unknown key, unless an unknown key
+    /// made it load less than [`Self::min_refresh`] ago. Returns whether a load ran (and
+    /// succeeded).
     pub async fn refresh_for_unknown(&self) -> bool {
         let _one_at_a_time = self.loading.lock().await;
-        let recent = self
-            .last_load
-            .lock()
-            .ok()
-            .and_then(|l| *l)
-            .is_some_and(|t| t.elapsed() < self.min_refresh);
-        if recent {
-            return false;
+        {
+            let Ok(mut last) = self.last_forced.lock() else {
+                return false;
+            };
+            if last.is_some_and(|t| t.elapsed() < self.min_refresh) {
+                return false;
+            }
+            *last = Some(Instant::now());
         }
         self.load_locked().await.is_ok()
     }

@@ -89,9 +89,19 @@ pub struct ServeOptions {
     /// PEM private key of the gRPC endpoint.
     #[arg(long, env = "GRIDROUTE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// PEM CA of client certificates: when given, callers must present one (mutual TLS).
+    /// PEM CA of client certificates: when given, callers must present one (mutual TLS), and
+    /// `--cert-map` can make a certificate alone identify a system.
     #[arg(long, env = "GRIDROUTE_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// With --tls-client-ca: a client certificate is optional, so that callers with bearer
+    /// tokens and systems with certificates share the endpoint (every call still needs one or
+    /// the other).
+    #[arg(
+        long,
+        env = "GRIDROUTE_TLS_CLIENT_OPTIONAL",
+        requires = "tls_client_ca"
+    )]
+    pub tls_client_optional: bool,
     /// service.name of the exported spans.
     #[arg(long, env = "GRIDROUTE_SERVICE_NAME", default_value = "gridroute")]
     pub service_name: String,
@@ -384,7 +394,9 @@ fn server_tls(o: &ServeOptions) -> Result<Option<tonic::transport::ServerTlsConf
         tonic::transport::Identity::from_pem(read(cert)?, read(key)?),
     );
     if let Some(ca) = &o.tls_client_ca {
-        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+        tls = tls
+            .client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?))
+            .client_auth_optional(o.tls_client_optional);
     }
     Ok(Some(tls))
 }

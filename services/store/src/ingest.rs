@@ -4,7 +4,7 @@
 use gridroute_proto::v1 as pb;
 use prost::Message;
 
-use crate::{EVENTS_MAX_LEN, Result, Store, StoreError, codec, keys, scripts};
+use crate::{EVENTS_MAX_LEN, Result, Store, StoreError, keys, scripts};
 
 /// How long a `request_id` stays bound to its incident: a retry within this window returns the
 /// original incident. A week covers every realistic retry and outage of a calling system.
@@ -14,6 +14,17 @@ pub const IDEMPOTENCY_TTL_SECS: u64 = 7 * 24 * 3600;
 /// costs 45-60 µs of Redis time in its two scripts together (docs/PERFORMANCE.md), so this
 /// bounds the pause other clients see to a few milliseconds.
 pub const REPORTS_PER_SCRIPT: usize = 128;
+
+/// One report to accept, with its caller's trace context and person.
+#[derive(Debug, Clone, Copy)]
+pub struct Reporting<'a> {
+    /// The validated report.
+    pub report: &'a pb::ReportIncidentRequest,
+    /// W3C traceparent ('' = none).
+    pub traceparent: &'a str,
+    /// The person reporting (the token's subject; '' for a certificate alone).
+    pub person: &'a str,
+}
 
 /// What happened to one accepted report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,23 +48,29 @@ impl Store {
     /// Accepts validated reports in one pipelined round trip. The outer error means Redis is
     /// unavailable and nothing is known to be accepted (a retry is safe: it is idempotent); the
     /// inner results are per report. `traceparent` (W3C, '' = none) travels in the ingest
-    /// entries so that routing continues the caller's trace.
+    /// entries so that routing continues the caller's trace; `person` (the caller's token
+    /// subject) is recorded on the report's timeline entry.
     pub async fn report_batch(
         &self,
         reports: &[pb::ReportIncidentRequest],
         traceparent: &str,
+        person: &str,
     ) -> Result<Vec<Result<Accepted>>> {
-        let traced: Vec<_> = reports.iter().map(|r| (r, traceparent)).collect();
+        let traced: Vec<_> = reports
+            .iter()
+            .map(|r| Reporting {
+                report: r,
+                traceparent,
+                person,
+            })
+            .collect();
         self.report_traced(&traced).await
     }
 
-    /// Accepts reports that each carry their own trace context (reports gathered from many
-    /// callers). Reports are grouped by partition, and each group of up to
+    /// Accepts reports that each carry their own trace context and person (reports gathered
+    /// from many callers). Reports are grouped by partition, and each group of up to
     /// [`REPORTS_PER_SCRIPT`] is one script call; all calls go out in one pipeline.
-    pub async fn report_traced(
-        &self,
-        reports: &[(&pb::ReportIncidentRequest, &str)],
-    ) -> Result<Vec<Result<Accepted>>> {
+    pub async fn report_traced(&self, reports: &[Reporting<'_>]) -> Result<Vec<Result<Accepted>>> {
         if reports.is_empty() {
             return Ok(Vec::new());
         }
@@ -61,7 +78,7 @@ impl Store {
         let ttl = IDEMPOTENCY_TTL_SECS.to_string();
         let partitions: Vec<u16> = reports
             .iter()
-            .map(|(r, _)| k.partition_for(&r.source_system, &r.request_id))
+            .map(|r| k.partition_for(&r.report.source_system, &r.report.request_id))
             .collect();
         // Each report's id is chosen once: when a failed batch call is run again member by
         // member, a member the failed call had already written answers with this same id, and
@@ -75,7 +92,11 @@ impl Store {
             let mut keys = vec![k.ingest(p), k.events(p)];
             let mut args: Vec<Vec<u8>> = vec![ttl.clone().into_bytes(), EVENTS_MAX_LEN.into()];
             for &i in members {
-                let (r, tp) = reports[i];
+                let Reporting {
+                    report: r,
+                    traceparent: tp,
+                    person,
+                } = reports[i];
                 let id = &ids[i];
                 let (bytes, contact) = split_contact(r);
                 // The payload's identity covers the contact too: the same request id with
@@ -85,12 +106,15 @@ impl Store {
                     gridroute_core::table::fnv1a(&bytes)
                         ^ gridroute_core::table::fnv1a(&contact).rotate_left(1)
                 );
-                let event = codec::event_bytes(
-                    "reported",
-                    &r.source_system,
-                    &format!("category {}", r.category),
-                    "",
-                );
+                let event = pb::TimelineEvent {
+                    kind: "reported".into(),
+                    actor: r.source_system.clone(),
+                    actor_kind: "source_system".into(),
+                    user: person.to_owned(),
+                    detail: format!("category {}", r.category),
+                    ..Default::default()
+                }
+                .encode_to_vec();
                 keys.extend([
                     k.idempotency(p, &r.source_system, &r.request_id),
                     k.incident(p, id),

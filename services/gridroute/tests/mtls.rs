@@ -1,0 +1,179 @@
+//! Client certificates as identities, with the real binary: over mutual TLS a certificate the
+//! map names identifies its system without a token; a verified certificate no entry names is
+//! refused; a token on the same connection wins over the certificate.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::process::{Child, ServeAuth, temp_dir};
+use gridroute_proto::v1::{self as pb, incident_service_client::IncidentServiceClient};
+use gridroute_store::local::{LocalRedis, free_port};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
+use tonic::{
+    Code,
+    transport::{Certificate, Channel, ClientTlsConfig, Identity},
+};
+
+struct Pki {
+    ca: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "gridroute test CA");
+        Self {
+            ca: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
+        }
+    }
+
+    /// A certificate and its key (PEM) for these names, signed by the CA.
+    fn leaf(&self, cn: &str, dns: &[&str], ip: bool) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(dns.iter().map(|d| (*d).to_owned()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        if ip {
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        }
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+async fn channel(addr: &str, ca: &str, client: Option<&(String, String)>) -> Channel {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    if let Some((cert, key)) = client {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    for _ in 0..200 {
+        let endpoint = Channel::from_shared(addr.to_owned())
+            .unwrap()
+            .tls_config(tls.clone())
+            .unwrap();
+        if let Ok(c) = endpoint.connect().await {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{addr} never opened");
+}
+
+fn report(rid: &str) -> pb::ReportIncidentRequest {
+    pb::ReportIncidentRequest {
+        request_id: rid.into(),
+        category: "city.sanitation".into(),
+        location: Some(pb::Location {
+            kind: Some(pb::location::Kind::GridCode(
+                gridroute_benches::dawukou().grids.grids()[0].code.clone(),
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapped_certificate_identifies_its_system_and_an_unmapped_one_is_refused() {
+    let dir = temp_dir("mtls");
+    let pki = Pki::new();
+    let (server_cert, server_key) = pki.leaf("localhost", &["localhost"], true);
+    let hotline = pki.leaf("hotline-gateway", &["hotline.gateway.example"], false);
+    let stranger = pki.leaf("someone-else", &["stranger.example"], false);
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let ca_pem = pki.ca.pem();
+    let map = write(
+        "certs.yaml",
+        "certificates:\n  - san_dns: hotline.gateway.example\n    principal: source_system:12345-hotline\n",
+    );
+    let redis = LocalRedis::start().unwrap();
+    let auth = ServeAuth::new("mtls");
+    let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
+    let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
+        .args([
+            "serve",
+            "--redis-url",
+            &redis.url(),
+            "--grpc-addr",
+            &format!("127.0.0.1:{grpc}"),
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics}"),
+            "--tls-cert",
+            &write("server.pem", &server_cert),
+            "--tls-key",
+            &write("server.key", &server_key),
+            "--tls-client-ca",
+            &write("ca.pem", &ca_pem),
+            "--tls-client-optional",
+            "--cert-map",
+            &map,
+        ])
+        .args(auth.args())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _child = Child(child);
+    let addr = format!("https://localhost:{grpc}");
+
+    // The hotline's certificate alone: it reports as 12345-hotline, and reads its report.
+    let mut hotline_client =
+        IncidentServiceClient::new(channel(&addr, &ca_pem, Some(&hotline)).await);
+    let id = hotline_client
+        .report_incident(report("m-1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id;
+    let inc = hotline_client
+        .get_incident(pb::GetIncidentRequest {
+            incident_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(inc.report.unwrap().source_system, "12345-hotline");
+    assert_eq!(inc.timeline[0].user, "cert:hotline.gateway.example");
+
+    // A verified certificate that no entry names.
+    let e = IncidentServiceClient::new(channel(&addr, &ca_pem, Some(&stranger)).await)
+        .report_incident(report("m-2"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().contains("not mapped"), "{e:?}");
+
+    // No certificate and no token; then a token on the hotline's connection wins.
+    let e = IncidentServiceClient::new(channel(&addr, &ca_pem, None).await)
+        .report_incident(report("m-3"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let e = hotline_client
+        .report_incident(auth.req("department:water-affairs", report("m-4")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::PermissionDenied,
+        "a department may not report, whatever certificate carries it"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
