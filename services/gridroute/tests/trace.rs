@@ -27,9 +27,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use tonic::{Request, Response, Status};
 
-/// Span names by trace id (hex).
+/// Span names by trace id (hex), and every exported span whole (names, attributes, events),
+/// as text.
 #[derive(Clone, Default)]
-struct Receiver(Arc<Mutex<HashMap<String, Vec<String>>>>);
+struct Receiver(Arc<Mutex<HashMap<String, Vec<String>>>>, Arc<Mutex<String>>);
 
 #[tonic::async_trait]
 impl TraceService for Receiver {
@@ -42,6 +43,7 @@ impl TraceService for Receiver {
             for ss in rs.scope_spans {
                 for span in ss.spans {
                     let id: String = span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+                    self.1.lock().unwrap().push_str(&format!("{span:?}\n"));
                     seen.entry(id).or_default().push(span.name);
                 }
             }
@@ -167,13 +169,13 @@ async fn one_trace_spans_report_route_dispatch_and_delivery() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_logs_name_the_trace_and_never_the_reporter() {
+async fn logs_spans_and_metrics_name_the_trace_and_never_the_reporter() {
     let receiver = Receiver::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let otlp = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(receiver))
+            .add_service(TraceServiceServer::new(receiver.clone()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let log = std::env::temp_dir().join(format!("gridroute-log-{}.json", std::process::id()));
@@ -240,8 +242,30 @@ async fn json_logs_name_the_trace_and_never_the_reporter() {
         let _ = incidents.report_incident(r).await;
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
-    // SIGTERM (on drop), so that the redis-server of `gridroute dev` stops with it.
+    let scraped = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    };
+    // SIGTERM (on drop), so that the redis-server of `gridroute dev` stops with it (and the
+    // last spans are flushed).
     drop(child);
+    let spans = receiver.1.lock().unwrap().clone();
+    assert!(
+        spans.contains("rpc") && scraped.contains("gridroute_reports_total"),
+        "spans and metrics were exported"
+    );
+    for secret in ["13912345678", "张三丰", "resident-778899", "Building 7"] {
+        assert!(!spans.contains(secret), "{secret:?} leaked into the spans");
+        assert!(
+            !scraped.contains(secret),
+            "{secret:?} leaked into the metrics"
+        );
+    }
     let text = std::fs::read_to_string(&log).unwrap();
     let _ = std::fs::remove_file(&log);
     assert!(text.lines().count() > 5, "debug logs were written");
