@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Lints the gridroute chart and renders it with the default values and every example values
-file in helm/gridroute/ci/, through the Helm SDK (PyPI helm-python-sdk: no helm binary), then
-validates every rendered manifest offline with kubernetes-validate --strict.
+"""Lints the gridroute chart and renders it with the default values (plus the one value that
+has no default: where callers' credentials are verified) and every example values file in
+helm/gridroute/ci/, through the Helm SDK (PyPI helm-python-sdk: no helm binary), then validates
+every rendered manifest offline with kubernetes-validate --strict. Also checks that the chart
+refuses to render without any way to authenticate callers.
 
 Run by `make deploy-check` (part of `make test`). Needs: pip install helm-python-sdk==0.2.2
 kubernetes-validate==1.37.0 (.ci/run installs them).
@@ -38,8 +40,18 @@ def leaf_keys(d: dict, prefix: str = "") -> list:
     return out
 
 
+# The value without a default: the chart refuses to render a deployment nobody can call.
+REQUIRED = {"auth": {"jwks": {"url": "https://idp.example.gov/.well-known/jwks.json"}}}
+
+
+def merged(values: dict) -> dict:
+    out = dict(REQUIRED)
+    out.update(values)
+    return out
+
+
 def main() -> None:
-    report = helm.lint(str(CHART), strict=True, kube_version=f"v{KUBE_VERSION}.0")
+    report = helm.lint(str(CHART), REQUIRED, strict=True, kube_version=f"v{KUBE_VERSION}.0")
     problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
     if problems:
         fail(f"lint: {problems}")
@@ -48,10 +60,16 @@ def main() -> None:
     undocumented = [k for k in leaf_keys(values) if f"`{k}`" not in readme]
     if undocumented:
         fail(f"values not described in helm/gridroute/README.md: {undocumented}")
-    cases = [("default", {})] + [
-        (f.name, yaml.safe_load(f.read_text()) or {}) for f in sorted((CHART / "ci").glob("*.yaml"))
+    cases = [("default", REQUIRED)] + [
+        (f.name, merged(yaml.safe_load(f.read_text()) or {})) for f in sorted((CHART / "ci").glob("*.yaml"))
     ]
     chart = helm.Chart.load(str(CHART))
+    try:
+        chart.render({}, name="gridroute", namespace="city")
+        fail("the chart rendered without any way to authenticate callers")
+    except Exception as e:  # the SDK raises the template's fail() message
+        if "auth:" not in str(e):
+            fail(f"rendering without auth failed for another reason: {e}")
     total = 0
     with tempfile.TemporaryDirectory() as tmp:
         files = []

@@ -56,6 +56,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* The ConfigMap holding the client-certificate map, or nothing when there is none. */}}
+{{- define "gridroute.certMapConfigMap" -}}
+{{- if .Values.auth.certificateMap.existingConfigMap -}}
+{{- .Values.auth.certificateMap.existingConfigMap -}}
+{{- else if .Values.auth.certificateMap.entries -}}
+{{- include "gridroute.fullname" . }}-certs
+{{- end -}}
+{{- end }}
+
 {{/*
 A router or API Deployment. Arguments: dict "root" $ "role" "api"|"router" "cfg" .Values.api|.Values.router
 */}}
@@ -64,6 +73,13 @@ A router or API Deployment. Arguments: dict "root" $ "role" "api"|"router" "cfg"
 {{- $role := .role }}
 {{- $cfg := .cfg }}
 {{- $tables := include "gridroute.tablesConfigMap" $root }}
+{{- $auth := $root.Values.auth }}
+{{- $certMap := include "gridroute.certMapConfigMap" $root }}
+{{- if not (or $auth.jwks.url $auth.jwks.existingSecret $certMap) }}
+{{- fail "auth: set auth.jwks.url (the identity provider's JWKS), auth.jwks.existingSecret or auth.certificateMap: every call is authenticated (docs/ACCESS.md)" }}
+{{- end }}
+{{- $jwksFile := and (not $auth.jwks.url) $auth.jwks.existingSecret }}
+{{- $authVolumes := or $jwksFile $auth.jwks.caSecret $certMap }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -167,6 +183,59 @@ spec:
               value: /etc/gridroute/tls/tls.key
             {{- end }}
             {{- end }}
+            - name: GRIDROUTE_CONTACT_RETENTION
+              value: {{ $auth.contactRetention | quote }}
+            {{- if eq $role "api" }}
+            {{- if $auth.jwks.url }}
+            - name: GRIDROUTE_JWKS
+              value: {{ $auth.jwks.url | quote }}
+            {{- else if $auth.jwks.existingSecret }}
+            - name: GRIDROUTE_JWKS
+              value: /etc/gridroute/jwks/{{ $auth.jwks.existingSecretKey }}
+            {{- end }}
+            {{- if $auth.jwks.caSecret }}
+            - name: GRIDROUTE_JWKS_CA
+              value: /etc/gridroute/jwks-ca/ca.crt
+            {{- end }}
+            - name: GRIDROUTE_JWKS_REFRESH
+              value: {{ $auth.jwks.refresh | quote }}
+            {{- with $auth.issuer }}
+            - name: GRIDROUTE_TOKEN_ISSUER
+              value: {{ . | quote }}
+            {{- end }}
+            - name: GRIDROUTE_TOKEN_AUDIENCE
+              value: {{ $auth.audience | quote }}
+            - name: GRIDROUTE_TOKEN_LEEWAY_SECS
+              value: {{ $auth.leewaySeconds | quote }}
+            - name: GRIDROUTE_CLAIM_PERSON
+              value: {{ $auth.claims.person | quote }}
+            - name: GRIDROUTE_CLAIM_PRINCIPAL
+              value: {{ $auth.claims.principal | quote }}
+            - name: GRIDROUTE_CLAIM_ROLES
+              value: {{ $auth.claims.roles | quote }}
+            - name: GRIDROUTE_CLAIM_SCOPE
+              value: {{ $auth.claims.scope | quote }}
+            {{- if $certMap }}
+            - name: GRIDROUTE_CERT_MAP
+              value: /etc/gridroute/certs/certs.yaml
+            {{- end }}
+            {{- if and $root.Values.tls.clientAuth $auth.clientCertificateOptional }}
+            - name: GRIDROUTE_TLS_CLIENT_OPTIONAL
+              value: "true"
+            {{- end }}
+            {{- with $auth.rateLimits }}
+            - name: GRIDROUTE_RATE_LIMITS
+              value: {{ . | quote }}
+            {{- end }}
+            - name: GRIDROUTE_MAX_STREAMS_PER_PRINCIPAL
+              value: {{ $auth.maxStreamsPerPrincipal | quote }}
+            {{- if $auth.coHandlersSeeContact }}
+            - name: GRIDROUTE_CO_HANDLERS_SEE_CONTACT
+              value: "true"
+            {{- end }}
+            - name: GRIDROUTE_AUDIT_RETENTION
+              value: {{ $auth.auditRetention | quote }}
+            {{- end }}
             {{- with $root.Values.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -216,7 +285,8 @@ spec:
             {{- toYaml $cfg.resources | nindent 12 }}
           securityContext:
             {{- toYaml $root.Values.containerSecurityContext | nindent 12 }}
-          {{- if or $tables $root.Values.tls.enabled }}
+          {{- $apiAuth := and (eq $role "api") $authVolumes }}
+          {{- if or $tables $root.Values.tls.enabled $apiAuth }}
           volumeMounts:
             {{- if $tables }}
             - name: tables
@@ -228,8 +298,23 @@ spec:
               mountPath: /etc/gridroute/tls
               readOnly: true
             {{- end }}
+            {{- if and (eq $role "api") $jwksFile }}
+            - name: jwks
+              mountPath: /etc/gridroute/jwks
+              readOnly: true
+            {{- end }}
+            {{- if and (eq $role "api") $auth.jwks.caSecret }}
+            - name: jwks-ca
+              mountPath: /etc/gridroute/jwks-ca
+              readOnly: true
+            {{- end }}
+            {{- if and (eq $role "api") $certMap }}
+            - name: certs
+              mountPath: /etc/gridroute/certs
+              readOnly: true
+            {{- end }}
           {{- end }}
-      {{- if or $tables $root.Values.tls.enabled }}
+      {{- if or $tables $root.Values.tls.enabled $apiAuth }}
       volumes:
         {{- if $tables }}
         - name: tables
@@ -240,6 +325,21 @@ spec:
         - name: tls
           secret:
             secretName: {{ required "tls.secretName is required when tls.enabled" $root.Values.tls.secretName }}
+        {{- end }}
+        {{- if and (eq $role "api") $jwksFile }}
+        - name: jwks
+          secret:
+            secretName: {{ $auth.jwks.existingSecret }}
+        {{- end }}
+        {{- if and (eq $role "api") $auth.jwks.caSecret }}
+        - name: jwks-ca
+          secret:
+            secretName: {{ $auth.jwks.caSecret }}
+        {{- end }}
+        {{- if and (eq $role "api") $certMap }}
+        - name: certs
+          configMap:
+            name: {{ $certMap }}
         {{- end }}
       {{- end }}
       {{- if $root.Values.topologySpread.enabled }}
