@@ -93,7 +93,7 @@ struct Args {
     #[arg(long)]
     stages: Option<String>,
     /// Metadata sent with every call, `key=value` (repeatable), e.g.
-    /// `x-gridroute-user=load-tester` or a gateway's API key.
+    /// a gateway's API key.
     #[arg(long = "metadata", value_name = "KEY=VALUE")]
     metadata: Vec<String>,
     /// Bearer token sent as `authorization: Bearer <token>` with every call (a reporting
