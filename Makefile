@@ -2,15 +2,24 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help dev test fmt lint unit smoke deploy-check bench targets bench-data sample build release clean
+.PHONY: help setup-dev setup-test dev test fmt lint unit smoke deploy-check bench targets bench-data sample build release clean
+
+# The deploy checks' Python tools live in a project-local virtual environment (.ci/setup).
+VENV := $(or $(CARGO_TARGET_DIR),target)/venv
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
 
-dev: ## Run gridroute on the Dawukou sample with a private redis-server (Ctrl-C stops both)
+setup-dev: ## Install what `make dev` needs and the machine lacks (redis-server), or say how
+	@bash .ci/setup dev
+
+setup-test: ## Install what `make test` needs and the machine lacks (redis-server, promtool, Python tools), or say how
+	@bash .ci/setup test
+
+dev: setup-dev ## Run gridroute on the Dawukou sample with a private redis-server (Ctrl-C stops both)
 	$(CARGO) run --release -p gridroute -- dev
 
-test: fmt lint unit smoke deploy-check ## Everything CI runs: format check, clippy -D warnings, every test, smoke load, deploy checks
+test: setup-test fmt lint unit smoke deploy-check ## Everything CI runs: format check, clippy -D warnings, every test, smoke load, deploy checks
 
 fmt: ## Check formatting
 	$(CARGO) fmt --all -- --check
@@ -25,7 +34,7 @@ smoke: ## A few seconds of end-to-end load on `gridroute dev`: zero errors, zero
 	bash loadtest/smoke.sh
 
 deploy-check: ## Alert rules (promtool), dashboard metrics, Helm chart lint + render + kubernetes-validate
-	bash deploy/check.sh
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash deploy/check.sh
 
 bench: bench-data ## Criterion benches of the core, then a short load test beside its ceilings
 	$(CARGO) bench -p gridroute-benches

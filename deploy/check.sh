@@ -5,11 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-command -v promtool >/dev/null || missing+=("promtool (apt-get install prometheus)")
-python3 -c 'import helm_python' 2>/dev/null || missing+=("helm-python-sdk (pip install helm-python-sdk==0.2.2)")
-command -v kubernetes-validate >/dev/null || missing+=("kubernetes-validate (pip install kubernetes-validate==1.37.0)")
+command -v promtool >/dev/null || missing+=("promtool")
+python3 -c 'import helm_python' 2>/dev/null || missing+=("helm-python-sdk")
+command -v kubernetes-validate >/dev/null || missing+=("kubernetes-validate")
 if ((${#missing[@]})); then
-  printf 'deploy-check needs: %s\n' "${missing[@]}" >&2
+  echo "deploy-check needs ${missing[*]}: run \`make setup-test\` (or \`make deploy-check\`, which uses its virtual environment)" >&2
   exit 1
 fi
 promtool check rules deploy/prometheus/alerts.yaml
