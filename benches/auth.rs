@@ -59,16 +59,19 @@ fn tokens(c: &mut Criterion) {
     });
     // A fresh token every iteration: the full check (the cache only fills).
     let mut n = 0u64;
-    c.bench_function("token: first use, EdDSA (signature, claims, principal)", |b| {
-        b.iter_batched(
-            || {
-                n += 1;
-                keys.token(&p, Duration::from_secs(3600 + n))
-            },
-            |t| rt.block_on(v.verify(&t)).unwrap(),
-            criterion::BatchSize::SmallInput,
-        )
-    });
+    c.bench_function(
+        "token: first use, EdDSA (signature, claims, principal)",
+        |b| {
+            b.iter_batched(
+                || {
+                    n += 1;
+                    keys.token(&p, Duration::from_secs(3600 + n))
+                },
+                |t| rt.block_on(v.verify(&t)).unwrap(),
+                criterion::BatchSize::SmallInput,
+            )
+        },
+    );
 }
 
 fn algorithms(c: &mut Criterion) {

@@ -14,7 +14,8 @@ cargo build -q --release -p gridroute -p gridroute-loadtest
 # shellcheck source=loadtest/lib.sh
 source loadtest/lib.sh
 dev_auth "$target/gridroute"
-seconds=${AUTH_COST_SECONDS:-10}
+seconds=${AUTH_COST_SECONDS:-8}
+rounds=${AUTH_COST_ROUNDS:-5}
 rport=$(free_port)
 redis-server --port "$rport" "${redis_flags[@]}" >"$out/redis.log" 2>&1 &
 rpid=$!
@@ -26,7 +27,7 @@ cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run() {
   local label=$1; shift
   local grpc; grpc=$(free_port)
-  "$target/gridroute" serve "$@" --redis-url "redis://127.0.0.1:$rport/" --role api \
+  "$target/gridroute" serve "$@" "${unlimited[@]}" --redis-url "redis://127.0.0.1:$rport/" --role api \
     --grpc-addr "127.0.0.1:$grpc" --metrics-addr off >"$out/api-$label.log" 2>&1 &
   local api=$!
   wait_health "$target/gridroute" "$grpc"
@@ -53,18 +54,18 @@ with open(path + ".cpu", "w") as f:
 PY
 }
 
-for round in 1 2 3; do
+for round in $(seq 1 "$rounds"); do
   echo "== round $round"
   run tokens "${serve_auth[@]}"
   cp "$out/tokens.json.cpu" "$out/tokens-$round.cpu"
   run insecure --insecure-no-auth
   cp "$out/insecure.json.cpu" "$out/insecure-$round.cpu"
 done
-python3 - "$out" <<'PY'
+python3 - "$out" "$rounds" <<'PY'
 import pathlib, statistics, sys
-out = pathlib.Path(sys.argv[1])
-t = [float((out / f"tokens-{i}.cpu").read_text()) for i in (1, 2, 3)]
-n = [float((out / f"insecure-{i}.cpu").read_text()) for i in (1, 2, 3)]
+out, rounds = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+t = [float((out / f"tokens-{i}.cpu").read_text()) for i in range(1, rounds + 1)]
+n = [float((out / f"insecure-{i}.cpu").read_text()) for i in range(1, rounds + 1)]
 mt, mn = statistics.median(t), statistics.median(n)
 print(f"median API CPU per call: with tokens {mt:.1f} µs, without authentication {mn:.1f} µs: "
       f"authentication costs {mt - mn:+.1f} µs per call ({(mt / mn - 1) * 100:+.1f} %)")

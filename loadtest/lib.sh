@@ -26,3 +26,7 @@ dev_auth() {
   export GRIDROUTE_TOKENS
   serve_auth=(--jwks "$GRIDROUTE_DEV_DIR/dev-jwks.json" --token-issuer gridroute-dev)
 }
+
+# Per-principal rate limits far above what one machine serves, for runs that measure capacity
+# (the defaults cap a reporting system at 20,000 calls/s per replica: docs/ACCESS.md).
+unlimited=(--rate-limits "source_system=10000000:10000000,department=10000000:10000000,command_centre=10000000:10000000")

@@ -107,49 +107,55 @@ pub struct AuthService<S> {
 }
 
 /// The caller's network address.
-pub fn peer(ext: &http::Extensions) -> String {
+fn peer_addr(ext: &http::Extensions) -> Option<std::net::SocketAddr> {
     ext.get::<TcpConnectInfo>()
         .and_then(TcpConnectInfo::remote_addr)
         .or_else(|| {
             ext.get::<TlsConnectInfo<TcpConnectInfo>>()
                 .and_then(|i| i.get_ref().remote_addr())
         })
-        .map(|a| a.to_string())
-        .unwrap_or_default()
+}
+
+/// The caller's network address as the audit trail writes it.
+pub fn peer(ext: &http::Extensions) -> String {
+    peer_addr(ext).map(|a| a.to_string()).unwrap_or_default()
 }
 
 /// What a request presents to be identified, taken from it before any await (a request body
 /// cannot be held across one).
-#[derive(Debug, Default)]
+/// (Header values and certificates are reference-counted: taking them copies nothing.)
+#[derive(Debug)]
 struct Presented {
-    method: String,
-    authorization: Option<Vec<u8>>,
-    certificate: Option<Vec<u8>>,
-    insecure_principal: Option<String>,
-    insecure_user: String,
-    peer: String,
+    path: http::uri::PathAndQuery,
+    authorization: Option<http::HeaderValue>,
+    certificates: Option<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>>,
+    insecure_principal: Option<http::HeaderValue>,
+    insecure_user: Option<http::HeaderValue>,
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl Presented {
     fn of(req: &http::Request<Body>) -> Self {
-        let header = |name: &str| req.headers().get(name).map(http::HeaderValue::as_bytes);
-        let text = |name: &str| header(name).and_then(|v| std::str::from_utf8(v).ok());
+        let header = |name: &str| req.headers().get(name).cloned();
         Self {
-            method: req.uri().path().trim_start_matches('/').to_owned(),
-            authorization: header("authorization").map(<[u8]>::to_vec),
-            certificate: req
+            path: req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+            authorization: header("authorization"),
+            certificates: req
                 .extensions()
                 .get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(TlsConnectInfo::peer_certs)
-                .and_then(|c| c.first().map(|c| c.as_ref().to_vec())),
-            insecure_principal: text(INSECURE_PRINCIPAL_METADATA).map(str::to_owned),
-            insecure_user: text(INSECURE_USER_METADATA)
-                .unwrap_or("")
-                .chars()
-                .take(128)
-                .collect(),
-            peer: peer(req.extensions()),
+                .and_then(TlsConnectInfo::peer_certs),
+            insecure_principal: header(INSECURE_PRINCIPAL_METADATA),
+            insecure_user: header(INSECURE_USER_METADATA),
+            peer: peer_addr(req.extensions()),
         }
+    }
+
+    fn method(&self) -> &str {
+        self.path.path().trim_start_matches('/')
     }
 }
 
@@ -158,13 +164,30 @@ impl Security {
     async fn identify(&self, p: &Presented) -> Result<Principal, AuthError> {
         match &self.identity {
             Identity::Credentials(auth) => {
-                auth.authenticate(p.authorization.as_deref(), p.certificate.as_deref())
+                let leaf = p
+                    .certificates
+                    .as_ref()
+                    .and_then(|c| c.first())
+                    .map(|c| c.as_ref());
+                auth.authenticate(p.authorization.as_ref().map(|v| v.as_bytes()), leaf)
                     .await
             }
             Identity::Insecure => {
-                let text = p.insecure_principal.as_deref().ok_or(AuthError::Missing)?;
+                let text = p
+                    .insecure_principal
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or(AuthError::Missing)?;
+                let person: String = p
+                    .insecure_user
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .chars()
+                    .take(128)
+                    .collect();
                 Principal::parse(text)
-                    .map(|principal| principal.with_person(&p.insecure_user))
+                    .map(|principal| principal.with_person(&person))
                     .map_err(|e| AuthError::Token(e.into()))
             }
         }
@@ -176,18 +199,18 @@ impl Security {
         presented: Presented,
         rule: Option<&'static Rule>,
     ) -> Result<Authenticated, Status> {
-        let method = presented.method.clone();
+        let method = presented.method();
         let refuse = |principal: &str, person: &str, status: Status, why: &'static str| {
             metrics::counter!(names::AUTH_DENIED_TOTAL, "reason" => why, "kind" => kind_label(principal))
                 .increment(1);
             self.audit.record(Entry {
                 principal: principal.to_owned(),
                 person: person.to_owned(),
-                method: method.clone(),
+                method: method.to_owned(),
                 target: String::new(),
                 outcome: crate::code_name(status.code()).to_owned(),
                 reason: status.message().to_owned(),
-                peer: presented.peer.clone(),
+                peer: presented.peer.map(|a| a.to_string()).unwrap_or_default(),
             });
             status
         };

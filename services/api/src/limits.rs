@@ -83,11 +83,12 @@ struct Bucket {
 /// dropped (a principal then starts with a full bucket), so memory stays bounded.
 const MAX_BUCKETS: usize = 100_000;
 
-/// The limiter shared by every call of a replica.
+/// The limiter shared by every call of a replica. Buckets are kept per kind, keyed by the
+/// principal's id, so that a call looks its bucket up without building a key.
 #[derive(Debug, Clone)]
 pub struct Limits {
     config: Arc<LimitConfig>,
-    buckets: Arc<DashMap<String, Bucket>>,
+    buckets: Arc<[DashMap<String, Bucket>; Kind::ALL.len()]>,
     streams: Arc<DashMap<String, usize>>,
 }
 
@@ -96,7 +97,7 @@ impl Limits {
     pub fn new(config: LimitConfig) -> Self {
         Self {
             config: Arc::new(config),
-            buckets: Arc::new(DashMap::new()),
+            buckets: Arc::new(std::array::from_fn(|_| DashMap::new())),
             streams: Arc::new(DashMap::new()),
         }
     }
@@ -108,14 +109,19 @@ impl Limits {
             return Ok(());
         };
         let now = Instant::now();
-        if self.buckets.len() >= MAX_BUCKETS {
-            self.buckets
-                .retain(|_, b| now.duration_since(b.at) < Duration::from_secs(1));
-        }
-        let mut b = self.buckets.entry(p.label()).or_insert(Bucket {
-            tokens: rate.burst,
-            at: now,
-        });
+        let buckets = &self.buckets[Kind::ALL.iter().position(|k| *k == p.kind).unwrap_or(0)];
+        let mut b = match buckets.get_mut(p.id.as_str()) {
+            Some(b) => b,
+            None => {
+                if buckets.len() >= MAX_BUCKETS {
+                    buckets.retain(|_, b| now.duration_since(b.at) < Duration::from_secs(1));
+                }
+                buckets.entry(p.id.clone()).or_insert(Bucket {
+                    tokens: rate.burst,
+                    at: now,
+                })
+            }
+        };
         let refill = now.duration_since(b.at).as_secs_f64() * rate.per_second;
         b.tokens = (b.tokens + refill).min(rate.burst);
         b.at = now;
