@@ -12,61 +12,78 @@ use gridroute_store::{
 
 use crate::{ApiError, ApiState, authz, privacy, validate};
 
-/// One action as a request describes it.
-#[derive(Debug)]
-pub struct Action {
-    /// The incident.
-    pub incident_id: String,
-    /// Idempotency key ('' = none).
-    pub request_id: String,
-    /// What to do.
-    pub command: Command,
-    /// Identity fields of the request body (field name, value): each must be empty or the
-    /// caller's own.
-    pub claims: Vec<(&'static str, String)>,
+/// A request message for an action on one incident: where it keeps the incident id, its
+/// idempotency key, and the identity fields it may carry (each must be empty or the caller's).
+pub trait OnIncident {
+    /// Takes the incident id, the request id and the identity fields out of the message.
+    fn take_ids(&mut self) -> (String, String, Vec<(&'static str, String)>);
 }
 
-impl Action {
-    /// An action whose request names the acting department in `department_id`.
-    pub fn by_department(
-        department_id: String,
-        incident_id: String,
-        request_id: String,
-        command: Command,
-    ) -> Self {
-        Self {
-            incident_id,
-            request_id,
-            command,
-            claims: vec![("department_id", department_id)],
+macro_rules! on_incident {
+    ($($t:ty => [$($field:ident),*]),* $(,)?) => {$(
+        impl OnIncident for $t {
+            fn take_ids(&mut self) -> (String, String, Vec<(&'static str, String)>) {
+                (
+                    std::mem::take(&mut self.incident_id),
+                    std::mem::take(&mut self.request_id),
+                    vec![$((stringify!($field), std::mem::take(&mut self.$field))),*],
+                )
+            }
         }
-    }
+    )*};
 }
 
-/// Builds the action a request describes (`build` takes the message apart, or refuses a
-/// field) and runs it for `who`.
-pub async fn run(
+on_incident!(
+    pb::AcceptIncidentRequest => [department_id],
+    pb::ResolveIncidentRequest => [department_id],
+    pb::ReturnIncidentRequest => [department_id],
+    pb::AddProgressRequest => [department_id],
+    pb::RequestExtensionRequest => [department_id],
+    pb::RequestSuspensionRequest => [department_id],
+    pb::ResumeIncidentRequest => [department_id],
+    pb::ArbitrateIncidentRequest => [department_id],
+    pb::DecideRequestRequest => [department_id],
+    pb::VerifyIncidentRequest => [department_id, grid_worker_id],
+    pb::CloseIncidentRequest => [department_id],
+    pb::CancelIncidentRequest => [department_id],
+    pb::UnmergeIncidentRequest => [department_id],
+    pb::SubmitFeedbackRequest => [source_system],
+);
+
+/// Runs the action a request describes for `who`: `command` turns the rest of the message
+/// into the command (or refuses a field); the answer is the incident as it is afterwards.
+pub async fn run<T: OnIncident>(
     state: &ApiState,
     who: Caller,
-    build: impl FnOnce() -> Result<Action, ApiError>,
+    mut msg: T,
+    command: impl FnOnce(T) -> Result<Command, ApiError>,
 ) -> Result<pb::Incident, ApiError> {
-    act(state, who, build()?).await
+    let (incident_id, request_id, claims) = msg.take_ids();
+    let command = command(msg)?;
+    act(state, who, incident_id, request_id, command, &claims).await
 }
 
 /// Runs one action for `who` and returns the incident as it is afterwards.
-pub async fn act(state: &ApiState, who: Caller, a: Action) -> Result<pb::Incident, ApiError> {
-    for (field, value) in &a.claims {
+async fn act(
+    state: &ApiState,
+    who: Caller,
+    incident_id: String,
+    request_id: String,
+    command: Command,
+    claims: &[(&'static str, String)],
+) -> Result<pb::Incident, ApiError> {
+    for (field, value) in claims {
         authz::claim(field, value, &who)?;
     }
-    validate::incident_id(&a.incident_id)?;
-    validate::action_request_id(&a.request_id)?;
+    validate::incident_id(&incident_id)?;
+    validate::action_request_id(&request_id)?;
     let table = state.tables.load_full();
-    let action = a.command.name();
+    let action = command.name();
     let req = ActRequest {
-        incident_id: a.incident_id,
-        request_id: a.request_id,
+        incident_id,
+        request_id,
         caller: who,
-        command: a.command,
+        command,
     };
     match state.store.act(&table, &req).await {
         Ok(Acted::Applied) => tracing::debug!(action, "applied"),

@@ -8,11 +8,7 @@ use gridroute_store::subscribe::Cursor;
 use tonic::{Request, Response, Status};
 use tracing::info_span;
 
-use crate::{
-    ApiError, ApiState,
-    actions::{self, Action},
-    authz, streaming,
-};
+use crate::{ApiError, ApiState, actions, authz, streaming};
 
 /// The DispatchService implementation.
 #[derive(Debug, Clone)]
@@ -72,15 +68,7 @@ impl DispatchService for Dispatches {
     ) -> Result<Response<pb::Incident>, Status> {
         self.0
             .call("AcceptIncident", request, |who, r| {
-                actions::run(&self.0, who, move || {
-                    let command = Command::Accept { note: r.note };
-                    Ok(Action::by_department(
-                        r.department_id,
-                        r.incident_id,
-                        r.request_id,
-                        command,
-                    ))
-                })
+                actions::run(&self.0, who, r, |r| Ok(Command::Accept { note: r.note }))
             })
             .await
     }
@@ -91,18 +79,12 @@ impl DispatchService for Dispatches {
     ) -> Result<Response<pb::Incident>, Status> {
         self.0
             .call("ResolveIncident", request, |who, r| {
-                actions::run(&self.0, who, move || {
+                actions::run(&self.0, who, r, |r| {
                     let mut note = r.note;
                     if !r.evidence_urls.is_empty() && !note.trim().is_empty() {
                         note = format!("{note} (evidence: {})", r.evidence_urls.join(" "));
                     }
-                    let command = Command::Resolve { note };
-                    Ok(Action::by_department(
-                        r.department_id,
-                        r.incident_id,
-                        r.request_id,
-                        command,
-                    ))
+                    Ok(Command::Resolve { note })
                 })
             })
             .await
@@ -114,7 +96,7 @@ impl DispatchService for Dispatches {
     ) -> Result<Response<pb::Incident>, Status> {
         self.0
             .call("ReturnIncident", request, |who, r| {
-                actions::run(&self.0, who, move || {
+                actions::run(&self.0, who, r, |r| {
                     let mut v = Vec::new();
                     let reason = pb::ReturnReason::try_from(r.reason)
                         .unwrap_or(pb::ReturnReason::Unspecified);
@@ -133,16 +115,10 @@ impl DispatchService for Dispatches {
                     if !v.is_empty() {
                         return Err(ApiError::Invalid(v));
                     }
-                    let command = Command::Return {
+                    Ok(Command::Return {
                         reason: reason.as_str_name().to_owned(),
                         note: r.note,
-                    };
-                    Ok(Action::by_department(
-                        r.department_id,
-                        r.incident_id,
-                        r.request_id,
-                        command,
-                    ))
+                    })
                 })
             })
             .await
@@ -154,17 +130,11 @@ impl DispatchService for Dispatches {
     ) -> Result<Response<pb::Incident>, Status> {
         self.0
             .call("AddProgress", request, |who, r| {
-                actions::run(&self.0, who, move || {
+                actions::run(&self.0, who, r, |r| {
                     if r.note.trim().is_empty() {
                         return Err(ApiError::field("note", "required: what was done"));
                     }
-                    let command = Command::Progress { note: r.note };
-                    Ok(Action::by_department(
-                        r.department_id,
-                        r.incident_id,
-                        r.request_id,
-                        command,
-                    ))
+                    Ok(Command::Progress { note: r.note })
                 })
             })
             .await
@@ -176,17 +146,11 @@ impl DispatchService for Dispatches {
     ) -> Result<Response<pb::Incident>, Status> {
         self.0
             .call("RequestExtension", request, |who, r| {
-                actions::run(&self.0, who, move || {
-                    let command = Command::RequestExtension {
+                actions::run(&self.0, who, r, |r| {
+                    Ok(Command::RequestExtension {
                         span: r.extension,
                         reason: r.reason,
-                    };
-                    Ok(Action::by_department(
-                        r.department_id,
-                        r.incident_id,
-                        r.request_id,
-                        command,
-                    ))
+                    })
                 })
             })
             .await
@@ -198,14 +162,8 @@ impl DispatchService for Dispatches {
     ) -> Result<Response<pb::Incident>, Status> {
         self.0
             .call("RequestSuspension", request, |who, r| {
-                actions::run(&self.0, who, move || {
-                    let command = Command::RequestSuspension { reason: r.reason };
-                    Ok(Action::by_department(
-                        r.department_id,
-                        r.incident_id,
-                        r.request_id,
-                        command,
-                    ))
+                actions::run(&self.0, who, r, |r| {
+                    Ok(Command::RequestSuspension { reason: r.reason })
                 })
             })
             .await
@@ -217,15 +175,7 @@ impl DispatchService for Dispatches {
     ) -> Result<Response<pb::Incident>, Status> {
         self.0
             .call("ResumeIncident", request, |who, r| {
-                actions::run(&self.0, who, move || {
-                    let command = Command::Resume { note: r.note };
-                    Ok(Action::by_department(
-                        r.department_id,
-                        r.incident_id,
-                        r.request_id,
-                        command,
-                    ))
-                })
+                actions::run(&self.0, who, r, |r| Ok(Command::Resume { note: r.note }))
             })
             .await
     }

@@ -3,7 +3,7 @@
 //! with the reporter's contact masked unless the caller needs it.
 
 use gridroute_core::{
-    access::{self, Kind, Principal},
+    access::{self, Principal},
     lifecycle::Command,
 };
 use gridroute_proto::v1::{self as pb, incident_service_server::IncidentService};
@@ -11,11 +11,7 @@ use gridroute_store::{StoreError, codec, ingest::Accepted, query, subscribe::Cur
 use gridroute_telemetry::{names, trace_context};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{
-    ApiError, ApiState,
-    actions::{self, Action},
-    authz, now_ms, privacy, scope, streaming, validate,
-};
+use crate::{ApiError, ApiState, actions, authz, now_ms, privacy, scope, streaming, validate};
 
 /// Reports per Redis round trip in a ReportIncidents stream.
 const STREAM_CHUNK: usize = 256;
@@ -258,24 +254,10 @@ impl IncidentService for Incidents {
                         "must be after start_time",
                     ));
                 }
-                // A department lists its own incidents; others filter by any department.
-                if who.kind == Kind::Department {
-                    authz::claim("department_id", &r.department_id, &who)?;
-                }
-                let department = if who.kind == Kind::Department {
-                    who.id.clone()
-                } else {
-                    r.department_id
-                };
-                if !department.is_empty() && table.department(&department).is_none() {
-                    violations.push(tonic_types::FieldViolation::new(
-                        "department_id",
-                        "unknown department",
-                    ));
-                }
                 if !violations.is_empty() {
                     return Err(ApiError::Invalid(violations));
                 }
+                let department = scope::department(&who, &table, r.department_id)?;
                 let region_code = scope::region(&who, &table, r.region_code)?;
                 let filter = query::ListFilter {
                     region_code,
@@ -316,17 +298,7 @@ impl IncidentService for Incidents {
         self.0
             .call("WatchIncidents", request, |who, r| async move {
                 let table = state.tables.load_full();
-                if who.kind == Kind::Department {
-                    authz::claim("department_id", &r.department_id, &who)?;
-                }
-                let department = if who.kind == Kind::Department {
-                    who.id.clone()
-                } else {
-                    r.department_id
-                };
-                if !department.is_empty() {
-                    validate::department("department_id", &department, &table)?;
-                }
+                let department = scope::department(&who, &table, r.department_id)?;
                 let region_code = scope::region(&who, &table, r.region_code)?;
                 let partitions = state.store.keys().partitions();
                 let cursor = if r.cursor.is_empty() {
@@ -357,16 +329,10 @@ impl IncidentService for Incidents {
     ) -> Result<Response<pb::Incident>, Status> {
         self.0
             .call("SubmitFeedback", request, |who, r| {
-                actions::run(&self.0, who, move || {
-                    let command = Command::Feedback {
+                actions::run(&self.0, who, r, |r| {
+                    Ok(Command::Feedback {
                         satisfaction: u8::try_from(r.satisfaction).unwrap_or(0),
                         comment: r.comment,
-                    };
-                    Ok(Action {
-                        incident_id: r.incident_id,
-                        request_id: r.request_id,
-                        command,
-                        claims: vec![("source_system", r.source_system)],
                     })
                 })
             })

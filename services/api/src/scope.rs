@@ -1,13 +1,40 @@
-//! The scopes of the read RPCs that filter by region (ListIncidents, WatchIncidents,
-//! GetStats): one validation of region codes for all of them, and a command centre kept to its
-//! region subtree.
+//! The scopes of the read RPCs that filter by department and region (ListIncidents,
+//! WatchIncidents, GetStats): a department is held to its own department, a command centre
+//! to its region subtree, and region codes are validated alike for all of them.
 
 use gridroute_core::{
     RoutingTable,
     access::{self, Kind, Principal},
 };
 
-use crate::{ApiError, error::quoted};
+use crate::{ApiError, authz, error::quoted};
+
+/// The department filter a call of `who` uses: a department's own (a request naming another
+/// is PERMISSION_DENIED); for command centres and auditors the requested one ('' = any),
+/// which must be a department of the table in force.
+pub fn department(
+    who: &Principal,
+    table: &RoutingTable,
+    requested: String,
+) -> Result<String, ApiError> {
+    let department = if who.kind == Kind::Department {
+        authz::claim("department_id", &requested, who)?;
+        who.id.clone()
+    } else {
+        requested
+    };
+    if !department.is_empty() && table.department(&department).is_none() {
+        return Err(ApiError::field(
+            "department_id",
+            format!(
+                "unknown department {} in routing table {}",
+                quoted(&department),
+                table.version
+            ),
+        ));
+    }
+    Ok(department)
+}
 
 /// The region a call of `who` covers: the requested one, validated against the table in
 /// force, and for a command centre (other than the default centre) within its authority; a

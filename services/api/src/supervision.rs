@@ -3,16 +3,12 @@
 //! (a grid worker for verification); whether it has authority over the incident is the core's
 //! call.
 
-use gridroute_core::{access::Kind, lifecycle::Command};
+use gridroute_core::lifecycle::Command;
 use gridroute_proto::v1::{self as pb, supervision_service_server::SupervisionService};
 use gridroute_store::{codec, stats::StatsFilter};
 use tonic::{Request, Response, Status};
 
-use crate::{
-    ApiError, ApiState,
-    actions::{self, Action},
-    authz, now_ms, scope,
-};
+use crate::{ApiError, ApiState, actions, now_ms, scope};
 
 /// Default GetStats window when no start time is given.
 const DEFAULT_STATS_WINDOW_MS: i64 = 30 * 24 * 3_600_000;
@@ -29,23 +25,17 @@ impl SupervisionService for Supervision {
     ) -> Result<Response<pb::Incident>, Status> {
         self.0
             .call("ArbitrateIncident", request, |who, r| {
-                actions::run(&self.0, who, move || {
+                actions::run(&self.0, who, r, |r| {
                     if r.assignee_department_id.is_empty() {
                         return Err(ApiError::field(
                             "assignee_department_id",
                             "required: the department that must handle it",
                         ));
                     }
-                    let command = Command::Arbitrate {
+                    Ok(Command::Arbitrate {
                         assignee: r.assignee_department_id,
                         note: r.note,
-                    };
-                    Ok(Action::by_department(
-                        r.department_id,
-                        r.incident_id,
-                        r.request_id,
-                        command,
-                    ))
+                    })
                 })
             })
             .await
@@ -57,18 +47,12 @@ impl SupervisionService for Supervision {
     ) -> Result<Response<pb::Incident>, Status> {
         self.0
             .call("DecideRequest", request, |who, r| {
-                actions::run(&self.0, who, move || {
-                    let command = Command::Decide {
+                actions::run(&self.0, who, r, |r| {
+                    Ok(Command::Decide {
                         approve: r.approve,
                         note: r.note,
                         granted: Some(r.granted_extension).filter(|g| !g.is_empty()),
-                    };
-                    Ok(Action::by_department(
-                        r.department_id,
-                        r.incident_id,
-                        r.request_id,
-                        command,
-                    ))
+                    })
                 })
             })
             .await
@@ -80,19 +64,11 @@ impl SupervisionService for Supervision {
     ) -> Result<Response<pb::Incident>, Status> {
         self.0
             .call("VerifyIncident", request, |who, r| {
-                actions::run(&self.0, who, move || {
-                    let command = Command::Verify {
+                actions::run(&self.0, who, r, |r| {
+                    Ok(Command::Verify {
                         passed: r.passed,
                         note: r.note,
-                    };
-                    let mut action = Action::by_department(
-                        r.department_id,
-                        r.incident_id,
-                        r.request_id,
-                        command,
-                    );
-                    action.claims.push(("grid_worker_id", r.grid_worker_id));
-                    Ok(action)
+                    })
                 })
             })
             .await
@@ -104,15 +80,7 @@ impl SupervisionService for Supervision {
     ) -> Result<Response<pb::Incident>, Status> {
         self.0
             .call("CloseIncident", request, |who, r| {
-                actions::run(&self.0, who, move || {
-                    let command = Command::Close { note: r.note };
-                    Ok(Action::by_department(
-                        r.department_id,
-                        r.incident_id,
-                        r.request_id,
-                        command,
-                    ))
-                })
+                actions::run(&self.0, who, r, |r| Ok(Command::Close { note: r.note }))
             })
             .await
     }
@@ -123,14 +91,8 @@ impl SupervisionService for Supervision {
     ) -> Result<Response<pb::Incident>, Status> {
         self.0
             .call("CancelIncident", request, |who, r| {
-                actions::run(&self.0, who, move || {
-                    let command = Command::Cancel { reason: r.reason };
-                    Ok(Action::by_department(
-                        r.department_id,
-                        r.incident_id,
-                        r.request_id,
-                        command,
-                    ))
+                actions::run(&self.0, who, r, |r| {
+                    Ok(Command::Cancel { reason: r.reason })
                 })
             })
             .await
@@ -142,15 +104,7 @@ impl SupervisionService for Supervision {
     ) -> Result<Response<pb::Incident>, Status> {
         self.0
             .call("UnmergeIncident", request, |who, r| {
-                actions::run(&self.0, who, move || {
-                    let command = Command::Unmerge { note: r.note };
-                    Ok(Action::by_department(
-                        r.department_id,
-                        r.incident_id,
-                        r.request_id,
-                        command,
-                    ))
-                })
+                actions::run(&self.0, who, r, |r| Ok(Command::Unmerge { note: r.note }))
             })
             .await
     }
@@ -163,20 +117,7 @@ impl SupervisionService for Supervision {
             .call("GetStats", request, |who, r| async move {
                 let table = self.0.tables.load_full();
                 let mut v = Vec::new();
-                if who.kind.is_department() && who.kind != Kind::CommandCentre {
-                    authz::claim("department_id", &r.department_id, &who)?;
-                }
-                let department = if who.kind == Kind::Department {
-                    who.id.clone()
-                } else {
-                    r.department_id
-                };
-                if !department.is_empty() && table.department(&department).is_none() {
-                    v.push(tonic_types::FieldViolation::new(
-                        "department_id",
-                        "unknown department",
-                    ));
-                }
+                let department = scope::department(&who, &table, r.department_id)?;
                 let region_code = scope::region(&who, &table, r.region_code)?;
                 let end_ms = r.end_time.as_ref().map_or_else(now_ms, codec::millis);
                 let start_ms = r

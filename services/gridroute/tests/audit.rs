@@ -15,8 +15,9 @@ use gridroute_proto::v1 as pb;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-async fn audit(env: &Env, filter: pb::ListAuditRecordsRequest) -> Vec<pb::AuditRecord> {
-    // Refusals are written by a background writer: wait for them.
+/// The records an auditor reads, once there are at least `n` (refusals are written by a
+/// background writer: wait for them).
+async fn audit_n(env: &Env, filter: pb::ListAuditRecordsRequest, n: usize) -> Vec<pb::AuditRecord> {
     let mut records = Vec::new();
     for _ in 0..50 {
         records = env
@@ -27,12 +28,16 @@ async fn audit(env: &Env, filter: pb::ListAuditRecordsRequest) -> Vec<pb::AuditR
             .unwrap()
             .into_inner()
             .records;
-        if !records.is_empty() {
+        if records.len() >= n {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     records
+}
+
+async fn audit(env: &Env, filter: pb::ListAuditRecordsRequest) -> Vec<pb::AuditRecord> {
+    audit_n(env, filter, 1).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,33 +136,18 @@ async fn refusals_are_recorded_and_no_field_forges_another() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    let denied = audit(
+    let seen: Vec<(String, String, String)> = audit_n(
         &env,
         pb::ListAuditRecordsRequest {
             outcome: "PERMISSION_DENIED".into(),
             ..Default::default()
         },
+        2,
     )
-    .await;
-    let mut seen: Vec<(String, String, String)> = Vec::new();
-    for _ in 0..50 {
-        seen = audit(
-            &env,
-            pb::ListAuditRecordsRequest {
-                outcome: "PERMISSION_DENIED".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .into_iter()
-        .map(|r| (r.principal, r.method, r.target))
-        .collect();
-        if seen.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(!denied.is_empty());
+    .await
+    .into_iter()
+    .map(|r| (r.principal, r.method, r.target))
+    .collect();
     assert!(
         seen.contains(&(
             "department:water-affairs".into(),

@@ -73,6 +73,18 @@ pub(crate) struct Ops {
     count: usize,
 }
 
+/// What an events-stream entry says of the incident after a change.
+pub(crate) struct Change<'a> {
+    /// Its status.
+    pub(crate) status: &'a str,
+    /// The department handling it.
+    pub(crate) department: &'a str,
+    /// Its region codes (comma-separated).
+    pub(crate) regions: &'a str,
+    /// The incidents merged into it, when the change concerns them too.
+    pub(crate) merged: Option<&'a str>,
+}
+
 /// Replaced by the Redis time in ms.
 pub(crate) const NOW: &[u8] = b"\0NOW";
 
@@ -100,6 +112,39 @@ impl Ops {
         self.args.push(args.len().to_string().into_bytes());
         self.args.extend(args);
         self.count += 1;
+    }
+
+    /// A timeline entry of incident `id` (stamped by the script), and the same change on its
+    /// partition's events stream (WatchIncidents).
+    pub(crate) fn record(
+        &mut self,
+        k: &crate::Keys,
+        p: u16,
+        id: &str,
+        event: Vec<u8>,
+        c: &Change<'_>,
+    ) {
+        self.op("RPUSH", k.timeline(p, id), vec![Self::stamped(&event)]);
+        let mut entry = vec![
+            b("MAXLEN"),
+            b("~"),
+            b(EVENTS_MAX_LEN),
+            b("*"),
+            b("id"),
+            b(id),
+            b("s"),
+            b(c.status),
+            b("d"),
+            b(c.department),
+            b("r"),
+            b(c.regions),
+            b("e"),
+            event,
+        ];
+        if let Some(m) = c.merged {
+            entry.extend([b("m"), b(m)]);
+        }
+        self.op("XADD", k.events(p), entry);
     }
 
     /// `NOW|bytes`: a timeline entry stamped by the script.
@@ -313,7 +358,6 @@ impl Store {
             actor_kind: plan.event.actor_kind.to_owned(),
         }
         .encode_to_vec();
-        ops.op("RPUSH", k.timeline(p, id), vec![Ops::stamped(&event)]);
         let dept_after = plan
             .set
             .iter()
@@ -326,27 +370,17 @@ impl Store {
                     snap.rec.department.clone()
                 }
             });
-        ops.op(
-            "XADD",
-            k.events(p),
-            vec![
-                b("MAXLEN"),
-                b("~"),
-                b(EVENTS_MAX_LEN),
-                b("*"),
-                b("id"),
-                b(id),
-                b("s"),
-                b(plan.status.as_str()),
-                b("d"),
-                b(dept_after),
-                b("r"),
-                b(snap.text("regions")),
-                b("e"),
-                event,
-                b("m"),
-                b(snap.rec.merged.join(",")),
-            ],
+        ops.record(
+            k,
+            p,
+            id,
+            event,
+            &Change {
+                status: plan.status.as_str(),
+                department: &dept_after,
+                regions: snap.text("regions"),
+                merged: Some(&snap.rec.merged.join(",")),
+            },
         );
         let maxlen = DISPATCH_STREAM_MAX_LEN.to_string();
         let notify = |ops: &mut Ops, department: &str, msg: pb::Dispatch| {
@@ -474,31 +508,22 @@ impl Store {
                 "",
             );
             let mut ops = Ops::new(k.incident(p, m));
-            ops.op("RPUSH", k.timeline(p, m), vec![Ops::stamped(&event)]);
+            ops.record(
+                k,
+                p,
+                m,
+                event,
+                &Change {
+                    status: "merged",
+                    department: "",
+                    regions: "",
+                    merged: None,
+                },
+            );
             if closes(plan.status) {
                 // A merged report's case is over when the case it joined is.
                 ops.op("ZADD", k.closed(p), vec![NOW.to_vec(), b(m.as_str())]);
             }
-            ops.op(
-                "XADD",
-                k.events(p),
-                vec![
-                    b("MAXLEN"),
-                    b("~"),
-                    b(EVENTS_MAX_LEN),
-                    b("*"),
-                    b("id"),
-                    b(m.as_str()),
-                    b("s"),
-                    b("merged"),
-                    b("d"),
-                    b(""),
-                    b("r"),
-                    b(""),
-                    b("e"),
-                    event,
-                ],
-            );
             if let Err(e) = self.apply_unconditional(ops).await {
                 tracing::warn!(incident = %m, error = %e, "could not note the outcome on a merged incident");
             }

@@ -12,8 +12,8 @@ use gridroute_telemetry::names;
 use prost::Message;
 
 use crate::{
-    EVENTS_MAX_LEN, Result, Store, StoreError, codec,
-    lifecycle::{Ops, b},
+    Result, Store, StoreError, codec,
+    lifecycle::{Change, Ops, b},
 };
 
 /// Incidents erased per partition in one sweep: bounds the work of one call.
@@ -92,26 +92,17 @@ impl Store {
                 ),
                 "",
             );
-            ops.op("RPUSH", k.timeline(p, id), vec![Ops::stamped(&event)]);
-            ops.op(
-                "XADD",
-                k.events(p),
-                vec![
-                    b("MAXLEN"),
-                    b("~"),
-                    b(EVENTS_MAX_LEN),
-                    b("*"),
-                    b("id"),
-                    b(id),
-                    b("s"),
-                    b(snap.text("status")),
-                    b("d"),
-                    b(snap.text("dept")),
-                    b("r"),
-                    b(snap.text("regions")),
-                    b("e"),
-                    event,
-                ],
+            ops.record(
+                k,
+                p,
+                id,
+                event,
+                &Change {
+                    status: snap.text("status"),
+                    department: snap.text("dept"),
+                    regions: snap.text("regions"),
+                    merged: None,
+                },
             );
         }
         ops.op("ZREM", k.closed(p), vec![b(id)]);
