@@ -37,18 +37,19 @@ fn is_token(s: &str, extra: &[u8]) -> bool {
 }
 
 /// Validates and normalises a report. `prefix` names the report's position in the request
-/// (e.g. `report.` for ExplainRoute). `require_request_id` is false for ExplainRoute.
+/// (e.g. `report.` for ExplainRoute). `creates` is false for ExplainRoute, whose report creates
+/// nothing: its request id and source system are optional (the source only selects rules).
 pub fn report(
     r: &mut pb::ReportIncidentRequest,
     table: &RoutingTable,
     now_ms: i64,
     prefix: &str,
-    require_request_id: bool,
+    creates: bool,
 ) -> Result<(), ApiError> {
     let mut v = Violations(Vec::new());
     let f = |name: &str| format!("{prefix}{name}");
     if r.request_id.is_empty() {
-        if require_request_id {
+        if creates {
             v.add(
                 &f("request_id"),
                 "required: a caller-chosen idempotency key",
@@ -58,10 +59,12 @@ pub fn report(
         v.add(&f("request_id"), REQUEST_ID_RULE);
     }
     if r.source_system.is_empty() {
-        v.add(
-            &f("source_system"),
-            "required: the system sending the report",
-        );
+        if creates {
+            v.add(
+                &f("source_system"),
+                "required: the system sending the report",
+            );
+        }
     } else if r.source_system.len() > MAX_SHORT_TEXT || !is_token(&r.source_system, b"._-") {
         v.add(&f("source_system"), "1-64 characters of A-Z a-z 0-9 . _ -");
     }

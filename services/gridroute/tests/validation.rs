@@ -104,3 +104,32 @@ async fn a_huge_extension_is_invalid_and_a_granted_one_never_panics() {
     assert!(inc.pending_request.is_empty());
     assert!(inc.resolve_deadline.unwrap().seconds > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_needs_no_request_id_nor_source() {
+    let env = Env::start().await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let mut r = report("", "city.fire_lane.blocked", lng, lat);
+    r.source_system.clear();
+    for who in [
+        "auditor:inspector",
+        "department:water-affairs",
+        "source_system:resident-app",
+    ] {
+        let d = env
+            .routing()
+            .await
+            .explain_route(env.as_(
+                who,
+                pb::ExplainRouteRequest {
+                    report: Some(r.clone()),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .decision
+            .unwrap();
+        assert_eq!(d.department_id, "emergency-management", "{who}");
+    }
+}
