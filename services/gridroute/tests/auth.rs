@@ -799,3 +799,35 @@ async fn region_codes_are_validated_alike_everywhere() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_insecure_experiment_mode_trusts_a_header_but_keeps_the_policy() {
+    let env = Env::with_security(&[], |s| {
+        s.identity = gridroute_api::authz::Identity::Insecure;
+    })
+    .await;
+    let header = |who: &str| {
+        let mut r = Request::new(pb::GetTableInfoRequest {});
+        r.metadata_mut()
+            .insert("x-gridroute-principal", who.parse().unwrap());
+        r
+    };
+    let mut t = env.table_admin().await;
+    assert!(t.get_table_info(header("auditor")).await.is_ok());
+    assert_eq!(
+        t.get_table_info(header("department:water-affairs"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied,
+        "the policy still applies"
+    );
+    assert_eq!(
+        t.get_table_info(pb::GetTableInfoRequest {})
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated,
+        "no principal named, none assumed"
+    );
+}
