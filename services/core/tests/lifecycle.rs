@@ -386,3 +386,152 @@ mod props {
         }
     }
 }
+
+/// The schedule of a case dispatched at `start` in the Dawukou table's standard policy.
+fn schedule(t: &RoutingTable, rec: &Record) -> Vec<gridroute_core::sla::Timer> {
+    let ctx = Ctx {
+        table: t,
+        now: rec.dispatched_at.unwrap(),
+    };
+    // The chain a reopened case gets is the chain of a fresh dispatch at `now`.
+    let mut resolved = rec.clone();
+    resolved.status = Some(Status::Resolved);
+    let centre = Caller::new(Kind::CommandCentre, "command-centre");
+    let reopen = Command::Verify {
+        passed: false,
+        note: "n".into(),
+    };
+    let p = plan(&ctx, &resolved, &centre, &reopen).unwrap();
+    let gridroute_core::lifecycle::Timers::Replace { timers, .. } = p.timers else {
+        panic!("reopening schedules a fresh chain")
+    };
+    timers
+}
+
+#[test]
+fn a_due_timer_fires_once_in_the_states_it_applies_in_and_leaves_the_rest_of_the_schedule() {
+    use gridroute_core::lifecycle::{NoticeKind, Timers, timers};
+    let t = table();
+    let mut rec = record(Status::Accepted, "640202001001001");
+    rec.pending = None;
+    rec.timers = schedule(&t, &rec);
+    let urge = rec
+        .timers
+        .iter()
+        .find(|x| x.kind.name() == "urge")
+        .unwrap()
+        .clone();
+    // Not yet due: nothing to do.
+    assert_eq!(
+        timers::fire(&rec, urge.kind, &urge.target, urge.due - 1),
+        timers::Firing::Nothing
+    );
+    let timers::Firing::Fire(p, due) = timers::fire(&rec, urge.kind, &urge.target, urge.due + 5)
+    else {
+        panic!("a due urge fires")
+    };
+    assert_eq!(due, urge.due);
+    assert_eq!(p.status, Status::Accepted, "a timer never moves the case");
+    assert_eq!(p.event.kind, "urged");
+    assert_eq!(p.event.actor, timers::TIMER_ACTOR);
+    assert!(p.set.contains(&("resolve_breached", "1".to_owned())));
+    assert!(p.set.contains(&("fired", "urge".to_owned())));
+    assert_eq!(p.notices.len(), 1);
+    assert_eq!(p.notices[0].kind, NoticeKind::Urge);
+    assert_eq!(p.notices[0].department, urge.target);
+    let Timers::Replace {
+        timers: rest,
+        fresh,
+    } = &p.timers
+    else {
+        panic!("firing takes the timer off the schedule")
+    };
+    assert!(!fresh);
+    assert_eq!(rest.len(), rec.timers.len() - 1);
+    assert!(!rest.iter().any(|x| x.kind == urge.kind));
+    // Fired: off the schedule, so claiming it again does nothing.
+    let mut after = rec.clone();
+    after.timers.clone_from(rest);
+    after.fired.push("urge".into());
+    assert_eq!(
+        timers::fire(&after, urge.kind, &urge.target, urge.due + 5),
+        timers::Firing::Nothing
+    );
+    // In a state the urge does not apply in, it leaves the schedule without effect.
+    for s in Status::ALL {
+        let mut r = rec.clone();
+        r.status = Some(s);
+        let got = timers::fire(&r, urge.kind, &urge.target, urge.due + 5);
+        if timers::applies_in(urge.kind).contains(&s) {
+            assert!(matches!(got, timers::Firing::Fire(..)), "{s:?}");
+        } else {
+            assert_eq!(got, timers::Firing::Skip(rest.clone()), "{s:?}");
+        }
+    }
+}
+
+#[test]
+fn a_merge_keeps_the_earlier_deadline_and_moves_the_whole_schedule_with_it() {
+    use gridroute_core::lifecycle::{
+        Timers,
+        merge::{Duplicate, merge},
+    };
+    let t = table();
+    let mut rec = record(Status::Accepted, "640202001001001");
+    rec.pending = None;
+    rec.reported_at = Some(1_750_000_000_000);
+    rec.timers = schedule(&t, &rec);
+    let old_urge = rec
+        .timers
+        .iter()
+        .find(|x| x.kind.name() == "urge")
+        .unwrap()
+        .due;
+    rec.resolve_due = Some(old_urge);
+    let ctx = Ctx {
+        table: &t,
+        now: 1_750_000_060_000,
+    };
+    let sooner = old_urge - 3_600_000;
+    let dup = Duplicate {
+        id: "dup-1",
+        reported_at: ctx.now,
+        window_ms: 86_400_000,
+        resolve_by: sooner,
+    };
+    let p = merge(&ctx, &rec, &dup).unwrap().unwrap();
+    assert_eq!(p.merge.as_deref(), Some("dup-1"));
+    assert_eq!(p.event.kind, "duplicate_merged");
+    assert!(p.set.contains(&("resolve_due", sooner.to_string())));
+    let Timers::Replace { timers, .. } = &p.timers else {
+        panic!("the schedule moves with the deadline")
+    };
+    let urge = timers.iter().find(|x| x.kind.name() == "urge").unwrap();
+    assert_eq!(urge.due, sooner, "the urge fires at the new deadline");
+    assert!(
+        timers
+            .iter()
+            .all(|x| x.due <= sooner || x.kind.name() != "urge"),
+        "{timers:?}"
+    );
+    // A later deadline changes nothing but the merged set.
+    let later = Duplicate {
+        resolve_by: old_urge + 1,
+        ..dup
+    };
+    let p = merge(&ctx, &rec, &later).unwrap().unwrap();
+    assert_eq!(p.timers, Timers::Keep);
+    assert!(p.set.is_empty());
+    // Merged already: nothing to do; not open, or too old: refused.
+    let mut has = rec.clone();
+    has.merged.push("dup-1".into());
+    assert!(merge(&ctx, &has, &dup).unwrap().is_none());
+    let mut closed = rec.clone();
+    closed.status = Some(Status::Closed);
+    assert!(merge(&ctx, &closed, &dup).is_err());
+    let old = Duplicate {
+        reported_at: rec.reported_at.unwrap() + 86_400_001,
+        ..dup
+    };
+    assert!(merge(&ctx, &rec, &old).is_err());
+}

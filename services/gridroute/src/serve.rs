@@ -224,20 +224,18 @@ async fn connect(
     o: &ServeOptions,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<Store>, BoxError> {
-    let mut delay = Duration::from_millis(200);
+    let mut retry = gridroute_store::retry::Retry::new();
     loop {
         match Store::connect(url, &o.key_prefix, o.partitions).await {
             Ok(s) => return Ok(Some(s)),
             Err(gridroute_store::StoreError::Unavailable(e)) => {
-                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "redis unreachable at start");
+                warn!(error = %e, "redis unreachable at start; retrying");
             }
             Err(e) => return Err(e.into()),
         }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.changed() => return Ok(None),
+        if retry.wait(shutdown).await {
+            return Ok(None);
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -269,7 +267,7 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
         match (&o.redis_url, dev) {
             (Some(u), _) => u.clone(),
             (None, true) => {
-                let r = LocalRedis::start()?;
+                let r = LocalRedis::start_for_dev()?;
                 info!(url = %r.url(), "started a private redis-server (stopped on exit)");
                 let url = r.url();
                 local = Some(r);
@@ -325,6 +323,7 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
         ));
         tasks.spawn(gridroute_router::timers_loop(
             store.clone(),
+            tables.clone(),
             Duration::from_millis(o.timer_poll_ms),
             stop_rx.clone(),
         ));

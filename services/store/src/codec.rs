@@ -166,6 +166,12 @@ pub fn notice_kind(k: NoticeKind) -> pb::DispatchKind {
         NoticeKind::Progress => pb::DispatchKind::Progress,
         NoticeKind::Resolved => pb::DispatchKind::Resolved,
         NoticeKind::Cancelled => pb::DispatchKind::Cancelled,
+        NoticeKind::AcceptOverdue => pb::DispatchKind::AcceptOverdue,
+        NoticeKind::Warning => pb::DispatchKind::Warning,
+        NoticeKind::Urge => pb::DispatchKind::Urge,
+        NoticeKind::Supervise => pb::DispatchKind::Supervise,
+        NoticeKind::PublicReport => pb::DispatchKind::PublicReport,
+        NoticeKind::VerifyOverdue => pb::DispatchKind::VerifyOverdue,
     }
 }
 
@@ -258,7 +264,11 @@ pub fn record_from_fields(
         prev_status: text(fields, "prev_status").and_then(Status::parse),
         paused,
         pending,
-        fired: list(fields, "fired").into_iter().collect(),
+        fired: list(fields, "fired"),
+        reported_at: num("reported_at"),
+        timers: text(fields, "timers")
+            .map(crate::schedule::decode)
+            .unwrap_or_default(),
         merged,
         merged_into: text(fields, "merged_into").unwrap_or_default().to_owned(),
         satisfaction: num("satisfaction").map(|s| s as u8),

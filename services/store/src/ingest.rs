@@ -87,10 +87,14 @@ impl Store {
             .iter()
             .map(|&p| keys::incident_id(&ulid::Ulid::new().to_string(), p))
             .collect();
-        let groups = partition_groups(partitions.iter().copied(), REPORTS_PER_SCRIPT);
+        let groups = scripts::partition_groups(partitions.iter().copied(), REPORTS_PER_SCRIPT);
         let build = |pipe: &mut redis::Pipeline, p: u16, members: &[usize]| {
             let mut keys = vec![k.ingest(p), k.events(p)];
-            let mut args: Vec<Vec<u8>> = vec![ttl.clone().into_bytes(), EVENTS_MAX_LEN.into()];
+            let mut args: Vec<Vec<u8>> = vec![
+                ttl.clone().into_bytes(),
+                EVENTS_MAX_LEN.into(),
+                gridroute_core::lifecycle::Status::Reported.as_str().into(),
+            ];
             for &i in members {
                 let Reporting {
                     report: r,
@@ -145,139 +149,6 @@ impl Store {
             })
             .collect())
     }
-
-    /// Runs a pipeline of EVALSHA calls and returns one result per call: a script that fails
-    /// fails alone (its neighbours in the pipeline ran). Calls that found the server's script
-    /// cache empty (restart, failover, a new cluster node) are sent again once, after loading
-    /// the scripts. The outer error means the pipeline as a whole did not get an answer (Redis
-    /// unreachable). On a cluster the calls go out as one pipeline per partition.
-    pub(crate) async fn run_scripts<T: redis::FromRedisValue>(
-        &self,
-        pipe: &mut redis::Pipeline,
-        op: &'static str,
-    ) -> Result<Vec<Result<T>>> {
-        let started = std::time::Instant::now();
-        let mut values = self
-            .raw_pipe(pipe, true)
-            .await
-            .map_err(StoreError::from)
-            .inspect_err(|e| crate::record_error(op, e))?;
-        let noscript =
-            |v: &redis::Value| matches!(v, redis::Value::ServerError(e) if e.code() == "NOSCRIPT");
-        if values.iter().any(noscript) {
-            let mut c = self.conn();
-            scripts::ensure_loaded(&mut c)
-                .await
-                .map_err(StoreError::from)?;
-            let again: Vec<usize> = (0..values.len())
-                .filter(|&i| noscript(&values[i]))
-                .collect();
-            let cmds: Vec<&redis::Cmd> = pipe.cmd_iter().collect();
-            let mut retry = redis::pipe();
-            for &i in &again {
-                retry.add_command(cmds[i].clone());
-            }
-            let answers = self
-                .raw_pipe(&retry, true)
-                .await
-                .map_err(StoreError::from)
-                .inspect_err(|e| crate::record_error(op, e))?;
-            for (i, v) in again.into_iter().zip(answers) {
-                values[i] = v;
-            }
-        }
-        metrics::histogram!(gridroute_telemetry::names::REDIS_DURATION_SECONDS, "op" => op)
-            .record(started.elapsed().as_secs_f64());
-        Ok(values
-            .into_iter()
-            .map(|v| {
-                match v {
-                    redis::Value::ServerError(e) => {
-                        Err(StoreError::from(redis::RedisError::from(e)))
-                    }
-                    v => {
-                        redis::from_redis_value(v).map_err(|e| StoreError::Internal(e.to_string()))
-                    }
-                }
-                .inspect_err(|e| crate::record_error(op, e))
-            })
-            .collect())
-    }
-
-    /// Runs batched script calls: `groups` are the partition and the members (indexes into the
-    /// caller's items) of each call, and `build` appends the call for a group to a pipeline. Each call answers
-    /// with one `T` per member. A call that fails (a script error stops the whole script) is
-    /// run again one member per call, so that one bad member fails alone and its neighbours,
-    /// written or not, get their own answer (the scripts are idempotent). Returns one result
-    /// per item; `items` is how many there are.
-    pub(crate) async fn run_batched<T: redis::FromRedisValue>(
-        &self,
-        op: &'static str,
-        items: usize,
-        groups: Vec<(u16, Vec<usize>)>,
-        build: impl Fn(&mut redis::Pipeline, u16, &[usize]),
-    ) -> Result<Vec<Result<T>>> {
-        let mut out: Vec<Option<Result<T>>> = (0..items).map(|_| None).collect();
-        let mut pending = groups;
-        for round in 0..2 {
-            if pending.is_empty() {
-                break;
-            }
-            let mut pipe = redis::pipe();
-            for (p, members) in &pending {
-                build(&mut pipe, *p, members);
-            }
-            let replies: Vec<Result<Vec<T>>> = self.run_scripts(&mut pipe, op).await?;
-            let mut again = Vec::new();
-            for ((p, members), reply) in pending.into_iter().zip(replies) {
-                match reply {
-                    Ok(answers) if answers.len() == members.len() => {
-                        for (i, a) in members.into_iter().zip(answers) {
-                            out[i] = Some(Ok(a));
-                        }
-                    }
-                    Err(_) if round == 0 && members.len() > 1 => {
-                        again.extend(members.into_iter().map(|i| (p, vec![i])));
-                    }
-                    other => {
-                        let e = match other {
-                            Err(e) => e,
-                            Ok(a) => StoreError::Internal(format!(
-                                "{} answers for {} members",
-                                a.len(),
-                                members.len()
-                            )),
-                        };
-                        let (why, retry) = (e.to_string(), matches!(e, StoreError::Unavailable(_)));
-                        for i in members {
-                            out[i] = Some(Err(if retry {
-                                StoreError::Unavailable(why.clone())
-                            } else {
-                                StoreError::Internal(why.clone())
-                            }));
-                        }
-                    }
-                }
-            }
-            pending = again;
-        }
-        Ok(out
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(StoreError::Internal("no answer".into()))))
-            .collect())
-    }
-
-    /// Runs a single script call through [`Self::run_scripts`].
-    pub(crate) async fn run_script<T: redis::FromRedisValue>(
-        &self,
-        pipe: &mut redis::Pipeline,
-        op: &'static str,
-    ) -> Result<T> {
-        self.run_scripts(pipe, op)
-            .await?
-            .pop()
-            .unwrap_or_else(|| Err(StoreError::Internal("empty reply".into())))
-    }
 }
 
 /// A report's bytes without the reporter's contact, and the contact's bytes ('' when none).
@@ -295,25 +166,4 @@ pub fn split_contact(r: &pb::ReportIncidentRequest) -> (Vec<u8>, Vec<u8>) {
             (bare.encode_to_vec(), contact.encode_to_vec())
         }
     }
-}
-
-/// Groups items by partition (one script call touches one partition, one hash slot) in
-/// chunks of at most `per_call`: the groups [`Store::run_batched`] takes.
-pub(crate) fn partition_groups(
-    partitions: impl Iterator<Item = u16>,
-    per_call: usize,
-) -> Vec<(u16, Vec<usize>)> {
-    let mut by_partition: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
-    for (i, p) in partitions.enumerate() {
-        by_partition.entry(p).or_default().push(i);
-    }
-    by_partition
-        .into_iter()
-        .flat_map(|(p, members)| {
-            members
-                .chunks(per_call)
-                .map(|c| (p, c.to_vec()))
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }

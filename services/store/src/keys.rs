@@ -5,15 +5,16 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `<prefix>:{pN}:ingest` | stream | reports waiting for a router (acked entries are deleted) |
-//! | `<prefix>:{pN}:idem:<source>:<request_id>` | string | `hash|incident id`, expires |
+//! | `<prefix>:{pN}:idem:<source>:<request_id>` | string | `hash\|incident id`, expires |
 //! | `<prefix>:{pN}:inc:<id>` | hash | the incident record (`report` without the reporter's contact, which is `contact`: personal data kept once, erased after retention) |
-//! | `<prefix>:{pN}:tl:<id>` | list | the incident's timeline after its first two entries (those are the record's `tl0`, `tl1`), `ms|event bytes` |
+//! | `<prefix>:{pN}:tl:<id>` | list | the incident's timeline after its first two entries (those are the record's `tl0`, `tl1`), `ms\|event bytes` |
 //! | `<prefix>:{pN}:dispatch:<department>` | stream | dispatches for one department |
-//! | `<prefix>:{pN}:sla` | sorted set | pending timers `<id>|<kind>|<department>` scored by due time (ms) |
+//! | `<prefix>:{pN}:sla` | sorted set | the head of each running case's SLA schedule, `<id>\|<kind>\|<department>` scored by due time (ms); the rest of the schedule is the record's `timers` field |
+//! | `<prefix>:{pN}:sla:claimed` | sorted set | due timers a replica claimed and is firing, scored by when the claim lapses (ms) |
 //! | `<prefix>:{pN}:events` | stream | every change of every incident of the partition (WatchIncidents) |
 //! | `<prefix>:{pN}:mg:<id>` | set | incidents merged into this one |
 //! | `<prefix>:{pN}:geo:<category>` | geo set | open incidents of a duplicate-detection category |
-//! | `<prefix>:{pN}:pts:<source>:<reporter>` | list | a reporter's points ledger in this partition, `ms|incident|points|category` |
+//! | `<prefix>:{pN}:pts:<source>:<reporter>` | list | a reporter's points ledger in this partition, `ms\|incident\|points\|category` |
 //! | `<prefix>:{pN}:dlq` | stream | entries no router could process, with the reason |
 //! | `<prefix>:{pN}:ix:all`, `:ix:region:<code>` | streams | `i` = incident id (repeated: one entry per dispatch batch), added when it is first routed (append-only) |
 //! | `<prefix>:{pN}:ixlag` | sorted set | `first`, `assign`: the longest report → index-entry delay seen (ms) |
@@ -22,7 +23,7 @@
 //! | `<prefix>:{audit}:log` | stream | the audit trail: `p` principal, `u` person, `m` method, `t` target, `o` outcome, `r` reason, `a` peer (the entry id is the time) |
 //! | `<prefix>:meta` | hash | deployment constants (number of partitions) |
 //! | `<prefix>:{tables}:current` | string | the routing table version in force |
-//! | `<prefix>:{tables}:history` | list | `version|ms|by|note`, newest first |
+//! | `<prefix>:{tables}:history` | list | one JSON entry per version (version, time, principal, note), newest first |
 //! | `<prefix>:{tables}:v:<version>` | hash | a version's `grids` and `rules` sources |
 //! | channel `<prefix>:tables:changed` | pub/sub | a new version is in force |
 
@@ -123,6 +124,11 @@ impl Keys {
     /// The SLA deadlines of a partition.
     pub fn sla(&self, p: u16) -> String {
         self.part(p, "sla")
+    }
+    /// The SLA timers of a partition claimed by a replica that is firing them, scored by when
+    /// the claim lapses (then any replica claims them again).
+    pub fn sla_claimed(&self, p: u16) -> String {
+        self.part(p, "sla:claimed")
     }
     /// The longest time between a report and its index entries, in ms (members `first`: first
     /// routing, `assign`: a later assignment), raised with `ZADD GT`: how far after a time

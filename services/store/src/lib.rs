@@ -1,19 +1,28 @@
 //! The only code that talks to Redis.
 //!
 //! Layout:
-//! - [`audit`]: the audit trail (a stream trimmed by age).
 //! - [`keys`]: the key layout; every partition's keys share one hash tag (Cluster-ready).
-//! - [`scripts`]: the Lua scripts that make each state change atomic.
-//! - [`codec`]: how records, timelines and dispatches are encoded in Redis, and the mapping
-//!   between the core's decisions and the API's messages.
+//! - [`scripts`]: the Lua scripts (named, loaded once, run in pipelines) that make each change
+//!   atomic; none of them knows a state, a transition or a protobuf layout: the core's
+//!   lifecycle passes them what they need.
+//! - [`conn`]: connections (single server, Sentinel, Cluster).
+//! - [`codec`]: how records and timelines are encoded in Redis and read back.
 //! - [`ingest`]: accepting reports (idempotency + ingest stream).
-//! - [`consumer`]: the router's side: consumer groups, batches, claims, dispatch, dead letters.
-//! - [`lifecycle`]: applying lifecycle actions planned by the core (accept … close).
-//! - [`timers`]: firing due SLA timers (warnings, urges, supervision, public reports).
+//! - [`consumer`]: the router's side of the ingest streams: consumer groups, batches, claims,
+//!   dead letters.
+//! - [`dispatch`]: writing routed entries (record, indexes, department streams, schedule head).
+//! - [`merge`]: a duplicate report joining an open incident.
+//! - [`lifecycle`]: applying lifecycle actions planned by the core (accept … close); `ops`
+//!   turns any plan into the commands `apply.lua` runs.
+//! - [`schedule`]: how a case's SLA schedule is kept (record field + head in the timer set).
+//! - [`timers`]: claiming due SLA timers and applying what the core plans for each.
 //! - [`stats`]: the figures a command centre reports.
 //! - [`query`]: reading the shared record (get, list).
-//! - [`retention`]: erasing reporters' contact details a retention period after closing.
 //! - [`subscribe`]: reading a department's dispatch streams from a cursor.
+//! - [`tables`]: routing table versions, history and change notifications.
+//! - [`audit`]: the audit trail (a stream trimmed by age).
+//! - [`retention`]: erasing reporters' contact details a retention period after closing.
+//! - [`retry`]: the one back-off used when Redis does not answer.
 //! - [`local`]: a private `redis-server` for `gridroute dev` and tests.
 //!
 //! Nothing here decides where an incident goes: that is the core's job.
@@ -22,12 +31,17 @@ pub mod audit;
 pub mod codec;
 pub mod conn;
 pub mod consumer;
+pub mod dispatch;
 pub mod ingest;
 pub mod keys;
 pub mod lifecycle;
 pub mod local;
+pub mod merge;
+mod ops;
 pub mod query;
 pub mod retention;
+pub mod retry;
+pub mod schedule;
 pub mod scripts;
 pub mod stats;
 pub mod subscribe;

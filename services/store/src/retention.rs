@@ -13,7 +13,7 @@ use prost::Message;
 
 use crate::{
     Result, Store, StoreError, codec,
-    lifecycle::{Change, Ops, b},
+    ops::{Change, Ops, b},
 };
 
 /// Incidents erased per partition in one sweep: bounds the work of one call.

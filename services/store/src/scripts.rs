@@ -1,47 +1,85 @@
-//! The Lua scripts, loaded once per process and called by SHA. Each touches the keys of one
-//! partition only (one hash slot), so it is atomic on a single Redis and on Redis Cluster.
+//! The Lua scripts and how they run. Each script touches the keys of one partition only (one
+//! hash slot), so it is atomic on a single Redis and on Redis Cluster. Scripts are loaded once
+//! per process and called by SHA inside pipelines; a call that finds the server's script cache
+//! empty (restart, failover, a new cluster node) loads them and is sent again.
+//!
+//! What the scripts know of the lifecycle comes from the core, as arguments: no state name,
+//! transition or protobuf layout is written in Lua.
 
-use std::sync::LazyLock;
+use std::sync::OnceLock;
 
 use redis::Script;
 
-const SOURCES: [&str; 8] = [
-    include_str!("lua/report.lua"),
-    include_str!("lua/dispatch.lua"),
-    include_str!("lua/dead_letter.lua"),
-    include_str!("lua/apply.lua"),
-    include_str!("lua/publish_table.lua"),
-    include_str!("lua/fire_timers.lua"),
-    include_str!("lua/merge_into.lua"),
-    include_str!("lua/merge_entry.lua"),
-];
+use crate::{Result, Store, StoreError};
 
-/// Accept a report.
-pub static REPORT: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[0]));
-/// Dispatch a routed entry.
-pub static DISPATCH: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[1]));
-/// Move an entry to the dead-letter stream.
-pub static DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[2]));
-/// Apply a planned lifecycle change if the record is unchanged.
-pub static APPLY: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[3]));
-/// Publish a routing table version.
-pub static PUBLISH_TABLE: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[4]));
-/// Fire the due timers of a partition.
-pub static FIRE_TIMERS: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[5]));
-/// Merge a duplicate into an open incident (the open incident's side).
-pub static MERGE_INTO: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[6]));
-/// Mark a routed entry as merged (the duplicate's side).
-pub static MERGE_ENTRY: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[7]));
+/// A script with the name its metrics and errors use.
+pub struct Named {
+    /// The file name without `.lua`.
+    pub name: &'static str,
+    code: &'static str,
+    script: OnceLock<Script>,
+}
+
+impl Named {
+    const fn new(name: &'static str, code: &'static str) -> Self {
+        Self {
+            name,
+            code,
+            script: OnceLock::new(),
+        }
+    }
+
+    /// Its Lua source.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The SHA-1 it is called by.
+    pub fn hash(&self) -> &str {
+        self.script
+            .get_or_init(|| Script::new(self.code))
+            .get_hash()
+    }
+}
+
+impl std::fmt::Debug for Named {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.lua", self.name)
+    }
+}
+
+macro_rules! scripts {
+    ($($(#[$doc:meta])* $id:ident = $file:literal;)*) => {
+        $(
+            $(#[$doc])*
+            pub static $id: Named = Named::new($file, include_str!(concat!("lua/", $file, ".lua")));
+        )*
+        /// Every script, for loading.
+        pub static ALL: &[&Named] = &[$(&$id),*];
+    };
+}
+
+scripts! {
+    /// Accept a batch of reports.
+    REPORT = "report";
+    /// Dispatch a batch of routed entries.
+    DISPATCH = "dispatch";
+    /// Move an entry to the dead-letter stream.
+    DEAD_LETTER = "dead_letter";
+    /// Apply a planned lifecycle change if the record is unchanged.
+    APPLY = "apply";
+    /// Publish a routing table version.
+    PUBLISH_TABLE = "publish_table";
+    /// Claim the due SLA timers of a partition.
+    CLAIM_TIMERS = "claim_timers";
+    /// Mark a routed entry as merged into an open incident (the duplicate's side).
+    MERGE_ENTRY = "merge_entry";
+}
 
 /// Appends `EVALSHA` of `script` to a pipeline. Pipelines cannot fall back to EVAL by
-/// themselves, so callers run [`ensure_loaded`] first and retry once on `NOSCRIPT`.
-pub(crate) fn evalsha(
-    pipe: &mut redis::Pipeline,
-    script: &Script,
-    keys: &[String],
-    args: &[&[u8]],
-) {
-    let cmd = pipe.cmd("EVALSHA").arg(script.get_hash()).arg(keys.len());
+/// themselves: [`Store::run_scripts`] loads the scripts and retries once on `NOSCRIPT`.
+pub(crate) fn evalsha(pipe: &mut redis::Pipeline, script: &Named, keys: &[String], args: &[&[u8]]) {
+    let cmd = pipe.cmd("EVALSHA").arg(script.hash()).arg(keys.len());
     for k in keys {
         cmd.arg(k);
     }
@@ -57,12 +95,214 @@ pub(crate) async fn ensure_loaded(
 ) -> redis::RedisResult<()> {
     // One command each: on a cluster, SCRIPT LOAD goes to every primary, which a pipeline
     // (routed as a unit) would not do.
-    for code in SOURCES {
+    for s in ALL {
         redis::cmd("SCRIPT")
             .arg("LOAD")
-            .arg(code)
+            .arg(s.code)
             .query_async::<()>(conn)
             .await?;
     }
     Ok(())
+}
+
+impl Store {
+    /// Runs a pipeline of EVALSHA calls and returns one result per call: a script that fails
+    /// fails alone (its neighbours in the pipeline ran). Calls that found the server's script
+    /// cache empty (restart, failover, a new cluster node) are sent again once, after loading
+    /// the scripts. The outer error means the pipeline as a whole did not get an answer (Redis
+    /// unreachable). On a cluster the calls go out as one pipeline per partition.
+    pub(crate) async fn run_scripts<T: redis::FromRedisValue>(
+        &self,
+        pipe: &mut redis::Pipeline,
+        op: &'static str,
+    ) -> Result<Vec<Result<T>>> {
+        let started = std::time::Instant::now();
+        let mut values = self
+            .raw_pipe(pipe, true)
+            .await
+            .map_err(StoreError::from)
+            .inspect_err(|e| crate::record_error(op, e))?;
+        let noscript =
+            |v: &redis::Value| matches!(v, redis::Value::ServerError(e) if e.code() == "NOSCRIPT");
+        if values.iter().any(noscript) {
+            let mut c = self.conn();
+            ensure_loaded(&mut c).await.map_err(StoreError::from)?;
+            let again: Vec<usize> = (0..values.len())
+                .filter(|&i| noscript(&values[i]))
+                .collect();
+            let cmds: Vec<&redis::Cmd> = pipe.cmd_iter().collect();
+            let mut retry = redis::pipe();
+            for &i in &again {
+                retry.add_command(cmds[i].clone());
+            }
+            let answers = self
+                .raw_pipe(&retry, true)
+                .await
+                .map_err(StoreError::from)
+                .inspect_err(|e| crate::record_error(op, e))?;
+            for (i, v) in again.into_iter().zip(answers) {
+                values[i] = v;
+            }
+        }
+        metrics::histogram!(gridroute_telemetry::names::REDIS_DURATION_SECONDS, "op" => op)
+            .record(started.elapsed().as_secs_f64());
+        Ok(values
+            .into_iter()
+            .map(|v| {
+                match v {
+                    redis::Value::ServerError(e) => {
+                        Err(StoreError::from(redis::RedisError::from(e)))
+                    }
+                    v => {
+                        redis::from_redis_value(v).map_err(|e| StoreError::Internal(e.to_string()))
+                    }
+                }
+                .inspect_err(|e| crate::record_error(op, e))
+            })
+            .collect())
+    }
+
+    /// Runs batched script calls: `groups` are the partition and the members (indexes into the
+    /// caller's items) of each call, and `build` appends the call for a group to a pipeline. Each call answers
+    /// with one `T` per member. A call that fails (a script error stops the whole script) is
+    /// run again one member per call, so that one bad member fails alone and its neighbours,
+    /// written or not, get their own answer (the scripts are idempotent). Returns one result
+    /// per item; `items` is how many there are.
+    pub(crate) async fn run_batched<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        items: usize,
+        groups: Vec<(u16, Vec<usize>)>,
+        build: impl Fn(&mut redis::Pipeline, u16, &[usize]),
+    ) -> Result<Vec<Result<T>>> {
+        let mut out: Vec<Option<Result<T>>> = (0..items).map(|_| None).collect();
+        let mut pending = groups;
+        for round in 0..2 {
+            if pending.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            for (p, members) in &pending {
+                build(&mut pipe, *p, members);
+            }
+            let replies: Vec<Result<Vec<T>>> = self.run_scripts(&mut pipe, op).await?;
+            let mut again = Vec::new();
+            for ((p, members), reply) in pending.into_iter().zip(replies) {
+                match reply {
+                    Ok(answers) if answers.len() == members.len() => {
+                        for (i, a) in members.into_iter().zip(answers) {
+                            out[i] = Some(Ok(a));
+                        }
+                    }
+                    Err(_) if round == 0 && members.len() > 1 => {
+                        again.extend(members.into_iter().map(|i| (p, vec![i])));
+                    }
+                    other => {
+                        let e = match other {
+                            Err(e) => e,
+                            Ok(a) => StoreError::Internal(format!(
+                                "{} answers for {} members",
+                                a.len(),
+                                members.len()
+                            )),
+                        };
+                        let (why, retry) = (e.to_string(), matches!(e, StoreError::Unavailable(_)));
+                        for i in members {
+                            out[i] = Some(Err(if retry {
+                                StoreError::Unavailable(why.clone())
+                            } else {
+                                StoreError::Internal(why.clone())
+                            }));
+                        }
+                    }
+                }
+            }
+            pending = again;
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(StoreError::Internal("no answer".into()))))
+            .collect())
+    }
+
+    /// Runs a single script call through [`Self::run_scripts`].
+    pub(crate) async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        pipe: &mut redis::Pipeline,
+        op: &'static str,
+    ) -> Result<T> {
+        self.run_scripts(pipe, op)
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Internal("empty reply".into())))
+    }
+}
+
+/// Groups items by partition (one script call touches one partition, one hash slot) in
+/// chunks of at most `per_call`: the groups [`Store::run_batched`] takes.
+pub(crate) fn partition_groups(
+    partitions: impl Iterator<Item = u16>,
+    per_call: usize,
+) -> Vec<(u16, Vec<usize>)> {
+    let mut by_partition: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
+    for (i, p) in partitions.enumerate() {
+        by_partition.entry(p).or_default().push(i);
+    }
+    by_partition
+        .into_iter()
+        .flat_map(|(p, members)| {
+            members
+                .chunks(per_call)
+                .map(|c| (p, c.to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use gridroute_core::{lifecycle::Status, sla::TimerKind};
+
+    use super::ALL;
+
+    /// The lifecycle lives in the core: a script that named a state, a timer kind or encoded a
+    /// protobuf field would be a second copy that can drift (as `merge_into.lua` once did).
+    #[test]
+    fn no_script_knows_states_timer_kinds_or_protobuf_layouts() {
+        let timer_kinds = [
+            TimerKind::Accept,
+            TimerKind::Warn(50),
+            TimerKind::Urge,
+            TimerKind::Supervise(1),
+            TimerKind::PublicReport,
+            TimerKind::Verify,
+        ]
+        .map(|k| k.name().trim_end_matches(char::is_numeric).to_owned());
+        for s in ALL {
+            let code = s.code();
+            for status in Status::ALL {
+                for quoted in [
+                    format!("'{}'", status.as_str()),
+                    format!("\"{}\"", status.as_str()),
+                ] {
+                    assert!(!code.contains(&quoted), "{s:?} names the state {quoted}");
+                }
+            }
+            for kind in &timer_kinds {
+                for named in [
+                    format!("'{kind}'"),
+                    format!("|{kind}|"),
+                    format!("{kind} = {{"),
+                ] {
+                    assert!(!code.contains(&named), "{s:?} names the timer kind {named}");
+                }
+            }
+            for encoding in ["string.char", "varint", "struct.pack", "cmsgpack"] {
+                assert!(
+                    !code.contains(encoding),
+                    "{s:?} encodes bytes by hand ({encoding})"
+                );
+            }
+        }
+    }
 }

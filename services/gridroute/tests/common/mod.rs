@@ -341,8 +341,12 @@ impl Env {
         let (tx, rx) = watch::channel(false);
         let (s, t) = (self.store.clone(), self.tables.clone());
         // One task for the router and its timer loop, so that killing it stops both.
-        let timers =
-            gridroute_router::timers_loop(s.clone(), Duration::from_millis(50), rx.clone());
+        let timers = gridroute_router::timers_loop(
+            s.clone(),
+            t.clone(),
+            Duration::from_millis(50),
+            rx.clone(),
+        );
         let h = tokio::spawn(async move {
             let route = async { gridroute_router::run(s, t, cfg, rx).await.unwrap() };
             tokio::join!(route, timers);

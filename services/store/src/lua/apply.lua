@@ -1,52 +1,88 @@
--- Applies one planned lifecycle change, only if the record is still the one the plan was made
+-- Applies planned lifecycle changes, each only if its record is still the one the plan was made
 -- from (optimistic concurrency on the record's version `v`), and records the request id so a
--- retry changes nothing. The plan itself (states, deadlines, timers) is computed in Rust by the
--- pure core; this script only checks and applies.
--- KEYS: 1 incident hash, then every other key the operations name (all of the same partition)
--- ARGV: 1 expected version ('*' = unconditional), 2 request-id field ('' = none), 3 action,
---       4 the time the plan was made for (ms; '' = the Redis time now), 5 operation count, then
---       per operation: command, key index, argument count, arguments. An argument equal to NOW
---       becomes that time; one starting with NOW| becomes '<ms>|' followed by the rest. One
---       instant for the whole action: its deadlines and its timeline entry agree to the ms.
--- Returns {1, now} applied, {0, action} this request id was already applied (by `action`),
--- {-1, version} the record changed since it was read, {-2, ''} the incident does not exist.
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {-2, ''}
-end
-if ARGV[2] ~= '' then
-  local prev = redis.call('HGET', KEYS[1], ARGV[2])
-  if prev then
-    return {0, prev}
-  end
-end
-local v = redis.call('HGET', KEYS[1], 'v') or '0'
-if ARGV[1] ~= '*' and v ~= ARGV[1] then
-  return {-1, v}
-end
-local now = ARGV[4]
-if now == '' then
-  local t = redis.call('TIME')
-  now = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
-end
+-- retry changes nothing. The plans themselves (states, deadlines, timers) are computed in Rust
+-- by the pure core; this script only checks and applies. One call may carry several plans of
+-- one partition (the timers of a partition are applied so): the cost of a call is paid once.
+-- KEYS: the keys of every plan, plan after plan (all of one partition); a plan's first key is
+--       its incident hash
+-- ARGV: 1 plan count, then per plan: key count, expected version ('*' = unconditional),
+--       request-id field ('' = none), action, the time the plan was made for (ms; '' = the Redis
+--       time now), operation count, then per operation: command, key index (within the plan's
+--       keys), argument count, arguments. An argument equal to NOW becomes that time; one
+--       starting with NOW| becomes '<ms>|' followed by the rest. One instant for the whole
+--       action: its deadlines and its timeline entry agree to the ms.
+-- Returns, per plan, two values: 1, now: applied; 0, action: this request id was already
+-- applied (by `action`); -1, version: the record changed since it was read; -2, '': the
+-- incident does not exist.
 local NOW, NOWP = '\0NOW', '\0NOW|'
-local i = 6
-for _ = 1, tonumber(ARGV[5]) do
-  local cmd, key, n = ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
-  local args = {}
-  for j = 1, n do
-    local a = ARGV[i + 2 + j]
-    if a == NOW then
-      a = now
-    elseif string.sub(a, 1, 5) == NOWP then
-      a = now .. '|' .. string.sub(a, 6)
-    end
-    args[j] = a
+local redis_now
+local function time_now()
+  if not redis_now then
+    local t = redis.call('TIME')
+    redis_now = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
   end
-  redis.call(cmd, key, unpack(args))
-  i = i + 3 + n
+  return redis_now
 end
-redis.call('HINCRBY', KEYS[1], 'v', 1)
-if ARGV[2] ~= '' then
-  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+
+local function check(inc, version, rq)
+  if redis.call('EXISTS', inc) == 0 then
+    return -2, ''
+  end
+  if rq ~= '' then
+    local prev = redis.call('HGET', inc, rq)
+    if prev then
+      return 0, prev
+    end
+  end
+  local v = redis.call('HGET', inc, 'v') or '0'
+  if version ~= '*' and v ~= version then
+    return -1, v
+  end
+  return 1, nil
 end
-return {1, now}
+
+local out = {}
+local base, i = 0, 2
+for _ = 1, tonumber(ARGV[1]) do
+  local nkeys, version, rq, action, at, nops =
+    tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
+  i = i + 6
+  local inc = KEYS[base + 1]
+  local code, detail = check(inc, version, rq)
+  local now = at
+  if code == 1 and now == '' then
+    now = time_now()
+  end
+  for _ = 1, nops do
+    local cmd, key, n = ARGV[i], KEYS[base + tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2])
+    if code == 1 then
+      local args = {}
+      for j = 1, n do
+        local a = ARGV[i + 2 + j]
+        -- Only placeholders start with a zero byte: most arguments are passed as they are,
+        -- without a substring made of each.
+        if string.byte(a, 1) == 0 then
+          if a == NOW then
+            a = now
+          elseif string.sub(a, 1, 5) == NOWP then
+            a = now .. '|' .. string.sub(a, 6)
+          end
+        end
+        args[j] = a
+      end
+      redis.call(cmd, key, unpack(args))
+    end
+    i = i + 3 + n
+  end
+  if code == 1 then
+    redis.call('HINCRBY', inc, 'v', 1)
+    if rq ~= '' then
+      redis.call('HSET', inc, rq, action)
+    end
+    detail = now
+  end
+  out[#out + 1] = code
+  out[#out + 1] = detail
+  base = base + nkeys
+end
+return out

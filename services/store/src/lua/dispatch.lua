@@ -13,7 +13,10 @@
 --       then per write: incident hash, timeline, department index, duplicate-detection geo
 --       set (or the incident hash again when the category has none), R region indexes, D
 --       dispatch streams
--- ARGV: 1 group, 2 dispatch stream max length, 3 events stream max length, then per write:
+-- ARGV: 1 group, 2 dispatch stream max length, 3 events stream max length, 4 the states an
+--       incident is routed from (comma-separated), 5 the state it is dispatched into, 6 the
+--       fields a re-route clears (comma-separated; all three from the core's lifecycle),
+--       then per write:
 --       +0 entry id, +1 route generation, +2 incident id, +3 department, +4 decision bytes,
 --       +5 dispatch time (ms), +6 accept due (ms), +7 resolve due (ms), +8 timeline event
 --       bytes, +9 R, +10 timer schedule ('kind|target|due,...'), +11 region codes,
@@ -22,6 +25,15 @@
 --       (due, member), then D dispatch payloads
 -- Returns per write 1 when dispatched, 0 when this generation was already dispatched (a
 -- redelivery). Every entry of the batch is acknowledged and deleted at the end.
+
+local routable, clears = {}, {}
+for s in string.gmatch(ARGV[4], '[^,]+') do
+  routable[s] = true
+end
+for f in string.gmatch(ARGV[6], '[^,]+') do
+  clears[#clears + 1] = f
+end
+local DISPATCHED = ARGV[5]
 
 -- Index entries gathered per key, in the order keys were first seen.
 local order, ids = {}, {}
@@ -47,15 +59,14 @@ end
 -- First pass: which writes dispatch (state as before the batch; a second write of the same
 -- generation in one batch is a redelivery), and the department index entries.
 local out, acked, todo, seen = {}, {}, {}, {}
-local k, a = 6, 4
+local k, a = 6, 7
 while k <= #KEYS do
   local id, gen = ARGV[a + 2], ARGV[a + 1]
   local r, nt, nd = tonumber(ARGV[a + 9]), tonumber(ARGV[a + 14]), tonumber(ARGV[a + 16])
   acked[#acked + 1] = ARGV[a]
   local cur = redis.call('HMGET', KEYS[k], 'status', 'gen', 'v', 'first_dispatched_at', 'ix',
     'reported_at')
-  if (cur[1] ~= 'reported' and cur[1] ~= 'returned') or cur[2] ~= gen or seen[id .. '|' .. gen]
-  then
+  if not routable[cur[1] or ''] or cur[2] ~= gen or seen[id .. '|' .. gen] then
     out[#out + 1] = 0
   else
     seen[id .. '|' .. gen] = true
@@ -74,7 +85,7 @@ for _, w in ipairs(todo) do
   local inc, tl = KEYS[k], KEYS[k + 1]
   local id, dept, now = ARGV[a + 2], ARGV[a + 3], ARGV[a + 5]
   local entry = now .. '|' .. ARGV[a + 8]
-  local set = { 'status', 'dispatched', 'dept', dept, 'decision', ARGV[a + 4],
+  local set = { 'status', DISPATCHED, 'dept', dept, 'decision', ARGV[a + 4],
     'dispatched_at', now, 'accept_due', ARGV[a + 6], 'resolve_due', ARGV[a + 7],
     'timers', ARGV[a + 10], 'regions', ARGV[a + 11], 'v', (tonumber(cur[3]) or 0) + 1,
     'first_dispatched_at', cur[4] or now, 'dept_at', dept_at[KEYS[k + 2]], 'ix', '1' }
@@ -87,10 +98,10 @@ for _, w in ipairs(todo) do
   else
     redis.call('HSET', inc, unpack(set))
     -- A re-route: the previous department's acceptance and escalations do not carry over.
-    redis.call('HDEL', inc, 'fired', 'accepted_at')
+    redis.call('HDEL', inc, unpack(clears))
     redis.call('RPUSH', tl, entry)
   end
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'id', id, 's', 'dispatched',
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'id', id, 's', DISPATCHED,
     'd', dept, 'r', ARGV[a + 11], 'e', ARGV[a + 8])
   for i = 1, nt do
     redis.call('ZADD', KEYS[2], ARGV[a + 15 + 2 * i], ARGV[a + 16 + 2 * i])

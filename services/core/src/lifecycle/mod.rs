@@ -13,8 +13,13 @@
 //! Everything here is pure: [`plan`] reads a snapshot of the record ([`Record`]) and returns a
 //! [`Plan`] (fields to set, timers, timeline event, notices) or a [`Refusal`]. The store applies
 //! the plan atomically, only if the record has not changed since the snapshot was read.
-
-use std::collections::HashSet;
+//!
+//! This module is the only place that knows states, transitions and timer effects:
+//! - this file: the vocabulary ([`Status`], [`Command`], [`Record`], [`Plan`]) and [`plan`],
+//!   which checks who may act, the arguments and the state, then hands over to
+//! - `commands`: one function per command, the plan of what it changes;
+//! - [`timers`]: what a due SLA timer does ([`timers::fire`]);
+//! - [`merge`]: a duplicate report joining an open case ([`merge::merge`]).
 
 use crate::{
     RoutingTable,
@@ -22,6 +27,10 @@ use crate::{
     region::RegionId,
     sla::{Clock, Escalation, Millis, SlaPolicy, Span, Timer, TimerKind, parse_span},
 };
+
+mod commands;
+pub mod merge;
+pub mod timers;
 
 /// Where an incident stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -261,8 +270,12 @@ pub struct Record {
     pub paused: Option<(Option<i64>, i64)>,
     /// A request waiting for the command centre.
     pub pending: Option<Pending>,
-    /// Pending timer kinds that have already fired in this cycle.
-    pub fired: HashSet<String>,
+    /// When it was reported.
+    pub reported_at: Option<Millis>,
+    /// The pending SLA timers (the case's schedule).
+    pub timers: Vec<Timer>,
+    /// Timer kinds that have already fired in this cycle, in firing order.
+    pub fired: Vec<String>,
     /// Incidents merged into this one.
     pub merged: Vec<String>,
     /// The incident this one was merged into.
@@ -292,6 +305,18 @@ pub enum NoticeKind {
     Resolved,
     /// The case was cancelled.
     Cancelled,
+    /// The accept deadline passed.
+    AcceptOverdue,
+    /// Part of the time allowed to resolve has passed.
+    Warning,
+    /// The resolve deadline passed (催办).
+    Urge,
+    /// An overdue case is supervised (督办).
+    Supervise,
+    /// An overdue case is reported publicly (通报).
+    PublicReport,
+    /// Verification is overdue.
+    VerifyOverdue,
 }
 
 /// One notice.
@@ -364,6 +389,28 @@ pub struct Plan {
     pub close_duplicates: bool,
     /// Tell the incidents merged into this one about the outcome.
     pub fan_out: bool,
+    /// A duplicate report joins this case: its incident id.
+    pub merge: Option<String>,
+}
+
+impl Plan {
+    /// A plan that moves to `status` and records `event`, and changes nothing else yet.
+    pub fn new(status: Status, event: Event) -> Self {
+        Self {
+            status,
+            set: Vec::new(),
+            clear: Vec::new(),
+            timers: Timers::Keep,
+            event,
+            notices: Vec::new(),
+            reroute: None,
+            assign: None,
+            points: 0,
+            close_duplicates: false,
+            fan_out: false,
+            merge: None,
+        }
+    }
 }
 
 /// Why an action is refused.
@@ -392,6 +439,14 @@ pub enum Refusal {
     #[error("{0}")]
     Precondition(String),
 }
+
+/// The states in which an incident waits for a router (its ingest entry is routed); routing
+/// moves it to [`Status::Dispatched`], or to [`Status::Merged`] when it duplicates an open case.
+pub const ROUTABLE: [Status; 2] = [Status::Reported, Status::Returned];
+
+/// The record fields a re-route clears: the previous department's acceptance and the
+/// escalations that fired for it do not carry over to the next one.
+pub const REROUTE_CLEARS: [&str; 2] = ["fired", "accepted_at"];
 
 /// What a valid extension span looks like.
 const SPAN_HELP: &str = "a span like 2wd, 4wh or 8h, at most 366wd or 366d";
@@ -511,13 +566,11 @@ impl Ctx<'_> {
     }
 }
 
+/// A plan whose timeline entry names the caller.
 fn base_plan(status: Status, kind: &'static str, caller: &Caller, detail: String) -> Plan {
-    Plan {
+    Plan::new(
         status,
-        set: Vec::new(),
-        clear: Vec::new(),
-        timers: Timers::Keep,
-        event: Event {
+        Event {
             kind,
             actor: caller.id.clone(),
             actor_kind: caller.kind.as_str(),
@@ -525,13 +578,7 @@ fn base_plan(status: Status, kind: &'static str, caller: &Caller, detail: String
             detail,
             department: caller.department().unwrap_or_default().to_owned(),
         },
-        notices: Vec::new(),
-        reroute: None,
-        assign: None,
-        points: 0,
-        close_duplicates: false,
-        fan_out: false,
-    }
+    )
 }
 
 fn required(field: &'static str, text: &str, what: &str) -> Result<(), Refusal> {
@@ -545,7 +592,8 @@ fn required(field: &'static str, text: &str, what: &str) -> Result<(), Refusal> 
     }
 }
 
-/// Plans `command` by `caller` on the incident `rec`.
+/// Plans `command` by `caller` on the incident `rec`: who may act first, then the arguments,
+/// then the state; each command's own plan is in `commands`.
 pub fn plan(
     ctx: &Ctx<'_>,
     rec: &Record,
@@ -650,391 +698,38 @@ pub fn plan(
             action,
         });
     }
-    let now = ctx.now.to_string();
-    let policy = ctx.policy(rec);
-    let primary = rec.department.clone();
+    let a = commands::Act {
+        ctx,
+        rec,
+        caller,
+        status,
+        acting,
+        is_primary,
+        policy: ctx.policy(rec),
+    };
     Ok(match command {
-        Command::Accept { note } => {
-            let mut p = base_plan(Status::Accepted, "accepted", caller, note.clone());
-            p.set.push(("accepted_at", now));
-            p.clear.push("accept_due");
-            p.timers = Timers::Remove(vec![TimerKind::Accept]);
-            p
-        }
-        Command::Progress { note } => {
-            let next = if is_primary && matches!(status, Status::Accepted | Status::InProgress) {
-                Status::InProgress
-            } else {
-                status
-            };
-            let mut p = base_plan(next, "progress", caller, note.clone());
-            if !is_primary {
-                p.notices.push(Notice {
-                    department: primary,
-                    kind: NoticeKind::Progress,
-                    note: format!("{acting}: {note}"),
-                });
-            }
-            p
-        }
-        Command::Resolve { note } => {
-            let mut p = base_plan(Status::Resolved, "resolved", caller, note.clone());
-            p.set.push(("resolved_at", now));
-            p.clear.extend(["accept_due", "pending"]);
-            let verify_by = policy.verify.after(&ctx.table.calendar, ctx.now);
-            p.set.push(("verify_due", verify_by.to_string()));
-            p.timers = Timers::Replace {
-                timers: vec![Timer {
-                    due: verify_by,
-                    kind: TimerKind::Verify,
-                    target: ctx.centre(rec),
-                }],
-                fresh: false,
-            };
-            for co in &rec.co_handlers {
-                p.notices.push(Notice {
-                    department: co.clone(),
-                    kind: NoticeKind::Resolved,
-                    note: note.clone(),
-                });
-            }
-            p.close_duplicates = true;
-            p.fan_out = true;
-            p
-        }
-        Command::Return { reason, note } => {
-            if rec.locked {
-                return Err(Refusal::Precondition(
-                    "assigned by arbitration: this department cannot return it".into(),
-                ));
-            }
-            let mut returned = rec.returned_by.clone();
-            if !returned.iter().any(|r| r == acting) {
-                returned.push(acting.to_owned());
-            }
-            let detail = format!("{reason}: {note}");
-            let arbitrate = returned.len() as u32 >= ctx.table.max_returns;
-            let mut p = if arbitrate {
-                let centre = ctx.centre(rec);
-                let mut p = base_plan(Status::Arbitration, "returned", caller, detail.clone());
-                p.set.push(("dept", centre.clone()));
-                p.notices.push(Notice {
-                    department: centre,
-                    kind: NoticeKind::ArbitrationNeeded,
-                    note: format!(
-                        "returned {} times (last by {}: {detail}); name the department that must handle it",
-                        returned.len(),
-                        acting
-                    ),
-                });
-                p
-            } else {
-                let mut p = base_plan(Status::Returned, "returned", caller, detail);
-                p.clear.push("dept");
-                p.reroute = Some(returned.clone());
-                p
-            };
-            p.set.push(("returned_by", returned.join(",")));
-            p.clear
-                .extend(["accept_due", "resolve_due", "accepted_at", "pending"]);
-            p.timers = Timers::Replace {
-                timers: Vec::new(),
-                fresh: true,
-            };
-            p
-        }
-        Command::Arbitrate { assignee, note } => {
-            let mut p = base_plan(
-                Status::Dispatched,
-                "arbitrated",
-                caller,
-                format!("assigned to {assignee}: {note}"),
-            );
-            let d = policy.deadlines(&ctx.table.calendar, ctx.now);
-            p.set.extend([
-                ("dept", assignee.clone()),
-                ("locked", "1".to_owned()),
-                ("dispatched_at", now),
-                ("accept_due", d.accept_by.to_string()),
-                ("resolve_due", d.resolve_by.to_string()),
-            ]);
-            p.timers = Timers::Replace {
-                timers: ctx.timers(
-                    rec,
-                    assignee,
-                    ctx.now,
-                    Some(d.accept_by),
-                    d.resolve_by,
-                    true,
-                ),
-                fresh: true,
-            };
-            p.assign = Some(assignee.clone());
-            p
-        }
-        Command::RequestExtension { .. } | Command::RequestSuspension { .. }
-            if rec.pending.is_some() =>
-        {
-            return Err(Refusal::Precondition(
-                "a request is already waiting for the command centre".into(),
-            ));
-        }
+        Command::Accept { note } => commands::accept(&a, note),
+        Command::Progress { note } => commands::progress(&a, note),
+        Command::Resolve { note } => commands::resolve(&a, note),
+        Command::Return { reason, note } => commands::return_(&a, reason, note)?,
+        Command::Arbitrate { assignee, note } => commands::arbitrate(&a, assignee, note),
         Command::RequestExtension { span, reason } => {
-            let mut p = base_plan(
-                status,
-                "extension_requested",
-                caller,
-                format!("{span}: {reason}"),
-            );
-            p.set.push(("pending", format!("extension|{span}")));
-            p.notices.push(Notice {
-                department: ctx.centre(rec),
-                kind: NoticeKind::RequestPending,
-                note: format!("{acting} asks for {span} more: {reason}"),
-            });
-            p
+            commands::request_extension(&a, span, reason)?
         }
-        Command::RequestSuspension { reason } => {
-            let mut p = base_plan(status, "suspension_requested", caller, reason.clone());
-            p.set.push(("pending", "suspension|".to_owned()));
-            p.notices.push(Notice {
-                department: ctx.centre(rec),
-                kind: NoticeKind::RequestPending,
-                note: format!("{acting} asks to suspend: {reason}"),
-            });
-            p
-        }
+        Command::RequestSuspension { reason } => commands::request_suspension(&a, reason)?,
         Command::Decide {
             approve,
             note,
             granted,
-        } => {
-            let Some(pending) = &rec.pending else {
-                return Err(Refusal::Precondition(
-                    "no request is waiting for a decision".into(),
-                ));
-            };
-            let (kind, mut p) = match (pending, approve) {
-                (_, false) => (
-                    "request_rejected",
-                    base_plan(status, "request_rejected", caller, note.clone()),
-                ),
-                (Pending::Extension(asked), true) => {
-                    let span_text = granted.as_deref().unwrap_or(asked);
-                    let span = parse_span(span_text, ctx.table.calendar.working_ms_per_day())
-                        .ok_or_else(|| Refusal::Invalid {
-                            field: "granted_extension",
-                            why: format!("stored request {span_text:?} is not a span"),
-                        })?;
-                    let old = rec.resolve_due.unwrap_or(ctx.now);
-                    let due = span.after(&ctx.table.calendar, old);
-                    let mut p = base_plan(
-                        status,
-                        "extension_approved",
-                        caller,
-                        format!("{span_text}: {note}"),
-                    );
-                    p.set.push(("resolve_due", due.to_string()));
-                    p.timers = Timers::Replace {
-                        timers: ctx.timers(
-                            rec,
-                            &primary,
-                            rec.dispatched_at.unwrap_or(ctx.now),
-                            rec.accept_due.filter(|_| rec.accepted_at.is_none()),
-                            due,
-                            false,
-                        ),
-                        fresh: false,
-                    };
-                    ("extension_approved", p)
-                }
-                (Pending::Suspension, true) => {
-                    let mut p = base_plan(Status::Suspended, "suspended", caller, note.clone());
-                    let accept_left = rec
-                        .accept_due
-                        .filter(|_| rec.accepted_at.is_none())
-                        .map(|d| ctx.span_left(policy.accept, d));
-                    let resolve_left =
-                        ctx.span_left(policy.resolve, rec.resolve_due.unwrap_or(ctx.now));
-                    p.set.push(("prev_status", status.as_str().to_owned()));
-                    p.set.push((
-                        "paused",
-                        format!(
-                            "{}|{resolve_left}",
-                            accept_left.map(|a| a.to_string()).unwrap_or_default()
-                        ),
-                    ));
-                    p.timers = Timers::Replace {
-                        timers: Vec::new(),
-                        fresh: false,
-                    };
-                    ("suspended", p)
-                }
-            };
-            p.clear.push("pending");
-            p.notices.push(Notice {
-                department: primary,
-                kind: NoticeKind::RequestDecided,
-                note: format!("{kind}: {note}"),
-            });
-            p
-        }
-        Command::Resume { note } => {
-            let back = rec.prev_status.unwrap_or(Status::Dispatched);
-            let (accept_left, resolve_left) = rec.paused.unwrap_or((None, 0));
-            let accept_by = accept_left.map(|a| ctx.span_after(policy.accept, a));
-            let resolve_by = ctx.span_after(policy.resolve, resolve_left);
-            let mut p = base_plan(back, "resumed", caller, note.clone());
-            if let Some(a) = accept_by {
-                p.set.push(("accept_due", a.to_string()));
-            }
-            p.set.push(("resolve_due", resolve_by.to_string()));
-            p.clear.extend(["prev_status", "paused"]);
-            p.timers = Timers::Replace {
-                timers: ctx.timers(
-                    rec,
-                    &primary,
-                    rec.dispatched_at.unwrap_or(ctx.now),
-                    accept_by,
-                    resolve_by,
-                    false,
-                ),
-                fresh: false,
-            };
-            if !is_primary {
-                p.notices.push(Notice {
-                    department: primary,
-                    kind: NoticeKind::RequestDecided,
-                    note: format!("resumed: {note}"),
-                });
-            }
-            p
-        }
-        Command::Verify { passed: true, note } => {
-            let mut p = base_plan(Status::Verified, "verified", caller, note.clone());
-            p.set.push(("verified_at", now));
-            p.clear.push("verify_due");
-            p.timers = Timers::Replace {
-                timers: Vec::new(),
-                fresh: false,
-            };
-            if !rec.reporter_id.is_empty() {
-                p.points = ctx.table.points_for(&rec.category);
-            }
-            p.fan_out = true;
-            p
-        }
-        Command::Verify {
-            passed: false,
-            note,
-        } => reopen(ctx, rec, caller, "verification_failed", note.clone()),
+        } => commands::decide(&a, *approve, note, granted.as_deref())?,
+        Command::Resume { note } => commands::resume(&a, note),
+        Command::Verify { passed, note } => commands::verify(&a, *passed, note),
         Command::Feedback {
             satisfaction,
             comment,
-        } => {
-            if rec.satisfaction.is_some() {
-                return Err(Refusal::Precondition(
-                    "feedback was already given for this resolution".into(),
-                ));
-            }
-            let detail = format!("satisfaction {satisfaction}/5: {comment}");
-            if *satisfaction <= 2 {
-                let mut p = reopen(ctx, rec, caller, "dissatisfied", detail);
-                p.set.push(("last_satisfaction", satisfaction.to_string()));
-                p
-            } else {
-                let next = if status == Status::Verified {
-                    Status::Closed
-                } else {
-                    status
-                };
-                let mut p = base_plan(next, "feedback", caller, detail);
-                p.set.push(("satisfaction", satisfaction.to_string()));
-                if next == Status::Closed {
-                    p.set.push(("closed_at", now));
-                    p.fan_out = true;
-                }
-                p
-            }
-        }
-        Command::Close { note } => {
-            let mut p = base_plan(Status::Closed, "closed", caller, note.clone());
-            p.set.push(("closed_at", now));
-            p.fan_out = true;
-            p
-        }
-        Command::Cancel { reason } => {
-            let mut p = base_plan(Status::Cancelled, "cancelled", caller, reason.clone());
-            p.set.push(("cancelled_at", now));
-            p.timers = Timers::Replace {
-                timers: Vec::new(),
-                fresh: false,
-            };
-            p.close_duplicates = true;
-            if !rec.department.is_empty() && rec.department != acting {
-                p.notices.push(Notice {
-                    department: primary,
-                    kind: NoticeKind::Cancelled,
-                    note: reason.clone(),
-                });
-            }
-            p.fan_out = true;
-            p
-        }
-        Command::Unmerge { note } => {
-            let mut p = base_plan(
-                Status::Reported,
-                "unmerged",
-                caller,
-                format!("from {}: {note}", rec.merged_into),
-            );
-            p.clear.push("merged_into");
-            p.reroute = Some(rec.returned_by.clone());
-            p
-        }
+        } => commands::feedback(&a, *satisfaction, comment)?,
+        Command::Close { note } => commands::close(&a, note),
+        Command::Cancel { reason } => commands::cancel(&a, reason),
+        Command::Unmerge { note } => commands::unmerge(&a, note),
     })
-}
-
-/// Back to the primary department with a warning flag and fresh clocks.
-fn reopen(
-    ctx: &Ctx<'_>,
-    rec: &Record,
-    caller: &Caller,
-    kind: &'static str,
-    detail: String,
-) -> Plan {
-    let policy = ctx.policy(rec);
-    let d = policy.deadlines(&ctx.table.calendar, ctx.now);
-    let mut p = base_plan(Status::Reopened, kind, caller, detail.clone());
-    p.set.extend([
-        ("dispatched_at", ctx.now.to_string()),
-        ("accept_due", d.accept_by.to_string()),
-        ("resolve_due", d.resolve_by.to_string()),
-        ("reopened", (rec.reopened + 1).to_string()),
-        ("warning", "1".to_owned()),
-    ]);
-    p.clear.extend([
-        "accepted_at",
-        "resolved_at",
-        "verified_at",
-        "verify_due",
-        "satisfaction",
-    ]);
-    p.timers = Timers::Replace {
-        timers: ctx.timers(
-            rec,
-            &rec.department,
-            ctx.now,
-            Some(d.accept_by),
-            d.resolve_by,
-            true,
-        ),
-        fresh: true,
-    };
-    p.notices.push(Notice {
-        department: rec.department.clone(),
-        kind: NoticeKind::Reopened,
-        note: format!("{kind}: {detail}"),
-    });
-    p
 }

@@ -1,0 +1,299 @@
+//! One partition's router: reads its ingest stream through the consumer group, takes over
+//! entries abandoned by stopped routers, routes each entry ([`crate::route`]), merges
+//! duplicates or dispatches in batches, and moves what it cannot process to the dead-letter
+//! stream.
+
+use std::time::{Duration, Instant};
+
+use gridroute_core::{
+    RoutingTable,
+    table::{DuplicatePolicy, SharedTable},
+};
+use gridroute_store::{
+    Store, StoreError,
+    consumer::{Consumer, IngestEntry},
+    dispatch::DispatchWrite,
+    merge::MergeWrite,
+    retry::Retry,
+};
+use gridroute_telemetry::{names, trace_context};
+use tokio::sync::watch;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::{RouterConfig, route::route_entry};
+
+/// One partition's router.
+pub(crate) struct Worker {
+    store: Store,
+    tables: SharedTable,
+    cfg: RouterConfig,
+    partition: u16,
+    /// The reader, with its own connection; dropped after a connection error so that the next
+    /// attempt reconnects (a multiplexed connection does not come back by itself).
+    consumer: Option<Consumer>,
+    /// Delays between failed reads.
+    retry: Retry,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        store: Store,
+        tables: SharedTable,
+        cfg: RouterConfig,
+        partition: u16,
+    ) -> Self {
+        Self {
+            store,
+            tables,
+            cfg,
+            partition,
+            consumer: None,
+            retry: Retry::new(),
+        }
+    }
+
+    /// The consumer, connecting when there is none.
+    async fn consumer(&mut self) -> Result<&mut Consumer, StoreError> {
+        if self.consumer.is_none() {
+            let c = self
+                .store
+                .consumer(self.partition, &self.cfg.consumer_name, self.cfg.block)
+                .await?;
+            self.consumer = Some(c);
+        }
+        self.consumer
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("no consumer".into()))
+    }
+
+    /// Reacts to a failed read: reconnect after connection errors, recreate a lost group.
+    async fn failed(&mut self, op: &'static str, e: &StoreError) {
+        warn!(op, error = %e, "ingest read failed");
+        match e {
+            StoreError::Unavailable(_) => self.consumer = None,
+            // Redis lost the group (a restart without persistence): recreate it rather than
+            // stall; entries written since are read from its start.
+            StoreError::NoGroup(_) => match self.store.ensure_groups().await {
+                Ok(()) => info!("consumer group recreated"),
+                Err(e) => warn!(error = %e, "recreating the consumer group failed"),
+            },
+            _ => {}
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let n = self.cfg.batch_size;
+        // Own pending entries first: they are the oldest work this consumer holds.
+        loop {
+            let read = match self.consumer().await {
+                Ok(c) => c.read_own_pending(n).await,
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok(entries) if entries.is_empty() => break,
+                Ok(entries) => {
+                    self.retry.reset();
+                    self.process(entries).await;
+                }
+                Err(e) => {
+                    self.failed("read_own_pending", &e).await;
+                    if self.backoff(&mut shutdown).await {
+                        return;
+                    }
+                }
+            }
+        }
+        let mut last_claim = Instant::now() - self.cfg.claim_interval;
+        while !*shutdown.borrow() {
+            if last_claim.elapsed() >= self.cfg.claim_interval {
+                last_claim = Instant::now();
+                let (min_idle, hour) = (self.cfg.claim_min_idle, Duration::from_secs(3600));
+                let claimed = match self.consumer().await {
+                    Ok(c) => {
+                        let claimed = c.claim_idle(min_idle, n).await;
+                        let _ = c.forget_idle_consumers(hour).await;
+                        claimed
+                    }
+                    Err(e) => Err(e),
+                };
+                match claimed {
+                    Ok(entries) if !entries.is_empty() => {
+                        info!(count = entries.len(), "took over abandoned entries");
+                        self.process(entries).await;
+                    }
+                    Ok(_) => {}
+                    Err(e) => self.failed("claim_idle", &e).await,
+                }
+            }
+            // The read is not cancelled by shutdown: entries it returns are processed, so none
+            // is left pending without need. Its block time bounds how long shutdown waits.
+            let read = match self.consumer().await {
+                Ok(c) => c.read_new(n).await,
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok(entries) => {
+                    self.retry.reset();
+                    if !entries.is_empty() {
+                        self.process(entries).await;
+                    }
+                }
+                Err(e) => {
+                    self.failed("read_new", &e).await;
+                    if self.backoff(&mut shutdown).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits before retrying (jittered, growing while failures last); true when shutdown was
+    /// requested meanwhile.
+    async fn backoff(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        self.retry.wait(shutdown).await
+    }
+
+    async fn process(&mut self, entries: Vec<IngestEntry>) {
+        let table = self.tables.load_full();
+        let now = match self.store.server_time_ms().await {
+            Ok(t) => t,
+            Err(e) => {
+                // Left pending: claimed again after the idle time, counted as a delivery.
+                warn!(error = %e, count = entries.len(), "redis time unavailable; batch left pending");
+                return;
+            }
+        };
+        let mut writes = Vec::with_capacity(entries.len());
+        let mut reported = Vec::with_capacity(entries.len());
+        // One `route` span per entry, child of the reporter's trace (the ingest entry's
+        // `tp`), and one `dispatch` span under it that lasts until the pipeline answers; its
+        // context travels to the subscribers. Only when spans are exported: otherwise they
+        // carry nothing anywhere and cost a sixth of the router's CPU per incident.
+        let traced = trace_context::exporting();
+        let mut spans = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            if entry.deliveries > self.cfg.max_deliveries {
+                self.dead_letter(
+                    entry,
+                    "max_deliveries",
+                    &format!("failed {} deliveries", entry.deliveries),
+                )
+                .await;
+                continue;
+            }
+            let span = if traced {
+                let span = info_span!(
+                    "route",
+                    incident = entry.text("id").unwrap_or(""),
+                    partition = entry.partition
+                );
+                trace_context::set_parent(&span, entry.text("tp").unwrap_or(""));
+                span
+            } else {
+                tracing::Span::none()
+            };
+            match span.in_scope(|| route_entry(&table, entry, now)) {
+                Ok((mut w, reported_ms, dup)) => {
+                    if let Some(policy) = dup {
+                        match self
+                            .try_merge(&table, &w, reported_ms, &policy)
+                            .instrument(span.clone())
+                            .await
+                        {
+                            Ok(true) => continue,
+                            Ok(false) => {}
+                            // Left pending: delivered again, and merged or dispatched then.
+                            Err(e) => {
+                                warn!(entry = %w.entry_id, error = %e, "duplicate check failed; entry left pending");
+                                continue;
+                            }
+                        }
+                    }
+                    if traced {
+                        let dispatch =
+                            info_span!(parent: &span, "dispatch", department = %w.department);
+                        w.traceparent = trace_context::traceparent(&dispatch);
+                        spans.push((span, dispatch));
+                    }
+                    writes.push(w);
+                    reported.push(reported_ms);
+                }
+                Err(why) => self.dead_letter(entry, "undecodable", &why).await,
+            }
+        }
+        if !writes.is_empty() {
+            metrics::histogram!(names::DISPATCH_BATCH_SIZE).record(writes.len() as f64);
+        }
+        match self.store.dispatch_batch(&writes).await {
+            Ok(done) => {
+                for ((result, reported_ms), w) in done.iter().zip(&reported).zip(&writes) {
+                    let outcome = match result {
+                        Ok(true) => {
+                            let latency = (now - reported_ms).max(0) as f64 / 1000.0;
+                            metrics::histogram!(names::REPORT_TO_DISPATCH_SECONDS).record(latency);
+                            "dispatched"
+                        }
+                        Ok(false) => "already_dispatched",
+                        // Left pending: delivered again later, dead-lettered after too many tries.
+                        Err(e) => {
+                            warn!(entry = %w.entry_id, error = %e, "dispatch failed; entry left pending");
+                            "failed"
+                        }
+                    };
+                    metrics::counter!(names::DISPATCHES_TOTAL, "outcome" => outcome).increment(1);
+                }
+                debug!(count = done.len(), "batch dispatched");
+            }
+            // Nothing was acknowledged: the entries stay pending and are claimed again.
+            Err(e) => {
+                warn!(error = %e, count = writes.len(), "dispatch failed; entries left pending")
+            }
+        }
+        drop(spans);
+    }
+
+    /// Merges a duplicate into the nearest open incident that still takes it; `false` when there
+    /// is none.
+    async fn try_merge(
+        &self,
+        table: &RoutingTable,
+        w: &DispatchWrite,
+        reported_ms: i64,
+        policy: &DuplicatePolicy,
+    ) -> Result<bool, StoreError> {
+        let Some((category, x, y)) = &w.duplicates else {
+            return Ok(false);
+        };
+        let candidates = self
+            .store
+            .duplicate_candidates(category, *x, *y, policy.within_m, 4)
+            .await?;
+        for into in candidates.into_iter().filter(|c| *c != w.incident_id) {
+            let m = MergeWrite {
+                write: w.clone(),
+                reported_ms,
+                into,
+                window_ms: policy.window_ms,
+            };
+            if self.store.merge(&m, table).await? {
+                metrics::counter!(names::DUPLICATES_MERGED_TOTAL).increment(1);
+                info!(incident = %w.incident_id, into = %m.into, "duplicate merged");
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn dead_letter(&self, entry: &IngestEntry, reason: &'static str, detail: &str) {
+        match self.store.dead_letter(entry, reason, detail).await {
+            Ok(()) => {
+                metrics::counter!(names::DEAD_LETTERS_TOTAL, "reason" => reason).increment(1);
+                warn!(entry = %entry.entry_id, reason, detail, "entry moved to the dead-letter stream");
+            }
+            Err(e) => {
+                warn!(entry = %entry.entry_id, error = %e, "dead-lettering failed; entry left pending")
+            }
+        }
+    }
+}
