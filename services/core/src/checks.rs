@@ -7,7 +7,11 @@ use geo::{Area, BooleanOps, BoundingRect, MultiPolygon, Polygon, Validation};
 
 use crate::{
     region::RegionId,
-    table::{RoutingTable, Severity, TableIssue},
+    rules::GapPolicy,
+    table::{
+        RoutingTable, Severity, TableIssue,
+        holes::{area_m2, m2_per_deg2},
+    },
 };
 
 /// Overlaps and gaps smaller than this many square metres are rounding, not errors: shared
@@ -21,11 +25,6 @@ fn issue(code: &'static str, subject: String, message: String) -> TableIssue {
         subject,
         message,
     }
-}
-
-/// Square metres per square degree at a latitude (local equirectangular approximation).
-fn m2_per_deg2(lat: f64) -> f64 {
-    111_320.0 * 110_570.0 * lat.to_radians().cos()
 }
 
 /// Every geometry problem of the table's grids.
@@ -94,75 +93,108 @@ pub fn check_geometry(table: &RoutingTable) -> Vec<TableIssue> {
             }
         }
     }
-    // Parts of a parent's own polygon that none of its grids covers.
+    // Areas declared outside the grids must not cover grids: the table would contradict itself.
+    for d in &table.declared_outside {
+        let Some(r) = d.shape.bounding_rect() else {
+            continue;
+        };
+        for g in table
+            .grids
+            .candidates([r.min().x, r.min().y], [r.max().x, r.max().y])
+        {
+            let area = area_m2(&g.shape.intersection(&d.shape));
+            if area > AREA_TOLERANCE_M2 {
+                out.push(issue(
+                    "outside_overlaps_grid",
+                    format!("{},{}", d.name, g.code),
+                    format!(
+                        "{area:.0} m² of grid {:?} lie in {:?}, which regions.geojson declares outside the grids",
+                        g.code, d.name
+                    ),
+                ));
+            }
+        }
+    }
+    out.extend(gaps(table));
+    out
+}
+
+/// Gaps: areas no grid covers that the table does not explain, each a warning or an error by
+/// the table's `gaps` policy. Inside a region that has an official outline, the outline
+/// decides (a hole it excludes is not a gap); elsewhere, the holes between grids. Areas
+/// declared outside are never gaps.
+fn gaps(table: &RoutingTable) -> Vec<TableIssue> {
+    let grids = table.grids.grids();
+    let declared = MultiPolygon(
+        table
+            .declared_outside
+            .iter()
+            .flat_map(|d| d.shape.0.iter().cloned())
+            .collect(),
+    );
+    let min = table.gaps.min_area_m2.max(AREA_TOLERANCE_M2);
+    // An error says how to load the table; a warning only that the area was accepted.
+    let (severity, hint) = match table.gaps.policy {
+        GapPolicy::Error => (
+            Severity::Error,
+            " (declare the area outside in regions.geojson, or set gaps: warn)",
+        ),
+        GapPolicy::Warn => (Severity::Warning, ""),
+    };
+    let mut out = Vec::new();
+    let mut report = |region: Option<RegionId>, piece: &Polygon<f64>| {
+        let area = area_m2(piece);
+        let Some(r) = piece.bounding_rect() else {
+            return;
+        };
+        if area <= min {
+            return;
+        }
+        let c = r.center();
+        let subject = region.map_or_else(
+            || table.name.clone(),
+            |p| table.regions.node(p).code.clone(),
+        );
+        let centre = region.map_or(table.default_command_centre, |p| {
+            table.command_centre_for(p)
+        });
+        out.push(TableIssue {
+            severity,
+            code: "gap_in_parent",
+            message: format!(
+                "{area:.0} m² around ({:.6}, {:.6}) belong to no grid of region {subject:?}; reports there go to {:?}{hint}",
+                c.x, c.y, table.departments[centre as usize].id
+            ),
+            subject,
+        });
+    };
+    // Inside official outlines: what the outline holds that none of its grids covers.
+    let outlined: Vec<RegionId> = table.region_shapes.iter().map(|(r, _)| *r).collect();
     for (region, shape) in &table.region_shapes {
         let children: Vec<Polygon<f64>> = grids
             .iter()
             .filter(|g| table.regions.is_within(g.region, *region))
             .flat_map(|g| g.shape.0.iter().cloned())
             .collect();
-        let uncovered = shape.difference(&MultiPolygon(children));
-        let Some(r) = uncovered.bounding_rect() else {
-            continue;
-        };
-        let area = uncovered.unsigned_area() * m2_per_deg2(r.center().y);
-        if area > AREA_TOLERANCE_M2 {
-            out.push(issue(
-                "gap_in_parent",
-                table.regions.node(*region).code.clone(),
-                format!(
-                    "{area:.0} m² of region {} belong to none of its grids",
-                    table.regions.node(*region).code
-                ),
-            ));
+        let uncovered = shape
+            .difference(&MultiPolygon(children))
+            .difference(&declared);
+        for piece in &uncovered.0 {
+            report(Some(*region), piece);
         }
     }
-    // Gaps: holes in the union of all grids, attributed to the region that surrounds them.
-    let all = MultiPolygon(
-        grids
-            .iter()
-            .flat_map(|g| g.shape.0.iter().cloned())
-            .collect(),
-    );
-    let union = all.union(&MultiPolygon::<f64>(vec![]));
-    for poly in &union.0 {
-        for hole in poly.interiors() {
-            let hole = Polygon::new(hole.clone(), vec![]);
-            let Some(r) = hole.bounding_rect() else {
-                continue;
-            };
-            let area = hole.unsigned_area() * m2_per_deg2(r.center().y);
-            if area <= AREA_TOLERANCE_M2 {
-                continue;
-            }
-            let around: Vec<RegionId> = table
-                .grids
-                .candidates([r.min().x, r.min().y], [r.max().x, r.max().y])
-                .map(|g| g.region)
-                .collect();
-            let parent = common_ancestor(table, &around);
-            let c = r.center();
-            out.push(issue(
-                "gap_in_parent",
-                parent.map_or_else(
-                    || table.name.clone(),
-                    |p| table.regions.node(p).code.clone(),
-                ),
-                format!(
-                    "{area:.0} m² around ({:.6}, {:.6}) belong to no grid",
-                    c.x, c.y
-                ),
-            ));
+    // Elsewhere: the holes between grids.
+    for hole in &table.holes {
+        if hole
+            .region
+            .is_some_and(|r| outlined.iter().any(|&o| table.regions.is_within(r, o)))
+        {
+            continue;
+        }
+        let rest = MultiPolygon(vec![hole.shape.clone()]).difference(&declared);
+        for piece in &rest.0 {
+            report(hole.region, piece);
         }
     }
     out
-}
-
-fn common_ancestor(table: &RoutingTable, regions: &[RegionId]) -> Option<RegionId> {
-    let first = *regions.first()?;
-    let path = table.regions.path(first);
-    path.into_iter()
-        .rev()
-        .skip(1) // a grid is not the parent of a gap
-        .find(|&a| regions.iter().all(|&r| table.regions.is_within(r, a)))
 }

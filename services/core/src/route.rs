@@ -65,6 +65,10 @@ pub enum Outcome {
     OutsideGrids,
     /// The reported grid code is not a grid of the table: the default command centre.
     UnknownGrid,
+    /// In no grid, but inside the table's area: a hole between grids (an enclave, a gap) or a
+    /// part of a region's official outline that its grids do not cover. The command centre of
+    /// the region around it.
+    InHole,
 }
 
 impl Outcome {
@@ -75,6 +79,7 @@ impl Outcome {
             Self::NoRule => "no_rule",
             Self::OutsideGrids => "outside_grids",
             Self::UnknownGrid => "unknown_grid",
+            Self::InHole => "in_hole",
         }
     }
 }
@@ -84,8 +89,10 @@ impl Outcome {
 pub struct Decision {
     /// Why.
     pub outcome: Outcome,
-    /// The leaf grid, when found.
+    /// The leaf grid, when found; for [`Outcome::InHole`], the region around the hole.
     pub grid: Option<RegionId>,
+    /// For [`Outcome::InHole`]: where the point lies.
+    pub area: Option<crate::table::Area>,
     /// Index of the matching rule in `table.rules`.
     pub rule: Option<u32>,
     /// Primary department.
@@ -119,7 +126,7 @@ impl RoutingTable {
                             decision.snapped_m = Some(d.ceil() as u32);
                             return decision;
                         }
-                        None => return self.fallback(Outcome::OutsideGrids, None, q.urgency),
+                        None => return self.outside(x, y, q.urgency),
                     },
                 }
             }
@@ -129,6 +136,24 @@ impl RoutingTable {
             },
         };
         self.decide(q, grid)
+    }
+
+    /// A point in no grid and near none: the command centre of the region around it, when it
+    /// lies in a hole of the grids or a region's outline; else the default command centre.
+    fn outside(&self, x: f64, y: f64, urgency: Urgency) -> Decision {
+        let area = self.area_at(x, y);
+        let region = match area {
+            Some(crate::table::Area::Hole(h)) => self.holes[h as usize].region,
+            Some(crate::table::Area::Outline(r)) => Some(r),
+            None => None,
+        };
+        match (area, region) {
+            (Some(_), Some(_)) => Decision {
+                area,
+                ..self.fallback(Outcome::InHole, region, urgency)
+            },
+            _ => self.fallback(Outcome::OutsideGrids, None, urgency),
+        }
     }
 
     /// The snapping radius for a stated accuracy: the stated one, capped, or the default.
@@ -151,6 +176,7 @@ impl RoutingTable {
                     department: rule.department,
                     sla: rule.sla.unwrap_or_else(|| self.default_policy(q.urgency)),
                     snapped_m: None,
+                    area: None,
                 }
             }
             None => self.fallback(Outcome::NoRule, Some(grid), q.urgency),
@@ -165,6 +191,7 @@ impl RoutingTable {
             department: grid.map_or(self.default_command_centre, |g| self.command_centre_for(g)),
             sla: self.default_policy(urgency),
             snapped_m: None,
+            area: None,
         }
     }
 
@@ -256,10 +283,45 @@ impl RoutingTable {
         }
     }
 
+    /// Why a point in no grid belongs to `region`.
+    fn explain_hole(
+        &self,
+        lng: f64,
+        lat: f64,
+        region: RegionId,
+        area: Option<crate::table::Area>,
+    ) -> String {
+        let around = self.describe_path(region);
+        match area {
+            Some(crate::table::Area::Hole(h)) => {
+                let hole = &self.holes[h as usize];
+                let declared = hole
+                    .declared
+                    .map(|i| {
+                        format!(
+                            ", declared outside the grids as {:?}",
+                            self.declared_outside[i].name
+                        )
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "point ({lng}, {lat}) lies in no grid but in a hole of {:.0} m² between the grids of {around}{declared}",
+                    hole.area_m2
+                )
+            }
+            _ => format!(
+                "point ({lng}, {lat}) lies in no grid but within the official outline of {around}"
+            ),
+        }
+    }
+
     /// Human-readable reasons for a decision, in the order the router considered them.
     pub fn explain(&self, q: &RouteQuery<'_>, d: &Decision) -> Vec<String> {
         let mut reasons = Vec::with_capacity(3);
         match (q.target, d.grid) {
+            (RouteTarget::Point { lng, lat, .. }, Some(g)) if d.outcome == Outcome::InHole => {
+                reasons.push(self.explain_hole(lng, lat, g, d.area));
+            }
             (RouteTarget::Point { lng, lat, .. }, Some(g)) => match d.snapped_m {
                 None => reasons.push(format!("point ({lng}, {lat}) lies in grid {}", self.describe_path(g))),
                 Some(m) => reasons.push(format!(
@@ -275,11 +337,11 @@ impl RoutingTable {
                 ));
             }
             (RouteTarget::Grid(code), Some(g)) => {
-                reasons.push(format!("reported grid {code} is {}", self.describe_path(g)));
+                reasons.push(format!("reported grid {code:?} is {}", self.describe_path(g)));
             }
             (RouteTarget::Grid(code), None) => {
                 reasons.push(format!(
-                    "reported grid code {code} is not a grid of table {}",
+                    "reported grid code {code:?} is not a grid of table {}",
                     self.name
                 ));
             }
@@ -310,8 +372,11 @@ impl RoutingTable {
                 ));
             }
             (Outcome::NoRule, _) => reasons.push(format!(
-                "no rule matches category {} here; the command centre {dept} takes it",
+                "no rule matches category {:?} here; the command centre {dept} takes it",
                 q.category
+            )),
+            (Outcome::InHole, _) => reasons.push(format!(
+                "no rule applies outside the grids; the command centre {dept} of the region around it takes it"
             )),
             _ => reasons.push(format!("the default command centre {dept} takes it")),
         }

@@ -78,6 +78,83 @@ pub struct RulesFile {
     /// Reporter points (积分制) per verified report.
     #[serde(default)]
     pub points: PointsSpec,
+    /// What admission does with gaps: areas inside the grids' footprint (a hole between
+    /// grids) or inside a region's official outline that no grid covers and `regions.geojson`
+    /// does not declare outside. `error` (default) rejects the table, `warn` lists them; gaps
+    /// smaller than `min_area_m2` (default 1) are neither. Written `gaps: warn` or
+    /// `gaps: {policy: warn, min_area_m2: 10000}`.
+    #[serde(default)]
+    pub gaps: GapsSpec,
+}
+
+/// What a gap does to a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GapPolicy {
+    /// The table is rejected.
+    #[default]
+    Error,
+    /// The table loads; each gap is a warning.
+    Warn,
+}
+
+/// The table's `gaps` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(from = "GapsInput")]
+pub struct GapsSpec {
+    /// Error or warn.
+    pub policy: GapPolicy,
+    /// Gaps up to this area, in square metres, are ignored.
+    pub min_area_m2: f64,
+}
+
+/// Slivers from coordinate rounding (shared borders written with 7 decimals are about 1 cm
+/// apart) stay far below one square metre.
+pub const DEFAULT_MIN_GAP_M2: f64 = 1.0;
+
+impl Default for GapsSpec {
+    fn default() -> Self {
+        Self {
+            policy: GapPolicy::Error,
+            min_area_m2: DEFAULT_MIN_GAP_M2,
+        }
+    }
+}
+
+/// `gaps: warn` or `gaps: {policy: warn, min_area_m2: 10000}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum GapsInput {
+    Policy(GapPolicy),
+    Full(GapsFull),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GapsFull {
+    #[serde(default)]
+    policy: GapPolicy,
+    #[serde(default = "default_min_gap")]
+    min_area_m2: f64,
+}
+
+fn default_min_gap() -> f64 {
+    DEFAULT_MIN_GAP_M2
+}
+
+impl From<GapsInput> for GapsSpec {
+    fn from(i: GapsInput) -> Self {
+        match i {
+            GapsInput::Policy(policy) => Self {
+                policy,
+                ..Self::default()
+            },
+            GapsInput::Full(f) => Self {
+                policy: f.policy,
+                min_area_m2: f.min_area_m2,
+            },
+        }
+    }
 }
 
 fn default_max_returns() -> u32 {

@@ -100,19 +100,14 @@ pub fn load_sources(sources: &Sources) -> Result<RoutingTable, TablesError> {
 /// `gridroute tables validate DIR`: structure and geometry, offline; prints every issue; Err
 /// when the table is rejected.
 pub fn validate(dir: &Path) -> Result<String, TablesError> {
-    let t = load(Some(dir))?;
+    let mut t = load(Some(dir))?;
     let geometry = gridroute_core::checks::check_geometry(&t);
-    if !geometry.is_empty() {
+    if geometry.iter().any(|i| i.severity == Severity::Error) {
         return Err(TablesError::Rejected(gridroute_core::TableError {
             issues: geometry,
         }));
     }
-    let geometry = gridroute_core::checks::check_geometry(&t);
-    if !geometry.is_empty() {
-        return Err(TablesError::Rejected(gridroute_core::TableError {
-            issues: geometry,
-        }));
-    }
+    t.warnings.extend(geometry);
     let mut out = format!(
         "table {} is valid: {} regions, {} grids, {} departments, {} rules\n",
         t.version,

@@ -1,149 +1,28 @@
-//! A whole routing table: the region tree, the grid index, the departments, SLA policies and
-//! rules, loaded from `grids.geojson` and `rules.yaml` and validated as one.
-//!
-//! Loading never stops at the first problem: every issue found is reported with a stable code
-//! and the offending id, and a table with any error is rejected whole, so the table in force
-//! stays in force. Warnings are listed and do not block.
+//! Loading a table from its sources: every file parsed, every reference resolved, every problem
+//! listed with a stable code; a table with any error is rejected whole.
 
-use std::{collections::HashMap, fmt};
-
-use geo::{LineString, MultiPolygon, Polygon};
+use std::collections::HashMap;
 
 use serde_json::Value;
 
+use super::{
+    DuplicatePolicy, RoutingTable, Severity, TableError, TableIssue, TableSources, fnv1a,
+    geojson::parse_geometry, holes,
+};
 use crate::{
     calendar::WorkCalendar,
     category,
     crs::Crs,
     grid_index::{GridIndex, IndexedGrid},
     region::{RegionId, RegionTree},
-    rules::{Department, DeptId, PointsSpec, PolicyId, Rule, RulesFile, Urgency},
+    rules::{Department, DeptId, PolicyId, Rule, RulesFile},
     sla::{SlaPolicy, parse_span},
 };
 
-/// How serious an issue is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    /// The table is rejected.
-    Error,
-    /// Listed; the table is still usable.
-    Warning,
-}
-
-/// One problem found in a table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableIssue {
-    /// Error or warning.
-    pub severity: Severity,
-    /// Stable machine-readable code, e.g. `duplicate_grid`.
-    pub code: &'static str,
-    /// The offending id (grid code, rule id, department id, file).
-    pub subject: String,
-    /// What is wrong, for a person.
-    pub message: String,
-}
-
-impl fmt::Display for TableIssue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sev = match self.severity {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-        };
-        write!(
-            f,
-            "{sev} [{}] {}: {}",
-            self.code, self.subject, self.message
-        )
-    }
-}
-
-/// A table rejected with every reason.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("routing table rejected with {} error(s): {}", .issues.iter().filter(|i| i.severity == Severity::Error).count(), .issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-pub struct TableError {
-    /// Every issue, errors and warnings.
-    pub issues: Vec<TableIssue>,
-}
-
-/// The sources of a table, as read from its directory.
-#[derive(Debug, Clone, Copy)]
-pub struct TableSources<'a> {
-    /// `grids.geojson`.
-    pub grids_geojson: &'a str,
-    /// `rules.yaml`.
-    pub rules_yaml: &'a str,
-    /// `calendar.yaml`; `None` (or empty) = the built-in China 2024-2026 calendar.
-    pub calendar_yaml: Option<&'a str>,
-    /// `regions.geojson`: optional polygons of parent regions, checked against their grids.
-    pub regions_geojson: Option<&'a str>,
-}
-
-/// A loaded, validated routing table. Immutable: a new version is a new table, swapped in whole.
-#[derive(Debug)]
-pub struct RoutingTable {
-    /// Table name from `rules.yaml`.
-    pub name: String,
-    /// Version: the name plus a hash of both sources, so equal content has an equal version.
-    pub version: String,
-    /// Coordinate system of the polygons.
-    pub crs: Crs,
-    /// The region tree.
-    pub regions: RegionTree,
-    /// The leaf grids.
-    pub grids: GridIndex,
-    /// Which regions are leaf grids with a polygon.
-    pub(crate) is_grid: Vec<bool>,
-    /// Departments.
-    pub departments: Vec<Department>,
-    dept_by_id: HashMap<String, DeptId>,
-    /// Compiled rules, in file order.
-    pub rules: Vec<Rule>,
-    /// Rules with two or more category segments, by their first two segments.
-    pub(crate) rule_buckets: HashMap<String, Vec<u32>>,
-    /// Rules with fewer than two category segments: candidates for every report.
-    pub(crate) shallow_rules: Vec<u32>,
-    /// Command centre for points outside every grid.
-    pub default_command_centre: DeptId,
-    /// The nearest command centre up the tree, per region (precomputed: fallbacks are common).
-    centre_of_region: Vec<DeptId>,
-    /// SLA policies.
-    pub sla_policies: Vec<SlaPolicy>,
-    pub(crate) default_sla: [PolicyId; 3],
-    /// The working calendar of SLA deadlines and rule time windows.
-    pub calendar: WorkCalendar,
-    /// Grid workers named by each grid.
-    grid_workers: HashMap<RegionId, Vec<String>>,
-    /// Official polygons of parent regions, when the table gives them (checks only).
-    pub region_shapes: Vec<(RegionId, MultiPolygon<f64>)>,
-    /// Snapping radius when a report states no accuracy, in metres.
-    pub snap_radius_m: f64,
-    /// Largest snapping radius a report's stated accuracy may ask for, in metres.
-    pub max_snap_radius_m: f64,
-    /// Returns after which an incident goes to arbitration.
-    pub max_returns: u32,
-    /// Duplicate-detection policies.
-    pub duplicates: Vec<DuplicatePolicy>,
-    /// Reporter points.
-    pub points: PointsSpec,
-    /// Warnings found while loading.
-    pub warnings: Vec<TableIssue>,
-}
-
-/// A compiled duplicate-detection policy.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DuplicatePolicy {
-    /// Category prefix.
-    pub category: String,
-    /// Largest distance, in metres.
-    pub within_m: f64,
-    /// Largest time between the reports, in ms.
-    pub window_ms: i64,
-}
-
-struct Issues(Vec<TableIssue>);
+pub(super) struct Issues(pub(super) Vec<TableIssue>);
 
 impl Issues {
-    fn error(
+    pub(super) fn error(
         &mut self,
         code: &'static str,
         subject: impl Into<String>,
@@ -159,13 +38,6 @@ impl Issues {
     fn has_errors(&self) -> bool {
         self.0.iter().any(|i| i.severity == Severity::Error)
     }
-}
-
-/// FNV-1a, 64 bit: a stable content hash for table versions (std's hasher is not stable).
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
 }
 
 impl RoutingTable {
@@ -229,28 +101,48 @@ impl RoutingTable {
         let mut sla_policies = Vec::new();
         let mut policy_by_name = HashMap::new();
         let mut region_shapes = Vec::new();
+        let mut declared_outside = Vec::new();
         if let Some(text) = src.regions_geojson.filter(|t| !t.trim().is_empty()) {
             match serde_json::from_str::<Value>(text) {
                 Err(e) => issues.error("regions_unparsable", "regions.geojson", e.to_string()),
                 Ok(doc) => {
-                    for f in doc
+                    for (n, f) in doc
                         .get("features")
                         .and_then(Value::as_array)
                         .map(Vec::as_slice)
                         .unwrap_or(&[])
+                        .iter()
+                        .enumerate()
                     {
-                        let code = f
-                            .pointer("/properties/code")
-                            .and_then(Value::as_str)
-                            .unwrap_or("");
-                        match (
-                            regions.find(code),
-                            parse_geometry(f.get("geometry").unwrap_or(&Value::Null)),
-                        ) {
+                        let text = |k: &str| {
+                            f.pointer(&format!("/properties/{k}"))
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                        };
+                        let code = text("code");
+                        let shape = parse_geometry(f.get("geometry").unwrap_or(&Value::Null));
+                        if f.pointer("/properties/outside").and_then(Value::as_bool) == Some(true) {
+                            // An area outside the grids: it needs a name, not a region.
+                            let name = [text("name"), code]
+                                .into_iter()
+                                .find(|s| !s.is_empty())
+                                .map_or_else(|| format!("feature #{n}"), str::to_owned);
+                            match shape {
+                                Ok(shape) => declared_outside.push(holes::Declared { name, shape }),
+                                Err(why) => issues.error(
+                                    "bad_geometry",
+                                    format!("regions.geojson {name:?}"),
+                                    why,
+                                ),
+                            }
+                            continue;
+                        }
+                        match (regions.find(code), shape) {
                             (None, _) => issues.error(
                                 "unknown_region",
-                                format!("regions.geojson {code}"),
-                                "region is not in the tree of grids.geojson",
+                                format!("regions.geojson {code:?}"),
+                                "region is not in the tree of grids.geojson (an area outside \
+                                 the grids is declared with \"outside\": true)",
                             ),
                             (_, Err(why)) => issues.error("bad_geometry", code, why),
                             (Some(r), Ok(shape)) => region_shapes.push((r, shape)),
@@ -258,6 +150,13 @@ impl RoutingTable {
                     }
                 }
             }
+        }
+        if !(rf.gaps.min_area_m2.is_finite() && rf.gaps.min_area_m2 >= 0.0) {
+            issues.error(
+                "bad_gaps",
+                "gaps.min_area_m2",
+                "must be a number of square metres, 0 or more",
+            );
         }
         let calendar_text = src.calendar_yaml.filter(|c| !c.trim().is_empty());
         let calendar = match calendar_text.map(WorkCalendar::from_yaml) {
@@ -457,9 +356,11 @@ impl RoutingTable {
         for g in &grids {
             is_grid[g.region as usize] = true;
         }
+        let regions_text = src.regions_geojson.filter(|t| !t.trim().is_empty());
         let hash = fnv1a(src.grids_geojson.as_bytes())
             ^ fnv1a(src.rules_yaml.as_bytes()).rotate_left(1)
-            ^ calendar_text.map_or(0, |c| fnv1a(c.as_bytes()).rotate_left(2));
+            ^ calendar_text.map_or(0, |c| fnv1a(c.as_bytes()).rotate_left(2))
+            ^ regions_text.map_or(0, |r| fnv1a(r.as_bytes()).rotate_left(3));
         let mut rule_buckets: HashMap<String, Vec<u32>> = HashMap::new();
         let mut shallow_rules = Vec::new();
         for (i, r) in (0u32..).zip(&rules) {
@@ -480,6 +381,8 @@ impl RoutingTable {
                 .map_or(default_command_centre, |p| centre_of_region[p as usize]);
             centre_of_region.push(command_centres.get(&id).copied().unwrap_or(inherited));
         }
+        let grids = GridIndex::build(grids);
+        let holes = holes::find(&grids, &regions, &declared_outside);
         Ok(Self {
             centre_of_region,
             rule_buckets,
@@ -488,7 +391,10 @@ impl RoutingTable {
             name: rf.name,
             crs,
             regions,
-            grids: GridIndex::build(grids),
+            grids,
+            holes,
+            declared_outside,
+            gaps: rf.gaps,
             is_grid,
             departments,
             dept_by_id,
@@ -506,85 +412,6 @@ impl RoutingTable {
             points: rf.points,
             warnings: issues.0,
         })
-    }
-
-    /// The grid workers a grid names (empty when it names none).
-    pub fn workers(&self, grid: RegionId) -> &[String] {
-        self.grid_workers.get(&grid).map_or(&[], Vec::as_slice)
-    }
-
-    /// The department with this id.
-    pub fn department(&self, id: &str) -> Option<DeptId> {
-        self.dept_by_id.get(id).copied()
-    }
-
-    /// Whether the region is a leaf grid with a polygon.
-    pub fn is_grid(&self, region: RegionId) -> bool {
-        self.is_grid.get(region as usize).copied().unwrap_or(false)
-    }
-
-    /// The SLA policy used when a rule names none.
-    pub fn default_policy(&self, urgency: Urgency) -> PolicyId {
-        self.default_sla[match urgency {
-            Urgency::Normal => 0,
-            Urgency::High => 1,
-            Urgency::Critical => 2,
-        }]
-    }
-
-    /// The command centres above a grid, nearest first, ending with the default command centre:
-    /// who supervises (督办) a late case, level by level.
-    pub fn supervisors(&self, grid: Option<RegionId>) -> Vec<DeptId> {
-        let mut out: Vec<DeptId> = Vec::new();
-        if let Some(g) = grid {
-            for r in self.regions.path(g).into_iter().rev() {
-                let c = self.command_centre_for(r);
-                if !out.contains(&c) {
-                    out.push(c);
-                }
-            }
-        }
-        if !out.contains(&self.default_command_centre) {
-            out.push(self.default_command_centre);
-        }
-        out
-    }
-
-    /// Whether `dept` is a command centre with authority over incidents in `grid` (any centre on
-    /// the path up the tree, or the default one).
-    pub fn is_centre_for(&self, dept: DeptId, grid: Option<RegionId>) -> bool {
-        self.supervisors(grid).contains(&dept)
-    }
-
-    /// The duplicate-detection policy for a category: the longest matching prefix.
-    pub fn duplicate_policy(&self, category: &str) -> Option<&DuplicatePolicy> {
-        self.duplicates
-            .iter()
-            .filter(|d| category::covers(&d.category, category))
-            .max_by_key(|d| d.category.len())
-    }
-
-    /// Points a verified report of this category earns its reporter.
-    pub fn points_for(&self, category: &str) -> u32 {
-        self.points
-            .categories
-            .iter()
-            .filter(|(c, _)| category::covers(c, category))
-            .max_by_key(|(c, _)| c.len())
-            .map_or(self.points.default, |(_, &p)| p)
-    }
-
-    /// The policy with this name.
-    pub fn policy(&self, name: &str) -> Option<&SlaPolicy> {
-        self.sla_policies.iter().find(|p| p.name == name)
-    }
-
-    /// The command centre responsible for a region: the nearest one up the tree.
-    pub fn command_centre_for(&self, region: RegionId) -> DeptId {
-        self.centre_of_region
-            .get(region as usize)
-            .copied()
-            .unwrap_or(self.default_command_centre)
     }
 }
 
@@ -766,71 +593,4 @@ fn load_grids(
         }
     }
     grids
-}
-
-/// Parses a GeoJSON Polygon or MultiPolygon geometry.
-pub fn parse_geometry(g: &Value) -> Result<MultiPolygon<f64>, String> {
-    let coords = g.get("coordinates").ok_or("geometry has no coordinates")?;
-    match g.get("type").and_then(Value::as_str) {
-        Some("Polygon") => Ok(MultiPolygon(vec![parse_polygon(coords)?])),
-        Some("MultiPolygon") => coords
-            .as_array()
-            .ok_or("MultiPolygon coordinates are not an array")?
-            .iter()
-            .map(parse_polygon)
-            .collect::<Result<Vec<_>, _>>()
-            .map(MultiPolygon),
-        other => Err(format!(
-            "geometry type {other:?} is not Polygon or MultiPolygon"
-        )),
-    }
-}
-
-fn parse_polygon(v: &Value) -> Result<Polygon<f64>, String> {
-    let rings = v.as_array().ok_or("polygon is not an array of rings")?;
-    let mut parsed = rings
-        .iter()
-        .map(parse_ring)
-        .collect::<Result<Vec<_>, _>>()?;
-    if parsed.is_empty() {
-        return Err("polygon has no ring".into());
-    }
-    let exterior = parsed.remove(0);
-    Ok(Polygon::new(exterior, parsed))
-}
-
-fn parse_ring(v: &Value) -> Result<LineString<f64>, String> {
-    let pts = v.as_array().ok_or("ring is not an array of positions")?;
-    let mut coords = Vec::with_capacity(pts.len());
-    for p in pts {
-        let (Some(x), Some(y)) = (
-            p.get(0).and_then(Value::as_f64),
-            p.get(1).and_then(Value::as_f64),
-        ) else {
-            return Err("position is not [longitude, latitude]".into());
-        };
-        if !(-180.0..=180.0).contains(&x) || !(-90.0..=90.0).contains(&y) {
-            return Err(format!("position [{x}, {y}] is out of range"));
-        }
-        coords.push((x, y));
-    }
-    if coords.len() < 4 {
-        return Err(format!(
-            "ring has {} positions; at least 4 are needed",
-            coords.len()
-        ));
-    }
-    if coords.first() != coords.last() {
-        return Err("ring is not closed (first and last positions differ)".into());
-    }
-    Ok(LineString::from(coords))
-}
-
-/// The table in force, shared by every task of a process and swapped whole: a reader holds one
-/// complete version for as long as it needs it, so no incident is routed against a mix.
-pub type SharedTable = std::sync::Arc<arc_swap::ArcSwap<RoutingTable>>;
-
-/// Wraps a table for sharing.
-pub fn shared(table: RoutingTable) -> SharedTable {
-    std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(table))
 }
