@@ -1,5 +1,6 @@
 //! Compiles `proto/gridroute/v1/*.proto` with protox (no system protoc) and writes the
-//! descriptor set that server reflection serves.
+//! descriptor sets that server reflection serves: gridroute's, and `google.rpc`'s error
+//! details.
 
 use std::{env, fs, path::PathBuf};
 
@@ -22,6 +23,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(files, [&root])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("gridroute_descriptor.bin"), fds.encode_to_vec())?;
+    // The error-detail messages gridroute's errors carry, for reflection only (tonic-types has
+    // their Rust types).
+    let details = ["google/rpc/status.proto", "google/rpc/error_details.proto"];
+    for file in &details {
+        println!("cargo:rerun-if-changed={}", root.join(file).display());
+    }
+    let details = protox::compile(details, [&root])?;
+    fs::write(
+        out.join("google_rpc_descriptor.bin"),
+        details.encode_to_vec(),
+    )?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

@@ -1,7 +1,7 @@
 //! AuditService: auditors read the audit trail (privileged acts and refused calls).
 
 use gridroute_proto::v1::{self as pb, audit_service_server::AuditService};
-use gridroute_store::{audit, codec};
+use gridroute_store::audit;
 use tonic::{Request, Response, Status};
 
 use crate::{ApiError, ApiState};
@@ -34,8 +34,8 @@ impl AuditService for Audits {
                         "not a token returned by ListAuditRecords",
                     ));
                 }
-                let start_ms = r.start_time.as_ref().map(codec::millis);
-                let end_ms = r.end_time.as_ref().map(codec::millis);
+                let start_ms = r.start_time.as_ref().map(gridroute_mapping::millis);
+                let end_ms = r.end_time.as_ref().map(gridroute_mapping::millis);
                 if let (Some(s), Some(e)) = (start_ms, end_ms)
                     && s >= e
                 {

@@ -7,7 +7,7 @@ use gridroute_core::{
     lifecycle::Command,
 };
 use gridroute_proto::v1::{self as pb, incident_service_server::IncidentService};
-use gridroute_store::{StoreError, codec, ingest::Accepted, query, subscribe::Cursor};
+use gridroute_store::{StoreError, ingest::Accepted, query, subscribe::Cursor};
 use gridroute_telemetry::{names, trace_context};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -244,8 +244,8 @@ impl IncidentService for Incidents {
                         Ok(s) => statuses.push(s),
                     }
                 }
-                let start_ms = r.start_time.as_ref().map(codec::millis);
-                let end_ms = r.end_time.as_ref().map(codec::millis);
+                let start_ms = r.start_time.as_ref().map(gridroute_mapping::millis);
+                let end_ms = r.end_time.as_ref().map(gridroute_mapping::millis);
                 if let (Some(s), Some(e)) = (start_ms, end_ms)
                     && s >= e
                 {
@@ -362,7 +362,7 @@ impl IncidentService for Incidents {
                     entries: entries
                         .into_iter()
                         .map(|(ms, incident_id, points, category)| pb::PointsEntry {
-                            time: Some(codec::timestamp(ms)),
+                            time: Some(gridroute_mapping::timestamp(ms)),
                             incident_id,
                             points,
                             category,

@@ -2,7 +2,6 @@
 
 use gridroute_core::access::Kind;
 use gridroute_proto::v1::{self as pb, routing_service_server::RoutingService};
-use gridroute_store::codec;
 use tonic::{Request, Response, Status};
 
 use crate::{ApiError, ApiState, now_ms, validate};
@@ -28,11 +27,11 @@ impl RoutingService for Routing {
                     report.source_system.clone_from(&who.id);
                 }
                 validate::report(&mut report, &table, now_ms(), "report.", false)?;
-                let q = codec::route_query(now_ms(), &report, &[], table.crs)
+                let q = gridroute_mapping::route_query(now_ms(), &report, &[], table.crs)
                     .ok_or_else(|| ApiError::field("report.location", "required"))?;
                 let d = table.route(&q);
                 Ok(pb::ExplainRouteResponse {
-                    decision: Some(codec::decision_message(&table, &q, &d)),
+                    decision: Some(gridroute_mapping::decision_message(&table, &q, &d)),
                 })
             })
             .await

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use gridroute_proto::{
-    FILE_DESCRIPTOR_SET,
+    ERROR_DETAILS_DESCRIPTOR_SET, FILE_DESCRIPTOR_SET,
     v1::{
         audit_service_server::AuditServiceServer, dispatch_service_server::DispatchServiceServer,
         incident_service_server::IncidentServiceServer,
@@ -68,9 +68,17 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
+/// The services that answer from the routing table in memory alone: ready once the process
+/// serves, whether Redis answers or not (`ExplainRoute`).
+pub const TABLE_ONLY_SERVICES: [&str; 1] = ["gridroute.v1.RoutingService"];
+
+/// Readiness of the empty name (the process as a whole) and of every service that needs Redis.
+async fn set_redis_dependent(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
-    for name in SERVICE_NAMES {
+    for name in SERVICE_NAMES
+        .into_iter()
+        .filter(|n| !TABLE_ONLY_SERVICES.contains(n))
+    {
         reporter.set_service_status(name, status).await;
     }
 }
@@ -82,12 +90,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    set_all(&reporter, ServingStatus::NotServing).await;
-    // Liveness: the process answers. Readiness ("" and each service): Redis answers too (the
-    // routing table is loaded before the server starts and is only ever swapped for another).
+    set_redis_dependent(&reporter, ServingStatus::NotServing).await;
+    // Liveness: the process answers. Readiness, per service, of what each needs: the routing
+    // table (loaded before the server starts, only ever swapped for another) for all, Redis
+    // too for every service but RoutingService; "" is the process's readiness: Redis answers.
     reporter
         .set_service_status(LIVENESS, ServingStatus::Serving)
         .await;
+    for name in TABLE_ONLY_SERVICES {
+        reporter
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
     let store = state.store.clone();
     let health_task = tokio::spawn(async move {
         let mut serving = None;
@@ -99,7 +113,7 @@ pub async fn serve(
                 } else {
                     warn!("redis unreachable: NOT_SERVING");
                 }
-                set_all(
+                set_redis_dependent(
                     &reporter,
                     if ok {
                         ServingStatus::Serving
@@ -115,11 +129,13 @@ pub async fn serve(
     });
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(ERROR_DETAILS_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(ERROR_DETAILS_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;

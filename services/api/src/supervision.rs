@@ -5,7 +5,7 @@
 
 use gridroute_core::lifecycle::Command;
 use gridroute_proto::v1::{self as pb, supervision_service_server::SupervisionService};
-use gridroute_store::{codec, stats::StatsFilter};
+use gridroute_store::stats::StatsFilter;
 use tonic::{Request, Response, Status};
 
 use crate::{ApiError, ApiState, actions, now_ms, scope};
@@ -119,11 +119,14 @@ impl SupervisionService for Supervision {
                 let mut v = Vec::new();
                 let department = scope::department(&who, &table, r.department_id)?;
                 let region_code = scope::region(&who, &table, r.region_code)?;
-                let end_ms = r.end_time.as_ref().map_or_else(now_ms, codec::millis);
+                let end_ms = r
+                    .end_time
+                    .as_ref()
+                    .map_or_else(now_ms, gridroute_mapping::millis);
                 let start_ms = r
                     .start_time
                     .as_ref()
-                    .map_or(end_ms - DEFAULT_STATS_WINDOW_MS, codec::millis);
+                    .map_or(end_ms - DEFAULT_STATS_WINDOW_MS, gridroute_mapping::millis);
                 if start_ms >= end_ms {
                     v.push(tonic_types::FieldViolation::new(
                         "end_time",

@@ -7,7 +7,6 @@ use gridroute_core::{
 };
 use gridroute_proto::v1::{self as pb, table_service_server::TableService};
 use gridroute_store::{
-    codec,
     query::ListFilter,
     tables::{Published, Publisher},
 };
@@ -53,10 +52,14 @@ async fn admit(sources: Option<pb::TableSources>, field: &str) -> Result<Routing
             regions_geojson: Some(&s.regions_geojson),
         })
         .map_err(|e| violations(&field, &e.issues))?;
+        let mut table = table;
         let geometry = checks::check_geometry(&table);
         if geometry.iter().any(|i| i.severity == Severity::Error) {
             return Err(violations(&field, &geometry));
         }
+        // Warnings of the geometry (gaps a `gaps: warn` table accepts) are listed with the
+        // others.
+        table.warnings.extend(geometry);
         Ok(table)
     })
     .await
@@ -90,7 +93,7 @@ impl Tables {
                 .into_iter()
                 .map(|h| pb::TableHistoryEntry {
                     version: h.version,
-                    publish_time: Some(codec::timestamp(h.published_ms)),
+                    publish_time: Some(gridroute_mapping::timestamp(h.published_ms)),
                     published_by: h.published_by,
                     note: h.note,
                     principal: h.principal,
@@ -241,9 +244,9 @@ impl TableService for Tables {
                     let route = |t: &RoutingTable| {
                         let excluded: Vec<_> =
                             returned_by.iter().filter_map(|d| t.department(d)).collect();
-                        let q = codec::route_query(now, report, &excluded, t.crs)?;
+                        let q = gridroute_mapping::route_query(now, report, &excluded, t.crs)?;
                         let d = t.route(&q);
-                        Some(codec::decision_message(t, &q, &d))
+                        Some(gridroute_mapping::decision_message(t, &q, &d))
                     };
                     let (Some(a), Some(b)) = (route(&current), route(&candidate)) else {
                         continue;

@@ -163,7 +163,7 @@ pub fn report(
     if let Some(t) = &r.occurred_time {
         if !(0..1_000_000_000).contains(&t.nanos) || t.seconds < 0 {
             v.add(&f("occurred_time"), "not a valid timestamp");
-        } else if gridroute_store::codec::millis(t) > now_ms + MAX_FUTURE_SKEW_MS {
+        } else if gridroute_mapping::millis(t) > now_ms + MAX_FUTURE_SKEW_MS {
             v.add(&f("occurred_time"), "lies in the future");
         }
     }

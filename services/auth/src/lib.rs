@@ -37,7 +37,7 @@ pub enum AuthError {
     /// The token failed one of the checks.
     #[error("token rejected: {0}")]
     Token(#[from] token::TokenError),
-    /// The client certificate is verified but not mapped to a principal.
+    /// The client certificate is verified but not mapped to a principal (its identity, quoted).
     #[error("client certificate {0} is not mapped to a principal")]
     Unmapped(String),
     /// No key set could be loaded yet: the caller should retry (UNAVAILABLE, not their fault).

@@ -43,7 +43,7 @@ pub enum TokenError {
     #[error("algorithm none is not accepted")]
     AlgNone,
     /// Any algorithm but RS256, ES256 and EdDSA (HMAC in particular).
-    #[error("algorithm {0} is not accepted (RS256, ES256 or EdDSA)")]
+    #[error("algorithm {0:?} is not accepted (RS256, ES256 or EdDSA)")]
     Algorithm(String),
     /// No `kid` while the key set holds several keys of the token's type.
     #[error("the header names no key id (kid) and the key set holds several keys")]

@@ -130,7 +130,7 @@ fn every_action_from_every_state_is_planned_or_refused_as_a_wrong_state() {
                 legal += 1;
                 let p: Plan =
                     got.unwrap_or_else(|e| panic!("{} from {status:?}: {e}", command.name()));
-                assert!(!p.event.kind.is_empty());
+                assert!(!p.event.kind.as_str().is_empty());
             } else {
                 illegal += 1;
                 assert_eq!(
@@ -432,7 +432,7 @@ fn a_due_timer_fires_once_in_the_states_it_applies_in_and_leaves_the_rest_of_the
     };
     assert_eq!(due, urge.due);
     assert_eq!(p.status, Status::Accepted, "a timer never moves the case");
-    assert_eq!(p.event.kind, "urged");
+    assert_eq!(p.event.kind, gridroute_core::lifecycle::EventKind::Urged);
     assert_eq!(p.event.actor, timers::TIMER_ACTOR);
     assert!(p.set.contains(&("resolve_breached", "1".to_owned())));
     assert!(p.set.contains(&("fired", "urge".to_owned())));
@@ -501,7 +501,10 @@ fn a_merge_keeps_the_earlier_deadline_and_moves_the_whole_schedule_with_it() {
     };
     let p = merge(&ctx, &rec, &dup).unwrap().unwrap();
     assert_eq!(p.merge.as_deref(), Some("dup-1"));
-    assert_eq!(p.event.kind, "duplicate_merged");
+    assert_eq!(
+        p.event.kind,
+        gridroute_core::lifecycle::EventKind::DuplicateMerged
+    );
     assert!(p.set.contains(&("resolve_due", sooner.to_string())));
     let Timers::Replace { timers, .. } = &p.timers else {
         panic!("the schedule moves with the deadline")

@@ -7,6 +7,7 @@
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod client;
+mod dev;
 mod serve;
 mod tables;
 
@@ -124,7 +125,7 @@ enum Command {
         #[arg(long)]
         person: Option<String>,
         /// Directory of the development key.
-        #[arg(long, env = "GRIDROUTE_DEV_DIR", default_value = serve::DEV_DIR)]
+        #[arg(long, env = "GRIDROUTE_DEV_DIR", default_value = dev::DEV_DIR)]
         dir: PathBuf,
     },
     /// Routing table tools.
@@ -220,8 +221,8 @@ async fn main() -> std::process::ExitCode {
             person,
             dir,
         } => match (principal, all) {
-            (Some(p), _) => serve::dev_token(&dir, &p, person.as_deref()).map(|t| println!("{t}")),
-            (None, _) => serve::dev_tokens_file(&dir).map(|f| println!("{}", f.display())),
+            (Some(p), _) => dev::dev_token(&dir, &p, person.as_deref()).map(|t| println!("{t}")),
+            (None, _) => dev::dev_tokens_file(&dir).map(|f| println!("{}", f.display())),
         },
         Command::Serve(o) => serve::run(o, false).await,
         Command::Dev(o) => serve::run(o, true).await,

@@ -15,10 +15,7 @@ use gridroute_auth::{
     jwks::{JwksSource, Keys},
     token::{ClaimMapping, TokenConfig, Verifier},
 };
-use gridroute_core::{
-    RoutingTable,
-    access::{Kind, Principal},
-};
+use gridroute_core::RoutingTable;
 use gridroute_router::RouterConfig;
 use gridroute_store::{Store, local::LocalRedis};
 use tokio::sync::watch;
@@ -176,11 +173,6 @@ pub struct AuthOptions {
     pub insecure_no_auth: bool,
 }
 
-/// Where `gridroute dev` keeps its development signing key and the tokens it prints.
-pub const DEV_DIR: &str = "target/gridroute-dev";
-/// How long development tokens are valid.
-const DEV_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
-
 fn duration(flag: &str, text: &str) -> Result<Duration, BoxError> {
     gridroute_core::sla::parse_duration(text)
         .map(|ms| Duration::from_millis(ms as u64))
@@ -196,7 +188,7 @@ pub enum LogFormatArg {
     Json,
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -365,7 +357,7 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
         info!(addr = %o.grpc_addr, "serving gRPC");
     }
     if dev {
-        print_dev_help(&o, dev_tokens.as_deref());
+        crate::dev::print_dev_help(&o, dev_tokens.as_deref());
     }
 
     let _ = stop_rx.wait_for(|s| *s).await;
@@ -445,9 +437,9 @@ async fn identity(
             a.token_audience.clone(),
         ),
         (None, true) => {
-            let dir = dev_dir();
+            let dir = crate::dev::dev_dir();
             let keys = DevKeys::load_or_create(&dir)?;
-            dev_tokens = Some(write_dev_tokens(&keys, table, &dir)?);
+            dev_tokens = Some(crate::dev::write_dev_tokens(&keys, table, &dir)?);
             (
                 Some(JwksSource::Inline(keys.jwks())),
                 Some(DEV_ISSUER.to_owned()),
@@ -502,118 +494,4 @@ async fn identity(
         return Err("no way to authenticate callers: give --jwks (a file or the identity provider's https URL) and/or --cert-map; `gridroute dev` makes a development key".into());
     }
     Ok((Identity::Credentials(auth), dev_tokens))
-}
-
-/// The directory of the development key (`GRIDROUTE_DEV_DIR`, else [`DEV_DIR`]).
-fn dev_dir() -> PathBuf {
-    std::env::var_os("GRIDROUTE_DEV_DIR").map_or_else(|| PathBuf::from(DEV_DIR), PathBuf::from)
-}
-
-/// The principals `gridroute dev` prints tokens for: every department of the table (its
-/// command centres as command centres), a grid worker, the reporting systems of the samples
-/// and the load tester, a table administrator and an auditor.
-fn dev_principals(table: &RoutingTable) -> Vec<Principal> {
-    let mut out = Vec::new();
-    for d in &table.departments {
-        let centre = gridroute_core::access::is_default_centre(table, &d.id)
-            || !gridroute_core::access::centre_roots(table, &d.id).is_empty();
-        let kind = if centre {
-            Kind::CommandCentre
-        } else {
-            Kind::Department
-        };
-        out.push(Principal::new(kind, &d.id));
-    }
-    if let Some(worker) = table
-        .grids
-        .grids()
-        .iter()
-        .find_map(|g| table.workers(g.region).first())
-    {
-        out.push(Principal::new(Kind::GridWorker, worker));
-    }
-    for source in [
-        "resident-app",
-        "12345-hotline",
-        "grid-worker-app",
-        "gridroute-loadtest",
-    ] {
-        out.push(Principal::new(Kind::SourceSystem, source));
-    }
-    out.push(Principal::new(Kind::TableAdmin, "ops"));
-    out.push(Principal::new(Kind::Auditor, "inspector"));
-    out
-}
-
-/// Tokens for the table's principals, written to `dir`/tokens.json.
-fn write_dev_tokens(
-    keys: &DevKeys,
-    table: &RoutingTable,
-    dir: &std::path::Path,
-) -> Result<Vec<(String, String)>, BoxError> {
-    let tokens = dev_principals(table)
-        .into_iter()
-        .map(|p| (p.label(), keys.token(&p, DEV_TOKEN_TTL)))
-        .collect::<Vec<_>>();
-    let map: serde_json::Map<String, serde_json::Value> = tokens
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-        .collect();
-    let file = dir.join("tokens.json");
-    std::fs::write(&file, serde_json::to_string_pretty(&map)?)
-        .map_err(|e| format!("{}: {e}", file.display()))?;
-    Ok(tokens)
-}
-
-/// `gridroute dev-token --all`: tokens for the built-in sample's principals in `dir`.
-pub fn dev_tokens_file(dir: &std::path::Path) -> Result<PathBuf, BoxError> {
-    let keys = DevKeys::load_or_create(dir)?;
-    let table = crate::tables::load_sources(&crate::tables::read_sources(None)?)?;
-    write_dev_tokens(&keys, &table, dir)?;
-    Ok(dir.join("tokens.json"))
-}
-
-/// `gridroute dev-token`: a development token for `principal`.
-pub fn dev_token(
-    dir: &std::path::Path,
-    principal: &str,
-    person: Option<&str>,
-) -> Result<String, BoxError> {
-    let keys = DevKeys::load_or_create(dir)?;
-    let mut p = Principal::parse(principal)?;
-    if let Some(person) = person {
-        p = p.with_person(person);
-    }
-    Ok(keys.token(&p, DEV_TOKEN_TTL))
-}
-
-fn print_dev_help(o: &ServeOptions, tokens: Option<&[(String, String)]>) {
-    let addr = o.grpc_addr;
-    let tokens_text = match tokens {
-        Some(t) => {
-            let width = t.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
-            let lines: Vec<String> = t
-                .iter()
-                .map(|(p, tok)| format!("  {p:width$}  {tok}"))
-                .collect();
-            format!(
-                "Authentication is on. Development tokens (valid 30 days; also in {}/tokens.json):\n{}\n\n",
-                dev_dir().display(),
-                lines.join("\n")
-            )
-        }
-        None => String::new(),
-    };
-    println!(
-        "\ngridroute dev is serving the Dawukou sample on {addr} (metrics: http://{}/metrics)\n\n\
-         {tokens_text}\
-         In another terminal (cargo run -q -p gridroute -- … works in place of gridroute):\n  \
-         export GRIDROUTE_ADDR=http://{addr}\n  \
-         gridroute subscribe --token \"$(gridroute dev-token department:property-office)\"\n  \
-         gridroute report --token \"$(gridroute dev-token source_system:resident-app)\" \\\n      \
-         --category city.vehicle.abandoned --lng 106.3852 --lat 39.0203 --description 'zombie car, flat tyres, two months'\n  \
-         gridroute get --token \"$(gridroute dev-token command_centre:command-centre)\" INCIDENT_ID\n\n\
-         Ctrl-C stops it and its private Redis.\n",
-        o.metrics_addr
-    );
 }

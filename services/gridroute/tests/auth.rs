@@ -347,7 +347,7 @@ async fn each_token_defect_is_unauthenticated_naming_its_check() {
             format!("{}.{body}.", header(json!({"alg": "none"}))),
             "algorithm none",
         ),
-        ("HS/RS confusion", hs, "algorithm HS256"),
+        ("HS/RS confusion", hs, "algorithm \"HS256\""),
         ("expired", ed.sign(&expired), "expired"),
         ("not yet valid", ed.sign(&early), "not valid yet"),
         ("wrong issuer", ed.sign(&wrong_iss), "issuer"),

@@ -258,3 +258,93 @@ async fn dev_serves_health_reflection_reports_and_metrics() {
     }
     assert!(exited.expect("exits after SIGTERM").success());
 }
+
+/// Ctrl-C at the terminal reaches the whole foreground process group. `gridroute dev` stops its
+/// routers and server first and its own redis-server last, so a clean stop logs no warning
+/// (the routers once lost their connections to a redis-server that Ctrl-C had already
+/// stopped, and each partition logged a broken pipe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_dev_in_dependency_order_without_warnings() {
+    use std::os::unix::process::CommandExt;
+    let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
+    let dev_dir = temp_dir("dev-ctrl-c");
+    let log = dev_dir.join("dev.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
+        .args([
+            "dev",
+            "--grpc-addr",
+            &format!("127.0.0.1:{grpc}"),
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics}"),
+        ])
+        .env_remove("GRIDROUTE_REDIS_URL")
+        .env("GRIDROUTE_DEV_DIR", &dev_dir)
+        // A process group of its own, as a shell gives a foreground job.
+        .process_group(0)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("the binary starts");
+    let mut child = Child(child);
+    let channel = connect(&format!("http://127.0.0.1:{grpc}")).await;
+    let mut health = HealthClient::new(channel);
+    let mut status = 0;
+    for _ in 0..200 {
+        status = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map_or(0, |r| r.into_inner().status);
+        if status == ServingStatus::Serving as i32 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, ServingStatus::Serving as i32);
+    // Let the routers settle into their blocking reads.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = std::fs::read_to_string(&log).unwrap();
+    let redis_port: u16 = started
+        .split("started a private redis-server")
+        .nth(1)
+        .and_then(|rest| rest.split("redis://127.0.0.1:").nth(1))
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no redis URL in the log:\n{started}"));
+
+    let group = format!("-{}", child.0.id());
+    assert!(
+        Command::new("kill")
+            .args(["-INT", "--", &group])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut exited = None;
+    for _ in 0..300 {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            exited = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(exited.expect("exits after Ctrl-C").success(), "{text}");
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("broken pipe"))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "a clean stop logged:\n{}",
+        warnings.join("\n")
+    );
+    assert!(text.contains("stopped"), "{text}");
+    // And its redis-server is gone with it.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", redis_port)).is_err(),
+        "redis-server on {redis_port} still runs"
+    );
+}

@@ -393,8 +393,7 @@ async fn extension_and_suspension_move_deadlines_only_as_approved() {
     let (_, _, lng, lat) = grid_point(&env.table(), false);
     let id = reported(&env, "ex-1", "city.sanitation", lng, lat).await;
     let (mut d, mut s) = (env.dispatches().await, env.supervision().await);
-    let ms =
-        |t: &Option<prost_types::Timestamp>| gridroute_store::codec::millis(t.as_ref().unwrap());
+    let ms = |t: &Option<prost_types::Timestamp>| gridroute_mapping::millis(t.as_ref().unwrap());
     let before = env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
     let due = ms(&before.resolve_deadline);
 
@@ -420,7 +419,15 @@ async fn extension_and_suspension_move_deadlines_only_as_approved() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(inc.pending_request, "extension|2wd");
+    let pending = inc.pending.clone().unwrap();
+    assert_eq!(pending.kind, pb::PendingKind::Extension as i32);
+    assert_eq!(pending.extension, "2wd");
+    #[allow(deprecated)]
+    let packed = inc.pending_request.clone();
+    assert_eq!(
+        packed, "extension|2wd",
+        "the deprecated text stays for older clients"
+    );
     assert_eq!(
         ms(&inc.resolve_deadline),
         due,
@@ -444,7 +451,7 @@ async fn extension_and_suspension_move_deadlines_only_as_approved() {
         ms(&inc.resolve_deadline),
         cal.add_working(due, cal.working_ms_per_day())
     );
-    assert!(inc.pending_request.is_empty());
+    assert!(inc.pending.is_none());
     let due = ms(&inc.resolve_deadline);
 
     // Suspension: requested, approved, clocks stop; resumed, the time left is kept.
@@ -575,8 +582,7 @@ async fn duplicates_merge_into_the_open_incident_and_can_be_unmerged() {
 
     // A fresh duplicate merges again. It is critical (4 h wall clock): the case keeps the
     // earliest deadline. When the case resolves, the duplicate's record says so.
-    let ms =
-        |t: &Option<prost_types::Timestamp>| gridroute_store::codec::millis(t.as_ref().unwrap());
+    let ms = |t: &Option<prost_types::Timestamp>| gridroute_mapping::millis(t.as_ref().unwrap());
     let due_before = ms(&get(a.clone()).await.resolve_deadline);
     let d2 = env
         .report(pb::ReportIncidentRequest {
@@ -730,8 +736,24 @@ async fn verification_feedback_reopening_and_reporter_points() {
             "dissatisfied",
             "resolved",
             "verified",
-            "feedback"
+            "closed"
         ]
+    );
+    // Programs read the same from the enum: every entry has one, and the feedback that closed
+    // the case is its CLOSED entry, with the satisfaction in its text.
+    assert!(
+        inc.timeline
+            .iter()
+            .all(|e| e.r#type != pb::TimelineKind::Unspecified as i32),
+        "{:?}",
+        inc.timeline
+    );
+    let closed = inc.timeline.last().unwrap();
+    assert_eq!(closed.r#type, pb::TimelineKind::Closed as i32);
+    assert!(
+        closed.detail.contains("satisfaction 5/5"),
+        "{}",
+        closed.detail
     );
 }
 
@@ -846,7 +868,7 @@ async fn timers_fire_exactly_once_up_the_chain_while_replicas_come_and_go() {
         .into_inner();
     assert_eq!(stats.incident_count, 1);
     assert_eq!(stats.breached, 1);
-    assert_eq!(stats.by_status.get("dispatched"), Some(&1));
+    assert_eq!(stats.by_status.get("INCIDENT_STATUS_DISPATCHED"), Some(&1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -899,8 +921,8 @@ async fn watch_filters_by_region_and_stats_report_the_headline_figures() {
         .into_inner();
     assert_eq!(stats.incident_count, 2);
     assert_eq!(stats.resolved_count, 1);
-    assert_eq!(stats.by_status.get("resolved"), Some(&1));
-    assert_eq!(stats.by_status.get("dispatched"), Some(&1));
+    assert_eq!(stats.by_status.get("INCIDENT_STATUS_RESOLVED"), Some(&1));
+    assert_eq!(stats.by_status.get("INCIDENT_STATUS_DISPATCHED"), Some(&1));
     assert!((stats.accept_on_time_rate - 1.0).abs() < 1e-9);
     assert!((stats.resolve_on_time_rate - 1.0).abs() < 1e-9);
     assert!(stats.resolve_working_hours_avg >= 0.0);
@@ -1356,4 +1378,183 @@ async fn a_department_given_a_case_back_by_arbitration_lists_and_counts_it_once(
         all.incidents.iter().filter(|i| i.incident_id == id).count(),
         1
     );
+}
+
+/// The figures of GetStats as the contract defines them: states named as everywhere else,
+/// returns counted for the department that returned, and a reopen rate that is a share of the
+/// incidents resolved (it once counted reopened cases against the resolved ones still standing
+/// and came to 2.0 here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_attribute_each_figure_to_who_did_it_and_the_reopen_rate_is_a_share() {
+    let env = Env::with_rules(&rules()).await;
+    let (grid, _, lng, lat) = grid_point(&env.table(), false);
+    let worker = format!("gw-{grid}");
+    let (mut d, mut s) = (env.dispatches().await, env.supervision().await);
+    // Property office returns an abandoned car: re-routed to the command centre.
+    let returned = reported(&env, "st-ret", "city.vehicle.abandoned", lng, lat).await;
+    d.return_incident(env.signed(ret(&returned, "property-office", "st-r1")))
+        .await
+        .unwrap();
+    // Three parking cases resolved; two fail verification and are reopened.
+    let mut cases = Vec::new();
+    for n in 0..3 {
+        let id = reported(
+            &env,
+            &format!("st-{n}"),
+            "city.vehicle.illegal_parking",
+            lng,
+            lat,
+        )
+        .await;
+        let primary = env
+            .wait_status(&id, pb::IncidentStatus::Dispatched)
+            .await
+            .decision
+            .unwrap()
+            .department_id;
+        d.resolve_incident(env.signed(resolve(&id, &primary, &format!("st-res-{n}"))))
+            .await
+            .unwrap();
+        cases.push(id);
+    }
+    for (n, id) in cases.iter().take(2).enumerate() {
+        s.verify_incident(env.signed(pb::VerifyIncidentRequest {
+            incident_id: id.clone(),
+            grid_worker_id: worker.clone(),
+            passed: false,
+            note: "still there".into(),
+            request_id: format!("st-v-{n}"),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    }
+    let mut inc = env
+        .wait_status(&returned, pb::IncidentStatus::Dispatched)
+        .await;
+    for _ in 0..100 {
+        if inc.department_id == "command-centre" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        inc = env
+            .wait_status(&returned, pb::IncidentStatus::Dispatched)
+            .await;
+    }
+    let all = s
+        .get_stats(env.signed(pb::GetStatsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.incident_count, 4);
+    assert_eq!(all.by_status.get("INCIDENT_STATUS_REOPENED"), Some(&2));
+    assert_eq!(all.by_status.get("INCIDENT_STATUS_RESOLVED"), Some(&1));
+    assert_eq!(all.by_status.get("INCIDENT_STATUS_DISPATCHED"), Some(&1));
+    assert!(
+        all.by_status
+            .keys()
+            .all(|k| pb::IncidentStatus::from_str_name(k).is_some()),
+        "every key is a state's enum name: {:?}",
+        all.by_status
+    );
+    assert_eq!(all.resolved_count, 1, "one resolution still stands");
+    assert_eq!(all.ever_resolved_count, 3);
+    assert_eq!(all.reopened, 2);
+    assert!(
+        (all.reopen_rate - 2.0 / 3.0).abs() < 1e-9,
+        "{}",
+        all.reopen_rate
+    );
+    assert_eq!(all.returns, 1);
+    // The return is the property office's, though the command centre handles the case now.
+    let po = s
+        .get_stats(env.signed(pb::GetStatsRequest {
+            department_id: "property-office".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(po.incident_count, 0, "it handles none of them now");
+    assert_eq!(po.returns, 1, "but it made the return");
+    let centre = s
+        .get_stats(env.signed(pb::GetStatsRequest {
+            department_id: "command-centre".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(centre.incident_count, 1);
+    assert_eq!(centre.returns, 0, "the centre returned nothing");
+}
+
+/// Which department a watched event names, after each kind of return: the handler after the
+/// change (none while the case waits to be routed again, the command centre once it
+/// arbitrates), and on the entry the department that returned it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_returns_name_the_handler_after_the_change_and_the_returning_department() {
+    let env = Env::with_rules(&rules()).await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let mut watch = env
+        .incidents()
+        .await
+        .watch_incidents(env.signed(pb::WatchIncidentsRequest {
+            start: pb::WatchStart::Latest as i32,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = reported(&env, "wr-1", "city.vehicle.abandoned", lng, lat).await;
+    let mut d = env.dispatches().await;
+    env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+    d.return_incident(env.signed(ret(&id, "property-office", "wr-r1")))
+        .await
+        .unwrap();
+    let mut inc = env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+    while inc.department_id != "command-centre" {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        inc = env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+    }
+    d.return_incident(env.signed(ret(&id, "command-centre", "wr-r2")))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let e = tokio::time::timeout(Duration::from_secs(10), watch.message())
+            .await
+            .expect("events arrive")
+            .unwrap()
+            .unwrap();
+        let ev = e.event.unwrap();
+        seen.push((ev.r#type, e.status, e.department_id, ev.department_id));
+    }
+    use pb::{IncidentStatus as S, TimelineKind as K};
+    let expected = [
+        (K::Reported, S::Reported, "", ""),
+        (
+            K::Dispatched,
+            S::Dispatched,
+            "property-office",
+            "property-office",
+        ),
+        (K::Returned, S::Returned, "", "property-office"),
+        (
+            K::Dispatched,
+            S::Dispatched,
+            "command-centre",
+            "command-centre",
+        ),
+        (
+            K::Returned,
+            S::Arbitration,
+            "command-centre",
+            "command-centre",
+        ),
+    ]
+    .map(|(k, s, handler, concerned)| {
+        (k as i32, s as i32, handler.to_owned(), concerned.to_owned())
+    });
+    assert_eq!(seen, expected);
 }

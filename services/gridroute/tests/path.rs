@@ -390,6 +390,45 @@ async fn redis_down_gives_unavailable_and_not_serving() {
         status,
         tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
     );
+    // Per service, what each needs: every service that reads or writes Redis is not ready;
+    // RoutingService answers from the table in memory and stays ready (ExplainRoute works).
+    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    for service in [
+        "gridroute.v1.IncidentService",
+        "gridroute.v1.DispatchService",
+        "gridroute.v1.SupervisionService",
+        "gridroute.v1.TableService",
+        "gridroute.v1.AuditService",
+    ] {
+        let s = health
+            .check(check(service))
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(s, not_serving, "{service}");
+    }
+    let routing = health
+        .check(check("gridroute.v1.RoutingService"))
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(routing, serving, "RoutingService needs no Redis");
+    let explained = env
+        .routing()
+        .await
+        .explain_route(env.signed(pb::ExplainRouteRequest {
+            report: Some(report("explain", "city.vehicle.abandoned", lng, lat)),
+        }))
+        .await;
+    assert!(
+        explained.is_ok(),
+        "ExplainRoute answers without Redis: {explained:?}"
+    );
+    // A service that does not exist is not reported ready.
+    let unknown = health.check(check("gridroute.v1.NoSuchService")).await;
+    assert_eq!(unknown.unwrap_err().code(), Code::NotFound);
     // Liveness is separate: the process is alive, only not ready.
     assert_eq!(
         health

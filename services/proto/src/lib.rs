@@ -12,3 +12,8 @@ pub mod v1 {
 /// The encoded `FileDescriptorSet` of every gridroute proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/gridroute_descriptor.bin"));
+
+/// The encoded `FileDescriptorSet` of `google.rpc.Status` and the error-detail messages
+/// (`BadRequest`, `RetryInfo`, …) that gridroute's errors carry, for server reflection.
+pub const ERROR_DETAILS_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/google_rpc_descriptor.bin"));

@@ -39,7 +39,7 @@ pub fn route_entry(
         .split(',')
         .filter_map(|d| table.department(d))
         .collect();
-    let q = codec::route_query(now_ms, &report, &excluded, table.crs)
+    let q = gridroute_mapping::route_query(now_ms, &report, &excluded, table.crs)
         .ok_or("report has no location")?;
     if !gridroute_core::category::is_valid(q.category) {
         return Err(format!("category {:?} is not valid", q.category));
@@ -49,7 +49,7 @@ pub fn route_entry(
     metrics::histogram!(names::ROUTE_DECISION_SECONDS).record(started.elapsed().as_secs_f64());
     metrics::counter!(names::ROUTED_TOTAL, "outcome" => d.outcome.as_str()).increment(1);
 
-    let decision = codec::decision_message(table, &q, &d);
+    let decision = gridroute_mapping::decision_message(table, &q, &d);
     let policy = &table.sla_policies[d.sla as usize];
     let deadlines = policy.deadlines(&table.calendar, now_ms);
     let supervisors: Vec<String> = table
@@ -86,10 +86,10 @@ pub fn route_entry(
             role: role as i32,
             decision: None,
             report: None,
-            dispatched_time: Some(codec::timestamp(now_ms)),
+            dispatched_time: Some(gridroute_mapping::timestamp(now_ms)),
             accept_deadline: (role == pb::DispatchRole::Primary)
-                .then(|| codec::timestamp(deadlines.accept_by)),
-            resolve_deadline: Some(codec::timestamp(deadlines.resolve_by)),
+                .then(|| gridroute_mapping::timestamp(deadlines.accept_by)),
+            resolve_deadline: Some(gridroute_mapping::timestamp(deadlines.resolve_by)),
             kind: pb::DispatchKind::New as i32,
             note: String::new(),
             traceparent: String::new(),
@@ -133,7 +133,12 @@ pub fn route_entry(
             dispatched_ms: now_ms,
             accept_due_ms: deadlines.accept_by,
             resolve_due_ms: deadlines.resolve_by,
-            event: codec::event_bytes("dispatched", "router", &summary, &decision.department_id),
+            event: codec::event_bytes(
+                gridroute_core::lifecycle::EventKind::Dispatched,
+                "router",
+                &summary,
+                &decision.department_id,
+            ),
             deliveries,
             timers,
             duplicates: duplicates
@@ -191,7 +196,7 @@ mod tests {
             role: pb::DispatchRole::Primary as i32,
             decision: Some(decision.clone()),
             report: Some(report.clone()),
-            dispatched_time: Some(codec::timestamp(1_700_000_000_000)),
+            dispatched_time: Some(gridroute_mapping::timestamp(1_700_000_000_000)),
             kind: pb::DispatchKind::New as i32,
             ..Default::default()
         };

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use gridroute_proto::v1 as pb;
 use redis::Value;
 
-use crate::{Result, Store, StoreError, codec};
+use crate::{Result, Store, StoreError};
 
 /// Most records one page examines, so that a rare filter cannot make one call scan the trail.
 pub const MAX_SCANNED_PER_PAGE: usize = 10_000;
@@ -156,7 +156,7 @@ impl Store {
                     time: id
                         .split_once('-')
                         .and_then(|(ms, _)| ms.parse().ok())
-                        .map(codec::timestamp),
+                        .map(gridroute_mapping::timestamp),
                     record_id: id,
                     principal: text(&map, "p"),
                     person: text(&map, "u"),

@@ -1,5 +1,5 @@
-//! How gridroute's records look inside Redis, and the mapping between the core's types and the
-//! API's messages.
+//! How gridroute's records look inside Redis. (The mapping between the core's types and the
+//! API's messages is `gridroute-mapping`'s.)
 //!
 //! Reports, decisions, timeline events and dispatches are stored as protobuf bytes (compact,
 //! versioned by the proto's field numbers). Timeline entries are `ms|bytes`, the time written by
@@ -7,13 +7,7 @@
 
 use std::collections::HashMap;
 
-use gridroute_core::{
-    Decision, Outcome, RouteQuery, RouteTarget, RoutingTable,
-    crs::Crs,
-    lifecycle::{NoticeKind, Pending, Record, Status},
-    rules::DeptId,
-    rules::Urgency,
-};
+use gridroute_core::lifecycle::{EventKind, Pending, Record, Status};
 use gridroute_proto::v1 as pb;
 use prost::Message;
 
@@ -21,159 +15,6 @@ use crate::StoreError;
 
 /// A record's hash fields as read from Redis.
 pub type Fields = HashMap<String, Vec<u8>>;
-
-/// A protobuf timestamp from Unix milliseconds.
-pub fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    }
-}
-
-/// Unix milliseconds from a protobuf timestamp.
-pub fn millis(ts: &prost_types::Timestamp) -> i64 {
-    ts.seconds
-        .saturating_mul(1000)
-        .saturating_add(i64::from(ts.nanos) / 1_000_000)
-}
-
-/// The core urgency of a report.
-pub fn urgency(report: &pb::ReportIncidentRequest) -> Urgency {
-    match pb::Urgency::try_from(report.urgency).unwrap_or(pb::Urgency::Unspecified) {
-        pb::Urgency::High => Urgency::High,
-        pb::Urgency::Critical => Urgency::Critical,
-        pb::Urgency::Unspecified | pb::Urgency::Normal => Urgency::Normal,
-    }
-}
-
-/// What the router asks the core for a report. `None` when the report has no location (only
-/// possible for entries that bypassed validation).
-pub fn route_query<'a>(
-    now_ms: i64,
-    report: &'a pb::ReportIncidentRequest,
-    excluded: &'a [DeptId],
-    table_crs: Crs,
-) -> Option<RouteQuery<'a>> {
-    let loc = report.location.as_ref()?;
-    let target = match loc.kind.as_ref()? {
-        pb::location::Kind::Point(p) => RouteTarget::Point {
-            lng: p.longitude,
-            lat: p.latitude,
-            accuracy_m: loc.accuracy_meters,
-            crs: match pb::CoordinateSystem::try_from(loc.coordinate_system).unwrap_or_default() {
-                pb::CoordinateSystem::Wgs84 => Crs::Wgs84,
-                pb::CoordinateSystem::Gcj02 => Crs::Gcj02,
-                pb::CoordinateSystem::Bd09 => Crs::Bd09,
-                pb::CoordinateSystem::Unspecified => table_crs,
-            },
-        },
-        pb::location::Kind::GridCode(code) => RouteTarget::Grid(code),
-    };
-    Some(RouteQuery {
-        category: &report.category,
-        target,
-        urgency: urgency(report),
-        source: &report.source_system,
-        excluded,
-        labels: &report.labels,
-        now_ms,
-    })
-}
-
-/// The API's view of a decision, with names and reasons.
-pub fn decision_message(
-    table: &RoutingTable,
-    q: &RouteQuery<'_>,
-    d: &Decision,
-) -> pb::RouteDecision {
-    let rule = d.rule.map(|i| &table.rules[i as usize]);
-    pb::RouteDecision {
-        outcome: match d.outcome {
-            Outcome::Matched => pb::RouteOutcome::Matched,
-            Outcome::NoRule => pb::RouteOutcome::NoRule,
-            Outcome::OutsideGrids => pb::RouteOutcome::OutsideGrids,
-            Outcome::UnknownGrid => pb::RouteOutcome::UnknownGrid,
-        } as i32,
-        department_id: table.departments[d.department as usize].id.clone(),
-        co_department_ids: table
-            .co_handlers(q, d)
-            .into_iter()
-            .map(|c| table.departments[c as usize].id.clone())
-            .collect(),
-        region_path: d
-            .grid
-            .map(|g| {
-                table
-                    .regions
-                    .path(g)
-                    .into_iter()
-                    .map(|r| {
-                        let n = table.regions.node(r);
-                        pb::RegionRef {
-                            code: n.code.clone(),
-                            name: n.name.clone(),
-                            level: n.level.clone(),
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        rule_id: rule.map(|r| r.id.clone()).unwrap_or_default(),
-        table_version: table.version.clone(),
-        sla_policy: table.sla_policies[d.sla as usize].name.clone(),
-        reasons: table.explain(q, d),
-        notify_grid_worker: rule.is_some_and(|r| r.notify_grid_worker),
-        snapped_meters: d.snapped_m.map_or(0.0, f64::from),
-        grid_workers: d
-            .grid
-            .map(|g| table.workers(g).to_vec())
-            .unwrap_or_default(),
-    }
-}
-
-/// The API status of a core status.
-pub fn status_message(s: Status) -> pb::IncidentStatus {
-    match s {
-        Status::Reported => pb::IncidentStatus::Reported,
-        Status::Dispatched => pb::IncidentStatus::Dispatched,
-        Status::Accepted => pb::IncidentStatus::Accepted,
-        Status::InProgress => pb::IncidentStatus::InProgress,
-        Status::Resolved => pb::IncidentStatus::Resolved,
-        Status::Verified => pb::IncidentStatus::Verified,
-        Status::Closed => pb::IncidentStatus::Closed,
-        Status::Returned => pb::IncidentStatus::Returned,
-        Status::Arbitration => pb::IncidentStatus::Arbitration,
-        Status::Suspended => pb::IncidentStatus::Suspended,
-        Status::Merged => pb::IncidentStatus::Merged,
-        Status::Cancelled => pb::IncidentStatus::Cancelled,
-        Status::Reopened => pb::IncidentStatus::Reopened,
-    }
-}
-
-/// The API status of a status name as stored in Redis.
-pub fn status_from_str(s: &str) -> pb::IncidentStatus {
-    Status::parse(s).map_or(pb::IncidentStatus::Unspecified, status_message)
-}
-
-/// The dispatch kind of a notice.
-pub fn notice_kind(k: NoticeKind) -> pb::DispatchKind {
-    match k {
-        NoticeKind::Assigned => pb::DispatchKind::Assigned,
-        NoticeKind::Reopened => pb::DispatchKind::Reopened,
-        NoticeKind::ArbitrationNeeded => pb::DispatchKind::ArbitrationNeeded,
-        NoticeKind::RequestPending => pb::DispatchKind::RequestPending,
-        NoticeKind::RequestDecided => pb::DispatchKind::RequestDecided,
-        NoticeKind::Progress => pb::DispatchKind::Progress,
-        NoticeKind::Resolved => pb::DispatchKind::Resolved,
-        NoticeKind::Cancelled => pb::DispatchKind::Cancelled,
-        NoticeKind::AcceptOverdue => pb::DispatchKind::AcceptOverdue,
-        NoticeKind::Warning => pb::DispatchKind::Warning,
-        NoticeKind::Urge => pb::DispatchKind::Urge,
-        NoticeKind::Supervise => pb::DispatchKind::Supervise,
-        NoticeKind::PublicReport => pb::DispatchKind::PublicReport,
-        NoticeKind::VerifyOverdue => pb::DispatchKind::VerifyOverdue,
-    }
-}
 
 fn text<'a>(fields: &'a HashMap<String, Vec<u8>>, k: &str) -> Option<&'a str> {
     fields
@@ -231,11 +72,7 @@ pub fn record_from_fields(
         let (a, r) = p.split_once('|')?;
         Some((a.parse().ok(), r.parse().ok()?))
     });
-    let pending = text(fields, "pending").and_then(|p| match p.split_once('|') {
-        Some(("extension", span)) => Some(Pending::Extension(span.to_owned())),
-        Some(("suspension", _)) => Some(Pending::Suspension),
-        _ => None,
-    });
+    let pending = text(fields, "pending").and_then(parse_pending);
     let reporter_id = contact(fields, report)
         .map(|c| c.reporter_id)
         .unwrap_or_default();
@@ -278,15 +115,16 @@ pub fn record_from_fields(
 
 /// A timeline event of gridroute's own (actor `router` or a system) without its time (the
 /// script adds the Redis time).
-pub fn event_bytes(kind: &str, actor: &str, detail: &str, department: &str) -> Vec<u8> {
+pub fn event_bytes(kind: EventKind, actor: &str, detail: &str, department: &str) -> Vec<u8> {
     pb::TimelineEvent {
         time: None,
-        kind: kind.to_owned(),
+        kind: kind.as_str().to_owned(),
         actor: actor.to_owned(),
         detail: detail.to_owned(),
         department_id: department.to_owned(),
         user: String::new(),
         actor_kind: String::new(),
+        r#type: gridroute_mapping::timeline_kind(kind) as i32,
     }
     .encode_to_vec()
 }
@@ -298,6 +136,14 @@ pub fn entry_ms(raw: &[u8]) -> i64 {
         .and_then(|sep| std::str::from_utf8(&raw[..sep]).ok())
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+/// Fills an entry's `type` from its text kind when it was stored without one (entries written
+/// before the contract had the enum).
+pub fn set_type(ev: &mut pb::TimelineEvent) {
+    if ev.r#type == 0 {
+        ev.r#type = gridroute_mapping::timeline_kind_of(&ev.kind) as i32;
+    }
 }
 
 /// Decodes one stored timeline entry (`ms|bytes`).
@@ -312,11 +158,36 @@ pub fn decode_event(raw: &[u8]) -> Result<pb::TimelineEvent, StoreError> {
         .ok_or_else(|| StoreError::Corrupt("timeline entry time".into()))?;
     let mut ev = pb::TimelineEvent::decode(&raw[sep + 1..])
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    ev.time = Some(timestamp(ms));
+    ev.time = Some(gridroute_mapping::timestamp(ms));
+    set_type(&mut ev);
     Ok(ev)
 }
 
+/// The pending request of a stored `pending` field (`extension|<span>`, `suspension|`).
+fn pending_message(text: &str) -> Option<pb::PendingRequest> {
+    match parse_pending(text)? {
+        Pending::Extension(span) => Some(pb::PendingRequest {
+            kind: pb::PendingKind::Extension as i32,
+            extension: span,
+        }),
+        Pending::Suspension => Some(pb::PendingRequest {
+            kind: pb::PendingKind::Suspension as i32,
+            extension: String::new(),
+        }),
+    }
+}
+
+/// Parses a stored `pending` field.
+fn parse_pending(text: &str) -> Option<Pending> {
+    match text.split_once('|') {
+        Some(("extension", span)) => Some(Pending::Extension(span.to_owned())),
+        Some(("suspension", _)) => Some(Pending::Suspension),
+        _ => None,
+    }
+}
+
 /// Builds an incident message from its stored hash fields, timeline and merged set.
+#[allow(deprecated)] // `pending_request` is still filled for older clients.
 pub fn incident_from_fields(
     id: &str,
     fields: &HashMap<String, Vec<u8>>,
@@ -326,7 +197,7 @@ pub fn incident_from_fields(
     let ms = |k: &str| {
         text(fields, k)
             .and_then(|s| s.parse::<i64>().ok())
-            .map(timestamp)
+            .map(gridroute_mapping::timestamp)
     };
     let mut report = match fields.get("report") {
         Some(b) => pb::ReportIncidentRequest::decode(b.as_slice())
@@ -342,7 +213,7 @@ pub fn incident_from_fields(
         ),
         None => None,
     };
-    let status = status_from_str(text(fields, "status").unwrap_or(""));
+    let status = gridroute_mapping::status_from_str(text(fields, "status").unwrap_or(""));
     let open = matches!(
         status,
         pb::IncidentStatus::Dispatched
@@ -381,6 +252,7 @@ pub fn incident_from_fields(
         merged_incident_ids: merged,
         merged_into: text(fields, "merged_into").unwrap_or_default().to_owned(),
         pending_request: text(fields, "pending").unwrap_or_default().to_owned(),
+        pending: text(fields, "pending").and_then(pending_message),
         escalations: list(fields, "fired"),
         department_id: text(fields, "dept").unwrap_or_default().to_owned(),
     })

@@ -14,6 +14,7 @@ use redis::{
 };
 
 use crate::{Result, Store, StoreError, keys::ROUTER_GROUP, scripts};
+use gridroute_core::lifecycle::EventKind;
 
 /// One entry read from an ingest stream.
 #[derive(Debug, Clone)]
@@ -133,7 +134,7 @@ impl Store {
         let deliveries = entry.deliveries.to_string();
         let dump = entry.fields_dump();
         let event = crate::codec::event_bytes(
-            "dead_lettered",
+            EventKind::DeadLettered,
             "router",
             &format!("{reason}: {detail}"),
             "",

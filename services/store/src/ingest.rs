@@ -4,6 +4,8 @@
 use gridroute_proto::v1 as pb;
 use prost::Message;
 
+use gridroute_core::lifecycle::EventKind;
+
 use crate::{EVENTS_MAX_LEN, Result, Store, StoreError, keys, scripts};
 
 /// How long a `request_id` stays bound to its incident: a retry within this window returns the
@@ -111,7 +113,8 @@ impl Store {
                         ^ gridroute_core::table::fnv1a(&contact).rotate_left(1)
                 );
                 let event = pb::TimelineEvent {
-                    kind: "reported".into(),
+                    kind: EventKind::Reported.as_str().into(),
+                    r#type: gridroute_mapping::timeline_kind(EventKind::Reported) as i32,
                     actor: r.source_system.clone(),
                     actor_kind: "source_system".into(),
                     user: person.to_owned(),

@@ -78,13 +78,13 @@ pub enum StoreError {
     #[error("consumer group missing: {0}")]
     NoGroup(String),
     /// The incident does not exist.
-    #[error("incident {0} not found")]
+    #[error("incident {0:?} not found")]
     NotFound(String),
     /// The routing table version does not exist (or is no longer kept).
     #[error("table version {0:?} not found")]
     UnknownVersion(String),
     /// The idempotency key was used before with another payload.
-    #[error("request_id already used for incident {incident_id} with a different payload")]
+    #[error("request_id already used for incident {incident_id:?} with a different payload")]
     IdempotencyConflict {
         /// The incident created by the first use of the key.
         incident_id: String,

@@ -12,6 +12,7 @@ use crate::{
     Result, Store, StoreError, codec, keys,
     ops::{Applying, Change, NOW, Ops, b, closes},
 };
+use gridroute_core::lifecycle::EventKind;
 
 /// How often a plan is recomputed when the record changed between read and apply.
 const MAX_ATTEMPTS: usize = 5;
@@ -117,7 +118,7 @@ impl Store {
                 continue;
             };
             let event = codec::event_bytes(
-                "outcome",
+                EventKind::Outcome,
                 "router",
                 &format!(
                     "{id} (this report's case) is {}: {}",
@@ -156,7 +157,7 @@ impl Store {
             return Ok(());
         };
         let event = codec::event_bytes(
-            "unmerged",
+            EventKind::Unmerged,
             "router",
             &format!("{id} is routed on its own again"),
             "",

@@ -16,6 +16,7 @@ use crate::{
     Result, Store, StoreError, codec, dispatch::DispatchWrite, keys::ROUTER_GROUP, ops::Applying,
     scripts,
 };
+use gridroute_core::lifecycle::EventKind;
 
 /// How often the merge is planned again when the open incident changed between read and apply.
 const MAX_ATTEMPTS: usize = 5;
@@ -101,7 +102,7 @@ impl Store {
         }
         let p = w.partition;
         let event = codec::event_bytes(
-            "merged",
+            EventKind::Merged,
             "router",
             &format!("duplicate of {}: the case continues there", m.into),
             "",

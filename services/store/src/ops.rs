@@ -330,7 +330,8 @@ impl Store {
         }
         let event = pb::TimelineEvent {
             time: None,
-            kind: plan.event.kind.to_owned(),
+            kind: plan.event.kind.as_str().to_owned(),
+            r#type: gridroute_mapping::timeline_kind(plan.event.kind) as i32,
             actor: plan.event.actor.clone(),
             detail: plan.event.detail.clone(),
             department_id: plan.event.department.clone(),
@@ -386,7 +387,7 @@ impl Store {
                     .iter()
                     .find(|(k, _)| *k == f)
                     .and_then(|(_, v)| v.parse::<i64>().ok())
-                    .map(codec::timestamp)
+                    .map(gridroute_mapping::timestamp)
             };
             notify(
                 &mut ops,
@@ -397,7 +398,7 @@ impl Store {
                     role: pb::DispatchRole::Primary as i32,
                     decision: Some(decision.clone()),
                     report: report.clone(),
-                    dispatched_time: Some(codec::timestamp(snap.now)),
+                    dispatched_time: Some(gridroute_mapping::timestamp(snap.now)),
                     accept_deadline: num("accept_due"),
                     resolve_deadline: num("resolve_due"),
                     kind: pb::DispatchKind::Assigned as i32,
@@ -416,7 +417,7 @@ impl Store {
                 pb::Dispatch {
                     incident_id: id.to_owned(),
                     department_id: n.department.clone(),
-                    kind: codec::notice_kind(n.kind) as i32,
+                    kind: gridroute_mapping::notice_kind(n.kind) as i32,
                     note: n.note.clone(),
                     ..Default::default()
                 },

@@ -324,13 +324,18 @@ impl Store {
 }
 
 impl IndexScan {
+    /// Whether the incident was reported within the window (whichever index entry named it).
+    pub(crate) fn in_window<'a>(&self, field: impl Fn(&str) -> &'a str) -> bool {
+        let reported: Option<i64> = field("reported_at").parse().ok();
+        reported.is_none_or(|r| {
+            self.start_ms.is_none_or(|s| r >= s) && self.end_ms.is_none_or(|end| r < end)
+        })
+    }
+
     /// Whether an entry counts, given its record's text fields: reported within the window,
     /// and for a department's index, the entry of the department's latest assignment.
     pub(crate) fn counts<'a>(&self, e: &IndexEntry, field: impl Fn(&str) -> &'a str) -> bool {
-        let reported: Option<i64> = field("reported_at").parse().ok();
-        let in_window = reported.is_none_or(|r| {
-            self.start_ms.is_none_or(|s| r >= s) && self.end_ms.is_none_or(|end| r < end)
-        });
+        let in_window = self.in_window(&field);
         let current = self.department.is_empty()
             || field("dept_at")
                 .parse::<u64>()

@@ -15,6 +15,7 @@ use crate::{
     Result, Store, StoreError, codec,
     ops::{Change, Ops, b},
 };
+use gridroute_core::lifecycle::EventKind;
 
 /// Incidents erased per partition in one sweep: bounds the work of one call.
 pub const ERASE_BATCH: usize = 100;
@@ -85,7 +86,7 @@ impl Store {
                 );
             }
             let event = codec::event_bytes(
-                "contact_erased",
+                EventKind::ContactErased,
                 "router",
                 &format!(
                     "the reporter's contact details were erased {days:.0} days after the case closed (retention)"

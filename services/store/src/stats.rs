@@ -1,10 +1,12 @@
 //! The figures a command centre reports, computed from the records at query time: a selection
-//! (department, region subtree, report-time window) is read through the same index streams as lists,
-//! so any calendar change applies to past cases too and no counter can drift from the records.
-//! A selection is capped at [`MAX_STATS_INCIDENTS`] (newest first); beyond that the answer says
-//! it is truncated.
+//! (department, region subtree, report-time window) is read through the same index streams as
+//! lists, so any calendar change applies to past cases too and no counter can drift from the
+//! records. A selection is capped at [`MAX_STATS_INCIDENTS`] (newest first); beyond that the
+//! answer says it is truncated. What each figure means is written on the `Stats` message of
+//! the contract (`supervision_service.proto`); each is attributed to the department that did
+//! it: with a department, `returns` counts the returns that department made.
 
-use gridroute_core::calendar::WorkCalendar;
+use gridroute_core::{calendar::WorkCalendar, lifecycle::Status};
 use gridroute_proto::v1 as pb;
 
 use crate::{Result, Store};
@@ -71,6 +73,7 @@ impl Store {
         };
         entries.truncate(MAX_STATS_INCIDENTS);
         let mut resolve_hours = Vec::new();
+        let mut returned_here = std::collections::HashSet::new();
         let (mut accepted, mut accepted_on_time) = (0u64, 0u64);
         let (mut resolved_on_time, mut satisfaction_sum) = (0u64, 0i64);
         for chunk in entries.chunks(1000) {
@@ -94,6 +97,19 @@ impl Store {
                 let Some(status) = get("status") else {
                     continue;
                 };
+                if !scan.in_window(text) {
+                    continue;
+                }
+                let returned_by = get("returned_by").unwrap_or("");
+                if f.department.is_empty() {
+                    out.returns += returned_by.split(',').filter(|d| !d.is_empty()).count() as i64;
+                } else if returned_by.split(',').any(|d| d == f.department)
+                    && returned_here.insert(e.id.clone())
+                {
+                    // Every incident ever assigned to the department is in its index: those it
+                    // returned count as its returns, whoever handles them now.
+                    out.returns += 1;
+                }
                 if !scan.counts(e, text) {
                     continue;
                 }
@@ -101,14 +117,18 @@ impl Store {
                     continue;
                 }
                 out.incident_count += 1;
-                *out.by_status.entry(status.to_owned()).or_default() += 1;
-                if let Some(returned) = get("returned_by") {
-                    out.returns += returned.split(',').count() as i64;
-                }
+                let state = Status::parse(status).map_or(
+                    pb::IncidentStatus::Unspecified,
+                    gridroute_mapping::status_message,
+                );
+                *out.by_status
+                    .entry(state.as_str_name().to_owned())
+                    .or_default() += 1;
                 if get("locked").is_some() || status == "arbitration" {
                     out.arbitrations += 1;
                 }
-                if num("reopened").unwrap_or(0) > 0 {
+                let reopened = num("reopened").unwrap_or(0) > 0;
+                if reopened {
                     out.reopened += 1;
                 }
                 if let Some(s) = num("satisfaction").or_else(|| num("last_satisfaction")) {
@@ -127,6 +147,9 @@ impl Store {
                 if late {
                     out.breached += 1;
                 }
+                if resolved_at.is_some() || reopened {
+                    out.ever_resolved_count += 1;
+                }
                 if let (Some(r), Some(start)) = (resolved_at, num("first_dispatched_at")) {
                     out.resolved_count += 1;
                     if !late {
@@ -144,7 +167,9 @@ impl Store {
                 ((resolve_hours.len() as f64 * 0.9).ceil() as usize).clamp(1, resolve_hours.len());
             out.resolve_working_hours_p90 = resolve_hours[i - 1];
             out.resolve_on_time_rate = resolved_on_time as f64 / out.resolved_count as f64;
-            out.reopen_rate = out.reopened as f64 / out.resolved_count as f64;
+        }
+        if out.ever_resolved_count > 0 {
+            out.reopen_rate = out.reopened as f64 / out.ever_resolved_count as f64;
         }
         if accepted > 0 {
             out.accept_on_time_rate = accepted_on_time as f64 / accepted as f64;

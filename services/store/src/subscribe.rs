@@ -297,6 +297,7 @@ impl EventReader {
             let dept = text(&fields, "d");
             let mut event = pb::TimelineEvent::decode(bytes(&fields, "e"))
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            crate::codec::set_type(&mut event);
             if !self.region.is_empty() && !regions.split(',').any(|r| r == self.region) {
                 continue;
             }
@@ -306,7 +307,7 @@ impl EventReader {
             {
                 continue;
             }
-            event.time = Some(crate::codec::timestamp(ms));
+            event.time = Some(gridroute_mapping::timestamp(ms));
             let split = |s: String| -> Vec<String> {
                 s.split(',')
                     .filter(|x| !x.is_empty())
@@ -316,7 +317,7 @@ impl EventReader {
             out.push(pb::IncidentEvent {
                 cursor,
                 incident_id: text(&fields, "id"),
-                status: crate::codec::status_from_str(&text(&fields, "s")) as i32,
+                status: gridroute_mapping::status_from_str(&text(&fields, "s")) as i32,
                 event: Some(event),
                 department_id: dept,
                 region_codes: split(regions),

@@ -3,7 +3,8 @@
 //! checked both, and the arguments).
 
 use super::{
-    Caller, Ctx, Notice, NoticeKind, Pending, Plan, Record, Refusal, Status, Timers, base_plan,
+    Caller, Ctx, EventKind, Notice, NoticeKind, Pending, Plan, Record, Refusal, Status, Timers,
+    base_plan,
 };
 use crate::sla::{SlaPolicy, Timer, TimerKind, parse_span};
 
@@ -22,7 +23,7 @@ pub(super) struct Act<'a> {
 }
 
 impl Act<'_> {
-    fn plan(&self, status: Status, kind: &'static str, detail: String) -> Plan {
+    fn plan(&self, status: Status, kind: EventKind, detail: String) -> Plan {
         base_plan(status, kind, self.caller, detail)
     }
 
@@ -36,7 +37,7 @@ impl Act<'_> {
 }
 
 pub(super) fn accept(a: &Act<'_>, note: &str) -> Plan {
-    let mut p = a.plan(Status::Accepted, "accepted", note.to_owned());
+    let mut p = a.plan(Status::Accepted, EventKind::Accepted, note.to_owned());
     p.set.push(("accepted_at", a.now()));
     p.clear.push("accept_due");
     p.timers = Timers::Remove(vec![TimerKind::Accept]);
@@ -49,7 +50,7 @@ pub(super) fn progress(a: &Act<'_>, note: &str) -> Plan {
     } else {
         a.status
     };
-    let mut p = a.plan(next, "progress", note.to_owned());
+    let mut p = a.plan(next, EventKind::Progress, note.to_owned());
     if !a.is_primary {
         p.notices.push(Notice {
             department: a.primary(),
@@ -62,7 +63,7 @@ pub(super) fn progress(a: &Act<'_>, note: &str) -> Plan {
 
 pub(super) fn resolve(a: &Act<'_>, note: &str) -> Plan {
     let (ctx, rec) = (a.ctx, a.rec);
-    let mut p = a.plan(Status::Resolved, "resolved", note.to_owned());
+    let mut p = a.plan(Status::Resolved, EventKind::Resolved, note.to_owned());
     p.set.push(("resolved_at", a.now()));
     p.clear.extend(["accept_due", "pending"]);
     let verify_by = a.policy.verify.after(&ctx.table.calendar, ctx.now);
@@ -101,7 +102,7 @@ pub(super) fn return_(a: &Act<'_>, reason: &str, note: &str) -> Result<Plan, Ref
     let detail = format!("{reason}: {note}");
     let mut p = if returned.len() as u32 >= ctx.table.max_returns {
         let centre = ctx.centre(rec);
-        let mut p = a.plan(Status::Arbitration, "returned", detail.clone());
+        let mut p = a.plan(Status::Arbitration, EventKind::Returned, detail.clone());
         p.set.push(("dept", centre.clone()));
         p.notices.push(Notice {
             department: centre,
@@ -114,7 +115,7 @@ pub(super) fn return_(a: &Act<'_>, reason: &str, note: &str) -> Result<Plan, Ref
         });
         p
     } else {
-        let mut p = a.plan(Status::Returned, "returned", detail);
+        let mut p = a.plan(Status::Returned, EventKind::Returned, detail);
         p.clear.push("dept");
         p.reroute = Some(returned.clone());
         p
@@ -133,7 +134,7 @@ pub(super) fn arbitrate(a: &Act<'_>, assignee: &str, note: &str) -> Plan {
     let ctx = a.ctx;
     let mut p = a.plan(
         Status::Dispatched,
-        "arbitrated",
+        EventKind::Arbitrated,
         format!("assigned to {assignee}: {note}"),
     );
     let d = a.policy.deadlines(&ctx.table.calendar, ctx.now);
@@ -170,7 +171,11 @@ fn nothing_pending(a: &Act<'_>) -> Result<(), Refusal> {
 
 pub(super) fn request_extension(a: &Act<'_>, span: &str, reason: &str) -> Result<Plan, Refusal> {
     nothing_pending(a)?;
-    let mut p = a.plan(a.status, "extension_requested", format!("{span}: {reason}"));
+    let mut p = a.plan(
+        a.status,
+        EventKind::ExtensionRequested,
+        format!("{span}: {reason}"),
+    );
     p.set.push(("pending", format!("extension|{span}")));
     p.notices.push(Notice {
         department: a.ctx.centre(a.rec),
@@ -182,7 +187,7 @@ pub(super) fn request_extension(a: &Act<'_>, span: &str, reason: &str) -> Result
 
 pub(super) fn request_suspension(a: &Act<'_>, reason: &str) -> Result<Plan, Refusal> {
     nothing_pending(a)?;
-    let mut p = a.plan(a.status, "suspension_requested", reason.to_owned());
+    let mut p = a.plan(a.status, EventKind::SuspensionRequested, reason.to_owned());
     p.set.push(("pending", "suspension|".to_owned()));
     p.notices.push(Notice {
         department: a.ctx.centre(a.rec),
@@ -206,8 +211,8 @@ pub(super) fn decide(
     };
     let (kind, mut p) = match (pending, approve) {
         (_, false) => (
-            "request_rejected",
-            a.plan(a.status, "request_rejected", note.to_owned()),
+            EventKind::RequestRejected,
+            a.plan(a.status, EventKind::RequestRejected, note.to_owned()),
         ),
         (Pending::Extension(asked), true) => {
             let span_text = granted.unwrap_or(asked);
@@ -220,7 +225,7 @@ pub(super) fn decide(
             let due = span.after(&ctx.table.calendar, rec.resolve_due.unwrap_or(ctx.now));
             let mut p = a.plan(
                 a.status,
-                "extension_approved",
+                EventKind::ExtensionApproved,
                 format!("{span_text}: {note}"),
             );
             p.set.push(("resolve_due", due.to_string()));
@@ -235,10 +240,10 @@ pub(super) fn decide(
                 ),
                 fresh: false,
             };
-            ("extension_approved", p)
+            (EventKind::ExtensionApproved, p)
         }
         (Pending::Suspension, true) => {
-            let mut p = a.plan(Status::Suspended, "suspended", note.to_owned());
+            let mut p = a.plan(Status::Suspended, EventKind::Suspended, note.to_owned());
             let accept_left = rec
                 .accept_due
                 .filter(|_| rec.accepted_at.is_none())
@@ -256,7 +261,7 @@ pub(super) fn decide(
                 timers: Vec::new(),
                 fresh: false,
             };
-            ("suspended", p)
+            (EventKind::Suspended, p)
         }
     };
     p.clear.push("pending");
@@ -274,7 +279,7 @@ pub(super) fn resume(a: &Act<'_>, note: &str) -> Plan {
     let (accept_left, resolve_left) = rec.paused.unwrap_or((None, 0));
     let accept_by = accept_left.map(|a| ctx.span_after(policy.accept, a));
     let resolve_by = ctx.span_after(policy.resolve, resolve_left);
-    let mut p = a.plan(back, "resumed", note.to_owned());
+    let mut p = a.plan(back, EventKind::Resumed, note.to_owned());
     if let Some(a) = accept_by {
         p.set.push(("accept_due", a.to_string()));
     }
@@ -303,9 +308,9 @@ pub(super) fn resume(a: &Act<'_>, note: &str) -> Plan {
 
 pub(super) fn verify(a: &Act<'_>, passed: bool, note: &str) -> Plan {
     if !passed {
-        return reopen(a, "verification_failed", note.to_owned());
+        return reopen(a, EventKind::VerificationFailed, note.to_owned());
     }
-    let mut p = a.plan(Status::Verified, "verified", note.to_owned());
+    let mut p = a.plan(Status::Verified, EventKind::Verified, note.to_owned());
     p.set.push(("verified_at", a.now()));
     p.clear.push("verify_due");
     p.timers = Timers::Replace {
@@ -327,7 +332,7 @@ pub(super) fn feedback(a: &Act<'_>, satisfaction: u8, comment: &str) -> Result<P
     }
     let detail = format!("satisfaction {satisfaction}/5: {comment}");
     if satisfaction <= 2 {
-        let mut p = reopen(a, "dissatisfied", detail);
+        let mut p = reopen(a, EventKind::Dissatisfied, detail);
         p.set.push(("last_satisfaction", satisfaction.to_string()));
         return Ok(p);
     }
@@ -336,7 +341,16 @@ pub(super) fn feedback(a: &Act<'_>, satisfaction: u8, comment: &str) -> Result<P
     } else {
         a.status
     };
-    let mut p = a.plan(next, "feedback", detail);
+    // Feedback that closes the case is the case's `closed` entry: every closing is one.
+    let (kind, detail) = if next == Status::Closed {
+        (
+            EventKind::Closed,
+            format!("closed by the reporter's feedback: {detail}"),
+        )
+    } else {
+        (EventKind::Feedback, detail)
+    };
+    let mut p = a.plan(next, kind, detail);
     p.set.push(("satisfaction", satisfaction.to_string()));
     if next == Status::Closed {
         p.set.push(("closed_at", a.now()));
@@ -346,14 +360,14 @@ pub(super) fn feedback(a: &Act<'_>, satisfaction: u8, comment: &str) -> Result<P
 }
 
 pub(super) fn close(a: &Act<'_>, note: &str) -> Plan {
-    let mut p = a.plan(Status::Closed, "closed", note.to_owned());
+    let mut p = a.plan(Status::Closed, EventKind::Closed, note.to_owned());
     p.set.push(("closed_at", a.now()));
     p.fan_out = true;
     p
 }
 
 pub(super) fn cancel(a: &Act<'_>, reason: &str) -> Plan {
-    let mut p = a.plan(Status::Cancelled, "cancelled", reason.to_owned());
+    let mut p = a.plan(Status::Cancelled, EventKind::Cancelled, reason.to_owned());
     p.set.push(("cancelled_at", a.now()));
     p.timers = Timers::Replace {
         timers: Vec::new(),
@@ -374,7 +388,7 @@ pub(super) fn cancel(a: &Act<'_>, reason: &str) -> Plan {
 pub(super) fn unmerge(a: &Act<'_>, note: &str) -> Plan {
     let mut p = a.plan(
         Status::Reported,
-        "unmerged",
+        EventKind::Unmerged,
         format!("from {}: {note}", a.rec.merged_into),
     );
     p.clear.push("merged_into");
@@ -383,7 +397,7 @@ pub(super) fn unmerge(a: &Act<'_>, note: &str) -> Plan {
 }
 
 /// Back to the primary department with a warning flag and fresh clocks.
-fn reopen(a: &Act<'_>, kind: &'static str, detail: String) -> Plan {
+fn reopen(a: &Act<'_>, kind: EventKind, detail: String) -> Plan {
     let (ctx, rec) = (a.ctx, a.rec);
     let d = a.policy.deadlines(&ctx.table.calendar, ctx.now);
     let mut p = a.plan(Status::Reopened, kind, detail.clone());

@@ -1,7 +1,7 @@
 //! A duplicate report merged into an open incident (并案): the case gains it, and keeps the
 //! earlier of the two resolve deadlines, with every timer that counts from it.
 
-use super::{Ctx, Event, Plan, Record, Refusal, Status, Timers};
+use super::{Ctx, Event, EventKind, Plan, Record, Refusal, Status, Timers};
 use crate::sla::Millis;
 
 /// The states in which an incident takes duplicates.
@@ -53,7 +53,7 @@ pub fn merge(ctx: &Ctx<'_>, rec: &Record, dup: &Duplicate<'_>) -> Result<Option<
     let mut p = Plan::new(
         status,
         Event {
-            kind: "duplicate_merged",
+            kind: EventKind::DuplicateMerged,
             actor: "router".into(),
             actor_kind: "",
             user: String::new(),

@@ -5,7 +5,7 @@
 //! A timer fires once: firing takes it off the record's schedule, in the same atomic change as
 //! its effects, and a timer that is not on the schedule does nothing.
 
-use super::{Event, Notice, NoticeKind, Plan, Record, Status, Timers};
+use super::{Event, EventKind, Notice, NoticeKind, Plan, Record, Status, Timers};
 use crate::sla::{Millis, Timer, TimerKind};
 
 /// The states in which a timer kind takes effect.
@@ -63,37 +63,37 @@ pub fn fire(rec: &Record, kind: TimerKind, target: &str, now: Millis) -> Firing 
     let name = kind.name();
     let (event, notice, flag, text): (_, _, Option<(&'static str, String)>, String) = match kind {
         TimerKind::Accept => (
-            "accept_overdue",
+            EventKind::AcceptOverdue,
             NoticeKind::AcceptOverdue,
             Some(("accept_breached", "1".into())),
             "the accept deadline has passed".into(),
         ),
         TimerKind::Warn(pct) => (
-            "warning",
+            EventKind::Warning,
             NoticeKind::Warning,
             None,
             format!("{pct}% of the time allowed to resolve has passed"),
         ),
         TimerKind::Urge => (
-            "urged",
+            EventKind::Urged,
             NoticeKind::Urge,
             Some(("resolve_breached", "1".into())),
             "the resolve deadline has passed (催办)".into(),
         ),
         TimerKind::Supervise(level) => (
-            "supervised",
+            EventKind::Supervised,
             NoticeKind::Supervise,
             Some(("supervised", level.to_string())),
             format!("overdue case under supervision, level {level} (督办)"),
         ),
         TimerKind::PublicReport => (
-            "public_report",
+            EventKind::PublicReport,
             NoticeKind::PublicReport,
             Some(("public_report", "1".into())),
             "overdue case reported publicly (通报)".into(),
         ),
         TimerKind::Verify => (
-            "verify_overdue",
+            EventKind::VerifyOverdue,
             NoticeKind::VerifyOverdue,
             None,
             "verification is overdue".into(),
