@@ -21,8 +21,9 @@ COPY --from=build /usr/local/bin/gridroute /usr/local/bin/gridroute
 # 65532 is distroless's nonroot user; the root filesystem can be read-only: gridroute writes
 # nothing but its logs (stdout/stderr).
 USER 65532:65532
-EXPOSE 50051 9464
+EXPOSE 50051 8080 9464
 ENV GRIDROUTE_GRPC_ADDR=0.0.0.0:50051 \
+    GRIDROUTE_HTTP_ADDR=0.0.0.0:8080 \
     GRIDROUTE_METRICS_ADDR=0.0.0.0:9464 \
     GRIDROUTE_LOG_FORMAT=json
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \

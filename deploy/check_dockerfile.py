@@ -19,8 +19,8 @@ if not users or users[-1].split(":")[0] in ("0", "root"):
     problems.append("the runtime user is root")
 if not re.search(r'HEALTHCHECK [^\n]*\\\n\s*CMD \[[^]]*"health"', text):
     problems.append("no gRPC health check")
-if not re.search(r"EXPOSE .*50051.*9464", text):
-    problems.append("gRPC and metrics ports not exposed")
+if not re.search(r"EXPOSE .*50051.*8080.*9464", text):
+    problems.append("gRPC, HTTP and metrics ports not exposed")
 if problems:
     sys.exit("Dockerfile: " + "; ".join(problems))
 print("Dockerfile: multi-stage, locked release build, non-root user, gRPC health check, ports")

@@ -28,7 +28,7 @@ run() {
   local label=$1; shift
   local grpc; grpc=$(free_port)
   "$target/gridroute" serve "$@" "${unlimited[@]}" --redis-url "redis://127.0.0.1:$rport/" --role api \
-    --grpc-addr "127.0.0.1:$grpc" --metrics-addr off >"$out/api-$label.log" 2>&1 &
+    --grpc-addr "127.0.0.1:$grpc" --http-addr off --metrics-addr off >"$out/api-$label.log" 2>&1 &
   local api=$!
   wait_health "$target/gridroute" "$grpc"
   local creds=(--tokens "$GRIDROUTE_TOKENS")

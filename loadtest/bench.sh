@@ -17,7 +17,7 @@ echo "== echo: the gRPC framework's ceiling"
 echo "== Redis-only ceiling of the routed command mix"
 "$target/gridroute-redisceiling" --seconds 5
 grpc=$(free_port); metrics=$(free_port)
-"$target/gridroute" dev "${unlimited[@]}" --grpc-addr "127.0.0.1:$grpc" --metrics-addr "127.0.0.1:$metrics" >"$out/dev.log" 2>&1 &
+"$target/gridroute" dev "${unlimited[@]}" --grpc-addr "127.0.0.1:$grpc" --http-addr off --metrics-addr "127.0.0.1:$metrics" >"$out/dev.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
 wait_health "$target/gridroute" "$grpc"
@@ -34,7 +34,7 @@ redis=$(free_port); grpc=$(free_port); metrics=$(free_port)
 redis-server --port "$redis" "${redis_flags[@]}" >"$out/redis.log" 2>&1 &
 rpid=$!
 "$target/gridroute" serve "${serve_auth[@]}" "${unlimited[@]}" --redis-url "redis://127.0.0.1:$redis/" --role api --grpc-addr "127.0.0.1:$grpc" \
-  --metrics-addr "127.0.0.1:$metrics" >"$out/api.log" 2>&1 &
+  --http-addr off --metrics-addr "127.0.0.1:$metrics" >"$out/api.log" 2>&1 &
 pid=$!
 trap 'kill $pid $rpid 2>/dev/null; wait $pid $rpid 2>/dev/null || true' EXIT
 wait_health "$target/gridroute" "$grpc"

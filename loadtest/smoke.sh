@@ -9,7 +9,7 @@ cargo build -q -p gridroute -p gridroute-loadtest
 source loadtest/lib.sh
 dev_auth "$target/gridroute"
 grpc=$(free_port); metrics=$(free_port)
-"$target/gridroute" dev --grpc-addr "127.0.0.1:$grpc" --metrics-addr "127.0.0.1:$metrics" >/tmp/gridroute-smoke.log 2>&1 &
+"$target/gridroute" dev --grpc-addr "127.0.0.1:$grpc" --http-addr off --metrics-addr "127.0.0.1:$metrics" >/tmp/gridroute-smoke.log 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
 wait_health "$target/gridroute" "$grpc"

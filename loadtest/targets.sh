@@ -39,7 +39,7 @@ redis-cli -p "$rport" flushall >/dev/null
 echo "== unary reports accepted by an API process alone (no router: reports queue)"
 grpc=$(free_port)
 "$target/gridroute" serve "${serve_auth[@]}" "${unlimited[@]}" --redis-url "redis://127.0.0.1:$rport/" --role api --grpc-addr "127.0.0.1:$grpc" \
-  --metrics-addr "127.0.0.1:$(free_port)" >"$out/api.log" 2>&1 &
+  --http-addr off --metrics-addr "127.0.0.1:$(free_port)" >"$out/api.log" 2>&1 &
 api=$!
 pids+=($api)
 wait_health "$target/gridroute" "$grpc"
@@ -49,7 +49,7 @@ summary "$out/report-api.txt"
 kill "$api"; wait "$api" 2>/dev/null || true
 
 grpc=$(free_port)
-"$target/gridroute" dev "${unlimited[@]}" --grpc-addr "127.0.0.1:$grpc" --metrics-addr "127.0.0.1:$(free_port)" >"$out/dev.log" 2>&1 &
+"$target/gridroute" dev "${unlimited[@]}" --grpc-addr "127.0.0.1:$grpc" --http-addr off --metrics-addr "127.0.0.1:$(free_port)" >"$out/dev.log" 2>&1 &
 pids+=($!)
 wait_health "$target/gridroute" "$grpc"
 addr="http://127.0.0.1:$grpc"

@@ -148,6 +148,8 @@ spec:
               value: {{ $root.Values.partitions | quote }}
             - name: GRIDROUTE_GRPC_ADDR
               value: "0.0.0.0:{{ $root.Values.service.grpcPort }}"
+            - name: GRIDROUTE_HTTP_ADDR
+              value: "0.0.0.0:{{ $root.Values.service.httpPort }}"
             - name: GRIDROUTE_METRICS_ADDR
               value: "0.0.0.0:{{ $root.Values.service.metricsPort }}"
             - name: GRIDROUTE_LOG_FORMAT
@@ -243,6 +245,9 @@ spec:
             {{- if eq $role "api" }}
             - name: grpc
               containerPort: {{ $root.Values.service.grpcPort }}
+              protocol: TCP
+            - name: http
+              containerPort: {{ $root.Values.service.httpPort }}
               protocol: TCP
             {{- end }}
             - name: metrics

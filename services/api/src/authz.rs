@@ -106,6 +106,18 @@ pub struct AuthService<S> {
     security: Arc<Security>,
 }
 
+/// The connection of a call that came through another face (HTTP/JSON), set by that face in
+/// the request's extensions: the caller's address and verified client certificates, as tonic's
+/// transport records them for gRPC calls. Extensions are never read from the wire, so a caller
+/// cannot forge one.
+#[derive(Debug, Clone, Default)]
+pub struct Connection {
+    /// The caller's address.
+    pub peer: Option<std::net::SocketAddr>,
+    /// The client certificate chain the TLS handshake verified, leaf first.
+    pub certificates: Option<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>>,
+}
+
 /// The caller's network address.
 fn peer_addr(ext: &http::Extensions) -> Option<std::net::SocketAddr> {
     ext.get::<TcpConnectInfo>()
@@ -114,6 +126,7 @@ fn peer_addr(ext: &http::Extensions) -> Option<std::net::SocketAddr> {
             ext.get::<TlsConnectInfo<TcpConnectInfo>>()
                 .and_then(|i| i.get_ref().remote_addr())
         })
+        .or_else(|| ext.get::<Connection>().and_then(|c| c.peer))
 }
 
 /// The caller's network address as the audit trail writes it.
@@ -147,7 +160,12 @@ impl Presented {
             certificates: req
                 .extensions()
                 .get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(TlsConnectInfo::peer_certs),
+                .and_then(TlsConnectInfo::peer_certs)
+                .or_else(|| {
+                    req.extensions()
+                        .get::<Connection>()
+                        .and_then(|c| c.certificates.clone())
+                }),
             insecure_principal: header(INSECURE_PRINCIPAL_METADATA),
             insecure_user: header(INSECURE_USER_METADATA),
             peer: peer_addr(req.extensions()),

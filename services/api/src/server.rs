@@ -83,6 +83,19 @@ async fn set_redis_dependent(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
+/// The `gridroute.v1` services, one implementation of each RPC: served over gRPC by [`serve`]
+/// and, behind the same [`AuthLayer`], called in process by the HTTP/JSON face.
+pub fn gridroute_routes(state: ApiState) -> tonic::service::Routes {
+    tonic::service::Routes::new(IncidentServiceServer::new(Incidents(state.clone())))
+        .add_service(DispatchServiceServer::new(Dispatches(state.clone())))
+        .add_service(RoutingServiceServer::new(Routing(state.clone())))
+        .add_service(SupervisionServiceServer::new(Supervision(state.clone())))
+        .add_service(AuditServiceServer::new(Audits(state.clone())))
+        .add_service(
+            TableServiceServer::new(Tables(state)).max_decoding_message_size(MAX_TABLE_BYTES),
+        )
+}
+
 /// Serves the API on `listener` until `shutdown` completes, then drains in-flight calls.
 pub async fn serve(
     state: ApiState,
@@ -163,17 +176,10 @@ pub async fn serve(
         .initial_connection_window_size(CONNECTION_WINDOW)
         .initial_stream_window_size(STREAM_WINDOW)
         .layer(AuthLayer::new(security))
+        .add_routes(gridroute_routes(state))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(IncidentServiceServer::new(Incidents(state.clone())))
-        .add_service(DispatchServiceServer::new(Dispatches(state.clone())))
-        .add_service(RoutingServiceServer::new(Routing(state.clone())))
-        .add_service(SupervisionServiceServer::new(Supervision(state.clone())))
-        .add_service(AuditServiceServer::new(Audits(state.clone())))
-        .add_service(
-            TableServiceServer::new(Tables(state)).max_decoding_message_size(MAX_TABLE_BYTES),
-        )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     health_task.abort();

@@ -117,6 +117,16 @@ pub fn print_dev_help(o: &ServeOptions, tokens: Option<&[(String, String)]>) {
         }
         None => String::new(),
     };
+    let http_text = if o.http_addr == "off" {
+        String::new()
+    } else {
+        format!(
+            "HTTP/JSON on http://{0} (OpenAPI: http://{0}/openapi.json), for instance:\n  \
+             curl -H \"authorization: Bearer $(gridroute dev-token command_centre:command-centre)\" \
+             http://{0}/v1/stats\n\n",
+            o.http_addr
+        )
+    };
     println!(
         "\ngridroute dev is serving the Dawukou sample on {addr} (metrics: http://{}/metrics)\n\n\
          {tokens_text}\
@@ -126,6 +136,7 @@ pub fn print_dev_help(o: &ServeOptions, tokens: Option<&[(String, String)]>) {
          gridroute report --token \"$(gridroute dev-token source_system:resident-app)\" \\\n      \
          --category city.vehicle.abandoned --lng 106.3852 --lat 39.0203 --description 'zombie car, flat tyres, two months'\n  \
          gridroute get --token \"$(gridroute dev-token command_centre:command-centre)\" INCIDENT_ID\n\n\
+         {http_text}\
          Ctrl-C stops it and its private Redis.\n",
         o.metrics_addr
     );

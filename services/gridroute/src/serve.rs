@@ -45,6 +45,10 @@ pub struct ServeOptions {
     /// gRPC listen address.
     #[arg(long, env = "GRIDROUTE_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
+    /// HTTP/JSON and Open311 listen address (the OpenAPI document at `/openapi.json`); `off`
+    /// disables.
+    #[arg(long, env = "GRIDROUTE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: String,
     /// Prometheus metrics listen address (`/metrics`); `off` disables.
     #[arg(long, env = "GRIDROUTE_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
@@ -345,6 +349,26 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
         let listener = tokio::net::TcpListener::bind(o.grpc_addr).await?;
         let mut state = ApiState::new(store.clone(), tables.clone(), stop_rx.clone(), security);
         state.tls = server_tls(&o)?;
+        if o.http_addr != "off" {
+            let addr: SocketAddr = o
+                .http_addr
+                .parse()
+                .map_err(|e| format!("--http-addr {:?}: {e}", o.http_addr))?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("--http-addr {addr}: {e}"))?;
+            let state = state.clone();
+            let mut rx = stop_rx.clone();
+            tasks.spawn(async move {
+                let stop = async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                if let Err(e) = gridroute_http::serve(state, listener, stop).await {
+                    error!(error = %e, "HTTP server failed");
+                }
+            });
+            info!(%addr, "serving HTTP/JSON and Open311");
+        }
         let mut rx = stop_rx.clone();
         tasks.spawn(async move {
             let stop = async move {

@@ -56,6 +56,8 @@ async fn runs_on_redis_cluster() {
             &dir.display().to_string(),
             "--grpc-addr",
             &format!("127.0.0.1:{grpc}"),
+            "--http-addr",
+            "off",
             "--metrics-addr",
             &format!("127.0.0.1:{metrics}"),
         ])

@@ -48,6 +48,8 @@ async fn dev_serves_health_reflection_reports_and_metrics() {
             "dev",
             "--grpc-addr",
             &format!("127.0.0.1:{grpc}"),
+            "--http-addr",
+            "off",
             "--metrics-addr",
             &format!("127.0.0.1:{metrics}"),
         ])
@@ -275,6 +277,8 @@ async fn ctrl_c_stops_dev_in_dependency_order_without_warnings() {
             "dev",
             "--grpc-addr",
             &format!("127.0.0.1:{grpc}"),
+            "--http-addr",
+            "off",
             "--metrics-addr",
             &format!("127.0.0.1:{metrics}"),
         ])

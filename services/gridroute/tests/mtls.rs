@@ -113,6 +113,8 @@ async fn a_mapped_certificate_identifies_its_system_and_an_unmapped_one_is_refus
             &redis.url(),
             "--grpc-addr",
             &format!("127.0.0.1:{grpc}"),
+            "--http-addr",
+            "off",
             "--metrics-addr",
             &format!("127.0.0.1:{metrics}"),
             "--tls-cert",

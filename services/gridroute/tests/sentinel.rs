@@ -90,6 +90,8 @@ async fn keeps_working_through_a_sentinel_failover() {
             &sentinel.url(),
             "--grpc-addr",
             &format!("127.0.0.1:{grpc}"),
+            "--http-addr",
+            "off",
             "--metrics-addr",
             &format!("127.0.0.1:{metrics}"),
         ])

@@ -27,6 +27,8 @@ fn serve(redis: &str, name: &str, auth: &ServeAuth) -> (Child, String) {
             redis,
             "--grpc-addr",
             &format!("127.0.0.1:{grpc}"),
+            "--http-addr",
+            "off",
             "--metrics-addr",
             &format!("127.0.0.1:{metrics}"),
             "--consumer-name",

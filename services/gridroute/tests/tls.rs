@@ -117,6 +117,8 @@ async fn serves_grpc_over_tls_against_a_tls_only_redis() {
             &format!("rediss://localhost:{}/", redis.port()),
             "--grpc-addr",
             &format!("127.0.0.1:{grpc}"),
+            "--http-addr",
+            "off",
             "--metrics-addr",
             &format!("127.0.0.1:{metrics}"),
             "--tls-cert",

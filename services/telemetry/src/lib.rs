@@ -38,6 +38,12 @@ pub mod names {
     pub const RPC_REQUESTS_TOTAL: &str = "gridroute_rpc_requests_total";
     /// gRPC request duration, by `method`.
     pub const RPC_DURATION_SECONDS: &str = "gridroute_rpc_duration_seconds";
+    /// HTTP requests of the HTTP/JSON and Open311 faces, by `route` (the path template) and
+    /// `status`.
+    pub const HTTP_REQUESTS_TOTAL: &str = "gridroute_http_requests_total";
+    /// HTTP request duration (to the response head; streams count until they start), by
+    /// `route`.
+    pub const HTTP_DURATION_SECONDS: &str = "gridroute_http_duration_seconds";
     /// Dispatches delivered to subscribers.
     pub const DELIVERED_TOTAL: &str = "gridroute_subscriber_dispatches_total";
     /// Open Subscribe streams.
@@ -195,6 +201,15 @@ pub fn describe() {
     describe_counter!(
         RPC_REQUESTS_TOTAL,
         "gRPC requests, by method and status code."
+    );
+    describe_counter!(
+        HTTP_REQUESTS_TOTAL,
+        "HTTP requests, by route template and status."
+    );
+    describe_histogram!(
+        HTTP_DURATION_SECONDS,
+        Unit::Seconds,
+        "HTTP request duration to the response head, by route template."
     );
     describe_histogram!(
         RPC_DURATION_SECONDS,

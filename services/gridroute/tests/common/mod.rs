@@ -37,6 +37,7 @@ use gridroute_store::{Store, local::LocalRedis};
 use tokio::{sync::watch, task::JoinHandle};
 use tonic::{Request, transport::Channel};
 
+pub mod http;
 pub mod keys;
 pub mod process;
 
@@ -166,6 +167,8 @@ pub struct Env {
     pub store: Store,
     pub tables: SharedTable,
     pub addr: String,
+    /// The HTTP/JSON face (`127.0.0.1:port`).
+    pub http_addr: String,
     /// The signing key the server trusts.
     pub keys: Arc<DevKeys>,
     tokens: Mutex<HashMap<String, String>>,
@@ -275,6 +278,19 @@ impl Env {
             let (s, t, rx) = (store.clone(), tables.clone(), rx.clone());
             async move { s.sync_tables(t, rx).await }
         });
+        let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_addr = http_listener.local_addr().unwrap().to_string();
+        tokio::spawn({
+            let (state, mut rx) = (state.clone(), rx.clone());
+            async move {
+                let stop = async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                gridroute_http::serve(state, http_listener, stop)
+                    .await
+                    .unwrap();
+            }
+        });
         tokio::spawn(async move {
             let stop = async move {
                 let _ = rx.wait_for(|s| *s).await;
@@ -286,6 +302,7 @@ impl Env {
             store,
             tables,
             addr,
+            http_addr,
             keys,
             tokens: Mutex::new(HashMap::new()),
             api_stop,

@@ -1,0 +1,121 @@
+//! The HTTP face of gridroute: every `gridroute.v1` RPC over HTTP/JSON, transcoded by the
+//! `google.api.http` annotations of the protos and served by the same implementation, behind
+//! the same authorization layer, as over gRPC; streams as Server-Sent Events; the OpenAPI
+//! document generated from the protos; Open311 GeoReport v2 for civic apps.
+//!
+//! Layout:
+//! - [`bindings`]: the annotations read from the descriptor set; verb and path → RPC.
+//! - [`transcode`]: JSON and query strings ↔ request and response messages, the in-process
+//!   call, errors as Google's JSON errors with the HTTP status of their gRPC code, SSE.
+//! - [`openapi`]: the OpenAPI 3 document.
+//! - this file: the router and [`serve`].
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    Router,
+    extract::{ConnectInfo, Request, State},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use gridroute_api::{ApiState, authz::Connection};
+use prost_reflect::DescriptorPool;
+
+pub mod bindings;
+pub mod openapi;
+pub mod transcode;
+
+use bindings::Bindings;
+use transcode::Transcoder;
+
+/// Where the OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/openapi.json";
+
+/// Why the HTTP face could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The descriptor sets compiled into the binary do not decode (a build problem).
+    #[error("descriptors: {0}")]
+    Descriptors(String),
+    /// The annotations are inconsistent (a build problem).
+    #[error(transparent)]
+    Bindings(#[from] bindings::BindingError),
+    /// The listener failed.
+    #[error("http: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// gridroute's descriptors and google.rpc's (the error details), in one pool.
+pub fn descriptor_pool() -> Result<DescriptorPool, HttpError> {
+    let mut pool = DescriptorPool::decode(gridroute_proto::FILE_DESCRIPTOR_SET)
+        .map_err(|e| HttpError::Descriptors(e.to_string()))?;
+    pool.decode_file_descriptor_set(gridroute_proto::ERROR_DETAILS_DESCRIPTOR_SET)
+        .map_err(|e| HttpError::Descriptors(e.to_string()))?;
+    Ok(pool)
+}
+
+/// The OpenAPI document of the API, as served at [`OPENAPI_PATH`].
+pub fn openapi_document() -> Result<serde_json::Value, HttpError> {
+    let pool = descriptor_pool()?;
+    Ok(openapi::document(&Bindings::from_pool(&pool)?))
+}
+
+#[derive(Debug, Clone)]
+struct Face {
+    transcoder: Arc<Transcoder>,
+    openapi: Arc<String>,
+}
+
+/// The HTTP application for `state`: the API under `/v1/`, the OpenAPI document.
+pub fn app(state: ApiState) -> Result<Router, HttpError> {
+    let pool = descriptor_pool()?;
+    let bindings = Bindings::from_pool(&pool)?;
+    let openapi = Arc::new(openapi::document(&bindings).to_string());
+    let shutdown = state.shutdown.clone();
+    let transcoder = Transcoder::new(pool, bindings, transcode::grpc(state), shutdown);
+    let face = Face {
+        transcoder: Arc::new(transcoder),
+        openapi,
+    };
+    Ok(Router::new()
+        .route(OPENAPI_PATH, get(openapi_json))
+        .fallback(api)
+        .with_state(face))
+}
+
+async fn openapi_json(State(face): State<Face>) -> Response {
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        face.openapi.as_str().to_owned(),
+    )
+        .into_response()
+}
+
+async fn api(
+    State(face): State<Face>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let conn = Connection {
+        peer: Some(peer),
+        certificates: None,
+    };
+    face.transcoder.handle(conn, req).await
+}
+
+/// Serves the HTTP face on `listener` until `shutdown` completes; open event streams end when
+/// the API's shutdown signal turns (their clients resume with `Last-Event-ID`).
+pub async fn serve(
+    state: ApiState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), HttpError> {
+    let app = app(state)?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    Ok(())
+}
