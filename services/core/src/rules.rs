@@ -78,6 +78,9 @@ pub struct RulesFile {
     /// Reporter points (积分制) per verified report.
     #[serde(default)]
     pub points: PointsSpec,
+    /// The categories apps list (optional; without it, the categories the rules name).
+    #[serde(default)]
+    pub categories: Vec<CategorySpec>,
     /// What admission does with gaps: areas inside the grids' footprint (a hole between
     /// grids) or inside a region's official outline that no grid covers and `regions.geojson`
     /// does not declare outside. `error` (default) rejects the table, `warn` lists them; gaps
@@ -171,6 +174,96 @@ pub struct DuplicateSpec {
     pub within_m: f64,
     /// Largest time between the open incident's report and the new one, e.g. `24h`.
     pub window: String,
+}
+
+/// A category residents and apps may report, as civic apps list it (Open311's "services"):
+/// its name and, where the category needs them, the attributes a report should carry.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CategorySpec {
+    /// The category code (`city.vehicle.abandoned`).
+    pub code: String,
+    /// Its name for people (`僵尸车`).
+    pub name: String,
+    /// What it covers.
+    #[serde(default)]
+    pub description: String,
+    /// The group apps show it under (`市容`).
+    #[serde(default)]
+    pub group: String,
+    /// Words apps search by.
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    /// What a report of this category should say besides the description.
+    #[serde(default)]
+    pub attributes: Vec<AttributeSpec>,
+}
+
+/// One attribute of a category (Open311 service definition attribute).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeSpec {
+    /// Attribute code (`plate_number`).
+    pub code: String,
+    /// The question asked (`车牌号`).
+    pub description: String,
+    /// Its type.
+    #[serde(default)]
+    pub datatype: Datatype,
+    /// Whether a report must give it.
+    #[serde(default)]
+    pub required: bool,
+    /// The choices of a list attribute.
+    #[serde(default)]
+    pub values: Vec<AttributeValue>,
+}
+
+/// The type of an attribute, as Open311 names them.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Datatype {
+    /// A short text.
+    #[default]
+    String,
+    /// A number.
+    Number,
+    /// A date and time.
+    Datetime,
+    /// A long text.
+    Text,
+    /// One of `values`.
+    Singlevaluelist,
+    /// Several of `values`.
+    Multivaluelist,
+}
+
+impl Datatype {
+    /// The name Open311 uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::String => "string",
+            Self::Number => "number",
+            Self::Datetime => "datetime",
+            Self::Text => "text",
+            Self::Singlevaluelist => "singlevaluelist",
+            Self::Multivaluelist => "multivaluelist",
+        }
+    }
+
+    /// Whether the attribute is a choice among values.
+    pub fn is_list(self) -> bool {
+        matches!(self, Self::Singlevaluelist | Self::Multivaluelist)
+    }
+}
+
+/// One choice of a list attribute.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeValue {
+    /// What the report sends.
+    pub key: String,
+    /// What people read.
+    pub name: String,
 }
 
 /// Points per verified report.

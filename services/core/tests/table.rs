@@ -733,3 +733,52 @@ proptest! {
 thread_local! {
     static SAMPLE: std::rc::Rc<RoutingTable> = std::rc::Rc::new(sample());
 }
+
+#[test]
+fn the_category_catalogue_is_checked_and_defaults_to_what_the_rules_name() {
+    let load = |rules: &str| {
+        RoutingTable::load(TableSources {
+            grids_geojson: &grids(),
+            rules_yaml: rules,
+            calendar_yaml: None,
+            regions_geojson: None,
+        })
+    };
+    // Without a catalogue: every category a rule names, its code as its name.
+    let t = table();
+    let codes: Vec<&str> = t.categories.iter().map(|c| c.code.as_str()).collect();
+    assert!(
+        codes.contains(&"city.noise") && codes.contains(&"city.water"),
+        "{codes:?}"
+    );
+    assert!(t.categories.iter().all(|c| c.name == c.code));
+    // A catalogue with its attributes.
+    let with = format!(
+        "{RULES}categories:\n  - {{code: city.noise, name: 噪声, attributes: [{{code: when, description: 时段, datatype: singlevaluelist, required: true, values: [{{key: night, name: 夜间}}]}}]}}\n"
+    );
+    let t = load(&with).unwrap();
+    assert_eq!(t.categories.len(), 1);
+    assert_eq!(t.categories[0].attributes[0].values[0].key, "night");
+    // Listed twice, a bad code, a list without values: rejected whole, each named.
+    let bad = format!(
+        "{RULES}categories:\n  - {{code: city.noise, name: a}}\n  - {{code: city.noise, name: b}}\n  - {{code: Not-A-Code, name: c}}\n  - {{code: city.water, name: d, attributes: [{{code: kind, description: x, datatype: multivaluelist}}]}}\n"
+    );
+    let err = load(&bad).unwrap_err();
+    let codes: Vec<(&str, &str)> = err
+        .issues
+        .iter()
+        .map(|i| (i.code, i.subject.as_str()))
+        .collect();
+    assert!(
+        codes.contains(&("duplicate_category", "categories.city.noise")),
+        "{codes:?}"
+    );
+    assert!(
+        codes.contains(&("bad_category", "categories.Not-A-Code")),
+        "{codes:?}"
+    );
+    assert!(
+        codes.contains(&("bad_attribute", "categories.city.water.attributes.kind")),
+        "{codes:?}"
+    );
+}

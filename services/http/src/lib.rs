@@ -8,6 +8,8 @@
 //! - [`transcode`]: JSON and query strings ↔ request and response messages, the in-process
 //!   call, errors as Google's JSON errors with the HTTP status of their gRPC code, SSE.
 //! - [`openapi`]: the OpenAPI 3 document.
+//! - [`open311`]: Open311 GeoReport v2 (services from the table's category catalogue, service
+//!   requests as incidents), calling the same RPCs.
 //! - this file: the router and [`serve`].
 
 use std::{net::SocketAddr, sync::Arc};
@@ -22,6 +24,7 @@ use gridroute_api::{ApiState, authz::Connection};
 use prost_reflect::DescriptorPool;
 
 pub mod bindings;
+pub mod open311;
 pub mod openapi;
 pub mod transcode;
 
@@ -64,23 +67,50 @@ pub fn openapi_document() -> Result<serde_json::Value, HttpError> {
 struct Face {
     transcoder: Arc<Transcoder>,
     openapi: Arc<String>,
+    tables: gridroute_core::table::SharedTable,
 }
 
-/// The HTTP application for `state`: the API under `/v1/`, the OpenAPI document.
+/// The HTTP application for `state`: the API under `/v1/`, the OpenAPI document, Open311.
 pub fn app(state: ApiState) -> Result<Router, HttpError> {
     let pool = descriptor_pool()?;
     let bindings = Bindings::from_pool(&pool)?;
     let openapi = Arc::new(openapi::document(&bindings).to_string());
     let shutdown = state.shutdown.clone();
+    let tables = state.tables.clone();
     let transcoder = Transcoder::new(pool, bindings, transcode::grpc(state), shutdown);
     let face = Face {
         transcoder: Arc::new(transcoder),
         openapi,
+        tables,
     };
     Ok(Router::new()
         .route(OPENAPI_PATH, get(openapi_json))
+        .route(
+            "/open311/v2/{file}",
+            get(open311::get_collection).post(open311::post_request),
+        )
+        .route("/open311/v2/services/{file}", get(open311::get_service))
+        .route("/open311/v2/{kind}/{file}", get(open311::get_one))
+        .route_layer(axum::middleware::from_fn(observe))
         .fallback(api)
         .with_state(face))
+}
+
+/// Metrics and a span for the routes outside `/v1/` (Open311, the OpenAPI document); the
+/// transcoder observes its own, by path template.
+async fn observe(
+    path: axum::extract::MatchedPath,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use tracing::Instrument;
+    let started = std::time::Instant::now();
+    let route = path.as_str().to_owned();
+    let span =
+        tracing::info_span!("http.request", http.method = %req.method(), http.route = %route);
+    let r = next.run(req).instrument(span).await;
+    transcode::record(&route, r.status(), started);
+    r
 }
 
 async fn openapi_json(State(face): State<Face>) -> Response {

@@ -121,6 +121,68 @@ impl Transcoder {
         r
     }
 
+    /// Calls the RPC at `grpc_path` in process with `messages` (one, or a client stream), the
+    /// caller's `headers` as metadata and its connection.
+    async fn invoke<M: Message>(
+        &self,
+        grpc_path: &str,
+        messages: &[M],
+        headers: &HeaderMap,
+        conn: Connection,
+    ) -> http::Response<GrpcBody> {
+        let mut frames = BytesMut::new();
+        for m in messages {
+            let len = m.encoded_len();
+            frames.extend_from_slice(&[0]);
+            frames.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+            m.encode(&mut frames).unwrap_or_default();
+        }
+        let mut req = http::Request::new(GrpcBody::new(http_body_util::Full::new(frames.freeze())));
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = http::Uri::try_from(grpc_path).unwrap_or_default();
+        *req.version_mut() = http::Version::HTTP_2;
+        copy_metadata(headers, req.headers_mut());
+        req.extensions_mut().insert(conn);
+        match self.grpc.clone().oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Calls a unary RPC with a typed request (Open311's calls), as [`Self::handle`] does for
+    /// JSON: same metadata, same authorization.
+    pub async fn unary<Req: Message, Res: Message + Default>(
+        &self,
+        grpc_path: &str,
+        request: &Req,
+        headers: &HeaderMap,
+        conn: Connection,
+    ) -> Result<Res, Status> {
+        let response = self
+            .invoke(grpc_path, std::slice::from_ref(request), headers, conn)
+            .await;
+        if let Some(status) = Status::from_header_map(response.headers())
+            && status.code() != Code::Ok
+        {
+            return Err(status);
+        }
+        let collected = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        if let Some(status) = collected.trailers().and_then(Status::from_header_map)
+            && status.code() != Code::Ok
+        {
+            return Err(status);
+        }
+        let data = collected.to_bytes();
+        if data.len() < 5 {
+            return Err(Status::internal("no response message"));
+        }
+        Res::decode(&data[5..]).map_err(|e| Status::internal(e.to_string()))
+    }
+
     async fn call(
         &self,
         binding: &Binding,
@@ -142,27 +204,9 @@ impl Transcoder {
             Ok(m) => m,
             Err(status) => return error_response(&self.pool, &status),
         };
-        let mut frames = BytesMut::new();
-        for m in &messages {
-            let len = m.encoded_len();
-            frames.extend_from_slice(&[0]);
-            frames.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
-            m.encode(&mut frames).unwrap_or_default();
-        }
-        let mut req = http::Request::new(GrpcBody::new(http_body_util::Full::new(frames.freeze())));
-        *req.method_mut() = http::Method::POST;
-        *req.uri_mut() = match binding.grpc_path.parse() {
-            Ok(u) => u,
-            Err(_) => return error_response(&self.pool, &Status::internal("bad method path")),
-        };
-        *req.version_mut() = http::Version::HTTP_2;
-        copy_metadata(&parts.headers, req.headers_mut());
-        req.extensions_mut().insert(conn);
-        let grpc = self.grpc.clone();
-        let response = match grpc.oneshot(req).await {
-            Ok(r) => r,
-            Err(never) => match never {},
-        };
+        let response = self
+            .invoke(&binding.grpc_path, &messages, &parts.headers, conn)
+            .await;
         if let Some(status) = Status::from_header_map(response.headers())
             && status.code() != Code::Ok
         {
@@ -199,7 +243,7 @@ impl Transcoder {
 }
 
 /// Counts an HTTP request by its route template and status.
-fn record(route: &str, status: StatusCode, started: Instant) {
+pub(crate) fn record(route: &str, status: StatusCode, started: Instant) {
     metrics::counter!(
         names::HTTP_REQUESTS_TOTAL,
         "route" => route.to_owned(),

@@ -222,6 +222,33 @@ impl RoutingTable {
                 );
             }
         }
+        let mut seen_categories = std::collections::HashSet::new();
+        for c in &rf.categories {
+            let subject = format!("categories.{}", c.code);
+            if !category::is_valid(&c.code) {
+                issues.error("bad_category", &subject, "not a dotted lower-case code");
+            }
+            if !seen_categories.insert(c.code.as_str()) {
+                issues.error("duplicate_category", &subject, "listed twice");
+            }
+            if c.name.trim().is_empty() {
+                issues.error("bad_category", &subject, "a name is required");
+            }
+            let mut seen_attributes = std::collections::HashSet::new();
+            for a in &c.attributes {
+                let subject = format!("{subject}.attributes.{}", a.code);
+                if a.code.is_empty() || !seen_attributes.insert(a.code.as_str()) {
+                    issues.error("bad_attribute", &subject, "empty or listed twice");
+                }
+                if a.datatype.is_list() == a.values.is_empty() {
+                    issues.error(
+                        "bad_attribute",
+                        &subject,
+                        "list datatypes need values, other datatypes take none",
+                    );
+                }
+            }
+        }
         if rf.max_returns == 0 || rf.max_returns > 100 {
             issues.error(
                 "bad_max_returns",
@@ -352,6 +379,26 @@ impl RoutingTable {
         if issues.has_errors() {
             return Err(TableError { issues: issues.0 });
         }
+        // The catalogue apps list; without one, what the rules name.
+        let categories = if rf.categories.is_empty() {
+            rf.rules
+                .iter()
+                .map(|r| r.category.clone())
+                .filter(|c| !c.is_empty())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .map(|code| crate::rules::CategorySpec {
+                    name: code.clone(),
+                    code,
+                    description: String::new(),
+                    group: String::new(),
+                    keywords: Vec::new(),
+                    attributes: Vec::new(),
+                })
+                .collect()
+        } else {
+            rf.categories
+        };
         let mut is_grid = vec![false; regions.len()];
         for g in &grids {
             is_grid[g.region as usize] = true;
@@ -410,6 +457,7 @@ impl RoutingTable {
             max_returns: rf.max_returns,
             duplicates,
             points: rf.points,
+            categories,
             warnings: issues.0,
         })
     }

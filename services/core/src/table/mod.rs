@@ -137,6 +137,9 @@ pub struct RoutingTable {
     pub duplicates: Vec<DuplicatePolicy>,
     /// Reporter points.
     pub points: PointsSpec,
+    /// The categories apps list: `rules.yaml`'s `categories`, or, without it, every category a
+    /// rule names (its code as its name).
+    pub categories: Vec<crate::rules::CategorySpec>,
     /// Warnings found while loading.
     pub warnings: Vec<TableIssue>,
 }
