@@ -16,6 +16,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod echo;
 mod html;
+mod http;
 mod metadata;
 mod report;
 mod traffic;
@@ -39,6 +40,16 @@ use hdrhistogram::Histogram;
 use tonic::transport::Channel;
 
 use crate::{report::Summary, traffic::Traffic};
+
+/// How reports reach gridroute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    /// gRPC on --addr.
+    Grpc,
+    /// HTTP/JSON (`POST /v1/incidents`) on --http-addr; report and e2e scenarios (subscribers
+    /// stay on gRPC).
+    Http,
+}
 
 /// What to drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -85,6 +96,12 @@ struct Args {
     /// Scenario.
     #[arg(long, value_enum, default_value = "report")]
     scenario: Scenario,
+    /// How reports are sent.
+    #[arg(long, value_enum, default_value = "grpc")]
+    protocol: Protocol,
+    /// gridroute HTTP/JSON endpoint (with --protocol http).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    http_addr: String,
     /// Open loop: this many reports per second (intended start times, CO-corrected latency).
     #[arg(long)]
     rate: Option<u64>,
@@ -381,6 +398,19 @@ async fn run(args: Args) -> Result<bool, BoxError> {
         }
     }
     let shared = Arc::new(Shared::new());
+    let http = match args.protocol {
+        Protocol::Grpc => None,
+        Protocol::Http => {
+            if !matches!(args.scenario, Scenario::Report | Scenario::E2e) {
+                return Err("--protocol http drives the report and e2e scenarios".into());
+            }
+            let token = tokens
+                .get(&format!("source_system:{}", traffic::SOURCE_SYSTEM))
+                .map(String::as_str)
+                .or(args.token.as_deref());
+            Some(http::HttpReports::connect(&args.http_addr, args.connections, token).await?)
+        }
+    };
 
     let mut subscribers = Vec::new();
     let follows = args.scenario.follows();
@@ -487,6 +517,7 @@ async fn run(args: Args) -> Result<bool, BoxError> {
                     channels[w % channels.len()].clone(),
                 );
                 let scenario = args.scenario;
+                let http = http.clone();
                 workers.spawn(async move {
                     let mut client = IncidentServiceClient::new(ch);
                     while !s.stop.load(Ordering::Relaxed) {
@@ -496,6 +527,7 @@ async fn run(args: Args) -> Result<bool, BoxError> {
                         }
                         send(
                             &mut client,
+                            http.as_ref(),
                             scenario,
                             &t,
                             &s,
@@ -556,10 +588,11 @@ async fn run(args: Args) -> Result<bool, BoxError> {
                     channels[(i / batch) as usize % channels.len()].clone(),
                 );
                 let scenario = args.scenario;
+                let http = http.clone();
                 workers.spawn(async move {
                     let _permit = permit;
                     let mut client = IncidentServiceClient::new(ch);
-                    send(&mut client, scenario, &t, &s, i, n, due).await;
+                    send(&mut client, http.as_ref(), scenario, &t, &s, i, n, due).await;
                 });
             }
             let _ = pacer.join();
@@ -670,8 +703,10 @@ async fn work_case(
 }
 
 /// Sends `n` reports starting at sequence number `first` (one unary call, or one stream).
+#[allow(clippy::too_many_arguments)]
 async fn send(
     client: &mut IncidentServiceClient<metadata::WithMetadata>,
+    http: Option<&http::HttpReports>,
     scenario: Scenario,
     traffic: &Traffic,
     s: &Shared,
@@ -684,6 +719,18 @@ async fn send(
         Scenario::Report | Scenario::E2e | Scenario::Lifecycle | Scenario::Echo => {
             let report = traffic.report(first);
             let fresh = !traffic.is_duplicate(first);
+            if let Some(h) = http {
+                match h.report(&report).await {
+                    Ok(r) => {
+                        if scenario.follows() && fresh && !r.duplicate_request {
+                            s.sent(r.incident_id, due);
+                        }
+                        s.record(due, tonic::Code::Ok, 1);
+                    }
+                    Err(code) => s.record(due, code, 1),
+                }
+                return;
+            }
             match client.report_incident(report).await {
                 Ok(r) => {
                     let r = r.into_inner();

@@ -358,12 +358,13 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
                 .await
                 .map_err(|e| format!("--http-addr {addr}: {e}"))?;
             let state = state.clone();
+            let tls = http_tls(&o)?;
             let mut rx = stop_rx.clone();
             tasks.spawn(async move {
                 let stop = async move {
                     let _ = rx.wait_for(|s| *s).await;
                 };
-                if let Err(e) = gridroute_http::serve(state, listener, stop).await {
+                if let Err(e) = gridroute_http::serve(state, listener, tls, stop).await {
                     error!(error = %e, "HTTP server failed");
                 }
             });
@@ -414,6 +415,20 @@ fn server_tls(o: &ServeOptions) -> Result<Option<tonic::transport::ServerTlsConf
             .client_auth_optional(o.tls_client_optional);
     }
     Ok(Some(tls))
+}
+
+/// The HTTP face's TLS: the gRPC port's certificate, key and client CA.
+fn http_tls(o: &ServeOptions) -> Result<Option<gridroute_http::tls::TlsFiles>, BoxError> {
+    let (Some(cert), Some(key)) = (&o.tls_cert, &o.tls_key) else {
+        return Ok(None);
+    };
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    Ok(Some(gridroute_http::tls::TlsFiles {
+        cert_pem: read(cert)?,
+        key_pem: read(key)?,
+        client_ca_pem: o.tls_client_ca.as_ref().map(read).transpose()?,
+        client_optional: o.tls_client_optional,
+    }))
 }
 
 /// How callers are identified: tokens against a JWKS and/or certificates through a map; in

@@ -1,6 +1,7 @@
 //! Client certificates as identities, with the real binary: over mutual TLS a certificate the
 //! map names identifies its system without a token; a verified certificate no entry names is
-//! refused; a token on the same connection wins over the certificate.
+//! refused; a token on the same connection wins over the certificate; the HTTP face over TLS
+//! identifies by the same certificate.
 
 #![allow(clippy::unwrap_used)]
 
@@ -105,7 +106,11 @@ async fn a_mapped_certificate_identifies_its_system_and_an_unmapped_one_is_refus
     );
     let redis = LocalRedis::start().unwrap();
     let auth = ServeAuth::new("mtls");
-    let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
+    let (grpc, metrics, http) = (
+        free_port().unwrap(),
+        free_port().unwrap(),
+        free_port().unwrap(),
+    );
     let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
         .args([
             "serve",
@@ -114,7 +119,7 @@ async fn a_mapped_certificate_identifies_its_system_and_an_unmapped_one_is_refus
             "--grpc-addr",
             &format!("127.0.0.1:{grpc}"),
             "--http-addr",
-            "off",
+            &format!("127.0.0.1:{http}"),
             "--metrics-addr",
             &format!("127.0.0.1:{metrics}"),
             "--tls-cert",
@@ -177,5 +182,78 @@ async fn a_mapped_certificate_identifies_its_system_and_an_unmapped_one_is_refus
         Code::PermissionDenied,
         "a department may not report, whatever certificate carries it"
     );
+
+    // The HTTP face over TLS: the same certificate identifies the same system.
+    let http_addr = format!("127.0.0.1:{http}");
+    let got = https_get(
+        &http_addr,
+        &ca_pem,
+        Some(&hotline),
+        &format!("/v1/incidents/{id}"),
+    )
+    .await;
+    assert_eq!(got.0, 200, "{}", got.1);
+    assert!(got.1.contains("12345-hotline"), "{}", got.1);
+    let none = https_get(&http_addr, &ca_pem, None, &format!("/v1/incidents/{id}")).await;
+    assert_eq!(none.0, 401, "{}", none.1);
+    let stranger = https_get(&http_addr, &ca_pem, Some(&stranger), "/v1/stats").await;
+    assert_eq!(stranger.0, 401, "{}", stranger.1);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A GET over HTTPS (HTTP/1.1) with an optional client certificate: status and body.
+async fn https_get(
+    addr: &str,
+    ca_pem: &str,
+    client: Option<&(String, String)>,
+    path: &str,
+) -> (u16, String) {
+    use http_body_util::BodyExt;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let mut tcp = None;
+    for _ in 0..200 {
+        if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
+            tcp = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp.expect("the HTTP port opens"),
+        )
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", "localhost")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
 }

@@ -10,6 +10,7 @@
 //! - [`openapi`]: the OpenAPI 3 document.
 //! - [`open311`]: Open311 GeoReport v2 (services from the table's category catalogue, service
 //!   requests as incidents), calling the same RPCs.
+//! - [`tls`]: TLS with client certificates, as on the gRPC port.
 //! - this file: the router and [`serve`].
 
 use std::{net::SocketAddr, sync::Arc};
@@ -26,6 +27,7 @@ use prost_reflect::DescriptorPool;
 pub mod bindings;
 pub mod open311;
 pub mod openapi;
+pub mod tls;
 pub mod transcode;
 
 use bindings::Bindings;
@@ -46,6 +48,9 @@ pub enum HttpError {
     /// The listener failed.
     #[error("http: {0}")]
     Io(#[from] std::io::Error),
+    /// The TLS certificate, key or client CA could not be used.
+    #[error("http tls: {0}")]
+    Tls(String),
 }
 
 /// gridroute's descriptors and google.rpc's (the error details), in one pool.
@@ -121,26 +126,51 @@ async fn openapi_json(State(face): State<Face>) -> Response {
         .into_response()
 }
 
-async fn api(
-    State(face): State<Face>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
-) -> Response {
-    let conn = Connection {
-        peer: Some(peer),
-        certificates: None,
-    };
+/// The caller's connection: set by the TLS acceptor (with the verified client certificates),
+/// else the plain listener's peer address.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer(pub(crate) Connection);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<Connection>()
+                .cloned()
+                .unwrap_or_else(|| Connection {
+                    peer: parts
+                        .extensions
+                        .get::<ConnectInfo<SocketAddr>>()
+                        .map(|c| c.0),
+                    certificates: None,
+                }),
+        ))
+    }
+}
+
+async fn api(State(face): State<Face>, Peer(conn): Peer, req: Request) -> Response {
     face.transcoder.handle(conn, req).await
 }
 
-/// Serves the HTTP face on `listener` until `shutdown` completes; open event streams end when
-/// the API's shutdown signal turns (their clients resume with `Last-Event-ID`).
+/// Serves the HTTP face on `listener` (over TLS when `tls` is given) until `shutdown`
+/// completes; open event streams end when the API's shutdown signal turns (their clients resume
+/// with `Last-Event-ID`).
 pub async fn serve(
     state: ApiState,
     listener: tokio::net::TcpListener,
+    tls: Option<tls::TlsFiles>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpError> {
     let app = app(state)?;
+    if let Some(files) = tls {
+        return tls::serve(app, listener, tls::server_config(&files)?, shutdown).await;
+    }
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use axum::{
-    extract::{ConnectInfo, Path, Query, State},
+    extract::{Path, Query, State},
     response::{IntoResponse, Response},
 };
 use gridroute_api::authz::Connection;
@@ -221,17 +221,10 @@ fn credentials(api_key: Option<&str>, headers: &HeaderMap) -> HeaderMap {
     out
 }
 
-fn conn(peer: std::net::SocketAddr) -> Connection {
-    Connection {
-        peer: Some(peer),
-        certificates: None,
-    }
-}
-
 /// `GET /open311/v2/{services|requests}.{json|xml}`.
 pub(crate) async fn get_collection(
     State(face): State<Face>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    crate::Peer(conn): crate::Peer,
     Path(file): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -245,7 +238,7 @@ pub(crate) async fn get_collection(
             let list: Vec<Value> = table.categories.iter().map(service_json).collect();
             render(format, "services", "service", &Value::Array(list))
         }
-        "requests" => list_requests(&face, peer, &q, &headers, format).await,
+        "requests" => list_requests(&face, &conn, &q, &headers, format).await,
         _ => error(format, StatusCode::NOT_FOUND, "no such resource"),
     }
 }
@@ -280,7 +273,7 @@ pub(crate) async fn get_service(State(face): State<Face>, Path(file): Path<Strin
 /// `POST /open311/v2/requests.{json|xml}` (form-encoded): a new report.
 pub(crate) async fn post_request(
     State(face): State<Face>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    crate::Peer(conn): crate::Peer,
     Path(file): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -369,7 +362,7 @@ pub(crate) async fn post_request(
             "/gridroute.v1.IncidentService/ReportIncident",
             &report,
             &creds,
-            conn(peer),
+            conn.clone(),
         )
         .await;
     match answer {
@@ -491,7 +484,7 @@ fn request_json(table: &RoutingTable, inc: &pb::Incident) -> Value {
 
 async fn get_incident(
     face: &Face,
-    peer: std::net::SocketAddr,
+    conn: &Connection,
     creds: &HeaderMap,
     id: &str,
 ) -> Result<pb::Incident, Status> {
@@ -502,7 +495,7 @@ async fn get_incident(
                 incident_id: id.to_owned(),
             },
             creds,
-            conn(peer),
+            conn.clone(),
         )
         .await
 }
@@ -514,7 +507,7 @@ fn rfc3339(text: &str) -> Result<prost_types::Timestamp, String> {
 
 async fn list_requests(
     face: &Face,
-    peer: std::net::SocketAddr,
+    conn: &Connection,
     q: &HashMap<String, String>,
     headers: &HeaderMap,
     format: Format,
@@ -524,7 +517,7 @@ async fn list_requests(
     let mut incidents = Vec::new();
     if let Some(ids) = q.get("service_request_id").filter(|s| !s.is_empty()) {
         for id in ids.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            match get_incident(face, peer, &creds, id).await {
+            match get_incident(face, conn, &creds, id).await {
                 Ok(i) => incidents.push(i),
                 Err(s) => return from_status(format, &s),
             }
@@ -557,7 +550,7 @@ async fn list_requests(
                         ..Default::default()
                     },
                     &creds,
-                    conn(peer),
+                    conn.clone(),
                 )
                 .await;
             match page {
@@ -593,7 +586,7 @@ async fn list_requests(
 /// `GET /open311/v2/requests/{id}.{json|xml}` and `GET /open311/v2/tokens/{token}.{json|xml}`.
 pub(crate) async fn get_one(
     State(face): State<Face>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    crate::Peer(conn): crate::Peer,
     Path((kind, file)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -602,7 +595,7 @@ pub(crate) async fn get_one(
         return error(Format::Json, StatusCode::NOT_FOUND, "use .json or .xml");
     };
     let creds = credentials(q.get("api_key").map(String::as_str), &headers);
-    let inc = match get_incident(&face, peer, &creds, id).await {
+    let inc = match get_incident(&face, &conn, &creds, id).await {
         Ok(i) => i,
         Err(s) => return from_status(format, &s),
     };

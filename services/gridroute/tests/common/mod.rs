@@ -286,7 +286,7 @@ impl Env {
                 let stop = async move {
                     let _ = rx.wait_for(|s| *s).await;
                 };
-                gridroute_http::serve(state, http_listener, stop)
+                gridroute_http::serve(state, http_listener, None, stop)
                     .await
                     .unwrap();
             }
