@@ -77,10 +77,18 @@ pub fn report(
         );
     }
     match r.location.as_ref() {
-        None => v.add(&f("location"), "required: a point or a grid code"),
+        None => v.add(
+            &f("location"),
+            "required: a point, a grid code or an address",
+        ),
         Some(loc) => {
             match loc.kind.as_ref() {
-                None => v.add(&f("location"), "set either point or grid_code"),
+                // Only an address: the command centre places it.
+                None if !loc.address.trim().is_empty() => {}
+                None => v.add(
+                    &f("location"),
+                    "set point or grid_code (or, failing both, an address)",
+                ),
                 Some(pb::location::Kind::Point(p)) => {
                     if !p.latitude.is_finite() || !(-90.0..=90.0).contains(&p.latitude) {
                         v.add(&f("location.point.latitude"), "must be within [-90, 90]");

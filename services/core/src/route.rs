@@ -27,6 +27,9 @@ pub enum RouteTarget<'a> {
     },
     /// A grid code.
     Grid(&'a str),
+    /// Only an address, as the reporter gave it: no point, no grid (the table's default
+    /// command centre places it; gridroute does not geocode).
+    Address(&'a str),
 }
 
 /// What the router needs to know of a report.
@@ -69,6 +72,8 @@ pub enum Outcome {
     /// part of a region's official outline that its grids do not cover. The command centre of
     /// the region around it.
     InHole,
+    /// Only an address was given: the default command centre places it.
+    Unlocated,
 }
 
 impl Outcome {
@@ -80,6 +85,7 @@ impl Outcome {
             Self::OutsideGrids => "outside_grids",
             Self::UnknownGrid => "unknown_grid",
             Self::InHole => "in_hole",
+            Self::Unlocated => "unlocated",
         }
     }
 }
@@ -134,6 +140,7 @@ impl RoutingTable {
                 Some(r) if self.is_grid(r) => r,
                 _ => return self.fallback(Outcome::UnknownGrid, None, q.urgency),
             },
+            RouteTarget::Address(_) => return self.fallback(Outcome::Unlocated, None, q.urgency),
         };
         self.decide(q, grid)
     }
@@ -343,6 +350,11 @@ impl RoutingTable {
                 reasons.push(format!(
                     "reported grid code {code:?} is not a grid of table {}",
                     self.name
+                ));
+            }
+            (RouteTarget::Address(address), _) => {
+                reasons.push(format!(
+                    "the report gives only an address, {address:?}, no point and no grid: the command centre places it"
                 ));
             }
         }

@@ -782,3 +782,21 @@ fn the_category_catalogue_is_checked_and_defaults_to_what_the_rules_name() {
         "{codes:?}"
     );
 }
+
+#[test]
+fn an_address_alone_goes_to_the_default_command_centre_with_the_reason() {
+    let t = table();
+    let q = RouteQuery {
+        category: "city.water",
+        target: RouteTarget::Address("人民路 12 号"),
+        urgency: Urgency::Normal,
+        source: "hotline",
+        excluded: &[],
+        labels: &(),
+        now_ms: 0,
+    };
+    let d = t.route(&q);
+    assert_eq!(d.outcome, Outcome::Unlocated);
+    assert_eq!(d.department, t.default_command_centre);
+    assert!(t.explain(&q, &d)[0].contains("only an address"));
+}

@@ -231,6 +231,33 @@ async fn a_request_round_trip_shows_the_department_the_deadline_then_closed() {
     )
     .await;
     assert_eq!(none.body, serde_json::json!([]), "{}", none.text);
+    // An address without coordinates: the command centre places it.
+    let posted = post_form(
+        &env,
+        "/open311/v2/requests.json",
+        &[
+            ("api_key", &key),
+            ("service_code", "city.vehicle.abandoned"),
+            ("address_string", "大武口区 人民路 12 号"),
+        ],
+    )
+    .await;
+    assert_eq!(posted.status, StatusCode::OK, "{}", posted.text);
+    let id = posted.body[0]["service_request_id"].as_str().unwrap();
+    let incident = env
+        .wait_status(id, gridroute_proto::v1::IncidentStatus::Dispatched)
+        .await;
+    let decision = incident.decision.unwrap();
+    assert_eq!(decision.department_id, "command-centre");
+    assert_eq!(
+        decision.outcome,
+        gridroute_proto::v1::RouteOutcome::Unlocated as i32
+    );
+    assert!(
+        decision.reasons[0].contains("only an address"),
+        "{:?}",
+        decision.reasons
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,18 +294,18 @@ async fn errors_are_the_specifications_error_list_with_http_codes() {
         "{}",
         r.text
     );
-    // An address alone: gridroute does not geocode.
+    // No location at all.
     let r = post_form(
         &env,
         "/open311/v2/requests.json",
         &[
             ("api_key", &key),
             ("service_code", "city.vehicle.abandoned"),
-            ("address_string", "somewhere"),
         ],
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.text.contains("address_string"), "{}", r.text);
     // No key, or a key that is not a token: 401; a department's key may not report: 403.
     let mut form = base.to_vec();
     form[0] = ("api_key", "");

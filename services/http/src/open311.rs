@@ -6,8 +6,8 @@
 //!
 //! Choices where the specification leaves room: a request's id is the incident id, known at
 //! once, so `POST requests` answers `service_request_id` (and `tokens/{token}` answers for the
-//! token equal to it); `lat`/`long` are required (gridroute routes by location and does not
-//! geocode `address_string`, which is kept with the report); `status` is `closed` once the
+//! token equal to it); a request with `address_string` but no `lat`/`long` goes to the command
+//! centre, which places it (gridroute does not geocode); `status` is `closed` once the
 //! incident is resolved, verified, closed, cancelled or merged; listing without
 //! `service_request_id` needs a principal that may list incidents (department, command centre,
 //! auditor).
@@ -299,9 +299,14 @@ pub(crate) async fn post_request(
             &format!("service_code {code:?} is not a service of this city"),
         );
     };
-    let (lat, long) = match (field("lat"), field("long")) {
+    // A point when the app has one; an address alone goes to the command centre, which places
+    // it (gridroute does not geocode).
+    let point = match (field("lat"), field("long")) {
         (Some(lat), Some(long)) => match (lat.parse::<f64>(), long.parse::<f64>()) {
-            (Ok(lat), Ok(long)) => (lat, long),
+            (Ok(lat), Ok(long)) => Some(pb::location::Kind::Point(pb::LatLng {
+                latitude: lat,
+                longitude: long,
+            })),
             _ => {
                 return error(
                     format,
@@ -310,11 +315,12 @@ pub(crate) async fn post_request(
                 );
             }
         },
+        (None, None) if field("address_string").is_some() => None,
         _ => {
             return error(
                 format,
                 StatusCode::BAD_REQUEST,
-                "lat and long are required: requests are routed by location (address_string alone is not geocoded)",
+                "a location is required: lat and long, or address_string",
             );
         }
     };
@@ -333,10 +339,7 @@ pub(crate) async fn post_request(
         request_id: format!("open311-{}", ulid::Ulid::new()),
         category: code.clone(),
         location: Some(pb::Location {
-            kind: Some(pb::location::Kind::Point(pb::LatLng {
-                latitude: lat,
-                longitude: long,
-            })),
+            kind: point,
             coordinate_system: pb::CoordinateSystem::Wgs84 as i32,
             address: field("address_string").unwrap_or_default(),
             ..Default::default()

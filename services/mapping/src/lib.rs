@@ -45,8 +45,10 @@ pub fn route_query<'a>(
     table_crs: Crs,
 ) -> Option<RouteQuery<'a>> {
     let loc = report.location.as_ref()?;
-    let target = match loc.kind.as_ref()? {
-        pb::location::Kind::Point(p) => RouteTarget::Point {
+    let target = match loc.kind.as_ref() {
+        None if !loc.address.trim().is_empty() => RouteTarget::Address(&loc.address),
+        None => return None,
+        Some(pb::location::Kind::Point(p)) => RouteTarget::Point {
             lng: p.longitude,
             lat: p.latitude,
             accuracy_m: loc.accuracy_meters,
@@ -57,7 +59,7 @@ pub fn route_query<'a>(
                 pb::CoordinateSystem::Unspecified => table_crs,
             },
         },
-        pb::location::Kind::GridCode(code) => RouteTarget::Grid(code),
+        Some(pb::location::Kind::GridCode(code)) => RouteTarget::Grid(code),
     };
     Some(RouteQuery {
         category: &report.category,
@@ -83,6 +85,7 @@ pub fn decision_message(
             Outcome::NoRule => pb::RouteOutcome::NoRule,
             Outcome::OutsideGrids => pb::RouteOutcome::OutsideGrids,
             Outcome::UnknownGrid => pb::RouteOutcome::UnknownGrid,
+            Outcome::Unlocated => pb::RouteOutcome::Unlocated,
             Outcome::InHole => pb::RouteOutcome::InHole,
         } as i32,
         department_id: table.departments[d.department as usize].id.clone(),
