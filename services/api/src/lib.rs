@@ -355,8 +355,9 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Stable names of status codes, for the `code` metric label.
-pub(crate) fn code_name(code: Code) -> &'static str {
+/// Stable names of status codes (`INVALID_ARGUMENT`), for the `code` metric label and the
+/// `status` of JSON errors.
+pub fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",

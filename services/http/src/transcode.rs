@@ -504,29 +504,6 @@ pub fn http_status(code: Code) -> StatusCode {
     }
 }
 
-/// The name of a gRPC code (`INVALID_ARGUMENT`), as in Google's JSON errors.
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
 /// An error as Google's APIs write it over HTTP: `{"error": {"code", "message", "status",
 /// "details"}}`, the details (field violations, retry info, …) in the proto3 JSON of
 /// `google.protobuf.Any`.
@@ -541,7 +518,7 @@ pub fn error_json(pool: &DescriptorPool, status: &Status) -> Value {
     json!({"error": {
         "code": http.as_u16(),
         "message": status.message(),
-        "status": code_name(status.code()),
+        "status": gridroute_api::code_name(status.code()),
         "details": details,
     }})
 }
