@@ -453,3 +453,43 @@ async fn the_openapi_document_is_served_and_is_the_one_checked_in() {
     assert_eq!(generated["openapi"], "3.0.3");
     assert!(generated["paths"]["/v1/incidents/{incident_id}:accept"]["post"].is_object());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watching_is_an_event_stream_and_storage_down_is_503() {
+    let mut env = Env::start().await;
+    let centre = "command_centre:command-centre";
+    let token = env.token(centre);
+    let response = send(
+        &env.http_addr,
+        Method::GET,
+        "/v1/incidents:watch?start=WATCH_START_EARLIEST",
+        Some(&token),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut events = Events::new(response);
+    let (id, _) = reported(&env, "watch-1").await;
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let event: Value = serde_json::from_str(&e.data).unwrap();
+        assert_eq!(event["incident_id"], id.as_str());
+        assert_eq!(e.id, event["cursor"].as_str().unwrap());
+        kinds.push(event["event"]["type"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        kinds,
+        ["TIMELINE_KIND_REPORTED", "TIMELINE_KIND_DISPATCHED"]
+    );
+    drop(events);
+    // Storage unreachable: UNAVAILABLE, 503, never a 200 with nothing in it.
+    env.redis.stop();
+    let r = get(&env, &format!("/v1/incidents/{id}"), centre).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert_eq!(r.body["error"]["status"], "UNAVAILABLE", "{}", r.text);
+}
