@@ -71,7 +71,7 @@ pub fn openapi_document() -> Result<serde_json::Value, HttpError> {
 #[derive(Debug, Clone)]
 struct Face {
     transcoder: Arc<Transcoder>,
-    openapi: Arc<String>,
+    openapi: bytes::Bytes,
     tables: gridroute_core::table::SharedTable,
 }
 
@@ -79,7 +79,7 @@ struct Face {
 pub fn app(state: ApiState) -> Result<Router, HttpError> {
     let pool = descriptor_pool()?;
     let bindings = Bindings::from_pool(&pool)?;
-    let openapi = Arc::new(openapi::document(&bindings).to_string());
+    let openapi = bytes::Bytes::from(openapi::document(&bindings).to_string());
     let shutdown = state.shutdown.clone();
     let tables = state.tables.clone();
     let transcoder = Transcoder::new(pool, bindings, transcode::grpc(state), shutdown);
@@ -121,7 +121,7 @@ async fn observe(
 async fn openapi_json(State(face): State<Face>) -> Response {
     (
         [(http::header::CONTENT_TYPE, "application/json")],
-        face.openapi.as_str().to_owned(),
+        face.openapi.clone(),
     )
         .into_response()
 }

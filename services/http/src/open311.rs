@@ -23,7 +23,7 @@ use gridroute_core::{RoutingTable, rules::CategorySpec};
 use gridroute_proto::v1 as pb;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::Face;
 
@@ -55,10 +55,7 @@ fn error(format: Format, status: StatusCode, description: &str) -> Response {
 fn from_status(format: Format, s: &Status) -> Response {
     let status = crate::transcode::http_status(s.code());
     let mut r = error(format, status, s.message());
-    if s.code() == Code::ResourceExhausted {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
+    crate::transcode::set_retry_after(&mut r, s);
     r
 }
 
@@ -249,7 +246,7 @@ pub(crate) async fn get_service(State(face): State<Face>, Path(file): Path<Strin
         return error(Format::Json, StatusCode::NOT_FOUND, "use .json or .xml");
     };
     let table = face.tables.load();
-    match table.categories.iter().find(|c| c.code == code) {
+    match table.category(code) {
         Some(c) => match format {
             Format::Json => (
                 [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
@@ -292,7 +289,7 @@ pub(crate) async fn post_request(
         return error(format, StatusCode::BAD_REQUEST, "service_code is required");
     };
     let table = face.tables.load();
-    let Some(service) = table.categories.iter().find(|c| c.code == code) else {
+    let Some(service) = table.category(&code) else {
         return error(
             format,
             StatusCode::BAD_REQUEST,
@@ -334,8 +331,7 @@ pub(crate) async fn post_request(
         .collect::<Vec<_>>()
         .join(" ");
     let report = pb::ReportIncidentRequest {
-        // Open311 has no idempotency key: a device's own id when it sends one per request,
-        // else a fresh one (each POST is a new report).
+        // Open311 has no idempotency key: each POST is a new report.
         request_id: format!("open311-{}", ulid::Ulid::new()),
         category: code.clone(),
         location: Some(pb::Location {
@@ -448,21 +444,17 @@ fn request_json(table: &RoutingTable, inc: &pb::Incident) -> Value {
             .map_or(Value::Null, |t| Value::String(t.to_string()))
     };
     let last = inc.timeline.last();
-    let agency = table
-        .department(&inc.department_id)
-        .map(|d| table.departments[d as usize].name.clone())
-        .or_else(|| {
-            inc.decision.as_ref().and_then(|d| {
-                table
-                    .department(&d.department_id)
-                    .map(|d| table.departments[d as usize].name.clone())
-            })
-        })
+    // The department handling it; once it is closed (or merged), the one the decision named.
+    let name = |id: &str| {
+        table
+            .department(id)
+            .map(|d| table.departments[d as usize].name.clone())
+    };
+    let agency = name(&inc.department_id)
+        .or_else(|| inc.decision.as_ref().and_then(|d| name(&d.department_id)))
         .unwrap_or_default();
     let service_name = table
-        .categories
-        .iter()
-        .find(|c| c.code == report.category)
+        .category(&report.category)
         .map_or_else(|| report.category.clone(), |c| c.name.clone());
     json!({
         "service_request_id": inc.incident_id,

@@ -66,11 +66,6 @@ impl Transcoder {
         }
     }
 
-    /// The descriptors (gridroute's and google.rpc's).
-    pub fn pool(&self) -> &DescriptorPool {
-        &self.pool
-    }
-
     /// Serves one HTTP request under `/v1/`.
     pub async fn handle(&self, conn: Connection, req: http::Request<axum::body::Body>) -> Response {
         let started = Instant::now();
@@ -83,15 +78,15 @@ impl Transcoder {
                     .map(http::Method::as_str)
                     .collect::<Vec<_>>()
                     .join(", ");
-                let mut r = error_response(
-                    &self.pool,
-                    &Status::unimplemented(format!(
-                        "{} is not allowed on {}: use {allow}",
-                        parts.method,
-                        parts.uri.path()
-                    )),
+                let status = Status::unimplemented(format!(
+                    "{} is not allowed on {}: use {allow}",
+                    parts.method,
+                    parts.uri.path()
+                ));
+                let mut r = json_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &error_body(&self.pool, &status, StatusCode::METHOD_NOT_ALLOWED),
                 );
-                *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
                 if let Ok(v) = HeaderValue::from_str(&allow) {
                     r.headers_mut().insert(header::ALLOW, v);
                 }
@@ -161,26 +156,10 @@ impl Transcoder {
         let response = self
             .invoke(grpc_path, std::slice::from_ref(request), headers, conn)
             .await;
-        if let Some(status) = Status::from_header_map(response.headers())
-            && status.code() != Code::Ok
-        {
-            return Err(status);
-        }
-        let collected = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        if let Some(status) = collected.trailers().and_then(Status::from_header_map)
-            && status.code() != Code::Ok
-        {
-            return Err(status);
-        }
-        let data = collected.to_bytes();
-        if data.len() < 5 {
-            return Err(Status::internal("no response message"));
-        }
-        Res::decode(&data[5..]).map_err(|e| Status::internal(e.to_string()))
+        let mut data = unary_answer(response).await?;
+        let payload =
+            frame_payload(&mut data).ok_or_else(|| Status::internal("no response message"))?;
+        Res::decode(payload).map_err(|e| Status::internal(e.to_string()))
     }
 
     async fn call(
@@ -224,22 +203,37 @@ impl Transcoder {
                 .keep_alive(KeepAlive::default())
                 .into_response();
         }
-        let collected = match response.into_body().collect().await {
-            Ok(c) => c,
-            Err(e) => return error_response(&self.pool, &Status::unavailable(e.to_string())),
+        let mut data = match unary_answer(response).await {
+            Ok(d) => d,
+            Err(status) => return error_response(&self.pool, &status),
         };
-        if let Some(status) = collected.trailers().and_then(Status::from_header_map)
-            && status.code() != Code::Ok
-        {
-            return error_response(&self.pool, &status);
-        }
-        let mut data = collected.to_bytes();
         match next_message(&mut data, &output) {
             Some(Ok(m)) => json_response(StatusCode::OK, &to_json(&m)),
             Some(Err(e)) => error_response(&self.pool, &Status::internal(e)),
             None => error_response(&self.pool, &Status::internal("no response message")),
         }
     }
+}
+
+/// The body of a unary RPC's answer (its length-prefixed message), or the status it failed
+/// with, whether in the headers (trailers-only) or in the trailers.
+async fn unary_answer(response: http::Response<GrpcBody>) -> Result<Bytes, Status> {
+    if let Some(status) = Status::from_header_map(response.headers())
+        && status.code() != Code::Ok
+    {
+        return Err(status);
+    }
+    let collected = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    if let Some(status) = collected.trailers().and_then(Status::from_header_map)
+        && status.code() != Code::Ok
+    {
+        return Err(status);
+    }
+    Ok(collected.to_bytes())
 }
 
 /// Counts an HTTP request by its route template and status.
@@ -452,11 +446,8 @@ fn query_fields(input: &MessageDescriptor, query: &str) -> Result<Map<String, Va
     Ok(out)
 }
 
-/// Takes the next length-prefixed message off `buf`, if a whole one is there.
-fn next_message(
-    buf: &mut Bytes,
-    desc: &MessageDescriptor,
-) -> Option<Result<DynamicMessage, String>> {
+/// Takes the next length-prefixed gRPC frame's payload off `buf`, if a whole one is there.
+fn frame_payload(buf: &mut Bytes) -> Option<Bytes> {
     if buf.len() < 5 {
         return None;
     }
@@ -465,7 +456,15 @@ fn next_message(
         return None;
     }
     buf.advance(5);
-    let msg = buf.split_to(len);
+    Some(buf.split_to(len))
+}
+
+/// Takes the next message off `buf`, if a whole one is there.
+fn next_message(
+    buf: &mut Bytes,
+    desc: &MessageDescriptor,
+) -> Option<Result<DynamicMessage, String>> {
+    let msg = frame_payload(buf)?;
     Some(DynamicMessage::decode(desc.clone(), msg).map_err(|e| e.to_string()))
 }
 
@@ -508,7 +507,11 @@ pub fn http_status(code: Code) -> StatusCode {
 /// "details"}}`, the details (field violations, retry info, …) in the proto3 JSON of
 /// `google.protobuf.Any`.
 pub fn error_json(pool: &DescriptorPool, status: &Status) -> Value {
-    let http = http_status(status.code());
+    error_body(pool, status, http_status(status.code()))
+}
+
+/// [`error_json`] answered with another HTTP status than the code's (405).
+fn error_body(pool: &DescriptorPool, status: &Status, http: StatusCode) -> Value {
     let details = pool
         .get_message_by_name("google.rpc.Status")
         .and_then(|desc| DynamicMessage::decode(desc, status.details()).ok())
@@ -525,19 +528,26 @@ pub fn error_json(pool: &DescriptorPool, status: &Status) -> Value {
 
 /// The HTTP answer to a failed call; RESOURCE_EXHAUSTED carries `Retry-After`.
 pub fn error_response(pool: &DescriptorPool, status: &Status) -> Response {
-    use tonic_types::StatusExt;
     let mut r = json_response(http_status(status.code()), &error_json(pool, status));
-    if status.code() == Code::ResourceExhausted {
-        let secs = status
-            .get_details_retry_info()
-            .and_then(|i| i.retry_delay)
-            .map_or(1, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
-            .max(1);
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-    }
+    set_retry_after(&mut r, status);
     r
+}
+
+/// `Retry-After` on a RESOURCE_EXHAUSTED answer: its RetryInfo's delay in whole seconds
+/// (rounded up, at least 1).
+pub fn set_retry_after(r: &mut Response, status: &Status) {
+    use tonic_types::StatusExt;
+    if status.code() != Code::ResourceExhausted {
+        return;
+    }
+    let secs = status
+        .get_details_retry_info()
+        .and_then(|i| i.retry_delay)
+        .map_or(1, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+        .max(1);
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
 }
 
 /// The messages of a server stream as Server-Sent Events: one `message` event per message,

@@ -173,6 +173,11 @@ impl RoutingTable {
         self.dept_by_id.get(id).copied()
     }
 
+    /// The catalogue entry of a category code.
+    pub fn category(&self, code: &str) -> Option<&crate::rules::CategorySpec> {
+        self.categories.iter().find(|c| c.code == code)
+    }
+
     /// Whether the region is a leaf grid with a polygon.
     pub fn is_grid(&self, region: RegionId) -> bool {
         self.is_grid.get(region as usize).copied().unwrap_or(false)
