@@ -5,7 +5,10 @@
 //! Local time is a fixed UTC offset. `Asia/Shanghai` is UTC+8 all year (China has not used
 //! daylight saving time since 1991), so no time-zone database is needed; other fixed offsets are
 //! written `+08:00`. Days outside the published schedule follow the plain Monday-Friday rule:
-//! operators add each new year's schedule when the State Council publishes it.
+//! operators add each new year's schedule when the State Council publishes it. The last day a
+//! schedule covers (`covered_until`, or the 31 December of its latest year) is the calendar's
+//! horizon: a deadline counted past it is an estimate ([`WorkCalendar::covers`]), and a table
+//! whose SLA spans reach past it draws a warning (`RoutingTable::calendar_shortfall`).
 
 use std::collections::BTreeMap;
 
@@ -31,6 +34,11 @@ pub struct CalendarFile {
     /// Weekend days that are working days (调休).
     #[serde(default)]
     pub workdays: Vec<DayEntry>,
+    /// The last day the schedule covers (`YYYY-MM-DD`); absent = the 31 December of the latest
+    /// year that has a holiday or a make-up workday. A calendar without any holidays or
+    /// workdays and without this field has no horizon (plain weeks are its whole schedule).
+    #[serde(default)]
+    pub covered_until: Option<String>,
 }
 
 /// A dated entry.
@@ -51,6 +59,8 @@ pub struct WorkCalendar {
     periods: Vec<(i64, i64)>,
     holidays: BTreeMap<i64, String>,
     workdays: BTreeMap<i64, String>,
+    /// The last local day the published schedule covers; `None` = no horizon.
+    covered_until: Option<i64>,
 }
 
 /// Days since 1970-01-01 of a civil date (proleptic Gregorian; Howard Hinnant's algorithm).
@@ -83,6 +93,12 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
         m,
         d,
     )
+}
+
+/// A day number as `YYYY-MM-DD`.
+pub fn format_date(day: i64) -> String {
+    let (y, m, d) = civil_from_days(day);
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// Parses `YYYY-MM-DD` into a day number.
@@ -182,12 +198,30 @@ impl WorkCalendar {
                 "{y:04}-{m:02}-{dd:02} is both a holiday and a workday"
             ));
         }
+        let latest = holidays.keys().chain(workdays.keys()).max().copied();
+        let covered_until = match file.covered_until.as_deref() {
+            Some(text) => match parse_date(text) {
+                Some(d) if latest.is_none_or(|l| l <= d) => Some(d),
+                Some(_) => {
+                    errors.push(format!(
+                        "covered_until {text:?} is before the latest holiday or workday listed"
+                    ));
+                    None
+                }
+                None => {
+                    errors.push(format!("covered_until {text:?} is not a YYYY-MM-DD date"));
+                    None
+                }
+            },
+            None => latest.map(|d| days_from_civil(civil_from_days(d).0, 12, 31)),
+        };
         if errors.is_empty() {
             Ok(Self {
                 offset_ms,
                 periods,
                 holidays,
                 workdays,
+                covered_until,
             })
         } else {
             Err(errors)
@@ -197,6 +231,25 @@ impl WorkCalendar {
     /// The built-in default: Asia/Shanghai, 08:30-12:00 and 14:30-18:00, 2024-2026 schedule.
     pub fn cn_default() -> Self {
         Self::from_yaml(CN_2024_2026).expect("the built-in calendar is valid")
+    }
+
+    /// The last local day the published schedule covers (day number); `None` when the calendar
+    /// has no horizon.
+    pub fn covered_until(&self) -> Option<i64> {
+        self.covered_until
+    }
+
+    /// The instant the schedule stops covering (local midnight after its last day); `None` when
+    /// the calendar has no horizon.
+    pub fn horizon_ms(&self) -> Option<i64> {
+        self.covered_until.map(|d| self.instant(d + 1, 0))
+    }
+
+    /// Whether working time up to `ms` is counted on the published schedule: `false` for an
+    /// instant past the horizon, where only plain Monday-Friday weeks are counted (an estimate
+    /// until the next year's schedule is added).
+    pub fn covers(&self, ms: i64) -> bool {
+        self.horizon_ms().is_none_or(|h| ms <= h)
     }
 
     /// Local day number and ms since local midnight of an instant.

@@ -239,6 +239,33 @@ pub struct Deadlines {
     pub resolve_by: Millis,
 }
 
+impl Span {
+    /// Whether a deadline `due` counted on this span's clock is an estimate: working time
+    /// counted past the last day the calendar's holiday schedule covers.
+    pub fn estimated(&self, cal: &WorkCalendar, due: Millis) -> bool {
+        self.clock == Clock::Working && !cal.covers(due)
+    }
+}
+
+impl Deadlines {
+    /// Whether either deadline of a dispatch under `policy` is an estimate.
+    pub fn estimated(&self, policy: &SlaPolicy, cal: &WorkCalendar) -> bool {
+        policy.accept.estimated(cal, self.accept_by)
+            || policy.resolve.estimated(cal, self.resolve_by)
+    }
+}
+
+/// What the timeline says of deadlines counted past the calendar's horizon.
+pub fn estimate_note(cal: &WorkCalendar) -> String {
+    cal.covered_until().map_or_else(String::new, |d| {
+        format!(
+            "; deadline estimated: counted past the working calendar's last day ({}) on plain \
+             Monday-Friday weeks",
+            crate::calendar::format_date(d)
+        )
+    })
+}
+
 impl SlaPolicy {
     /// Deadlines for a dispatch at `dispatched_at`.
     pub fn deadlines(&self, cal: &WorkCalendar, dispatched_at: Millis) -> Deadlines {

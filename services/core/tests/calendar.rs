@@ -92,3 +92,35 @@ proptest! {
         prop_assert!(cal.add_working(start, a * 60_000) <= cal.add_working(start, (a + extra) * 60_000));
     }
 }
+
+#[test]
+fn the_schedule_has_a_horizon_declared_or_inferred() {
+    let cal = WorkCalendar::cn_default();
+    assert_eq!(cal.covered_until(), parse_date("2026-12-31"));
+    assert!(cal.covers(at("2026-12-31", "23:59")));
+    assert!(!cal.covers(at("2027-01-01", "00:01")));
+    assert_eq!(cal.horizon_ms(), Some(at("2027-01-01", "00:00")));
+
+    // Without `covered_until`: the 31 December of the latest year listed.
+    let inferred = WorkCalendar::from_yaml(
+        "timezone: Asia/Shanghai\nholidays:\n  - {date: 2030-05-01, name: Labour Day}\n",
+    )
+    .unwrap();
+    assert_eq!(inferred.covered_until(), parse_date("2030-12-31"));
+    // Nothing listed and nothing declared: plain weeks are the whole schedule, no horizon.
+    let plain = WorkCalendar::from_yaml("timezone: +08:00\n").unwrap();
+    assert_eq!(plain.covered_until(), None);
+    assert!(plain.covers(i64::MAX / 2));
+    // A declared end before a listed day, or not a date, is refused with the reason.
+    let errors = WorkCalendar::from_yaml(
+        "timezone: Asia/Shanghai\ncovered_until: 2030-01-31\nholidays:\n  - {date: 2030-05-01}\n",
+    )
+    .unwrap_err();
+    assert!(
+        errors[0].contains("before the latest holiday"),
+        "{errors:?}"
+    );
+    let errors =
+        WorkCalendar::from_yaml("timezone: Asia/Shanghai\ncovered_until: soon\n").unwrap_err();
+    assert!(errors[0].contains("not a YYYY-MM-DD date"), "{errors:?}");
+}

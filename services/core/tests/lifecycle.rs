@@ -362,6 +362,64 @@ fn huge_extensions_are_refused_and_granted_ones_never_overflow() {
     assert!(plan(&ctx, &rec, &centre, &decide).is_ok());
 }
 
+#[test]
+fn deadlines_counted_past_the_calendar_are_marked_and_exact_ones_clear_the_mark() {
+    let t = table();
+    let grid = t.grids.grids()[0].code.clone();
+    let centre = Caller::new(Kind::CommandCentre, "command-centre");
+    let arbitrate = Command::Arbitrate {
+        assignee: "water-affairs".into(),
+        note: "yours".into(),
+    };
+    let rec = record(Status::Arbitration, &grid);
+    let field = |p: &Plan| {
+        p.set
+            .iter()
+            .find(|(k, _)| *k == gridroute_core::lifecycle::ESTIMATED_FIELD)
+            .map(|(_, v)| v.clone())
+    };
+    // 2 December 2026, 10:00 Beijing time: 3 working days end well before 31 December.
+    let inside = Ctx {
+        table: &t,
+        now: 1_796_176_800_000,
+    };
+    let p = plan(&inside, &rec, &centre, &arbitrate).unwrap();
+    assert_eq!(field(&p), None);
+    assert!(
+        p.clear.contains(&"est"),
+        "an exact deadline clears an old mark"
+    );
+    assert!(!p.event.detail.contains("estimated"));
+    // 31 December 2026, 15:00: the deadlines fall in January 2027, which the built-in schedule does
+    // not cover.
+    let past = Ctx {
+        table: &t,
+        now: 1_798_700_400_000,
+    };
+    let p = plan(&past, &rec, &centre, &arbitrate).unwrap();
+    assert_eq!(field(&p).as_deref(), Some("1"));
+    assert!(!p.clear.contains(&"est"));
+    assert!(
+        p.event
+            .detail
+            .ends_with("; deadline estimated: counted past the working calendar's last day (2026-12-31) on plain Monday-Friday weeks"),
+        "{}",
+        p.event.detail
+    );
+    // A plan that sets no deadline leaves the mark alone.
+    let mut accepted = record(Status::Dispatched, &grid);
+    accepted.pending = None;
+    let p = plan(
+        &past,
+        &accepted,
+        &Caller::new(Kind::Department, "urban-management"),
+        &Command::Progress { note: "n".into() },
+    )
+    .unwrap();
+    assert_eq!(field(&p), None);
+    assert!(!p.clear.contains(&"est"));
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;

@@ -141,6 +141,11 @@ enum TablesCommand {
     Validate {
         /// Directory with grids.geojson and rules.yaml.
         dir: PathBuf,
+        /// Check the working calendar's horizon for cases dispatched on this day
+        /// (YYYY-MM-DD) instead of today: the table is rejected when an SLA span from then
+        /// reaches past the last day the calendar covers.
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        at: Option<String>,
     },
     /// Validate and publish a table: every replica swaps to it within about a second.
     Push {
@@ -263,7 +268,7 @@ async fn main() -> std::process::ExitCode {
                 reports,
                 replay,
             } => client::tables_diff(&addr, &candidate, reports.as_deref(), replay).await,
-            TablesCommand::Validate { dir } => tables::validate(&dir)
+            TablesCommand::Validate { dir, at } => tables::validate(&dir, at.as_deref())
                 .map(|s| print!("{s}"))
                 .map_err(Into::into),
             TablesCommand::Synth {

@@ -32,6 +32,9 @@ pub enum TablesError {
     /// Generation failed.
     #[error("{0}")]
     Synth(String),
+    /// A command-line argument is malformed.
+    #[error("{0}")]
+    BadArgument(String),
 }
 
 fn read(path: PathBuf) -> Result<String, TablesError> {
@@ -92,16 +95,29 @@ pub fn load_sources(sources: &Sources) -> Result<RoutingTable, TablesError> {
     let table = RoutingTable::load(sources.as_table_sources())?;
     metrics::counter!(gridroute_telemetry::names::TABLE_LOADS_TOTAL, "outcome" => "loaded")
         .increment(1);
-    metrics::gauge!(gridroute_telemetry::names::TABLE_INFO, "version" => table.version.clone())
-        .set(1.0);
+    gridroute_store::tables::observe_table(None, &table);
     Ok(table)
 }
 
-/// `gridroute tables validate DIR`: structure and geometry, offline; prints every issue; Err
-/// when the table is rejected.
-pub fn validate(dir: &Path) -> Result<String, TablesError> {
+/// `gridroute tables validate DIR [--at YYYY-MM-DD]`: structure, geometry and the calendar's
+/// horizon, offline; prints every issue; Err when the table is rejected. A calendar that ends
+/// before the longest SLA span from `at` (default today) rejects the table here, where an
+/// operator prepares it; a running city only warns (start-up, push), never stops.
+pub fn validate(dir: &Path, at: Option<&str>) -> Result<String, TablesError> {
+    let now_ms = match at {
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+        Some(text) => gridroute_core::calendar::parse_date(text)
+            .map(|day| day * 86_400_000)
+            .ok_or_else(|| TablesError::BadArgument(format!("--at {text:?}: write YYYY-MM-DD")))?,
+    };
     let mut t = load(Some(dir))?;
-    let geometry = gridroute_core::checks::check_geometry(&t);
+    let mut geometry = gridroute_core::checks::check_geometry(&t);
+    if let Some(mut horizon) = t.calendar_shortfall(now_ms) {
+        horizon.severity = Severity::Error;
+        geometry.push(horizon);
+    }
     if geometry.iter().any(|i| i.severity == Severity::Error) {
         return Err(TablesError::Rejected(gridroute_core::TableError {
             issues: geometry,

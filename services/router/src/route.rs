@@ -52,6 +52,7 @@ pub fn route_entry(
     let decision = gridroute_mapping::decision_message(table, &q, &d);
     let policy = &table.sla_policies[d.sla as usize];
     let deadlines = policy.deadlines(&table.calendar, now_ms);
+    let estimated = deadlines.estimated(policy, &table.calendar);
     let supervisors: Vec<String> = table
         .supervisors(d.grid)
         .into_iter()
@@ -93,6 +94,7 @@ pub fn route_entry(
             kind: pb::DispatchKind::New as i32,
             note: String::new(),
             traceparent: String::new(),
+            deadline_estimated: estimated,
         };
         dispatch_bytes(&head, &decision_bytes, bytes)
     };
@@ -105,7 +107,7 @@ pub fn route_entry(
             deliveries.push((co.clone(), dispatch(co, pb::DispatchRole::CoHandler)));
         }
     }
-    let summary = match &decision.rule_id {
+    let mut summary = match &decision.rule_id {
         r if r.is_empty() => format!(
             "to {} ({}, table {})",
             decision.department_id,
@@ -117,6 +119,9 @@ pub fn route_entry(
             decision.department_id, table.version
         ),
     };
+    if estimated {
+        summary.push_str(&gridroute_core::sla::estimate_note(&table.calendar));
+    }
     Ok((
         DispatchWrite {
             partition: entry.partition,
@@ -133,6 +138,7 @@ pub fn route_entry(
             dispatched_ms: now_ms,
             accept_due_ms: deadlines.accept_by,
             resolve_due_ms: deadlines.resolve_by,
+            estimated,
             event: codec::event_bytes(
                 gridroute_core::lifecycle::EventKind::Dispatched,
                 "router",

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use gridroute_core::lifecycle::{EventKind, Pending, Record, Status};
+use gridroute_core::lifecycle::{self, EventKind, Pending, Record, Status};
 use gridroute_proto::v1 as pb;
 use prost::Message;
 
@@ -255,5 +255,6 @@ pub fn incident_from_fields(
         pending: text(fields, "pending").and_then(pending_message),
         escalations: list(fields, "fired"),
         department_id: text(fields, "dept").unwrap_or_default().to_owned(),
+        deadline_estimated: text(fields, lifecycle::ESTIMATED_FIELD) == Some("1"),
     })
 }

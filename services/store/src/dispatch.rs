@@ -31,6 +31,8 @@ pub struct DispatchWrite {
     pub accept_due_ms: i64,
     /// Resolve deadline (ms).
     pub resolve_due_ms: i64,
+    /// A deadline was counted past the calendar's horizon (record field `est`).
+    pub estimated: bool,
     /// Encoded timeline event.
     pub event: Vec<u8>,
     /// One (department, encoded `Dispatch`) per receiving department, primary first.
@@ -102,6 +104,7 @@ fn dispatch_args<'a>(
         owned(head.len().to_string()),
         w.traceparent.as_bytes().into(),
         owned(w.deliveries.len().to_string()),
+        (if w.estimated { "1" } else { "" }).as_bytes().into(),
     ]);
     for (due, member) in head {
         args.extend([owned(due), owned(member)]);

@@ -403,6 +403,10 @@ impl Store {
                     resolve_deadline: num("resolve_due"),
                     kind: pb::DispatchKind::Assigned as i32,
                     note: plan.event.detail.clone(),
+                    deadline_estimated: plan
+                        .set
+                        .iter()
+                        .any(|(k, _)| *k == gridroute_core::lifecycle::ESTIMATED_FIELD),
                     ..Default::default()
                 },
             );

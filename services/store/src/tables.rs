@@ -303,10 +303,9 @@ impl Store {
         match loaded {
             Ok(table) => {
                 let new_version = table.version.clone();
+                observe_table(Some(&shared.load().version), &table);
                 let old = shared.swap(Arc::new(table));
                 metrics::counter!(names::TABLE_LOADS_TOTAL, "outcome" => "loaded").increment(1);
-                metrics::gauge!(names::TABLE_INFO, "version" => old.version.clone()).set(0.0);
-                metrics::gauge!(names::TABLE_INFO, "version" => new_version.clone()).set(1.0);
                 info!(from = %old.version, to = %new_version, "routing table swapped");
                 tokio::spawn(async move {
                     tokio::time::sleep(RETIRE_AFTER).await;
@@ -320,6 +319,27 @@ impl Store {
                 Ok(false)
             }
         }
+    }
+}
+
+/// Publishes what a process knows of the table it now holds: its version
+/// (`gridroute_table_info`, the previous one set to 0) and the horizon of its working calendar
+/// (`gridroute_calendar_covered_until_timestamp_seconds`; absent when the calendar has none).
+/// Logs a warning when the calendar ends before the longest SLA span from now: the city keeps
+/// running, with deadlines past the horizon marked as estimates.
+pub fn observe_table(old_version: Option<&str>, table: &RoutingTable) {
+    if let Some(old) = old_version.filter(|o| *o != table.version) {
+        metrics::gauge!(names::TABLE_INFO, "version" => old.to_owned()).set(0.0);
+    }
+    metrics::gauge!(names::TABLE_INFO, "version" => table.version.clone()).set(1.0);
+    if let Some(h) = table.calendar.horizon_ms() {
+        metrics::gauge!(names::CALENDAR_COVERED_UNTIL).set(h as f64 / 1000.0);
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    if let Some(issue) = table.calendar_shortfall(now_ms) {
+        warn!(version = %table.version, "{}", issue.message);
     }
 }
 

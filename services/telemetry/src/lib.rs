@@ -56,6 +56,9 @@ pub mod names {
     pub const TABLE_LOADS_TOTAL: &str = "gridroute_table_loads_total";
     /// Info about the table in force: value 1, label `version`.
     pub const TABLE_INFO: &str = "gridroute_table_info";
+    /// When the working calendar of the table in force stops covering (Unix seconds of the
+    /// midnight after its last day); absent when the calendar has no horizon.
+    pub const CALENDAR_COVERED_UNTIL: &str = "gridroute_calendar_covered_until_timestamp_seconds";
     /// Lifecycle actions applied, by `action` and resulting `status`.
     pub const TRANSITIONS_TOTAL: &str = "gridroute_transitions_total";
     /// Lifecycle actions planned again because the record changed meanwhile.
@@ -223,6 +226,11 @@ pub fn describe() {
     describe_gauge!(
         TABLE_INFO,
         "The routing table in force (value 1, label version)."
+    );
+    describe_gauge!(
+        CALENDAR_COVERED_UNTIL,
+        Unit::Seconds,
+        "When the working calendar's holiday schedule ends (Unix time of the midnight after its last day)."
     );
 }
 

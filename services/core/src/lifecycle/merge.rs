@@ -78,5 +78,6 @@ pub fn merge(ctx: &Ctx<'_>, rec: &Record, dup: &Duplicate<'_>) -> Result<Option<
             fresh: false,
         };
     }
+    super::mark_estimates(ctx, ctx.policy(rec), &mut p);
     Ok(Some(p))
 }

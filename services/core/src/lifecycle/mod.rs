@@ -298,7 +298,7 @@ pub fn plan(
         is_primary,
         policy: ctx.policy(rec),
     };
-    Ok(match command {
+    let mut p = match command {
         Command::Accept { note } => commands::accept(&a, note),
         Command::Progress { note } => commands::progress(&a, note),
         Command::Resolve { note } => commands::resolve(&a, note),
@@ -322,5 +322,41 @@ pub fn plan(
         Command::Close { note } => commands::close(&a, note),
         Command::Cancel { reason } => commands::cancel(&a, reason),
         Command::Unmerge { note } => commands::unmerge(&a, note),
-    })
+    };
+    mark_estimates(ctx, a.policy, &mut p);
+    Ok(p)
+}
+
+/// The record field that marks deadlines counted past the calendar's horizon ("1").
+pub const ESTIMATED_FIELD: &str = "est";
+
+/// Marks a plan that sets or clears deadlines: [`ESTIMATED_FIELD`] is set, and the timeline entry
+/// says so, when a deadline it sets on working time lies past the last day the calendar covers;
+/// otherwise the mark is cleared. Plans that touch no deadline keep the mark as it is.
+fn mark_estimates(ctx: &Ctx<'_>, policy: &SlaPolicy, p: &mut Plan) {
+    let span = |field: &str| match field {
+        "accept_due" => Some(policy.accept),
+        "resolve_due" => Some(policy.resolve),
+        "verify_due" => Some(policy.verify),
+        _ => None,
+    };
+    let touched = p.clear.iter().any(|f| span(f).is_some());
+    let mut estimated = false;
+    let mut sets = false;
+    for (field, value) in &p.set {
+        if let Some(s) = span(field) {
+            sets = true;
+            estimated |= value
+                .parse::<Millis>()
+                .is_ok_and(|due| s.estimated(&ctx.table.calendar, due));
+        }
+    }
+    if estimated {
+        p.set.push((ESTIMATED_FIELD, "1".to_owned()));
+        p.event
+            .detail
+            .push_str(&crate::sla::estimate_note(&ctx.table.calendar));
+    } else if sets || touched {
+        p.clear.push(ESTIMATED_FIELD);
+    }
 }

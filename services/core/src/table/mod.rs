@@ -20,6 +20,7 @@ use crate::{
 
 mod geojson;
 pub mod holes;
+pub mod horizon;
 mod load;
 
 pub use geojson::parse_geometry;

@@ -21,8 +21,9 @@
 --       +5 dispatch time (ms), +6 accept due (ms), +7 resolve due (ms), +8 timeline event
 --       bytes, +9 R, +10 timer schedule ('kind|target|due,...'), +11 region codes,
 --       +12 longitude ('' = no duplicate detection), +13 latitude, +14 T (0 or 1: the head
---       timer), +15 W3C traceparent of the dispatch ('' = none), +16 D, then T pairs
---       (due, member), then D dispatch payloads
+--       timer), +15 W3C traceparent of the dispatch ('' = none), +16 D, +17 '1' when a
+--       deadline is an estimate (past the calendar's horizon; record field `est`) else '',
+--       then T pairs (due, member), then D dispatch payloads
 -- Returns per write 1 when dispatched, 0 when this generation was already dispatched (a
 -- redelivery). Every entry of the batch is acknowledged and deleted at the end.
 
@@ -75,7 +76,7 @@ while k <= #KEYS do
     gather(KEYS[k + 2], id)
   end
   k = k + 4 + r + nd
-  a = a + 17 + 2 * nt + nd
+  a = a + 18 + 2 * nt + nd
 end
 -- The department index entries first: an entry's time is the `dept_at` that makes it count.
 local dept_at = flush()
@@ -89,6 +90,10 @@ for _, w in ipairs(todo) do
     'dispatched_at', now, 'accept_due', ARGV[a + 6], 'resolve_due', ARGV[a + 7],
     'timers', ARGV[a + 10], 'regions', ARGV[a + 11], 'v', (tonumber(cur[3]) or 0) + 1,
     'first_dispatched_at', cur[4] or now, 'dept_at', dept_at[KEYS[k + 2]], 'ix', '1' }
+  if ARGV[a + 17] == '1' then
+    set[#set + 1] = 'est'
+    set[#set + 1] = '1'
+  end
   if cur[2] == '0' then
     -- The first dispatch's timeline entry lives in the record, like the report's (`tl0`): most
     -- incidents then need no timeline list until a department acts.
@@ -99,12 +104,15 @@ for _, w in ipairs(todo) do
     redis.call('HSET', inc, unpack(set))
     -- A re-route: the previous department's acceptance and escalations do not carry over.
     redis.call('HDEL', inc, unpack(clears))
+    if ARGV[a + 17] ~= '1' then
+      redis.call('HDEL', inc, 'est')
+    end
     redis.call('RPUSH', tl, entry)
   end
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'id', id, 's', DISPATCHED,
     'd', dept, 'r', ARGV[a + 11], 'e', ARGV[a + 8])
   for i = 1, nt do
-    redis.call('ZADD', KEYS[2], ARGV[a + 15 + 2 * i], ARGV[a + 16 + 2 * i])
+    redis.call('ZADD', KEYS[2], ARGV[a + 16 + 2 * i], ARGV[a + 17 + 2 * i])
   end
   local late = tonumber(now) - (tonumber(cur[6]) or tonumber(now))
   if late > 60000 then
@@ -120,7 +128,7 @@ for _, w in ipairs(todo) do
     redis.call('GEOADD', KEYS[k + 3], ARGV[a + 12], ARGV[a + 13], id)
     redis.call('HSET', inc, 'geo', KEYS[k + 3])
   end
-  local payload = a + 17 + 2 * nt
+  local payload = a + 18 + 2 * nt
   for i = 0, nd - 1 do
     redis.call('XADD', KEYS[k + 4 + r + i], 'MAXLEN', '~', ARGV[2], '*', 'id', id,
       'd', ARGV[payload + i], 'tp', ARGV[a + 15])
