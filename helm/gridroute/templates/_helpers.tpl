@@ -162,6 +162,8 @@ spec:
               value: {{ $root.Values.router.claimMinIdleMs | quote }}
             - name: GRIDROUTE_TIMER_POLL_MS
               value: {{ $root.Values.router.timerPollMs | quote }}
+            - name: GRIDROUTE_STREAM_RETENTION
+              value: {{ $root.Values.router.streamRetention | quote }}
             - name: GRIDROUTE_CONSUMER_NAME
               valueFrom:
                 fieldRef: {fieldPath: metadata.name}

@@ -43,8 +43,16 @@ impl DispatchService for Dispatches {
                         Err(_) => return Err(ApiError::field("start", "unknown start position")),
                     }
                 } else {
-                    Cursor::parse(&r.cursor, partitions)
-                        .map_err(|e| ApiError::field("cursor", e.to_string()))?
+                    let cursor = Cursor::parse(&r.cursor, partitions)
+                        .map_err(|e| ApiError::field("cursor", e.to_string()))?;
+                    if let Some(resume) = state
+                        .store
+                        .dispatches_trimmed_after(&department, &cursor)
+                        .await?
+                    {
+                        return Err(streaming::cursor_expired("dispatch", &resume));
+                    }
+                    cursor
                 };
                 let permit = streaming::permit(&state, &who)?;
                 let reader = state

@@ -35,6 +35,15 @@ pub enum ApiError {
     /// The caller may not do this (or the thing does not exist and it may not know that).
     #[error("{0}")]
     PermissionDenied(String),
+    /// Entries after the caller's stream cursor were trimmed (retention window or count cap):
+    /// resuming would skip them silently, so the caller must resync (ListIncidents).
+    #[error("{message}")]
+    CursorExpired {
+        /// What happened, for a person.
+        message: String,
+        /// The oldest cursor from which nothing is missing.
+        resume: String,
+    },
     /// The caller used up its rate or its open streams; retry after the given time.
     #[error("{message}")]
     Exhausted {
@@ -82,6 +91,10 @@ fn capped(mut v: Vec<FieldViolation>) -> Vec<FieldViolation> {
     v
 }
 
+/// The `ErrorInfo.reason` of a refused stale cursor; `metadata.resume_cursor` holds the oldest
+/// cursor from which nothing is missing.
+pub const CURSOR_EXPIRED: &str = "CURSOR_EXPIRED";
+
 impl ApiError {
     /// A single-field violation.
     pub fn field(field: &str, description: impl Into<String>) -> Self {
@@ -108,6 +121,17 @@ impl From<ApiError> for Status {
                     message,
                     ErrorDetails::with_bad_request(capped(violations)),
                 )
+            }
+            ApiError::CursorExpired { message, resume } => {
+                let mut details = ErrorDetails::new();
+                details
+                    .set_error_info(
+                        CURSOR_EXPIRED,
+                        "gridroute",
+                        std::collections::HashMap::from([("resume_cursor".to_owned(), resume)]),
+                    )
+                    .add_bad_request_violation("cursor", message.clone());
+                Status::with_error_details(Code::OutOfRange, message, details)
             }
             ApiError::Unavailable(m) => Status::unavailable(m),
             ApiError::Unauthenticated(m) => Status::unauthenticated(m),

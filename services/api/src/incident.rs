@@ -308,8 +308,12 @@ impl IncidentService for Incidents {
                         Err(_) => return Err(ApiError::field("start", "unknown start position")),
                     }
                 } else {
-                    Cursor::parse(&r.cursor, partitions)
-                        .map_err(|e| ApiError::field("cursor", e.to_string()))?
+                    let cursor = Cursor::parse(&r.cursor, partitions)
+                        .map_err(|e| ApiError::field("cursor", e.to_string()))?;
+                    if let Some(resume) = state.store.events_trimmed_after(&cursor).await? {
+                        return Err(streaming::cursor_expired("events", &resume));
+                    }
+                    cursor
                 };
                 let permit = streaming::permit(&state, &who)?;
                 let reader = state

@@ -186,3 +186,20 @@ pub fn permit(state: &ApiState, who: &Principal) -> Result<Permit, ApiError> {
         _principal: principal,
     })
 }
+
+/// The refusal of a cursor after which entries were trimmed from the `stream` streams
+/// (`dispatch` or `events`): OUT_OF_RANGE with the oldest cursor from which nothing is missing.
+pub(crate) fn cursor_expired(
+    stream: &'static str,
+    resume: &gridroute_store::subscribe::Cursor,
+) -> ApiError {
+    metrics::counter!(names::CURSORS_EXPIRED_TOTAL, "stream" => stream).increment(1);
+    ApiError::CursorExpired {
+        message: format!(
+            "entries after this cursor are no longer retained on the {stream} streams \
+             (retention window): read the current state with ListIncidents, then resume from \
+             the cursor in the error details (ErrorInfo CURSOR_EXPIRED, metadata resume_cursor)"
+        ),
+        resume: resume.encode(),
+    }
+}

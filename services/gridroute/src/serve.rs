@@ -71,6 +71,11 @@ pub struct ServeOptions {
     /// due at the last look.
     #[arg(long, env = "GRIDROUTE_TIMER_POLL_MS", default_value_t = 200)]
     pub timer_poll_ms: u64,
+    /// How long dispatch and events streams keep their entries, e.g. `30d`: a subscriber or a
+    /// watcher whose cursor is older gets OUT_OF_RANGE and resyncs with ListIncidents. The
+    /// incident records are not affected.
+    #[arg(long, env = "GRIDROUTE_STREAM_RETENTION", default_value = "30d")]
+    pub stream_retention: String,
     /// Time allowed after SIGTERM to finish in-flight work.
     #[arg(long, env = "GRIDROUTE_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -293,6 +298,7 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
 
     let mut tasks = tokio::task::JoinSet::new();
     let contact_retention = duration("contact-retention", &o.auth.contact_retention)?;
+    let stream_retention = duration("stream-retention", &o.stream_retention)?;
     tasks.spawn({
         let (s, t, rx) = (store.clone(), tables.clone(), stop_rx.clone());
         async move { s.sync_tables(t, rx).await }
@@ -327,6 +333,13 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
             store.clone(),
             contact_retention,
             (contact_retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)),
+            stop_rx.clone(),
+        ));
+        tasks.spawn(gridroute_router::stream_retention_loop(
+            store.clone(),
+            tables.clone(),
+            stream_retention,
+            (stream_retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)),
             stop_rx.clone(),
         ));
     }

@@ -29,7 +29,7 @@ pub mod stats;
 pub mod timers;
 pub mod worker;
 
-pub use retention::retention_loop;
+pub use retention::{retention_loop, stream_retention_loop};
 pub use route::route_entry;
 pub use stats::stats_loop;
 pub use timers::timers_loop;

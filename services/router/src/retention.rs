@@ -1,7 +1,9 @@
-//! Erasing reporters' contact details a retention period after their incidents closed.
+//! Erasing reporters' contact details a retention period after their incidents closed, and
+//! trimming dispatch and events streams to their retention window.
 
 use std::time::Duration;
 
+use gridroute_core::table::SharedTable;
 use gridroute_store::Store;
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span};
@@ -33,5 +35,40 @@ pub async fn retention_loop(
         }
     }
     .instrument(info_span!("retention"))
+    .await;
+}
+
+/// Trims the events streams and every department's dispatch streams to the last `retention`,
+/// looking every `every`; stops when `shutdown` turns true. Every router trims (trimming twice
+/// removes nothing more). A department removed from the table keeps its streams until they are
+/// deleted by hand or the department comes back.
+pub async fn stream_retention_loop(
+    store: Store,
+    tables: SharedTable,
+    retention: Duration,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let retention_ms = retention.as_millis().min(i64::MAX as u128) as i64;
+    async move {
+        loop {
+            let departments: Vec<String> = tables
+                .load()
+                .departments
+                .iter()
+                .map(|d| d.id.clone())
+                .collect();
+            match store.trim_streams(retention_ms, &departments).await {
+                Ok(0) => {}
+                Ok(n) => debug!(removed = n, "stream entries past retention trimmed"),
+                Err(e) => debug!(error = %e, "stream retention sweep failed"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+    .instrument(info_span!("stream_retention"))
     .await;
 }

@@ -45,10 +45,6 @@ pub struct DispatchWrite {
     pub traceparent: String,
 }
 
-/// Longest retained history of one department's dispatch stream in one partition. Subscribers
-/// that fall further behind than this lose the oldest dispatches (the incident records remain).
-pub const DISPATCH_STREAM_MAX_LEN: u64 = 1_000_000;
-
 /// Most dispatches one script call writes. A script blocks Redis while it runs; an incident
 /// costs 45-60 µs of Redis time in its two scripts together (docs/PERFORMANCE.md), so this
 /// bounds the pause other clients see to a few milliseconds.
@@ -126,7 +122,6 @@ impl Store {
             return Ok(Vec::new());
         }
         let k = self.keys();
-        let maxlen = DISPATCH_STREAM_MAX_LEN.to_string();
         let routable = lifecycle::ROUTABLE.map(lifecycle::Status::as_str).join(",");
         let clears = lifecycle::REROUTE_CLEARS.join(",");
         let groups =
@@ -141,8 +136,6 @@ impl Store {
             ];
             let mut args: Vec<Cow<'_, [u8]>> = vec![
                 ROUTER_GROUP.as_bytes().into(),
-                maxlen.as_bytes().into(),
-                crate::EVENTS_MAX_LEN.as_bytes().into(),
                 routable.as_bytes().into(),
                 lifecycle::Status::Dispatched.as_str().as_bytes().into(),
                 clears.as_bytes().into(),

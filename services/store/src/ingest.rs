@@ -6,7 +6,7 @@ use prost::Message;
 
 use gridroute_core::lifecycle::EventKind;
 
-use crate::{EVENTS_MAX_LEN, Result, Store, StoreError, keys, scripts};
+use crate::{Result, Store, StoreError, keys, scripts};
 
 /// How long a `request_id` stays bound to its incident: a retry within this window returns the
 /// original incident. A week covers every realistic retry and outage of a calling system.
@@ -94,7 +94,6 @@ impl Store {
             let mut keys = vec![k.ingest(p), k.events(p)];
             let mut args: Vec<Vec<u8>> = vec![
                 ttl.clone().into_bytes(),
-                EVENTS_MAX_LEN.into(),
                 gridroute_core::lifecycle::Status::Reported.as_str().into(),
             ];
             for &i in members {

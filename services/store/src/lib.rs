@@ -60,10 +60,6 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait for a TCP connection to Redis.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Longest retained history of a partition's events stream (WatchIncidents), as the scripts
-/// take it (`XADD … MAXLEN ~`).
-pub(crate) const EVENTS_MAX_LEN: &str = "1000000";
-
 /// Errors of the store, already sorted by what the caller should do about them.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -126,7 +126,6 @@ impl Store {
                 &event,
                 &w.decision,
                 w.region_codes.join(",").as_bytes(),
-                crate::EVENTS_MAX_LEN.as_bytes(),
                 w.incident_id.as_bytes(),
                 routable.as_bytes(),
                 lifecycle::Status::Merged.as_str().as_bytes(),

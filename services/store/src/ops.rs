@@ -14,10 +14,7 @@ use gridroute_core::{
 use gridroute_proto::v1 as pb;
 use prost::Message;
 
-use crate::{
-    EVENTS_MAX_LEN, Result, Store, StoreError, codec, dispatch::DISPATCH_STREAM_MAX_LEN, schedule,
-    scripts,
-};
+use crate::{Result, Store, StoreError, codec, schedule, scripts};
 
 /// A record as read, with what applying a plan needs besides the core's view.
 pub(crate) struct Snapshot {
@@ -122,9 +119,6 @@ impl Ops {
     ) {
         self.op("RPUSH", k.timeline(p, id), vec![Self::stamped(&event)]);
         let mut entry = vec![
-            b("MAXLEN"),
-            b("~"),
-            b(EVENTS_MAX_LEN),
             b("*"),
             b("id"),
             b(id),
@@ -363,21 +357,11 @@ impl Store {
                 merged: Some(&snap.rec.merged.join(",")),
             },
         );
-        let maxlen = DISPATCH_STREAM_MAX_LEN.to_string();
         let notify = |ops: &mut Ops, department: &str, msg: pb::Dispatch| {
             ops.op(
                 "XADD",
                 k.dispatch(p, department),
-                vec![
-                    b("MAXLEN"),
-                    b("~"),
-                    b(maxlen.clone()),
-                    b("*"),
-                    b("id"),
-                    b(id),
-                    b("d"),
-                    msg.encode_to_vec(),
-                ],
+                vec![b("*"), b("id"), b(id), b("d"), msg.encode_to_vec()],
             );
         };
         let report = &snap.report;

@@ -74,6 +74,8 @@ scripts! {
     CLAIM_TIMERS = "claim_timers";
     /// Mark a routed entry as merged into an open incident (the duplicate's side).
     MERGE_ENTRY = "merge_entry";
+    /// Trim a stream to its retention window, remembering where.
+    TRIM_STREAM = "trim_stream";
 }
 
 /// Appends `EVALSHA` of `script` to a pipeline. Pipelines cannot fall back to EVAL by

@@ -54,6 +54,35 @@ impl Cursor {
     }
 }
 
+/// A stream id as (milliseconds, sequence) for ordering; `None` when malformed.
+fn stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// The id of the last entry trimmed (or deleted) from a stream, from an `XINFO STREAM` reply;
+/// `0-0` when nothing was or the stream does not exist.
+fn last_deleted(reply: redis::Value) -> String {
+    let redis::Value::Map(fields) = reply else {
+        if let redis::Value::Array(items) = reply {
+            let mut it = items.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                if redis::from_redis_value::<String>(k).is_ok_and(|k| k == "max-deleted-entry-id") {
+                    return redis::from_redis_value(v).unwrap_or_else(|_| "0-0".to_owned());
+                }
+            }
+        }
+        return "0-0".to_owned();
+    };
+    fields
+        .into_iter()
+        .find(|(k, _)| {
+            redis::from_redis_value::<String>(k.clone()).is_ok_and(|k| k == "max-deleted-entry-id")
+        })
+        .and_then(|(_, v)| redis::from_redis_value(v).ok())
+        .unwrap_or_else(|| "0-0".to_owned())
+}
+
 /// A reader of one stream per partition from a cursor, holding its own connection for blocking
 /// reads.
 struct StreamReader {
@@ -204,6 +233,90 @@ impl Store {
                 })
                 .collect(),
         ))
+    }
+
+    /// Whether entries after `cursor` were trimmed from one of `keys` (one stream per
+    /// partition): `Some(resume)` when they were, with the oldest cursor after which every
+    /// stream still holds every entry (the caller's position where nothing was trimmed past
+    /// it). Relies on the stream's `max-deleted-entry-id` (Redis 7), which the retention sweep
+    /// sets when it trims ([`Store::trim_streams`]): these streams lose entries to nothing
+    /// else.
+    async fn trimmed_after(&self, keys: Vec<String>, cursor: &Cursor) -> Result<Option<Cursor>> {
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.cmd("XINFO").arg("STREAM").arg(k);
+        }
+        // A stream that does not exist yet answers with an error: nothing was trimmed from it.
+        let replies = self.raw_pipe(&pipe, true).await?;
+        let mut gap = false;
+        let resume = cursor
+            .0
+            .iter()
+            .zip(replies)
+            .map(|(at, reply)| {
+                let deleted = last_deleted(reply);
+                if stream_id(at) < stream_id(&deleted) {
+                    gap = true;
+                    deleted
+                } else {
+                    at.clone()
+                }
+            })
+            .collect();
+        Ok(gap.then_some(Cursor(resume)))
+    }
+
+    /// [`Store::trimmed_after`] for a department's dispatch streams.
+    pub async fn dispatches_trimmed_after(
+        &self,
+        department: &str,
+        cursor: &Cursor,
+    ) -> Result<Option<Cursor>> {
+        let k = self.keys();
+        self.trimmed_after(
+            (0..k.partitions())
+                .map(|p| k.dispatch(p, department))
+                .collect(),
+            cursor,
+        )
+        .await
+    }
+
+    /// [`Store::trimmed_after`] for the events streams.
+    pub async fn events_trimmed_after(&self, cursor: &Cursor) -> Result<Option<Cursor>> {
+        let k = self.keys();
+        self.trimmed_after((0..k.partitions()).map(|p| k.events(p)).collect(), cursor)
+            .await
+    }
+
+    /// Trims the events streams and the dispatch streams of `departments` to the entries of
+    /// the last `retention_ms` (Redis clock), exactly, and records on each stream the last
+    /// entry removed (`lua/trim_stream.lua`). Returns how many entries were removed.
+    pub async fn trim_streams(&self, retention_ms: i64, departments: &[String]) -> Result<u64> {
+        let k = self.keys();
+        let min_id = format!("{}-0", (self.server_time_ms().await? - retention_ms).max(0));
+        let mut pipe = redis::pipe();
+        for p in 0..k.partitions() {
+            let streams =
+                std::iter::once(k.events(p)).chain(departments.iter().map(|d| k.dispatch(p, d)));
+            for stream in streams {
+                crate::scripts::evalsha(
+                    &mut pipe,
+                    &crate::scripts::TRIM_STREAM,
+                    &[stream],
+                    &[min_id.as_bytes()],
+                );
+            }
+        }
+        let mut total = 0;
+        for removed in self.run_scripts::<u64>(&mut pipe, "trim_stream").await? {
+            total += removed?;
+        }
+        if total > 0 {
+            metrics::counter!(gridroute_telemetry::names::STREAM_ENTRIES_TRIMMED_TOTAL)
+                .increment(total);
+        }
+        Ok(total)
     }
 
     /// The current end of a department's streams: a cursor that yields only later dispatches.

@@ -54,6 +54,10 @@ pub mod names {
     pub const REDIS_ERRORS_TOTAL: &str = "gridroute_redis_errors_total";
     /// Routing tables loaded into memory, by `outcome` (loaded, rejected).
     pub const TABLE_LOADS_TOTAL: &str = "gridroute_table_loads_total";
+    /// Entries removed from dispatch and events streams by the retention window.
+    pub const STREAM_ENTRIES_TRIMMED_TOTAL: &str = "gridroute_stream_entries_trimmed_total";
+    /// Subscriptions and watches refused because entries after their cursor were trimmed.
+    pub const CURSORS_EXPIRED_TOTAL: &str = "gridroute_cursors_expired_total";
     /// Info about the table in force: value 1, label `version`.
     pub const TABLE_INFO: &str = "gridroute_table_info";
     /// When the working calendar of the table in force stops covering (Unix seconds of the
@@ -226,6 +230,14 @@ pub fn describe() {
     describe_gauge!(
         TABLE_INFO,
         "The routing table in force (value 1, label version)."
+    );
+    describe_counter!(
+        STREAM_ENTRIES_TRIMMED_TOTAL,
+        "Entries removed from dispatch and events streams by the retention window."
+    );
+    describe_counter!(
+        CURSORS_EXPIRED_TOTAL,
+        "Subscriptions and watches refused with OUT_OF_RANGE because entries after their cursor were trimmed, by stream."
     );
     describe_gauge!(
         CALENDAR_COVERED_UNTIL,

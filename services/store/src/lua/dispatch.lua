@@ -13,9 +13,9 @@
 --       then per write: incident hash, timeline, department index, duplicate-detection geo
 --       set (or the incident hash again when the category has none), R region indexes, D
 --       dispatch streams
--- ARGV: 1 group, 2 dispatch stream max length, 3 events stream max length, 4 the states an
---       incident is routed from (comma-separated), 5 the state it is dispatched into, 6 the
---       fields a re-route clears (comma-separated; all three from the core's lifecycle),
+-- ARGV: 1 group, 2 the states an incident is routed from (comma-separated), 3 the state it is
+--       dispatched into, 4 the fields a re-route clears (comma-separated; all three from the
+--       core's lifecycle),
 --       then per write:
 --       +0 entry id, +1 route generation, +2 incident id, +3 department, +4 decision bytes,
 --       +5 dispatch time (ms), +6 accept due (ms), +7 resolve due (ms), +8 timeline event
@@ -28,13 +28,13 @@
 -- redelivery). Every entry of the batch is acknowledged and deleted at the end.
 
 local routable, clears = {}, {}
-for s in string.gmatch(ARGV[4], '[^,]+') do
+for s in string.gmatch(ARGV[2], '[^,]+') do
   routable[s] = true
 end
-for f in string.gmatch(ARGV[6], '[^,]+') do
+for f in string.gmatch(ARGV[4], '[^,]+') do
   clears[#clears + 1] = f
 end
-local DISPATCHED = ARGV[5]
+local DISPATCHED = ARGV[3]
 
 -- Index entries gathered per key, in the order keys were first seen.
 local order, ids = {}, {}
@@ -60,7 +60,7 @@ end
 -- First pass: which writes dispatch (state as before the batch; a second write of the same
 -- generation in one batch is a redelivery), and the department index entries.
 local out, acked, todo, seen = {}, {}, {}, {}
-local k, a = 6, 7
+local k, a = 6, 5
 while k <= #KEYS do
   local id, gen = ARGV[a + 2], ARGV[a + 1]
   local r, nt, nd = tonumber(ARGV[a + 9]), tonumber(ARGV[a + 14]), tonumber(ARGV[a + 16])
@@ -109,7 +109,7 @@ for _, w in ipairs(todo) do
     end
     redis.call('RPUSH', tl, entry)
   end
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'id', id, 's', DISPATCHED,
+  redis.call('XADD', KEYS[4], '*', 'id', id, 's', DISPATCHED,
     'd', dept, 'r', ARGV[a + 11], 'e', ARGV[a + 8])
   for i = 1, nt do
     redis.call('ZADD', KEYS[2], ARGV[a + 16 + 2 * i], ARGV[a + 17 + 2 * i])
@@ -130,7 +130,7 @@ for _, w in ipairs(todo) do
   end
   local payload = a + 18 + 2 * nt
   for i = 0, nd - 1 do
-    redis.call('XADD', KEYS[k + 4 + r + i], 'MAXLEN', '~', ARGV[2], '*', 'id', id,
+    redis.call('XADD', KEYS[k + 4 + r + i], '*', 'id', id,
       'd', ARGV[payload + i], 'tp', ARGV[a + 15])
   end
 end
