@@ -91,6 +91,9 @@ fn capped(mut v: Vec<FieldViolation>) -> Vec<FieldViolation> {
     v
 }
 
+/// When a caller refused because Redis is full should try again.
+pub const STORAGE_FULL_RETRY: Duration = Duration::from_secs(5);
+
 /// The `ErrorInfo.reason` of a refused stale cursor; `metadata.resume_cursor` holds the oldest
 /// cursor from which nothing is missing.
 pub const CURSOR_EXPIRED: &str = "CURSOR_EXPIRED";
@@ -144,6 +147,13 @@ impl From<ApiError> for Status {
                 StoreError::Unavailable(m) => {
                     tracing::warn!(error = %m, "storage unavailable");
                     Status::unavailable("storage is unavailable; retry with the same request_id")
+                }
+                StoreError::Full(m) => {
+                    tracing::warn!(error = %m, "storage full");
+                    exhausted(
+                        "storage is full; nothing was stored: retry later with the same request_id",
+                        STORAGE_FULL_RETRY,
+                    )
                 }
                 StoreError::Internal(m) | StoreError::Corrupt(m) | StoreError::NoGroup(m) => {
                     tracing::error!(error = %m, "storage error");

@@ -19,6 +19,13 @@ pub async fn stats_loop(store: Store, every: Duration, mut shutdown: watch::Rece
             }
             Err(e) => debug!(error = %e, "ingest stats unavailable"),
         }
+        match store.memory_stats().await {
+            Ok((used, max)) => {
+                metrics::gauge!(names::REDIS_USED_MEMORY).set(used as f64);
+                metrics::gauge!(names::REDIS_MAX_MEMORY).set(max as f64);
+            }
+            Err(e) => debug!(error = %e, "redis memory unavailable"),
+        }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,

@@ -22,6 +22,15 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{RouterConfig, route::route_entry};
 
+/// How long a router waits after Redis refused a write for a reason of its own (full,
+/// unreachable) before it goes on.
+const STORAGE_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Whether Redis itself refused or could not be reached (as opposed to a problem of the entry).
+fn storage_trouble(e: &StoreError) -> bool {
+    matches!(e, StoreError::Full(_) | StoreError::Unavailable(_))
+}
+
 /// One partition's router.
 pub(crate) struct Worker {
     store: Store,
@@ -33,6 +42,10 @@ pub(crate) struct Worker {
     consumer: Option<Consumer>,
     /// Delays between failed reads.
     retry: Retry,
+    /// When a write last failed because of Redis itself (out of memory, unreachable): the
+    /// deliveries that pile up meanwhile are not the entries' fault, so for a while after it
+    /// they do not send an entry to the dead-letter stream.
+    storage_trouble: Option<Instant>,
 }
 
 impl Worker {
@@ -49,7 +62,24 @@ impl Worker {
             partition,
             consumer: None,
             retry: Retry::new(),
+            storage_trouble: None,
         }
+    }
+
+    /// Notes a failed write; when Redis itself is the reason (full or unreachable), waits a
+    /// moment before going on, so that a router does not spin on a store that refuses writes.
+    async fn note_failure(&mut self, e: &StoreError) {
+        if storage_trouble(e) {
+            self.storage_trouble = Some(Instant::now());
+            tokio::time::sleep(STORAGE_BACKOFF).await;
+        }
+    }
+
+    /// Whether a write failed because of Redis recently enough that delivery counts may come
+    /// from that and not from the entries (three reclaim periods).
+    fn storage_troubled(&self) -> bool {
+        self.storage_trouble
+            .is_some_and(|t| t.elapsed() < self.cfg.claim_min_idle * 3 + STORAGE_BACKOFF)
     }
 
     /// The consumer, connecting when there is none.
@@ -161,6 +191,7 @@ impl Worker {
             Err(e) => {
                 // Left pending: claimed again after the idle time, counted as a delivery.
                 warn!(error = %e, count = entries.len(), "redis time unavailable; batch left pending");
+                self.note_failure(&e).await;
                 return;
             }
         };
@@ -173,7 +204,7 @@ impl Worker {
         let traced = trace_context::exporting();
         let mut spans = Vec::with_capacity(entries.len());
         for entry in &entries {
-            if entry.deliveries > self.cfg.max_deliveries {
+            if entry.deliveries > self.cfg.max_deliveries && !self.storage_troubled() {
                 self.dead_letter(
                     entry,
                     "max_deliveries",
@@ -225,6 +256,7 @@ impl Worker {
         if !writes.is_empty() {
             metrics::histogram!(names::DISPATCH_BATCH_SIZE).record(writes.len() as f64);
         }
+        let mut failure = None;
         match self.store.dispatch_batch(&writes).await {
             Ok(done) => {
                 for ((result, reported_ms), w) in done.iter().zip(&reported).zip(&writes) {
@@ -238,6 +270,9 @@ impl Worker {
                         // Left pending: delivered again later, dead-lettered after too many tries.
                         Err(e) => {
                             warn!(entry = %w.entry_id, error = %e, "dispatch failed; entry left pending");
+                            if storage_trouble(e) && failure.is_none() {
+                                failure = Some(StoreError::Unavailable(e.to_string()));
+                            }
                             "failed"
                         }
                     };
@@ -247,10 +282,14 @@ impl Worker {
             }
             // Nothing was acknowledged: the entries stay pending and are claimed again.
             Err(e) => {
-                warn!(error = %e, count = writes.len(), "dispatch failed; entries left pending")
+                warn!(error = %e, count = writes.len(), "dispatch failed; entries left pending");
+                failure = Some(e);
             }
         }
         drop(spans);
+        if let Some(e) = failure {
+            self.note_failure(&e).await;
+        }
     }
 
     /// Merges a duplicate into the nearest open incident that still takes it; `false` when there

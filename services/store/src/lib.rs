@@ -66,6 +66,10 @@ pub enum StoreError {
     /// Redis cannot be reached, timed out, or is loading: retry later.
     #[error("redis unavailable: {0}")]
     Unavailable(String),
+    /// Redis reached its `maxmemory` and refuses writes (`noeviction`): nothing was written;
+    /// retry once memory is freed.
+    #[error("redis is out of memory: {0}")]
+    Full(String),
     /// Redis answered with an error that retrying will not fix.
     #[error("redis error: {0}")]
     Internal(String),
@@ -114,6 +118,8 @@ impl From<redis::RedisError> for StoreError {
             );
         if transient {
             Self::Unavailable(e.to_string())
+        } else if e.code() == Some("OOM") {
+            Self::Full(e.to_string())
         } else if e.code() == Some("NOGROUP") {
             Self::NoGroup(e.to_string())
         } else {

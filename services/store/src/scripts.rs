@@ -208,12 +208,14 @@ impl Store {
                                 members.len()
                             )),
                         };
-                        let (why, retry) = (e.to_string(), matches!(e, StoreError::Unavailable(_)));
+                        // Every member gets the same kind of error (what the caller should do
+                        // about it), with the same text.
+                        let why = e.to_string();
                         for i in members {
-                            out[i] = Some(Err(if retry {
-                                StoreError::Unavailable(why.clone())
-                            } else {
-                                StoreError::Internal(why.clone())
+                            out[i] = Some(Err(match e {
+                                StoreError::Unavailable(_) => StoreError::Unavailable(why.clone()),
+                                StoreError::Full(_) => StoreError::Full(why.clone()),
+                                _ => StoreError::Internal(why.clone()),
                             }));
                         }
                     }

@@ -26,6 +26,10 @@ pub mod names {
     pub const ROUTE_DECISION_SECONDS: &str = "gridroute_route_decision_seconds";
     /// Time from the report being accepted to its dispatch being written.
     pub const REPORT_TO_DISPATCH_SECONDS: &str = "gridroute_report_to_dispatch_seconds";
+    /// Redis `used_memory` (bytes), as seen by routers.
+    pub const REDIS_USED_MEMORY: &str = "gridroute_redis_used_memory_bytes";
+    /// Redis `maxmemory` (bytes; 0 = no limit), as seen by routers.
+    pub const REDIS_MAX_MEMORY: &str = "gridroute_redis_max_memory_bytes";
     /// Entries in the ingest streams not yet delivered to any router (consumer-group lag).
     pub const INGEST_LAG: &str = "gridroute_ingest_lag_entries";
     /// Entries delivered to a router and not yet acknowledged.
@@ -230,6 +234,16 @@ pub fn describe() {
     describe_gauge!(
         TABLE_INFO,
         "The routing table in force (value 1, label version)."
+    );
+    describe_gauge!(
+        REDIS_USED_MEMORY,
+        Unit::Bytes,
+        "Redis used_memory, as seen by routers."
+    );
+    describe_gauge!(
+        REDIS_MAX_MEMORY,
+        Unit::Bytes,
+        "Redis maxmemory (0 = no limit), as seen by routers."
     );
     describe_counter!(
         STREAM_ENTRIES_TRIMMED_TOTAL,
