@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup-dev setup-test dev test fmt lint unit smoke deploy-check bench targets auth-cost http-rate bench-data sample build release clean
+.PHONY: help setup-dev setup-test dev test fmt lint unit smoke deploy-check chaos bench targets auth-cost http-rate bench-data sample build release clean
 
 # The deploy checks' Python tools live in a project-local virtual environment (.ci/setup).
 VENV := $(or $(CARGO_TARGET_DIR),target)/venv
@@ -35,6 +35,9 @@ smoke: ## A few seconds of end-to-end load on `gridroute dev`: zero errors, zero
 
 deploy-check: ## Alert rules (promtool), dashboard metrics, Helm chart lint + render + kubernetes-validate
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash deploy/check.sh
+
+chaos: setup-test ## 100,000 reports while routers, the API and Redis are killed (SIGKILL) 11 times: 0 lost, 0 duplicates (about 3 minutes)
+	GRIDROUTE_CHAOS_REPORTS=100000 GRIDROUTE_CHAOS_RATE=1000 $(CARGO) test --locked -p gridroute --test chaos -- --nocapture
 
 bench: bench-data ## Criterion benches of the core, then a short load test beside its ceilings
 	$(CARGO) bench -p gridroute-benches
