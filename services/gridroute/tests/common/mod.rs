@@ -40,6 +40,7 @@ use tonic::{Request, transport::Channel};
 pub mod http;
 pub mod keys;
 pub mod process;
+pub mod proxy;
 
 /// The security of a test server: tokens signed by the keys of `jwks`, default limits, a real
 /// audit trail.
