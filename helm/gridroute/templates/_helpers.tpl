@@ -144,6 +144,10 @@ spec:
               {{- end }}
             - name: GRIDROUTE_KEY_PREFIX
               value: {{ $root.Values.redis.keyPrefix | quote }}
+            - name: GRIDROUTE_WAIT_REPLICAS
+              value: {{ $root.Values.redis.waitReplicas | quote }}
+            - name: GRIDROUTE_WAIT_TIMEOUT_MS
+              value: {{ $root.Values.redis.waitTimeoutMs | quote }}
             - name: GRIDROUTE_PARTITIONS
               value: {{ $root.Values.partitions | quote }}
             - name: GRIDROUTE_GRPC_ADDR

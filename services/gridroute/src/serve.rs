@@ -76,6 +76,15 @@ pub struct ServeOptions {
     /// incident records are not affected.
     #[arg(long, env = "GRIDROUTE_STREAM_RETENTION", default_value = "30d")]
     pub stream_retention: String,
+    /// Durability: a report is acknowledged, and a dispatch counts as done, only once this many
+    /// replicas have it (`WAIT`), so that a Sentinel failover cannot lose it. 0 = the
+    /// primary's word (asynchronous replication). Not on Redis Cluster.
+    #[arg(long, env = "GRIDROUTE_WAIT_REPLICAS", default_value_t = 0)]
+    pub wait_replicas: u32,
+    /// How long to wait for those replicas; a report they do not confirm in time is answered
+    /// UNAVAILABLE (retry with the same request_id).
+    #[arg(long, env = "GRIDROUTE_WAIT_TIMEOUT_MS", default_value_t = 1000)]
+    pub wait_timeout_ms: u64,
     /// Time allowed after SIGTERM to finish in-flight work.
     #[arg(long, env = "GRIDROUTE_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
@@ -292,6 +301,10 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
     let Some(store) = connect(&url, &o, &mut stop_rx).await? else {
         return Ok(());
     };
+    let store = store.with_replication(gridroute_store::Replication {
+        replicas: o.wait_replicas,
+        timeout: Duration::from_millis(o.wait_timeout_ms),
+    })?;
     // Once a version was published, the one in force in Redis wins over --tables.
     store.bootstrap_table(&tables, &sources).await?;
     drop(sources);

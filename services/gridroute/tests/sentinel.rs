@@ -139,3 +139,133 @@ async fn keeps_working_through_a_sentinel_failover() {
         "routed through the new primary"
     );
 }
+
+/// The process id of the redis-server on `port`.
+fn redis_pid(port: u16) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "info", "server"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn signal(pid: &str, sig: &str) {
+    assert!(
+        Command::new("kill")
+            .args([sig, pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// With `--wait-replicas 1`, a report is acknowledged only once the replica has it: while the
+/// replica is frozen the report is UNAVAILABLE (and the retry with the same request id finds
+/// it); and when the primary is killed (SIGKILL, no clean hand-over) during a load and the
+/// Sentinel promotes the replica, every acknowledged report is there and dispatched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_the_replica_keeps_every_acknowledged_report_through_a_primary_crash() {
+    let sentinel = LocalSentinel::start().expect("primary, replica and Sentinel start");
+    let grpc = free_port().unwrap();
+    let auth = std::sync::Arc::new(ServeAuth::new("sentinel-wait"));
+    let _child = Child(
+        Command::new(env!("CARGO_BIN_EXE_gridroute"))
+            .args(["serve", "--redis-url", &sentinel.url()])
+            .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+            .args(["--http-addr", "off", "--metrics-addr", "off"])
+            .args(["--wait-replicas", "1", "--wait-timeout-ms", "500"])
+            .args(["--claim-min-idle-ms", "1000"])
+            .args(auth.args())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts"),
+    );
+    let channel = connect(&format!("http://127.0.0.1:{grpc}")).await;
+    let mut c = IncidentServiceClient::new(channel.clone());
+    let grids: Vec<String> = gridroute_benches::dawukou()
+        .grids
+        .grids()
+        .iter()
+        .map(|g| g.code.clone())
+        .collect();
+    let first = report_until_accepted(&auth, &mut c, report(0, &grids[0])).await;
+
+    // The replica frozen: not acknowledged.
+    let replica = redis_pid(sentinel.replica.port());
+    signal(&replica, "-STOP");
+    let t = Instant::now();
+    let err = c
+        .report_incident(auth.signed(report(1, &grids[1])))
+        .await
+        .unwrap_err();
+    signal(&replica, "-CONT");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("retry with the same request_id"),
+        "{err:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let second = report_until_accepted(&auth, &mut c, report(1, &grids[1])).await;
+
+    // A load, and the primary killed in the middle of it.
+    let primary = redis_pid(sentinel.primary.port());
+    let senders: Vec<_> = (0..4)
+        .map(|k| {
+            let (mut c, grids) = (IncidentServiceClient::new(channel.clone()), grids.clone());
+            let auth = auth.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in (2 + k..402).step_by(4) {
+                    ids.push(
+                        report_until_accepted(&auth, &mut c, report(i, &grids[i % grids.len()]))
+                            .await,
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                ids
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&primary, "-KILL");
+    // The promoted replica has no replica of its own, so reports wait (UNAVAILABLE, retried)
+    // until an operator adds one: here a fresh redis-server, as a replacement host would.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sentinel.primary_port() != Some(sentinel.replica.port()) {
+        assert!(Instant::now() < deadline, "the replica is promoted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let port = free_port().unwrap();
+    let dir = common::process::temp_dir("sentinel-new-replica");
+    let _new_replica = Child(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .args([
+                "--replicaof",
+                "127.0.0.1",
+                &sentinel.replica.port().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut acked = vec![first, second];
+    for s in senders {
+        acked.extend(s.await.unwrap());
+    }
+    assert_eq!(sentinel.primary_port(), Some(sentinel.replica.port()));
+    assert!(
+        all_dispatched(&auth, &mut c, &acked).await,
+        "every acknowledged report survived the crash and was dispatched"
+    );
+}

@@ -149,6 +149,15 @@ impl Store {
         let done: Vec<Result<i64>> = self
             .run_batched("dispatch", writes.len(), groups, build)
             .await?;
+        // With a durability setting, the batch counts as done once the replicas have it; when
+        // they do not answer in time, the router waits before going on (a failover may bring
+        // back the entries, which are then dispatched again from the new primary).
+        if done.iter().any(Result::is_ok) && !self.replicated("dispatch").await? {
+            tracing::warn!(
+                count = writes.len(),
+                "dispatches not yet on enough replicas"
+            );
+        }
         Ok(done.into_iter().map(|d| d.map(|d| d == 1)).collect())
     }
 

@@ -137,9 +137,20 @@ impl Store {
             let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
             scripts::evalsha(pipe, &scripts::REPORT, &keys, &args);
         };
-        let answers: Vec<Result<(i64, String)>> = self
+        let mut answers: Vec<Result<(i64, String)>> = self
             .run_batched("report", reports.len(), groups, build)
             .await?;
+        // With a durability setting, a report is acknowledged only once the replicas have it;
+        // otherwise the caller retries with the same request id (the record may exist, and
+        // the retry then finds it).
+        if answers.iter().any(Result::is_ok) && !self.replicated("report").await? {
+            for a in answers.iter_mut().filter(|a| a.is_ok()) {
+                *a = Err(StoreError::Unavailable(
+                    "the report is not yet on enough replicas; retry with the same request_id"
+                        .into(),
+                ));
+            }
+        }
         Ok(answers
             .into_iter()
             .zip(&ids)

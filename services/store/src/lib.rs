@@ -137,6 +137,16 @@ pub struct Store {
     target: conn::Target,
     conn: conn::Conn,
     keys: Keys,
+    replication: Option<Replication>,
+}
+
+/// A durability setting: writes count as done only once this many replicas have them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    /// Replicas that must acknowledge (`WAIT numreplicas`).
+    pub replicas: u32,
+    /// How long to wait for them.
+    pub timeout: Duration,
 }
 
 impl std::fmt::Debug for Store {
@@ -180,7 +190,46 @@ impl Store {
                 )));
             }
         }
-        Ok(Self { target, conn, keys })
+        Ok(Self {
+            target,
+            conn,
+            keys,
+            replication: None,
+        })
+    }
+
+    /// Makes reports count as accepted, and dispatches as done, only once `r.replicas`
+    /// replicas have them (`WAIT`), so that a failover to a replica cannot lose them. Not on
+    /// Redis Cluster: `WAIT` concerns one connection to one primary.
+    pub fn with_replication(mut self, r: Replication) -> Result<Self> {
+        if self.target.is_cluster() {
+            return Err(StoreError::Internal(
+                "waiting for replicas is not supported on Redis Cluster".into(),
+            ));
+        }
+        self.replication = Some(r).filter(|r| r.replicas > 0);
+        Ok(self)
+    }
+
+    /// Waits until the configured replicas have every write this process sent so far (the
+    /// writes went over the same multiplexed connection, so `WAIT` covers them). `Ok(true)`
+    /// without a setting; `Ok(false)` when fewer replicas acknowledged in time.
+    pub(crate) async fn replicated(&self, op: &'static str) -> Result<bool> {
+        let Some(r) = self.replication else {
+            return Ok(true);
+        };
+        let started = std::time::Instant::now();
+        let acked: u32 = redis::cmd("WAIT")
+            .arg(r.replicas)
+            .arg(r.timeout.as_millis() as u64)
+            .query_async(&mut self.conn())
+            .await?;
+        let ok = acked >= r.replicas;
+        metrics::histogram!(gridroute_telemetry::names::REPLICATION_WAIT_SECONDS, "op" => op)
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!(gridroute_telemetry::names::REPLICATION_WAITS_TOTAL, "op" => op, "outcome" => if ok { "replicated" } else { "short" })
+            .increment(1);
+        Ok(ok)
     }
 
     /// The key layout.

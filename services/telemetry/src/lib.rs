@@ -26,6 +26,11 @@ pub mod names {
     pub const ROUTE_DECISION_SECONDS: &str = "gridroute_route_decision_seconds";
     /// Time from the report being accepted to its dispatch being written.
     pub const REPORT_TO_DISPATCH_SECONDS: &str = "gridroute_report_to_dispatch_seconds";
+    /// Waits for replicas (`WAIT`, with `--wait-replicas`), by `op` (report, dispatch) and
+    /// `outcome` (replicated, short).
+    pub const REPLICATION_WAITS_TOTAL: &str = "gridroute_replication_waits_total";
+    /// How long waits for replicas took, by `op`.
+    pub const REPLICATION_WAIT_SECONDS: &str = "gridroute_replication_wait_seconds";
     /// Redis `used_memory` (bytes), as seen by routers.
     pub const REDIS_USED_MEMORY: &str = "gridroute_redis_used_memory_bytes";
     /// Redis `maxmemory` (bytes; 0 = no limit), as seen by routers.
@@ -234,6 +239,15 @@ pub fn describe() {
     describe_gauge!(
         TABLE_INFO,
         "The routing table in force (value 1, label version)."
+    );
+    describe_counter!(
+        REPLICATION_WAITS_TOTAL,
+        "Waits for replicas before a write counts as done, by operation and outcome."
+    );
+    describe_histogram!(
+        REPLICATION_WAIT_SECONDS,
+        Unit::Seconds,
+        "How long waits for replicas took, by operation."
     );
     describe_gauge!(
         REDIS_USED_MEMORY,
