@@ -187,15 +187,8 @@ const FAULTS: [Fault; 11] = [
 
 fn report(i: usize, grid: &str) -> pb::ReportIncidentRequest {
     pb::ReportIncidentRequest {
-        request_id: format!("chaos-{i}"),
-        source_system: "resident-app".into(),
-        category: "city.sanitation".into(),
-        location: Some(pb::Location {
-            kind: Some(pb::location::Kind::GridCode(grid.to_owned())),
-            ..Default::default()
-        }),
         description: format!("chaos report {i}"),
-        ..Default::default()
+        ..common::grid_report(format!("chaos-{i}"), grid)
     }
 }
 

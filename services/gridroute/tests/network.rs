@@ -30,16 +30,7 @@ use tonic_health::pb::{
 const DEADLINE: Duration = Duration::from_secs(2);
 
 fn report(i: usize, grid: &str) -> pb::ReportIncidentRequest {
-    pb::ReportIncidentRequest {
-        request_id: format!("net-{i}"),
-        source_system: "resident-app".into(),
-        category: "city.sanitation".into(),
-        location: Some(pb::Location {
-            kind: Some(pb::location::Kind::GridCode(grid.to_owned())),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    common::grid_report(format!("net-{i}"), grid)
 }
 
 /// A client that reports `range` one after another, retrying each with the same request id

@@ -7,48 +7,16 @@
 mod common;
 
 use std::{
-    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::process::{Child, ServeAuth, connect};
+use common::process::{Child, ServeAuth, connect, redis_server};
 use gridroute_proto::v1::{self as pb, incident_service_client::IncidentServiceClient};
 use gridroute_store::local::free_port;
 
-fn redis_server(port: u16, dir: &Path, extra: &[&str]) -> Child {
-    let child = Child(
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(dir)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return child;
-        }
-        #[allow(clippy::disallowed_methods)]
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("redis-server did not start");
-}
-
 fn report(i: usize, grid: &str) -> pb::ReportIncidentRequest {
-    pb::ReportIncidentRequest {
-        request_id: format!("drill-{i}"),
-        source_system: "resident-app".into(),
-        category: "city.sanitation".into(),
-        location: Some(pb::Location {
-            kind: Some(pb::location::Kind::GridCode(grid.to_owned())),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    common::grid_report(format!("drill-{i}"), grid)
 }
 
 async fn dispatched(

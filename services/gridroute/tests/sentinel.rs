@@ -19,16 +19,7 @@ use gridroute_store::local::{LocalSentinel, free_port};
 use tonic::transport::Channel;
 
 fn report(i: usize, grid: &str) -> pb::ReportIncidentRequest {
-    pb::ReportIncidentRequest {
-        request_id: format!("sen-{i}"),
-        source_system: "resident-app".into(),
-        category: "city.sanitation".into(),
-        location: Some(pb::Location {
-            kind: Some(pb::location::Kind::GridCode(grid.to_owned())),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    common::grid_report(format!("sen-{i}"), grid)
 }
 
 /// Reports, retrying UNAVAILABLE with the same request id as a calling system would.

@@ -47,16 +47,7 @@ fn serve(redis: &str, name: &str, auth: &ServeAuth) -> (Child, String) {
 }
 
 fn report(i: usize, grid: &str) -> pb::ReportIncidentRequest {
-    pb::ReportIncidentRequest {
-        request_id: format!("load-{i}"),
-        source_system: "resident-app".into(),
-        category: "city.sanitation".into(),
-        location: Some(pb::Location {
-            kind: Some(pb::location::Kind::GridCode(grid.to_owned())),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    common::grid_report(format!("load-{i}"), grid)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

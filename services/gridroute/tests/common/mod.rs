@@ -532,6 +532,21 @@ pub fn grid_point(table: &RoutingTable, township: bool) -> (String, Vec<String>,
     panic!("no such grid");
 }
 
+/// A report of `city.sanitation` located by grid code (no geometry to look up), as load and
+/// fault tests send them.
+pub fn grid_report(request_id: String, grid: &str) -> pb::ReportIncidentRequest {
+    pb::ReportIncidentRequest {
+        request_id,
+        source_system: "resident-app".into(),
+        category: "city.sanitation".into(),
+        location: Some(pb::Location {
+            kind: Some(pb::location::Kind::GridCode(grid.to_owned())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 pub fn report(request_id: &str, category: &str, lng: f64, lat: f64) -> pb::ReportIncidentRequest {
     pb::ReportIncidentRequest {
         request_id: request_id.to_owned(),

@@ -44,6 +44,31 @@ pub async fn connect(addr: &str) -> Channel {
     panic!("{addr} never opened");
 }
 
+/// A redis-server on `127.0.0.1:port` with its files in `dir` and `extra` settings, once it
+/// accepts connections.
+pub fn redis_server(port: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
+    let child = Child(
+        std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(dir)
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return child;
+        }
+        // Called from synchronous set-up code; a few short waits.
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("redis-server did not start on port {port}");
+}
+
 /// A fresh directory under the system's temp dir for one test.
 pub fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
