@@ -202,7 +202,7 @@ impl Store {
     /// replicas have them (`WAIT`), so that a failover to a replica cannot lose them. Not on
     /// Redis Cluster: `WAIT` concerns one connection to one primary.
     pub fn with_replication(mut self, r: Replication) -> Result<Self> {
-        if self.target.is_cluster() {
+        if r.replicas > 0 && self.target.is_cluster() {
             return Err(StoreError::Internal(
                 "waiting for replicas is not supported on Redis Cluster".into(),
             ));
