@@ -3,6 +3,12 @@
 //! route decisions in memory, dispatch script with record, timeline, events, timers, indexes
 //! and department streams, ack) straight against Redis, without gRPC, and reports routed
 //! incidents per second: the figure `report-batch` end to end is compared with.
+//!
+//! `--mix lean` runs instead the floor of issue 13: per incident an ingest XADD (300 B), reads
+//! in batches of 100, an 8-field record HSET with a 600 B decision, a department-stream XADD
+//! (900 B), a timer ZADD, XACK and XDEL, pipelined by 100, without scripts. Both mixes print the
+//! Redis CPU (`used_cpu_user + used_cpu_sys`) per routed incident, so that the two can be set
+//! side by side in one run.
 
 #![allow(clippy::unwrap_used)]
 
@@ -46,6 +52,141 @@ struct Args {
     /// Stream partitions.
     #[arg(long, default_value_t = 4)]
     partitions: u16,
+    /// `gridroute` (the service's store code) or `lean` (the floor: plain pipelined commands).
+    #[arg(long, default_value = "gridroute")]
+    mix: String,
+}
+
+/// Redis CPU seconds so far (`used_cpu_user + used_cpu_sys`).
+async fn redis_cpu(conn: &mut redis::aio::MultiplexedConnection) -> f64 {
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|l| {
+            l.strip_prefix("used_cpu_user:")
+                .or_else(|| l.strip_prefix("used_cpu_sys:"))
+        })
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// The lean floor's writer: ingest entries of 300 B, pipelined by 100.
+async fn lean_writer(
+    mut c: redis::aio::MultiplexedConnection,
+    partitions: u16,
+    stop: Arc<AtomicBool>,
+    reported: Arc<AtomicU64>,
+    routed: Arc<AtomicU64>,
+) {
+    let payload = vec![b'r'; 300];
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        // Keep pace with the routers: Redis CPU is then spent on incidents that get routed,
+        // not on a growing backlog.
+        if reported.load(Ordering::Relaxed) > routed.load(Ordering::Relaxed) + 10_000 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            continue;
+        }
+        let mut pipe = redis::pipe();
+        for _ in 0..100 {
+            n += 1;
+            pipe.cmd("XADD")
+                .arg(format!("lean:{{p{}}}:ingest", n % u64::from(partitions)))
+                .arg("*")
+                .arg("id")
+                .arg(n)
+                .arg("r")
+                .arg(&payload)
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut c).await.unwrap();
+        reported.fetch_add(100, Ordering::Relaxed);
+    }
+}
+
+/// The lean floor's router of one partition: read 100, write record, dispatch, timer, ack.
+async fn lean_router(
+    mut c: redis::aio::MultiplexedConnection,
+    p: u16,
+    stop: Arc<AtomicBool>,
+    routed: Arc<AtomicU64>,
+) {
+    let ingest = format!("lean:{{p{p}}}:ingest");
+    let _: Result<(), _> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&ingest)
+        .arg("routers")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut c)
+        .await;
+    let (decision, dispatch) = (vec![b'd'; 600], vec![b'x'; 900]);
+    while !stop.load(Ordering::Relaxed) {
+        let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("routers")
+            .arg("lean")
+            .arg("COUNT")
+            .arg(100)
+            .arg("BLOCK")
+            .arg(100)
+            .arg("STREAMS")
+            .arg(&ingest)
+            .arg(">")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let ids: Vec<String> = reply
+            .keys
+            .into_iter()
+            .flat_map(|k| k.ids)
+            .map(|e| e.id)
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HSET")
+                .arg(format!("lean:{{p{p}}}:inc:{id}"))
+                .arg(&[
+                    ("status", "dispatched"),
+                    ("dept", "property-office"),
+                    ("dispatched_at", "1796176800000"),
+                    ("accept_due", "1796191200000"),
+                    ("resolve_due", "1796205600000"),
+                    ("v", "1"),
+                    ("gen", "0"),
+                ])
+                .arg("decision")
+                .arg(&decision)
+                .ignore();
+            pipe.cmd("XADD")
+                .arg(format!("lean:{{p{p}}}:dispatch:property-office"))
+                .arg("*")
+                .arg("id")
+                .arg(id)
+                .arg("d")
+                .arg(&dispatch)
+                .ignore();
+            pipe.cmd("ZADD")
+                .arg(format!("lean:{{p{p}}}:sla"))
+                .arg(1_796_191_200_000u64)
+                .arg(format!("{id}|accept|property-office"))
+                .ignore();
+        }
+        pipe.cmd("XACK")
+            .arg(&ingest)
+            .arg("routers")
+            .arg(&ids)
+            .ignore();
+        pipe.cmd("XDEL").arg(&ingest).arg(&ids).ignore();
+        let _: () = pipe.query_async(&mut c).await.unwrap();
+        routed.fetch_add(ids.len() as u64, Ordering::Relaxed);
+    }
 }
 
 #[tokio::main]
@@ -59,15 +200,51 @@ async fn main() {
         .redis_url
         .clone()
         .unwrap_or_else(|| local.as_ref().unwrap().url());
+    let mut info = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     let store = Store::connect(&url, "ceiling", a.partitions).await.unwrap();
     store.ensure_groups().await.unwrap();
     let traffic = Arc::new(traffic::Traffic::from_tables(None, 0.0, 0.0).unwrap());
     let table = Arc::new(gridroute_benches::dawukou());
     let stop = Arc::new(AtomicBool::new(false));
     let (reported, routed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let lean = match a.mix.as_str() {
+        "lean" => true,
+        "gridroute" => false,
+        other => panic!("--mix {other:?}: gridroute or lean"),
+    };
+    let cpu_before = redis_cpu(&mut info).await;
     let started = Instant::now();
     let mut tasks = Vec::new();
+    if lean {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        for p in 0..a.partitions {
+            let c = client.get_multiplexed_async_connection().await.unwrap();
+            tasks.push(tokio::spawn(lean_router(
+                c,
+                p,
+                stop.clone(),
+                routed.clone(),
+            )));
+        }
+        for _ in 0..a.writers {
+            let c = client.get_multiplexed_async_connection().await.unwrap();
+            tasks.push(tokio::spawn(lean_writer(
+                c,
+                a.partitions,
+                stop.clone(),
+                reported.clone(),
+                routed.clone(),
+            )));
+        }
+    }
     for w in 0..a.writers {
+        if lean {
+            break;
+        }
         let (store, traffic, stop, reported, batch) = (
             store.clone(),
             traffic.clone(),
@@ -89,6 +266,9 @@ async fn main() {
         }));
     }
     for p in 0..a.partitions {
+        if lean {
+            break;
+        }
         let (store, table, stop, routed) =
             (store.clone(), table.clone(), stop.clone(), routed.clone());
         tasks.push(tokio::spawn(async move {
@@ -131,13 +311,17 @@ async fn main() {
     for t in tasks {
         let _ = t.await;
     }
+    let routed = routed.load(Ordering::Relaxed);
+    let cpu = redis_cpu(&mut info).await - cpu_before;
     println!(
-        "Redis-only ceiling: {:.0} reports/s written, {:.0} incidents/s routed and dispatched ({} partitions, {} writers, batches of {})",
+        "Redis-only ceiling ({} mix): {:.0} reports/s written, {:.0} incidents/s routed and dispatched ({} partitions, {} writers, batches of {}); Redis CPU {:.1} µs per routed incident",
+        a.mix,
         reported.load(Ordering::Relaxed) as f64 / elapsed,
-        routed.load(Ordering::Relaxed) as f64 / elapsed,
+        routed as f64 / elapsed,
         a.partitions,
         a.writers,
-        a.batch
+        a.batch,
+        cpu * 1e6 / routed.max(1) as f64
     );
     drop(local);
 }
