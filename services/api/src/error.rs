@@ -35,8 +35,8 @@ pub enum ApiError {
     /// The caller may not do this (or the thing does not exist and it may not know that).
     #[error("{0}")]
     PermissionDenied(String),
-    /// Entries after the caller's stream cursor were trimmed (retention window or count cap):
-    /// resuming would skip them silently, so the caller must resync (ListIncidents).
+    /// Entries after the caller's stream cursor were trimmed (the retention window): resuming
+    /// would skip them silently, so the caller must resync (ListIncidents).
     #[error("{message}")]
     CursorExpired {
         /// What happened, for a person.

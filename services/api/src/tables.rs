@@ -61,10 +61,9 @@ async fn admit(sources: Option<pb::TableSources>, field: &str) -> Result<Routing
         // others, and so is a working calendar that ends before the longest SLA span from now:
         // a push never stops a running city, `tables validate` refuses it offline.
         table.warnings.extend(geometry);
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        table.warnings.extend(table.calendar_shortfall(now_ms));
+        table
+            .warnings
+            .extend(table.calendar_shortfall(crate::now_ms()));
         Ok(table)
     })
     .await

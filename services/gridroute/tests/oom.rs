@@ -89,6 +89,22 @@ async fn a_full_redis_refuses_reports_loses_nothing_and_resumes() {
     let waiting = env
         .report(report("oom-waiting", "city.sanitation", lng, lat))
         .await;
+    // Delivered once to a router that then died: the entry is pending, so routers take it
+    // over (XAUTOCLAIM works on a full Redis, unlike XREADGROUP) and its delivery count grows
+    // with every failed dispatch while Redis is full.
+    let p = gridroute_store::keys::partition_of(&waiting, common::PARTITIONS).unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(gridroute_store::keys::ROUTER_GROUP)
+        .arg("died")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(env.store.keys().ingest(p))
+        .arg(">")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("maxmemory")
@@ -126,7 +142,22 @@ async fn a_full_redis_refuses_reports_loses_nothing_and_resumes() {
         "{full} script calls in 4 s while full, {idle} in 2 s when idle"
     );
 
-    // Nothing went to the dead-letter stream: the failures were Redis', not the entries'.
+    // The waiting entry was delivered more often than the routers' max_deliveries (3) ...
+    let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(env.store.keys().ingest(p))
+        .arg(gridroute_store::keys::ROUTER_GROUP)
+        .arg("-")
+        .arg("+")
+        .arg(10)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(
+        pending.iter().any(|(_, _, _, deliveries)| *deliveries > 3),
+        "{pending:?}"
+    );
+    // ... yet nothing went to the dead-letter stream: the failures were Redis', not the
+    // entry's.
     for p in 0..common::PARTITIONS {
         let dead: u64 = redis::cmd("XLEN")
             .arg(env.store.keys().dead_letter(p))

@@ -66,13 +66,11 @@ impl Worker {
         }
     }
 
-    /// Notes a failed write; when Redis itself is the reason (full or unreachable), waits a
-    /// moment before going on, so that a router does not spin on a store that refuses writes.
-    async fn note_failure(&mut self, e: &StoreError) {
-        if storage_trouble(e) {
-            self.storage_trouble = Some(Instant::now());
-            tokio::time::sleep(STORAGE_BACKOFF).await;
-        }
+    /// Notes a write Redis itself refused (full or unreachable) and waits a moment before going
+    /// on, so that a router does not spin on a store that refuses writes.
+    async fn storage_failed(&mut self) {
+        self.storage_trouble = Some(Instant::now());
+        tokio::time::sleep(STORAGE_BACKOFF).await;
     }
 
     /// Whether a write failed because of Redis recently enough that delivery counts may come
@@ -191,7 +189,9 @@ impl Worker {
             Err(e) => {
                 // Left pending: claimed again after the idle time, counted as a delivery.
                 warn!(error = %e, count = entries.len(), "redis time unavailable; batch left pending");
-                self.note_failure(&e).await;
+                if storage_trouble(&e) {
+                    self.storage_failed().await;
+                }
                 return;
             }
         };
@@ -256,7 +256,7 @@ impl Worker {
         if !writes.is_empty() {
             metrics::histogram!(names::DISPATCH_BATCH_SIZE).record(writes.len() as f64);
         }
-        let mut failure = None;
+        let mut refused_by_storage = false;
         match self.store.dispatch_batch(&writes).await {
             Ok(done) => {
                 for ((result, reported_ms), w) in done.iter().zip(&reported).zip(&writes) {
@@ -270,9 +270,7 @@ impl Worker {
                         // Left pending: delivered again later, dead-lettered after too many tries.
                         Err(e) => {
                             warn!(entry = %w.entry_id, error = %e, "dispatch failed; entry left pending");
-                            if storage_trouble(e) && failure.is_none() {
-                                failure = Some(StoreError::Unavailable(e.to_string()));
-                            }
+                            refused_by_storage |= storage_trouble(e);
                             "failed"
                         }
                     };
@@ -283,12 +281,12 @@ impl Worker {
             // Nothing was acknowledged: the entries stay pending and are claimed again.
             Err(e) => {
                 warn!(error = %e, count = writes.len(), "dispatch failed; entries left pending");
-                failure = Some(e);
+                refused_by_storage = storage_trouble(&e);
             }
         }
         drop(spans);
-        if let Some(e) = failure {
-            self.note_failure(&e).await;
+        if refused_by_storage {
+            self.storage_failed().await;
         }
     }
 

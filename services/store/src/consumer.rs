@@ -99,11 +99,30 @@ impl Store {
                 .await;
             match r {
                 Err(e) if e.code() == Some("BUSYGROUP") => {}
+                // A full Redis refuses XGROUP CREATE before it looks for the group: a router
+                // that starts then can still work on groups that exist (reads, claims).
+                Err(e) if e.code() == Some("OOM") && self.group_exists(&mut c, p).await => {}
                 other => other?,
             }
         }
         scripts::ensure_loaded(&mut c).await?;
         Ok(())
+    }
+
+    /// Whether the partition's router group exists (asked without writing).
+    async fn group_exists(&self, c: &mut crate::conn::Conn, partition: u16) -> bool {
+        let groups: redis::RedisResult<Vec<HashMap<String, redis::Value>>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(self.keys().ingest(partition))
+            .query_async(c)
+            .await;
+        groups.is_ok_and(|gs| {
+            gs.iter().any(|g| {
+                g.get("name").is_some_and(|n| {
+                    redis::from_redis_value::<String>(n.clone()).is_ok_and(|n| n == ROUTER_GROUP)
+                })
+            })
+        })
     }
 
     /// A consumer of one partition with its own connection for blocking reads.
@@ -157,21 +176,6 @@ impl Store {
         self.run_script::<i64>(&mut pipe, "dead_letter")
             .await
             .map(drop)
-    }
-
-    /// Redis' memory: (`used_memory`, `maxmemory`, 0 = no limit) in bytes, from `INFO memory`
-    /// of the node the connection reaches (on Redis Cluster, one node: watch every primary
-    /// with a Redis exporter there).
-    pub async fn memory_stats(&self) -> Result<(u64, u64)> {
-        let mut c = self.conn();
-        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await?;
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0)
-        };
-        Ok((field("used_memory"), field("maxmemory")))
     }
 
     /// Lag, pending and dead-letter counts summed over every partition.

@@ -150,8 +150,8 @@ impl Store {
             .run_batched("dispatch", writes.len(), groups, build)
             .await?;
         // With a durability setting, the batch counts as done once the replicas have it; when
-        // they do not answer in time, the router waits before going on (a failover may bring
-        // back the entries, which are then dispatched again from the new primary).
+        // they do not answer in time it is logged and counted (a failover may then bring back
+        // the entries, which are dispatched again from the new primary).
         if done.iter().any(Result::is_ok) && !self.replicated("dispatch").await? {
             tracing::warn!(
                 count = writes.len(),

@@ -330,6 +330,21 @@ impl Store {
         Ok(())
     }
 
+    /// Redis' memory: (`used_memory`, `maxmemory`, 0 = no limit) in bytes, from `INFO memory`
+    /// of the node the connection reaches (on Redis Cluster, one node: watch every primary
+    /// with a Redis exporter there).
+    pub async fn memory_stats(&self) -> Result<(u64, u64)> {
+        let mut c = self.conn();
+        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await?;
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Ok((field("used_memory"), field("maxmemory")))
+    }
+
     /// Redis server time in milliseconds: the one clock every replica agrees on.
     pub async fn server_time_ms(&self) -> Result<i64> {
         let mut c = self.conn();

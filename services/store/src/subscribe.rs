@@ -63,23 +63,10 @@ fn stream_id(id: &str) -> Option<(u64, u64)> {
 /// The id of the last entry trimmed (or deleted) from a stream, from an `XINFO STREAM` reply;
 /// `0-0` when nothing was or the stream does not exist.
 fn last_deleted(reply: redis::Value) -> String {
-    let redis::Value::Map(fields) = reply else {
-        if let redis::Value::Array(items) = reply {
-            let mut it = items.into_iter();
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                if redis::from_redis_value::<String>(k).is_ok_and(|k| k == "max-deleted-entry-id") {
-                    return redis::from_redis_value(v).unwrap_or_else(|_| "0-0".to_owned());
-                }
-            }
-        }
-        return "0-0".to_owned();
-    };
-    fields
-        .into_iter()
-        .find(|(k, _)| {
-            redis::from_redis_value::<String>(k.clone()).is_ok_and(|k| k == "max-deleted-entry-id")
-        })
-        .and_then(|(_, v)| redis::from_redis_value(v).ok())
+    redis::from_redis_value::<std::collections::HashMap<String, Value>>(reply)
+        .ok()
+        .and_then(|mut info| info.remove("max-deleted-entry-id"))
+        .and_then(|v| redis::from_redis_value(v).ok())
         .unwrap_or_else(|| "0-0".to_owned())
 }
 
