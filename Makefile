@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup-dev setup-test dev test fmt lint unit smoke deploy-check chaos bench targets auth-cost http-rate replication-cost bench-data sample build release clean
+.PHONY: help setup-dev setup-test dev test fmt lint unit smoke deploy-check chaos archive-soak bench targets auth-cost http-rate replication-cost bench-data sample build release clean
 
 # The deploy checks' Python tools live in a project-local virtual environment (.ci/setup).
 VENV := $(or $(CARGO_TARGET_DIR),target)/venv
@@ -13,7 +13,7 @@ help: ## List the targets
 setup-dev: ## Install what `make dev` needs and the machine lacks (redis-server), or say how
 	@bash .ci/setup dev
 
-setup-test: ## Install what `make test` needs and the machine lacks (redis-server, promtool, Python tools), or say how
+setup-test: ## Install what `make test` needs and the machine lacks (redis-server, promtool, faketime, PostgreSQL, Python tools), or say how
 	@bash .ci/setup test
 
 dev: setup-dev ## Run gridroute on the Dawukou sample with a private redis-server (Ctrl-C stops both)
@@ -38,6 +38,9 @@ deploy-check: ## Alert rules (promtool), dashboard metrics, Helm chart lint + re
 
 chaos: setup-test ## 100,000 reports while routers, the API and Redis are killed (SIGKILL) 11 times: 0 lost, 0 duplicates (about 3 minutes)
 	GRIDROUTE_CHAOS_REPORTS=100000 GRIDROUTE_CHAOS_RATE=1000 $(CARGO) test --locked -p gridroute --test chaos -- --nocapture
+
+archive-soak: setup-test ## Cycles of cases that close and move to a private PostgreSQL archive: Redis keys, index entries, used_memory per cycle
+	GRIDROUTE_SOAK_CYCLES=$${GRIDROUTE_SOAK_CYCLES:-12} GRIDROUTE_SOAK_INCIDENTS=$${GRIDROUTE_SOAK_INCIDENTS:-500} $(CARGO) test --locked -p gridroute --test archive -- redis_keeps --nocapture
 
 bench: bench-data ## Criterion benches of the core, then a short load test beside its ceilings
 	$(CARGO) bench -p gridroute-benches

@@ -89,6 +89,15 @@ async fn act(
         Ok(Acted::Applied) => tracing::debug!(action, "applied"),
         Ok(Acted::Repeated) => tracing::debug!(action, "repeated request id: nothing changed"),
         Err(StoreError::NotFound(id)) => {
+            // An archived case takes no more actions; say so to those who may read it.
+            if let Some(archived) = state.archived(&id).await?
+                && gridroute_core::access::can_read(&req.caller, &privacy::facts(&archived), &table)
+            {
+                return Err(StoreError::Refused(Refusal::Precondition(format!(
+                    "incident {id} is archived (closed long ago): it takes no more actions"
+                )))
+                .into());
+            }
             return Err(authz::unseen(&req.caller, &table, &id, false));
         }
         Err(StoreError::Refused(Refusal::Invalid { field, why })) => {

@@ -26,6 +26,9 @@ pub enum ApiError {
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The archive (PostgreSQL) refused or failed.
+    #[error(transparent)]
+    Archive(#[from] gridroute_archive::ArchiveError),
     /// The service cannot serve this now (no table loaded, too many subscribers).
     #[error("{0}")]
     Unavailable(String),
@@ -137,6 +140,14 @@ impl From<ApiError> for Status {
                 Status::with_error_details(Code::OutOfRange, message, details)
             }
             ApiError::Unavailable(m) => Status::unavailable(m),
+            ApiError::Archive(gridroute_archive::ArchiveError::Unavailable(m)) => {
+                tracing::warn!(error = %m, "archive unavailable");
+                Status::unavailable("the archive is unavailable; retry later")
+            }
+            ApiError::Archive(e) => {
+                tracing::error!(error = %e, "archive error");
+                Status::internal("internal archive error")
+            }
             ApiError::Unauthenticated(m) => Status::unauthenticated(m),
             ApiError::PermissionDenied(m) => Status::permission_denied(m),
             ApiError::Exhausted {

@@ -11,7 +11,9 @@ use gridroute_store::{StoreError, ingest::Accepted, query, subscribe::Cursor};
 use gridroute_telemetry::{names, trace_context};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{ApiError, ApiState, actions, authz, now_ms, privacy, scope, streaming, validate};
+use crate::{
+    ApiError, ApiState, actions, authz, now_ms, privacy, records, scope, streaming, validate,
+};
 
 /// Reports per Redis round trip in a ReportIncidents stream.
 const STREAM_CHUNK: usize = 256;
@@ -191,12 +193,12 @@ impl IncidentService for Incidents {
                 let id = r.incident_id;
                 validate::incident_id(&id)?;
                 let table = self.0.tables.load_full();
-                let mut incident = match self.0.store.get_incident(&id).await {
+                let mut incident = match self.0.read_incident(&id).await {
                     Ok(i) => i,
-                    Err(StoreError::NotFound(_)) => {
+                    Err(ApiError::Store(StoreError::NotFound(_))) => {
                         return Err(authz::unseen(&who, &table, &id, false));
                     }
-                    Err(e) => return Err(e.into()),
+                    Err(e) => return Err(e),
                 };
                 if !access::can_read(&who, &privacy::facts(&incident), &table) {
                     return Err(authz::unseen(&who, &table, &id, true));
@@ -226,7 +228,7 @@ impl IncidentService for Incidents {
                         format!("between 0 and {}", query::MAX_PAGE_SIZE),
                     ));
                 }
-                if !r.page_token.is_empty() && !query::is_page_token(&r.page_token) {
+                if !r.page_token.is_empty() && !records::is_page_token(&r.page_token) {
                     violations.push(tonic_types::FieldViolation::new(
                         "page_token",
                         "not a token returned by ListIncidents",
@@ -271,11 +273,8 @@ impl IncidentService for Incidents {
                 } else {
                     r.page_size as usize
                 };
-                let (mut incidents, next_page_token) = self
-                    .0
-                    .store
-                    .list_incidents(&filter, size, &r.page_token)
-                    .await?;
+                let (mut incidents, next_page_token) =
+                    self.0.list_records(&filter, size, &r.page_token).await?;
                 let co_see = self.0.security.co_handlers_see_contact;
                 for inc in &mut incidents {
                     privacy::present(inc, &who, &table, co_see);

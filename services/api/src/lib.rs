@@ -18,6 +18,7 @@
 //! - [`actions`]: what every lifecycle action shares (identity, idempotency, the answer).
 //! - [`coalesce`]: group commit of concurrent unary reports.
 //! - [`streaming`]: the server-streaming RPCs' reader tasks.
+//! - [`records`]: the shared record across Redis and the archive (get, list, stats).
 //! - [`server`]: assembles the services, the layer, health and reflection, and serves them.
 //!
 //! Handlers hold no state of their own: everything shared lives in Redis or in the table in
@@ -34,6 +35,7 @@ pub mod incident;
 pub mod limits;
 pub mod policy;
 pub mod privacy;
+pub mod records;
 pub mod routing;
 pub mod scope;
 pub mod server;
@@ -84,6 +86,9 @@ pub struct ApiState {
     pub reports: coalesce::Coalescer,
     /// Identity, limits, audit and privacy settings.
     pub security: Arc<Security>,
+    /// The archive of closed incidents, read when Redis no longer has one (none: everything
+    /// stays in Redis).
+    pub archive: Option<gridroute_archive::Archive>,
 }
 
 impl ApiState {
@@ -103,6 +108,7 @@ impl ApiState {
             shutdown,
             tls: None,
             security: Arc::new(security),
+            archive: None,
         }
     }
 

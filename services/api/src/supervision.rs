@@ -142,7 +142,7 @@ impl SupervisionService for Supervision {
                     start_ms,
                     end_ms,
                 };
-                Ok(self.0.store.stats(&filter, &table.calendar).await?)
+                self.0.stats_over_all(&filter, &table.calendar).await
             })
             .await
     }

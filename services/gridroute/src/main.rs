@@ -133,6 +133,28 @@ enum Command {
         #[command(subcommand)]
         command: TablesCommand,
     },
+    /// The archive of closed incidents (PostgreSQL).
+    Archive {
+        #[command(subcommand)]
+        command: ArchiveCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ArchiveCommand {
+    /// Apply the schema migrations not applied yet (serve applies them too at start); prints
+    /// what it applied and the schema version.
+    Migrate {
+        /// PostgreSQL URL (`postgres://user:password@host:5432/gridroute`).
+        #[arg(long, env = "GRIDROUTE_ARCHIVE_URL", hide_env_values = true)]
+        archive_url: String,
+    },
+    /// Print the schema version and how many incidents the archive holds.
+    Status {
+        /// PostgreSQL URL.
+        #[arg(long, env = "GRIDROUTE_ARCHIVE_URL", hide_env_values = true)]
+        archive_url: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,6 +275,7 @@ async fn main() -> std::process::ExitCode {
             note,
             assignee,
         } => client::act(&addr, action, &id, &department, &note, &assignee).await,
+        Command::Archive { command } => archive_command(command).await,
         Command::Tables { command } => match command {
             TablesCommand::Push {
                 addr,
@@ -290,4 +313,37 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn archive_command(
+    command: ArchiveCommand,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    match command {
+        ArchiveCommand::Migrate { archive_url } => {
+            let archive = gridroute_archive::Archive::connect(&archive_url)?;
+            let applied = archive.migrate().await?;
+            let version = archive.schema_version().await?;
+            if applied.is_empty() {
+                println!("archive schema up to date (version {version})");
+            } else {
+                println!("applied migrations {applied:?}; archive schema version {version}");
+            }
+        }
+        ArchiveCommand::Status { archive_url } => {
+            let archive = gridroute_archive::Archive::connect(&archive_url)?;
+            let version = archive.schema_version().await?;
+            let latest = gridroute_archive::MIGRATIONS.last().map_or(0, |m| m.0);
+            if version < latest {
+                println!(
+                    "schema version {version} (this binary knows {latest}: run gridroute archive migrate)"
+                );
+            } else {
+                println!(
+                    "schema version {version}; {} incidents archived",
+                    archive.count().await?
+                );
+            }
+        }
+    }
+    Ok(())
 }

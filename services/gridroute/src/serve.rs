@@ -76,6 +76,18 @@ pub struct ServeOptions {
     /// incident records are not affected.
     #[arg(long, env = "GRIDROUTE_STREAM_RETENTION", default_value = "30d")]
     pub stream_retention: String,
+    /// The archive of closed incidents: a PostgreSQL URL
+    /// (`postgres://user:password@host:5432/gridroute`). Without one, every incident stays in
+    /// Redis. With one, routers move incidents closed longer than --hot-period there, and the
+    /// API reads them back transparently; pending migrations are applied at start.
+    #[arg(long, env = "GRIDROUTE_ARCHIVE_URL", hide_env_values = true)]
+    pub archive_url: Option<String>,
+    /// How long a closed (or cancelled) incident stays in Redis before the archive takes it.
+    #[arg(long, env = "GRIDROUTE_HOT_PERIOD", default_value = "90d")]
+    pub hot_period: String,
+    /// How often routers look for incidents to archive.
+    #[arg(long, env = "GRIDROUTE_ARCHIVE_EVERY", default_value = "60s")]
+    pub archive_every: String,
     /// Durability: a report is acknowledged, and a dispatch counts as done, only once this many
     /// replicas have it (`WAIT`), so that a Sentinel failover cannot lose it. 0 = the
     /// primary's word (asynchronous replication). Not on Redis Cluster.
@@ -189,6 +201,33 @@ pub struct AuthOptions {
     /// laptop only: anyone can then act as anyone. Never the default.
     #[arg(long, env = "GRIDROUTE_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+}
+
+/// Connects to the archive and applies pending migrations, waiting for PostgreSQL like for
+/// Redis (a deployment may start before its database); `None` only when stopped meanwhile.
+async fn open_archive(
+    url: &str,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<gridroute_archive::Archive, BoxError> {
+    let archive = gridroute_archive::Archive::connect(url)?;
+    let mut retry = gridroute_store::retry::Retry::new();
+    loop {
+        match archive.migrate().await {
+            Ok(applied) => {
+                if !applied.is_empty() {
+                    info!(?applied, "archive migrations applied");
+                }
+                return Ok(archive);
+            }
+            Err(gridroute_archive::ArchiveError::Unavailable(e)) => {
+                warn!(error = %e, "waiting for the archive (PostgreSQL)");
+                if retry.wait(stop).await {
+                    return Err("stopped while waiting for the archive".into());
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn duration(flag: &str, text: &str) -> Result<Duration, BoxError> {
@@ -309,6 +348,10 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
     store.bootstrap_table(&tables, &sources).await?;
     drop(sources);
 
+    let archive = match &o.archive_url {
+        None => None,
+        Some(url) => Some(open_archive(url, &mut stop_rx).await?),
+    };
     let mut tasks = tokio::task::JoinSet::new();
     let contact_retention = duration("contact-retention", &o.auth.contact_retention)?;
     let stream_retention = duration("stream-retention", &o.stream_retention)?;
@@ -355,6 +398,20 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
             (stream_retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)),
             stop_rx.clone(),
         ));
+        if let Some(archive) = &archive {
+            tasks.spawn(gridroute_router::archive_loop(
+                store.clone(),
+                archive.clone(),
+                tables.clone(),
+                gridroute_router::ArchiveSettings {
+                    hot_period: duration("hot-period", &o.hot_period)?,
+                    contact_retention,
+                    every: duration("archive-every", &o.archive_every)?,
+                    batch: 100,
+                },
+                stop_rx.clone(),
+            ));
+        }
     }
     let mut dev_tokens = None;
     if o.role != Role::Router {
@@ -375,6 +432,7 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
         let listener = tokio::net::TcpListener::bind(o.grpc_addr).await?;
         let mut state = ApiState::new(store.clone(), tables.clone(), stop_rx.clone(), security);
         state.tls = server_tls(&o)?;
+        state.archive = archive.clone();
         if o.http_addr != "off" {
             let addr: SocketAddr = o
                 .http_addr

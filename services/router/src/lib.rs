@@ -14,7 +14,8 @@
 //! - [`route`]: the pure step from an ingest entry to the write that dispatches it (no I/O);
 //! - [`timers`]: firing due SLA timers;
 //! - [`stats`]: the ingest gauges;
-//! - [`retention`]: erasing reporters' contact details after the retention period.
+//! - [`retention`]: erasing reporters' contact details after the retention period;
+//! - [`archive`]: moving closed incidents to the archive after the hot period.
 
 use std::time::Duration;
 
@@ -23,12 +24,14 @@ use gridroute_store::{Store, StoreError, retry::Retry};
 use tokio::sync::watch;
 use tracing::{Instrument, info, info_span, warn};
 
+pub mod archive;
 pub mod retention;
 pub mod route;
 pub mod stats;
 pub mod timers;
 pub mod worker;
 
+pub use archive::{ArchiveSettings, archive_loop};
 pub use retention::{retention_loop, stream_retention_loop};
 pub use route::route_entry;
 pub use stats::stats_loop;

@@ -9,8 +9,11 @@ use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span};
 
 /// Runs `sweep` now and every `every` after, until `shutdown` turns true.
-async fn sweep_every<F, Fut>(every: Duration, mut shutdown: watch::Receiver<bool>, mut sweep: F)
-where
+pub(crate) async fn sweep_every<F, Fut>(
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    mut sweep: F,
+) where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,
 {
@@ -23,7 +26,7 @@ where
     }
 }
 
-fn millis(d: Duration) -> i64 {
+pub(crate) fn millis(d: Duration) -> i64 {
     d.as_millis().min(i64::MAX as u128) as i64
 }
 

@@ -75,6 +75,12 @@ impl Keys {
         self.part(p, "closed")
     }
 
+    /// The incidents of a partition that closed, by when: the archive mover's work list (kept
+    /// apart from [`Keys::closed`], which the contact retention sweep empties sooner or later).
+    pub fn archive_due(&self, p: u16) -> String {
+        self.part(p, "archive_due")
+    }
+
     /// The deployment's meta hash (not bound to a partition).
     pub fn meta(&self) -> String {
         format!("{}:meta", self.prefix)

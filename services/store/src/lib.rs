@@ -22,11 +22,13 @@
 //! - [`tables`]: routing table versions, history and change notifications.
 //! - [`audit`]: the audit trail (a stream trimmed by age).
 //! - [`retention`]: erasing reporters' contact details a retention period after closing.
+//! - [`archive`]: Redis' side of moving closed incidents to the archive (PostgreSQL).
 //! - [`retry`]: the one back-off used when Redis does not answer.
 //! - [`local`]: a private `redis-server` for `gridroute dev` and tests.
 //!
 //! Nothing here decides where an incident goes: that is the core's job.
 
+pub mod archive;
 pub mod audit;
 pub mod codec;
 pub mod conn;

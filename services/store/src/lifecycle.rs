@@ -143,6 +143,7 @@ impl Store {
             if closes(plan.status) {
                 // A merged report's case is over when the case it joined is.
                 ops.op("ZADD", k.closed(p), vec![NOW.to_vec(), b(m.as_str())]);
+                ops.op("ZADD", k.archive_due(p), vec![NOW.to_vec(), b(m.as_str())]);
             }
             if let Err(e) = self.apply_unconditional(ops).await {
                 tracing::warn!(incident = %m, error = %e, "could not note the outcome on a merged incident");

@@ -440,10 +440,13 @@ impl Store {
         }
         // The retention clock of the reporter's contact starts when the case closes; a case
         // reopened after closing leaves the list again.
+        // So does its time in Redis before the archive takes it.
         if closes(plan.status) {
             ops.op("ZADD", k.closed(p), vec![NOW.to_vec(), b(id)]);
+            ops.op("ZADD", k.archive_due(p), vec![NOW.to_vec(), b(id)]);
         } else if snap.rec.status.is_some_and(closes) {
             ops.op("ZREM", k.closed(p), vec![b(id)]);
+            ops.op("ZREM", k.archive_due(p), vec![b(id)]);
         }
         if plan.points > 0
             && let Some(r) = &report

@@ -76,6 +76,8 @@ scripts! {
     MERGE_ENTRY = "merge_entry";
     /// Trim a stream to its retention window, remembering where.
     TRIM_STREAM = "trim_stream";
+    /// Remove an archived incident if its record is unchanged.
+    REMOVE_ARCHIVED = "remove_archived";
 }
 
 /// Appends `EVALSHA` of `script` to a pipeline. Pipelines cannot fall back to EVAL by

@@ -103,6 +103,16 @@ pub mod names {
     /// Audit records written, by `outcome` (written, dropped: the writer's queue was full,
     /// failed: Redis refused).
     pub const AUDIT_RECORDS_TOTAL: &str = "gridroute_audit_records_total";
+    /// Incidents moved from Redis to the archive.
+    pub const ARCHIVED_TOTAL: &str = "gridroute_archived_incidents_total";
+    /// Closed incidents past the hot period still in Redis, as the last mover pass saw them.
+    pub const ARCHIVE_DUE: &str = "gridroute_archive_due_incidents";
+    /// Reads answered from the archive, by call (`get`, `list`, `stats`).
+    pub const ARCHIVE_READS_TOTAL: &str = "gridroute_archive_reads_total";
+    /// Archive (PostgreSQL) calls that failed.
+    pub const ARCHIVE_ERRORS_TOTAL: &str = "gridroute_archive_errors_total";
+    /// Index stream entries removed because every incident they name was archived.
+    pub const INDEX_ENTRIES_COMPACTED_TOTAL: &str = "gridroute_index_entries_compacted_total";
     /// Reporters' contact details erased after the retention period.
     pub const CONTACTS_ERASED_TOTAL: &str = "gridroute_contacts_erased_total";
 }
@@ -181,6 +191,23 @@ pub fn describe() {
         "Calls refused before any handler ran, by reason and principal kind."
     );
     describe_counter!(AUDIT_RECORDS_TOTAL, "Audit records, by outcome.");
+    describe_counter!(ARCHIVED_TOTAL, "Incidents moved from Redis to the archive.");
+    describe_gauge!(
+        ARCHIVE_DUE,
+        "Closed incidents past the hot period still in Redis (last mover pass)."
+    );
+    describe_counter!(
+        ARCHIVE_READS_TOTAL,
+        "Reads answered from the archive, by call."
+    );
+    describe_counter!(
+        ARCHIVE_ERRORS_TOTAL,
+        "Archive (PostgreSQL) calls that failed."
+    );
+    describe_counter!(
+        INDEX_ENTRIES_COMPACTED_TOTAL,
+        "Index stream entries removed once every incident they name was archived."
+    );
     describe_counter!(
         CONTACTS_ERASED_TOTAL,
         "Reporters' contact details erased after the retention period."

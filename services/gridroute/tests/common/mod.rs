@@ -88,6 +88,12 @@ fn department(table: &RoutingTable, id: &str) -> String {
     )
 }
 
+/// The principal of the table's default command centre.
+#[allow(dead_code)]
+pub fn command_centre(table: &RoutingTable) -> String {
+    format!("command_centre:{}", centre(table))
+}
+
 fn centre(table: &RoutingTable) -> String {
     table.departments[table.default_command_centre as usize]
         .id
@@ -230,6 +236,14 @@ impl Env {
         env
     }
 
+    /// Redis + API reading this archive + one router (the mover is run by the test).
+    #[allow(dead_code)]
+    pub async fn with_archive(archive: gridroute_archive::Archive) -> Self {
+        let mut env = Self::build_full(None, &[], |_| {}, Some(archive)).await;
+        env.spawn_router(fast_router("router-a"));
+        env
+    }
+
     async fn build(rules: Option<&str>) -> Self {
         Self::build_with(rules, &[], |_| {}).await
     }
@@ -238,6 +252,15 @@ impl Env {
         rules: Option<&str>,
         extra_keys: &[&keys::TestKey],
         adjust: impl FnOnce(&mut Security),
+    ) -> Self {
+        Self::build_full(rules, extra_keys, adjust, None).await
+    }
+
+    async fn build_full(
+        rules: Option<&str>,
+        extra_keys: &[&keys::TestKey],
+        adjust: impl FnOnce(&mut Security),
+        archive: Option<gridroute_archive::Archive>,
     ) -> Self {
         let redis = LocalRedis::start().expect("redis-server starts");
         let store = Store::connect(&redis.url(), "gr", PARTITIONS)
@@ -275,6 +298,7 @@ impl Env {
         }
         let mut state = ApiState::new(store.clone(), tables.clone(), rx.clone(), security);
         state.subscribe_block = Duration::from_millis(200);
+        state.archive = archive;
         tokio::spawn({
             let (s, t, rx) = (store.clone(), tables.clone(), rx.clone());
             async move { s.sync_tables(t, rx).await }
