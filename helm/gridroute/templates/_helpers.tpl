@@ -168,6 +168,21 @@ spec:
               value: {{ $root.Values.router.timerPollMs | quote }}
             - name: GRIDROUTE_STREAM_RETENTION
               value: {{ $root.Values.router.streamRetention | quote }}
+            {{- if or $root.Values.archive.existingSecret $root.Values.archive.url }}
+            - name: GRIDROUTE_ARCHIVE_URL
+              {{- if $root.Values.archive.existingSecret }}
+              valueFrom:
+                secretKeyRef:
+                  name: {{ $root.Values.archive.existingSecret }}
+                  key: {{ $root.Values.archive.existingSecretKey }}
+              {{- else }}
+              value: {{ $root.Values.archive.url | quote }}
+              {{- end }}
+            - name: GRIDROUTE_HOT_PERIOD
+              value: {{ $root.Values.archive.hotPeriod | quote }}
+            - name: GRIDROUTE_ARCHIVE_EVERY
+              value: {{ $root.Values.archive.every | quote }}
+            {{- end }}
             - name: GRIDROUTE_CONSUMER_NAME
               valueFrom:
                 fieldRef: {fieldPath: metadata.name}

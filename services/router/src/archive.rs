@@ -117,7 +117,12 @@ pub async fn move_once(
             }
         }
         out.index_entries += store.compact_indexes(&streams, cutoff, INDEX_SCAN).await?;
-        if candidates.len() < s.batch * usize::from(store.keys().partitions()) {
+        // Another round while some partition may hold more than it gave.
+        let mut per_partition = std::collections::HashMap::<u16, usize>::new();
+        for c in &candidates {
+            *per_partition.entry(c.partition).or_default() += 1;
+        }
+        if per_partition.values().all(|n| *n < s.batch) {
             break;
         }
     }
