@@ -13,7 +13,7 @@ help: ## List the targets
 setup-dev: ## Install what `make dev` needs and the machine lacks (redis-server), or say how
 	@bash .ci/setup dev
 
-setup-test: ## Install what `make test` needs and the machine lacks (redis-server, promtool, faketime, PostgreSQL, Python tools), or say how
+setup-test: ## Install what `make test` needs and the machine lacks (redis-server, promtool, faketime, PostgreSQL, Chromium, Python tools), or say how
 	@bash .ci/setup test
 
 dev: setup-dev ## Run gridroute on the Dawukou sample with a private redis-server (Ctrl-C stops both)
@@ -30,7 +30,7 @@ lint: ## Clippy on every target, warnings are errors
 unit: ## Every test (needs redis-server on PATH; tests start their own on free ports)
 	$(CARGO) test --workspace --all-targets --locked
 
-smoke: ## A few seconds of end-to-end load on `gridroute dev`: zero errors, zero loss
+smoke: ## A few seconds of end-to-end load on `gridroute dev`: zero errors, zero loss; its HTML report checked in headless Chromium
 	bash loadtest/smoke.sh
 
 deploy-check: ## Alert rules (promtool), dashboard metrics, Helm chart lint + render + kubernetes-validate

@@ -13,8 +13,15 @@ grpc=$(free_port); metrics=$(free_port)
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
 wait_health "$target/gridroute" "$grpc"
+page="${CARGO_TARGET_DIR:-target}/smoke"
+mkdir -p "$page"
 "$target/gridroute-loadtest" --addr "http://127.0.0.1:$grpc" --scenario e2e --rate 300 --duration 3s \
+  --json "$page/first.json" --fail-if 'error_rate>0,lost>0'
+# The HTML report, compared with the first run, checked in a real headless browser.
+"$target/gridroute-loadtest" --addr "http://127.0.0.1:$grpc" --scenario e2e --rate 300 --duration 3s \
+  --json "$page/second.json" --html "$page/report.html" --compare "$page/first.json" \
   --fail-if 'error_rate>0,lost>0'
+python3 loadtest/check_page.py "$page/report.html" "$page/second.json" --baseline
 "$target/gridroute-loadtest" --addr "http://127.0.0.1:$grpc" --scenario e2e-batch --batch-size 100 \
   --concurrency 2 --requests 2000 --fail-if 'error_rate>0,lost>0'
 echo "smoke load test: 0 errors, 0 lost"

@@ -125,9 +125,14 @@ struct Args {
     /// PEM CA that signed an https:// endpoint's certificate (default: the public web roots).
     #[arg(long, env = "GRIDROUTE_CA_CERT")]
     ca_cert: Option<std::path::PathBuf>,
-    /// Write an HTML report with throughput-over-time and latency-over-time charts.
+    /// Write an HTML report: throughput, call latency and report → subscriber latency over
+    /// time, latency by percentile (log scale to p99.99 and beyond), and the figures.
     #[arg(long)]
     html: Option<std::path::PathBuf>,
+    /// Draw an earlier run (its --json file) dashed on every chart of --html, and beside every
+    /// figure: a before/after in one page.
+    #[arg(long, requires = "html")]
+    compare: Option<std::path::PathBuf>,
     /// Closed loop: this many calls in flight (ignored with --rate).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -202,6 +207,8 @@ struct Shared {
     stop: AtomicBool,
     /// Latencies of the current second, for the over-time charts.
     window: Mutex<Histogram<u64>>,
+    /// Report → subscriber latencies of the current second.
+    e2e_window: Mutex<Histogram<u64>>,
     completed: AtomicU64,
     samples: Mutex<Vec<html::Sample>>,
     /// Lifecycle scenario: AcceptIncident and ResolveIncident latencies, and report → resolved.
@@ -226,6 +233,7 @@ impl Shared {
             errors: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             window: h(),
+            e2e_window: h(),
             completed: AtomicU64::new(0),
             samples: Mutex::new(Vec::new()),
             accept: h(),
@@ -251,6 +259,22 @@ impl Shared {
                 v
             })
             .unwrap_or_default();
+        let (e2e_p50, e2e_p99) = self
+            .e2e_window
+            .lock()
+            .map(|mut h| {
+                let v = if h.is_empty() {
+                    (0.0, 0.0)
+                } else {
+                    (
+                        h.value_at_quantile(0.5) as f64 / 1e6,
+                        h.value_at_quantile(0.99) as f64 / 1e6,
+                    )
+                };
+                h.reset();
+                v
+            })
+            .unwrap_or_default();
         if let Ok(mut s) = self.samples.lock() {
             s.push(html::Sample {
                 t,
@@ -259,13 +283,19 @@ impl Shared {
                 p50,
                 p99,
                 max,
+                e2e_p50,
+                e2e_p99,
             });
         }
     }
 
     fn record_e2e(&self, sent: Instant, arrived: Instant) {
+        let ns = (arrived.saturating_duration_since(sent).as_nanos() as u64).max(1);
         if let Ok(mut h) = self.e2e.lock() {
-            h.saturating_record((arrived.saturating_duration_since(sent).as_nanos() as u64).max(1));
+            h.saturating_record(ns);
+        }
+        if let Ok(mut h) = self.e2e_window.lock() {
+            h.saturating_record(ns);
         }
         self.received.fetch_add(1, Ordering::Relaxed);
     }
@@ -620,17 +650,42 @@ async fn run(args: Args) -> Result<bool, BoxError> {
         args.scenario == Scenario::Lifecycle,
     );
     eprint!("{}", summary.text());
+    let (call, e2e) = summary.spectra();
+    let run = html::Run {
+        samples: shared.samples.lock().map(|s| s.clone()).unwrap_or_default(),
+        call,
+        e2e,
+    };
     if let Some(path) = &args.html {
-        let samples = shared.samples.lock().map(|s| s.clone()).unwrap_or_default();
+        let baseline = match &args.compare {
+            Some(b) => {
+                let text = std::fs::read_to_string(b)
+                    .map_err(|e| format!("--compare {}: {e}", b.display()))?;
+                let v: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| format!("--compare {}: {e}", b.display()))?;
+                Some(
+                    html::Run::from_json(&v)
+                        .map_err(|e| format!("--compare {}: {e}", b.display()))?,
+                )
+            }
+            None => None,
+        };
         let title = format!(
             "gridroute-loadtest {:?} against {}",
             args.scenario, args.addr
         );
-        std::fs::write(path, html::page(&title, &samples, &summary.text()))?;
+        std::fs::write(
+            path,
+            html::page(&title, &run, baseline.as_ref(), &summary.text()),
+        )?;
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &args.json {
-        let json = summary.json().to_string();
+        let mut json = summary.json();
+        if let (Some(o), serde_json::Value::Object(extra)) = (json.as_object_mut(), run.to_json()) {
+            o.extend(extra);
+        }
+        let json = json.to_string();
         if path == "-" {
             println!("{json}");
         } else {

@@ -149,6 +149,27 @@ impl Summary {
     }
 
     /// A JSON summary with ghz's field names (durations in nanoseconds).
+    /// The percentile spectra of call latency and (with subscribers) report → subscriber
+    /// latency, in ms, at [`crate::html::SPECTRUM`].
+    pub fn spectra(&self) -> (crate::html::Spectrum, crate::html::Spectrum) {
+        let spectrum = |h: &Histogram<u64>| {
+            if h.is_empty() {
+                return Vec::new();
+            }
+            crate::html::SPECTRUM
+                .iter()
+                .map(|p| (*p, ms(h.value_at_quantile(p / 100.0))))
+                .collect()
+        };
+        (
+            spectrum(&self.latency),
+            self.e2e
+                .as_ref()
+                .map(|(h, _, _)| spectrum(h))
+                .unwrap_or_default(),
+        )
+    }
+
     pub fn json(&self) -> serde_json::Value {
         let dist = |h: &Histogram<u64>| {
             [10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9]
