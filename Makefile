@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup-dev setup-test dev test fmt lint unit smoke deploy-check chaos archive-soak bench targets auth-cost http-rate replication-cost bench-data sample build release clean
+.PHONY: help setup-dev setup-test dev test fmt lint unit smoke deploy-check chaos archive-soak router-cost bench targets auth-cost http-rate replication-cost bench-data sample build release clean
 
 # The deploy checks' Python tools live in a project-local virtual environment (.ci/setup).
 VENV := $(or $(CARGO_TARGET_DIR),target)/venv
@@ -48,6 +48,9 @@ bench: bench-data ## Criterion benches of the core, then a short load test besid
 
 targets: ## The load-test targets beside their ceilings in one run (about 4 minutes; figures, no pass/fail)
 	bash loadtest/targets.sh
+
+router-cost: ## Router CPU per routed incident: reports queued by an API alone, drained by one router process (PERF=1 adds a perf profile; about 2 minutes)
+	bash loadtest/router_cost.sh
 
 auth-cost: ## What authentication costs a unary call: API CPU per call with tokens and without, in one run (about 2 minutes)
 	bash loadtest/auth_cost.sh

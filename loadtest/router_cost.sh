@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Router CPU per routed incident (issue 13's figure), in one run: an API process alone queues
+# ROUTER_COST_REPORTS reports (report-batch, no router running), then one `--role router`
+# process drains them; its CPU time (utime + stime from /proc) over the incidents routed, for
+# ROUTER_COST_ROUNDS rounds on the same Redis (flushed between rounds). With PERF=1 the router
+# is sampled by `perf record -g` while it drains and the top of `perf report` is printed.
+# Figures only; nothing fails on timing. `make router-cost` runs it; results in
+# target/router-cost/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target="${CARGO_TARGET_DIR:-target}/release"
+out="${CARGO_TARGET_DIR:-target}/router-cost"
+mkdir -p "$out"
+cargo build -q --release -p gridroute -p gridroute-loadtest
+# shellcheck source=loadtest/lib.sh
+source loadtest/lib.sh
+dev_auth "$target/gridroute"
+reports=${ROUTER_COST_REPORTS:-100000}
+rounds=${ROUTER_COST_ROUNDS:-3}
+rport=$(free_port)
+redis-server --port "$rport" "${redis_flags[@]}" >"$out/redis.log" 2>&1 &
+rpid=$!
+pids=($rpid)
+trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null || true' EXIT
+ticks=$(getconf CLK_TCK)
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Entries still in the ingest streams (routed entries are acknowledged and deleted).
+queued() {
+  local n=0
+  for key in $(redis-cli -p "$rport" --scan --pattern '*:ingest'); do
+    n=$((n + $(redis-cli -p "$rport" xlen "$key")))
+  done
+  echo "$n"
+}
+
+for round in $(seq 1 "$rounds"); do
+  grpc=$(free_port)
+  "$target/gridroute" serve "${serve_auth[@]}" "${unlimited[@]}" --redis-url "redis://127.0.0.1:$rport/" \
+    --role api --grpc-addr "127.0.0.1:$grpc" --http-addr off --metrics-addr off >"$out/api.log" 2>&1 &
+  api=$!
+  pids+=($api)
+  wait_health "$target/gridroute" "$grpc"
+  "$target/gridroute-loadtest" --addr "http://127.0.0.1:$grpc" --scenario report-batch --batch-size 100 \
+    --concurrency 4 --requests "$reports" --duplicate-share 0 >"$out/queue.txt" 2>&1
+  kill "$api"; wait "$api" 2>/dev/null || true
+  before=$(queued)
+  "$target/gridroute" serve "${serve_auth[@]}" --redis-url "redis://127.0.0.1:$rport/" --role router \
+    --metrics-addr off >"$out/router.log" 2>&1 &
+  router=$!
+  pids+=($router)
+  if [ "${PERF:-0}" = 1 ]; then
+    perf record -q -g -o "$out/perf.data" -p "$router" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
+  start=$(date +%s.%N)
+  while [ "$(queued)" -gt 0 ]; do sleep 0.2; done
+  end=$(date +%s.%N)
+  c=$(cpu "$router")
+  if [ "${PERF:-0}" = 1 ]; then
+    kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+  fi
+  kill "$router"; wait "$router" 2>/dev/null || true
+  python3 -c "
+before, c, ticks, start, end = $before, $c, $ticks, $start, $end
+print(f'round $round: {before} incidents routed in {end - start:.1f} s ({before / (end - start):,.0f}/s); router CPU {c / ticks:.2f} s = {c / ticks * 1e6 / before:.1f} µs per incident')
+" | tee "$out/round-$round.txt"
+  redis-cli -p "$rport" flushall >/dev/null
+done
+if [ "${PERF:-0}" = 1 ]; then
+  perf report -i "$out/perf.data" --stdio --no-children --percent-limit 1.5 --sort symbol 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' | head -60 >"$out/perf.txt"
+  head -60 "$out/perf.txt"
+fi
