@@ -167,18 +167,6 @@ async fn stats(env: &Env) -> pb::Stats {
         .into_inner()
 }
 
-async fn used_memory(r: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(r)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Whether Redis still has an incident's record.
 async fn in_redis(env: &Env, id: &str) -> bool {
     let k = env.store.keys();
@@ -528,7 +516,7 @@ async fn redis_keeps_no_more_keys_as_cases_close_and_age_out() {
                 .await
                 .unwrap();
         }
-        let used_before = used_memory(&mut r).await;
+        let used_before = env.store.memory_stats().await.unwrap().0;
         // The windows pass, as they do in a long run: stream entries older than the stream
         // retention are trimmed, idempotency keys expire (7 days), and audit records older
         // than the audit retention (400 days) are trimmed.
@@ -560,7 +548,7 @@ async fn redis_keeps_no_more_keys_as_cases_close_and_age_out() {
             .await
             .unwrap();
         let keys = all.len() as u64;
-        let used = used_memory(&mut r).await;
+        let used = env.store.memory_stats().await.unwrap().0;
         let mut index_entries = 0u64;
         let k = env.store.keys();
         for p in 0..k.partitions() {
@@ -600,4 +588,56 @@ async fn redis_keeps_no_more_keys_as_cases_close_and_age_out() {
         assert_eq!(s.1, entries, "cycle {cycle}: {sizes:?}");
     }
     assert_eq!(entries, 0, "every index entry named an archived case");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_points_ledger_keeps_its_newest_entries_and_its_exact_total() {
+    let env = Env::start().await;
+    let k = env.store.keys();
+    let mut r = env.redis().await;
+    // 150 awards of 1..=150 points in partition 1, newest first.
+    let ledger = k.points(1, "resident-app", "r-9");
+    for i in 1..=150 {
+        let _: i64 = redis::cmd("LPUSH")
+            .arg(&ledger)
+            .arg(format!("{}|inc-{i}-1|{i}|city.vehicle", 1_000 + i))
+            .query_async(&mut r)
+            .await
+            .unwrap();
+    }
+    let points = || async {
+        env.incidents()
+            .await
+            .get_reporter_points(env.signed(pb::GetReporterPointsRequest {
+                source_system: "resident-app".into(),
+                reporter_id: "r-9".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let before = points().await;
+    assert_eq!(before.total, 150 * 151 / 2);
+    let report = pb::ReportIncidentRequest {
+        source_system: "resident-app".into(),
+        reporter: Some(pb::ReporterContact {
+            reporter_id: "r-9".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert_eq!(env.store.fold_points(1, Some(&report)).await.unwrap(), 50);
+    assert_eq!(env.store.fold_points(1, Some(&report)).await.unwrap(), 0);
+    let len: u64 = redis::cmd("LLEN")
+        .arg(&ledger)
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert_eq!(len, 100);
+    let after = points().await;
+    assert_eq!(after.total, before.total, "folded entries still count");
+    assert_eq!(
+        after.entries, before.entries,
+        "the newest entries are shown as before"
+    );
 }

@@ -43,18 +43,7 @@ async fn a_full_redis_refuses_reports_loses_nothing_and_resumes() {
     let idle = script_calls(&mut redis).await - start;
 
     // Fill Redis past a small maxmemory with noeviction.
-    let used: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    let used: u64 = used
-        .lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let used = env.store.memory_stats().await.unwrap().0;
     let limit = used + 8 * 1024 * 1024;
     let _: () = redis::cmd("CONFIG")
         .arg("SET")

@@ -72,13 +72,13 @@ impl Keys {
 
     /// The incidents of a partition that closed, by when: the retention sweep's work list.
     pub fn closed(&self, p: u16) -> String {
-        self.part(p, "closed")
+        self.part(p, &["closed"])
     }
 
     /// The incidents of a partition that closed, by when: the archive mover's work list (kept
     /// apart from [`Keys::closed`], which the contact retention sweep empties sooner or later).
     pub fn archive_due(&self, p: u16) -> String {
-        self.part(p, "archive_due")
+        self.part(p, &["archive_due"])
     }
 
     /// The deployment's meta hash (not bound to a partition).
@@ -103,81 +103,107 @@ impl Keys {
         format!("{}:tables:changed", self.prefix)
     }
 
-    fn part(&self, p: u16, rest: &str) -> String {
-        format!("{}:{{p{p}}}:{rest}", self.prefix)
+    /// `<prefix>:{p<p>}:` followed by `pieces`. Built by hand, not with `format!`: every
+    /// routed incident names a dozen keys, and the formatting machinery showed in the router's
+    /// profile (docs/PERFORMANCE.md).
+    fn part(&self, p: u16, pieces: &[&str]) -> String {
+        let len = self.prefix.len() + 9 + pieces.iter().map(|s| s.len()).sum::<usize>();
+        let mut key = String::with_capacity(len);
+        key.push_str(&self.prefix);
+        key.push_str(":{p");
+        let mut digits = [0u8; 5];
+        let (mut n, mut i) = (p, digits.len());
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        key.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
+        key.push_str("}:");
+        for piece in pieces {
+            key.push_str(piece);
+        }
+        key
     }
 
     /// The ingest stream of a partition.
     pub fn ingest(&self, p: u16) -> String {
-        self.part(p, "ingest")
+        self.part(p, &["ingest"])
     }
     /// The idempotency key of a request.
     pub fn idempotency(&self, p: u16, source: &str, request_id: &str) -> String {
-        self.part(p, &format!("idem:{source}:{request_id}"))
+        self.part(p, &["idem:", source, ":", request_id])
     }
     /// The incident hash.
     pub fn incident(&self, p: u16, id: &str) -> String {
-        self.part(p, &format!("inc:{id}"))
+        self.part(p, &["inc:", id])
     }
     /// The incident's timeline.
     pub fn timeline(&self, p: u16, id: &str) -> String {
-        self.part(p, &format!("tl:{id}"))
+        self.part(p, &["tl:", id])
     }
     /// A department's dispatch stream in a partition.
     pub fn dispatch(&self, p: u16, department: &str) -> String {
-        self.part(p, &format!("dispatch:{department}"))
+        self.part(p, &["dispatch:", department])
     }
     /// The SLA deadlines of a partition.
     pub fn sla(&self, p: u16) -> String {
-        self.part(p, "sla")
+        self.part(p, &["sla"])
     }
     /// The SLA timers of a partition claimed by a replica that is firing them, scored by when
     /// the claim lapses (then any replica claims them again).
     pub fn sla_claimed(&self, p: u16) -> String {
-        self.part(p, "sla:claimed")
+        self.part(p, &["sla:claimed"])
     }
     /// The longest time between a report and its index entries, in ms (members `first`: first
     /// routing, `assign`: a later assignment), raised with `ZADD GT`: how far after a time
     /// window's end a list must scan to miss nothing.
     pub fn index_lag(&self, p: u16) -> String {
-        self.part(p, "ixlag")
+        self.part(p, &["ixlag"])
     }
     /// The dead-letter stream of a partition.
     pub fn dead_letter(&self, p: u16) -> String {
-        self.part(p, "dlq")
+        self.part(p, &["dlq"])
     }
     /// The events stream of a partition.
     pub fn events(&self, p: u16) -> String {
-        self.part(p, "events")
+        self.part(p, &["events"])
     }
     /// The set of incidents merged into `id`.
     pub fn merged(&self, p: u16, id: &str) -> String {
-        self.part(p, &format!("mg:{id}"))
+        self.part(p, &["mg:", id])
     }
     /// Open incidents of a duplicate-detection category, by location.
     pub fn duplicates(&self, p: u16, category: &str) -> String {
-        self.part(p, &format!("geo:{category}"))
+        self.part(p, &["geo:", category])
     }
     /// A reporter's points ledger in one partition.
     pub fn points(&self, p: u16, source: &str, reporter: &str) -> String {
-        self.part(p, &format!("pts:{source}:{reporter}"))
+        self.part(p, &["pts:", source, ":", reporter])
+    }
+    /// Points of ledger entries folded away, per ledger (field `<source>:<reporter>`).
+    pub fn points_carried(&self, p: u16) -> String {
+        self.part(p, &["pts_carried"])
     }
     /// The key prefix of a partition (for scripts that derive an incident's keys from its id).
     pub fn partition_prefix(&self, p: u16) -> String {
-        self.part(p, "")
+        self.part(p, &[""])
     }
 
     /// Index of every incident.
     pub fn index_all(&self, p: u16) -> String {
-        self.part(p, "ix:all")
+        self.part(p, &["ix:all"])
     }
     /// Index by primary department.
     pub fn index_department(&self, p: u16, department: &str) -> String {
-        self.part(p, &format!("ix:dept:{department}"))
+        self.part(p, &["ix:dept:", department])
     }
     /// Index by region (every level of the path).
     pub fn index_region(&self, p: u16, code: &str) -> String {
-        self.part(p, &format!("ix:region:{code}"))
+        self.part(p, &["ix:region:", code])
     }
 }
 
@@ -196,6 +222,19 @@ pub fn partition_of(id: &str, partitions: u16) -> Option<u16> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn partition_keys_are_spelled_as_before() {
+        let k = Keys::new("gr", 4);
+        assert_eq!(k.incident(0, "01J-0"), "gr:{p0}:inc:01J-0");
+        assert_eq!(k.index_region(12, "4201"), "gr:{p12}:ix:region:4201");
+        assert_eq!(
+            k.idempotency(65535, "app", "r-1"),
+            "gr:{p65535}:idem:app:r-1"
+        );
+        assert_eq!(k.partition_prefix(7), "gr:{p7}:");
+        assert_eq!(k.ingest(3), format!("{}:{{p{}}}:ingest", "gr", 3));
+    }
+
     use super::*;
 
     #[test]

@@ -174,7 +174,8 @@ impl Store {
     }
 
     /// A reporter's points: the total and the newest `limit` entries (time ms, incident,
-    /// points, category), across every partition.
+    /// points, category), across every partition. The total counts entries folded away
+    /// ([`Store::fold_points`]).
     pub async fn reporter_points(
         &self,
         source: &str,
@@ -187,6 +188,11 @@ impl Store {
             pipe.lrange(k.points(p, source, reporter), 0, -1);
         }
         let lists: Vec<Vec<String>> = self.query_pipe(&pipe).await?;
+        let mut pipe = redis::pipe();
+        for p in 0..k.partitions() {
+            pipe.hget(k.points_carried(p), format!("{source}:{reporter}"));
+        }
+        let carried: Vec<Option<i64>> = self.query_pipe(&pipe).await?;
         let mut entries: Vec<(i64, String, i64, String)> = lists
             .into_iter()
             .flatten()
@@ -200,7 +206,8 @@ impl Store {
                 ))
             })
             .collect();
-        let total = entries.iter().map(|e| e.2).sum();
+        let total =
+            entries.iter().map(|e| e.2).sum::<i64>() + carried.iter().flatten().sum::<i64>();
         entries.sort_by_key(|e| std::cmp::Reverse(e.0));
         entries.truncate(limit);
         Ok((total, entries))
@@ -214,5 +221,39 @@ fn repeated(prev: &[u8], action: &'static str) -> Result<Acted> {
         Err(StoreError::RequestIdReused {
             action: String::from_utf8_lossy(prev).into_owned(),
         })
+    }
+}
+
+/// Entries a points ledger keeps per partition once its incident leaves Redis or its contact is
+/// erased (`GetReporterPoints` shows the newest 100 across partitions): older ones are folded
+/// into the carried total, so that Redis memory does not grow with a reporter's history.
+pub const POINTS_KEPT: usize = 100;
+
+impl Store {
+    /// Folds the points ledger of an incident's reporter in partition `p` (see
+    /// [`POINTS_KEPT`]); nothing without a reporter. Returns the entries folded.
+    pub async fn fold_points(
+        &self,
+        p: u16,
+        report: Option<&gridroute_proto::v1::ReportIncidentRequest>,
+    ) -> Result<u64> {
+        let Some((source, reporter)) = report.and_then(|r| {
+            let id = &r.reporter.as_ref()?.reporter_id;
+            (!id.is_empty()).then_some((r.source_system.as_str(), id.as_str()))
+        }) else {
+            return Ok(0);
+        };
+        let k = self.keys();
+        let mut pipe = redis::pipe();
+        crate::scripts::evalsha(
+            &mut pipe,
+            &crate::scripts::FOLD_POINTS,
+            &[k.points(p, source, reporter), k.points_carried(p)],
+            &[
+                POINTS_KEPT.to_string().as_bytes(),
+                format!("{source}:{reporter}").as_bytes(),
+            ],
+        );
+        self.run_script(&mut pipe, "fold_points").await
     }
 }

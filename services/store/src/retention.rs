@@ -108,6 +108,14 @@ impl Store {
         }
         ops.op("ZREM", k.closed(p), vec![b(id)]);
         let code = self.apply_ops(ops, &snap.version).await?;
+        if code == 1 && present {
+            // Last chance to know whose ledger this incident's points are in.
+            let mut report = snap.report.clone();
+            if let Some(r) = report.as_mut() {
+                r.reporter = codec::contact(&snap.fields, snap.report.as_ref());
+            }
+            self.fold_points(p, report.as_ref()).await?;
+        }
         Ok(code == 1 && present)
     }
 }

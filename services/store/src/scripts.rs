@@ -78,6 +78,8 @@ scripts! {
     TRIM_STREAM = "trim_stream";
     /// Remove an archived incident if its record is unchanged.
     REMOVE_ARCHIVED = "remove_archived";
+    /// Fold a reporter's points ledger past its newest entries into a carried total.
+    FOLD_POINTS = "fold_points";
 }
 
 /// Appends `EVALSHA` of `script` to a pipeline. Pipelines cannot fall back to EVAL by
