@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup-dev setup-test dev test fmt lint unit smoke deploy-check chaos archive-soak router-cost bench targets auth-cost http-rate replication-cost bench-data sample build release clean
+.PHONY: help setup-dev setup-test dev test fmt lint unit smoke deploy-check chaos archive-soak router-cost costs bench targets auth-cost http-rate replication-cost bench-data sample build release clean
 
 # The deploy checks' Python tools live in a project-local virtual environment (.ci/setup).
 VENV := $(or $(CARGO_TARGET_DIR),target)/venv
@@ -46,8 +46,12 @@ bench: bench-data ## Criterion benches of the core, then a short load test besid
 	$(CARGO) bench -p gridroute-benches
 	bash loadtest/bench.sh
 
-targets: ## The load-test targets beside their ceilings in one run (about 4 minutes; figures, no pass/fail)
+targets: ## Issue 5's load-test targets beside their ceilings, then issue 13's per-incident costs beside their floors, with the ratios (about 9 minutes; figures, no pass/fail)
 	bash loadtest/targets.sh
+	bash loadtest/costs.sh
+
+costs: ## Issue 13's per-incident costs (Redis CPU, router CPU, API CPU, Redis memory, latency at half capacity) beside their floors (about 4 minutes)
+	bash loadtest/costs.sh
 
 router-cost: ## Router CPU per routed incident: reports queued by an API alone, drained by one router process (PERF=1 adds a perf profile; about 2 minutes)
 	bash loadtest/router_cost.sh

@@ -125,6 +125,11 @@ struct Args {
     /// PEM CA that signed an https:// endpoint's certificate (default: the public web roots).
     #[arg(long, env = "GRIDROUTE_CA_CERT")]
     ca_cert: Option<std::path::PathBuf>,
+    /// Serve only the echo service (the `echo` scenario's server) on a free port: print its
+    /// address and run until killed. A separate process, so that its CPU per call can be read
+    /// apart from the load generator's (`make targets`).
+    #[arg(long)]
+    serve_echo: bool,
     /// Write an HTML report: throughput, call latency and report → subscriber latency over
     /// time, latency by percentile (log scale to p99.99 and beyond), and the figures.
     #[arg(long)]
@@ -389,6 +394,12 @@ async fn run(args: Args) -> Result<bool, BoxError> {
         Some(st) => Some(st.iter().map(|(d, _)| *d).sum()),
         None => duration,
     };
+    if args.serve_echo {
+        println!("{}", echo::start()?);
+        loop {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    }
     let mut args = args;
     if args.scenario == Scenario::Echo {
         args.addr = echo::start()?;

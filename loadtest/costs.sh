@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Issue 13's per-incident costs, each beside its floor or ceiling, measured in one run (about
+# 4 minutes), then the ratios against the issue's targets. Figures only; nothing fails on
+# timing. Run by `make targets` after the issue-5 figures, or alone (`make costs`); results in
+# target/costs/.
+#   1. Redis CPU per routed incident: gridroute's command mix beside the lean floor
+#      (gridroute-redisceiling --mix gridroute / --mix lean), target ≤ 1.5×.
+#   2. Router CPU per routed incident: reports queued by an API alone, drained by one router
+#      process (utime + stime), target ≤ 8 µs.
+#   3. API CPU per accepted unary report beside the echo server's CPU per call, each a process
+#      of its own driven by the same load generator, target ≤ 1.5×.
+#   4. Capacity (closed-loop unary reports, API and router in one process), then end to end at
+#      half of it, open loop: report → subscriber p99 ≤ 5 ms, p99.9 ≤ 20 ms, 0 lost; and Redis
+#      memory per incident over that run (used_memory ÷ incidents, streams and indexes
+#      included, subscribers reading), target ≤ 2.5 KB.
+# Redis Cluster scale-out is not measured here (docs/PERFORMANCE.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target="${CARGO_TARGET_DIR:-target}/release"
+out="${CARGO_TARGET_DIR:-target}/costs"
+mkdir -p "$out"
+cargo build -q --release -p gridroute -p gridroute-loadtest
+lt="$target/gridroute-loadtest"
+# shellcheck source=loadtest/lib.sh
+source loadtest/lib.sh
+dev_auth "$target/gridroute"
+ticks=$(getconf CLK_TCK)
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+redis_cpu() { redis-cli -p "$1" info cpu | awk -F: '/used_cpu_(user|sys):/{s+=$2} END{print s}'; }
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+new_redis() {
+  rport=$(free_port)
+  redis-server --port "$rport" "${redis_flags[@]}" >"$out/redis-$rport.log" 2>&1 &
+  pids+=($!)
+  sleep 0.5
+}
+
+echo "== 1. Redis CPU per routed incident: the lean floor, then gridroute's mix"
+for mix in lean gridroute; do
+  new_redis
+  "$target/gridroute-redisceiling" --mix "$mix" --redis-url "redis://127.0.0.1:$rport/" --seconds 8 \
+    | tail -1 | tee "$out/redis-$mix.txt"
+done
+
+echo "== 2. router CPU per routed incident"
+ROUTER_COST_ROUNDS=1 bash loadtest/router_cost.sh | tail -1 | tee "$out/router.txt"
+
+echo "== 3. API CPU per accepted unary report, and the echo server's CPU per call"
+"$lt" --serve-echo >"$out/echo-addr.txt" 2>"$out/echo.log" &
+echo_pid=$!
+pids+=($echo_pid)
+for _ in $(seq 1 50); do [ -s "$out/echo-addr.txt" ] && break; sleep 0.1; done
+c0=$(cpu "$echo_pid")
+"$lt" --addr "$(head -1 "$out/echo-addr.txt")" --scenario report --concurrency 64 --duration 8s \
+  --duplicate-share 0 --json "$out/echo.json" >"$out/echo.txt" 2>&1
+c1=$(cpu "$echo_pid")
+echo "$c0 $c1" >"$out/echo.cpu"
+kill "$echo_pid"
+new_redis
+grpc=$(free_port)
+"$target/gridroute" serve "${serve_auth[@]}" "${unlimited[@]}" --redis-url "redis://127.0.0.1:$rport/" --role api \
+  --grpc-addr "127.0.0.1:$grpc" --http-addr off --metrics-addr off >"$out/api.log" 2>&1 &
+api=$!
+pids+=($api)
+wait_health "$target/gridroute" "$grpc"
+c0=$(cpu "$api")
+"$lt" --addr "http://127.0.0.1:$grpc" --scenario report --concurrency 64 --duration 8s \
+  --duplicate-share 0 --json "$out/api.json" >"$out/api.txt" 2>&1
+c1=$(cpu "$api")
+echo "$c0 $c1" >"$out/api.cpu"
+kill "$api"; wait "$api" 2>/dev/null || true
+
+echo "== 4. capacity, then end to end at half of it; Redis memory per incident"
+new_redis
+grpc=$(free_port)
+"$target/gridroute" serve "${serve_auth[@]}" "${unlimited[@]}" --redis-url "redis://127.0.0.1:$rport/" \
+  --grpc-addr "127.0.0.1:$grpc" --http-addr off --metrics-addr off >"$out/serve.log" 2>&1 &
+pids+=($!)
+wait_health "$target/gridroute" "$grpc"
+"$lt" --addr "http://127.0.0.1:$grpc" --scenario report --concurrency 64 --duration 10s \
+  --duplicate-share 0 --json "$out/capacity.json" >"$out/capacity.txt" 2>&1
+sleep 5
+redis-cli -p "$rport" flushall >/dev/null
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+grpc=$(free_port)
+"$target/gridroute" serve "${serve_auth[@]}" "${unlimited[@]}" --redis-url "redis://127.0.0.1:$rport/" \
+  --grpc-addr "127.0.0.1:$grpc" --http-addr off --metrics-addr off >"$out/serve2.log" 2>&1 &
+pids+=($!)
+wait_health "$target/gridroute" "$grpc"
+half=$(python3 -c "import json; print(max(100, int(json.load(open('$out/capacity.json'))['rps'] / 2)))")
+m0=$(redis-cli -p "$rport" info memory | awk -F: '/^used_memory:/{print $2+0}')
+r0=$(redis_cpu "$rport")
+"$lt" --addr "http://127.0.0.1:$grpc" --scenario e2e --rate "$half" --duration 20s --drain 30s \
+  --duplicate-share 0 --json "$out/half.json" --html "$out/half.html" >"$out/half.txt" 2>&1 || true
+sleep 2
+m1=$(redis-cli -p "$rport" info memory | awk -F: '/^used_memory:/{print $2+0}')
+r1=$(redis_cpu "$rport")
+echo "$m0 $m1 $r0 $r1 $half" >"$out/half.mem"
+
+echo "== issue 13: figures beside their floors or ceilings, and the targets"
+python3 - "$out" "$ticks" <<'PY'
+import json, re, sys
+out, ticks = sys.argv[1], float(sys.argv[2])
+load = lambda name: json.load(open(f"{out}/{name}.json"))
+def redis_us(mix):
+    return float(re.search(r"Redis CPU ([0-9.]+) µs", open(f"{out}/redis-{mix}.txt").read()).group(1))
+lean, mix = redis_us("lean"), redis_us("gridroute")
+print(f"  Redis CPU per routed incident: gridroute {mix:.1f} µs, lean floor {lean:.1f} µs: "
+      f"{mix / lean:.2f}× (target ≤ 1.5×)")
+router = float(re.search(r"= ([0-9.]+) µs per incident", open(f"{out}/router.txt").read()).group(1))
+print(f"  router CPU per routed incident: {router:.1f} µs (target ≤ 8 µs)")
+def per_call(name):
+    c0, c1 = map(float, open(f"{out}/{name}.cpu").read().split())
+    ok = load(name)["statusCodeDistribution"].get("Ok", 0)
+    return (c1 - c0) / ticks * 1e6 / max(ok, 1), load(name)["rps"]
+api, api_rps = per_call("api")
+echo, echo_rps = per_call("echo")
+print(f"  API CPU per accepted report {api:.1f} µs ({api_rps:,.0f}/s), echo server {echo:.1f} µs per call "
+      f"({echo_rps:,.0f}/s): {api / echo:.2f}× (target ≤ 1.5×)")
+cap = load("capacity")["rps"]
+half = load("half")
+m0, m1, r0, r1, rate = map(float, open(f"{out}/half.mem").read().split())
+e2e = half["endToEnd"]
+q = lambda pct: next(x["latency"] for x in e2e["latencyDistribution"] if x["percentage"] == pct) / 1e6
+n = max(e2e["received"], 1)
+print(f"  capacity {cap:,.0f} reports/s (closed loop, API and router in one process); at half, "
+      f"{rate:,.0f}/s open loop: report → subscriber p99 {q(99.0):.1f} ms (target ≤ 5), "
+      f"p99.9 {q(99.9):.1f} ms (target ≤ 20), lost {e2e['lost']} (target 0)")
+print(f"  Redis memory per incident over that run: {(m1 - m0) / n:,.0f} bytes (target ≤ 2,500); "
+      f"Redis CPU per incident, subscribers reading: {(r1 - r0) * 1e6 / n:.1f} µs")
+print("  Redis Cluster scale-out: not measured by this script (docs/PERFORMANCE.md)")
+PY
+echo "results in $out"
