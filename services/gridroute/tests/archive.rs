@@ -144,6 +144,12 @@ async fn list_all(env: &Env, size: i32) -> Vec<String> {
 }
 
 async fn stats(env: &Env) -> pb::Stats {
+    stats_of(env, "", "").await
+}
+
+/// Figures of the last hour as the default command centre reads them, for one department
+/// and region subtree ("": any).
+async fn stats_of(env: &Env, department: &str, region: &str) -> pb::Stats {
     let hour = 3_600;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -151,17 +157,21 @@ async fn stats(env: &Env) -> pb::Stats {
         .as_secs() as i64;
     env.supervision()
         .await
-        .get_stats(env.signed(pb::GetStatsRequest {
-            start_time: Some(prost_types::Timestamp {
-                seconds: now - hour,
-                nanos: 0,
-            }),
-            end_time: Some(prost_types::Timestamp {
-                seconds: now + hour,
-                nanos: 0,
-            }),
-            ..Default::default()
-        }))
+        .get_stats(env.as_(
+            &common::command_centre(&env.table()),
+            pb::GetStatsRequest {
+                start_time: Some(prost_types::Timestamp {
+                    seconds: now - hour,
+                    nanos: 0,
+                }),
+                end_time: Some(prost_types::Timestamp {
+                    seconds: now + hour,
+                    nanos: 0,
+                }),
+                department_id: department.to_owned(),
+                region_code: region.to_owned(),
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -251,6 +261,13 @@ async fn closed_incidents_move_to_the_archive_and_every_read_answers_as_before()
     let stats_before = stats(&env).await;
     assert_eq!(stats_before.incident_count, 11);
     assert_eq!(stats_before.resolved_count, 5);
+    // A department's figures in a region subtree count only what lies in it.
+    let (_, path, _, _) = grid_point(&env.table(), false);
+    let (_, elsewhere, _, _) = grid_point(&env.table(), true);
+    assert_ne!(path[1], elsewhere[1], "two streets");
+    let here = stats_of(&env, &dept, &path[1]).await.incident_count;
+    assert_eq!(here, 11);
+    assert_eq!(stats_of(&env, &dept, &elsewhere[1]).await.incident_count, 0);
 
     // One pass moves the ten closed cases (in rounds of 7 per partition), not the open one.
     let table = env.table();
@@ -302,6 +319,8 @@ async fn closed_incidents_move_to_the_archive_and_every_read_answers_as_before()
         stats_after.resolve_on_time_rate,
         stats_before.resolve_on_time_rate
     ));
+    assert_eq!(stats_of(&env, &dept, &path[1]).await.incident_count, here);
+    assert_eq!(stats_of(&env, &dept, &elsewhere[1]).await.incident_count, 0);
     // Filters apply to the archive's part too.
     let cancelled = env
         .incidents()
