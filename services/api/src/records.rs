@@ -79,7 +79,7 @@ impl ApiState {
             reported_ms: i64::MAX,
             incident_id: String::new(),
         };
-        let after = archived.unwrap_or(start.clone());
+        let after = archived.unwrap_or(start);
         if out.len() == page_size {
             return Ok((out, after.token()));
         }

@@ -108,19 +108,6 @@ async fn closed_incidents(env: &Env, prefix: &str, n: usize) -> Vec<String> {
     ids
 }
 
-async fn get_as(env: &Env, who: &str, id: &str) -> Result<pb::Incident, tonic::Status> {
-    env.incidents()
-        .await
-        .get_incident(env.as_(
-            who,
-            pb::GetIncidentRequest {
-                incident_id: id.to_owned(),
-            },
-        ))
-        .await
-        .map(tonic::Response::into_inner)
-}
-
 /// Every incident ListIncidents returns, in pages of `size`.
 async fn list_all(env: &Env, size: i32) -> Vec<String> {
     let mut incidents = env.incidents().await;
@@ -231,7 +218,8 @@ async fn closed_incidents_move_to_the_archive_and_every_read_answers_as_before()
     // What callers see before: the command centre (contact shown), the handling department
     // and the reporting system.
     let centre = common::command_centre(&env.table());
-    let dept = get_as(&env, &centre, &closed[0])
+    let dept = env
+        .get_as(&centre, &closed[0])
         .await
         .unwrap()
         .decision
@@ -245,7 +233,7 @@ async fn closed_incidents_move_to_the_archive_and_every_read_answers_as_before()
     let mut before = Vec::new();
     for id in &closed {
         for who in &readers {
-            before.push(get_as(&env, who, id).await.map_err(|e| e.code()));
+            before.push(env.get_as(who, id).await.map_err(|e| e.code()));
         }
     }
     assert!(
@@ -290,7 +278,7 @@ async fn closed_incidents_move_to_the_archive_and_every_read_answers_as_before()
     let mut after = Vec::new();
     for id in &closed {
         for who in &readers {
-            after.push(get_as(&env, who, id).await.map_err(|e| e.code()));
+            after.push(env.get_as(who, id).await.map_err(|e| e.code()));
         }
     }
     assert_eq!(after, before);
@@ -360,7 +348,7 @@ async fn closed_incidents_move_to_the_archive_and_every_read_answers_as_before()
     .await
     .unwrap();
     assert_eq!(moved.contacts_erased, 10, "{moved:?}");
-    let inc = get_as(&env, &centre, &closed[0]).await.unwrap();
+    let inc = env.get_as(&centre, &closed[0]).await.unwrap();
     assert!(inc.report.unwrap().reporter.is_none());
     assert_eq!(inc.timeline.last().unwrap().kind, "contact_erased");
 }

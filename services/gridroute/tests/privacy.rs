@@ -23,17 +23,7 @@ fn contact(inc: &pb::Incident) -> pb::ReporterContact {
 }
 
 async fn get(env: &Env, who: &str, id: &str) -> pb::Incident {
-    env.incidents()
-        .await
-        .get_incident(env.as_(
-            who,
-            pb::GetIncidentRequest {
-                incident_id: id.to_owned(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
+    env.get_as(who, id).await.unwrap()
 }
 
 /// Every value of every key of the deployment but the records' `contact` fields, as bytes.

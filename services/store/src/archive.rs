@@ -105,19 +105,16 @@ impl Store {
     }
 
     async fn read_candidate(&self, p: u16, id: &str, closed_ms: i64) -> Result<ArchiveCandidate> {
-        let incident = self.get_incident(id).await?;
-        let snap = self.snapshot(p, id).await?;
-        let fields = snap
-            .fields
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), String::from_utf8(v.clone()).ok()?)))
+        // One read: the version written to the archive is the version of what is written.
+        let (incident, fields) = self.read_record(p, id).await?;
+        let fields: HashMap<String, String> = fields
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, String::from_utf8(v).ok()?)))
             .collect();
-        // Read twice (record, then version): a change in between shows as a newer version
-        // than the timeline read, and the removal then finds the record changed.
         Ok(ArchiveCandidate {
             partition: p,
             incident,
-            version: snap.version,
+            version: fields.get("v").cloned().unwrap_or_else(|| "0".to_owned()),
             fields,
             closed_ms,
         })
@@ -172,59 +169,70 @@ impl Store {
         max_scanned: usize,
     ) -> Result<u64> {
         let k = self.keys();
-        let mut removed = 0;
-        for stream in streams {
-            let Some(p) = partition_of_key(stream) else {
-                continue;
-            };
-            let mut pipe = redis::pipe();
+        let streams: Vec<(&String, u16)> = streams
+            .iter()
+            .filter_map(|s| Some((s, partition_of_key(s)?)))
+            .collect();
+        if streams.is_empty() {
+            return Ok(0);
+        }
+        // Three round trips for all the streams: their old entries, whether the incidents
+        // they name still have records, and the removal of the entries naming none.
+        let mut pipe = redis::pipe();
+        for (stream, _) in &streams {
             pipe.cmd("XRANGE")
-                .arg(stream)
+                .arg(*stream)
                 .arg("-")
                 .arg(format!("({before_ms}-0"))
                 .arg("COUNT")
                 .arg(max_scanned);
-            let entries: Vec<Vec<(String, Vec<String>)>> = self.query_pipe(&pipe).await?;
-            let entries = entries.into_iter().next().unwrap_or_default();
-            if entries.is_empty() {
-                continue;
+        }
+        let entries: Vec<Vec<(String, Vec<String>)>> = self.query_pipe(&pipe).await?;
+        let named = |fields: &[String]| -> Vec<String> {
+            fields
+                .chunks_exact(2)
+                .filter(|f| f[0] == "i")
+                .map(|f| f[1].clone())
+                .collect()
+        };
+        let mut pipe = redis::pipe();
+        let mut asked = 0;
+        for ((_, p), list) in streams.iter().zip(&entries) {
+            for (_, fields) in list {
+                for id in named(fields) {
+                    pipe.exists(k.incident(*p, &id));
+                    asked += 1;
+                }
             }
-            let ids: Vec<Vec<&str>> = entries
-                .iter()
-                .map(|(_, f)| {
-                    f.chunks_exact(2)
-                        .filter(|f| f[0] == "i")
-                        .map(|f| f[1].as_str())
-                        .collect()
-                })
-                .collect();
-            let mut pipe = redis::pipe();
-            for id in ids.iter().flatten() {
-                pipe.exists(k.incident(p, id));
-            }
-            let live: Vec<bool> = self.query_pipe(&pipe).await?;
-            let mut live = live.into_iter();
+        }
+        if asked == 0 {
+            return Ok(0);
+        }
+        let mut live = self.query_pipe::<bool>(&pipe).await?.into_iter();
+        let mut pipe = redis::pipe();
+        let mut deleting = false;
+        for ((stream, _), list) in streams.iter().zip(&entries) {
             let mut dead = Vec::new();
-            for ((entry, _), ids) in entries.iter().zip(&ids) {
-                let any_live = ids
+            for (entry, fields) in list {
+                // Every answer is taken, so that the next entry's are its own.
+                let answers: Vec<bool> = named(fields)
                     .iter()
                     .map(|_| live.next().unwrap_or(true))
-                    .fold(false, |a, l| a | l);
-                if !any_live {
+                    .collect();
+                if !answers.contains(&true) {
                     dead.push(entry.as_str());
                 }
             }
-            if dead.is_empty() {
-                continue;
+            if !dead.is_empty() {
+                pipe.cmd("XDEL").arg(*stream).arg(dead);
+                deleting = true;
             }
-            let mut c = self.conn();
-            let n: u64 = redis::cmd("XDEL")
-                .arg(stream)
-                .arg(&dead)
-                .query_async(&mut c)
-                .await?;
-            removed += n;
         }
+        let removed: u64 = if deleting {
+            self.query_pipe::<u64>(&pipe).await?.iter().sum()
+        } else {
+            0
+        };
         if removed > 0 {
             metrics::counter!(names::INDEX_ENTRIES_COMPACTED_TOTAL).increment(removed);
         }

@@ -184,18 +184,27 @@ impl Store {
     ) -> Result<(i64, Vec<(i64, String, i64, String)>)> {
         let k = self.keys();
         let mut pipe = redis::pipe();
+        let field = format!("{source}:{reporter}");
         for p in 0..k.partitions() {
-            pipe.lrange(k.points(p, source, reporter), 0, -1);
+            pipe.lrange(k.points(p, source, reporter), 0, -1)
+                .hget(k.points_carried(p), &field);
         }
-        let lists: Vec<Vec<String>> = self.query_pipe(&pipe).await?;
-        let mut pipe = redis::pipe();
-        for p in 0..k.partitions() {
-            pipe.hget(k.points_carried(p), format!("{source}:{reporter}"));
+        // Per partition, its list and its carried total.
+        let answers: Vec<redis::Value> = self.query_pipe(&pipe).await?;
+        let mut lists: Vec<String> = Vec::new();
+        let mut carried = 0i64;
+        for (i, v) in answers.into_iter().enumerate() {
+            if i % 2 == 0 {
+                lists.extend(redis::from_redis_value::<Vec<String>>(v).unwrap_or_default());
+            } else {
+                carried += redis::from_redis_value::<Option<i64>>(v)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+            }
         }
-        let carried: Vec<Option<i64>> = self.query_pipe(&pipe).await?;
         let mut entries: Vec<(i64, String, i64, String)> = lists
             .into_iter()
-            .flatten()
             .filter_map(|e| {
                 let mut it = e.splitn(4, '|');
                 Some((
@@ -206,8 +215,7 @@ impl Store {
                 ))
             })
             .collect();
-        let total =
-            entries.iter().map(|e| e.2).sum::<i64>() + carried.iter().flatten().sum::<i64>();
+        let total = entries.iter().map(|e| e.2).sum::<i64>() + carried;
         entries.sort_by_key(|e| std::cmp::Reverse(e.0));
         entries.truncate(limit);
         Ok((total, entries))

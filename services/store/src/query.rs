@@ -48,6 +48,17 @@ impl Store {
         let k = self.keys();
         let p = keys::partition_of(id, k.partitions())
             .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        self.read_record(p, id).await.map(|(incident, _)| incident)
+    }
+
+    /// One incident with its timeline, and the record's fields it was read from, in one
+    /// round trip (so that the fields' version `v` is the version of the incident).
+    pub(crate) async fn read_record(
+        &self,
+        p: u16,
+        id: &str,
+    ) -> Result<(pb::Incident, codec::Fields)> {
+        let k = self.keys();
         let mut c = self.conn();
         let (fields, timeline, merged): (codec::Fields, Vec<Vec<u8>>, Vec<String>) = redis::pipe()
             .hgetall(k.incident(p, id))
@@ -68,7 +79,8 @@ impl Store {
             .chain(timeline)
             .collect();
         timeline.sort_by_key(|e| codec::entry_ms(e));
-        codec::incident_from_fields(id, &fields, &timeline, merged)
+        let incident = codec::incident_from_fields(id, &fields, &timeline, merged)?;
+        Ok((incident, fields))
     }
 
     /// The reporters' contacts of some incidents, in one round trip (`None`: none, erased, or

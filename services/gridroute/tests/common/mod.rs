@@ -417,6 +417,21 @@ impl Env {
             .await
             .unwrap()
     }
+    /// GetIncident as `who`.
+    #[allow(dead_code)]
+    pub async fn get_as(&self, who: &str, id: &str) -> Result<pb::Incident, tonic::Status> {
+        self.incidents()
+            .await
+            .get_incident(self.as_(
+                who,
+                pb::GetIncidentRequest {
+                    incident_id: id.to_owned(),
+                },
+            ))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     pub async fn incidents(&self) -> IncidentServiceClient<Channel> {
         IncidentServiceClient::new(self.channel().await)
     }
