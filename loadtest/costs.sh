@@ -12,7 +12,8 @@
 #   4. Capacity (closed-loop unary reports, API and router in one process), then end to end at
 #      half of it, open loop: report → subscriber p99 ≤ 5 ms, p99.9 ≤ 20 ms, 0 lost; and Redis
 #      memory per incident over that run (used_memory ÷ incidents, streams and indexes
-#      included, subscribers reading), target ≤ 2.5 KB.
+#      included, subscribers reading), target ≤ 2.5 KB, and its breakdown by kind of key
+#      (loadtest/memory_by_key.py).
 # Redis Cluster scale-out is not measured here (docs/PERFORMANCE.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,6 +98,8 @@ sleep 2
 m1=$(redis-cli -p "$rport" info memory | awk -F: '/^used_memory:/{print $2+0}')
 r1=$(redis_cpu "$rport")
 echo "$m0 $m1 $r0 $r1 $half" >"$out/half.mem"
+received=$(python3 -c "import json; print(json.load(open('$out/half.json'))['endToEnd']['received'])")
+python3 loadtest/memory_by_key.py "$rport" "$received" >"$out/memory.txt"
 
 echo "== issue 13: figures beside their floors or ceilings, and the targets"
 python3 - "$out" "$ticks" <<'PY'
@@ -131,4 +134,6 @@ print(f"  Redis memory per incident over that run: {(m1 - m0) / n:,.0f} bytes (t
       f"Redis CPU per incident, subscribers reading: {(r1 - r0) * 1e6 / n:.1f} µs")
 print("  Redis Cluster scale-out: not measured by this script (docs/PERFORMANCE.md)")
 PY
+echo "  Redis memory per incident by kind of key (MEMORY USAGE, that run):"
+sed 's/^/  /' "$out/memory.txt"
 echo "results in $out"

@@ -322,7 +322,9 @@ impl RoutingTable {
         }
     }
 
-    /// Human-readable reasons for a decision, in the order the router considered them.
+    /// Human-readable reasons for a decision, in the order the router considered them. What the
+    /// decision's own fields say (region path, department, SLA policy) is not repeated: every
+    /// record and dispatch copy stores the reasons.
     pub fn explain(&self, q: &RouteQuery<'_>, d: &Decision) -> Vec<String> {
         let mut reasons = Vec::with_capacity(3);
         match (q.target, d.grid) {
@@ -330,10 +332,10 @@ impl RoutingTable {
                 reasons.push(self.explain_hole(lng, lat, g, d.area));
             }
             (RouteTarget::Point { lng, lat, .. }, Some(g)) => match d.snapped_m {
-                None => reasons.push(format!("point ({lng}, {lat}) lies in grid {}", self.describe_path(g))),
+                None => reasons.push(format!("point ({lng}, {lat}) lies in grid {}", self.describe(g))),
                 Some(m) => reasons.push(format!(
                     "point ({lng}, {lat}) lies outside every grid, {m} m from grid {}: snapped within the accuracy radius",
-                    self.describe_path(g)
+                    self.describe(g)
                 )),
             },
             (RouteTarget::Point { lng, lat, accuracy_m, .. }, None) => {
@@ -344,7 +346,7 @@ impl RoutingTable {
                 ));
             }
             (RouteTarget::Grid(code), Some(g)) => {
-                reasons.push(format!("reported grid {code:?} is {}", self.describe_path(g)));
+                reasons.push(format!("reported grid {code:?} is {}", self.describe(g)));
             }
             (RouteTarget::Grid(code), None) => {
                 reasons.push(format!(
@@ -378,10 +380,7 @@ impl RoutingTable {
                 } else {
                     format!("category prefix {}", r.category)
                 };
-                reasons.push(format!(
-                    "rule {} (priority {}) matched {cat} for {}; primary department {dept}",
-                    r.id, r.priority, q.category,
-                ));
+                reasons.push(format!("rule {} (priority {}) matched {cat}", r.id, r.priority));
             }
             (Outcome::NoRule, _) => reasons.push(format!(
                 "no rule matches category {:?} here; the command centre {dept} takes it",
@@ -392,11 +391,14 @@ impl RoutingTable {
             )),
             _ => reasons.push(format!("the default command centre {dept} takes it")),
         }
-        reasons.push(format!(
-            "SLA policy {}",
-            self.sla_policies[d.sla as usize].name
-        ));
         reasons
+    }
+
+    /// A grid or region by its code and name. The path above it is the decision's
+    /// `region_path`: repeating it here would store it twice in every record and dispatch.
+    fn describe(&self, region: RegionId) -> String {
+        let n = self.regions.node(region);
+        format!("{} {}", n.code, n.name)
     }
 
     fn describe_path(&self, grid: RegionId) -> String {

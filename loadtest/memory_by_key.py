@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Redis memory per incident by kind of key: `memory_by_key.py PORT INCIDENTS`.
+
+Scans the keys of the redis-server on 127.0.0.1:PORT, groups them by kind (the key name with
+its partition and its last part dropped: `gr:{p3}:inc:01J…-3` counts as `gr:{P}:inc`), sums
+`MEMORY USAGE … SAMPLES 0` over up to 500 keys of each kind (scaled to the kind's key count)
+and prints bytes per incident for each kind, largest first. Uses redis-cli only.
+"""
+
+import collections
+import re
+import subprocess
+import sys
+
+
+def redis(port, commands):
+    out = subprocess.run(
+        ["redis-cli", "-p", port], input="".join(commands), capture_output=True, text=True
+    ).stdout
+    return out.split("\n")
+
+
+def kind(key):
+    key = re.sub(r"\{p\d+\}", "{P}", key)
+    parts = key.split(":")
+    return ":".join(parts[:3]) if len(parts) > 3 else key
+
+
+def main():
+    port, incidents = sys.argv[1], max(int(sys.argv[2]), 1)
+    keys = subprocess.run(
+        ["redis-cli", "-p", port, "--scan"], capture_output=True, text=True
+    ).stdout.split("\n")
+    groups = collections.defaultdict(list)
+    for k in filter(None, keys):
+        groups[kind(k)].append(k)
+    rows = []
+    for name, members in groups.items():
+        sample = members[:500]
+        sizes = redis(port, [f'MEMORY USAGE "{k}" SAMPLES 0\n' for k in sample])
+        total = sum(int(s) for s in sizes if s.strip().isdigit())
+        rows.append((total * len(members) / len(sample), name, len(members)))
+    rows.sort(reverse=True)
+    print(f"{'bytes/incident':>14}  {'keys':>7}  kind")
+    for size, name, n in rows:
+        if size / incidents >= 1:
+            print(f"{size / incidents:14.0f}  {n:7d}  {name}")
+    print(f"{sum(r[0] for r in rows) / incidents:14.0f}  {'':7}  all keys (MEMORY USAGE)")
+
+
+if __name__ == "__main__":
+    main()
