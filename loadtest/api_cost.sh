@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}/release"
 out="${CARGO_TARGET_DIR:-target}/api-cost"
 mkdir -p "$out"
-cargo build -q --release -p gridroute -p gridroute-loadtest
+[ "${NO_BUILD:-0}" = 1 ] || cargo build -q --release -p gridroute -p gridroute-loadtest
 lt="$target/gridroute-loadtest"
 # shellcheck source=loadtest/lib.sh
 source loadtest/lib.sh

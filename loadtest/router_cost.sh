@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}/release"
 out="${CARGO_TARGET_DIR:-target}/router-cost"
 mkdir -p "$out"
-cargo build -q --release -p gridroute -p gridroute-loadtest
+[ "${NO_BUILD:-0}" = 1 ] || cargo build -q --release -p gridroute -p gridroute-loadtest
 # shellcheck source=loadtest/lib.sh
 source loadtest/lib.sh
 dev_auth "$target/gridroute"

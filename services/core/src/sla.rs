@@ -161,18 +161,26 @@ pub enum TimerKind {
     Verify,
 }
 
+/// The kind's name, as in the record's schedule and the timer set (`warn50`, `supervise2`),
+/// written without an allocation of its own.
+impl std::fmt::Display for TimerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Accept => f.write_str("accept"),
+            Self::Warn(p) => write!(f, "warn{p}"),
+            Self::Urge => f.write_str("urge"),
+            Self::Supervise(l) => write!(f, "supervise{l}"),
+            Self::PublicReport => f.write_str("public"),
+            Self::Verify => f.write_str("verify"),
+        }
+    }
+}
+
 impl TimerKind {
     /// The name stored in the timer's member (`<id>|<kind>|<department>`); the firing script
     /// keys its behaviour on the prefix before the digits.
     pub fn name(self) -> String {
-        match self {
-            Self::Accept => "accept".into(),
-            Self::Warn(p) => format!("warn{p}"),
-            Self::Urge => "urge".into(),
-            Self::Supervise(l) => format!("supervise{l}"),
-            Self::PublicReport => "public".into(),
-            Self::Verify => "verify".into(),
-        }
+        self.to_string()
     }
 
     /// Parses [`TimerKind::name`].
