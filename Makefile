@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup-dev setup-test dev test fmt lint unit smoke deploy-check chaos archive-soak router-cost costs bench targets auth-cost http-rate replication-cost bench-data sample build release clean
+.PHONY: help setup-dev setup-test dev test fmt lint unit smoke deploy-check chaos archive-soak router-cost api-cost memory costs bench targets auth-cost http-rate replication-cost bench-data sample build release clean
 
 # The deploy checks' Python tools live in a project-local virtual environment (.ci/setup).
 VENV := $(or $(CARGO_TARGET_DIR),target)/venv
@@ -55,6 +55,12 @@ costs: ## Issue 13's per-incident costs (Redis CPU, router CPU, API CPU, Redis m
 
 router-cost: ## Router CPU per routed incident: reports queued by an API alone, drained by one router process (PERF=1 adds a perf profile; about 2 minutes)
 	bash loadtest/router_cost.sh
+
+api-cost: ## API CPU per unary report beside the echo server's CPU per call, alternating rounds (PERF=1 adds a perf profile; about 1 minute)
+	bash loadtest/api_cost.sh
+
+memory: ## Redis memory per incident after an e2e run, with its breakdown by kind of key (about 30 seconds)
+	bash loadtest/memory.sh
 
 auth-cost: ## What authentication costs a unary call: API CPU per call with tokens and without, in one run (about 2 minutes)
 	bash loadtest/auth_cost.sh
