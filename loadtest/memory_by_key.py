@@ -4,7 +4,8 @@
 Scans the keys of the redis-server on 127.0.0.1:PORT, groups them by kind (the key name with
 its partition and its last part dropped: `gr:{p3}:inc:01J…-3` counts as `gr:{P}:inc`), sums
 `MEMORY USAGE … SAMPLES 0` over up to 500 keys of each kind (scaled to the kind's key count)
-and prints bytes per incident for each kind, largest first. Uses redis-cli only.
+and prints bytes per incident for each kind, largest first (for streams also their entries per
+incident). Uses redis-cli only.
 """
 
 import collections
@@ -39,13 +40,20 @@ def main():
         sample = members[:500]
         sizes = redis(port, [f'MEMORY USAGE "{k}" SAMPLES 0\n' for k in sample])
         total = sum(int(s) for s in sizes if s.strip().isdigit())
-        rows.append((total * len(members) / len(sample), name, len(members)))
+        # Streams: their entries per incident too (all keys of the kind).
+        types = redis(port, [f'TYPE "{sample[0]}"\n'])
+        entries = ""
+        if types and types[0].strip() == "stream":
+            lengths = redis(port, [f'XLEN "{k}"\n' for k in members])
+            n = sum(int(x) for x in lengths if x.strip().isdigit())
+            entries = f"{n / incidents:.2f}"
+        rows.append((total * len(members) / len(sample), name, len(members), entries))
     rows.sort(reverse=True)
-    print(f"{'bytes/incident':>14}  {'keys':>7}  kind")
-    for size, name, n in rows:
+    print(f"{'bytes/incident':>14}  {'keys':>7}  {'entries/incident':>16}  kind")
+    for size, name, n, entries in rows:
         if size / incidents >= 1:
-            print(f"{size / incidents:14.0f}  {n:7d}  {name}")
-    print(f"{sum(r[0] for r in rows) / incidents:14.0f}  {'':7}  all keys (MEMORY USAGE)")
+            print(f"{size / incidents:14.0f}  {n:7d}  {entries:>16}  {name}")
+    print(f"{sum(r[0] for r in rows) / incidents:14.0f}  {'':7}  {'':16}  all keys (MEMORY USAGE)")
 
 
 if __name__ == "__main__":
