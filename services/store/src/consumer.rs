@@ -7,9 +7,7 @@ use std::{collections::HashMap, time::Duration};
 
 use redis::{
     Value,
-    streams::{
-        StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamPendingCountReply,
-    },
+    streams::{StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamPendingCountReply},
 };
 
 use crate::{Result, Store, StoreError, keys::ROUTER_GROUP, scripts};
@@ -382,7 +380,6 @@ impl Consumer {
         }
         Ok(removed)
     }
-
 }
 
 /// The entries of an `XREAD`/`XREADGROUP` reply (RESP2 `[[key, entries]…]` or RESP3
@@ -409,7 +406,7 @@ fn read_reply_entries(reply: Value, partition: u16, deliveries: u64) -> Vec<Inge
         for entry in entries {
             let Value::Array(parts) = entry else { continue };
             let mut parts = parts.into_iter();
-            let Some(id) = parts.next().and_then(|v| text(v)) else {
+            let Some(id) = parts.next().and_then(text) else {
                 continue;
             };
             let mut fields = HashMap::new();
