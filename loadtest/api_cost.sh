@@ -6,7 +6,8 @@
 # server process over the calls it answered OK, so the figure does not depend on how many cores
 # the load generator takes. With PERF=1 the API process of the last round is sampled by
 # `perf record -g` and the top of `perf report` is printed. Figures only; nothing fails on
-# timing. `make api-cost` runs it; results in target/api-cost/.
+# timing. `make api-cost` runs it (and `make costs`, one round); results in target/api-cost/,
+# the last round's figures as `echo-µs echo-calls/s api-µs api-calls/s` in last.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}/release"
@@ -19,8 +20,6 @@ source loadtest/lib.sh
 dev_auth "$target/gridroute"
 rounds=${API_COST_ROUNDS:-3}
 seconds=${API_COST_SECONDS:-8}
-ticks=$(getconf CLK_TCK)
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 # CPU µs per OK call of process $1 while the load generator drives $2; prints "µs rps".
@@ -69,6 +68,7 @@ for round in $(seq 1 "$rounds"); do
   kill "$api"; wait "$api" 2>/dev/null || true
   ratio=$(python3 -c "print(f'{$a_us / $e_us:.2f}')")
   printf '%-6s %-22s %-22s %s×\n' "$round" "$e_us ($e_rps)" "$a_us ($a_rps)" "$ratio" | tee -a "$out/rounds.txt"
+  echo "$e_us $e_rps $a_us $a_rps" >"$out/last.txt"
 done
 if [ -n "${perf_pid:-}" ]; then
   perf report -i "$out/perf.data" --no-children --percent-limit 1.5 --stdio 2>/dev/null \

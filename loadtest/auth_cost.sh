@@ -20,8 +20,6 @@ rport=$(free_port)
 redis-server --port "$rport" "${redis_flags[@]}" >"$out/redis.log" 2>&1 &
 rpid=$!
 trap 'kill $rpid 2>/dev/null; wait 2>/dev/null || true' EXIT
-ticks=$(getconf CLK_TCK)
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # $1: label; then the serve flags of this mode. The load tester's credentials follow the mode.
 run() {

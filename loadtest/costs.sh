@@ -8,7 +8,8 @@
 #   2. Router CPU per routed incident: reports queued by an API alone, drained by one router
 #      process (utime + stime), target ≤ 8 µs.
 #   3. API CPU per accepted unary report beside the echo server's CPU per call, each a process
-#      of its own driven by the same load generator, target ≤ 1.5×.
+#      of its own driven by the same load generator (loadtest/api_cost.sh, one round),
+#      target ≤ 1.5×.
 #   4. Capacity (closed-loop unary reports, API and router in one process), then end to end at
 #      half of it, open loop: report → subscriber p99 ≤ 5 ms, p99.9 ≤ 20 ms, 0 lost; and Redis
 #      memory per incident over that run (used_memory ÷ incidents, streams and indexes
@@ -25,9 +26,6 @@ lt="$target/gridroute-loadtest"
 # shellcheck source=loadtest/lib.sh
 source loadtest/lib.sh
 dev_auth "$target/gridroute"
-ticks=$(getconf CLK_TCK)
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-redis_cpu() { redis-cli -p "$1" info cpu | awk -F: '/used_cpu_(user|sys):/{s+=$2} END{print s}'; }
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 new_redis() {
@@ -48,29 +46,8 @@ echo "== 2. router CPU per routed incident"
 ROUTER_COST_ROUNDS=1 bash loadtest/router_cost.sh | tail -1 | tee "$out/router.txt"
 
 echo "== 3. API CPU per accepted unary report, and the echo server's CPU per call"
-"$lt" --serve-echo >"$out/echo-addr.txt" 2>"$out/echo.log" &
-echo_pid=$!
-pids+=($echo_pid)
-for _ in $(seq 1 50); do [ -s "$out/echo-addr.txt" ] && break; sleep 0.1; done
-c0=$(cpu "$echo_pid")
-"$lt" --addr "$(head -1 "$out/echo-addr.txt")" --scenario report --concurrency 64 --duration 8s \
-  --duplicate-share 0 --json "$out/echo.json" >"$out/echo.txt" 2>&1
-c1=$(cpu "$echo_pid")
-echo "$c0 $c1" >"$out/echo.cpu"
-kill "$echo_pid"
-new_redis
-grpc=$(free_port)
-"$target/gridroute" serve "${serve_auth[@]}" "${unlimited[@]}" --redis-url "redis://127.0.0.1:$rport/" --role api \
-  --grpc-addr "127.0.0.1:$grpc" --http-addr off --metrics-addr off >"$out/api.log" 2>&1 &
-api=$!
-pids+=($api)
-wait_health "$target/gridroute" "$grpc"
-c0=$(cpu "$api")
-"$lt" --addr "http://127.0.0.1:$grpc" --scenario report --concurrency 64 --duration 8s \
-  --duplicate-share 0 --json "$out/api.json" >"$out/api.txt" 2>&1
-c1=$(cpu "$api")
-echo "$c0 $c1" >"$out/api.cpu"
-kill "$api"; wait "$api" 2>/dev/null || true
+API_COST_ROUNDS=1 NO_BUILD=1 bash loadtest/api_cost.sh | sed -n 2p | tee "$out/api.txt"
+cp "${CARGO_TARGET_DIR:-target}/api-cost/last.txt" "$out/api-echo.txt"
 
 echo "== 4. capacity, then end to end at half of it; Redis memory per incident"
 new_redis
@@ -102,9 +79,9 @@ received=$(python3 -c "import json; print(json.load(open('$out/half.json'))['end
 python3 loadtest/memory_by_key.py "$rport" "$received" >"$out/memory.txt"
 
 echo "== issue 13: figures beside their floors or ceilings, and the targets"
-python3 - "$out" "$ticks" <<'PY'
+python3 - "$out" <<'PY'
 import json, re, sys
-out, ticks = sys.argv[1], float(sys.argv[2])
+out = sys.argv[1]
 load = lambda name: json.load(open(f"{out}/{name}.json"))
 def redis_us(mix):
     return float(re.search(r"Redis CPU ([0-9.]+) µs", open(f"{out}/redis-{mix}.txt").read()).group(1))
@@ -113,12 +90,7 @@ print(f"  Redis CPU per routed incident: gridroute {mix:.1f} µs, lean floor {le
       f"{mix / lean:.2f}× (target ≤ 1.5×)")
 router = float(re.search(r"= ([0-9.]+) µs per incident", open(f"{out}/router.txt").read()).group(1))
 print(f"  router CPU per routed incident: {router:.1f} µs (target ≤ 8 µs)")
-def per_call(name):
-    c0, c1 = map(float, open(f"{out}/{name}.cpu").read().split())
-    ok = load(name)["statusCodeDistribution"].get("Ok", 0)
-    return (c1 - c0) / ticks * 1e6 / max(ok, 1), load(name)["rps"]
-api, api_rps = per_call("api")
-echo, echo_rps = per_call("echo")
+echo, echo_rps, api, api_rps = map(float, open(f"{out}/api-echo.txt").read().split())
 print(f"  API CPU per accepted report {api:.1f} µs ({api_rps:,.0f}/s), echo server {echo:.1f} µs per call "
       f"({echo_rps:,.0f}/s): {api / echo:.2f}× (target ≤ 1.5×)")
 cap = load("capacity")["rps"]

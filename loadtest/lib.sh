@@ -30,3 +30,10 @@ dev_auth() {
 # Per-principal rate limits far above what one machine serves, for runs that measure capacity
 # (the defaults cap a reporting system at 20,000 calls/s per replica: docs/ACCESS.md).
 unlimited=(--rate-limits "source_system=10000000:10000000,department=10000000:10000000,command_centre=10000000:10000000")
+
+# CPU ticks (utime + stime) process $1 has used so far; divide by $ticks for seconds.
+ticks=$(getconf CLK_TCK)
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# CPU seconds (user + sys) the redis-server on port $1 has used so far.
+redis_cpu() { redis-cli -p "$1" info cpu | awk -F: '/used_cpu_(user|sys):/{s+=$2} END{print s}'; }

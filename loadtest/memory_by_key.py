@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Redis memory per incident by kind of key: `memory_by_key.py PORT INCIDENTS`.
 
-Scans the keys of the redis-server on 127.0.0.1:PORT, groups them by kind (the key name with
-its partition and its last part dropped: `gr:{p3}:inc:01J…-3` counts as `gr:{P}:inc`), sums
+Scans the keys of the redis-server on 127.0.0.1:PORT, groups them by kind (the key name's first
+three parts, its partition replaced: `gr:{p3}:inc:01J…-3` and `gr:{p0}:ix:region:640202`
+count as `gr:{P}:inc` and `gr:{P}:ix`), sums
 `MEMORY USAGE … SAMPLES 0` over up to 500 keys of each kind (scaled to the kind's key count)
 and prints bytes per incident for each kind, largest first (for streams also their entries per
 incident). Uses redis-cli only.

@@ -22,8 +22,6 @@ redis-server --port "$rport" "${redis_flags[@]}" >"$out/redis.log" 2>&1 &
 rpid=$!
 pids=($rpid)
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null || true' EXIT
-ticks=$(getconf CLK_TCK)
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # Entries still in the ingest streams (routed entries are acknowledged and deleted).
 queued() {
   local n=0

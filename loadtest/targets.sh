@@ -16,7 +16,6 @@ lt="$target/gridroute-loadtest"
 source loadtest/lib.sh
 dev_auth "$target/gridroute"
 summary() { grep -E "throughput|latency|report → dispatch|status codes" "$1" | sed 's/^/    /'; }
-redis_cpu() { redis-cli -p "$1" info cpu | awk -F: '/used_cpu_(user|sys):/{s+=$2} END{print s}'; }
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 
