@@ -308,3 +308,176 @@ async fn runs_on_redis_cluster() {
     assert!(kinds.get("reported").copied().unwrap_or(0) >= 24);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The ports of a local cluster's nodes, from its URL.
+fn node_ports(cluster: &LocalCluster) -> Vec<u16> {
+    let url = cluster.url();
+    let hosts = url
+        .trim_start_matches("redis+cluster://")
+        .trim_end_matches('/');
+    hosts
+        .split(',')
+        .map(|h| h.rsplit(':').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+fn node(port: u16) -> redis::Connection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+/// Moves a hash slot and its keys from one node to another, as `redis-cli --cluster reshard`
+/// does: importing/migrating, MIGRATE of every key, then the new owner announced to all.
+fn move_slot(ports: &[u16], slot: u16, from: u16, to: u16) {
+    let id = |port: u16| -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut node(port))
+            .unwrap()
+    };
+    let (from_id, to_id) = (id(from), id(to));
+    let _: () = redis::cmd("CLUSTER")
+        .arg(&["SETSLOT", &slot.to_string(), "IMPORTING", &from_id])
+        .query(&mut node(to))
+        .unwrap();
+    let _: () = redis::cmd("CLUSTER")
+        .arg(&["SETSLOT", &slot.to_string(), "MIGRATING", &to_id])
+        .query(&mut node(from))
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("CLUSTER")
+        .arg(&["GETKEYSINSLOT", &slot.to_string(), "1000"])
+        .query(&mut node(from))
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("MIGRATE")
+            .arg(&["127.0.0.1", &to.to_string(), "", "0", "5000", "KEYS"])
+            .arg(&keys)
+            .query(&mut node(from))
+            .unwrap();
+    }
+    for &p in ports {
+        let _: () = redis::cmd("CLUSTER")
+            .arg(&["SETSLOT", &slot.to_string(), "NODE", &to_id])
+            .query(&mut node(p))
+            .unwrap();
+    }
+}
+
+/// Subscribe and WatchIncidents block on every partition of a cluster at once (one tail per
+/// partition, on the node that holds its slot), and a tail follows its slot when the slot moves
+/// to another node: nothing is skipped and nothing repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_readers_block_on_every_partition_and_follow_moved_slots() {
+    use gridroute_store::{Store, subscribe::Cursor};
+    use prost::Message;
+
+    let cluster = LocalCluster::start().expect("a local cluster forms");
+    let ports = node_ports(&cluster);
+    let partitions = 6;
+    let store = Store::connect(&cluster.url(), "tails", partitions)
+        .await
+        .unwrap();
+    let keys: Vec<String> = (0..partitions)
+        .map(|p| store.keys().dispatch(p, "water"))
+        .collect();
+    // Blocks far longer than the test waits: entries must wake the reader, not a poll.
+    let mut reader = store
+        .dispatch_reader(
+            "water",
+            Cursor::earliest(partitions),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let client = redis::cluster::ClusterClient::new(
+        ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}/"))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let writer = client.get_async_connection().await.unwrap();
+    let add = |key: String, id: String| {
+        let mut w = writer.clone();
+        async move {
+            let d = pb::Dispatch {
+                incident_id: id,
+                ..Default::default()
+            };
+            let _: String = redis::cmd("XADD")
+                .arg(key)
+                .arg("*")
+                .arg("d")
+                .arg(d.encode_to_vec())
+                .query_async(&mut w)
+                .await
+                .unwrap();
+        }
+    };
+    let mut read = async |want: usize| -> Vec<pb::Dispatch> {
+        let mut got = Vec::new();
+        while got.len() < want {
+            let batch = tokio::time::timeout(Duration::from_secs(10), reader.next_batch(100))
+                .await
+                .expect("an entry wakes the reader")
+                .unwrap();
+            got.extend(batch);
+        }
+        got
+    };
+
+    // Every partition, after the reader started waiting.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (p, k) in keys.iter().enumerate() {
+        add(k.clone(), format!("a{p}")).await;
+    }
+    let first = read(keys.len()).await;
+    let mut ids: Vec<&str> = first.iter().map(|d| d.incident_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["a0", "a1", "a2", "a3", "a4", "a5"]);
+
+    // Partition 0's slot moves to another node while its tail is blocked there.
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(&keys[0])
+        .query(&mut node(ports[0]))
+        .unwrap();
+    let owner = ports
+        .iter()
+        .copied()
+        .find(|&p| {
+            let n: i64 = redis::cmd("CLUSTER")
+                .arg(&["COUNTKEYSINSLOT", &slot.to_string()])
+                .query(&mut node(p))
+                .unwrap();
+            n > 0
+        })
+        .expect("the node holding partition 0's stream");
+    let to = ports.iter().copied().find(|&p| p != owner).unwrap();
+    move_slot(&ports, slot, owner, to);
+    add(keys[0].clone(), "b0".into()).await;
+    add(keys[1].clone(), "b1".into()).await;
+    let after = read(2).await;
+    let mut ids: Vec<&str> = after.iter().map(|d| d.incident_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["b0", "b1"], "nothing repeated, nothing skipped");
+
+    // The cursor of the last entry resumes after everything read, on the new owner too.
+    let cursor = Cursor::parse(&after.last().unwrap().cursor, partitions).unwrap();
+    let mut resumed = store
+        .dispatch_reader("water", cursor, Duration::from_millis(300))
+        .await
+        .unwrap();
+    add(keys[0].clone(), "c0".into()).await;
+    let mut rest = Vec::new();
+    for _ in 0..20 {
+        rest.extend(resumed.next_batch(100).await.unwrap());
+        if !rest.is_empty() {
+            break;
+        }
+    }
+    let ids: Vec<&str> = rest.iter().map(|d| d.incident_id.as_str()).collect();
+    assert_eq!(ids, ["c0"]);
+}

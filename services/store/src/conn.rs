@@ -185,6 +185,55 @@ impl Target {
         ))
     }
 
+    /// A dedicated connection to one node of a cluster, for blocking reads of one hash slot's
+    /// keys: to `at` (where a `MOVED` pointed), or else to the first seed that answers (which
+    /// redirects when it does not hold the slot). Authentication and TLS are the seeds'.
+    pub(crate) async fn cluster_node(
+        &self,
+        at: Option<&(String, u16)>,
+        block: Duration,
+    ) -> Result<MultiplexedConnection> {
+        use redis::{ConnectionAddr, IntoConnectionInfo};
+        let Self::Cluster(seeds) = self else {
+            return Err(StoreError::Internal("not a cluster".into()));
+        };
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(block + RESPONSE_TIMEOUT));
+        let mut last = None;
+        for seed in seeds {
+            let mut info = seed.as_str().into_connection_info()?;
+            if let Some((host, port)) = at {
+                let addr = match info.addr().clone() {
+                    ConnectionAddr::TcpTls {
+                        insecure,
+                        tls_params,
+                        ..
+                    } => ConnectionAddr::TcpTls {
+                        host: host.clone(),
+                        port: *port,
+                        insecure,
+                        tls_params,
+                    },
+                    _ => ConnectionAddr::Tcp(host.clone(), *port),
+                };
+                info = info.set_addr(addr);
+            }
+            match redis::Client::open(info)?
+                .get_multiplexed_async_connection_with_config(&cfg)
+                .await
+            {
+                Ok(c) => return Ok(c),
+                Err(e) if at.is_none() => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.map_or_else(
+            || StoreError::Internal("no cluster seed".into()),
+            Into::into,
+        ))
+    }
+
     async fn cluster(&self, response: Duration) -> Result<Conn> {
         let Self::Cluster(nodes) = self else {
             return Err(StoreError::Internal("not a cluster".into()));

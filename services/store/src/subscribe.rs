@@ -10,6 +10,7 @@ use std::time::Duration;
 use gridroute_proto::v1 as pb;
 use prost::Message;
 use redis::{Value, streams::StreamReadReply};
+use tracing::Instrument;
 
 use crate::{Result, Store, StoreError};
 
@@ -70,23 +71,46 @@ fn last_deleted(reply: redis::Value) -> String {
         .unwrap_or_else(|| "0-0".to_owned())
 }
 
-/// A reader of one stream per partition from a cursor, holding its own connection for blocking
-/// reads.
+/// A reader of one stream per partition from a cursor, holding its own connection(s) for
+/// blocking reads.
 struct StreamReader {
-    conn: crate::conn::Conn,
+    source: Source,
     keys: Vec<String>,
     cursor: Cursor,
     block: Duration,
 }
 
+/// Where a [`StreamReader`] blocks.
+enum Source {
+    /// One Redis: one blocking `XREAD` over every partition's stream.
+    One(crate::conn::Conn),
+    /// A cluster: one tail per partition (see [`Tails`]).
+    Cluster(Tails),
+}
+
 /// One entry read: its fields, the cursor right after it, and its time (ms, from its id).
 type RawEntry = (std::collections::HashMap<String, Value>, String, i64);
 
+/// The milliseconds of a stream id.
+fn id_ms(id: &str) -> i64 {
+    id.split_once('-')
+        .and_then(|(ms, _)| ms.parse().ok())
+        .unwrap_or(0)
+}
+
 impl StreamReader {
     async fn next_raw(&mut self, count: usize) -> Result<Vec<RawEntry>> {
-        if matches!(self.conn, crate::conn::Conn::Cluster(_)) {
-            return self.next_raw_cluster(count).await;
-        }
+        let conn = match &mut self.source {
+            Source::One(conn) => conn,
+            Source::Cluster(tails) => {
+                let mut out = Vec::new();
+                for (p, entry) in tails.next(count, self.block).await? {
+                    self.cursor.0[p].clone_from(&entry.id);
+                    out.push((entry.map, self.cursor.encode(), id_ms(&entry.id)));
+                }
+                return Ok(out);
+            }
+        };
         // One blocking XREAD over all partitions' streams.
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT")
@@ -100,10 +124,8 @@ impl StreamReader {
         for id in &self.cursor.0 {
             cmd.arg(id);
         }
-        let reply: Option<StreamReadReply> = cmd
-            .query_async(&mut self.conn)
-            .await
-            .map_err(StoreError::from)?;
+        let reply: Option<StreamReadReply> =
+            cmd.query_async(conn).await.map_err(StoreError::from)?;
         let mut out = Vec::new();
         for stream in reply.map(|r| r.keys).unwrap_or_default() {
             let Some(p) = self.keys.iter().position(|k| *k == stream.key) else {
@@ -111,55 +133,198 @@ impl StreamReader {
             };
             for entry in stream.ids {
                 self.cursor.0[p].clone_from(&entry.id);
-                let ms = entry
-                    .id
-                    .split_once('-')
-                    .and_then(|(ms, _)| ms.parse().ok())
-                    .unwrap_or(0);
-                out.push((entry.map, self.cursor.encode(), ms));
+                out.push((entry.map, self.cursor.encode(), id_ms(&entry.id)));
             }
         }
         Ok(out)
     }
 }
 
-impl StreamReader {
-    /// On a cluster the partitions' streams live in different slots, so one multi-key XREAD is
-    /// not possible: each partition is read in turn without blocking, and an empty round waits
-    /// a moment (at most [`CLUSTER_POLL`]) before the next.
-    async fn next_raw_cluster(&mut self, count: usize) -> Result<Vec<RawEntry>> {
-        let mut out = Vec::new();
-        for p in 0..self.keys.len() {
-            let reply: Option<StreamReadReply> = redis::cmd("XREAD")
-                .arg("COUNT")
-                .arg(count)
-                .arg("STREAMS")
-                .arg(&self.keys[p])
-                .arg(&self.cursor.0[p])
-                .query_async(&mut self.conn)
-                .await
-                .map_err(StoreError::from)?;
-            for stream in reply.map(|r| r.keys).unwrap_or_default() {
-                for entry in stream.ids {
-                    self.cursor.0[p].clone_from(&entry.id);
-                    let ms = entry
-                        .id
-                        .split_once('-')
-                        .and_then(|(ms, _)| ms.parse().ok())
-                        .unwrap_or(0);
-                    out.push((entry.map, self.cursor.encode(), ms));
+/// Blocking reads on a cluster. The partitions' streams live in different hash slots, and Redis
+/// Cluster refuses a multi-key command across slots (`CROSSSLOT`) even when one node holds
+/// them all, so no single read can wait on several partitions. Each partition gets a task
+/// that blocks on its stream over its own connection to the node holding the slot (following
+/// `MOVED` when the slot moves or a replica takes over) and hands what it reads over a
+/// bounded channel. The reader's cursor advances only for entries handed to its caller: a
+/// tail reads at most one batch ahead, and what it read ahead is dropped with the reader.
+struct Tails {
+    rx: tokio::sync::mpsc::Receiver<(usize, Result<Vec<redis::streams::StreamId>>)>,
+    ready: std::collections::VecDeque<(usize, redis::streams::StreamId)>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+/// How many entries a tail reads at a time.
+const TAIL_BATCH: usize = 128;
+
+/// How many times in a row a tail may fail (connection lost, redirected) before the reader
+/// reports the error to its caller, who resumes from the cursor.
+const TAIL_ATTEMPTS: u32 = 5;
+
+impl Tails {
+    fn start(
+        target: &crate::conn::Target,
+        keys: &[String],
+        cursor: &Cursor,
+        count: usize,
+        block: Duration,
+    ) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(keys.len().max(1));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (p, (key, from)) in keys.iter().zip(&cursor.0).enumerate() {
+            let tail = tail(
+                target.clone(),
+                p,
+                key.clone(),
+                from.clone(),
+                count,
+                block,
+                tx.clone(),
+            );
+            tasks.spawn(tail.instrument(tracing::debug_span!("stream_tail", partition = p)));
+        }
+        Self {
+            rx,
+            ready: Default::default(),
+            tasks,
+        }
+    }
+
+    /// Up to `count` entries, waiting up to `block` for the first. Cancel-safe: an entry is
+    /// either returned or still queued.
+    async fn next(
+        &mut self,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<(usize, redis::streams::StreamId)>> {
+        if self.ready.is_empty() {
+            let first = match tokio::time::timeout(block, self.rx.recv()).await {
+                Err(_) => return Ok(Vec::new()),
+                Ok(None) => return Err(StoreError::Unavailable("stream tails ended".into())),
+                Ok(Some(read)) => read,
+            };
+            self.queue(first)?;
+            while self.ready.len() < count {
+                let Ok(read) = self.rx.try_recv() else { break };
+                self.queue(read)?;
+            }
+        }
+        let n = count.min(self.ready.len());
+        Ok(self.ready.drain(..n).collect())
+    }
+
+    fn queue(&mut self, (p, read): (usize, Result<Vec<redis::streams::StreamId>>)) -> Result<()> {
+        self.ready.extend(read?.into_iter().map(|e| (p, e)));
+        Ok(())
+    }
+}
+
+impl Drop for Tails {
+    fn drop(&mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+/// One partition's tail on a cluster: blocks on `key` after `from`, forever, sending what it
+/// reads; gives up (sending the error) after [`TAIL_ATTEMPTS`] failures in a row.
+async fn tail(
+    target: crate::conn::Target,
+    p: usize,
+    key: String,
+    mut from: String,
+    count: usize,
+    block: Duration,
+    tx: tokio::sync::mpsc::Sender<(usize, Result<Vec<redis::streams::StreamId>>)>,
+) {
+    let mut node: Option<(String, u16)> = None;
+    let mut conn = None;
+    let mut failures = 0;
+    loop {
+        if failures >= TAIL_ATTEMPTS {
+            let e = StoreError::Unavailable(format!("{key}: no node answered"));
+            let _ = tx.send((p, Err(e))).await;
+            return;
+        }
+        let c = match &mut conn {
+            Some(c) => c,
+            None => match target.cluster_node(node.as_ref(), block).await {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    failures += 1;
+                    node = None;
+                    tracing::debug!(error = %e, "stream tail cannot connect");
+                    tokio::time::sleep(Duration::from_millis(100) * failures).await;
+                    continue;
+                }
+            },
+        };
+        let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(&from)
+            .query_async(c)
+            .await;
+        match read {
+            Ok(reply) => {
+                failures = 0;
+                let entries: Vec<_> = reply
+                    .map(|r| r.keys)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flat_map(|s| s.ids)
+                    .collect();
+                if let Some(last) = entries.last() {
+                    from.clone_from(&last.id);
+                    if tx.send((p, Ok(entries))).await.is_err() {
+                        return;
+                    }
                 }
             }
+            Err(e) => {
+                failures += 1;
+                // A tail starts at a seed, which redirects it to the slot's node: not counted.
+                let settled = node.is_some();
+                // `redirect_node` is the node's `host:port` and the slot.
+                let moved_to = e
+                    .redirect_node()
+                    .and_then(|(addr, _)| addr.rsplit_once(':'))
+                    .and_then(|(host, port)| Some((host.to_owned(), port.parse().ok()?)));
+                let reason = match (e.code(), moved_to) {
+                    // The slot lives elsewhere now: follow it.
+                    (Some("MOVED"), Some(to)) => {
+                        node = Some(to);
+                        "moved"
+                    }
+                    // The slot is being migrated: wait for the move to complete.
+                    (Some("ASK"), _) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        failures -= 1;
+                        "ask"
+                    }
+                    _ => {
+                        node = None;
+                        tokio::time::sleep(Duration::from_millis(100) * failures).await;
+                        "error"
+                    }
+                };
+                if reason != "ask" {
+                    conn = None;
+                }
+                if settled || reason != "moved" {
+                    metrics::counter!(
+                        gridroute_telemetry::names::STREAM_TAIL_REDIRECTS_TOTAL,
+                        "reason" => reason
+                    )
+                    .increment(1);
+                }
+                tracing::debug!(error = %e, reason, "stream tail reconnects");
+            }
         }
-        if out.is_empty() {
-            tokio::time::sleep(self.block.min(CLUSTER_POLL)).await;
-        }
-        Ok(out)
     }
 }
-
-/// How long an empty read round waits on a cluster before the next.
-const CLUSTER_POLL: Duration = Duration::from_millis(50);
 
 fn bytes<'a>(m: &'a std::collections::HashMap<String, Value>, k: &str) -> &'a [u8] {
     match m.get(k) {
@@ -199,6 +364,32 @@ impl std::fmt::Debug for EventReader {
 }
 
 impl Store {
+    /// A reader of `keys` (one stream per partition) after `cursor`.
+    async fn stream_reader(
+        &self,
+        keys: Vec<String>,
+        cursor: Cursor,
+        block: Duration,
+    ) -> Result<StreamReader> {
+        let source = if self.is_cluster() {
+            Source::Cluster(Tails::start(
+                &self.target,
+                &keys,
+                &cursor,
+                TAIL_BATCH,
+                block,
+            ))
+        } else {
+            Source::One(self.blocking_conn(block).await?)
+        };
+        Ok(StreamReader {
+            source,
+            keys,
+            cursor,
+            block,
+        })
+    }
+
     async fn latest(&self, keys: Vec<String>) -> Result<Cursor> {
         let mut pipe = redis::pipe();
         for k in keys {
@@ -332,14 +523,12 @@ impl Store {
         block: Duration,
     ) -> Result<DispatchReader> {
         let k = self.keys();
-        Ok(DispatchReader(StreamReader {
-            conn: self.blocking_conn(block).await?,
-            keys: (0..k.partitions())
-                .map(|p| k.dispatch(p, department))
-                .collect(),
-            cursor,
-            block,
-        }))
+        let keys: Vec<String> = (0..k.partitions())
+            .map(|p| k.dispatch(p, department))
+            .collect();
+        Ok(DispatchReader(
+            self.stream_reader(keys, cursor, block).await?,
+        ))
     }
 
     /// A reader of incident events after `cursor`, only those in `region` (any level; '' = all)
@@ -352,13 +541,9 @@ impl Store {
         block: Duration,
     ) -> Result<EventReader> {
         let k = self.keys();
+        let keys = (0..k.partitions()).map(|p| k.events(p)).collect();
         Ok(EventReader {
-            inner: StreamReader {
-                conn: self.blocking_conn(block).await?,
-                keys: (0..k.partitions()).map(|p| k.events(p)).collect(),
-                cursor,
-                block,
-            },
+            inner: self.stream_reader(keys, cursor, block).await?,
             region: region.to_owned(),
             department: department.to_owned(),
         })

@@ -65,6 +65,9 @@ pub mod names {
     pub const TABLE_LOADS_TOTAL: &str = "gridroute_table_loads_total";
     /// Entries removed from dispatch and events streams by the retention window.
     pub const STREAM_ENTRIES_TRIMMED_TOTAL: &str = "gridroute_stream_entries_trimmed_total";
+    /// Reconnections of a Subscribe/WatchIncidents partition tail on Redis Cluster, by `reason`
+    /// (`moved`: the slot moved or a replica took over; `ask`: the slot is migrating; `error`).
+    pub const STREAM_TAIL_REDIRECTS_TOTAL: &str = "gridroute_stream_tail_redirects_total";
     /// Subscriptions and watches refused because entries after their cursor were trimmed.
     pub const CURSORS_EXPIRED_TOTAL: &str = "gridroute_cursors_expired_total";
     /// Info about the table in force: value 1, label `version`.
@@ -289,6 +292,10 @@ pub fn describe() {
     describe_counter!(
         STREAM_ENTRIES_TRIMMED_TOTAL,
         "Entries removed from dispatch and events streams by the retention window."
+    );
+    describe_counter!(
+        STREAM_TAIL_REDIRECTS_TOTAL,
+        "Reconnections of a Subscribe/WatchIncidents partition tail on Redis Cluster, by reason (moved, ask, error)."
     );
     describe_counter!(
         CURSORS_EXPIRED_TOTAL,
