@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup-dev setup-test dev test fmt lint unit smoke deploy-check chaos archive-soak router-cost api-cost memory costs bench targets auth-cost http-rate replication-cost bench-data sample build release clean
+.PHONY: help setup-dev setup-test dev test fmt lint unit smoke deploy-check chaos archive-soak router-cost api-cost memory costs cluster-costs bench targets auth-cost http-rate replication-cost bench-data sample build release clean
 
 # The deploy checks' Python tools live in a project-local virtual environment (.ci/setup).
 VENV := $(or $(CARGO_TARGET_DIR),target)/venv
@@ -52,6 +52,9 @@ targets: ## Issue 5's load-test targets beside their ceilings, then issue 13's p
 
 costs: ## Issue 13's per-incident costs (Redis CPU, router CPU, API CPU, Redis memory, latency at half capacity) beside their floors (about 4 minutes)
 	bash loadtest/costs.sh
+
+cluster-costs: ## Issue 13 on Redis Cluster: one Redis beside a local three-primary cluster (capacity, report → subscriber latency, Redis CPU per incident summed over primaries, spread over primaries; about 4 minutes)
+	bash loadtest/cluster.sh
 
 router-cost: ## Router CPU per routed incident: reports queued by an API alone, drained by one router process (PERF=1 adds a perf profile; about 2 minutes)
 	bash loadtest/router_cost.sh

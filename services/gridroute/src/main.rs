@@ -128,6 +128,17 @@ enum Command {
         #[arg(long, env = "GRIDROUTE_DEV_DIR", default_value = dev::DEV_DIR)]
         dir: PathBuf,
     },
+    /// Print slot ranges for a Redis Cluster whose primaries each hold the same number of
+    /// partitions: one line `first last` per primary, the arguments of its
+    /// `CLUSTER ADDSLOTSRANGE` (docs/OPERATIONS.md, "Redis Cluster").
+    ClusterSlots {
+        /// Number of partitions of the deployment (`--partitions` of serve).
+        #[arg(long, env = "GRIDROUTE_PARTITIONS", default_value_t = 4)]
+        partitions: u16,
+        /// Number of primaries.
+        #[arg(long, default_value_t = 3)]
+        primaries: u16,
+    },
     /// Routing table tools.
     Tables {
         #[command(subcommand)]
@@ -251,6 +262,16 @@ async fn main() -> std::process::ExitCode {
             (Some(p), _) => dev::dev_token(&dir, &p, person.as_deref()).map(|t| println!("{t}")),
             (None, _) => dev::dev_tokens_file(&dir).map(|f| println!("{}", f.display())),
         },
+        Command::ClusterSlots {
+            partitions,
+            primaries,
+        } => {
+            for (first, last) in gridroute_store::keys::balanced_slot_ranges(partitions, primaries)
+            {
+                println!("{first} {last}");
+            }
+            Ok(())
+        }
         Command::Serve(o) => serve::run(o, false).await,
         Command::Dev(o) => serve::run(o, true).await,
         Command::Report { addr, report } => client::report(&addr, &report).await,

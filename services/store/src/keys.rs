@@ -220,6 +220,68 @@ pub fn partition_of(id: &str, partitions: u16) -> Option<u16> {
         .then_some(p)
 }
 
+/// Number of hash slots of a Redis Cluster.
+pub const CLUSTER_SLOTS: u16 = 16384;
+
+/// The Redis Cluster hash slot of `key`'s bytes (CRC16/XMODEM modulo 16384, as Redis computes
+/// it for a hash tag's content).
+fn slot_of(key: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in key {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % CLUSTER_SLOTS
+}
+
+/// The hash slot of every key of partition `p` (they share the hash tag `{p<N>}`).
+pub fn partition_slot(p: u16) -> u16 {
+    slot_of(format!("p{p}").as_bytes())
+}
+
+/// Slot ranges (`first..=last`) for a cluster of `primaries`, contiguous and covering every
+/// slot, so that each primary holds the same number of partitions (±1). Redis's own even split
+/// of the slots ignores where the partitions fall: 12 partitions land 3/3/6 on three primaries,
+/// and the busiest primary bounds the cluster. Each boundary sits halfway between the last
+/// partition slot of one primary and the first of the next, so that the keys outside the
+/// partitions (tables, audit) spread too. With fewer partitions than primaries the slots are
+/// split evenly (some primaries then hold no partition).
+pub fn balanced_slot_ranges(partitions: u16, primaries: u16) -> Vec<(u16, u16)> {
+    let primaries = primaries.max(1);
+    let mut slots: Vec<u16> = (0..partitions).map(partition_slot).collect();
+    slots.sort_unstable();
+    let n = slots.len();
+    let m = usize::from(primaries);
+    let starts: Vec<u16> = (0..m)
+        .map(|k| {
+            if k == 0 {
+                0
+            } else if n < m {
+                (k * usize::from(CLUSTER_SLOTS) / m) as u16
+            } else {
+                let i = k * n / m;
+                // Halfway between the neighbours, never before the earlier one's next slot.
+                ((u32::from(slots[i - 1]) + u32::from(slots[i])) / 2 + 1).min(u32::from(slots[i]))
+                    as u16
+            }
+        })
+        .collect();
+    (0..m)
+        .map(|k| {
+            let last = starts
+                .get(k + 1)
+                .map_or(CLUSTER_SLOTS - 1, |s| s.saturating_sub(1));
+            (starts[k], last)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -258,5 +320,41 @@ mod tests {
             .map(|i| k.partition_for("12345-hotline", &format!("hotline-{i:06}")))
             .collect();
         assert_eq!(first.len(), 4, "{first:?}");
+    }
+
+    #[test]
+    fn slots_are_computed_as_redis_does() {
+        // `CLUSTER KEYSLOT foo` = 12182, `CLUSTER KEYSLOT gr:{p0}:x` = the slot of `p0`.
+        assert_eq!(slot_of(b"foo"), 12182);
+        assert_eq!(partition_slot(0), slot_of(b"p0"));
+    }
+
+    #[test]
+    fn balanced_ranges_give_each_primary_its_share_of_partitions() {
+        for (partitions, primaries) in [(12, 3), (48, 3), (4, 3), (2, 3), (96, 6), (7, 1)] {
+            let ranges = balanced_slot_ranges(partitions, primaries);
+            assert_eq!(ranges.len(), usize::from(primaries));
+            assert_eq!(ranges[0].0, 0);
+            assert_eq!(ranges.last().map(|r| r.1), Some(CLUSTER_SLOTS - 1));
+            for w in ranges.windows(2) {
+                assert_eq!(w[0].1 + 1, w[1].0, "contiguous: {ranges:?}");
+            }
+            let held: Vec<usize> = ranges
+                .iter()
+                .map(|&(a, b)| {
+                    (0..partitions)
+                        .filter(|&p| (a..=b).contains(&partition_slot(p)))
+                        .count()
+                })
+                .collect();
+            let (lo, hi) = (held.iter().min(), held.iter().max());
+            if partitions >= primaries {
+                assert!(
+                    hi.zip(lo).is_some_and(|(h, l)| h - l <= 1),
+                    "{partitions}/{primaries}: {held:?}"
+                );
+            }
+            assert_eq!(held.iter().sum::<usize>(), usize::from(partitions));
+        }
     }
 }
