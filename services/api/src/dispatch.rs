@@ -61,7 +61,6 @@ impl DispatchService for Dispatches {
                     .await?;
                 let feed = streaming::DispatchFeed {
                     reader,
-                    store: state.store.clone(),
                     co_handlers_see_contact: state.security.co_handlers_see_contact,
                 };
                 let span = info_span!("subscribe", department = %department);

@@ -40,10 +40,11 @@ pub fn present(inc: &mut pb::Incident, who: &Principal, table: &RoutingTable, co
     }
 }
 
-/// Whether a subscriber receives the reporter's contact with this dispatch: the primary
+/// Whether a subscriber receives the reporter's contact with this dispatch (one that carries
+/// the report: a new case, whose report the record supplies, or an assignment): the primary
 /// department does, co-handlers when the deployment allows it.
 pub fn dispatch_gets_contact(d: &pb::Dispatch, co_see: bool) -> bool {
-    d.report.is_some()
+    (d.report.is_some() || d.kind == pb::DispatchKind::New as i32)
         && match pb::DispatchRole::try_from(d.role) {
             Ok(pb::DispatchRole::Primary) => true,
             Ok(pb::DispatchRole::CoHandler) => co_see,

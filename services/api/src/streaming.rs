@@ -7,7 +7,7 @@ use std::pin::Pin;
 use gridroute_core::access::Principal;
 use gridroute_proto::v1 as pb;
 use gridroute_store::{
-    Result, Store,
+    Result,
     subscribe::{DispatchReader, EventReader},
 };
 use gridroute_telemetry::{names, trace_context};
@@ -39,15 +39,14 @@ pub trait BatchReader: Send + 'static {
     }
 }
 
-/// A department's dispatches as its subscriber receives them: dispatch copies never carry the
+/// A department's dispatches as its subscriber receives them: dispatch entries never carry the
 /// reporter's contact (it lives once, in the record); the primary department (and co-handlers,
-/// where the deployment allows it) get it from the record, one round trip per batch.
+/// where the deployment allows it) get it from the record, in the same round trip per batch
+/// that reads the report and decision.
 #[derive(Debug)]
 pub struct DispatchFeed {
     /// The department's streams.
     pub reader: DispatchReader,
-    /// Where the records are.
-    pub store: Store,
     /// Whether co-handlers receive the contact.
     pub co_handlers_see_contact: bool,
 }
@@ -55,23 +54,11 @@ pub struct DispatchFeed {
 impl BatchReader for DispatchFeed {
     type Item = pb::Dispatch;
     async fn next_batch(&mut self, count: usize) -> Result<Vec<pb::Dispatch>> {
-        let mut batch = self.reader.next_batch(count).await?;
         let co_see = self.co_handlers_see_contact;
-        let wanted: Vec<usize> = (0..batch.len())
-            .filter(|&i| privacy::dispatch_gets_contact(&batch[i], co_see))
-            .collect();
-        if !wanted.is_empty() {
-            let ids: Vec<&str> = wanted
-                .iter()
-                .map(|&i| batch[i].incident_id.as_str())
-                .collect();
-            let contacts = self.store.contacts(&ids).await?;
-            for (i, contact) in wanted.into_iter().zip(contacts) {
-                if let Some(r) = batch[i].report.as_mut() {
-                    r.reporter = contact;
-                }
-            }
-        }
+        let mut batch = self
+            .reader
+            .next_batch(count, |d| privacy::dispatch_gets_contact(d, co_see))
+            .await?;
         // Copies written before contacts had a field of their own may carry one: masked for
         // everyone not entitled.
         for d in &mut batch {

@@ -419,10 +419,11 @@ async fn cluster_readers_block_on_every_partition_and_follow_moved_slots() {
     let mut read = async |want: usize| -> Vec<pb::Dispatch> {
         let mut got = Vec::new();
         while got.len() < want {
-            let batch = tokio::time::timeout(Duration::from_secs(10), reader.next_batch(100))
-                .await
-                .expect("an entry wakes the reader")
-                .unwrap();
+            let batch =
+                tokio::time::timeout(Duration::from_secs(10), reader.next_batch(100, |_| false))
+                    .await
+                    .expect("an entry wakes the reader")
+                    .unwrap();
             got.extend(batch);
         }
         got
@@ -473,7 +474,7 @@ async fn cluster_readers_block_on_every_partition_and_follow_moved_slots() {
     add(keys[0].clone(), "c0".into()).await;
     let mut rest = Vec::new();
     for _ in 0..20 {
-        rest.extend(resumed.next_batch(100).await.unwrap());
+        rest.extend(resumed.next_batch(100, |_| false).await.unwrap());
         if !rest.is_empty() {
             break;
         }

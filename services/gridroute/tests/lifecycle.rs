@@ -385,6 +385,23 @@ async fn returns_reroute_then_arbitration_assigns_a_department_that_cannot_retur
             "arbitrated"
         ]
     );
+    // Replayed from the start, each department's new-case dispatch still shows the report and
+    // the decision it was delivered with, though the record's decision has moved on twice.
+    for (department, decided) in [
+        ("property-office", "property-office"),
+        ("command-centre", "command-centre"),
+    ] {
+        let mut replay = env.subscribe(department).await;
+        let first = notice(&mut replay, pb::DispatchKind::New).await;
+        assert_eq!(first.incident_id, id);
+        assert_eq!(
+            first.decision.as_ref().map(|d| d.department_id.as_str()),
+            Some(decided),
+            "{department}'s replay"
+        );
+        let report = first.report.expect("the report, from the record");
+        assert_eq!(report.category, "city.vehicle.abandoned");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

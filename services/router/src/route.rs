@@ -96,7 +96,7 @@ pub fn route_entry(
             traceparent: String::new(),
             deadline_estimated: estimated,
         };
-        dispatch_bytes(&head, &decision_bytes, bytes)
+        head.encode_to_vec()
     };
     let mut deliveries = vec![(
         decision.department_id.clone(),
@@ -155,63 +155,4 @@ pub fn route_entry(
         reported_ms,
         duplicates.map(|(p, _, _)| p),
     ))
-}
-
-/// A dispatch's encoding from its small fields and the decision and report already encoded
-/// (the report as it arrived in the ingest entry). Protobuf fields may come in any order and an
-/// embedded message is a length-delimited field, so this decodes exactly as the whole message
-/// would, without cloning and re-encoding its two largest parts for every delivery.
-fn dispatch_bytes(head: &pb::Dispatch, decision: &[u8], report: &[u8]) -> Vec<u8> {
-    use prost::encoding::{WireType, encode_key, encode_varint};
-    let mut buf = Vec::with_capacity(head.encoded_len() + decision.len() + report.len() + 8);
-    for (tag, field) in [(5, decision), (6, report)] {
-        encode_key(tag, WireType::LengthDelimited, &mut buf);
-        encode_varint(field.len() as u64, &mut buf);
-        buf.extend_from_slice(field);
-    }
-    head.encode_raw(&mut buf);
-    buf
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_dispatch_assembled_from_encoded_parts_decodes_as_the_whole_message() {
-        let decision = pb::RouteDecision {
-            department_id: "property-office".into(),
-            reasons: vec!["rule vehicle-abandoned matched".into()],
-            region_path: vec![pb::RegionRef {
-                code: "640202".into(),
-                name: "大武口区".into(),
-                level: "district".into(),
-            }],
-            ..Default::default()
-        };
-        let report = pb::ReportIncidentRequest {
-            request_id: "r-1".into(),
-            source_system: "app".into(),
-            category: "city.vehicle.abandoned".into(),
-            description: "zombie car".into(),
-            ..Default::default()
-        };
-        let whole = pb::Dispatch {
-            incident_id: "01J-0".into(),
-            department_id: "property-office".into(),
-            role: pb::DispatchRole::Primary as i32,
-            decision: Some(decision.clone()),
-            report: Some(report.clone()),
-            dispatched_time: Some(gridroute_mapping::timestamp(1_700_000_000_000)),
-            kind: pb::DispatchKind::New as i32,
-            ..Default::default()
-        };
-        let head = pb::Dispatch {
-            decision: None,
-            report: None,
-            ..whole.clone()
-        };
-        let bytes = dispatch_bytes(&head, &decision.encode_to_vec(), &report.encode_to_vec());
-        assert_eq!(pb::Dispatch::decode(bytes.as_slice()), Ok(whole));
-    }
 }

@@ -294,6 +294,17 @@ impl Store {
         if fresh {
             clear.push(b("fired"));
         }
+        // The decision delivered with this generation's dispatches stays readable for a
+        // subscriber replaying them (`decision.<gen>`, read by the dispatch reader) once an
+        // arbitration or a re-route replaces it.
+        let delivered = format!("decision.{}", snap.rec.generation);
+        if (plan.assign.is_some() || plan.reroute.is_some())
+            && !snap.fields.contains_key(&delivered)
+            && let Some(d) = snap.fields.get("decision")
+        {
+            set.push(b(delivered));
+            set.push(d.clone());
+        }
         // A new primary: its dispatch, its index, and a decision that names it.
         let mut decision = snap.decision.clone();
         if let Some(assignee) = &plan.assign {

@@ -83,31 +83,6 @@ impl Store {
         Ok((incident, fields))
     }
 
-    /// The reporters' contacts of some incidents, in one round trip (`None`: none, erased, or
-    /// an unknown id). Dispatch copies never carry the contact; a subscriber entitled to it
-    /// gets it from the record, so that erasing it there erases it everywhere.
-    pub async fn contacts(&self, ids: &[&str]) -> Result<Vec<Option<pb::ReporterContact>>> {
-        let k = self.keys();
-        let mut pipe = redis::pipe();
-        let mut asked = Vec::new();
-        for (i, id) in ids.iter().enumerate() {
-            if let Some(p) = keys::partition_of(id, k.partitions()) {
-                pipe.hget(k.incident(p, id), "contact");
-                asked.push(i);
-            }
-        }
-        let mut out = vec![None; ids.len()];
-        if asked.is_empty() {
-            return Ok(out);
-        }
-        let raw: Vec<Option<Vec<u8>>> = self.query_pipe(&pipe).await?;
-        for (i, bytes) in asked.into_iter().zip(raw) {
-            out[i] = bytes
-                .and_then(|b| <pb::ReporterContact as prost::Message>::decode(b.as_slice()).ok());
-        }
-        Ok(out)
-    }
-
     /// A page of incidents, newest first, and the token of the next page (empty at the end).
     pub async fn list_incidents(
         &self,

@@ -12,7 +12,7 @@ use prost::Message;
 use redis::{Value, streams::StreamReadReply};
 use tracing::Instrument;
 
-use crate::{Result, Store, StoreError};
+use crate::{Result, Store, StoreError, keys};
 
 /// Why a cursor was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -337,13 +337,18 @@ fn text(m: &std::collections::HashMap<String, Value>, k: &str) -> String {
     String::from_utf8_lossy(bytes(m, k)).into_owned()
 }
 
-/// A reader of one department's dispatches and notices.
-pub struct DispatchReader(StreamReader);
+/// A reader of one department's dispatches and notices. A new case's entry holds only what
+/// differs per department (role, deadlines); the report and the decision are read from the
+/// incident's record when the entry is delivered (docs/ARCHITECTURE.md, the dispatch stream key).
+pub struct DispatchReader {
+    inner: StreamReader,
+    store: Store,
+}
 
 impl std::fmt::Debug for DispatchReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DispatchReader")
-            .field("cursor", &self.0.cursor)
+            .field("cursor", &self.inner.cursor)
             .finish_non_exhaustive()
     }
 }
@@ -526,9 +531,10 @@ impl Store {
         let keys: Vec<String> = (0..k.partitions())
             .map(|p| k.dispatch(p, department))
             .collect();
-        Ok(DispatchReader(
-            self.stream_reader(keys, cursor, block).await?,
-        ))
+        Ok(DispatchReader {
+            inner: self.stream_reader(keys, cursor, block).await?,
+            store: self.clone(),
+        })
     }
 
     /// A reader of incident events after `cursor`, only those in `region` (any level; '' = all)
@@ -552,10 +558,17 @@ impl Store {
 
 impl DispatchReader {
     /// The next dispatches (oldest first), waiting up to the block time; each carries the cursor
-    /// that resumes right after it. Empty when nothing arrived in time.
-    pub async fn next_batch(&mut self, count: usize) -> Result<Vec<pb::Dispatch>> {
+    /// that resumes right after it. Empty when nothing arrived in time. A new case gets its
+    /// report and decision from the record, and the reporter's contact where `contact` says the
+    /// department may have it: one round trip per batch.
+    pub async fn next_batch(
+        &mut self,
+        count: usize,
+        contact: impl Fn(&pb::Dispatch) -> bool,
+    ) -> Result<Vec<pb::Dispatch>> {
         let mut out = Vec::new();
-        for (fields, cursor, _) in self.0.next_raw(count).await? {
+        let mut gens = Vec::new();
+        for (fields, cursor, _) in self.inner.next_raw(count).await? {
             let b = bytes(&fields, "d");
             if b.is_empty() {
                 continue;
@@ -566,9 +579,72 @@ impl DispatchReader {
             }
             d.traceparent = text(&fields, "tp");
             d.cursor = cursor;
+            gens.push(text(&fields, "g"));
             out.push(d);
         }
+        self.join_records(&mut out, &gens, contact).await?;
         Ok(out)
+    }
+
+    /// Fills in what the dispatch heads leave to the record. A head of generation `g` takes
+    /// `decision.g` where the record has it (kept when an arbitration or a re-route replaced the
+    /// decision delivered with `g`), else the record's decision, so that a replay shows the
+    /// decision that was delivered.
+    /// A record no longer in Redis (archived: the stream outlived --hot-period) leaves the head
+    /// as it is; GetIncident reads the archive.
+    async fn join_records(
+        &self,
+        batch: &mut [pb::Dispatch],
+        gens: &[String],
+        contact: impl Fn(&pb::Dispatch) -> bool,
+    ) -> Result<()> {
+        let k = self.store.keys();
+        let mut pipe = redis::pipe();
+        let mut asked = Vec::new();
+        for (i, (d, g)) in batch.iter().zip(gens).enumerate() {
+            let parts = d.kind == pb::DispatchKind::New as i32 && d.decision.is_none();
+            let wants_contact = contact(d);
+            if !parts && !wants_contact {
+                continue;
+            }
+            let Some(p) = keys::partition_of(&d.incident_id, k.partitions()) else {
+                continue;
+            };
+            let at_gen = format!("decision.{g}");
+            pipe.cmd("HMGET").arg(k.incident(p, &d.incident_id)).arg(&[
+                "report",
+                "decision",
+                if g.is_empty() { "decision" } else { &at_gen },
+                if wants_contact { "contact" } else { "gen" },
+            ]);
+            asked.push((i, parts, wants_contact));
+        }
+        if asked.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<Vec<Option<Vec<u8>>>> = self.store.query_pipe(&pipe).await?;
+        for ((i, parts, wants_contact), row) in asked.into_iter().zip(rows) {
+            let Ok([report, current, kept, contact]) = <[_; 4]>::try_from(row) else {
+                return Err(StoreError::Internal(
+                    "HMGET of 4 fields: another reply".into(),
+                ));
+            };
+            let d = &mut batch[i];
+            let corrupt = |e: prost::DecodeError| StoreError::Corrupt(e.to_string());
+            if parts {
+                if let Some(r) = report {
+                    d.report =
+                        Some(pb::ReportIncidentRequest::decode(r.as_slice()).map_err(corrupt)?);
+                }
+                if let Some(b) = kept.or(current) {
+                    d.decision = Some(pb::RouteDecision::decode(b.as_slice()).map_err(corrupt)?);
+                }
+            }
+            if wants_contact && let (Some(r), Some(c)) = (d.report.as_mut(), contact) {
+                r.reporter = pb::ReporterContact::decode(c.as_slice()).ok();
+            }
+        }
+        Ok(())
     }
 }
 

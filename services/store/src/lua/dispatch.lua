@@ -23,7 +23,8 @@
 --       +12 longitude ('' = no duplicate detection), +13 latitude, +14 T (0 or 1: the head
 --       timer), +15 W3C traceparent of the dispatch ('' = none), +16 D, +17 '1' when a
 --       deadline is an estimate (past the calendar's horizon; record field `est`) else '',
---       then T pairs (due, member), then D dispatch payloads
+--       then T pairs (due, member), then D dispatch payloads (heads: the report and the decision
+--       are read from the record on delivery, with the entry's generation `g`)
 -- Returns per write 1 when dispatched, 0 when this generation was already dispatched (a
 -- redelivery). Every entry of the batch is acknowledged and deleted at the end.
 
@@ -130,7 +131,7 @@ for _, w in ipairs(todo) do
   end
   local payload = a + 18 + 2 * nt
   for i = 0, nd - 1 do
-    redis.call('XADD', KEYS[k + 4 + r + i], '*', 'id', id,
+    redis.call('XADD', KEYS[k + 4 + r + i], '*', 'id', id, 'g', ARGV[a + 1],
       'd', ARGV[payload + i], 'tp', ARGV[a + 15])
   end
 end
