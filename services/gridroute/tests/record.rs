@@ -32,10 +32,9 @@ async fn timers(env: &Env, id: &str) -> Vec<String> {
         .query_async(&mut r)
         .await
         .unwrap_or_default();
-    let steps: Vec<String> = schedule
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.rsplit_once('|').unwrap().0.to_owned())
+    let steps: Vec<String> = gridroute_store::schedule::decode(&schedule)
+        .iter()
+        .map(|t| format!("{}|{}", t.kind, t.target))
         .collect();
     assert_eq!(
         in_set,
