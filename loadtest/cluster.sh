@@ -47,14 +47,9 @@ trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 
 # Runs the service on $1 (a Redis URL), measures it, and leaves the figures in $out/$2-*.
 measure() {
-  local url=$1 name=$2 ports=$3 grpc half port
-  grpc=$(free_port)
-  "$target/gridroute" serve "${serve_auth[@]}" "${unlimited[@]}" --redis-url "$url" --partitions "$parts" \
-    --grpc-addr "127.0.0.1:$grpc" --http-addr off --metrics-addr off >"$out/$name-serve.log" 2>&1 &
-  pids+=($!)
-  wait_health "$target/gridroute" "$grpc"
-  "$lt" --addr "http://127.0.0.1:$grpc" --scenario report --concurrency 64 --duration 10s \
-    --duplicate-share 0 --json "$out/$name-capacity.json" >"$out/$name-capacity.txt" 2>&1
+  local url=$1 name=$2 ports=$3 half port
+  serve_gridroute "$url" "$out/$name-serve.log" --partitions "$parts"
+  capacity "$out/$name-capacity"
   sleep 5
   "$lt" --addr "http://127.0.0.1:$grpc" --scenario e2e --rate "$rate" --duration 20s --drain 30s \
     --duplicate-share 0 --json "$out/$name-fixed.json" >"$out/$name-fixed.txt" 2>&1 || true

@@ -51,21 +51,12 @@ cp "${CARGO_TARGET_DIR:-target}/api-cost/last.txt" "$out/api-echo.txt"
 
 echo "== 4. capacity, then end to end at half of it; Redis memory per incident"
 new_redis
-grpc=$(free_port)
-"$target/gridroute" serve "${serve_auth[@]}" "${unlimited[@]}" --redis-url "redis://127.0.0.1:$rport/" \
-  --grpc-addr "127.0.0.1:$grpc" --http-addr off --metrics-addr off >"$out/serve.log" 2>&1 &
-pids+=($!)
-wait_health "$target/gridroute" "$grpc"
-"$lt" --addr "http://127.0.0.1:$grpc" --scenario report --concurrency 64 --duration 10s \
-  --duplicate-share 0 --json "$out/capacity.json" >"$out/capacity.txt" 2>&1
+serve_gridroute "redis://127.0.0.1:$rport/" "$out/serve.log"
+capacity "$out/capacity"
 sleep 5
 redis-cli -p "$rport" flushall >/dev/null
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
-grpc=$(free_port)
-"$target/gridroute" serve "${serve_auth[@]}" "${unlimited[@]}" --redis-url "redis://127.0.0.1:$rport/" \
-  --grpc-addr "127.0.0.1:$grpc" --http-addr off --metrics-addr off >"$out/serve2.log" 2>&1 &
-pids+=($!)
-wait_health "$target/gridroute" "$grpc"
+serve_gridroute "redis://127.0.0.1:$rport/" "$out/serve2.log"
 half=$(python3 -c "import json; print(max(100, int(json.load(open('$out/capacity.json'))['rps'] / 2)))")
 m0=$(redis-cli -p "$rport" info memory | awk -F: '/^used_memory:/{print $2+0}')
 r0=$(redis_cpu "$rport")

@@ -31,6 +31,27 @@ dev_auth() {
 # (the defaults cap a reporting system at 20,000 calls/s per replica: docs/ACCESS.md).
 unlimited=(--rate-limits "source_system=10000000:10000000,department=10000000:10000000,command_centre=10000000:10000000")
 
+# Starts `gridroute serve` (API and router in one process) on the Redis URL $1 with the
+# development credentials (dev_auth first) and no rate limits, logging to $2, with any further
+# arguments; sets grpc to its port, appends its pid to pids and waits until it is healthy.
+# Needs target (the release directory).
+serve_gridroute() {
+  local url=$1 log=$2
+  shift 2
+  grpc=$(free_port)
+  "$target/gridroute" serve "${serve_auth[@]}" "${unlimited[@]}" --redis-url "$url" \
+    --grpc-addr "127.0.0.1:$grpc" --http-addr off --metrics-addr off "$@" >"$log" 2>&1 &
+  pids+=($!)
+  wait_health "$target/gridroute" "$grpc"
+}
+
+# Capacity of the gridroute on port grpc: closed-loop unary reports, 64 in flight, for 10 s;
+# the load tester's figures in $1.json and its output in $1.txt.
+capacity() {
+  "$target/gridroute-loadtest" --addr "http://127.0.0.1:$grpc" --scenario report --concurrency 64 \
+    --duration 10s --duplicate-share 0 --json "$1.json" >"$1.txt" 2>&1
+}
+
 # CPU ticks (utime + stime) process $1 has used so far; divide by $ticks for seconds.
 ticks=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -19,11 +19,7 @@ rport=$(free_port)
 redis-server --port "$rport" "${redis_flags[@]}" >"$out/redis.log" 2>&1 &
 pids+=($!)
 sleep 0.5
-grpc=$(free_port)
-"$target/gridroute" serve "${serve_auth[@]}" "${unlimited[@]}" --redis-url "redis://127.0.0.1:$rport/" \
-  --grpc-addr "127.0.0.1:$grpc" --http-addr off --metrics-addr off >"$out/serve.log" 2>&1 &
-pids+=($!)
-wait_health "$target/gridroute" "$grpc"
+serve_gridroute "redis://127.0.0.1:$rport/" "$out/serve.log"
 used() { redis-cli -p "$rport" info memory | awk -F: '/^used_memory:/{print $2+0}'; }
 m0=$(used)
 "$target/gridroute-loadtest" --addr "http://127.0.0.1:$grpc" --scenario e2e --rate "${MEMORY_RATE:-2000}" \

@@ -355,6 +355,15 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
     let mut tasks = tokio::task::JoinSet::new();
     let contact_retention = duration("contact-retention", &o.auth.contact_retention)?;
     let stream_retention = duration("stream-retention", &o.stream_retention)?;
+    if archive.is_some() && stream_retention > duration("hot-period", &o.hot_period)? {
+        // Dispatch entries read the report and decision from the record: one that outlives it
+        // is delivered without them (docs/OPERATIONS.md).
+        warn!(
+            stream_retention = %o.stream_retention,
+            hot_period = %o.hot_period,
+            "--stream-retention is longer than --hot-period: dispatches replayed after their incident moved to the archive arrive without report and decision"
+        );
+    }
     tasks.spawn({
         let (s, t, rx) = (store.clone(), tables.clone(), stop_rx.clone());
         async move { s.sync_tables(t, rx).await }

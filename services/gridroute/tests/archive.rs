@@ -273,6 +273,20 @@ async fn closed_incidents_move_to_the_archive_and_every_read_answers_as_before()
     assert!(entries.iter().all(|live| *live), "{entries:?}");
     assert!(!entries.is_empty());
     assert!(moved.index_entries >= 10, "{moved:?}");
+    // The department's dispatches replayed from the start: a dispatch entry holds only its
+    // head and reads the report and decision from the record, so one whose incident moved to
+    // the archive arrives as the head (GetIncident has the rest), and the stream goes on.
+    let mut replay = env.subscribe(&dept).await;
+    let mut heads = BTreeSet::new();
+    while let Ok(Ok(Some(d))) = tokio::time::timeout(Duration::from_secs(2), replay.message()).await
+    {
+        if d.kind == pb::DispatchKind::New as i32 && closed.contains(&d.incident_id) {
+            assert!(d.decision.is_none() && d.report.is_none(), "{d:?}");
+            assert!(d.resolve_deadline.is_some() && d.dispatched_time.is_some());
+            heads.insert(d.incident_id);
+        }
+    }
+    assert!(heads.contains(&closed[0]), "{heads:?}");
 
     // Every read answers as before: same records, same masking, same refusals.
     let mut after = Vec::new();
