@@ -632,6 +632,10 @@ impl DispatchReader {
             let d = &mut batch[i];
             let corrupt = |e: prost::DecodeError| StoreError::Corrupt(e.to_string());
             if parts {
+                if report.is_none() && current.is_none() {
+                    metrics::counter!(gridroute_telemetry::names::DISPATCHES_WITHOUT_RECORD_TOTAL)
+                        .increment(1);
+                }
                 if let Some(r) = report {
                     d.report =
                         Some(pb::ReportIncidentRequest::decode(r.as_slice()).map_err(corrupt)?);

@@ -68,6 +68,9 @@ pub mod names {
     /// Reconnections of a Subscribe/WatchIncidents partition tail on Redis Cluster, by `reason`
     /// (`moved`: the slot moved or a replica took over; `ask`: the slot is migrating; `error`).
     pub const STREAM_TAIL_REDIRECTS_TOTAL: &str = "gridroute_stream_tail_redirects_total";
+    /// New-case dispatches delivered without their report and decision because the incident's
+    /// record had left Redis (moved to the archive while the stream kept the entry).
+    pub const DISPATCHES_WITHOUT_RECORD_TOTAL: &str = "gridroute_dispatches_without_record_total";
     /// Subscriptions and watches refused because entries after their cursor were trimmed.
     pub const CURSORS_EXPIRED_TOTAL: &str = "gridroute_cursors_expired_total";
     /// Info about the table in force: value 1, label `version`.
@@ -292,6 +295,10 @@ pub fn describe() {
     describe_counter!(
         STREAM_ENTRIES_TRIMMED_TOTAL,
         "Entries removed from dispatch and events streams by the retention window."
+    );
+    describe_counter!(
+        DISPATCHES_WITHOUT_RECORD_TOTAL,
+        "New-case dispatches delivered without report and decision: the incident's record had left Redis (keep --stream-retention below --hot-period)."
     );
     describe_counter!(
         STREAM_TAIL_REDIRECTS_TOTAL,
