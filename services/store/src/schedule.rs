@@ -21,8 +21,8 @@ pub fn parse_member(member: &str) -> Option<(&str, TimerKind, &str)> {
 
 /// The record's schedule of its pending timers, earliest first. Each entry after the first
 /// leaves out a department equal to the one before it and gives its due time as `+<ms>` after
-/// the one before it: a schedule is seven steps with two departments, and this form is 40 %
-/// shorter than full entries (it lives in every running case's record).
+/// the one before it. The sample tables' standard policy has seven steps over two
+/// departments: 265 bytes written whole, 163 so (it lives in every running case's record).
 pub fn encode(timers: &[Timer]) -> String {
     use std::fmt::Write;
     let mut sorted: Vec<&Timer> = timers.iter().collect();
