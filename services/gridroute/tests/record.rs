@@ -619,3 +619,71 @@ async fn lists_and_stats_count_incidents_dispatched_in_one_batch_once() {
         .into_inner();
     assert_eq!(stats.incident_count, 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_decision_and_timeline_read_back_exactly_as_routed() {
+    let env = Env::start().await;
+    let table = env.table();
+    let (_, _, lng, lat) = grid_point(&table, false);
+    let r = report("short-1", "city.environment.noise.construction", lng, lat);
+    let explained = env
+        .routing()
+        .await
+        .explain_route(env.signed(pb::ExplainRouteRequest {
+            report: Some(r.clone()),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .decision
+        .unwrap();
+    let id = env.report(r).await;
+    let inc = env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+    // What GetIncident shows is what the router decided, every reason word for word.
+    assert_eq!(inc.decision.as_ref(), Some(&explained));
+    assert!(
+        explained
+            .reasons
+            .iter()
+            .any(|x| x.contains(" lies in grid "))
+    );
+    let kinds: Vec<(&str, &str, &str)> = inc
+        .timeline
+        .iter()
+        .map(|e| (e.kind.as_str(), e.actor.as_str(), e.actor_kind.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("reported", "resident-app", "source_system"),
+            ("dispatched", "router", "")
+        ]
+    );
+    assert_eq!(
+        inc.timeline[0].detail,
+        "category city.environment.noise.construction"
+    );
+    assert_eq!(
+        inc.timeline[1].detail,
+        format!(
+            "to housing-construction by rule construction-noise (table {})",
+            table.version
+        )
+    );
+    // Stored shorter than the message it stands for (docs/PERFORMANCE.md, memory).
+    let p = gridroute_store::keys::partition_of(&id, PARTITIONS).unwrap();
+    let mut c = env.redis().await;
+    let stored: Vec<u8> = redis::cmd("HGET")
+        .arg(env.store.keys().incident(p, &id))
+        .arg("decision")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let full = prost::Message::encode_to_vec(&explained);
+    assert!(
+        stored.len() + 100 < full.len(),
+        "{} vs {}",
+        stored.len(),
+        full.len()
+    );
+}

@@ -78,7 +78,7 @@ pub fn route_entry(
         }
         _ => None,
     };
-    let decision_bytes = decision.encode_to_vec();
+    let decision_bytes = codec::decision_bytes(&decision, Some(&report));
     let dispatch = |department: &str, role: pb::DispatchRole| {
         let head = pb::Dispatch {
             cursor: String::new(),

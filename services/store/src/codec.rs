@@ -3,7 +3,9 @@
 //!
 //! Reports, decisions, timeline events and dispatches are stored as protobuf bytes (compact,
 //! versioned by the proto's field numbers). Timeline entries are `ms|bytes`, the time written by
-//! the Lua script from the Redis clock.
+//! the Lua script from the Redis clock. A decision's reasons and a timeline entry's words are
+//! stored shorter (`compact`): write them with [`decision_bytes`] and [`stored_event`], read
+//! them with [`decode_decision`] and [`event_from_stored`].
 
 use std::collections::HashMap;
 
@@ -11,7 +13,10 @@ use gridroute_core::lifecycle::{self, EventKind, Pending, Record, Status};
 use gridroute_proto::v1 as pb;
 use prost::Message;
 
-use crate::StoreError;
+use crate::{
+    StoreError,
+    compact::{self, Context},
+};
 
 /// A record's hash fields as read from Redis.
 pub type Fields = HashMap<String, Vec<u8>>;
@@ -41,11 +46,113 @@ pub fn decode_parts(
         .map_err(corrupt)?;
     let decision = fields
         .get("decision")
-        .map(|b| pb::RouteDecision::decode(b.as_slice()))
-        .transpose()
-        .map_err(corrupt)?
+        .map(|b| decode_decision(b, report.as_ref()))
+        .transpose()?
         .unwrap_or_default();
     Ok((report, decision))
+}
+
+/// What a stored decision's text may refer to: its own fields and its record's report. The
+/// letters are part of the stored format (`compact`): never change what one stands for.
+fn decision_context(d: &pb::RouteDecision, report: Option<&pb::ReportIncidentRequest>) -> Context {
+    let describe = |r: &pb::RegionRef| format!("{} {}", r.code, r.name);
+    let mut ctx = Context::new()
+        .with(b'g', d.region_path.last().map(describe).unwrap_or_default())
+        .with(
+            b'a',
+            d.region_path
+                .iter()
+                .map(describe)
+                .collect::<Vec<_>>()
+                .join(" > "),
+        )
+        .with(b'd', d.department_id.as_str())
+        .with(b'r', d.rule_id.as_str())
+        .with(b't', d.table_version.as_str());
+    if let Some(r) = report {
+        ctx = ctx.with(b'c', r.category.as_str());
+        if let Some(pb::location::Kind::Point(p)) =
+            r.location.as_ref().and_then(|l| l.kind.as_ref())
+        {
+            ctx = ctx.with(b'p', format!("{}, {}", p.longitude, p.latitude));
+        }
+    }
+    ctx
+}
+
+/// A decision as stored in its record: the reasons written shorter, against the decision's
+/// own fields and the record's report (`report`: the one stored with it).
+pub fn decision_bytes(
+    d: &pb::RouteDecision,
+    report: Option<&pb::ReportIncidentRequest>,
+) -> Vec<u8> {
+    let ctx = decision_context(d, report);
+    let mut stored = d.clone();
+    for r in &mut stored.reasons {
+        *r = compact::compact(r, &ctx);
+    }
+    stored.encode_to_vec()
+}
+
+/// A stored decision with its reasons in full (`report`: the record's).
+pub fn decode_decision(
+    bytes: &[u8],
+    report: Option<&pb::ReportIncidentRequest>,
+) -> Result<pb::RouteDecision, StoreError> {
+    let mut d = pb::RouteDecision::decode(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if d.reasons.iter().any(|r| r.starts_with(compact::MARK)) {
+        let ctx = decision_context(&d, report);
+        for r in &mut d.reasons {
+            *r = compact::expand(r, &ctx)
+                .map_err(|e| StoreError::Corrupt(format!("a decision's reason: {e}")))?;
+        }
+    }
+    Ok(d)
+}
+
+/// A timeline entry as stored (without its time): its words written shorter against its own
+/// department, and its text kind left out when its `type` tells it.
+pub fn stored_event(mut ev: pb::TimelineEvent) -> Vec<u8> {
+    let ctx = Context::new().with(b'd', ev.department_id.as_str());
+    if ev.r#type != 0 && gridroute_mapping::timeline_kind_of(&ev.kind) as i32 == ev.r#type {
+        ev.kind.clear();
+    }
+    for t in [
+        &mut ev.detail,
+        &mut ev.actor,
+        &mut ev.actor_kind,
+        &mut ev.user,
+    ] {
+        *t = compact::compact(t, &ctx);
+    }
+    ev.encode_to_vec()
+}
+
+/// A stored timeline entry's event (without its time) in full.
+pub fn event_from_stored(bytes: &[u8]) -> Result<pb::TimelineEvent, StoreError> {
+    let mut ev =
+        pb::TimelineEvent::decode(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let ctx = Context::new().with(b'd', ev.department_id.as_str());
+    for t in [
+        &mut ev.detail,
+        &mut ev.actor,
+        &mut ev.actor_kind,
+        &mut ev.user,
+    ] {
+        if t.starts_with(compact::MARK) {
+            *t = compact::expand(t, &ctx)
+                .map_err(|e| StoreError::Corrupt(format!("a timeline entry: {e}")))?;
+        }
+    }
+    if ev.kind.is_empty() {
+        ev.kind = EventKind::ALL
+            .into_iter()
+            .find(|k| gridroute_mapping::timeline_kind(*k) as i32 == ev.r#type)
+            .map(|k| k.as_str().to_owned())
+            .unwrap_or_default();
+    }
+    set_type(&mut ev);
+    Ok(ev)
 }
 
 /// The reporter's contact kept with a record: the `contact` field, or (records written before
@@ -116,7 +223,7 @@ pub fn record_from_fields(
 /// A timeline event of gridroute's own (actor `router` or a system) without its time (the
 /// script adds the Redis time).
 pub fn event_bytes(kind: EventKind, actor: &str, detail: &str, department: &str) -> Vec<u8> {
-    pb::TimelineEvent {
+    stored_event(pb::TimelineEvent {
         time: None,
         kind: kind.as_str().to_owned(),
         actor: actor.to_owned(),
@@ -125,8 +232,7 @@ pub fn event_bytes(kind: EventKind, actor: &str, detail: &str, department: &str)
         user: String::new(),
         actor_kind: String::new(),
         r#type: gridroute_mapping::timeline_kind(kind) as i32,
-    }
-    .encode_to_vec()
+    })
 }
 
 /// The time of a stored timeline entry (`ms|bytes`); 0 when it has none.
@@ -156,10 +262,8 @@ pub fn decode_event(raw: &[u8]) -> Result<pb::TimelineEvent, StoreError> {
         .ok()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| StoreError::Corrupt("timeline entry time".into()))?;
-    let mut ev = pb::TimelineEvent::decode(&raw[sep + 1..])
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let mut ev = event_from_stored(&raw[sep + 1..])?;
     ev.time = Some(gridroute_mapping::timestamp(ms));
-    set_type(&mut ev);
     Ok(ev)
 }
 
@@ -206,13 +310,10 @@ pub fn incident_from_fields(
     };
     // The contact joins the report here; the API masks it for callers who may not read it.
     report.reporter = contact(fields, Some(&report));
-    let decision = match fields.get("decision") {
-        Some(b) => Some(
-            pb::RouteDecision::decode(b.as_slice())
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        ),
-        None => None,
-    };
+    let decision = fields
+        .get("decision")
+        .map(|b| decode_decision(b, Some(&report)))
+        .transpose()?;
     let status = gridroute_mapping::status_from_str(text(fields, "status").unwrap_or(""));
     let open = matches!(
         status,

@@ -111,7 +111,7 @@ impl Store {
                     gridroute_core::table::fnv1a(&bytes)
                         ^ gridroute_core::table::fnv1a(&contact).rotate_left(1)
                 );
-                let event = pb::TimelineEvent {
+                let event = crate::codec::stored_event(pb::TimelineEvent {
                     kind: EventKind::Reported.as_str().into(),
                     r#type: gridroute_mapping::timeline_kind(EventKind::Reported) as i32,
                     actor: r.source_system.clone(),
@@ -119,8 +119,7 @@ impl Store {
                     user: person.to_owned(),
                     detail: format!("category {}", r.category),
                     ..Default::default()
-                }
-                .encode_to_vec();
+                });
                 keys.extend([
                     k.idempotency(p, &r.source_system, &r.request_id),
                     k.incident(p, id),

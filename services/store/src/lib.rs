@@ -31,6 +31,7 @@
 pub mod archive;
 pub mod audit;
 pub mod codec;
+pub mod compact;
 pub mod conn;
 pub mod consumer;
 pub mod dispatch;

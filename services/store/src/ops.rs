@@ -313,7 +313,7 @@ impl Store {
                 .reasons
                 .push(format!("assigned to {assignee} by arbitration"));
             set.push(b("decision"));
-            set.push(decision.encode_to_vec());
+            set.push(codec::decision_bytes(&decision, snap.report.as_ref()));
             set.push(b("dept_at"));
             set.push(NOW.to_vec());
             ops.op(
@@ -333,7 +333,7 @@ impl Store {
         if !clear.is_empty() {
             ops.op("HDEL", inc.clone(), clear);
         }
-        let event = pb::TimelineEvent {
+        let event = codec::stored_event(pb::TimelineEvent {
             time: None,
             kind: plan.event.kind.as_str().to_owned(),
             r#type: gridroute_mapping::timeline_kind(plan.event.kind) as i32,
@@ -342,8 +342,7 @@ impl Store {
             department_id: plan.event.department.clone(),
             user: plan.event.user.clone(),
             actor_kind: plan.event.actor_kind.to_owned(),
-        }
-        .encode_to_vec();
+        });
         let dept_after = plan
             .set
             .iter()

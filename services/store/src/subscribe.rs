@@ -641,7 +641,7 @@ impl DispatchReader {
                         Some(pb::ReportIncidentRequest::decode(r.as_slice()).map_err(corrupt)?);
                 }
                 if let Some(b) = kept.or(current) {
-                    d.decision = Some(pb::RouteDecision::decode(b.as_slice()).map_err(corrupt)?);
+                    d.decision = Some(crate::codec::decode_decision(&b, d.report.as_ref())?);
                 }
             }
             if wants_contact && let (Some(r), Some(c)) = (d.report.as_mut(), contact) {
@@ -660,9 +660,7 @@ impl EventReader {
         for (fields, cursor, ms) in self.inner.next_raw(count).await? {
             let regions = text(&fields, "r");
             let dept = text(&fields, "d");
-            let mut event = pb::TimelineEvent::decode(bytes(&fields, "e"))
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            crate::codec::set_type(&mut event);
+            let mut event = crate::codec::event_from_stored(bytes(&fields, "e"))?;
             if !self.region.is_empty() && !regions.split(',').any(|r| r == self.region) {
                 continue;
             }

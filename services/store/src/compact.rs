@@ -1,0 +1,280 @@
+//! Shorter text inside stored records. The reasons of a decision and the words of a timeline
+//! entry are mostly fixed phrases and values the same stored message (or the record's report)
+//! already holds: the grid's code and name, the department, the rule, the category, the point.
+//! They are written with a fixed phrase book and with references to those values, and read back
+//! byte for byte. Every record carries them, and the events stream carries the timeline entries
+//! again, so this is a good share of a record's memory (docs/PERFORMANCE.md).
+//!
+//! Format: a compacted string starts with [`MARK`] (U+0001). After it, `MARK` followed by one
+//! ASCII character is a token: a lowercase letter refers to a value of the [`Context`], another
+//! character to a phrase of [`PHRASES`] (by its position in [`PHRASE_CODES`]), and `MARK` to
+//! `MARK` itself; every other character stands for itself. A stored string that does not start
+//! with `MARK` is plain text: everything written before this encoding, and text it would not
+//! make shorter.
+//!
+//! The phrase book is append-only: stored records name phrases by position.
+
+/// Starts a compacted string and each of its tokens.
+pub const MARK: char = '\u{1}';
+
+/// Phrases of the router's reasons, the dispatch summary and the timeline entries, by code.
+/// Append only.
+pub const PHRASES: &[&str] = &[
+    "point (",
+    ") lies in grid ",
+    ") lies in no grid but in a hole of ",
+    " m² between the grids of ",
+    ", declared outside the grids as ",
+    ") lies in no grid but within the official outline of ",
+    ") lies outside every grid, ",
+    " m from grid ",
+    ": snapped within the accuracy radius",
+    ") lies outside every grid of table ",
+    ", none within ",
+    "reported grid ",
+    "reported grid code ",
+    " is not a grid of table ",
+    "the report gives only an address, ",
+    ", no point and no grid: the command centre places it",
+    "departments that returned the incident are excluded: ",
+    "rule ",
+    " (priority ",
+    ") matched ",
+    "category prefix ",
+    "any category",
+    "no rule matches category ",
+    " here; the command centre ",
+    " takes it",
+    "no rule applies outside the grids; the command centre ",
+    " of the region around it takes it",
+    "the default command centre ",
+    "to ",
+    " by rule ",
+    " (table ",
+    ", table ",
+    "category ",
+    "source_system",
+    "department",
+    "grid_worker",
+    "command_centre",
+    "table_admin",
+    "router",
+    "assigned to ",
+    " by arbitration",
+];
+
+/// The code of each phrase, by position. Append only, like the phrases.
+pub const PHRASE_CODES: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&()*+-./:;<=>?@[]^_{}~";
+
+const _: () = assert!(PHRASES.len() <= PHRASE_CODES.len() && PHRASES.len() <= 64);
+
+/// Per first byte, the phrases that start with it (a bit per phrase).
+static FIRST_BYTE: std::sync::LazyLock<[u64; 256]> = std::sync::LazyLock::new(|| {
+    let mut t = [0u64; 256];
+    for (i, p) in PHRASES.iter().enumerate() {
+        t[p.as_bytes()[0] as usize] |= 1 << i;
+    }
+    t
+});
+
+/// Values a compacted string may refer to, each by a lowercase letter. What a letter means is
+/// fixed by the kind of stored message (see the callers in `codec`); an absent value is empty.
+#[derive(Debug, Default)]
+pub struct Context {
+    refs: Vec<(u8, String)>,
+}
+
+/// Shorter than this, a reference would not pay for its token.
+const MIN_REF: usize = 3;
+
+impl Context {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the value `letter` stands for.
+    pub fn with(mut self, letter: u8, value: impl Into<String>) -> Self {
+        debug_assert!(letter.is_ascii_lowercase());
+        self.refs.push((letter, value.into()));
+        self
+    }
+
+    fn value(&self, letter: u8) -> Option<&str> {
+        self.refs
+            .iter()
+            .find(|(l, _)| *l == letter)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `text` compacted against `ctx`, or `text` itself when that would be no shorter.
+pub fn compact(text: &str, ctx: &Context) -> String {
+    if text.is_empty() {
+        return String::new();
+    }
+    let mut out = String::with_capacity(text.len());
+    out.push(MARK);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if c == MARK {
+            out.push(MARK);
+            out.push(MARK);
+            rest = &rest[1..];
+            continue;
+        }
+        // The longest phrase or value that starts here.
+        let mut best: Option<(usize, u8)> = None;
+        let mut consider = |len: usize, code: u8| {
+            if len >= MIN_REF && best.is_none_or(|(l, _)| len > l) {
+                best = Some((len, code));
+            }
+        };
+        // Only the phrases that start with this byte are compared (this runs for every
+        // character of every reason the router writes).
+        let mut candidates = FIRST_BYTE[rest.as_bytes()[0] as usize];
+        while candidates != 0 {
+            let i = candidates.trailing_zeros() as usize;
+            candidates &= candidates - 1;
+            if rest.starts_with(PHRASES[i]) {
+                consider(PHRASES[i].len(), PHRASE_CODES[i]);
+            }
+        }
+        for (letter, v) in &ctx.refs {
+            if v.as_bytes().first() == rest.as_bytes().first() && rest.starts_with(v.as_str()) {
+                consider(v.len(), *letter);
+            }
+        }
+        match best {
+            Some((len, code)) => {
+                out.push(MARK);
+                out.push(char::from(code));
+                rest = &rest[len..];
+            }
+            None => {
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    if out.len() < text.len() || text.starts_with(MARK) {
+        out
+    } else {
+        text.to_owned()
+    }
+}
+
+/// The text a stored string stands for. A token that names nothing known (a newer writer's
+/// phrase, a value the context lacks) is an error: the text cannot be told exactly.
+pub fn expand(stored: &str, ctx: &Context) -> Result<String, String> {
+    let Some(body) = stored.strip_prefix(MARK) else {
+        return Ok(stored.to_owned());
+    };
+    let mut out = String::with_capacity(body.len() * 2);
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        if c != MARK {
+            out.push(c);
+            continue;
+        }
+        let code = chars.next().ok_or("a token cut short")?;
+        if code == MARK {
+            out.push(MARK);
+        } else if code.is_ascii_lowercase() {
+            let v = ctx
+                .value(code as u8)
+                .ok_or_else(|| format!("a reference to {code:?}, which this record lacks"))?;
+            out.push_str(v);
+        } else {
+            let i = u8::try_from(code)
+                .ok()
+                .and_then(|b| PHRASE_CODES.iter().position(|&p| p == b))
+                .filter(|&i| i < PHRASES.len())
+                .ok_or_else(|| format!("an unknown phrase {code:?}"))?;
+            out.push_str(PHRASES[i]);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Context {
+        Context::new()
+            .with(b'g', "640202008003005 沟口三社区第5网格")
+            .with(b'r', "construction-noise")
+            .with(b'c', "city.environment.noise.construction")
+            .with(b'p', "106.36460471157542, 39.1035235")
+            .with(b'd', "housing-construction")
+            .with(b'e', "")
+    }
+
+    fn round_trip(text: &str) -> String {
+        let stored = compact(text, &ctx());
+        assert_eq!(expand(&stored, &ctx()).unwrap(), text, "{stored:?}");
+        stored
+    }
+
+    #[test]
+    fn the_router_s_reasons_come_back_exactly_and_much_shorter() {
+        let a =
+            "point (106.36460471157542, 39.1035235) lies in grid 640202008003005 沟口三社区第5网格";
+        let b = "rule construction-noise (priority 0) matched category prefix city.environment.noise.construction";
+        assert_eq!(round_trip(a).len(), 9);
+        assert_eq!(round_trip(b).len(), 14);
+        let c = "to housing-construction by rule construction-noise (table dawukou-336b9f373cee)";
+        assert!(round_trip(c).len() < 40);
+    }
+
+    #[test]
+    fn any_text_comes_back_exactly() {
+        for t in [
+            "",
+            "a",
+            "\u{1}",
+            "\u{1}\u{1}x\u{1}",
+            "x\u{1}Ay",
+            "point (",
+            "rule rule rule 沟口 \u{1}g",
+            "category category prefix",
+            "640202008003005 沟口三社区第5网格640202008003005",
+            "the reporter wrote \u{1}a and \u{1}A",
+        ] {
+            round_trip(t);
+        }
+    }
+
+    #[test]
+    fn text_it_cannot_shorten_stays_plain() {
+        assert_eq!(compact("towed away", &ctx()), "towed away");
+        assert_eq!(expand("towed away", &ctx()).unwrap(), "towed away");
+    }
+
+    #[test]
+    fn a_reference_the_record_lacks_is_an_error_not_a_guess() {
+        let stored = compact("rule construction-noise", &ctx());
+        assert!(expand(&stored, &Context::new()).is_err());
+        assert_eq!(expand("\u{1}\u{1}\u{1}", &Context::new()).unwrap(), "\u{1}");
+        for cut_or_unknown in [
+            "\u{1}\u{1}",
+            "\u{1}x\u{1}",
+            "\u{1}\u{1}\u{7f}",
+            "\u{1}\u{1}g",
+        ] {
+            assert!(
+                expand(cut_or_unknown, &Context::new()).is_err(),
+                "{cut_or_unknown:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn phrase_codes_are_neither_letters_nor_the_mark() {
+        for &c in &PHRASE_CODES[..PHRASES.len()] {
+            assert!(!c.is_ascii_lowercase() && c != MARK as u8 && c.is_ascii_graphic());
+        }
+        let mut seen = std::collections::HashSet::new();
+        assert!(PHRASE_CODES.iter().all(|c| seen.insert(c)), "codes repeat");
+    }
+}
