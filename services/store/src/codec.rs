@@ -54,10 +54,20 @@ pub fn decode_parts(
 
 /// What a stored decision's text may refer to: its own fields and its record's report. The
 /// letters are part of the stored format (`compact`): never change what one stands for.
-fn decision_context(d: &pb::RouteDecision, report: Option<&pb::ReportIncidentRequest>) -> Context {
+fn decision_context<'a>(
+    d: &'a pb::RouteDecision,
+    report: Option<&'a pb::ReportIncidentRequest>,
+) -> Context<'a> {
     let describe = |r: &pb::RegionRef| format!("{} {}", r.code, r.name);
     let mut ctx = Context::new()
         .with(b'g', d.region_path.last().map(describe).unwrap_or_default())
+        .with(
+            b'k',
+            d.region_path
+                .last()
+                .map(|r| r.code.as_str())
+                .unwrap_or_default(),
+        )
         .with(
             b'a',
             d.region_path
@@ -88,8 +98,8 @@ pub fn decision_bytes(
 ) -> Vec<u8> {
     let ctx = decision_context(d, report);
     let mut stored = d.clone();
-    for r in &mut stored.reasons {
-        *r = compact::compact(r, &ctx);
+    for t in decision_texts(&mut stored) {
+        *t = compact::compact(t, &ctx);
     }
     stored.encode_to_vec()
 }
@@ -100,14 +110,32 @@ pub fn decode_decision(
     report: Option<&pb::ReportIncidentRequest>,
 ) -> Result<pb::RouteDecision, StoreError> {
     let mut d = pb::RouteDecision::decode(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    if d.reasons.iter().any(|r| r.starts_with(compact::MARK)) {
-        let ctx = decision_context(&d, report);
-        for r in &mut d.reasons {
-            *r = compact::expand(r, &ctx)
-                .map_err(|e| StoreError::Corrupt(format!("a decision's reason: {e}")))?;
+    if !decision_texts(&mut d).any(|t| t.starts_with(compact::MARK)) {
+        return Ok(d);
+    }
+    // Taken out while the context (which refers to the decision's other fields) is in use.
+    let mut texts: Vec<String> = decision_texts(&mut d).map(std::mem::take).collect();
+    let ctx = decision_context(&d, report);
+    for t in &mut texts {
+        if t.starts_with(compact::MARK) {
+            *t = compact::expand(t, &ctx)
+                .map_err(|e| StoreError::Corrupt(format!("a stored decision: {e}")))?;
         }
     }
+    drop(ctx);
+    for (slot, t) in decision_texts(&mut d).zip(texts) {
+        *slot = t;
+    }
     Ok(d)
+}
+
+/// The texts of a decision that are stored shorter: its reasons, its regions' levels and its
+/// grid workers (never what [`decision_context`] refers to).
+fn decision_texts(d: &mut pb::RouteDecision) -> impl Iterator<Item = &mut String> {
+    d.reasons
+        .iter_mut()
+        .chain(d.region_path.iter_mut().map(|r| &mut r.level))
+        .chain(d.grid_workers.iter_mut())
 }
 
 /// A timeline entry as stored (without its time): its words written shorter against its own
@@ -358,4 +386,73 @@ pub fn incident_from_fields(
         department_id: text(fields, "dept").unwrap_or_default().to_owned(),
         deadline_estimated: text(fields, lifecycle::ESTIMATED_FIELD) == Some("1"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> pb::ReportIncidentRequest {
+        pb::ReportIncidentRequest {
+            category: "city.vehicle.illegal_parking".into(),
+            location: Some(pb::Location {
+                kind: Some(pb::location::Kind::Point(pb::LatLng {
+                    latitude: 39.0,
+                    longitude: 106.5,
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn decision() -> pb::RouteDecision {
+        pb::RouteDecision {
+            department_id: "traffic-police".into(),
+            region_path: vec![pb::RegionRef {
+                code: "640202001001001".into(),
+                name: "网格".into(),
+                level: "grid".into(),
+            }],
+            rule_id: "parking".into(),
+            reasons: vec![
+                "point (106.5, 39) lies in grid 640202001001001 网格".into(),
+                "rule parking (priority 0) matched category prefix city.vehicle.illegal_parking"
+                    .into(),
+            ],
+            grid_workers: vec!["gw-640202001001001".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_decision_reads_back_exactly_and_old_ones_read_as_they_are() {
+        let (d, r) = (decision(), report());
+        let stored = decision_bytes(&d, Some(&r));
+        assert!(stored.len() + 80 < d.encoded_len(), "{}", stored.len());
+        assert_eq!(decode_decision(&stored, Some(&r)).unwrap(), d);
+        // Written before the shorter form: plain text, read as it is.
+        assert_eq!(decode_decision(&d.encode_to_vec(), None).unwrap(), d);
+        // A reference to the report cannot be told without it.
+        assert!(matches!(
+            decode_decision(&stored, None),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn a_timeline_entry_reads_back_exactly() {
+        let ev = pb::TimelineEvent {
+            kind: EventKind::Dispatched.as_str().into(),
+            r#type: gridroute_mapping::timeline_kind(EventKind::Dispatched) as i32,
+            actor: "router".into(),
+            detail: "to traffic-police by rule parking (table t-1)".into(),
+            department_id: "traffic-police".into(),
+            ..Default::default()
+        };
+        let stored = stored_event(ev.clone());
+        assert!(stored.len() + 25 < ev.encoded_len(), "{}", stored.len());
+        assert_eq!(event_from_stored(&stored).unwrap(), ev);
+        assert_eq!(event_from_stored(&ev.encode_to_vec()).unwrap(), ev);
+    }
 }

@@ -14,6 +14,8 @@
 //!
 //! The phrase book is append-only: stored records name phrases by position.
 
+use std::borrow::Cow;
+
 /// Starts a compacted string and each of its tokens.
 pub const MARK: char = '\u{1}';
 
@@ -61,6 +63,10 @@ pub const PHRASES: &[&str] = &[
     "router",
     "assigned to ",
     " by arbitration",
+    "district",
+    "street",
+    "community",
+    "grid",
 ];
 
 /// The code of each phrase, by position. Append only, like the phrases.
@@ -80,20 +86,20 @@ static FIRST_BYTE: std::sync::LazyLock<[u64; 256]> = std::sync::LazyLock::new(||
 /// Values a compacted string may refer to, each by a lowercase letter. What a letter means is
 /// fixed by the kind of stored message (see the callers in `codec`); an absent value is empty.
 #[derive(Debug, Default)]
-pub struct Context {
-    refs: Vec<(u8, String)>,
+pub struct Context<'a> {
+    refs: Vec<(u8, Cow<'a, str>)>,
 }
 
 /// Shorter than this, a reference would not pay for its token.
 const MIN_REF: usize = 3;
 
-impl Context {
+impl<'a> Context<'a> {
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Adds the value `letter` stands for.
-    pub fn with(mut self, letter: u8, value: impl Into<String>) -> Self {
+    pub fn with(mut self, letter: u8, value: impl Into<Cow<'a, str>>) -> Self {
         debug_assert!(letter.is_ascii_lowercase());
         self.refs.push((letter, value.into()));
         self
@@ -103,7 +109,7 @@ impl Context {
         self.refs
             .iter()
             .find(|(l, _)| *l == letter)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 }
 
@@ -140,7 +146,7 @@ pub fn compact(text: &str, ctx: &Context) -> String {
             }
         }
         for (letter, v) in &ctx.refs {
-            if v.as_bytes().first() == rest.as_bytes().first() && rest.starts_with(v.as_str()) {
+            if v.as_bytes().first() == rest.as_bytes().first() && rest.starts_with(v.as_ref()) {
                 consider(v.len(), *letter);
             }
         }
@@ -200,7 +206,7 @@ pub fn expand(stored: &str, ctx: &Context) -> Result<String, String> {
 mod tests {
     use super::*;
 
-    fn ctx() -> Context {
+    fn ctx() -> Context<'static> {
         Context::new()
             .with(b'g', "640202008003005 沟口三社区第5网格")
             .with(b'r', "construction-noise")

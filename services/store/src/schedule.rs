@@ -1,7 +1,7 @@
 //! How a case's SLA schedule is kept in Redis. The record holds the whole schedule in its
-//! `timers` field (`<kind>|<department>|<due ms>,...`, earliest first; after the first entry
-//! the department is left out when it repeats and the due time is `+<ms>` after the one
-//! before); the partition's timer
+//! `timers` field (`<kind>|<department>|<due ms>,...`, earliest first, the kind by its short
+//! code; after the first entry the department is left out when it repeats and the due time is
+//! `+<ms>` after the one before); the partition's timer
 //! set holds only its head, as the member `<incident>|<kind>|<department>` scored by due time.
 //! One member per running case, not one per step: firing the head puts the next step there.
 
@@ -22,7 +22,7 @@ pub fn parse_member(member: &str) -> Option<(&str, TimerKind, &str)> {
 /// The record's schedule of its pending timers, earliest first. Each entry after the first
 /// leaves out a department equal to the one before it and gives its due time as `+<ms>` after
 /// the one before it. The sample tables' standard policy has seven steps over two
-/// departments: 265 bytes written whole, 163 so (it lives in every running case's record).
+/// departments: 265 bytes written whole, 128 so (it lives in every running case's record).
 pub fn encode(timers: &[Timer]) -> String {
     use std::fmt::Write;
     let mut sorted: Vec<&Timer> = timers.iter().collect();
@@ -32,11 +32,22 @@ pub fn encode(timers: &[Timer]) -> String {
     let mut out = String::with_capacity(timers.iter().map(|t| t.target.len() + 28).sum());
     let mut prev: Option<&Timer> = None;
     for t in sorted {
+        if prev.is_some() {
+            out.push(',');
+        }
+        let _ = match t.kind {
+            TimerKind::Accept => write!(out, "a"),
+            TimerKind::Warn(pct) => write!(out, "w{pct}"),
+            TimerKind::Urge => write!(out, "u"),
+            TimerKind::Supervise(level) => write!(out, "s{level}"),
+            TimerKind::PublicReport => write!(out, "p"),
+            TimerKind::Verify => write!(out, "v"),
+        };
         let _ = match prev {
-            None => write!(out, "{}|{}|{}", t.kind, t.target, t.due),
+            None => write!(out, "|{}|{}", t.target, t.due),
             Some(p) => {
                 let target = if p.target == t.target { "" } else { &t.target };
-                write!(out, ",{}|{target}|+{}", t.kind, t.due - p.due)
+                write!(out, "|{target}|+{}", t.due - p.due)
             }
         };
         prev = Some(t);
@@ -73,9 +84,26 @@ fn parse_entry(entry: &str, prev: Option<&Timer>) -> Option<Timer> {
     };
     Some(Timer {
         due,
-        kind: TimerKind::parse(kind)?,
+        kind: parse_kind(kind)?,
         target,
     })
+}
+
+/// A kind as the schedule writes it (`a`, `w50`, `u`, `s1`, `p`, `v`), or by its full name
+/// (schedules written before the short codes).
+fn parse_kind(text: &str) -> Option<TimerKind> {
+    let number = |rest: &str| rest.parse::<u8>().ok();
+    match text {
+        "a" => Some(TimerKind::Accept),
+        "u" => Some(TimerKind::Urge),
+        "p" => Some(TimerKind::PublicReport),
+        "v" => Some(TimerKind::Verify),
+        t => match (t.strip_prefix('w'), t.strip_prefix('s')) {
+            (Some(pct), _) if number(pct).is_some() => number(pct).map(TimerKind::Warn),
+            (_, Some(level)) if number(level).is_some() => number(level).map(TimerKind::Supervise),
+            _ => TimerKind::parse(t),
+        },
+    }
 }
 
 /// The earliest timer of a schedule: the one in the timer set.
@@ -102,7 +130,7 @@ mod tests {
             },
         ];
         let text = encode(&timers);
-        assert_eq!(text, "warn50|water|10,urge|water|affairs|+10");
+        assert_eq!(text, "w50|water|10,u|water|affairs|+10");
         let back = decode(&text);
         assert_eq!(back, [timers[1].clone(), timers[0].clone()]);
         assert_eq!(head(&timers), Some(&timers[1]));
@@ -118,7 +146,7 @@ mod tests {
     }
 
     #[test]
-    fn repeated_departments_and_due_times_are_written_relative_and_old_schedules_still_read() {
+    fn kinds_are_short_codes_and_repeats_relative_and_old_schedules_still_read() {
         let t = |due, kind, target: &str| Timer {
             due,
             kind,
@@ -134,10 +162,14 @@ mod tests {
         let text = encode(&timers);
         assert_eq!(
             text,
-            "accept|urban-management|1796604538000,warn50||+4500000,urge||+27900000,\
-             supervise1|command-centre|+61650000,supervise2||+18450000"
+            "a|urban-management|1796604538000,w50||+4500000,u||+27900000,\
+             s1|command-centre|+61650000,s2||+18450000"
         );
         assert_eq!(decode(&text), timers);
+        // As written before the short codes: kinds by their full names.
+        let named = "accept|urban-management|1796604538000,warn50||+4500000,urge||+27900000,\
+                     supervise1|command-centre|+61650000,supervise2||+18450000";
+        assert_eq!(decode(named), timers);
         // As written before entries were relative: every entry whole.
         let whole = "accept|urban-management|1796604538000,warn50|urban-management|1796609038000,\
                      urge|urban-management|1796636938000,supervise1|command-centre|1796698588000,\
