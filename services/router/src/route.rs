@@ -49,7 +49,7 @@ pub fn route_entry(
     metrics::histogram!(names::ROUTE_DECISION_SECONDS).record(started.elapsed().as_secs_f64());
     metrics::counter!(names::ROUTED_TOTAL, "outcome" => d.outcome.as_str()).increment(1);
 
-    let decision = gridroute_mapping::decision_message(table, &q, &d);
+    let mut decision = gridroute_mapping::decision_message(table, &q, &d);
     let policy = &table.sla_policies[d.sla as usize];
     let deadlines = policy.deadlines(&table.calendar, now_ms);
     let estimated = deadlines.estimated(policy, &table.calendar);
@@ -78,7 +78,7 @@ pub fn route_entry(
         }
         _ => None,
     };
-    let decision_bytes = codec::decision_bytes(&decision, Some(&report));
+    let decision_bytes = codec::decision_bytes(&mut decision, Some(&report));
     let dispatch = |department: &str, role: pb::DispatchRole| {
         let head = pb::Dispatch {
             cursor: String::new(),

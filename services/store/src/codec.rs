@@ -68,17 +68,14 @@ fn decision_context<'a>(
                 .map(|r| r.code.as_str())
                 .unwrap_or_default(),
         )
-        .with(
-            b'a',
-            d.region_path
-                .iter()
-                .map(describe)
-                .collect::<Vec<_>>()
-                .join(" > "),
-        )
         .with(b'd', d.department_id.as_str())
         .with(b'r', d.rule_id.as_str())
         .with(b't', d.table_version.as_str());
+    // The whole path appears only in the reason of a point in a hole between grids.
+    if d.outcome == pb::RouteOutcome::InHole as i32 {
+        let path: Vec<String> = d.region_path.iter().map(describe).collect();
+        ctx = ctx.with(b'a', path.join(" > "));
+    }
     if let Some(r) = report {
         ctx = ctx.with(b'c', r.category.as_str());
         if let Some(pb::location::Kind::Point(p)) =
@@ -91,17 +88,26 @@ fn decision_context<'a>(
 }
 
 /// A decision as stored in its record: the reasons written shorter, against the decision's
-/// own fields and the record's report (`report`: the one stored with it).
+/// own fields and the record's report (`report`: the one stored with it). `d` is as it was
+/// when this returns (its texts are swapped for their short forms while it is encoded, rather
+/// than the whole decision copied: the router does this for every incident).
 pub fn decision_bytes(
-    d: &pb::RouteDecision,
+    d: &mut pb::RouteDecision,
     report: Option<&pb::ReportIncidentRequest>,
 ) -> Vec<u8> {
-    let ctx = decision_context(d, report);
-    let mut stored = d.clone();
-    for t in decision_texts(&mut stored) {
-        *t = compact::compact(t, &ctx);
+    let mut texts: Vec<String> = decision_texts(d).map(std::mem::take).collect();
+    let short: Vec<String> = {
+        let ctx = decision_context(d, report);
+        texts.iter().map(|t| compact::compact(t, &ctx)).collect()
+    };
+    for (slot, t) in decision_texts(d).zip(short) {
+        *slot = t;
     }
-    stored.encode_to_vec()
+    let bytes = d.encode_to_vec();
+    for (slot, t) in decision_texts(d).zip(texts.iter_mut()) {
+        std::mem::swap(slot, t);
+    }
+    bytes
 }
 
 /// A stored decision with its reasons in full (`report`: the record's).
@@ -427,12 +433,32 @@ mod tests {
 
     #[test]
     fn a_decision_reads_back_exactly_and_old_ones_read_as_they_are() {
-        let (d, r) = (decision(), report());
-        let stored = decision_bytes(&d, Some(&r));
+        let (mut d, r) = (decision(), report());
+        let stored = decision_bytes(&mut d, Some(&r));
+        assert_eq!(d, decision(), "left as it was");
         assert!(stored.len() + 80 < d.encoded_len(), "{}", stored.len());
         assert_eq!(decode_decision(&stored, Some(&r)).unwrap(), d);
         // Written before the shorter form: plain text, read as it is.
         assert_eq!(decode_decision(&d.encode_to_vec(), None).unwrap(), d);
+        // A point in a hole between grids: its reason names the whole path.
+        let mut hole = decision();
+        hole.outcome = pb::RouteOutcome::InHole as i32;
+        hole.region_path.insert(
+            0,
+            pb::RegionRef {
+                code: "640202".into(),
+                name: "大武口区".into(),
+                level: "district".into(),
+            },
+        );
+        hole.reasons = vec![
+            "point (106.5, 39) lies in no grid but in a hole of 120 m² between the grids of \
+             640202 大武口区 > 640202001001001 网格"
+                .into(),
+        ];
+        let stored = decision_bytes(&mut hole.clone(), Some(&r));
+        assert!(stored.len() + 100 < hole.encoded_len(), "{}", stored.len());
+        assert_eq!(decode_decision(&stored, Some(&r)).unwrap(), hole);
         // A reference to the report cannot be told without it.
         assert!(matches!(
             decode_decision(&stored, None),

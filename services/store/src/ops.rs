@@ -313,7 +313,7 @@ impl Store {
                 .reasons
                 .push(format!("assigned to {assignee} by arbitration"));
             set.push(b("decision"));
-            set.push(codec::decision_bytes(&decision, snap.report.as_ref()));
+            set.push(codec::decision_bytes(&mut decision, snap.report.as_ref()));
             set.push(b("dept_at"));
             set.push(NOW.to_vec());
             ops.op(
