@@ -19,6 +19,24 @@ use gridroute_router::{ArchiveSettings, archive::move_once};
 use tonic::Code;
 
 /// Settings that archive at once (hot period 0) and keep contacts `retention` long.
+/// The value of a counter this process recorded (a Prometheus recorder installed on first
+/// use, as `gridroute serve` installs one; tests of this file share it, so compare increases).
+fn counted(name: &str) -> f64 {
+    static RECORDER: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    let handle = RECORDER.get_or_init(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .unwrap()
+    });
+    handle
+        .render()
+        .lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn at_once(retention: Duration) -> ArchiveSettings {
     ArchiveSettings {
         hot_period: Duration::ZERO,
@@ -280,6 +298,7 @@ async fn closed_incidents_move_to_the_archive_and_every_read_answers_as_before()
     // The department's dispatches replayed from the start: a dispatch entry holds only its
     // head and reads the report and decision from the record, so one whose incident moved to
     // the archive arrives as the head (GetIncident has the rest), and the stream goes on.
+    let without_record = counted(gridroute_telemetry::names::DISPATCHES_WITHOUT_RECORD_TOTAL);
     let mut replay = env.subscribe(&dept).await;
     let mut heads = BTreeSet::new();
     while let Ok(Ok(Some(d))) = tokio::time::timeout(Duration::from_secs(2), replay.message()).await
@@ -291,6 +310,11 @@ async fn closed_incidents_move_to_the_archive_and_every_read_answers_as_before()
         }
     }
     assert!(heads.contains(&closed[0]), "{heads:?}");
+    // Operators see such deliveries counted (docs/OPERATIONS.md).
+    assert!(
+        counted(gridroute_telemetry::names::DISPATCHES_WITHOUT_RECORD_TOTAL)
+            >= without_record + heads.len() as f64
+    );
 
     // Every read answers as before: same records, same masking, same refusals.
     let mut after = Vec::new();

@@ -262,7 +262,8 @@ async fn contacts_are_erased_a_retention_period_after_closing() {
         .await
         .unwrap();
     assert!(field.is_none());
-    let events: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    type Entry = (String, Vec<(String, Vec<u8>)>);
+    let events: Vec<Entry> = redis::cmd("XRANGE")
         .arg(env.store.keys().events(p))
         .arg("-")
         .arg("+")
