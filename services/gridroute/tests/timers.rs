@@ -164,3 +164,91 @@ async fn a_timer_claimed_by_a_replica_that_stopped_fires_once_its_claim_lapses()
     let urged = inc.timeline.iter().filter(|e| e.kind == "urged").count();
     assert_eq!(urged, 1, "{:?}", inc.timeline);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_written_by_a_newer_release_is_left_claimed_not_dropped() {
+    let env = Env::start().await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let id = env
+        .report(report("newer-1", "city.vehicle.illegal_parking", lng, lat))
+        .await;
+    env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+    let p = gridroute_store::keys::partition_of(&id, common::PARTITIONS).unwrap();
+    let k = env.store.keys();
+    let (sla, claimed, record) = (k.sla(p), k.sla_claimed(p), k.incident(p, &id));
+    let mut c = env.redis().await;
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&sla)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let head = members.into_iter().find(|m| m.starts_with(&id)).unwrap();
+    // A step this release does not know (as a rolling upgrade's newer replica may write), and
+    // the head due now.
+    let schedule: String = redis::cmd("HGET")
+        .arg(&record)
+        .arg("timers")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    // The first step is written whole (`kind|department|due`): due at once.
+    let (first, rest) = schedule.split_once(',').unwrap_or((&schedule, ""));
+    let (step, _) = first.rsplit_once('|').unwrap();
+    let newer = format!("{step}|1,{rest},z9||+10");
+    let _: () = redis::cmd("HSET")
+        .arg(&record)
+        .arg("timers")
+        .arg(&newer)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg(&sla)
+        .arg(1)
+        .arg(&head)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    // The router's timer loop (every 50 ms) claims it, and leaves it claimed: the claim lapses
+    // and a replica that reads the whole schedule fires it. Nothing fired, nothing rewritten.
+    let mut left_claimed = false;
+    for _ in 0..60 {
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg(&claimed)
+            .arg(&head)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if score.is_some() {
+            left_claimed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(left_claimed, "the timer was claimed and kept");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let still: Option<f64> = redis::cmd("ZSCORE")
+        .arg(&claimed)
+        .arg(&head)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(
+        still.is_some(),
+        "the claim was released: the step would be lost"
+    );
+    let after: String = redis::cmd("HGET")
+        .arg(&record)
+        .arg("timers")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        after, newer,
+        "the schedule was rewritten without the newer step"
+    );
+    let inc = env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+    assert_eq!(inc.timeline.len(), 2, "{:?}", inc.timeline);
+}

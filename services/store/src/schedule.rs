@@ -67,6 +67,17 @@ pub fn decode(text: &str) -> Vec<Timer> {
     out
 }
 
+/// Whether every step of a stored schedule reads. One that does not was written by a newer
+/// release: a replica that fired from the rest, or wrote the rest back, would drop that step.
+pub fn readable(text: &str) -> bool {
+    let mut prev: Option<Timer> = None;
+    text.is_empty()
+        || text.split(',').all(|entry| {
+            prev = parse_entry(entry, prev.as_ref());
+            prev.is_some()
+        })
+}
+
 /// One entry of a schedule, `<kind>|<department>|<due ms>`, where an empty department and a
 /// due time `+<ms>` are relative to the entry before.
 fn parse_entry(entry: &str, prev: Option<&Timer>) -> Option<Timer> {
@@ -140,6 +151,10 @@ mod tests {
             Some(("inc-1", TimerKind::Urge, "water|affairs"))
         );
         assert!(decode("").is_empty());
+        assert!(readable("") && readable(&text));
+        // A step a newer release may write: this one leaves the whole schedule alone.
+        assert!(!readable("w50|water|10,z9||+10"));
+        assert!(!readable("urge||+10"));
         // A relative entry with nothing before it does not parse.
         assert!(decode("urge||+10").is_empty());
         assert!(parse_member("nonsense").is_none());

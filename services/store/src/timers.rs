@@ -100,7 +100,15 @@ impl Store {
                     target: target.to_owned(),
                     member,
                 }),
-                None => release.push(member),
+                // A kind of a newer release: left claimed, as an unreadable schedule is below.
+                None => {
+                    metrics::counter!(gridroute_telemetry::names::TIMERS_UNREADABLE_TOTAL)
+                        .increment(1);
+                    tracing::warn!(
+                        partition = p,
+                        "an SLA timer this release cannot read; left to a newer replica"
+                    );
+                }
             }
         }
         let mut fired = Vec::new();
@@ -117,6 +125,14 @@ impl Store {
                     release.push(c.member);
                     continue;
                 };
+                if !schedule::readable(snap.text("timers")) {
+                    // Written by a newer release: left claimed, so that the claim lapses and a
+                    // replica that reads the whole schedule fires it (a rolling upgrade).
+                    metrics::counter!(gridroute_telemetry::names::TIMERS_UNREADABLE_TOTAL)
+                        .increment(1);
+                    tracing::warn!(partition = p, incident = %c.id, "an SLA schedule this release cannot read; left to a newer replica");
+                    continue;
+                }
                 let (mut ops, due) = match timers::fire(&snap.rec, c.kind, &c.target, now) {
                     Firing::Nothing => {
                         release.push(c.member);

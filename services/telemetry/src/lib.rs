@@ -89,6 +89,9 @@ pub mod names {
     pub const TIMER_LATENESS_SECONDS: &str = "gridroute_sla_timer_lateness_seconds";
     /// Pending SLA timers, summed over every partition.
     pub const TIMERS_PENDING: &str = "gridroute_sla_timers_pending";
+    /// Due SLA timers left to another replica because their record's schedule has a step this
+    /// release cannot read (written by a newer one).
+    pub const TIMERS_UNREADABLE_TOTAL: &str = "gridroute_sla_timers_unreadable_total";
     /// Working time from first dispatch to resolution, by `department`.
     pub const RESOLVE_WORKING_SECONDS: &str = "gridroute_resolve_working_time_seconds";
     /// Reports merged into an open incident as duplicates.
@@ -160,6 +163,10 @@ pub fn describe() {
         "How late SLA timers fired after their due time."
     );
     describe_gauge!(TIMERS_PENDING, "Pending SLA timers over every partition.");
+    describe_counter!(
+        TIMERS_UNREADABLE_TOTAL,
+        "Due SLA timers left to another replica: their schedule has a step this release cannot read (a newer release wrote it)."
+    );
     describe_gauge!(
         INGEST_LENGTH,
         "Entries in the ingest streams (not yet routed)."
