@@ -29,12 +29,7 @@ fn counted(name: &str) -> f64 {
             .install_recorder()
             .unwrap()
     });
-    handle
-        .render()
-        .lines()
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    common::metric_value(&handle.render(), name)
 }
 
 fn at_once(retention: Duration) -> ArchiveSettings {

@@ -5,7 +5,10 @@
 
 mod common;
 
-use common::process::{Child, bearer, connect, dev_tokens, temp_dir};
+use common::{
+    metric_value,
+    process::{Child, bearer, connect, dev_tokens, temp_dir},
+};
 
 use std::{
     io::{Read, Write},
@@ -29,14 +32,6 @@ fn scrape(port: u16) -> String {
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
     body
-}
-
-fn value(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(series))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,7 +200,7 @@ async fn dev_serves_health_reflection_reports_and_metrics() {
     let mut text = String::new();
     for _ in 0..100 {
         text = scrape(metrics);
-        if value(&text, "gridroute_ingest_lag_entries") == 0.0
+        if metric_value(&text, "gridroute_ingest_lag_entries") == 0.0
             && text.contains("gridroute_ingest_lag_entries")
         {
             break;
@@ -213,21 +208,24 @@ async fn dev_serves_health_reflection_reports_and_metrics() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        value(&text, "gridroute_reports_total{outcome=\"accepted\"}"),
+        metric_value(&text, "gridroute_reports_total{outcome=\"accepted\"}"),
         1.0,
         "{text}"
     );
     assert_eq!(
-        value(&text, "gridroute_routed_total{outcome=\"matched\"}"),
+        metric_value(&text, "gridroute_routed_total{outcome=\"matched\"}"),
         1.0
     );
     assert_eq!(
-        value(&text, "gridroute_dispatches_total{outcome=\"dispatched\"}"),
+        metric_value(&text, "gridroute_dispatches_total{outcome=\"dispatched\"}"),
         1.0
     );
-    assert_eq!(value(&text, "gridroute_route_decision_seconds_count"), 1.0);
+    assert_eq!(
+        metric_value(&text, "gridroute_route_decision_seconds_count"),
+        1.0
+    );
     assert!(
-        value(
+        metric_value(
             &text,
             "gridroute_rpc_requests_total{method=\"ReportIncident\",code=\"OK\"}"
         ) >= 1.0
@@ -236,11 +234,11 @@ async fn dev_serves_health_reflection_reports_and_metrics() {
     // The built-in calendar covers 2024-2026: its horizon is midnight after 31 December 2026,
     // Beijing time.
     assert_eq!(
-        value(&text, "gridroute_calendar_covered_until_timestamp_seconds"),
+        metric_value(&text, "gridroute_calendar_covered_until_timestamp_seconds"),
         1_798_732_800.0
     );
     assert_eq!(
-        value(
+        metric_value(
             &text,
             "gridroute_transitions_total{action=\"accept\",status=\"accepted\"}"
         ),

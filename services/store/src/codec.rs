@@ -121,14 +121,15 @@ pub fn decode_decision(
     }
     // Taken out while the context (which refers to the decision's other fields) is in use.
     let mut texts: Vec<String> = decision_texts(&mut d).map(std::mem::take).collect();
-    let ctx = decision_context(&d, report);
-    for t in &mut texts {
-        if t.starts_with(compact::MARK) {
-            *t = compact::expand(t, &ctx)
-                .map_err(|e| StoreError::Corrupt(format!("a stored decision: {e}")))?;
+    {
+        let ctx = decision_context(&d, report);
+        for t in &mut texts {
+            if t.starts_with(compact::MARK) {
+                *t = compact::expand(t, &ctx)
+                    .map_err(|e| StoreError::Corrupt(format!("a stored decision: {e}")))?;
+            }
         }
     }
-    drop(ctx);
     for (slot, t) in decision_texts(&mut d).zip(texts) {
         *slot = t;
     }
@@ -166,16 +167,20 @@ pub fn stored_event(mut ev: pb::TimelineEvent) -> Vec<u8> {
 pub fn event_from_stored(bytes: &[u8]) -> Result<pb::TimelineEvent, StoreError> {
     let mut ev =
         pb::TimelineEvent::decode(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let ctx = Context::new().with(b'd', ev.department_id.as_str());
-    for t in [
+    // Timeline and watch reads decode every entry: the context only when something refers to it.
+    let texts = [
         &mut ev.detail,
         &mut ev.actor,
         &mut ev.actor_kind,
         &mut ev.user,
-    ] {
-        if t.starts_with(compact::MARK) {
-            *t = compact::expand(t, &ctx)
-                .map_err(|e| StoreError::Corrupt(format!("a timeline entry: {e}")))?;
+    ];
+    if texts.iter().any(|t| t.starts_with(compact::MARK)) {
+        let ctx = Context::new().with(b'd', ev.department_id.as_str());
+        for t in texts {
+            if t.starts_with(compact::MARK) {
+                *t = compact::expand(t, &ctx)
+                    .map_err(|e| StoreError::Corrupt(format!("a timeline entry: {e}")))?;
+            }
         }
     }
     if ev.kind.is_empty() {

@@ -586,6 +586,16 @@ pub fn grid_report(request_id: String, grid: &str) -> pb::ReportIncidentRequest 
     }
 }
 
+/// The sum of the series in a Prometheus exposition `text` that start with `series` (a metric
+/// name, or a name with the start of its labels).
+#[allow(dead_code)]
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 pub fn report(request_id: &str, category: &str, lng: f64, lat: f64) -> pb::ReportIncidentRequest {
     pb::ReportIncidentRequest {
         request_id: request_id.to_owned(),
