@@ -165,6 +165,35 @@ async fn a_timer_claimed_by_a_replica_that_stopped_fires_once_its_claim_lapses()
     assert_eq!(urged, 1, "{:?}", inc.timeline);
 }
 
+/// The score of `member` in the sorted set `key`.
+async fn score(c: &mut redis::aio::MultiplexedConnection, key: &str, member: &str) -> Option<f64> {
+    redis::cmd("ZSCORE")
+        .arg(key)
+        .arg(member)
+        .query_async(c)
+        .await
+        .unwrap()
+}
+
+/// Waits until the router's timer loop (every 50 ms) has claimed `member`, then checks that it
+/// is still claimed a while later: not released, which would drop it.
+async fn stays_claimed(c: &mut redis::aio::MultiplexedConnection, claimed: &str, member: &str) {
+    let mut seen = false;
+    for _ in 0..60 {
+        if score(c, claimed, member).await.is_some() {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "{member} was claimed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        score(c, claimed, member).await.is_some(),
+        "{member}'s claim was released: the step would be lost"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_written_by_a_newer_release_is_left_claimed_not_dropped() {
     let env = Env::start().await;
@@ -197,48 +226,28 @@ async fn a_schedule_written_by_a_newer_release_is_left_claimed_not_dropped() {
     let (first, rest) = schedule.split_once(',').unwrap_or((&schedule, ""));
     let (step, _) = first.rsplit_once('|').unwrap();
     let newer = format!("{step}|1,{rest},z9||+10");
-    let _: () = redis::cmd("HSET")
+    // And a timer-set member of a kind this release does not know, due at once too.
+    let unknown = format!("{id}|z9|command-centre");
+    let _: () = redis::pipe()
+        .cmd("HSET")
         .arg(&record)
         .arg("timers")
         .arg(&newer)
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    let _: () = redis::cmd("ZADD")
+        .ignore()
+        .cmd("ZADD")
         .arg(&sla)
         .arg(1)
         .arg(&head)
+        .arg(1)
+        .arg(&unknown)
+        .ignore()
         .query_async(&mut c)
         .await
         .unwrap();
-    // The router's timer loop (every 50 ms) claims it, and leaves it claimed: the claim lapses
-    // and a replica that reads the whole schedule fires it. Nothing fired, nothing rewritten.
-    let mut left_claimed = false;
-    for _ in 0..60 {
-        let score: Option<f64> = redis::cmd("ZSCORE")
-            .arg(&claimed)
-            .arg(&head)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        if score.is_some() {
-            left_claimed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(left_claimed, "the timer was claimed and kept");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let still: Option<f64> = redis::cmd("ZSCORE")
-        .arg(&claimed)
-        .arg(&head)
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    assert!(
-        still.is_some(),
-        "the claim was released: the step would be lost"
-    );
+    // Both are claimed and left claimed: the claims lapse and a replica that reads them fires
+    // them. Nothing fired, nothing rewritten.
+    stays_claimed(&mut c, &claimed, &head).await;
+    stays_claimed(&mut c, &claimed, &unknown).await;
     let after: String = redis::cmd("HGET")
         .arg(&record)
         .arg("timers")
@@ -251,4 +260,42 @@ async fn a_schedule_written_by_a_newer_release_is_left_claimed_not_dropped() {
     );
     let inc = env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
     assert_eq!(inc.timeline.len(), 2, "{:?}", inc.timeline);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_its_record_does_not_hold_due_is_released_at_once() {
+    let env = Env::start().await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let id = env
+        .report(report("stale-1", "city.vehicle.illegal_parking", lng, lat))
+        .await;
+    env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+    let p = gridroute_store::keys::partition_of(&id, common::PARTITIONS).unwrap();
+    let k = env.store.keys();
+    let (sla, claimed) = (k.sla(p), k.sla_claimed(p));
+    let mut c = env.redis().await;
+    // A member due now for a step the record's schedule does not have (left over, as after a
+    // change of plan): nothing to fire, and nothing else in the round to apply.
+    let stale = format!("{id}|verify|command-centre");
+    let _: () = redis::cmd("ZADD")
+        .arg(&sla)
+        .arg(1)
+        .arg(&stale)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut released = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if score(&mut c, &sla, &stale).await.is_none()
+            && score(&mut c, &claimed, &stale).await.is_none()
+        {
+            released = true;
+            break;
+        }
+    }
+    assert!(
+        released,
+        "the claim of a timer with nothing to fire was kept"
+    );
 }

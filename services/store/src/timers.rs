@@ -166,8 +166,13 @@ impl Store {
             if batch.len() > 0 {
                 batch.call(&mut pipe);
             }
-            let calls: Vec<Result<Vec<Applied>>> =
-                self.run_scripts(&mut pipe, "fire_timers").await?;
+            // Nothing to apply (every claim released or left): an empty pipeline is an error,
+            // which would return before the releases below.
+            let calls: Vec<Result<Vec<Applied>>> = if applying.is_empty() {
+                Vec::new()
+            } else {
+                self.run_scripts(&mut pipe, "fire_timers").await?
+            };
             let results = calls.into_iter().flat_map(|call| match call {
                 Ok(answers) => answers.into_iter().map(Ok).collect::<Vec<_>>(),
                 Err(e) => vec![Err(e.to_string()); PLANS_PER_CALL],
