@@ -18,13 +18,13 @@ local n = (#KEYS - 2) / 2
 for i = 0, n - 1 do
   local k, a = 3 + 2 * i, 3 + 6 * i
   local hash, id = ARGV[a], ARGV[a + 1]
-  local prev = redis.call('GET', KEYS[k])
+  -- One call checks and claims the key (SET NX GET, Redis 7.0): the old value when it existed.
+  local prev = redis.call('SET', KEYS[k], hash .. '|' .. id, 'NX', 'GET', 'EX', ARGV[1])
   if prev then
     local sep = string.find(prev, '|', 1, true)
     out[#out + 1] = (string.sub(prev, 1, sep - 1) == hash) and 1 or 2
     out[#out + 1] = string.sub(prev, sep + 1)
   else
-    redis.call('SET', KEYS[k], hash .. '|' .. id, 'EX', ARGV[1])
     if ARGV[a + 5] == '' then
       redis.call('HSET', KEYS[k + 1], 'report', ARGV[a + 2], 'status', ARGV[2], 'gen', '0',
         'reported_at', now, 'tl0', now .. '|' .. ARGV[a + 3])
