@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help setup-dev setup-test dev test fmt lint unit smoke deploy-check chaos archive-soak router-cost api-cost memory costs cluster-costs bench targets auth-cost http-rate replication-cost bench-data sample build release clean
+.PHONY: help setup-dev setup-test dev test fmt lint unit smoke deploy-check chaos archive-soak router-cost api-cost memory sweep costs cluster-costs bench targets auth-cost http-rate replication-cost bench-data sample build release clean
 
 # The deploy checks' Python tools live in a project-local virtual environment (.ci/setup).
 VENV := $(or $(CARGO_TARGET_DIR),target)/venv
@@ -64,6 +64,9 @@ api-cost: ## API CPU per unary report beside the echo server's CPU per call, alt
 
 memory: ## Redis memory per incident after an e2e run, with its breakdown by kind of key (about 30 seconds)
 	bash loadtest/memory.sh
+
+sweep: ## Report → subscriber latency and each process's CPU at a range of open-loop rates (SWEEP_RATES; about 2 minutes)
+	bash loadtest/sweep.sh
 
 auth-cost: ## What authentication costs a unary call: API CPU per call with tokens and without, in one run (about 2 minutes)
 	bash loadtest/auth_cost.sh

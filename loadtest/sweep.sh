@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Latency and CPU by rate (issue 13: latency at half of capacity): one gridroute (API and
+# router) on a private redis-server, the load tester's e2e scenario open loop at each of
+# SWEEP_RATES reports/s for SWEEP_SECONDS, and each process's CPU (redis-server, gridroute, the
+# load tester, the whole machine) over the middle of each run, in cores. Shows where the box
+# saturates and how CPU per incident falls as batches grow. `make sweep` runs it; results in
+# target/sweep/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target="${CARGO_TARGET_DIR:-target}/release"
+out="${CARGO_TARGET_DIR:-target}/sweep"
+mkdir -p "$out"
+[ "${NO_BUILD:-0}" = 1 ] || cargo build -q --release -p gridroute -p gridroute-loadtest
+# shellcheck source=loadtest/lib.sh
+source loadtest/lib.sh
+dev_auth "$target/gridroute"
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+rport=$(free_port)
+redis-server --port "$rport" "${redis_flags[@]}" >"$out/redis.log" 2>&1 &
+pids+=($!)
+rpid=$!
+sleep 0.5
+serve_gridroute "redis://127.0.0.1:$rport/" "$out/serve.log"
+gpid=${pids[-1]}
+secs=${SWEEP_SECONDS:-8}
+machine() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+cores() { python3 -c "print(f'{($2 - $1) / $ticks / $3:.2f}')"; }
+printf '%-8s %-34s %-7s %-9s %-10s %s\n' rate "report → subscriber p50 · p99 · p99.9" redis gridroute loadtester machine
+for rate in ${SWEEP_RATES:-1000 2000 3000 4000 5000}; do
+  "$target/gridroute-loadtest" --addr "http://127.0.0.1:$grpc" --scenario e2e --rate "$rate" \
+    --duration "${secs}s" --drain 10s --duplicate-share 0 --json "$out/e2e-$rate.json" >"$out/e2e-$rate.txt" 2>&1 &
+  lpid=$!
+  window=$((secs - 3))
+  sleep 2
+  r0=$(cpu "$rpid") g0=$(cpu "$gpid") l0=$(cpu "$lpid") m0=$(machine)
+  sleep "$window"
+  r1=$(cpu "$rpid") g1=$(cpu "$gpid") l1=$(cpu "$lpid") m1=$(machine)
+  wait "$lpid" || true
+  lat=$(python3 - "$out/e2e-$rate.json" <<'PY'
+import json, sys
+e = json.load(open(sys.argv[1]))["endToEnd"]
+q = {x["percentage"]: x["latency"] / 1e6 for x in e["latencyDistribution"]}
+print(f"{q[50.0]:.1f} · {q[99.0]:.1f} · {q[99.9]:.1f} ms, lost {e['lost']}")
+PY
+)
+  printf '%-8s %-34s %-7s %-9s %-10s %s\n' "$rate" "$lat" "$(cores "$r0" "$r1" "$window")" \
+    "$(cores "$g0" "$g1" "$window")" "$(cores "$l0" "$l1" "$window")" "$(cores "$m0" "$m1" "$window")"
+done | tee "$out/sweep.txt"
