@@ -59,8 +59,65 @@ pub struct WorkCalendar {
     periods: Vec<(i64, i64)>,
     holidays: BTreeMap<i64, String>,
     workdays: BTreeMap<i64, String>,
+    /// Every day from the first holiday or workday listed to the last, by kind: the deadline
+    /// loops look up each day they step over (weeks of days per incident routed), and an
+    /// indexed read is cheaper than two map lookups. `None` when the listed days span more
+    /// than [`LISTED_MAX_DAYS`]; the maps answer then.
+    listed: Option<Listed>,
     /// The last local day the published schedule covers; `None` = no horizon.
     covered_until: Option<i64>,
+}
+
+/// Longest span of listed days kept as a table (about 55 years; one byte a day).
+const LISTED_MAX_DAYS: i64 = 20_000;
+
+/// The listed days as a table from day `from`.
+#[derive(Debug, Clone)]
+struct Listed {
+    from: i64,
+    kinds: Vec<DayKind>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DayKind {
+    Plain,
+    Holiday,
+    Workday,
+}
+
+impl Listed {
+    fn new(holidays: &BTreeMap<i64, String>, workdays: &BTreeMap<i64, String>) -> Option<Self> {
+        let days = || holidays.keys().chain(workdays.keys()).copied();
+        let (Some(from), Some(to)) = (days().min(), days().max()) else {
+            return Some(Self {
+                from: 0,
+                kinds: Vec::new(),
+            });
+        };
+        let len = usize::try_from(to - from + 1)
+            .ok()
+            .filter(|_| to - from < LISTED_MAX_DAYS)?;
+        let mut kinds = vec![DayKind::Plain; len];
+        for (map, kind) in [(holidays, DayKind::Holiday), (workdays, DayKind::Workday)] {
+            for &d in map.keys() {
+                if let Some(k) = usize::try_from(d - from)
+                    .ok()
+                    .and_then(|i| kinds.get_mut(i))
+                {
+                    *k = kind;
+                }
+            }
+        }
+        Some(Self { from, kinds })
+    }
+
+    fn kind(&self, day: i64) -> DayKind {
+        day.checked_sub(self.from)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.kinds.get(i))
+            .copied()
+            .unwrap_or(DayKind::Plain)
+    }
 }
 
 /// Days since 1970-01-01 of a civil date (proleptic Gregorian; Howard Hinnant's algorithm).
@@ -219,6 +276,7 @@ impl WorkCalendar {
             Ok(Self {
                 offset_ms,
                 periods,
+                listed: Listed::new(&holidays, &workdays),
                 holidays,
                 workdays,
                 covered_until,
@@ -264,14 +322,18 @@ impl WorkCalendar {
 
     /// Whether a local day is a working day.
     pub fn is_working_day(&self, day: i64) -> bool {
-        if self.holidays.contains_key(&day) {
-            return false;
+        let kind = match &self.listed {
+            Some(listed) => listed.kind(day),
+            None if self.holidays.contains_key(&day) => DayKind::Holiday,
+            None if self.workdays.contains_key(&day) => DayKind::Workday,
+            None => DayKind::Plain,
+        };
+        match kind {
+            DayKind::Holiday => false,
+            DayKind::Workday => true,
+            // 1970-01-01 was a Thursday: weekday 0 = Monday.
+            DayKind::Plain => (day + 3).rem_euclid(7) < 5,
         }
-        if self.workdays.contains_key(&day) {
-            return true;
-        }
-        // 1970-01-01 was a Thursday: weekday 0 = Monday.
-        (day + 3).rem_euclid(7) < 5
     }
 
     /// Whether a local day is an official holiday.
@@ -371,6 +433,37 @@ mod tests {
             let (y, m, d) = civil_from_days(z);
             assert_eq!(days_from_civil(y, m, d), z);
         }
+    }
+
+    #[test]
+    fn the_day_table_answers_as_the_listed_days_do() {
+        let table = WorkCalendar::cn_default();
+        assert!(table.listed.is_some());
+        let maps = WorkCalendar {
+            listed: None,
+            ..table.clone()
+        };
+        let from = days_from_civil(2023, 1, 1);
+        for day in from..from + 5 * 366 {
+            assert_eq!(
+                table.is_working_day(day),
+                maps.is_working_day(day),
+                "day {day}"
+            );
+        }
+        // Listed days too far apart for a table: the maps answer.
+        let far = WorkCalendar::from_yaml(
+            "timezone: Asia/Shanghai\nworking_hours: ['08:30-12:00']\nholidays: [{date: 2025-05-01}, {date: 2099-01-01}]\n",
+        )
+        .unwrap();
+        assert!(far.listed.is_none());
+        let day = |s| parse_date(s).unwrap();
+        assert!(
+            !far.is_working_day(day("2025-05-01")),
+            "listed holiday, a Thursday"
+        );
+        assert!(far.is_working_day(day("2025-05-02")), "plain Friday");
+        assert!(!far.is_working_day(day("2025-05-03")), "plain Saturday");
     }
 
     #[test]
