@@ -16,6 +16,16 @@ wait_health() {
 # A throwaway redis-server's settings, as `gridroute dev` starts its own (docs/OPERATIONS.md "Redis").
 redis_flags=(--save '' --appendonly no --hash-max-listpack-value 4096)
 
+# Starts a throwaway redis-server on a free port, logging to $1; sets rport and rpid, appends
+# its pid to pids and gives it half a second to listen.
+start_redis() {
+  rport=$(free_port)
+  redis-server --port "$rport" "${redis_flags[@]}" >"$1" 2>&1 &
+  rpid=$!
+  pids+=("$rpid")
+  sleep 0.5
+}
+
 # Development credentials for every gridroute a script starts ($1: the gridroute binary): `dev`
 # and `serve "${serve_auth[@]}"` trust the same development key (in GRIDROUTE_DEV_DIR), and the
 # load tester takes each role's token from GRIDROUTE_TOKENS (reports as its reporting system,

@@ -16,11 +16,7 @@ source loadtest/lib.sh
 dev_auth "$target/gridroute"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
-rport=$(free_port)
-redis-server --port "$rport" "${redis_flags[@]}" >"$out/redis.log" 2>&1 &
-pids+=($!)
-rpid=$!
-sleep 0.5
+start_redis "$out/redis.log"
 serve_gridroute "redis://127.0.0.1:$rport/" "$out/serve.log"
 gpid=${pids[-1]}
 secs=${SWEEP_SECONDS:-8}

@@ -322,13 +322,7 @@ impl WorkCalendar {
 
     /// Whether a local day is a working day.
     pub fn is_working_day(&self, day: i64) -> bool {
-        let kind = match &self.listed {
-            Some(listed) => listed.kind(day),
-            None if self.holidays.contains_key(&day) => DayKind::Holiday,
-            None if self.workdays.contains_key(&day) => DayKind::Workday,
-            None => DayKind::Plain,
-        };
-        match kind {
+        match self.day_kind(day) {
             DayKind::Holiday => false,
             DayKind::Workday => true,
             // 1970-01-01 was a Thursday: weekday 0 = Monday.
@@ -338,7 +332,17 @@ impl WorkCalendar {
 
     /// Whether a local day is an official holiday.
     pub fn is_holiday(&self, day: i64) -> bool {
-        self.holidays.contains_key(&day)
+        self.day_kind(day) == DayKind::Holiday
+    }
+
+    /// Whether a local day is listed, and as what.
+    fn day_kind(&self, day: i64) -> DayKind {
+        match &self.listed {
+            Some(listed) => listed.kind(day),
+            None if self.holidays.contains_key(&day) => DayKind::Holiday,
+            None if self.workdays.contains_key(&day) => DayKind::Workday,
+            None => DayKind::Plain,
+        }
     }
 
     /// Whether an instant falls in working hours of a working day.
@@ -446,8 +450,8 @@ mod tests {
         let from = days_from_civil(2023, 1, 1);
         for day in from..from + 5 * 366 {
             assert_eq!(
-                table.is_working_day(day),
-                maps.is_working_day(day),
+                (table.is_working_day(day), table.is_holiday(day)),
+                (maps.is_working_day(day), maps.is_holiday(day)),
                 "day {day}"
             );
         }

@@ -18,7 +18,6 @@ use gridroute_proto::v1 as pb;
 use gridroute_router::{ArchiveSettings, archive::move_once};
 use tonic::Code;
 
-/// Settings that archive at once (hot period 0) and keep contacts `retention` long.
 /// The value of a counter this process recorded (a Prometheus recorder installed on first
 /// use, as `gridroute serve` installs one; tests of this file share it, so compare increases).
 fn counted(name: &str) -> f64 {
@@ -32,6 +31,7 @@ fn counted(name: &str) -> f64 {
     common::metric_value(&handle.render(), name)
 }
 
+/// Settings that archive at once (hot period 0) and keep contacts `retention` long.
 fn at_once(retention: Duration) -> ArchiveSettings {
     ArchiveSettings {
         hot_period: Duration::ZERO,

@@ -165,6 +165,17 @@ async fn a_timer_claimed_by_a_replica_that_stopped_fires_once_its_claim_lapses()
     assert_eq!(urged, 1, "{:?}", inc.timeline);
 }
 
+/// A parking report in a grid, once dispatched: its incident id and partition.
+async fn dispatched(env: &Env, request_id: &str) -> (String, u16) {
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let id = env
+        .report(report(request_id, "city.vehicle.illegal_parking", lng, lat))
+        .await;
+    env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+    let p = gridroute_store::keys::partition_of(&id, common::PARTITIONS).unwrap();
+    (id, p)
+}
+
 /// The score of `member` in the sorted set `key`.
 async fn score(c: &mut redis::aio::MultiplexedConnection, key: &str, member: &str) -> Option<f64> {
     redis::cmd("ZSCORE")
@@ -197,12 +208,7 @@ async fn stays_claimed(c: &mut redis::aio::MultiplexedConnection, claimed: &str,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_written_by_a_newer_release_is_left_claimed_not_dropped() {
     let env = Env::start().await;
-    let (_, _, lng, lat) = grid_point(&env.table(), false);
-    let id = env
-        .report(report("newer-1", "city.vehicle.illegal_parking", lng, lat))
-        .await;
-    env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
-    let p = gridroute_store::keys::partition_of(&id, common::PARTITIONS).unwrap();
+    let (id, p) = dispatched(&env, "newer-1").await;
     let k = env.store.keys();
     let (sla, claimed, record) = (k.sla(p), k.sla_claimed(p), k.incident(p, &id));
     let mut c = env.redis().await;
@@ -265,12 +271,7 @@ async fn a_schedule_written_by_a_newer_release_is_left_claimed_not_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timer_its_record_does_not_hold_due_is_released_at_once() {
     let env = Env::start().await;
-    let (_, _, lng, lat) = grid_point(&env.table(), false);
-    let id = env
-        .report(report("stale-1", "city.vehicle.illegal_parking", lng, lat))
-        .await;
-    env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
-    let p = gridroute_store::keys::partition_of(&id, common::PARTITIONS).unwrap();
+    let (id, p) = dispatched(&env, "stale-1").await;
     let k = env.store.keys();
     let (sla, claimed) = (k.sla(p), k.sla_claimed(p));
     let mut c = env.redis().await;

@@ -88,6 +88,9 @@ static FIRST_BYTE: std::sync::LazyLock<[u64; 256]> = std::sync::LazyLock::new(||
 #[derive(Debug, Default)]
 pub struct Context<'a> {
     refs: Vec<(u8, Cow<'a, str>)>,
+    /// The first bytes of the values, a bit each: `compact` looks at the values only where
+    /// one of them starts.
+    first: [u64; 4],
 }
 
 /// Shorter than this, a reference would not pay for its token.
@@ -101,8 +104,17 @@ impl<'a> Context<'a> {
     /// Adds the value `letter` stands for.
     pub fn with(mut self, letter: u8, value: impl Into<Cow<'a, str>>) -> Self {
         debug_assert!(letter.is_ascii_lowercase());
-        self.refs.push((letter, value.into()));
+        let value = value.into();
+        if let Some(&b) = value.as_bytes().first() {
+            self.first[usize::from(b / 64)] |= 1 << (b % 64);
+        }
+        self.refs.push((letter, value));
         self
+    }
+
+    /// Whether some value starts with `byte`.
+    fn starts_value(&self, byte: u8) -> bool {
+        self.first[usize::from(byte / 64)] & (1 << (byte % 64)) != 0
     }
 
     fn value(&self, letter: u8) -> Option<&str> {
@@ -122,12 +134,6 @@ pub fn compact(text: &str, ctx: &Context) -> String {
     // between tokens whole: only a byte some phrase or value starts with is looked at closer.
     // Such a byte is ASCII or a character's first byte (no valid UTF-8 value starts with a
     // continuation byte), so a token always starts on a character boundary.
-    let mut ref_first = [false; 256];
-    for (_, v) in &ctx.refs {
-        if let Some(&b) = v.as_bytes().first() {
-            ref_first[usize::from(b)] = true;
-        }
-    }
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     out.push(MARK);
@@ -142,10 +148,8 @@ pub fn compact(text: &str, ctx: &Context) -> String {
             continue;
         }
         let mut candidates = FIRST_BYTE[usize::from(byte)];
-        let (true, Some(rest)) = (
-            candidates != 0 || ref_first[usize::from(byte)],
-            text.get(i..),
-        ) else {
+        let values = ctx.starts_value(byte);
+        let (true, Some(rest)) = (candidates != 0 || values, text.get(i..)) else {
             i += 1;
             continue;
         };
@@ -167,7 +171,7 @@ pub fn compact(text: &str, ctx: &Context) -> String {
                 consider(phrase.len(), PHRASE_CODES[p]);
             }
         }
-        for (letter, v) in ctx.refs.iter().filter(|_| ref_first[usize::from(byte)]) {
+        for (letter, v) in ctx.refs.iter().filter(|_| values) {
             let v = v.as_bytes();
             if v.first() == Some(&byte) && v.get(1) == second && rest.as_bytes().starts_with(v) {
                 consider(v.len(), *letter);
