@@ -4,7 +4,8 @@
 # timing. Run by `make targets` after the issue-5 figures, or alone (`make costs`); results in
 # target/costs/.
 #   1. Redis CPU per routed incident: gridroute's command mix beside the lean floor
-#      (gridroute-redisceiling --mix gridroute / --mix lean), target ≤ 1.5×.
+#      (gridroute-redisceiling --mix gridroute / --mix lean), target ≤ 1.5×; and the mix with
+#      inline routing (--mix inline: reports routed by the accepting process).
 #   2. Router CPU per routed incident: reports queued by an API alone, drained by one router
 #      process (utime + stime), target ≤ 8 µs.
 #   3. API CPU per accepted unary report beside the echo server's CPU per call, each a process
@@ -14,7 +15,8 @@
 #      half of it, open loop: report → subscriber p99 ≤ 5 ms, p99.9 ≤ 20 ms, 0 lost; and Redis
 #      memory per incident over that run (used_memory ÷ incidents, streams and indexes
 #      included, subscribers reading), target ≤ 2.5 KB, and its breakdown by kind of key
-#      (loadtest/memory_by_key.py).
+#      (loadtest/memory_by_key.py). SERVE_ARGS=--inline-routing runs this step with inline
+#      routing (steps 2 and 3 measure the router and the API of the stream path either way).
 # Redis Cluster scale-out is not measured here (docs/PERFORMANCE.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,8 +37,8 @@ new_redis() {
   sleep 0.5
 }
 
-echo "== 1. Redis CPU per routed incident: the lean floor, then gridroute's mix"
-for mix in lean gridroute; do
+echo "== 1. Redis CPU per routed incident: the lean floor, then gridroute's mix, then inline"
+for mix in lean gridroute inline; do
   new_redis
   "$target/gridroute-redisceiling" --mix "$mix" --redis-url "redis://127.0.0.1:$rport/" --seconds 8 \
     | tail -1 | tee "$out/redis-$mix.txt"
@@ -70,7 +72,7 @@ received=$(python3 -c "import json; print(json.load(open('$out/half.json'))['end
 python3 loadtest/memory_by_key.py "$rport" "$received" >"$out/memory.txt"
 
 echo "== issue 13: figures beside their floors or ceilings, and the targets"
-python3 - "$out" <<'PY'
+python3 - "$out" "${SERVE_ARGS:-}" <<'PY'
 import json, re, sys
 out = sys.argv[1]
 load = lambda name: json.load(open(f"{out}/{name}.json"))
@@ -78,7 +80,8 @@ def redis_us(mix):
     return float(re.search(r"Redis CPU ([0-9.]+) µs", open(f"{out}/redis-{mix}.txt").read()).group(1))
 lean, mix = redis_us("lean"), redis_us("gridroute")
 print(f"  Redis CPU per routed incident: gridroute {mix:.1f} µs, lean floor {lean:.1f} µs: "
-      f"{mix / lean:.2f}× (target ≤ 1.5×)")
+      f"{mix / lean:.2f}× (target ≤ 1.5×); with inline routing {redis_us('inline'):.1f} µs: "
+      f"{redis_us('inline') / lean:.2f}×")
 router = float(re.search(r"= ([0-9.]+) µs per incident", open(f"{out}/router.txt").read()).group(1))
 print(f"  router CPU per routed incident: {router:.1f} µs (target ≤ 8 µs)")
 echo, echo_rps, api, api_rps = map(float, open(f"{out}/api-echo.txt").read().split())
@@ -90,7 +93,8 @@ m0, m1, r0, r1, rate = map(float, open(f"{out}/half.mem").read().split())
 e2e = half["endToEnd"]
 q = lambda pct: next(x["latency"] for x in e2e["latencyDistribution"] if x["percentage"] == pct) / 1e6
 n = max(e2e["received"], 1)
-print(f"  capacity {cap:,.0f} reports/s (closed loop, API and router in one process); at half, "
+serve = "API and router in one process" + (", " + sys.argv[2] if sys.argv[2] else "")
+print(f"  capacity {cap:,.0f} reports/s (closed loop, {serve}); at half, "
       f"{rate:,.0f}/s open loop: report → subscriber p99 {q(99.0):.1f} ms (target ≤ 5), "
       f"p99.9 {q(99.9):.1f} ms (target ≤ 20), lost {e2e['lost']} (target 0)")
 print(f"  Redis memory per incident over that run: {(m1 - m0) / n:,.0f} bytes (target ≤ 2,500); "

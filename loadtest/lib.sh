@@ -44,13 +44,16 @@ unlimited=(--rate-limits "source_system=10000000:10000000,department=10000000:10
 # Starts `gridroute serve` (API and router in one process) on the Redis URL $1 with the
 # development credentials (dev_auth first) and no rate limits, logging to $2, with any further
 # arguments; sets grpc to its port, appends its pid to pids and waits until it is healthy.
-# Needs target (the release directory). METRICS=host:port serves its /metrics there (default off).
+# Needs target (the release directory). METRICS=host:port serves its /metrics there (default off);
+# SERVE_ARGS adds flags to every run (e.g. SERVE_ARGS=--inline-routing make costs).
 serve_gridroute() {
   local url=$1 log=$2
   shift 2
   grpc=$(free_port)
+  # SERVE_ARGS: extra flags for every script-started gridroute (e.g. --inline-routing).
+  # shellcheck disable=SC2086 # split on spaces on purpose
   "$target/gridroute" serve "${serve_auth[@]}" "${unlimited[@]}" --redis-url "$url" \
-    --grpc-addr "127.0.0.1:$grpc" --http-addr off --metrics-addr "${METRICS:-off}" "$@" >"$log" 2>&1 &
+    --grpc-addr "127.0.0.1:$grpc" --http-addr off --metrics-addr "${METRICS:-off}" ${SERVE_ARGS:-} "$@" >"$log" 2>&1 &
   pids+=($!)
   wait_health "$target/gridroute" "$grpc"
 }

@@ -9,6 +9,10 @@
 //! (900 B), a timer ZADD, XACK and XDEL, pipelined by 100, without scripts. Both mixes print the
 //! Redis CPU (`used_cpu_user + used_cpu_sys`) per routed incident, so that the two can be set
 //! side by side in one run.
+//!
+//! `--mix inline` runs the service's store code with inline routing (`gridroute serve
+//! --inline-routing`): each report batch is routed before it is written and dispatched by the
+//! script call that records it; no router reads the ingest streams.
 
 #![allow(clippy::unwrap_used)]
 
@@ -52,7 +56,8 @@ struct Args {
     /// Stream partitions.
     #[arg(long, default_value_t = 4)]
     partitions: u16,
-    /// `gridroute` (the service's store code) or `lean` (the floor: plain pipelined commands).
+    /// `gridroute` (the service's store code), `inline` (the same with inline routing) or `lean`
+    /// (the floor: plain pipelined commands).
     #[arg(long, default_value = "gridroute")]
     mix: String,
 }
@@ -205,16 +210,22 @@ async fn main() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let store = Store::connect(&url, "ceiling", a.partitions).await.unwrap();
+    let mut store = Store::connect(&url, "ceiling", a.partitions).await.unwrap();
     store.ensure_groups().await.unwrap();
     let traffic = Arc::new(traffic::Traffic::from_tables(None, 0.0, 0.0).unwrap());
     let table = Arc::new(gridroute_benches::dawukou());
+    let inline = a.mix == "inline";
+    if inline {
+        store = store.with_inline_route(gridroute_router::inline_route(
+            gridroute_core::table::shared(gridroute_benches::dawukou()),
+        ));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let (reported, routed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let lean = match a.mix.as_str() {
         "lean" => true,
-        "gridroute" => false,
-        other => panic!("--mix {other:?}: gridroute or lean"),
+        "gridroute" | "inline" => false,
+        other => panic!("--mix {other:?}: gridroute, inline or lean"),
     };
     let cpu_before = redis_cpu(&mut info).await;
     let started = Instant::now();
@@ -245,11 +256,12 @@ async fn main() {
         if lean {
             break;
         }
-        let (store, traffic, stop, reported, batch) = (
+        let (store, traffic, stop, reported, routed, batch) = (
             store.clone(),
             traffic.clone(),
             stop.clone(),
             reported.clone(),
+            routed.clone(),
             a.batch,
         );
         tasks.push(tokio::spawn(async move {
@@ -258,15 +270,17 @@ async fn main() {
                 let reports: Vec<_> = (i..i + batch as u64).map(|n| traffic.report(n)).collect();
                 i += batch as u64;
                 let done = store.report_batch(&reports, "", "").await.unwrap();
-                reported.fetch_add(
-                    done.iter().filter(|r| r.is_ok()).count() as u64,
-                    Ordering::Relaxed,
-                );
+                let ok = done.iter().filter(|r| r.is_ok()).count() as u64;
+                reported.fetch_add(ok, Ordering::Relaxed);
+                if inline {
+                    // Dispatched by the same call (checked against the ingest streams below).
+                    routed.fetch_add(ok, Ordering::Relaxed);
+                }
             }
         }));
     }
     for p in 0..a.partitions {
-        if lean {
+        if lean || inline {
             break;
         }
         let (store, table, stop, routed) =
@@ -313,6 +327,17 @@ async fn main() {
     }
     let routed = routed.load(Ordering::Relaxed);
     let cpu = redis_cpu(&mut info).await - cpu_before;
+    if inline {
+        // Every report was dispatched by the call that accepted it: none waits for a router.
+        for p in 0..a.partitions {
+            let waiting: u64 = redis::cmd("XLEN")
+                .arg(store.keys().ingest(p))
+                .query_async(&mut info)
+                .await
+                .unwrap();
+            assert_eq!(waiting, 0, "reports left for the routers in partition {p}");
+        }
+    }
     println!(
         "Redis-only ceiling ({} mix): {:.0} reports/s written, {:.0} incidents/s routed and dispatched ({} partitions, {} writers, batches of {}); Redis CPU {:.1} µs per routed incident",
         a.mix,

@@ -55,6 +55,12 @@ pub struct ServeOptions {
     /// What this process runs.
     #[arg(long, env = "GRIDROUTE_ROLE", value_enum, default_value = "all")]
     pub role: Role,
+    /// Route each report in the API process that accepts it and dispatch it in the same Redis
+    /// script call that records it (one call instead of report, router read and dispatch).
+    /// Reports it cannot route, and categories with duplicate detection, still go through the
+    /// ingest stream to the routers. Needs the API (role `all` or `api`).
+    #[arg(long, env = "GRIDROUTE_INLINE_ROUTING")]
+    pub inline_routing: bool,
     /// Number of stream partitions; fixed for the life of a deployment.
     #[arg(long, env = "GRIDROUTE_PARTITIONS", default_value_t = 4)]
     pub partitions: u16,
@@ -439,7 +445,14 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
             co_handlers_see_contact: o.auth.co_handlers_see_contact,
         };
         let listener = tokio::net::TcpListener::bind(o.grpc_addr).await?;
-        let mut state = ApiState::new(store.clone(), tables.clone(), stop_rx.clone(), security);
+        let api_store = if o.inline_routing {
+            store
+                .clone()
+                .with_inline_route(gridroute_router::inline_route(tables.clone()))
+        } else {
+            store.clone()
+        };
+        let mut state = ApiState::new(api_store, tables.clone(), stop_rx.clone(), security);
         state.tls = server_tls(&o)?;
         state.archive = archive.clone();
         if o.http_addr != "off" {

@@ -156,3 +156,48 @@ pub fn route_entry(
         duplicates.map(|(p, _, _)| p),
     ))
 }
+
+/// Routing in the process that accepts a report (`gridroute serve --inline-routing`): the same
+/// decision [`route_entry`] makes for the report's ingest entry, made before the report is
+/// written, so that one script call accepts and dispatches it. Reports whose category detects
+/// duplicates (the merge needs its own reads) and reports the table cannot route are left to
+/// the routers (`None`): they take the ingest stream as before.
+pub fn inline_route(
+    tables: gridroute_core::table::SharedTable,
+) -> gridroute_store::ingest::InlineRoute {
+    std::sync::Arc::new(move |r, id, partition, now_ms| {
+        let table = tables.load();
+        if table.duplicate_policy(&r.report.category).is_some() {
+            return None;
+        }
+        let entry = IngestEntry {
+            partition,
+            entry_id: String::new(),
+            deliveries: 1,
+            fields: [
+                ("id", id.as_bytes().to_vec()),
+                ("g", b"0".to_vec()),
+                ("t", now_ms.to_string().into_bytes()),
+                ("r", r.report.encode_to_vec()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        };
+        // The same `route` span as a router's, child of the reporter's trace, when spans are
+        // exported; the subscribers continue from it.
+        let span = if gridroute_telemetry::trace_context::exporting() {
+            let span = tracing::info_span!("route", incident = id, partition, inline = true);
+            gridroute_telemetry::trace_context::set_parent(&span, r.traceparent);
+            span
+        } else {
+            tracing::Span::none()
+        };
+        let (mut w, _, duplicates) = span.in_scope(|| route_entry(&table, &entry, now_ms)).ok()?;
+        if duplicates.is_some() {
+            return None;
+        }
+        w.traceparent = gridroute_telemetry::trace_context::traceparent(&span);
+        Some(w)
+    })
+}

@@ -51,8 +51,8 @@ pub struct DispatchWrite {
 pub const DISPATCHES_PER_SCRIPT: usize = 128;
 
 /// Appends one write's keys and arguments to a batched dispatch call (layout in
-/// `lua/dispatch.lua`).
-fn dispatch_args<'a>(
+/// `lua/dispatch.lua`; `lua/report.lua` reads the same layout for a report routed inline).
+pub(crate) fn dispatch_args<'a>(
     k: &crate::Keys,
     w: &'a DispatchWrite,
     keys: &mut Vec<String>,

@@ -1,12 +1,20 @@
 //! Accepting reports: the idempotency check, the incident record and the ingest entry are
 //! written by one script, and the caller is answered only after Redis has accepted it.
 
+use std::borrow::Cow;
+
 use gridroute_proto::v1 as pb;
 use prost::Message;
 
 use gridroute_core::lifecycle::EventKind;
 
-use crate::{Result, Store, StoreError, keys, scripts};
+use crate::{Result, Store, StoreError, dispatch::DispatchWrite, keys, scripts};
+
+/// Routes a report in the process that accepts it (`gridroute serve --inline-routing`): given
+/// the report, its new incident id, its partition and the dispatch time (Redis' clock, ms), the
+/// dispatch to write in the same script call, or `None` to queue it for the routers.
+pub type InlineRoute =
+    std::sync::Arc<dyn Fn(&Reporting<'_>, &str, u16, i64) -> Option<DispatchWrite> + Send + Sync>;
 
 /// How long a `request_id` stays bound to its incident: a retry within this window returns the
 /// original incident. A week covers every realistic retry and outage of a calling system.
@@ -89,12 +97,32 @@ impl Store {
             .iter()
             .map(|&p| keys::incident_id(&ulid::Ulid::new().to_string(), p))
             .collect();
+        // Inline routing: each report's dispatch, decided before the call (a report that
+        // turns out to be a retry drops its own).
+        let routed: Vec<Option<DispatchWrite>> = match &self.inline {
+            Some(route) => {
+                let now = self.clock_ms().await?;
+                reports
+                    .iter()
+                    .zip(partitions.iter().zip(&ids))
+                    .map(|(r, (&p, id))| route(r, id, p, now))
+                    .collect()
+            }
+            None => reports.iter().map(|_| None).collect(),
+        };
         let groups = scripts::partition_groups(partitions.iter().copied(), REPORTS_PER_SCRIPT);
         let build = |pipe: &mut redis::Pipeline, p: u16, members: &[usize]| {
-            let mut keys = vec![k.ingest(p), k.events(p)];
-            let mut args: Vec<Vec<u8>> = vec![
-                ttl.clone().into_bytes(),
-                gridroute_core::lifecycle::Status::Reported.as_str().into(),
+            let mut keys = vec![k.ingest(p), k.events(p), k.sla(p), k.index_all(p)];
+            let mut args: Vec<Cow<'_, [u8]>> = vec![
+                ttl.as_bytes().into(),
+                gridroute_core::lifecycle::Status::Reported
+                    .as_str()
+                    .as_bytes()
+                    .into(),
+                gridroute_core::lifecycle::Status::Dispatched
+                    .as_str()
+                    .as_bytes()
+                    .into(),
             ];
             for &i in members {
                 let Reporting {
@@ -125,15 +153,22 @@ impl Store {
                     k.incident(p, id),
                 ]);
                 args.extend([
-                    hash.into_bytes(),
-                    id.clone().into_bytes(),
-                    bytes,
-                    event,
-                    tp.into(),
-                    contact,
+                    Cow::Owned(hash.into_bytes()),
+                    id.as_bytes().into(),
+                    Cow::Owned(bytes),
+                    Cow::Owned(event),
+                    tp.as_bytes().into(),
+                    Cow::Owned(contact),
                 ]);
+                match &routed[i] {
+                    Some(w) => {
+                        args.push(b"1".as_slice().into());
+                        crate::dispatch::dispatch_args(k, w, &mut keys, &mut args);
+                    }
+                    None => args.push(b"".as_slice().into()),
+                }
             }
-            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            let args: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
             scripts::evalsha(pipe, &scripts::REPORT, &keys, &args);
         };
         let mut answers: Vec<Result<(i64, String)>> = self
@@ -155,6 +190,14 @@ impl Store {
             .zip(&ids)
             .map(|(a, ours)| match a? {
                 (0, id) => Ok(Accepted::New(id)),
+                (3, id) => {
+                    // Dispatched by the call that recorded it: no time between the two.
+                    use gridroute_telemetry::names;
+                    metrics::counter!(names::DISPATCHES_TOTAL, "outcome" => "dispatched_inline")
+                        .increment(1);
+                    metrics::histogram!(names::REPORT_TO_DISPATCH_SECONDS).record(0.0);
+                    Ok(Accepted::New(id))
+                }
                 (1, id) if id == *ours => Ok(Accepted::New(id)),
                 (1, id) => Ok(Accepted::Duplicate(id)),
                 (_, id) => Err(StoreError::IdempotencyConflict { incident_id: id }),

@@ -142,6 +142,9 @@ pub struct Store {
     keys: Keys,
     replication: Option<Replication>,
     clock: std::sync::Arc<std::sync::Mutex<Option<ClockSample>>>,
+    /// Routes reports in the accepting process (`--inline-routing`); `None`: reports queue in
+    /// the ingest streams for the routers.
+    inline: Option<ingest::InlineRoute>,
 }
 
 /// One reading of Redis' clock (`TIME`), and when it was taken on this host's monotonic clock
@@ -212,6 +215,7 @@ impl Store {
             keys,
             replication: None,
             clock: Default::default(),
+            inline: None,
         })
     }
 
@@ -247,6 +251,14 @@ impl Store {
         metrics::counter!(gridroute_telemetry::names::REPLICATION_WAITS_TOTAL, "op" => op, "outcome" => if ok { "replicated" } else { "short" })
             .increment(1);
         Ok(ok)
+    }
+
+    /// Routes the reports this handle accepts in the accepting process, and dispatches each in
+    /// the script call that accepts it (one call instead of report, read and dispatch), where
+    /// `route` gives a dispatch; the others queue for the routers as before.
+    pub fn with_inline_route(mut self, route: ingest::InlineRoute) -> Self {
+        self.inline = Some(route);
+        self
     }
 
     /// The key layout.

@@ -16,7 +16,8 @@ pub mod names {
     pub const REPORTS_TOTAL: &str = "gridroute_reports_total";
     /// Ingest entries routed, by `outcome` (matched, no_rule, outside_grids, unknown_grid).
     pub const ROUTED_TOTAL: &str = "gridroute_routed_total";
-    /// Dispatch attempts, by `outcome` (dispatched, already_dispatched, failed).
+    /// Dispatch attempts, by `outcome` (dispatched, already_dispatched, failed; dispatched_inline:
+    /// routed and dispatched by the process that accepted the report, `--inline-routing`).
     pub const DISPATCHES_TOTAL: &str = "gridroute_dispatches_total";
     /// Entries moved to the dead-letter stream, by `reason` (undecodable, max_deliveries).
     pub const DEAD_LETTERS_TOTAL: &str = "gridroute_dead_letters_total";

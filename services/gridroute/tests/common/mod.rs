@@ -239,9 +239,16 @@ impl Env {
     /// Redis + API reading this archive + one router (the mover is run by the test).
     #[allow(dead_code)]
     pub async fn with_archive(archive: gridroute_archive::Archive) -> Self {
-        let mut env = Self::build_full(None, &[], |_| {}, Some(archive)).await;
+        let mut env = Self::build_full(None, &[], |_| {}, Some(archive), false).await;
         env.spawn_router(fast_router("router-a"));
         env
+    }
+
+    /// Redis + an API that routes the reports it accepts (`--inline-routing`), no router:
+    /// what the routers would do with a report stays in the ingest stream.
+    #[allow(dead_code)]
+    pub async fn inline(rules: Option<&str>) -> Self {
+        Self::build_full(rules, &[], |_| {}, None, true).await
     }
 
     async fn build(rules: Option<&str>) -> Self {
@@ -253,7 +260,7 @@ impl Env {
         extra_keys: &[&keys::TestKey],
         adjust: impl FnOnce(&mut Security),
     ) -> Self {
-        Self::build_full(rules, extra_keys, adjust, None).await
+        Self::build_full(rules, extra_keys, adjust, None, false).await
     }
 
     async fn build_full(
@@ -261,6 +268,7 @@ impl Env {
         extra_keys: &[&keys::TestKey],
         adjust: impl FnOnce(&mut Security),
         archive: Option<gridroute_archive::Archive>,
+        inline: bool,
     ) -> Self {
         let redis = LocalRedis::start().expect("redis-server starts");
         let store = Store::connect(&redis.url(), "gr", PARTITIONS)
@@ -296,7 +304,14 @@ impl Env {
         if let Identity::Credentials(a) = &security.identity {
             a.tokens.as_ref().unwrap().keys().load().await.unwrap();
         }
-        let mut state = ApiState::new(store.clone(), tables.clone(), rx.clone(), security);
+        let api_store = if inline {
+            store
+                .clone()
+                .with_inline_route(gridroute_router::inline_route(tables.clone()))
+        } else {
+            store.clone()
+        };
+        let mut state = ApiState::new(api_store, tables.clone(), rx.clone(), security);
         state.subscribe_block = Duration::from_millis(200);
         state.archive = archive;
         tokio::spawn({
