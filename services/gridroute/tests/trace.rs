@@ -1,7 +1,8 @@
 //! OpenTelemetry across the stream: the real binary exports over OTLP to a receiver in this
 //! test; a report sent with a W3C `traceparent` yields one trace that spans the API call, the
 //! router's route and dispatch (another task, reading the Redis stream), and the delivery to
-//! the department's subscriber, whose Dispatch carries the trace context on.
+//! the department's subscriber, whose Dispatch carries the trace context on. With inline
+//! routing the route span comes from the API process that accepted the report.
 
 #![allow(clippy::unwrap_used)]
 
@@ -54,6 +55,26 @@ impl TraceService for Receiver {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_spans_report_route_dispatch_and_delivery() {
+    one_trace(&[], &["rpc", "route", "dispatch", "deliver"], &[]).await;
+}
+
+/// With inline routing the API call routes and dispatches: its `route` span joins the same
+/// trace, and the subscriber's delivery continues from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_spans_report_inline_route_and_delivery() {
+    // No router's `dispatch` span: no router read the report.
+    one_trace(
+        &["--inline-routing"],
+        &["rpc", "route", "deliver"],
+        &["dispatch"],
+    )
+    .await;
+}
+
+/// Runs `gridroute dev` (with `args`) exporting to a receiver here, reports one incident with a
+/// sampled `traceparent`, and checks that the subscriber's dispatch carries the trace on and
+/// that the trace holds the spans `want` and none of `absent`, and nothing else was sampled.
+async fn one_trace(args: &[&str], want: &[&str], absent: &[&str]) {
     let receiver = Receiver::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let otlp = listener.local_addr().unwrap();
@@ -79,6 +100,7 @@ async fn one_trace_spans_report_route_dispatch_and_delivery() {
             "--trace-sample-ratio",
             "0",
         ])
+        .args(args)
         .env("GRIDROUTE_DEV_DIR", &auth.dir)
         .env_remove("GRIDROUTE_REDIS_URL")
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
@@ -141,7 +163,6 @@ async fn one_trace_spans_report_route_dispatch_and_delivery() {
         d.traceparent
     );
 
-    let want = ["rpc", "route", "dispatch", "deliver"];
     let mut names = Vec::new();
     for _ in 0..100 {
         names = receiver
@@ -160,6 +181,12 @@ async fn one_trace_spans_report_route_dispatch_and_delivery() {
         assert!(
             names.iter().any(|n| n == w),
             "span {w} in the trace: {names:?}"
+        );
+    }
+    for a in absent {
+        assert!(
+            !names.iter().any(|n| n == a),
+            "no span {a} in the trace: {names:?}"
         );
     }
     // Nothing else was sampled: the ratio for new traces is 0.
