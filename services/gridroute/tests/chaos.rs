@@ -4,7 +4,9 @@
 //! While the reports are sent, every router is killed with SIGKILL three times, the API twice and
 //! Redis three times (restarted on the same AOF). The checker fails on any report acknowledged
 //! but lost (never dispatched, or missing from the record) and on any duplicate effect (a second
-//! primary new-case dispatch of one incident).
+//! primary new-case dispatch of one incident). It runs twice: with the routers routing every
+//! report, and with the API routing the reports it accepts (`--inline-routing`; the checker
+//! then also checks that no report went through the ingest streams).
 //!
 //! CI runs a short version (`GRIDROUTE_CHAOS_REPORTS`, default 3,000 at
 //! `GRIDROUTE_CHAOS_RATE` 250 per second); `make chaos` runs 100,000 at 1,000 per second and
@@ -91,7 +93,14 @@ struct Gridroute {
 }
 
 impl Gridroute {
-    fn start(role: &str, name: &str, redis: &str, grpc: u16, auth: &ServeAuth) -> Self {
+    fn start(
+        role: &str,
+        name: &str,
+        redis: &str,
+        grpc: u16,
+        auth: &ServeAuth,
+        extra: &[&str],
+    ) -> Self {
         let mut args: Vec<String> = [
             "serve",
             "--role",
@@ -112,6 +121,7 @@ impl Gridroute {
         .map(str::to_owned)
         .to_vec();
         args.extend(auth.args());
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         let mut g = Self { args, child: None };
         g.spawn();
         g
@@ -231,6 +241,18 @@ async fn follow(channel: Channel, department: String, token: String, seen: Seen)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_loses_nothing_and_doubles_nothing() {
+    chaos(&[]).await;
+}
+
+/// The same faults with the API routing the reports it accepts (`--inline-routing`): killing
+/// it between accepting and answering, or Redis mid-script, still loses and doubles nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_with_inline_routing_loses_nothing_and_doubles_nothing() {
+    chaos(&["--inline-routing"]).await;
+}
+
+/// Runs the chaos with these extra flags for the API process.
+async fn chaos(api_flags: &[&str]) {
     let setting = |name: &str, default: usize| {
         std::env::var(name)
             .ok()
@@ -246,7 +268,7 @@ async fn chaos_loses_nothing_and_doubles_nothing() {
     let auth = ServeAuth::new("chaos");
     let grpc = free_port().unwrap();
     let addr = format!("http://127.0.0.1:{grpc}");
-    let mut api = Gridroute::start("api", "api", &redis.url(), grpc, &auth);
+    let mut api = Gridroute::start("api", "api", &redis.url(), grpc, &auth, api_flags);
     let mut routers = [
         Gridroute::start(
             "router",
@@ -254,6 +276,7 @@ async fn chaos_loses_nothing_and_doubles_nothing() {
             &redis.url(),
             free_port().unwrap(),
             &auth,
+            &[],
         ),
         Gridroute::start(
             "router",
@@ -261,6 +284,7 @@ async fn chaos_loses_nothing_and_doubles_nothing() {
             &redis.url(),
             free_port().unwrap(),
             &auth,
+            &[],
         ),
     ];
     let channel = connect(&addr).await;
@@ -396,6 +420,19 @@ async fn chaos_loses_nothing_and_doubles_nothing() {
         let statuses: Vec<Option<String>> = pipe.query_async(&mut r).await.unwrap();
         missing_records += statuses.iter().filter(|s| s.is_none()).count();
     }
+    // Reports that went through the ingest streams (`entries-added` counts every XADD ever).
+    let mut queued = 0;
+    for p in 0..4 {
+        let info: HashMap<String, redis::Value> = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(format!("gr:{{p{p}}}:ingest"))
+            .query_async(&mut r)
+            .await
+            .unwrap_or_default();
+        if let Some(redis::Value::Int(n)) = info.get("entries-added") {
+            queued += n;
+        }
+    }
     let seen = seen.lock().unwrap();
     let never_dispatched = acked.iter().filter(|id| !seen.contains_key(*id)).count();
     let duplicates = seen.values().filter(|c| c.len() > 1).count();
@@ -405,12 +442,24 @@ async fn chaos_loses_nothing_and_doubles_nothing() {
         "chaos: {} reports, {distinct} acknowledged incidents in {sent_in:.1?} ({} retries); \
          lost: {} ({never_dispatched} never dispatched, {missing_records} missing from the \
          record); duplicate effects: {duplicates}; dispatched but never acknowledged: \
-         {unacknowledged}; faults: routers 3 + 3, API 2, Redis 3 (SIGKILL)",
+         {unacknowledged}; through the ingest streams: {queued}; faults: routers 3 + 3, API 2, \
+         Redis 3 (SIGKILL)",
         total,
         retries.load(Ordering::Relaxed),
         never_dispatched + missing_records,
     );
     assert_eq!(acked.len(), total, "every report acknowledged in the end");
+    if api_flags.contains(&"--inline-routing") {
+        assert_eq!(
+            queued, 0,
+            "every report dispatched by the call that accepted it"
+        );
+    } else {
+        assert!(
+            queued >= total as i64,
+            "every report queued for the routers"
+        );
+    }
     assert_eq!(distinct, total, "one incident per request id");
     assert_eq!(
         never_dispatched + missing_records,
