@@ -8,6 +8,9 @@
 # `perf record -g` and the top of `perf report` is printed. Figures only; nothing fails on
 # timing. `make api-cost` runs it (and `make costs`, one round); results in target/api-cost/,
 # the last round's figures as `echo-µs echo-calls/s api-µs api-calls/s` in last.txt.
+# SERVE_ARGS adds flags to the API process: with SERVE_ARGS=--inline-routing it routes and
+# dispatches each report in its own call, so the difference from a run without is the CPU that
+# routing costs per incident on the inline path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}/release"
@@ -55,7 +58,7 @@ for round in $(seq 1 "$rounds"); do
   redis-cli -p "$rport" flushall >/dev/null
   grpc=$(free_port)
   env ${API_COST_ENV:-} "$target/gridroute" serve "${serve_auth[@]}" "${unlimited[@]}" --redis-url "redis://127.0.0.1:$rport/" \
-    --role api --grpc-addr "127.0.0.1:$grpc" --http-addr off --metrics-addr off >"$out/api.log" 2>&1 &
+    --role api --grpc-addr "127.0.0.1:$grpc" --http-addr off --metrics-addr off ${SERVE_ARGS:-} >"$out/api.log" 2>&1 &
   api=$!
   pids+=($api)
   wait_health "$target/gridroute" "$grpc"

@@ -33,13 +33,52 @@ pub fn route_entry(
     let bytes = entry.fields.get("r").ok_or("no report")?;
     let report = pb::ReportIncidentRequest::decode(bytes.as_slice())
         .map_err(|e| format!("report does not decode: {e}"))?;
-    let excluded: Vec<_> = entry
-        .text("x")
-        .unwrap_or("")
+    let of = Routed {
+        id,
+        partition: entry.partition,
+        entry_id: &entry.entry_id,
+        generation,
+        excluded: entry.text("x").unwrap_or(""),
+        merge_again: entry.text("nm").is_none(),
+    };
+    let (write, duplicates) = route_report(table, &report, &of, now_ms)?;
+    Ok((write, reported_ms, duplicates))
+}
+
+/// What [`route_report`] needs to know of an incident besides its report: where it queues and
+/// what earlier routing left on it.
+#[derive(Debug, Clone, Copy)]
+pub struct Routed<'a> {
+    /// Incident id.
+    pub id: &'a str,
+    /// Partition of the id.
+    pub partition: u16,
+    /// Its ingest entry ('' when routed inline, before any entry exists).
+    pub entry_id: &'a str,
+    /// Route generation the dispatch belongs to.
+    pub generation: &'a str,
+    /// Departments that returned it, comma-separated.
+    pub excluded: &'a str,
+    /// False for an incident un-merged by the command centre: never merged again.
+    pub merge_again: bool,
+}
+
+/// Routes one decoded report: the write that dispatches it and, when its category has
+/// duplicate detection, the policy. Shared by the routers ([`route_entry`]) and inline routing
+/// (which has the report decoded already, and so skips an encode and a decode per incident).
+pub fn route_report(
+    table: &RoutingTable,
+    report: &pb::ReportIncidentRequest,
+    of: &Routed<'_>,
+    now_ms: i64,
+) -> Result<(DispatchWrite, Option<DuplicatePolicy>), String> {
+    let id = of.id;
+    let excluded: Vec<_> = of
+        .excluded
         .split(',')
         .filter_map(|d| table.department(d))
         .collect();
-    let q = gridroute_mapping::route_query(now_ms, &report, &excluded, table.crs)
+    let q = gridroute_mapping::route_query(now_ms, report, &excluded, table.crs)
         .ok_or("report has no location")?;
     if !gridroute_core::category::is_valid(q.category) {
         return Err(format!("category {:?} is not valid", q.category));
@@ -72,13 +111,13 @@ pub fn route_entry(
     );
     // Duplicate detection needs a point; an un-merged incident (`nm`) is never merged again.
     let duplicates = match (table.duplicate_policy(q.category), q.target) {
-        (Some(policy), RouteTarget::Point { lng, lat, crs, .. }) if entry.text("nm").is_none() => {
+        (Some(policy), RouteTarget::Point { lng, lat, crs, .. }) if of.merge_again => {
             let (x, y) = gridroute_core::crs::convert(crs, table.crs, lng, lat);
             Some((policy.clone(), x, y))
         }
         _ => None,
     };
-    let decision_bytes = codec::decision_bytes(&mut decision, Some(&report));
+    let decision_bytes = codec::decision_bytes(&mut decision, Some(report));
     let dispatch = |department: &str, role: pb::DispatchRole| {
         let head = pb::Dispatch {
             cursor: String::new(),
@@ -124,9 +163,9 @@ pub fn route_entry(
     }
     Ok((
         DispatchWrite {
-            partition: entry.partition,
-            entry_id: entry.entry_id.clone(),
-            generation: generation.to_owned(),
+            partition: of.partition,
+            entry_id: of.entry_id.to_owned(),
+            generation: of.generation.to_owned(),
             incident_id: id.to_owned(),
             department: decision.department_id.clone(),
             region_codes: decision
@@ -152,7 +191,6 @@ pub fn route_entry(
                 .map(|(p, x, y)| (p.category.clone(), *x, *y)),
             traceparent: String::new(),
         },
-        reported_ms,
         duplicates.map(|(p, _, _)| p),
     ))
 }
@@ -170,19 +208,13 @@ pub fn inline_route(
         if table.duplicate_policy(&r.report.category).is_some() {
             return None;
         }
-        let entry = IngestEntry {
+        let of = Routed {
+            id,
             partition,
-            entry_id: String::new(),
-            deliveries: 1,
-            fields: [
-                ("id", id.as_bytes().to_vec()),
-                ("g", b"0".to_vec()),
-                ("t", now_ms.to_string().into_bytes()),
-                ("r", r.report.encode_to_vec()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
+            entry_id: "",
+            generation: "0",
+            excluded: "",
+            merge_again: true,
         };
         // The same `route` span as a router's, child of the reporter's trace, when spans are
         // exported; the subscribers continue from it.
@@ -193,7 +225,9 @@ pub fn inline_route(
         } else {
             tracing::Span::none()
         };
-        let (mut w, _, duplicates) = span.in_scope(|| route_entry(&table, &entry, now_ms)).ok()?;
+        let (mut w, duplicates) = span
+            .in_scope(|| route_report(&table, r.report, &of, now_ms))
+            .ok()?;
         if duplicates.is_some() {
             return None;
         }
