@@ -78,6 +78,18 @@ pub fn decision_message(
     q: &RouteQuery<'_>,
     d: &Decision,
 ) -> pb::RouteDecision {
+    pb::RouteDecision {
+        reasons: table.explain(q, d),
+        ..decision_without_reasons(table, q, d)
+    }
+}
+
+/// [`decision_message`] without its reasons, for a writer that writes them in another form.
+pub fn decision_without_reasons(
+    table: &RoutingTable,
+    q: &RouteQuery<'_>,
+    d: &Decision,
+) -> pb::RouteDecision {
     let rule = d.rule.map(|i| &table.rules[i as usize]);
     pb::RouteDecision {
         outcome: match d.outcome {
@@ -115,7 +127,7 @@ pub fn decision_message(
         rule_id: rule.map(|r| r.id.clone()).unwrap_or_default(),
         table_version: table.version.clone(),
         sla_policy: table.sla_policies[d.sla as usize].name.clone(),
-        reasons: table.explain(q, d),
+        reasons: Vec::new(),
         notify_grid_worker: rule.is_some_and(|r| r.notify_grid_worker),
         snapped_meters: d.snapped_m.map_or(0.0, f64::from),
         grid_workers: d
