@@ -117,8 +117,18 @@ fn compacted_bytes(
 ) -> Vec<u8> {
     let mut texts: Vec<String> = decision_texts(d, reasons).map(std::mem::take).collect();
     let short: Vec<String> = {
-        let ctx = decision_context(d, report, reasons);
-        texts.iter().map(|t| compact::compact(t, &ctx)).collect()
+        // Most of these texts are a region's level, one phrase: no context is needed for them.
+        let mut ctx = None;
+        texts
+            .iter()
+            .map(|t| match compact::whole_phrase(t) {
+                Some(s) => s,
+                None => compact::compact(
+                    t,
+                    ctx.get_or_insert_with(|| decision_context(d, report, reasons)),
+                ),
+            })
+            .collect()
     };
     for (slot, t) in decision_texts(d, reasons).zip(short) {
         *slot = t;

@@ -196,6 +196,18 @@ pub fn compact(text: &str, ctx: &Context) -> String {
     }
 }
 
+/// The stored form of a text that is exactly one phrase (a region's level), without
+/// [`compact`]'s search and without a context; `None` when it is not one, or when the token
+/// would not be shorter.
+pub fn whole_phrase(text: &str) -> Option<String> {
+    let i = PHRASES.iter().position(|p| *p == text)?;
+    (text.len() > 3).then(|| {
+        [MARK, MARK, char::from(PHRASE_CODES[i])]
+            .into_iter()
+            .collect()
+    })
+}
+
 /// Writes a stored string piece by piece, for a text whose shape the writer knows (the router's
 /// most common reasons): what [`expand`] reads, without [`compact`]'s search. The writer is
 /// responsible for each reference naming the value the text has at that place.
@@ -290,6 +302,17 @@ pub fn expand(stored: &str, ctx: &Context) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_whole_phrase_expands_to_itself() {
+        for level in ["district", "street", "community", "grid"] {
+            let stored = whole_phrase(level).unwrap();
+            assert!(stored.len() < level.len());
+            assert_eq!(expand(&stored, &Context::new()).unwrap(), level);
+        }
+        assert_eq!(whole_phrase("to "), None);
+        assert_eq!(whole_phrase("a level of its own"), None);
+    }
 
     #[test]
     fn a_written_string_expands_to_its_pieces() {
