@@ -120,13 +120,7 @@ async fn reports_written_by_a_batch_call_that_failed_midway_are_answered_as_new(
         .await
         .unwrap();
 
-    let resp = env
-        .incidents()
-        .await
-        .report_incidents(env.as_("source_system:resident-app", tokio_stream::iter(items)))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = env.report_batch(items).await;
     assert_eq!(resp.accepted_count, 39);
     assert_eq!(resp.rejected_count, 1);
     let mut ids = HashSet::new();

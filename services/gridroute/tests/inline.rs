@@ -189,13 +189,7 @@ async fn a_batch_call_that_fails_midway_still_dispatches_each_report_once() {
         .await
         .unwrap();
 
-    let resp = env
-        .incidents()
-        .await
-        .report_incidents(env.as_("source_system:resident-app", tokio_stream::iter(items)))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = env.report_batch(items).await;
     assert_eq!((resp.accepted_count, resp.rejected_count), (39, 1));
     for (i, res) in resp.results.iter().enumerate().filter(|(i, _)| *i != 20) {
         assert!(!res.duplicate_request, "report {i} was new to its caller");

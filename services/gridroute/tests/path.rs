@@ -501,13 +501,7 @@ async fn batch_reports_get_one_result_each() {
         report("b-2", "city.sanitation.garbage", lng, lat),
         report("b-1", "city.vehicle.abandoned", lng, lat),
     ];
-    let resp = env
-        .incidents()
-        .await
-        .report_incidents(env.as_("source_system:resident-app", tokio_stream::iter(items)))
-        .await
-        .unwrap()
-        .into_inner();
+    let resp = env.report_batch(items).await;
     let codes: Vec<i32> = resp.results.iter().map(|r| r.code).collect();
     assert_eq!(codes, [0, Code::InvalidArgument as i32, 0, 0]);
     assert_eq!(resp.accepted_count, 3);

@@ -49,10 +49,16 @@ impl std::fmt::Debug for Named {
 }
 
 macro_rules! scripts {
-    ($($(#[$doc:meta])* $id:ident = $file:literal;)*) => {
+    ($($(#[$doc:meta])* $id:ident = $file:literal $(after $prelude:literal)?;)*) => {
         $(
             $(#[$doc])*
-            pub static $id: Named = Named::new($file, include_str!(concat!("lua/", $file, ".lua")));
+            pub static $id: Named = Named::new(
+                $file,
+                concat!(
+                    $(include_str!(concat!("lua/", $prelude, ".lua")),)?
+                    include_str!(concat!("lua/", $file, ".lua"))
+                ),
+            );
         )*
         /// Every script, for loading.
         pub static ALL: &[&Named] = &[$(&$id),*];
@@ -60,10 +66,10 @@ macro_rules! scripts {
 }
 
 scripts! {
-    /// Accept a batch of reports.
-    REPORT = "report";
+    /// Accept a batch of reports (and dispatch those routed inline).
+    REPORT = "report" after "batch_index";
     /// Dispatch a batch of routed entries.
-    DISPATCH = "dispatch";
+    DISPATCH = "dispatch" after "batch_index";
     /// Move an entry to the dead-letter stream.
     DEAD_LETTER = "dead_letter";
     /// Apply a planned lifecycle change if the record is unchanged.

@@ -497,6 +497,19 @@ impl Env {
             .incident_id
     }
 
+    /// Reports a batch through the client-streaming call, as the resident app.
+    pub async fn report_batch(
+        &self,
+        items: Vec<pb::ReportIncidentRequest>,
+    ) -> pb::ReportIncidentsResponse {
+        self.incidents()
+            .await
+            .report_incidents(self.as_("source_system:resident-app", tokio_stream::iter(items)))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// Publishes table sources through the API and returns the new version.
     pub async fn publish(&self, sources: Option<pb::TableSources>) -> String {
         let req = pb::PublishTableRequest {

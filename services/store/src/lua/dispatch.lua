@@ -37,26 +37,7 @@ for f in string.gmatch(ARGV[4], '[^,]+') do
 end
 local DISPATCHED = ARGV[3]
 
--- Index entries gathered per key, in the order keys were first seen.
-local order, ids = {}, {}
-local function gather(key, id)
-  local list = ids[key]
-  if not list then
-    list = {}
-    ids[key] = list
-    order[#order + 1] = key
-  end
-  list[#list + 1] = 'i'
-  list[#list + 1] = id
-end
-local function flush()
-  local at = {}
-  for _, key in ipairs(order) do
-    at[key] = string.match(redis.call('XADD', key, '*', unpack(ids[key])), '^%d+')
-  end
-  order, ids = {}, {}
-  return at
-end
+-- `gather` and `flush`: batch_index.lua, loaded before this script.
 
 -- First pass: which writes dispatch (state as before the batch; a second write of the same
 -- generation in one batch is a redelivery), and the department index entries.

@@ -25,26 +25,7 @@ local t = redis.call('TIME')
 local now = string.format('%d', t[1] * 1000 + math.floor(t[2] / 1000))
 local DISPATCHED = ARGV[3]
 
--- Index entries gathered per key, one XADD per index and batch (as in dispatch.lua).
-local order, ids = {}, {}
-local function gather(key, id)
-  local list = ids[key]
-  if not list then
-    list = {}
-    ids[key] = list
-    order[#order + 1] = key
-  end
-  list[#list + 1] = 'i'
-  list[#list + 1] = id
-end
-local function flush()
-  local at = {}
-  for _, key in ipairs(order) do
-    at[key] = string.match(redis.call('XADD', key, '*', unpack(ids[key])), '^%d+')
-  end
-  order, ids = {}, {}
-  return at
-end
+-- `gather` and `flush`: batch_index.lua, loaded before this script.
 
 -- First pass: the idempotency claims, and the department index entries of inline dispatches
 -- (their time is the record's `dept_at`).
