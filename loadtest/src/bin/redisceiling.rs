@@ -13,6 +13,10 @@
 //! `--mix inline` runs the service's store code with inline routing (`gridroute serve
 //! --inline-routing`): each report batch is routed before it is written and dispatched by the
 //! script call that records it; no router reads the ingest streams.
+//!
+//! `--mix plain` is an experiment (`plain_mix.rs`): the inline mix's writes as plain commands
+//! in a `WATCH`/`MULTI`/`EXEC` transaction, to measure what the same record costs Redis
+//! without the scripts' Lua.
 
 #![allow(clippy::unwrap_used)]
 
@@ -23,6 +27,9 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "../traffic.rs"]
 #[allow(dead_code)]
 mod traffic;
+
+#[path = "../plain_mix.rs"]
+mod plain_mix;
 
 use std::{
     sync::{
@@ -56,10 +63,18 @@ struct Args {
     /// Stream partitions.
     #[arg(long, default_value_t = 4)]
     partitions: u16,
-    /// `gridroute` (the service's store code), `inline` (the same with inline routing) or `lean`
-    /// (the floor: plain pipelined commands).
+    /// `gridroute` (the service's store code), `inline` (the same with inline routing), `lean`
+    /// (the floor: plain pipelined commands) or `plain` (an experiment: the inline mix's writes
+    /// without scripts).
     #[arg(long, default_value = "gridroute")]
     mix: String,
+    /// `--mix plain` only: how the events entries are written (`plain_mix.rs`).
+    #[arg(long, value_enum, default_value = "entry")]
+    events: plain_mix::Events,
+    /// `--mix plain` only: region index levels written, the finer codes in the field names of
+    /// the last one (0 = every level, as the service).
+    #[arg(long, default_value_t = 0)]
+    region_levels: usize,
 }
 
 /// Redis CPU seconds so far (`used_cpu_user + used_cpu_sys`).
@@ -215,17 +230,18 @@ async fn main() {
     let traffic = Arc::new(traffic::Traffic::from_tables(None, 0.0, 0.0).unwrap());
     let table = Arc::new(gridroute_benches::dawukou());
     let inline = a.mix == "inline";
+    let route =
+        gridroute_router::inline_route(gridroute_core::table::shared(gridroute_benches::dawukou()));
     if inline {
-        store = store.with_inline_route(gridroute_router::inline_route(
-            gridroute_core::table::shared(gridroute_benches::dawukou()),
-        ));
+        store = store.with_inline_route(route.clone());
     }
     let stop = Arc::new(AtomicBool::new(false));
     let (reported, routed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let lean = match a.mix.as_str() {
-        "lean" => true,
-        "gridroute" | "inline" => false,
-        other => panic!("--mix {other:?}: gridroute, inline or lean"),
+    let (lean, plain) = match a.mix.as_str() {
+        "lean" => (true, false),
+        "plain" => (false, true),
+        "gridroute" | "inline" => (false, false),
+        other => panic!("--mix {other:?}: gridroute, inline, lean or plain"),
     };
     let cpu_before = redis_cpu(&mut info).await;
     let started = Instant::now();
@@ -252,8 +268,32 @@ async fn main() {
             )));
         }
     }
+    if plain {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let plan = plain_mix::Plan {
+            keys: store.keys().clone(),
+            route: route.clone(),
+            traffic: traffic.clone(),
+            batch: a.batch,
+            shape: plain_mix::Shape {
+                events: a.events,
+                region_levels: a.region_levels,
+            },
+        };
+        for w in 0..a.writers {
+            // A connection per writer: a `WATCH` holds for the connection that sent it.
+            let c = client.get_multiplexed_async_connection().await.unwrap();
+            tasks.push(tokio::spawn(plain_mix::writer(
+                c,
+                plan.clone(),
+                w as u64 * 1_000_000_000,
+                stop.clone(),
+                [reported.clone(), routed.clone()],
+            )));
+        }
+    }
     for w in 0..a.writers {
-        if lean {
+        if lean || plain {
             break;
         }
         let (store, traffic, stop, reported, routed, batch) = (
@@ -280,7 +320,7 @@ async fn main() {
         }));
     }
     for p in 0..a.partitions {
-        if lean || inline {
+        if lean || inline || plain {
             break;
         }
         let (store, table, stop, routed) =
@@ -338,9 +378,18 @@ async fn main() {
             assert_eq!(waiting, 0, "reports left for the routers in partition {p}");
         }
     }
+    let mix = if plain {
+        format!(
+            "plain --events {:?} --region-levels {}",
+            a.events, a.region_levels
+        )
+        .to_lowercase()
+    } else {
+        a.mix.clone()
+    };
     println!(
         "Redis-only ceiling ({} mix): {:.0} reports/s written, {:.0} incidents/s routed and dispatched ({} partitions, {} writers, batches of {}); Redis CPU {:.1} µs per routed incident",
-        a.mix,
+        mix,
         reported.load(Ordering::Relaxed) as f64 / elapsed,
         routed as f64 / elapsed,
         a.partitions,

@@ -1,0 +1,361 @@
+//! `--mix plain`: an experiment for issue 13, not the service's write path. The writes of the
+//! inline mix (record with its report, dispatch and both timeline entries, two events
+//! entries, a department-stream entry, SLA timers, index entries per batch, idempotency) as
+//! plain commands instead of a script: per partition group, one round trip `WATCH`es the
+//! idempotency keys and reads them, a second one `SET`s the claims of the new reports and
+//! writes everything in one `MULTI`/`EXEC` (aborted, and retried, when a watched key changed).
+//! It measures what the same record costs Redis without the scripts' Lua, on a connection of
+//! its own per writer (a `WATCH` belongs to its connection).
+//!
+//! `--events` and `--region-levels` try two other shapes of what is written (each run prints
+//! the Redis CPU per routed incident, to set beside `--mix lean` and `--mix inline`):
+//! - `--events entry` writes the two events entries per incident as the service does;
+//!   `batch` one entry per partition group with the same fields repeated; `packed` one entry
+//!   per partition group with one value per event (`id|status|department|regions|event`);
+//!   `none` leaves them out (analysis only: the events are a feature of the record).
+//! - `--region-levels N` writes region index entries for the first N levels of the grid path
+//!   only; the finer codes of an incident go into the field name of its level-N entry
+//!   (`<code>|<code> <id>` instead of `i <id>`), so that a query at a finer level could read
+//!   the level-N index and keep the fields that name its code. 0 (the default) writes every
+//!   level, as the service does.
+//!
+//! Two things differ from the service and would need a design before such a path could ship:
+//! the record's `dept_at` is the dispatch time here, where the service stores the id of the
+//! department index entry written in the same call (an `XADD` reply a transaction cannot feed
+//! into a later command), and a report's own retries are not checked against its record.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+use gridroute_proto::v1 as pb;
+use gridroute_store::{Keys, dispatch::DispatchWrite, ingest::InlineRoute, keys, schedule};
+
+/// How the events entries are written (`--events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Events {
+    /// Two entries per incident, as the service writes them.
+    Entry,
+    /// One entry per partition group, the same fields repeated.
+    Batch,
+    /// One entry per partition group, one packed value per event.
+    Packed,
+    /// None (analysis only).
+    None,
+}
+
+/// What the plain mix writes besides the record and the department streams.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// How the events entries are written.
+    pub events: Events,
+    /// Region index levels written (0 = every level).
+    pub region_levels: usize,
+}
+
+/// What every writer of the plain mix shares.
+#[derive(Clone)]
+pub struct Plan {
+    /// The store's key names.
+    pub keys: Keys,
+    /// The inline router: each report's dispatch.
+    pub route: InlineRoute,
+    /// The sample traffic.
+    pub traffic: Arc<super::traffic::Traffic>,
+    /// Reports per batch (grouped by partition).
+    pub batch: usize,
+    /// What is written besides the record.
+    pub shape: Shape,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("batch", &self.batch)
+            .field("shape", &self.shape)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One writer from report number `first` on: batches grouped by partition, written as
+/// described above, counted in `counters` (reported, routed) until `stop`.
+pub async fn writer(
+    mut c: redis::aio::MultiplexedConnection,
+    plan: Plan,
+    first: u64,
+    stop: Arc<AtomicBool>,
+    counters: [Arc<AtomicU64>; 2],
+) {
+    let mut i = first;
+    let keys = &plan.keys;
+    while !stop.load(Ordering::Relaxed) {
+        let reports: Vec<pb::ReportIncidentRequest> = (i..i + plan.batch as u64)
+            .map(|n| plan.traffic.report(n))
+            .collect();
+        i += plan.batch as u64;
+        let mut groups: Vec<Vec<&pb::ReportIncidentRequest>> =
+            vec![Vec::new(); usize::from(keys.partitions())];
+        for r in &reports {
+            groups[usize::from(keys.partition_for(&r.source_system, &r.request_id))].push(r);
+        }
+        for (p, group) in groups.iter().enumerate() {
+            if group.is_empty() {
+                continue;
+            }
+            // `EXEC` answers nil when a watched key changed: read and write again.
+            let written = loop {
+                if let Some(n) = write_group(&mut c, &plan, p as u16, group).await {
+                    break n;
+                }
+            };
+            // Reported and routed alike: each report is dispatched by its own write.
+            for c in &counters {
+                c.fetch_add(written, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// One partition group in one transaction; `None` when a watched claim changed meanwhile.
+async fn write_group(
+    c: &mut redis::aio::MultiplexedConnection,
+    plan: &Plan,
+    p: u16,
+    group: &[&pb::ReportIncidentRequest],
+) -> Option<u64> {
+    let keys = &plan.keys;
+    let claims: Vec<String> = group
+        .iter()
+        .map(|r| keys.idempotency(p, &r.source_system, &r.request_id))
+        .collect();
+    let mut read = redis::pipe();
+    read.cmd("WATCH").arg(&claims).ignore();
+    read.cmd("MGET").arg(&claims);
+    let (held,): (Vec<Option<String>>,) = read.query_async(c).await.unwrap();
+    let now = now_ms();
+    let mut tx = redis::pipe();
+    tx.atomic();
+    let mut batch = Batch::new(keys.events(p));
+    for ((r, claim), held) in group.iter().zip(&claims).zip(&held) {
+        if held.is_some() {
+            continue;
+        }
+        let id = keys::incident_id(&ulid::Ulid::new().to_string(), p);
+        let (bytes, contact) = gridroute_store::ingest::split_contact(r);
+        let reporting = gridroute_store::ingest::Reporting {
+            report: r,
+            traceparent: "",
+            person: "",
+        };
+        let Some(w) = (plan.route)(&reporting, &id, p, now) else {
+            continue;
+        };
+        let hash = gridroute_core::table::fnv1a(&bytes)
+            ^ gridroute_core::table::fnv1a(&contact).rotate_left(1);
+        tx.cmd("SET")
+            .arg(claim)
+            .arg(format!("{hash:016x}|{id}"))
+            .arg("EX")
+            .arg(gridroute_store::ingest::IDEMPOTENCY_TTL_SECS)
+            .ignore();
+        let event = reported_event(r);
+        write_record(&mut tx, keys, &w, &bytes, &contact, &event, now);
+        batch.add(&mut tx, keys, plan.shape, &w, &event);
+    }
+    let written = batch.written;
+    batch.finish(&mut tx, keys, plan.shape, p);
+    let done: Option<()> = tx.query_async(c).await.unwrap();
+    done.map(|()| written)
+}
+
+/// What one transaction writes once for all its incidents: the events entry (`batch`,
+/// `packed`), the head timers and the index entries.
+struct Batch {
+    events: redis::Cmd,
+    index: Vec<(String, Vec<(String, String)>)>,
+    timers: Vec<(i64, String)>,
+    written: u64,
+}
+
+impl Batch {
+    fn new(events_key: String) -> Self {
+        let mut events = redis::cmd("XADD");
+        events.arg(events_key).arg("*");
+        Self {
+            events,
+            index: Vec::new(),
+            timers: Vec::new(),
+            written: 0,
+        }
+    }
+
+    /// One incident's events (per `shape.events`), index entries and head timer.
+    fn add(
+        &mut self,
+        tx: &mut redis::Pipeline,
+        keys: &Keys,
+        shape: Shape,
+        w: &DispatchWrite,
+        reported: &[u8],
+    ) {
+        let (p, id) = (w.partition, w.incident_id.as_str());
+        let regions = w.region_codes.join(",");
+        let both = [
+            ("reported", "", "", reported),
+            (
+                "dispatched",
+                w.department.as_str(),
+                regions.as_str(),
+                &w.event,
+            ),
+        ];
+        for (status, dept, regions, e) in both {
+            let fields = [("id", id), ("s", status), ("d", dept), ("r", regions)];
+            match shape.events {
+                Events::Entry => {
+                    let x = tx.cmd("XADD").arg(keys.events(p)).arg("*").arg(&fields);
+                    x.arg("e").arg(e).ignore();
+                }
+                Events::Batch => {
+                    self.events.arg(&fields).arg("e").arg(e);
+                }
+                Events::Packed => {
+                    let head = format!("{id}|{status}|{dept}|{regions}|");
+                    self.events.arg("e").arg([head.as_bytes(), e].concat());
+                }
+                Events::None => {}
+            }
+        }
+        self.gather(keys.index_all(p), "i", id);
+        let all = w.region_codes.len();
+        let levels = match shape.region_levels {
+            0 => all,
+            n => n.min(all),
+        };
+        for (level, code) in w.region_codes.iter().take(levels).enumerate() {
+            // The last level written carries the finer codes in its field name.
+            let field = if level + 1 == levels && levels < all {
+                w.region_codes[levels..].join("|")
+            } else {
+                "i".to_owned()
+            };
+            self.gather(keys.index_region(p, code), &field, id);
+        }
+        self.gather(keys.index_department(p, &w.department), "i", id);
+        if let Some(t) = schedule::head(&w.timers) {
+            self.timers.push((t.due, schedule::member(id, t)));
+        }
+        self.written += 1;
+    }
+
+    /// One index entry per index key, listing its incidents (`field id` pairs).
+    fn gather(&mut self, key: String, field: &str, id: &str) {
+        let pair = (field.to_owned(), id.to_owned());
+        match self.index.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, fields)) => fields.push(pair),
+            None => self.index.push((key, vec![pair])),
+        }
+    }
+
+    /// Adds the batch's own writes to the transaction.
+    fn finish(self, tx: &mut redis::Pipeline, keys: &Keys, shape: Shape, p: u16) {
+        if self.written > 0 && matches!(shape.events, Events::Batch | Events::Packed) {
+            tx.add_command(self.events).ignore();
+        }
+        if !self.timers.is_empty() {
+            tx.cmd("ZADD").arg(keys.sla(p)).arg(&self.timers).ignore();
+        }
+        for (key, fields) in &self.index {
+            tx.cmd("XADD").arg(key).arg("*").arg(fields).ignore();
+        }
+    }
+}
+
+/// The inline mix's record and department-stream entries for one report.
+fn write_record(
+    tx: &mut redis::Pipeline,
+    keys: &Keys,
+    w: &DispatchWrite,
+    bytes: &[u8],
+    contact: &[u8],
+    event: &[u8],
+    now: i64,
+) {
+    let p = w.partition;
+    let id = &w.incident_id;
+    let at = w.dispatched_ms.max(now).to_string();
+    let now = now.to_string();
+    let regions = w.region_codes.join(",");
+    let mut h = redis::cmd("HSET");
+    h.arg(keys.incident(p, id))
+        .arg("report")
+        .arg(bytes)
+        .arg("status")
+        .arg("dispatched")
+        .arg("gen")
+        .arg("0")
+        .arg("reported_at")
+        .arg(&now)
+        .arg("tl0")
+        .arg([now.as_bytes(), b"|", event].concat())
+        .arg("dept")
+        .arg(&w.department)
+        .arg("decision")
+        .arg(&w.decision)
+        .arg("dispatched_at")
+        .arg(&at)
+        .arg("accept_due")
+        .arg(w.accept_due_ms)
+        .arg("resolve_due")
+        .arg(w.resolve_due_ms)
+        .arg("timers")
+        .arg(schedule::encode(&w.timers))
+        .arg("regions")
+        .arg(&regions)
+        .arg("v")
+        .arg("1")
+        .arg("first_dispatched_at")
+        .arg(&at)
+        .arg("dept_at")
+        .arg(&at)
+        .arg("ix")
+        .arg("1")
+        .arg("tl1")
+        .arg([at.as_bytes(), b"|", &w.event].concat());
+    if !contact.is_empty() {
+        h.arg("contact").arg(contact);
+    }
+    if w.estimated {
+        h.arg("est").arg("1");
+    }
+    tx.add_command(h).ignore();
+    for (dept, payload) in &w.deliveries {
+        tx.cmd("XADD")
+            .arg(keys.dispatch(p, dept))
+            .arg("*")
+            .arg(&[("id", id.as_str()), ("g", "0")])
+            .arg("d")
+            .arg(payload)
+            .arg("tp")
+            .arg(&w.traceparent)
+            .ignore();
+    }
+}
+
+/// The report's own timeline entry, as the service stores it.
+fn reported_event(r: &pb::ReportIncidentRequest) -> Vec<u8> {
+    gridroute_store::codec::stored_event(pb::TimelineEvent {
+        kind: "reported".into(),
+        actor: r.source_system.clone(),
+        actor_kind: "source_system".into(),
+        detail: format!("category {}", r.category),
+        ..Default::default()
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
