@@ -29,6 +29,7 @@ use std::sync::{
     atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
+use gridroute_core::lifecycle::Status;
 use gridroute_proto::v1 as pb;
 use gridroute_store::{Keys, dispatch::DispatchWrite, ingest::InlineRoute, keys, schedule};
 
@@ -159,7 +160,7 @@ async fn write_group(
             .arg("EX")
             .arg(gridroute_store::ingest::IDEMPOTENCY_TTL_SECS)
             .ignore();
-        let event = reported_event(r);
+        let event = gridroute_store::ingest::reported_event(r, "");
         write_record(&mut tx, keys, &w, &bytes, &contact, &event, now);
         batch.add(&mut tx, keys, plan.shape, &w, &event);
     }
@@ -292,7 +293,7 @@ fn write_record(
         .arg("report")
         .arg(bytes)
         .arg("status")
-        .arg("dispatched")
+        .arg(Status::Dispatched.as_str())
         .arg("gen")
         .arg("0")
         .arg("reported_at")
@@ -341,17 +342,6 @@ fn write_record(
             .arg(&w.traceparent)
             .ignore();
     }
-}
-
-/// The report's own timeline entry, as the service stores it.
-fn reported_event(r: &pb::ReportIncidentRequest) -> Vec<u8> {
-    gridroute_store::codec::stored_event(pb::TimelineEvent {
-        kind: "reported".into(),
-        actor: r.source_system.clone(),
-        actor_kind: "source_system".into(),
-        detail: format!("category {}", r.category),
-        ..Default::default()
-    })
 }
 
 fn now_ms() -> i64 {

@@ -139,15 +139,7 @@ impl Store {
                     gridroute_core::table::fnv1a(&bytes)
                         ^ gridroute_core::table::fnv1a(&contact).rotate_left(1)
                 );
-                let event = crate::codec::stored_event(pb::TimelineEvent {
-                    kind: EventKind::Reported.as_str().into(),
-                    r#type: gridroute_mapping::timeline_kind(EventKind::Reported) as i32,
-                    actor: r.source_system.clone(),
-                    actor_kind: "source_system".into(),
-                    user: person.to_owned(),
-                    detail: format!("category {}", r.category),
-                    ..Default::default()
-                });
+                let event = reported_event(r, person);
                 keys.extend([
                     k.idempotency(p, &r.source_system, &r.request_id),
                     k.incident(p, id),
@@ -204,6 +196,20 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// The stored timeline entry of a report (the record's `tl0`), recorded for `person` (the
+/// caller's token subject; '' for a certificate alone).
+pub fn reported_event(r: &pb::ReportIncidentRequest, person: &str) -> Vec<u8> {
+    crate::codec::stored_event(pb::TimelineEvent {
+        kind: EventKind::Reported.as_str().into(),
+        r#type: gridroute_mapping::timeline_kind(EventKind::Reported) as i32,
+        actor: r.source_system.clone(),
+        actor_kind: "source_system".into(),
+        user: person.to_owned(),
+        detail: format!("category {}", r.category),
+        ..Default::default()
+    })
 }
 
 /// A report's bytes without the reporter's contact, and the contact's bytes ('' when none).
