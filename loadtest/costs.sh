@@ -5,7 +5,8 @@
 # target/costs/.
 #   1. Redis CPU per routed incident: gridroute's command mix beside the lean floor
 #      (gridroute-redisceiling --mix gridroute / --mix lean), target ≤ 1.5×; and the mix with
-#      inline routing (--mix inline: reports routed by the accepting process).
+#      inline routing (--mix inline: reports routed by the accepting process), written by the
+#      report script and by transactions (--transactions).
 #   2. Router CPU per routed incident: reports queued by an API alone, drained by one router
 #      process (utime + stime), target ≤ 8 µs.
 #   3. API CPU per accepted unary report beside the echo server's CPU per call, each a process
@@ -37,10 +38,12 @@ new_redis() {
   sleep 0.5
 }
 
-echo "== 1. Redis CPU per routed incident: the lean floor, then gridroute's mix, then inline"
-for mix in lean gridroute inline; do
+echo "== 1. Redis CPU per routed incident: the lean floor, gridroute's mix, inline, inline by transactions"
+for mix in lean gridroute inline inline-tx; do
   new_redis
-  "$target/gridroute-redisceiling" --mix "$mix" --redis-url "redis://127.0.0.1:$rport/" --seconds 8 \
+  flags=(--mix "${mix%-tx}")
+  [[ $mix == *-tx ]] && flags+=(--transactions)
+  "$target/gridroute-redisceiling" "${flags[@]}" --redis-url "redis://127.0.0.1:$rport/" --seconds 8 \
     | tail -1 | tee "$out/redis-$mix.txt"
 done
 
@@ -81,7 +84,8 @@ def redis_us(mix):
 lean, mix = redis_us("lean"), redis_us("gridroute")
 print(f"  Redis CPU per routed incident: gridroute {mix:.1f} µs, lean floor {lean:.1f} µs: "
       f"{mix / lean:.2f}× (target ≤ 1.5×); with inline routing {redis_us('inline'):.1f} µs: "
-      f"{redis_us('inline') / lean:.2f}×")
+      f"{redis_us('inline') / lean:.2f}×, written by transactions {redis_us('inline-tx'):.1f} µs: "
+      f"{redis_us('inline-tx') / lean:.2f}×")
 router = float(re.search(r"= ([0-9.]+) µs per incident", open(f"{out}/router.txt").read()).group(1))
 print(f"  router CPU per routed incident: {router:.1f} µs (target ≤ 8 µs)")
 echo, echo_rps, api, api_rps = map(float, open(f"{out}/api-echo.txt").read().split())

@@ -75,6 +75,10 @@ struct Args {
     /// the last one (0 = every level, as the service).
     #[arg(long, default_value_t = 0)]
     region_levels: usize,
+    /// `--mix gridroute` and `inline`: accept reports with transactions instead of the report
+    /// script, as `gridroute serve --transactions` does.
+    #[arg(long)]
+    transactions: bool,
 }
 
 /// Redis CPU seconds so far (`used_cpu_user + used_cpu_sys`).
@@ -225,7 +229,10 @@ async fn main() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let mut store = Store::connect(&url, "ceiling", a.partitions).await.unwrap();
+    let mut store = Store::connect(&url, "ceiling", a.partitions)
+        .await
+        .unwrap()
+        .with_transactions(a.transactions);
     store.ensure_groups().await.unwrap();
     let traffic = Arc::new(traffic::Traffic::from_tables(None, 0.0, 0.0).unwrap());
     let table = Arc::new(gridroute_benches::dawukou());

@@ -61,6 +61,11 @@ pub struct ServeOptions {
     /// ingest stream to the routers. Needs the API (role `all` or `api`).
     #[arg(long, env = "GRIDROUTE_INLINE_ROUTING")]
     pub inline_routing: bool,
+    /// Accept reports with plain commands in a Redis transaction (`WATCH`, `MULTI`, `EXEC`)
+    /// instead of the report script: the same record and exactly-once, about a third less
+    /// Redis CPU per report. One Redis or Sentinel; on Redis Cluster reports keep the script.
+    #[arg(long, env = "GRIDROUTE_TRANSACTIONS")]
+    pub transactions: bool,
     /// Number of stream partitions; fixed for the life of a deployment.
     #[arg(long, env = "GRIDROUTE_PARTITIONS", default_value_t = 4)]
     pub partitions: u16,
@@ -451,7 +456,8 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
                 .with_inline_route(gridroute_router::inline_route(tables.clone()))
         } else {
             store.clone()
-        };
+        }
+        .with_transactions(o.transactions);
         let mut state = ApiState::new(api_store, tables.clone(), stop_rx.clone(), security);
         state.tls = server_tls(&o)?;
         state.archive = archive.clone();

@@ -6,7 +6,8 @@
 //! but lost (never dispatched, or missing from the record) and on any duplicate effect (a second
 //! primary new-case dispatch of one incident). It runs twice: with the routers routing every
 //! report, and with the API routing the reports it accepts (`--inline-routing`; the checker
-//! then also checks that no report went through the ingest streams).
+//! then also checks that no report went through the ingest streams), and a third time with the
+//! API writing those reports by transactions instead of the report script (`--transactions`).
 //!
 //! CI runs a short version (`GRIDROUTE_CHAOS_REPORTS`, default 3,000 at
 //! `GRIDROUTE_CHAOS_RATE` 250 per second); `make chaos` runs 100,000 at 1,000 per second and
@@ -249,6 +250,13 @@ async fn chaos_loses_nothing_and_doubles_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_with_inline_routing_loses_nothing_and_doubles_nothing() {
     chaos(&["--inline-routing"]).await;
+}
+
+/// The same faults with the API writing those reports by transactions (`--transactions`):
+/// killing it between the read and `EXEC`, or Redis mid-transaction, loses and doubles nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_with_transactions_loses_nothing_and_doubles_nothing() {
+    chaos(&["--inline-routing", "--transactions"]).await;
 }
 
 /// Runs the chaos with these extra flags for the API process.

@@ -8,7 +8,13 @@ use prost::Message;
 
 use gridroute_core::lifecycle::EventKind;
 
-use crate::{Result, Store, StoreError, dispatch::DispatchWrite, keys, scripts};
+use crate::{
+    Result, Store, StoreError,
+    dispatch::DispatchWrite,
+    keys, scripts,
+    transact::{Answers, Prepared},
+};
+use gridroute_core::lifecycle::Status;
 
 /// Routes a report in the process that accepts it (`gridroute serve --inline-routing`): given
 /// the report, its new incident id, its partition and the dispatch time (Redis' clock, ms), the
@@ -78,14 +84,14 @@ impl Store {
     }
 
     /// Accepts reports that each carry their own trace context and person (reports gathered
-    /// from many callers). Reports are grouped by partition, and each group of up to
-    /// [`REPORTS_PER_SCRIPT`] is one script call; all calls go out in one pipeline.
+    /// from many callers): in one transaction with [`Store::with_transactions`], else grouped
+    /// by partition, each group of up to [`REPORTS_PER_SCRIPT`] one script call, all calls in
+    /// one pipeline.
     pub async fn report_traced(&self, reports: &[Reporting<'_>]) -> Result<Vec<Result<Accepted>>> {
         if reports.is_empty() {
             return Ok(Vec::new());
         }
         let k = self.keys();
-        let ttl = IDEMPOTENCY_TTL_SECS.to_string();
         let partitions: Vec<u16> = reports
             .iter()
             .map(|r| k.partition_for(&r.report.source_system, &r.report.request_id))
@@ -110,27 +116,12 @@ impl Store {
             }
             None => reports.iter().map(|_| None).collect(),
         };
-        let groups = scripts::partition_groups(partitions.iter().copied(), REPORTS_PER_SCRIPT);
-        let build = |pipe: &mut redis::Pipeline, p: u16, members: &[usize]| {
-            let mut keys = vec![k.ingest(p), k.events(p), k.sla(p), k.index_all(p)];
-            let mut args: Vec<Cow<'_, [u8]>> = vec![
-                ttl.as_bytes().into(),
-                gridroute_core::lifecycle::Status::Reported
-                    .as_str()
-                    .as_bytes()
-                    .into(),
-                gridroute_core::lifecycle::Status::Dispatched
-                    .as_str()
-                    .as_bytes()
-                    .into(),
-            ];
-            for &i in members {
-                let Reporting {
-                    report: r,
-                    traceparent: tp,
-                    person,
-                } = reports[i];
-                let id = &ids[i];
+        let prepared: Vec<Prepared<'_>> = reports
+            .iter()
+            .zip(partitions.iter().zip(ids.iter()))
+            .zip(routed)
+            .map(|((&reporting, (&partition, id)), routed)| {
+                let r = reporting.report;
                 let (bytes, contact) = split_contact(r);
                 // The payload's identity covers the contact too: the same request id with
                 // another contact is another request.
@@ -139,37 +130,31 @@ impl Store {
                     gridroute_core::table::fnv1a(&bytes)
                         ^ gridroute_core::table::fnv1a(&contact).rotate_left(1)
                 );
-                let event = reported_event(r, person);
-                keys.extend([
-                    k.idempotency(p, &r.source_system, &r.request_id),
-                    k.incident(p, id),
-                ]);
-                args.extend([
-                    Cow::Owned(hash.into_bytes()),
-                    id.as_bytes().into(),
-                    Cow::Owned(bytes),
-                    Cow::Owned(event),
-                    tp.as_bytes().into(),
-                    Cow::Owned(contact),
-                ]);
-                match &routed[i] {
-                    Some(w) => {
-                        args.push(b"1".as_slice().into());
-                        crate::dispatch::dispatch_args(k, w, &mut keys, &mut args);
-                    }
-                    None => args.push(b"".as_slice().into()),
+                Prepared {
+                    reporting,
+                    partition,
+                    id: id.clone(),
+                    hash,
+                    bytes,
+                    contact,
+                    event: reported_event(r, reporting.person),
+                    routed,
                 }
-            }
-            let args: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
-            scripts::evalsha(pipe, &scripts::REPORT, &keys, &args);
+            })
+            .collect();
+        let (mut answers, replicated) = if self.transactions() {
+            // Boxed: the callers' futures nest deep enough as it is.
+            Box::pin(self.report_transaction(&prepared, IDEMPOTENCY_TTL_SECS)).await?
+        } else {
+            let answers = self.report_scripts(&prepared).await?;
+            let replicated =
+                !answers.iter().any(Result::is_ok) || self.replicated("report").await?;
+            (answers, replicated)
         };
-        let mut answers: Vec<Result<(i64, String)>> = self
-            .run_batched("report", reports.len(), groups, build)
-            .await?;
         // With a durability setting, a report is acknowledged only once the replicas have it;
         // otherwise the caller retries with the same request id (the record may exist, and
         // the retry then finds it).
-        if answers.iter().any(Result::is_ok) && !self.replicated("report").await? {
+        if !replicated {
             for a in answers.iter_mut().filter(|a| a.is_ok()) {
                 *a = Err(StoreError::Unavailable(
                     "the report is not yet on enough replicas; retry with the same request_id"
@@ -195,6 +180,52 @@ impl Store {
                 (_, id) => Err(StoreError::IdempotencyConflict { incident_id: id }),
             })
             .collect())
+    }
+}
+
+impl Store {
+    /// Accepts prepared reports with `lua/report.lua`: one script call per partition and
+    /// [`REPORTS_PER_SCRIPT`] reports, all in one pipeline.
+    async fn report_scripts(&self, reports: &[Prepared<'_>]) -> Result<Answers> {
+        let k = self.keys();
+        let ttl = IDEMPOTENCY_TTL_SECS.to_string();
+        let groups =
+            scripts::partition_groups(reports.iter().map(|r| r.partition), REPORTS_PER_SCRIPT);
+        let build = |pipe: &mut redis::Pipeline, p: u16, members: &[usize]| {
+            let mut keys = vec![k.ingest(p), k.events(p), k.sla(p), k.index_all(p)];
+            let mut args: Vec<Cow<'_, [u8]>> = vec![
+                ttl.as_bytes().into(),
+                Status::Reported.as_str().as_bytes().into(),
+                Status::Dispatched.as_str().as_bytes().into(),
+            ];
+            for &i in members {
+                let r = &reports[i];
+                let rep = r.reporting.report;
+                keys.extend([
+                    k.idempotency(p, &rep.source_system, &rep.request_id),
+                    k.incident(p, &r.id),
+                ]);
+                args.extend([
+                    r.hash.as_bytes().into(),
+                    r.id.as_bytes().into(),
+                    r.bytes.as_slice().into(),
+                    r.event.as_slice().into(),
+                    r.reporting.traceparent.as_bytes().into(),
+                    r.contact.as_slice().into(),
+                ]);
+                match &r.routed {
+                    Some(w) => {
+                        args.push(b"1".as_slice().into());
+                        crate::dispatch::dispatch_args(k, w, &mut keys, &mut args);
+                    }
+                    None => args.push(b"".as_slice().into()),
+                }
+            }
+            let args: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
+            scripts::evalsha(pipe, &scripts::REPORT, &keys, &args);
+        };
+        self.run_batched("report", reports.len(), groups, build)
+            .await
     }
 }
 

@@ -18,7 +18,7 @@
 //! | `<prefix>:{pN}:dlq` | stream | entries no router could process, with the reason |
 //! | `<prefix>:{pN}:ix:all`, `:ix:region:<code>` | streams | `i` = incident id (repeated: one entry per dispatch batch), added when it is first routed (append-only) |
 //! | `<prefix>:{pN}:ixlag` | sorted set | `first`, `assign`: the longest report → index-entry delay seen (ms) |
-//! | `<prefix>:{pN}:ix:dept:<d>` | stream | `i` = incident id (repeated, one entry per batch), added at each assignment to the department (the record's `dept_at` names the one that counts) |
+//! | `<prefix>:{pN}:ix:dept:<d>` | stream | `i` = incident id (repeated, one entry per batch), added at each assignment to the department (the record's `dept_at` names the one that counts; a first dispatch written by a transaction has none, and its one entry counts) |
 //! | `<prefix>:{pN}:closed` | sorted set | incidents closed or cancelled, scored by when (ms): whose reporter contact is erased after the retention period |
 //! | `<prefix>:{audit}:log` | stream | the audit trail: `p` principal, `u` person, `m` method, `t` target, `o` outcome, `r` reason, `a` peer (the entry id is the time) |
 //! | `<prefix>:meta` | hash | deployment constants (number of partitions) |

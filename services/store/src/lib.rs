@@ -8,6 +8,8 @@
 //! - [`conn`]: connections (single server, Sentinel, Cluster).
 //! - [`codec`]: how records and timelines are encoded in Redis and read back.
 //! - [`ingest`]: accepting reports (idempotency + ingest stream).
+//! - `transact`: the same without a script, in a `WATCH`/`MULTI`/`EXEC` transaction
+//!   (`--transactions`).
 //! - [`consumer`]: the router's side of the ingest streams: consumer groups, batches, claims,
 //!   dead letters.
 //! - [`dispatch`]: writing routed entries (record, indexes, department streams, schedule head).
@@ -50,6 +52,7 @@ pub mod stats;
 pub mod subscribe;
 pub mod tables;
 pub mod timers;
+mod transact;
 
 use std::time::Duration;
 
@@ -145,6 +148,10 @@ pub struct Store {
     /// Routes reports in the accepting process (`--inline-routing`); `None`: reports queue in
     /// the ingest streams for the routers.
     inline: Option<ingest::InlineRoute>,
+    /// Accepts reports with transactions instead of the report script (`--transactions`).
+    transactions: bool,
+    /// The connections those transactions run on.
+    tx_conns: std::sync::Arc<transact::TxConns>,
 }
 
 /// One reading of Redis' clock (`TIME`), and when it was taken on this host's monotonic clock
@@ -153,6 +160,8 @@ pub struct Store {
 struct ClockSample {
     server_us: i64,
     at: std::time::Instant,
+    /// Half the round trip of the reading: how far the estimate may be off either way.
+    half_rtt_us: i64,
 }
 
 /// How old a reading of Redis' clock may be before [`Store::clock_ms`] reads it again. The
@@ -216,6 +225,8 @@ impl Store {
             replication: None,
             clock: Default::default(),
             inline: None,
+            transactions: false,
+            tx_conns: Default::default(),
         })
     }
 
@@ -236,6 +247,15 @@ impl Store {
     /// writes went over the same multiplexed connection, so `WAIT` covers them). `Ok(true)`
     /// without a setting; `Ok(false)` when fewer replicas acknowledged in time.
     pub(crate) async fn replicated(&self, op: &'static str) -> Result<bool> {
+        self.replicated_on(&mut self.conn(), op).await
+    }
+
+    /// [`Store::replicated`] for the writes sent over `c` (`WAIT` covers one connection's).
+    pub(crate) async fn replicated_on(
+        &self,
+        c: &mut impl redis::aio::ConnectionLike,
+        op: &'static str,
+    ) -> Result<bool> {
         let Some(r) = self.replication else {
             return Ok(true);
         };
@@ -243,7 +263,7 @@ impl Store {
         let acked: u32 = redis::cmd("WAIT")
             .arg(r.replicas)
             .arg(r.timeout.as_millis() as u64)
-            .query_async(&mut self.conn())
+            .query_async(c)
             .await?;
         let ok = acked >= r.replicas;
         metrics::histogram!(gridroute_telemetry::names::REPLICATION_WAIT_SECONDS, "op" => op)
@@ -258,6 +278,15 @@ impl Store {
     /// `route` gives a dispatch; the others queue for the routers as before.
     pub fn with_inline_route(mut self, route: ingest::InlineRoute) -> Self {
         self.inline = Some(route);
+        self
+    }
+
+    /// Accepts reports with plain commands in a `MULTI`/`EXEC` transaction instead of the
+    /// report script: the same record, about a third less Redis CPU per report
+    /// (docs/PERFORMANCE.md). One Redis or Sentinel; on Redis Cluster reports keep the script.
+    /// Readers of every release read what it writes.
+    pub fn with_transactions(mut self, on: bool) -> Self {
+        self.transactions = on;
         self
     }
 
@@ -384,16 +413,28 @@ impl Store {
     /// to half a round trip. The router stamps every batch with it: a `TIME` per batch was one
     /// of the round trips each incident paid alone at moderate rates.
     pub async fn clock_ms(&self) -> Result<i64> {
+        let sample = self.clock_sample().await?;
+        Ok((sample.server_us + sample.at.elapsed().as_micros() as i64) / 1000)
+    }
+
+    /// [`Store::clock_ms`] at its earliest: Redis' clock is at or past it (half the reading's
+    /// round trip earlier than the estimate).
+    pub(crate) async fn clock_floor_ms(&self) -> Result<i64> {
+        let s = self.clock_sample().await?;
+        Ok((s.server_us + s.at.elapsed().as_micros() as i64 - s.half_rtt_us) / 1000)
+    }
+
+    /// The last reading of Redis' clock, read again when older than [`CLOCK_RESAMPLE`].
+    async fn clock_sample(&self) -> Result<ClockSample> {
         let last = *self.clock.lock().unwrap_or_else(|e| e.into_inner());
-        let sample = match last {
+        Ok(match last {
             Some(s) if s.at.elapsed() < CLOCK_RESAMPLE => s,
             _ => {
                 let s = self.read_clock().await?;
                 *self.clock.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
                 s
             }
-        };
-        Ok((sample.server_us + sample.at.elapsed().as_micros() as i64) / 1000)
+        })
     }
 
     /// One reading of Redis' clock.
@@ -401,9 +442,11 @@ impl Store {
         let mut c = self.conn();
         let sent = std::time::Instant::now();
         let (s, us): (i64, i64) = redis::cmd("TIME").query_async(&mut c).await?;
+        let rtt = sent.elapsed();
         Ok(ClockSample {
             server_us: s * 1_000_000 + us,
-            at: sent + sent.elapsed() / 2,
+            at: sent + rtt / 2,
+            half_rtt_us: (rtt / 2).as_micros() as i64 + 1,
         })
     }
 }

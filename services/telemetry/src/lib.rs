@@ -62,6 +62,8 @@ pub mod names {
     pub const REDIS_DURATION_SECONDS: &str = "gridroute_redis_command_duration_seconds";
     /// Redis command errors, by `op`.
     pub const REDIS_ERRORS_TOTAL: &str = "gridroute_redis_errors_total";
+    /// Transactions written again because a watched key changed before `EXEC`, by `op`.
+    pub const TRANSACTION_RETRIES_TOTAL: &str = "gridroute_transaction_retries_total";
     /// Routing tables loaded into memory, by `outcome` (loaded, rejected).
     pub const TABLE_LOADS_TOTAL: &str = "gridroute_table_loads_total";
     /// Entries removed from dispatch and events streams by the retention window.
@@ -276,6 +278,10 @@ pub fn describe() {
     describe_counter!(DELIVERED_TOTAL, "Dispatches delivered to subscribers.");
     describe_gauge!(SUBSCRIBERS, "Open Subscribe streams.");
     describe_counter!(REDIS_ERRORS_TOTAL, "Redis command errors, by operation.");
+    describe_counter!(
+        TRANSACTION_RETRIES_TOTAL,
+        "Transactions written again because a watched key changed before EXEC (another replica claimed the same request id), by operation."
+    );
     describe_counter!(TABLE_LOADS_TOTAL, "Routing table loads, by outcome.");
     describe_gauge!(
         TABLE_INFO,

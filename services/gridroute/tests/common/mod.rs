@@ -169,6 +169,24 @@ acting_as!("auditor:inspector" => pb::ListAuditRecordsRequest);
 
 pub const PARTITIONS: u16 = 4;
 
+/// How the API writes the reports it accepts (`gridroute serve --inline-routing`,
+/// `--transactions`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Writes {
+    pub inline: bool,
+    pub transactions: bool,
+}
+
+impl Writes {
+    #[allow(dead_code)]
+    pub fn inline() -> Self {
+        Self {
+            inline: true,
+            transactions: false,
+        }
+    }
+}
+
 pub struct Env {
     pub redis: LocalRedis,
     pub store: Store,
@@ -239,7 +257,7 @@ impl Env {
     /// Redis + API reading this archive + one router (the mover is run by the test).
     #[allow(dead_code)]
     pub async fn with_archive(archive: gridroute_archive::Archive) -> Self {
-        let mut env = Self::build_full(None, &[], |_| {}, Some(archive), false).await;
+        let mut env = Self::build_full(None, &[], |_| {}, Some(archive), Writes::default()).await;
         env.spawn_router(fast_router("router-a"));
         env
     }
@@ -248,7 +266,13 @@ impl Env {
     /// what the routers would do with a report stays in the ingest stream.
     #[allow(dead_code)]
     pub async fn inline(rules: Option<&str>) -> Self {
-        Self::build_full(rules, &[], |_| {}, None, true).await
+        Self::writing(rules, Writes::inline()).await
+    }
+
+    /// Redis + an API that writes reports as `writes` says, no router.
+    #[allow(dead_code)]
+    pub async fn writing(rules: Option<&str>, writes: Writes) -> Self {
+        Self::build_full(rules, &[], |_| {}, None, writes).await
     }
 
     async fn build(rules: Option<&str>) -> Self {
@@ -260,7 +284,7 @@ impl Env {
         extra_keys: &[&keys::TestKey],
         adjust: impl FnOnce(&mut Security),
     ) -> Self {
-        Self::build_full(rules, extra_keys, adjust, None, false).await
+        Self::build_full(rules, extra_keys, adjust, None, Writes::default()).await
     }
 
     async fn build_full(
@@ -268,7 +292,7 @@ impl Env {
         extra_keys: &[&keys::TestKey],
         adjust: impl FnOnce(&mut Security),
         archive: Option<gridroute_archive::Archive>,
-        inline: bool,
+        writes: Writes,
     ) -> Self {
         let redis = LocalRedis::start().expect("redis-server starts");
         let store = Store::connect(&redis.url(), "gr", PARTITIONS)
@@ -304,13 +328,14 @@ impl Env {
         if let Identity::Credentials(a) = &security.identity {
             a.tokens.as_ref().unwrap().keys().load().await.unwrap();
         }
-        let api_store = if inline {
+        let api_store = if writes.inline {
             store
                 .clone()
                 .with_inline_route(gridroute_router::inline_route(tables.clone()))
         } else {
             store.clone()
-        };
+        }
+        .with_transactions(writes.transactions);
         let mut state = ApiState::new(api_store, tables.clone(), rx.clone(), security);
         state.subscribe_block = Duration::from_millis(200);
         state.archive = archive;

@@ -1,0 +1,206 @@
+//! Reports accepted by transactions (`gridroute serve --transactions`): exactly once when
+//! replicas race on the same request ids, once when a batch names a request id twice, and
+//! queued for the routers as the script queues them.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+
+use common::{Env, PARTITIONS, Writes, grid_point, report};
+use gridroute_proto::v1 as pb;
+use gridroute_store::{Store, ingest::Accepted, keys};
+
+/// Entries in one kind of per-partition stream, summed over the partitions.
+async fn stream_len(env: &Env, key: impl Fn(u16) -> String) -> u64 {
+    let mut c = env.redis().await;
+    let mut n = 0;
+    for p in 0..PARTITIONS {
+        let len: u64 = redis::cmd("XLEN")
+            .arg(key(p))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        n += len;
+    }
+    n
+}
+
+async fn record(env: &Env, id: &str) -> HashMap<String, Vec<u8>> {
+    let p = keys::partition_of(id, PARTITIONS).unwrap();
+    redis::cmd("HGETALL")
+        .arg(env.store.keys().incident(p, id))
+        .query_async(&mut env.redis().await)
+        .await
+        .unwrap()
+}
+
+/// A replica's store: its own connections, inline routing, reports written by transactions.
+async fn replica(env: &Env) -> Store {
+    Store::connect(&env.redis.url(), "gr", PARTITIONS)
+        .await
+        .unwrap()
+        .with_inline_route(gridroute_router::inline_route(env.tables.clone()))
+        .with_transactions(true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_racing_on_the_same_request_ids_write_each_incident_once() {
+    const N: usize = 60;
+    let env = Env::writing(
+        None,
+        Writes {
+            inline: true,
+            transactions: true,
+        },
+    )
+    .await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let reports: Vec<pb::ReportIncidentRequest> = (0..N)
+        .map(|i| report(&format!("race-{i}"), "city.vehicle.abandoned", lng, lat))
+        .collect();
+    // Three replicas send the same reports at once, in batches of different sizes, so that
+    // their transactions watch overlapping claims.
+    let mut tasks = tokio::task::JoinSet::new();
+    for (r, size) in [(0, 7), (1, 13), (2, 60)] {
+        let (store, reports) = (replica(&env).await, reports.clone());
+        tasks.spawn(async move {
+            let mut answers = Vec::new();
+            for chunk in reports.chunks(size) {
+                for a in store.report_batch(chunk, "", "").await.unwrap() {
+                    answers.push(a.unwrap());
+                }
+            }
+            (r, answers)
+        });
+    }
+    let mut by_replica = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        by_replica.push(done.unwrap());
+    }
+    // Every replica names the same incident for each request; exactly one of them was told
+    // it was new.
+    for i in 0..N {
+        let ids: HashSet<&str> = by_replica.iter().map(|(_, a)| a[i].incident_id()).collect();
+        assert_eq!(ids.len(), 1, "request {i}: {ids:?}");
+        let new = by_replica
+            .iter()
+            .filter(|(_, a)| matches!(a[i], Accepted::New(_)))
+            .count();
+        assert_eq!(new, 1, "request {i} accepted as new once");
+    }
+    // One record, one dispatch, two events per incident; nothing left for a router.
+    let k = env.store.keys().clone();
+    let ids: HashSet<String> = by_replica[0]
+        .1
+        .iter()
+        .map(|a| a.incident_id().to_owned())
+        .collect();
+    for id in &ids {
+        let rec = record(&env, id).await;
+        assert_eq!(rec["status"], b"dispatched");
+        assert_eq!(rec["v"], b"1");
+    }
+    let dept =
+        String::from_utf8(record(&env, ids.iter().next().unwrap()).await["dept"].clone()).unwrap();
+    assert_eq!(env.dispatch_count(&dept).await, N as u64);
+    assert_eq!(stream_len(&env, |p| k.events(p)).await, 2 * N as u64);
+    assert_eq!(stream_len(&env, |p| k.ingest(p)).await, 0);
+    let records: usize = {
+        let mut c = env.redis().await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("gr:*:inc:*")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        keys.len()
+    };
+    assert_eq!(records, N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_request_id_twice_in_one_batch_is_one_incident() {
+    let env = Env::writing(
+        None,
+        Writes {
+            inline: true,
+            transactions: true,
+        },
+    )
+    .await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let once = report("twice-1", "city.vehicle.abandoned", lng, lat);
+    let mut changed = once.clone();
+    changed.description = "another payload under the same request id".into();
+    let answers = env
+        .report_batch(vec![once.clone(), once.clone(), changed])
+        .await;
+    assert_eq!(answers.accepted_count, 2);
+    assert_eq!(answers.rejected_count, 1);
+    let (a, b) = (&answers.results[0], &answers.results[1]);
+    assert_eq!(a.incident_id, b.incident_id);
+    assert!(!a.duplicate_request && b.duplicate_request);
+    assert_eq!(
+        answers.results[2].code,
+        tonic::Code::AlreadyExists as i32,
+        "the same request id with another payload is refused: {:?}",
+        answers.results[2]
+    );
+    let k = env.store.keys().clone();
+    assert_eq!(stream_len(&env, |p| k.events(p)).await, 2);
+    let dept = String::from_utf8(record(&env, &a.incident_id).await["dept"].clone()).unwrap();
+    assert_eq!(env.dispatch_count(&dept).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_a_transaction_queues_are_routed_as_the_scripts_are() {
+    let mut by_script = Env::without_router().await;
+    let mut by_tx = Env::writing(
+        None,
+        Writes {
+            inline: false,
+            transactions: true,
+        },
+    )
+    .await;
+    let (_, _, lng, lat) = grid_point(&by_script.table(), false);
+    let r = report("queued-1", "city.sanitation", lng, lat);
+    let (a, b) = (
+        by_script.report(r.clone()).await,
+        by_tx.report(r.clone()).await,
+    );
+    // Queued alike: the same record fields, one ingest entry each.
+    let (ra, rb) = (record(&by_script, &a).await, record(&by_tx, &b).await);
+    let mut names_a: Vec<&String> = ra.keys().collect();
+    let mut names_b: Vec<&String> = rb.keys().collect();
+    names_a.sort();
+    names_b.sort();
+    assert_eq!(names_a, names_b);
+    for name in ["report", "status", "gen"] {
+        assert_eq!(ra[name], rb[name], "{name}");
+    }
+    let k = by_tx.store.keys().clone();
+    assert_eq!(stream_len(&by_tx, |p| k.ingest(p)).await, 1);
+    assert_eq!(stream_len(&by_tx, |p| k.events(p)).await, 1);
+    // A router dispatches each; a retry of the report answers the same incident.
+    for env in [&mut by_script, &mut by_tx] {
+        env.spawn_router(common::fast_router("router-a"));
+    }
+    by_script
+        .wait_status(&a, pb::IncidentStatus::Dispatched)
+        .await;
+    by_tx.wait_status(&b, pb::IncidentStatus::Dispatched).await;
+    let (ra, rb) = (record(&by_script, &a).await, record(&by_tx, &b).await);
+    let mut names_a: Vec<&String> = ra.keys().collect();
+    let mut names_b: Vec<&String> = rb.keys().collect();
+    names_a.sort();
+    names_b.sort();
+    assert_eq!(
+        names_a, names_b,
+        "the router's dispatch writes the same fields"
+    );
+    assert_eq!(by_tx.report(r).await, b);
+    assert_eq!(stream_len(&by_tx, |p| k.events(p)).await, 2);
+    assert_eq!(stream_len(&by_tx, |p| k.ingest(p)).await, 0);
+}

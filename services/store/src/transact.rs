@@ -1,0 +1,553 @@
+//! Accepting reports with plain commands in one `MULTI`/`EXEC` transaction instead of
+//! `lua/report.lua` (`gridroute serve --transactions`; one Redis or Sentinel, not Redis
+//! Cluster). The stored forms are the script's, field for field, but for one field: a first
+//! dispatch written here has no `dept_at`, which readers take as "every entry of the
+//! department's index counts", and a first dispatch has exactly one (docs/ARCHITECTURE.md,
+//! "Writes without scripts").
+//!
+//! Why: the scripts' own Lua (arguments and replies converted between Redis and Lua, the
+//! tables built per incident) costs Redis about as much as all the commands it runs
+//! (docs/PERFORMANCE.md). Exactly-once is kept by optimistic locking instead: one round trip
+//! `WATCH`es and reads the batch's idempotency keys; a second one sends `MULTI`, the claims of
+//! the new reports and everything they write, and `EXEC`, which Redis refuses (nothing is
+//! written) when a watched key changed meanwhile; the batch is then read and written again.
+//! A `WATCH` belongs to its connection, so transactions run on connections of their own, one
+//! per batch in flight, kept for reuse.
+
+use std::{collections::HashMap, sync::Mutex, time::Duration};
+
+use gridroute_core::lifecycle::Status;
+use redis::aio::MultiplexedConnection;
+
+use crate::{Result, Store, StoreError, dispatch::DispatchWrite, ingest::Reporting, schedule};
+
+/// How many times a batch is read and written again after a watched claim changed (another
+/// replica accepted a report with the same request id at the same moment) before its reports
+/// are answered UNAVAILABLE (the callers retry; the retry finds the claim).
+const ATTEMPTS: usize = 8;
+
+/// Per report, as `lua/report.lua` answers: (code, incident id), or why it failed.
+pub(crate) type Answers = Vec<Result<(i64, String)>>;
+
+/// Idle connections for transactions, kept for the next batch.
+#[derive(Default)]
+pub(crate) struct TxConns(Mutex<Vec<MultiplexedConnection>>);
+
+impl TxConns {
+    fn take(&self) -> Option<MultiplexedConnection> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    fn give_back(&self, c: MultiplexedConnection) {
+        let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // More than the batches ever in flight at once would be idle for good.
+        if idle.len() < 16 {
+            idle.push(c);
+        }
+    }
+}
+
+/// One report to accept, prepared once for either write path.
+#[derive(Debug)]
+pub(crate) struct Prepared<'a> {
+    pub(crate) reporting: Reporting<'a>,
+    /// Partition.
+    pub(crate) partition: u16,
+    /// The incident id chosen for it.
+    pub(crate) id: String,
+    /// The payload's identity (`hash` in the idempotency key's `hash|id`).
+    pub(crate) hash: String,
+    /// The report without the reporter's contact.
+    pub(crate) bytes: Vec<u8>,
+    /// The reporter's contact ('' = none).
+    pub(crate) contact: Vec<u8>,
+    /// The report's stored timeline entry.
+    pub(crate) event: Vec<u8>,
+    /// Its first dispatch when routed inline.
+    pub(crate) routed: Option<DispatchWrite>,
+}
+
+/// The writes of one transaction that are gathered over its reports: one index entry per
+/// index key (`i <id>` repeated, as `lua/batch_index.lua` writes them) and one `ZADD` per
+/// timer set.
+#[derive(Default)]
+struct Gathered {
+    index: Vec<(String, Vec<String>)>,
+    timers: Vec<(String, Vec<(i64, String)>)>,
+}
+
+impl Gathered {
+    fn index(&mut self, key: String, id: &str) {
+        match self.index.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, ids)) => ids.push(id.to_owned()),
+            None => self.index.push((key, vec![id.to_owned()])),
+        }
+    }
+
+    fn timer(&mut self, key: String, due: i64, member: String) {
+        match self.timers.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, t)) => t.push((due, member)),
+            None => self.timers.push((key, vec![(due, member)])),
+        }
+    }
+
+    fn finish(self, tx: &mut redis::Pipeline) {
+        for (key, timers) in self.timers {
+            tx.cmd("ZADD").arg(key).arg(timers).ignore();
+        }
+        for (key, ids) in self.index {
+            let x = tx.cmd("XADD").arg(key).arg("*");
+            for id in &ids {
+                x.arg("i").arg(id);
+            }
+            x.ignore();
+        }
+    }
+}
+
+impl Store {
+    /// Whether reports are accepted by transactions: asked for, and not on Redis Cluster,
+    /// whose client routes each command to its node and cannot hold a `WATCH`.
+    pub(crate) fn transactions(&self) -> bool {
+        self.transactions && !self.target.is_cluster()
+    }
+
+    /// Accepts `reports` in one transaction (see the module documentation). Answers per report
+    /// as `lua/report.lua` does: (0, id) new, (3, id) new and dispatched, (1, original id) a
+    /// retry of the same payload, (2, original id) the same request id with another payload.
+    /// With a durability setting, the second value tells whether the replicas have the writes.
+    #[tracing::instrument(name = "report_transaction", level = "debug", skip_all, fields(reports = reports.len()))]
+    pub(crate) async fn report_transaction(
+        &self,
+        reports: &[Prepared<'_>],
+        ttl: u64,
+    ) -> Result<(Answers, bool)> {
+        let started = std::time::Instant::now();
+        let mut c = match self.tx_conns.take() {
+            Some(c) => c,
+            None => match self.target.blocking(Duration::ZERO).await? {
+                crate::conn::Conn::Blocking(c) => c,
+                _ => return Err(StoreError::Internal("no connection of its own".into())),
+            },
+        };
+        let answers = match self.transact(&mut c, reports, ttl).await {
+            Ok(answers) => answers,
+            Err(e) => {
+                // The connection may hold a `WATCH` or a half-read reply: not reused. (`MGET`
+                // reads a key of another type as absent: no single report's key fails a batch.)
+                crate::record_error("report_transaction", &e);
+                return Err(e);
+            }
+        };
+        let replicated = self.replicated_on(&mut c, "report").await;
+        metrics::histogram!(
+            gridroute_telemetry::names::REDIS_DURATION_SECONDS,
+            "op" => "report_transaction"
+        )
+        .record(started.elapsed().as_secs_f64());
+        let replicated = replicated?;
+        self.tx_conns.give_back(c);
+        Ok((answers, replicated))
+    }
+
+    /// [`Store::attempt`] until `EXEC` is not refused, at most [`ATTEMPTS`] times (then each
+    /// report is answered UNAVAILABLE).
+    async fn transact(
+        &self,
+        c: &mut MultiplexedConnection,
+        reports: &[Prepared<'_>],
+        ttl: u64,
+    ) -> Result<Answers> {
+        for attempt in 0..ATTEMPTS {
+            if let Some(answers) = self.attempt(c, reports, ttl).await? {
+                return Ok(answers.into_iter().map(Ok).collect());
+            }
+            metrics::counter!(
+                gridroute_telemetry::names::TRANSACTION_RETRIES_TOTAL,
+                "op" => "report"
+            )
+            .increment(1);
+            tracing::debug!(
+                attempt,
+                "a watched claim changed: the batch is written again"
+            );
+        }
+        let why = "another replica kept claiming the same request ids; retry";
+        Ok(reports
+            .iter()
+            .map(|_| Err(StoreError::Unavailable(why.into())))
+            .collect())
+    }
+
+    /// One read and one transaction; `None` when `EXEC` was refused (a watched claim changed).
+    async fn attempt(
+        &self,
+        c: &mut MultiplexedConnection,
+        reports: &[Prepared<'_>],
+        ttl: u64,
+    ) -> Result<Option<Vec<(i64, String)>>> {
+        let claims = self.watch_claims(c, reports).await?;
+        self.write_watched(c, reports, claims, ttl).await
+    }
+
+    /// The first round trip: `WATCH`es the reports' idempotency keys and reads them.
+    async fn watch_claims(
+        &self,
+        c: &mut MultiplexedConnection,
+        reports: &[Prepared<'_>],
+    ) -> Result<Vec<(String, Option<String>)>> {
+        let k = self.keys();
+        let claims: Vec<String> = reports
+            .iter()
+            .map(|r| {
+                let rep = r.reporting.report;
+                k.idempotency(r.partition, &rep.source_system, &rep.request_id)
+            })
+            .collect();
+        let mut read = redis::pipe();
+        read.cmd("WATCH").arg(&claims).ignore();
+        read.cmd("MGET").arg(&claims);
+        let (held,): (Vec<Option<String>>,) = read.query_async(c).await?;
+        Ok(claims.into_iter().zip(held).collect())
+    }
+
+    /// The second round trip: the transaction of the reports whose keys [`Store::watch_claims`]
+    /// found free; `None` when Redis refused it (a watched key changed since).
+    async fn write_watched(
+        &self,
+        c: &mut MultiplexedConnection,
+        reports: &[Prepared<'_>],
+        claims: Vec<(String, Option<String>)>,
+        ttl: u64,
+    ) -> Result<Option<Vec<(i64, String)>>> {
+        // Redis' clock, at the earliest: an index entry written by `EXEC` is never before its
+        // record's `reported_at`, as a list's time window assumes.
+        let now = self.clock_floor_ms().await?;
+        let now_text = now.to_string();
+        let mut tx = redis::pipe();
+        tx.atomic();
+        let mut gathered = Gathered::default();
+        let mut answers = Vec::with_capacity(reports.len());
+        // Claims made earlier in this batch (the same request id twice in one batch).
+        let mut claimed: HashMap<&str, String> = HashMap::new();
+        for (r, (claim, held)) in reports.iter().zip(&claims) {
+            if let Some(prev) = held
+                .clone()
+                .or_else(|| claimed.get(claim.as_str()).cloned())
+            {
+                let (hash, id) = prev.split_once('|').unwrap_or(("", prev.as_str()));
+                answers.push((if hash == r.hash { 1 } else { 2 }, id.to_owned()));
+                continue;
+            }
+            let value = format!("{}|{}", r.hash, r.id);
+            tx.cmd("SET")
+                .arg(claim)
+                .arg(&value)
+                .arg("EX")
+                .arg(ttl)
+                .ignore();
+            claimed.insert(claim, value);
+            self.write_report(&mut tx, &mut gathered, r, now, &now_text);
+            answers.push((if r.routed.is_some() { 3 } else { 0 }, r.id.clone()));
+        }
+        gathered.finish(&mut tx);
+        // A refused `EXEC` answers nil; an accepted one the replies of the commands (ignored).
+        let done: Option<()> = tx.query_async(c).await?;
+        Ok(done.map(|()| answers))
+    }
+
+    /// What one new report writes: as `lua/report.lua` (record, events, and either its first
+    /// dispatch or its ingest entry for the routers).
+    fn write_report(
+        &self,
+        tx: &mut redis::Pipeline,
+        gathered: &mut Gathered,
+        r: &Prepared<'_>,
+        now: i64,
+        now_text: &str,
+    ) {
+        let k = self.keys();
+        let (p, id) = (r.partition, r.id.as_str());
+        let stamped = |at: &str, e: &[u8]| -> Vec<u8> { [at.as_bytes(), b"|", e].concat() };
+        let status = match r.routed {
+            Some(_) => Status::Dispatched,
+            None => Status::Reported,
+        };
+        let record = tx
+            .cmd("HSET")
+            .arg(k.incident(p, id))
+            .arg("report")
+            .arg(&r.bytes)
+            .arg("status")
+            .arg(status.as_str())
+            .arg("gen")
+            .arg("0")
+            .arg("reported_at")
+            .arg(now_text)
+            .arg("tl0")
+            .arg(stamped(now_text, &r.event));
+        if !r.contact.is_empty() {
+            record.arg("contact").arg(&r.contact);
+        }
+        let events = k.events(p);
+        let event = |tx: &mut redis::Pipeline, s: &str, d: &str, regions: &str, e: &[u8]| {
+            tx.cmd("XADD")
+                .arg(&events)
+                .arg("*")
+                .arg(&[("id", id), ("s", s), ("d", d), ("r", regions)])
+                .arg("e")
+                .arg(e)
+                .ignore();
+        };
+        let Some(w) = &r.routed else {
+            record.ignore();
+            event(tx, Status::Reported.as_str(), "", "", &r.event);
+            tx.cmd("XADD")
+                .arg(k.ingest(p))
+                .arg("*")
+                .arg(&[("id", id), ("g", "0"), ("t", now_text)])
+                .arg("r")
+                .arg(&r.bytes)
+                .arg("tp")
+                .arg(r.reporting.traceparent)
+                .ignore();
+            return;
+        };
+        // Never dispatched before it was reported.
+        let at = w.dispatched_ms.max(now).to_string();
+        let regions = w.region_codes.join(",");
+        record
+            .arg("dept")
+            .arg(&w.department)
+            .arg("decision")
+            .arg(&w.decision)
+            .arg("dispatched_at")
+            .arg(&at)
+            .arg("accept_due")
+            .arg(w.accept_due_ms)
+            .arg("resolve_due")
+            .arg(w.resolve_due_ms)
+            .arg("timers")
+            .arg(schedule::encode(&w.timers))
+            .arg("regions")
+            .arg(&regions)
+            .arg("v")
+            .arg("1")
+            .arg("first_dispatched_at")
+            .arg(&at)
+            .arg("ix")
+            .arg("1")
+            .arg("tl1")
+            .arg(stamped(&at, &w.event));
+        if w.estimated {
+            record.arg("est").arg("1");
+        }
+        record.ignore();
+        event(tx, Status::Reported.as_str(), "", "", &r.event);
+        event(
+            tx,
+            Status::Dispatched.as_str(),
+            &w.department,
+            &regions,
+            &w.event,
+        );
+        gathered.index(k.index_department(p, &w.department), id);
+        gathered.index(k.index_all(p), id);
+        for code in &w.region_codes {
+            gathered.index(k.index_region(p, code), id);
+        }
+        if let Some(t) = schedule::head(&w.timers) {
+            gathered.timer(k.sla(p), t.due, schedule::member(id, t));
+        }
+        for (dept, payload) in &w.deliveries {
+            tx.cmd("XADD")
+                .arg(k.dispatch(p, dept))
+                .arg("*")
+                .arg(&[("id", id), ("g", "0")])
+                .arg("d")
+                .arg(payload)
+                .arg("tp")
+                .arg(&w.traceparent)
+                .ignore();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gridroute_proto::v1 as pb;
+
+    fn prepared<'a>(store: &Store, report: &'a pb::ReportIncidentRequest) -> Prepared<'a> {
+        let partition = store
+            .keys()
+            .partition_for(&report.source_system, &report.request_id);
+        Prepared {
+            reporting: Reporting {
+                report,
+                traceparent: "",
+                person: "",
+            },
+            partition,
+            id: crate::keys::incident_id(&ulid::Ulid::new().to_string(), partition),
+            hash: "0123456789abcdef".into(),
+            bytes: b"report".to_vec(),
+            contact: Vec::new(),
+            event: b"event".to_vec(),
+            routed: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_a_durability_setting_a_report_is_accepted_once_the_replica_has_it() {
+        let primary = crate::local::LocalRedis::start().unwrap();
+        let mut replica = crate::local::LocalRedis::start().unwrap();
+        let replica_url = replica.url();
+        let mut rc = redis::Client::open(replica_url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: () = redis::cmd("REPLICAOF")
+            .arg("127.0.0.1")
+            .arg(primary.port())
+            .query_async(&mut rc)
+            .await
+            .unwrap();
+        let store = Store::connect(&primary.url(), "t", 4)
+            .await
+            .unwrap()
+            .with_transactions(true)
+            .with_replication(crate::Replication {
+                replicas: 1,
+                timeout: Duration::from_millis(300),
+            })
+            .unwrap();
+        let mut c = store.conn();
+        for _ in 0..100 {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            if info.contains("state=online") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let report = |id: &str| pb::ReportIncidentRequest {
+            request_id: id.into(),
+            source_system: "hotline".into(),
+            ..Default::default()
+        };
+        let accepted = store
+            .report_batch(&[report("durable-1")], "", "")
+            .await
+            .unwrap();
+        assert!(matches!(accepted[0], Ok(crate::ingest::Accepted::New(_))));
+        // The replica gone: written, but not acknowledged (the caller retries).
+        replica.stop();
+        let unacked = store
+            .report_batch(&[report("durable-2")], "", "")
+            .await
+            .unwrap();
+        assert!(
+            matches!(&unacked[0], Err(StoreError::Unavailable(why)) if why.contains("replicas")),
+            "{unacked:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_claim_made_between_the_read_and_exec_refuses_the_transaction_whole() {
+        let redis = crate::local::LocalRedis::start().unwrap();
+        let store = Store::connect(&redis.url(), "t", 4)
+            .await
+            .unwrap()
+            .with_transactions(true);
+        let report = pb::ReportIncidentRequest {
+            request_id: "raced-1".into(),
+            source_system: "hotline".into(),
+            ..Default::default()
+        };
+        let other = pb::ReportIncidentRequest {
+            request_id: "free-1".into(),
+            ..report.clone()
+        };
+        let ours = [prepared(&store, &report), prepared(&store, &other)];
+        let mut c = match store.target.blocking(Duration::ZERO).await.unwrap() {
+            crate::conn::Conn::Blocking(c) => c,
+            _ => unreachable!("one Redis"),
+        };
+        let claims = store.watch_claims(&mut c, &ours).await.unwrap();
+        assert!(claims.iter().all(|(_, held)| held.is_none()));
+        // Another replica claims the first key in between.
+        let mut theirs = store.conn();
+        let _: () = redis::cmd("SET")
+            .arg(&claims[0].0)
+            .arg("0123456789abcdef|theirs-1")
+            .query_async(&mut theirs)
+            .await
+            .unwrap();
+        let refused = store
+            .write_watched(&mut c, &ours, claims.clone(), 60)
+            .await
+            .unwrap();
+        assert_eq!(refused, None, "EXEC refused");
+        // Nothing of the refused transaction was written, not even the free report's.
+        let k = store.keys();
+        for r in &ours {
+            let exists: bool = redis::cmd("EXISTS")
+                .arg(k.incident(r.partition, &r.id))
+                .query_async(&mut theirs)
+                .await
+                .unwrap();
+            assert!(!exists);
+        }
+        let free: Option<String> = redis::cmd("GET")
+            .arg(&claims[1].0)
+            .query_async(&mut theirs)
+            .await
+            .unwrap();
+        assert_eq!(free, None);
+        // Written again: the first is the other replica's incident, the second is new.
+        let answers = store.transact(&mut c, &ours, 60).await.unwrap();
+        let answers: Vec<(i64, String)> = answers.into_iter().map(Result::unwrap).collect();
+        assert_eq!(answers[0], (1, "theirs-1".to_owned()));
+        assert_eq!(answers[1], (0, ours[1].id.clone()));
+        let status: Option<String> = redis::cmd("HGET")
+            .arg(k.incident(ours[1].partition, &ours[1].id))
+            .arg("status")
+            .query_async(&mut theirs)
+            .await
+            .unwrap();
+        assert_eq!(status.as_deref(), Some("reported"));
+    }
+
+    #[test]
+    fn index_entries_list_each_incident_once_per_key_in_order() {
+        let mut g = Gathered::default();
+        g.index("a".into(), "x-1");
+        g.index("b".into(), "x-1");
+        g.index("a".into(), "y-2");
+        let mut tx = redis::pipe();
+        g.finish(&mut tx);
+        let cmds: Vec<Vec<Vec<u8>>> = tx
+            .cmd_iter()
+            .map(|c| {
+                c.args_iter()
+                    .map(|a| match a {
+                        redis::Arg::Simple(b) => b.to_vec(),
+                        _ => Vec::new(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let text = |v: &Vec<Vec<u8>>| -> Vec<String> {
+            v.iter()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect()
+        };
+        assert_eq!(text(&cmds[0]), ["XADD", "a", "*", "i", "x-1", "i", "y-2"]);
+        assert_eq!(text(&cmds[1]), ["XADD", "b", "*", "i", "x-1"]);
+    }
+}
