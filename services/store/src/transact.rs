@@ -398,6 +398,25 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn the_clock_floor_is_never_past_redis_time() {
+        // `reported_at` of a transaction's report: no index entry written after it may be
+        // older (the entries' ids are Redis' time when `EXEC` runs).
+        let redis = crate::local::LocalRedis::start().unwrap();
+        let store = Store::connect(&redis.url(), "t", 4).await.unwrap();
+        for wait in [0, 200, 1_100] {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            let floor = store.clock_floor_ms().await.unwrap();
+            let after = store.server_time_ms().await.unwrap();
+            let estimate = store.clock_ms().await.unwrap();
+            assert!(floor <= after, "floor {floor} past Redis' TIME {after}");
+            assert!(
+                floor <= estimate && estimate - floor <= 5,
+                "{floor} .. {estimate}"
+            );
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn with_a_durability_setting_a_report_is_accepted_once_the_replica_has_it() {
         let primary = crate::local::LocalRedis::start().unwrap();
