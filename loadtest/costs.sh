@@ -16,8 +16,9 @@
 #      half of it, open loop: report → subscriber p99 ≤ 5 ms, p99.9 ≤ 20 ms, 0 lost; and Redis
 #      memory per incident over that run (used_memory ÷ incidents, streams and indexes
 #      included, subscribers reading), target ≤ 2.5 KB, and its breakdown by kind of key
-#      (loadtest/memory_by_key.py). SERVE_ARGS=--inline-routing runs this step with inline
-#      routing (steps 2 and 3 measure the router and the API of the stream path either way).
+#      (loadtest/memory_by_key.py). SERVE_ARGS (e.g. --inline-routing, --transactions) adds
+#      flags to the service of this step and to step 3's API process; step 2 measures the
+#      router of the stream path either way.
 # Redis Cluster scale-out is not measured here (docs/PERFORMANCE.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
