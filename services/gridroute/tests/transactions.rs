@@ -1,5 +1,5 @@
 //! Reports accepted by transactions (`gridroute serve --transactions`): exactly once when
-//! replicas race on the same request ids, once when a batch names a request id twice, and
+//! replicas race on the same request ids (in batches larger than one transaction, too), once when a batch names a request id twice, and
 //! queued for the routers as the script queues them.
 
 #![allow(clippy::unwrap_used)]
@@ -47,7 +47,8 @@ async fn replica(env: &Env) -> Store {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_racing_on_the_same_request_ids_write_each_incident_once() {
-    const N: usize = 60;
+    // More than one transaction's worth (128) for the replica that sends them all at once.
+    const N: usize = 150;
     let env = Env::writing(
         None,
         Writes {
@@ -63,7 +64,7 @@ async fn replicas_racing_on_the_same_request_ids_write_each_incident_once() {
     // Three replicas send the same reports at once, in batches of different sizes, so that
     // their transactions watch overlapping claims.
     let mut tasks = tokio::task::JoinSet::new();
-    for (r, size) in [(0, 7), (1, 13), (2, 60)] {
+    for (r, size) in [(0, 7), (1, 13), (2, N)] {
         let (store, reports) = (replica(&env).await, reports.clone());
         tasks.spawn(async move {
             let mut answers = Vec::new();

@@ -130,9 +130,22 @@ impl Store {
                 _ => return Err(StoreError::Internal("no connection of its own".into())),
             },
         };
-        let answers = match self.transact(&mut c, reports, ttl).await {
-            Ok(answers) => answers,
-            Err(e) => {
+        // At most as many reports per transaction as per script call: `EXEC` blocks Redis
+        // while it runs, as a script does.
+        let mut answers = Vec::with_capacity(reports.len());
+        let mut failed = None;
+        for chunk in reports.chunks(crate::ingest::REPORTS_PER_SCRIPT) {
+            match self.transact(&mut c, chunk, ttl).await {
+                Ok(a) => answers.extend(a),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let answers = match failed {
+            None => answers,
+            Some(e) => {
                 // The connection may hold a `WATCH` or a half-read reply: not reused. (`MGET`
                 // reads a key of another type as absent: no single report's key fails a batch.)
                 crate::record_error("report_transaction", &e);
