@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use common::{Env, PARTITIONS, Writes, grid_point, report};
 use gridroute_proto::v1 as pb;
-use gridroute_store::{Store, ingest::Accepted, keys};
+use gridroute_store::{Store, StoreError, ingest::Accepted, keys};
 
 /// Entries in one kind of per-partition stream, summed over the partitions.
 async fn stream_len(env: &Env, key: impl Fn(u16) -> String) -> u64 {
@@ -69,9 +69,26 @@ async fn replicas_racing_on_the_same_request_ids_write_each_incident_once() {
         tasks.spawn(async move {
             let mut answers = Vec::new();
             for chunk in reports.chunks(size) {
-                for a in store.report_batch(chunk, "", "").await.unwrap() {
-                    answers.push(a.unwrap());
+                // As a client: what is answered UNAVAILABLE (claims contended past the
+                // retries) is sent again, and each request keeps its first answer.
+                let mut got: Vec<Option<Accepted>> = vec![None; chunk.len()];
+                while got.iter().any(Option::is_none) {
+                    let (todo, again): (Vec<usize>, Vec<pb::ReportIncidentRequest>) = got
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, g)| g.is_none())
+                        .map(|(i, _)| (i, chunk[i].clone()))
+                        .unzip();
+                    let res = store.report_batch(&again, "", "").await.unwrap();
+                    for (i, a) in todo.into_iter().zip(res) {
+                        match a {
+                            Ok(a) => got[i] = Some(a),
+                            Err(StoreError::Unavailable(_)) => {}
+                            Err(e) => panic!("request {i}: {e}"),
+                        }
+                    }
                 }
+                answers.extend(got.into_iter().flatten());
             }
             (r, answers)
         });
