@@ -19,19 +19,24 @@
 //!   the level-N index and keep the fields that name its code. 0 (the default) writes every
 //!   level, as the service does.
 //!
-//! Two things differ from the service and would need a design before such a path could ship:
-//! the record's `dept_at` is the dispatch time here, where the service stores the id of the
-//! department index entry written in the same call (an `XADD` reply a transaction cannot feed
-//! into a later command), and a report's own retries are not checked against its record.
+//! The record and the department-stream entries are written by the store's own code for
+//! `gridroute serve --transactions` (`gridroute_store::transact::record`, `deliveries`); with
+//! `--events entry` and every region level the mix writes what that path writes (as `--mix inline
+//! --transactions` measures them), and the other shapes are what this experiment adds.
 
 use std::sync::{
     Arc,
     atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
-use gridroute_core::lifecycle::Status;
 use gridroute_proto::v1 as pb;
-use gridroute_store::{Keys, dispatch::DispatchWrite, ingest::InlineRoute, keys, schedule};
+use gridroute_store::{
+    Keys,
+    dispatch::DispatchWrite,
+    ingest::InlineRoute,
+    keys, schedule,
+    transact::{self, Prepared},
+};
 
 /// How the events entries are written (`--events`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -143,7 +148,6 @@ async fn write_group(
             continue;
         }
         let id = keys::incident_id(&ulid::Ulid::new().to_string(), p);
-        let (bytes, contact) = gridroute_store::ingest::split_contact(r);
         let reporting = gridroute_store::ingest::Reporting {
             report: r,
             traceparent: "",
@@ -152,17 +156,20 @@ async fn write_group(
         let Some(w) = (plan.route)(&reporting, &id, p, now) else {
             continue;
         };
-        let hash = gridroute_core::table::fnv1a(&bytes)
-            ^ gridroute_core::table::fnv1a(&contact).rotate_left(1);
+        let new = Prepared::new(reporting, p, id, Some(w));
         tx.cmd("SET")
             .arg(claim)
-            .arg(format!("{hash:016x}|{id}"))
+            .arg(new.claim())
             .arg("EX")
             .arg(gridroute_store::ingest::IDEMPOTENCY_TTL_SECS)
             .ignore();
-        let event = gridroute_store::ingest::reported_event(r, "");
-        write_record(&mut tx, keys, &w, &bytes, &contact, &event, now);
-        batch.add(&mut tx, keys, plan.shape, &w, &event);
+        // The record and department-stream entries as `gridroute serve --transactions` writes
+        // them.
+        tx.add_command(transact::record(keys, &new, now)).ignore();
+        if let Some(w) = &new.routed {
+            transact::deliveries(&mut tx, keys, w);
+            batch.add(&mut tx, keys, plan.shape, w, &new.event);
+        }
     }
     let written = batch.written;
     batch.finish(&mut tx, keys, plan.shape, p);
@@ -270,77 +277,6 @@ impl Batch {
         for (key, fields) in &self.index {
             tx.cmd("XADD").arg(key).arg("*").arg(fields).ignore();
         }
-    }
-}
-
-/// The inline mix's record and department-stream entries for one report.
-fn write_record(
-    tx: &mut redis::Pipeline,
-    keys: &Keys,
-    w: &DispatchWrite,
-    bytes: &[u8],
-    contact: &[u8],
-    event: &[u8],
-    now: i64,
-) {
-    let p = w.partition;
-    let id = &w.incident_id;
-    let at = w.dispatched_ms.max(now).to_string();
-    let now = now.to_string();
-    let regions = w.region_codes.join(",");
-    let mut h = redis::cmd("HSET");
-    h.arg(keys.incident(p, id))
-        .arg("report")
-        .arg(bytes)
-        .arg("status")
-        .arg(Status::Dispatched.as_str())
-        .arg("gen")
-        .arg("0")
-        .arg("reported_at")
-        .arg(&now)
-        .arg("tl0")
-        .arg([now.as_bytes(), b"|", event].concat())
-        .arg("dept")
-        .arg(&w.department)
-        .arg("decision")
-        .arg(&w.decision)
-        .arg("dispatched_at")
-        .arg(&at)
-        .arg("accept_due")
-        .arg(w.accept_due_ms)
-        .arg("resolve_due")
-        .arg(w.resolve_due_ms)
-        .arg("timers")
-        .arg(schedule::encode(&w.timers))
-        .arg("regions")
-        .arg(&regions)
-        .arg("v")
-        .arg("1")
-        .arg("first_dispatched_at")
-        .arg(&at)
-        .arg("dept_at")
-        .arg(&at)
-        .arg("ix")
-        .arg("1")
-        .arg("tl1")
-        .arg([at.as_bytes(), b"|", &w.event].concat());
-    if !contact.is_empty() {
-        h.arg("contact").arg(contact);
-    }
-    if w.estimated {
-        h.arg("est").arg("1");
-    }
-    tx.add_command(h).ignore();
-    for (dept, payload) in &w.deliveries {
-        tx.cmd("XADD")
-            .arg(keys.dispatch(p, dept))
-            .arg("*")
-            .arg(&[("id", id.as_str()), ("g", "0")])
-            .arg("d")
-            .arg(payload)
-            .arg("tp")
-            .arg(&w.traceparent)
-            .ignore();
     }
 }
 

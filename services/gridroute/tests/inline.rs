@@ -6,26 +6,8 @@
 
 mod common;
 
-use std::collections::HashMap;
-
-use common::{Env, PARTITIONS, Writes, grid_point, next_dispatch, report};
+use common::{Env, PARTITIONS, Writes, field_names, grid_point, next_dispatch, report};
 use gridroute_proto::v1 as pb;
-use gridroute_store::keys;
-
-/// Entries in one kind of per-partition stream, summed over the partitions.
-async fn stream_len(env: &Env, key: impl Fn(u16) -> String) -> u64 {
-    let mut c = env.redis().await;
-    let mut n = 0;
-    for p in 0..PARTITIONS {
-        let len: u64 = redis::cmd("XLEN")
-            .arg(key(p))
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        n += len;
-    }
-    n
-}
 
 /// Timers due in the SLA timer sets, summed over the partitions.
 async fn timers(env: &Env) -> u64 {
@@ -48,15 +30,6 @@ async fn get(env: &Env, id: &str) -> pb::Incident {
     env.get_as(&centre, id).await.unwrap()
 }
 
-async fn record(env: &Env, id: &str) -> HashMap<String, Vec<u8>> {
-    let p = keys::partition_of(id, PARTITIONS).unwrap();
-    redis::cmd("HGETALL")
-        .arg(env.store.keys().incident(p, id))
-        .query_async(&mut env.redis().await)
-        .await
-        .unwrap()
-}
-
 /// Fields that hold a time (the two runs differ by milliseconds), or a timeline entry that
 /// starts with one.
 const TIMED: [&str; 7] = [
@@ -68,14 +41,6 @@ const TIMED: [&str; 7] = [
     "resolve_due",
     "timers",
 ];
-
-/// Inline routing, the report written by the script or (`--transactions`) by a transaction.
-fn inline_writes(transactions: bool) -> Writes {
-    Writes {
-        inline: true,
-        transactions,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_routed_inline_is_recorded_and_dispatched_as_a_router_does() {
@@ -89,7 +54,7 @@ async fn a_report_routed_inline_by_a_transaction_is_recorded_and_dispatched_as_a
 
 async fn recorded_and_dispatched_as_a_router_does(transactions: bool) {
     let routed = Env::start().await;
-    let inline = Env::writing(None, inline_writes(transactions)).await;
+    let inline = Env::writing(None, Writes::inline().by_transactions(transactions)).await;
     let (_, _, lng, lat) = grid_point(&routed.table(), false);
     let r = report("inline-1", "city.vehicle.abandoned", lng, lat);
 
@@ -104,19 +69,14 @@ async fn recorded_and_dispatched_as_a_router_does(transactions: bool) {
 
     // The same record, field for field, times aside.
     let (a, b) = (
-        record(&routed, &by_router).await,
-        record(&inline, &by_api).await,
+        routed.record(&by_router).await,
+        inline.record(&by_api).await,
     );
     // A transaction leaves out `dept_at` on a first dispatch: readers then count the one
     // entry of the department's index there is.
-    let mut names_a: Vec<_> = a
-        .keys()
-        .filter(|n| !transactions || *n != "dept_at")
-        .collect();
-    let mut names_b: Vec<_> = b.keys().collect();
-    names_a.sort();
-    names_b.sort();
-    assert_eq!(names_a, names_b, "the same record fields");
+    let mut names_a = field_names(&a);
+    names_a.retain(|n| !transactions || *n != "dept_at");
+    assert_eq!(names_a, field_names(&b), "the same record fields");
     for (name, value) in &a {
         if TIMED.contains(&name.as_str()) || !b.contains_key(name) {
             continue;
@@ -136,9 +96,9 @@ async fn recorded_and_dispatched_as_a_router_does(transactions: bool) {
 
     // The same streams and sets, and nothing left for a router.
     let k = inline.store.keys();
-    assert_eq!(stream_len(&inline, |p| k.ingest(p)).await, 0);
-    assert_eq!(stream_len(&inline, |p| k.events(p)).await, 2);
-    assert_eq!(stream_len(&inline, |p| k.index_all(p)).await, 1);
+    assert_eq!(inline.stream_len(|p| k.ingest(p)).await, 0);
+    assert_eq!(inline.stream_len(|p| k.events(p)).await, 2);
+    assert_eq!(inline.stream_len(|p| k.index_all(p)).await, 1);
     assert_eq!(timers(&inline).await, timers(&routed).await);
     let dept = String::from_utf8(b["dept"].clone()).unwrap();
     assert_eq!(inline.dispatch_count(&dept).await, 1);
@@ -154,8 +114,8 @@ async fn recorded_and_dispatched_as_a_router_does(transactions: bool) {
     // A retry of the report answers the same incident and dispatches nothing again.
     assert_eq!(inline.report(r).await, by_api);
     assert_eq!(inline.dispatch_count(&dept).await, 1);
-    assert_eq!(stream_len(&inline, |p| k.events(p)).await, 2);
-    assert_eq!(stream_len(&inline, |p| k.ingest(p)).await, 0);
+    assert_eq!(inline.stream_len(|p| k.events(p)).await, 2);
+    assert_eq!(inline.stream_len(|p| k.ingest(p)).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,7 +133,7 @@ async fn duplicate_detection_through_the_routers(transactions: bool) {
         "# duplicates:\n#   - {category: city.vehicle.abandoned, within_m: 50, window: 24h}",
         "duplicates:\n  - {category: city.vehicle.abandoned, within_m: 50, window: 24h}",
     );
-    let mut env = Env::writing(Some(&rules), inline_writes(transactions)).await;
+    let mut env = Env::writing(Some(&rules), Writes::inline().by_transactions(transactions)).await;
     let (_, _, lng, lat) = grid_point(&env.table(), false);
     let k = env.store.keys().clone();
 
@@ -192,12 +152,12 @@ async fn duplicate_detection_through_the_routers(transactions: bool) {
         get(&env, &dup).await.status,
         pb::IncidentStatus::Reported as i32
     );
-    assert_eq!(stream_len(&env, |p| k.ingest(p)).await, 1);
+    assert_eq!(env.stream_len(|p| k.ingest(p)).await, 1);
 
     // A router dispatches it, and finds nothing else to do.
     env.spawn_router(common::fast_router("router-a"));
     env.wait_status(&dup, pb::IncidentStatus::Dispatched).await;
-    let dept = String::from_utf8(record(&env, &other).await["dept"].clone()).unwrap();
+    let dept = String::from_utf8(env.record(&other).await["dept"].clone()).unwrap();
     assert_eq!(env.dispatch_count(&dept).await, 1);
 }
 
@@ -212,7 +172,7 @@ async fn a_transaction_with_a_key_of_another_type_still_dispatches_each_report_o
 }
 
 async fn fails_midway_and_dispatches_each_once(transactions: bool) {
-    let env = Env::writing(None, inline_writes(transactions)).await;
+    let env = Env::writing(None, Writes::inline().by_transactions(transactions)).await;
     let (_, _, lng, lat) = grid_point(&env.table(), false);
     let items: Vec<pb::ReportIncidentRequest> = (0..40)
         .map(|i| report(&format!("mid-{i}"), "city.vehicle.abandoned", lng, lat))
@@ -240,11 +200,11 @@ async fn fails_midway_and_dispatches_each_once(transactions: bool) {
     for (i, res) in resp.results.iter().enumerate().filter(|(i, _)| *i != 20) {
         assert!(!res.duplicate_request, "report {i} was new to its caller");
         // Dispatched by the call, exactly once (`v` counts the record's dispatches).
-        let rec = record(&env, &res.incident_id).await;
+        let rec = env.record(&res.incident_id).await;
         assert_eq!(rec["status"], b"dispatched", "report {i}");
         assert_eq!(rec["v"], b"1", "report {i}");
     }
-    assert_eq!(stream_len(&env, |p| k.ingest(p)).await, 0);
+    assert_eq!(env.stream_len(|p| k.ingest(p)).await, 0);
     // Two events per incident: reported, dispatched.
-    assert_eq!(stream_len(&env, |p| k.events(p)).await, 2 * accepted as u64);
+    assert_eq!(env.stream_len(|p| k.events(p)).await, 2 * accepted as u64);
 }

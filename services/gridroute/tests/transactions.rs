@@ -1,40 +1,16 @@
 //! Reports accepted by transactions (`gridroute serve --transactions`): exactly once when
-//! replicas race on the same request ids (in batches larger than one transaction, too), once when a batch names a request id twice, and
-//! queued for the routers as the script queues them.
+//! replicas race on the same request ids (in batches larger than one transaction, too), once
+//! when a batch names a request id twice, and queued for the routers as the script queues them.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use common::{Env, PARTITIONS, Writes, grid_point, report};
+use common::{Env, PARTITIONS, Writes, field_names, grid_point, report};
 use gridroute_proto::v1 as pb;
-use gridroute_store::{Store, StoreError, ingest::Accepted, keys};
-
-/// Entries in one kind of per-partition stream, summed over the partitions.
-async fn stream_len(env: &Env, key: impl Fn(u16) -> String) -> u64 {
-    let mut c = env.redis().await;
-    let mut n = 0;
-    for p in 0..PARTITIONS {
-        let len: u64 = redis::cmd("XLEN")
-            .arg(key(p))
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        n += len;
-    }
-    n
-}
-
-async fn record(env: &Env, id: &str) -> HashMap<String, Vec<u8>> {
-    let p = keys::partition_of(id, PARTITIONS).unwrap();
-    redis::cmd("HGETALL")
-        .arg(env.store.keys().incident(p, id))
-        .query_async(&mut env.redis().await)
-        .await
-        .unwrap()
-}
+use gridroute_store::{Store, StoreError, ingest::Accepted};
 
 /// A replica's store: its own connections, inline routing, reports written by transactions.
 async fn replica(env: &Env) -> Store {
@@ -49,14 +25,7 @@ async fn replica(env: &Env) -> Store {
 async fn replicas_racing_on_the_same_request_ids_write_each_incident_once() {
     // More than one transaction's worth (128) for the replica that sends them all at once.
     const N: usize = 150;
-    let env = Env::writing(
-        None,
-        Writes {
-            inline: true,
-            transactions: true,
-        },
-    )
-    .await;
+    let env = Env::writing(None, Writes::inline().by_transactions(true)).await;
     let (_, _, lng, lat) = grid_point(&env.table(), false);
     let reports: Vec<pb::ReportIncidentRequest> = (0..N)
         .map(|i| report(&format!("race-{i}"), "city.vehicle.abandoned", lng, lat))
@@ -116,15 +85,15 @@ async fn replicas_racing_on_the_same_request_ids_write_each_incident_once() {
         .map(|a| a.incident_id().to_owned())
         .collect();
     for id in &ids {
-        let rec = record(&env, id).await;
+        let rec = env.record(id).await;
         assert_eq!(rec["status"], b"dispatched");
         assert_eq!(rec["v"], b"1");
     }
     let dept =
-        String::from_utf8(record(&env, ids.iter().next().unwrap()).await["dept"].clone()).unwrap();
+        String::from_utf8(env.record(ids.iter().next().unwrap()).await["dept"].clone()).unwrap();
     assert_eq!(env.dispatch_count(&dept).await, N as u64);
-    assert_eq!(stream_len(&env, |p| k.events(p)).await, 2 * N as u64);
-    assert_eq!(stream_len(&env, |p| k.ingest(p)).await, 0);
+    assert_eq!(env.stream_len(|p| k.events(p)).await, 2 * N as u64);
+    assert_eq!(env.stream_len(|p| k.ingest(p)).await, 0);
     let records: usize = {
         let mut c = env.redis().await;
         let keys: Vec<String> = redis::cmd("KEYS")
@@ -139,14 +108,7 @@ async fn replicas_racing_on_the_same_request_ids_write_each_incident_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_request_id_twice_in_one_batch_is_one_incident() {
-    let env = Env::writing(
-        None,
-        Writes {
-            inline: true,
-            transactions: true,
-        },
-    )
-    .await;
+    let env = Env::writing(None, Writes::inline().by_transactions(true)).await;
     let (_, _, lng, lat) = grid_point(&env.table(), false);
     let once = report("twice-1", "city.vehicle.abandoned", lng, lat);
     let mut changed = once.clone();
@@ -166,22 +128,15 @@ async fn the_same_request_id_twice_in_one_batch_is_one_incident() {
         answers.results[2]
     );
     let k = env.store.keys().clone();
-    assert_eq!(stream_len(&env, |p| k.events(p)).await, 2);
-    let dept = String::from_utf8(record(&env, &a.incident_id).await["dept"].clone()).unwrap();
+    assert_eq!(env.stream_len(|p| k.events(p)).await, 2);
+    let dept = String::from_utf8(env.record(&a.incident_id).await["dept"].clone()).unwrap();
     assert_eq!(env.dispatch_count(&dept).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_a_transaction_queues_are_routed_as_the_scripts_are() {
     let mut by_script = Env::without_router().await;
-    let mut by_tx = Env::writing(
-        None,
-        Writes {
-            inline: false,
-            transactions: true,
-        },
-    )
-    .await;
+    let mut by_tx = Env::writing(None, Writes::default().by_transactions(true)).await;
     let (_, _, lng, lat) = grid_point(&by_script.table(), false);
     let r = report("queued-1", "city.sanitation", lng, lat);
     let (a, b) = (
@@ -189,18 +144,14 @@ async fn reports_a_transaction_queues_are_routed_as_the_scripts_are() {
         by_tx.report(r.clone()).await,
     );
     // Queued alike: the same record fields, one ingest entry each.
-    let (ra, rb) = (record(&by_script, &a).await, record(&by_tx, &b).await);
-    let mut names_a: Vec<&String> = ra.keys().collect();
-    let mut names_b: Vec<&String> = rb.keys().collect();
-    names_a.sort();
-    names_b.sort();
-    assert_eq!(names_a, names_b);
+    let (ra, rb) = (by_script.record(&a).await, by_tx.record(&b).await);
+    assert_eq!(field_names(&ra), field_names(&rb));
     for name in ["report", "status", "gen"] {
         assert_eq!(ra[name], rb[name], "{name}");
     }
     let k = by_tx.store.keys().clone();
-    assert_eq!(stream_len(&by_tx, |p| k.ingest(p)).await, 1);
-    assert_eq!(stream_len(&by_tx, |p| k.events(p)).await, 1);
+    assert_eq!(by_tx.stream_len(|p| k.ingest(p)).await, 1);
+    assert_eq!(by_tx.stream_len(|p| k.events(p)).await, 1);
     // A router dispatches each; a retry of the report answers the same incident.
     for env in [&mut by_script, &mut by_tx] {
         env.spawn_router(common::fast_router("router-a"));
@@ -209,16 +160,13 @@ async fn reports_a_transaction_queues_are_routed_as_the_scripts_are() {
         .wait_status(&a, pb::IncidentStatus::Dispatched)
         .await;
     by_tx.wait_status(&b, pb::IncidentStatus::Dispatched).await;
-    let (ra, rb) = (record(&by_script, &a).await, record(&by_tx, &b).await);
-    let mut names_a: Vec<&String> = ra.keys().collect();
-    let mut names_b: Vec<&String> = rb.keys().collect();
-    names_a.sort();
-    names_b.sort();
+    let (ra, rb) = (by_script.record(&a).await, by_tx.record(&b).await);
     assert_eq!(
-        names_a, names_b,
+        field_names(&ra),
+        field_names(&rb),
         "the router's dispatch writes the same fields"
     );
     assert_eq!(by_tx.report(r).await, b);
-    assert_eq!(stream_len(&by_tx, |p| k.events(p)).await, 2);
-    assert_eq!(stream_len(&by_tx, |p| k.ingest(p)).await, 0);
+    assert_eq!(by_tx.stream_len(|p| k.events(p)).await, 2);
+    assert_eq!(by_tx.stream_len(|p| k.ingest(p)).await, 0);
 }

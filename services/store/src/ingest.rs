@@ -121,25 +121,7 @@ impl Store {
             .zip(partitions.iter().zip(ids.iter()))
             .zip(routed)
             .map(|((&reporting, (&partition, id)), routed)| {
-                let r = reporting.report;
-                let (bytes, contact) = split_contact(r);
-                // The payload's identity covers the contact too: the same request id with
-                // another contact is another request.
-                let hash = format!(
-                    "{:016x}",
-                    gridroute_core::table::fnv1a(&bytes)
-                        ^ gridroute_core::table::fnv1a(&contact).rotate_left(1)
-                );
-                Prepared {
-                    reporting,
-                    partition,
-                    id: id.clone(),
-                    hash,
-                    bytes,
-                    contact,
-                    event: reported_event(r, reporting.person),
-                    routed,
-                }
+                Prepared::new(reporting, partition, id.clone(), routed)
             })
             .collect();
         let (mut answers, replicated) = if self.transactions() {

@@ -8,7 +8,7 @@
 //! - [`conn`]: connections (single server, Sentinel, Cluster).
 //! - [`codec`]: how records and timelines are encoded in Redis and read back.
 //! - [`ingest`]: accepting reports (idempotency + ingest stream).
-//! - `transact`: the same without a script, in a `WATCH`/`MULTI`/`EXEC` transaction
+//! - [`transact`]: the same without a script, in a `WATCH`/`MULTI`/`EXEC` transaction
 //!   (`--transactions`).
 //! - [`consumer`]: the router's side of the ingest streams: consumer groups, batches, claims,
 //!   dead letters.
@@ -52,7 +52,7 @@ pub mod stats;
 pub mod subscribe;
 pub mod tables;
 pub mod timers;
-mod transact;
+pub mod transact;
 
 use std::time::Duration;
 

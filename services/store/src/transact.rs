@@ -19,7 +19,9 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 use gridroute_core::lifecycle::Status;
 use redis::aio::MultiplexedConnection;
 
-use crate::{Result, Store, StoreError, dispatch::DispatchWrite, ingest::Reporting, schedule};
+use crate::{
+    Keys, Result, Store, StoreError, dispatch::DispatchWrite, ingest::Reporting, schedule,
+};
 
 /// How many times a batch is read and written again after a watched claim changed (another
 /// replica accepted a report with the same request id at the same moment) before its reports
@@ -47,24 +49,61 @@ impl TxConns {
     }
 }
 
-/// One report to accept, prepared once for either write path.
+/// One report to accept, prepared once for either write path (and for `gridroute-redisceiling
+/// --mix plain`, which writes the same record).
 #[derive(Debug)]
-pub(crate) struct Prepared<'a> {
-    pub(crate) reporting: Reporting<'a>,
+pub struct Prepared<'a> {
+    /// The report, its trace context and person.
+    pub reporting: Reporting<'a>,
     /// Partition.
-    pub(crate) partition: u16,
+    pub partition: u16,
     /// The incident id chosen for it.
-    pub(crate) id: String,
+    pub id: String,
     /// The payload's identity (`hash` in the idempotency key's `hash|id`).
-    pub(crate) hash: String,
+    pub hash: String,
     /// The report without the reporter's contact.
-    pub(crate) bytes: Vec<u8>,
+    pub bytes: Vec<u8>,
     /// The reporter's contact ('' = none).
-    pub(crate) contact: Vec<u8>,
+    pub contact: Vec<u8>,
     /// The report's stored timeline entry.
-    pub(crate) event: Vec<u8>,
+    pub event: Vec<u8>,
     /// Its first dispatch when routed inline.
-    pub(crate) routed: Option<DispatchWrite>,
+    pub routed: Option<DispatchWrite>,
+}
+
+impl<'a> Prepared<'a> {
+    /// `reporting` as incident `id` of `partition`, with its first dispatch when routed inline.
+    pub fn new(
+        reporting: Reporting<'a>,
+        partition: u16,
+        id: String,
+        routed: Option<DispatchWrite>,
+    ) -> Self {
+        let r = reporting.report;
+        let (bytes, contact) = crate::ingest::split_contact(r);
+        // The payload's identity covers the contact too: the same request id with another
+        // contact is another request.
+        let hash = format!(
+            "{:016x}",
+            gridroute_core::table::fnv1a(&bytes)
+                ^ gridroute_core::table::fnv1a(&contact).rotate_left(1)
+        );
+        Self {
+            event: crate::ingest::reported_event(r, reporting.person),
+            reporting,
+            partition,
+            id,
+            hash,
+            bytes,
+            contact,
+            routed,
+        }
+    }
+
+    /// The value of its idempotency key: `hash|id`.
+    pub fn claim(&self) -> String {
+        format!("{}|{}", self.hash, self.id)
+    }
 }
 
 /// The writes of one transaction that are gathered over its reports: one index entry per
@@ -236,7 +275,6 @@ impl Store {
         // Redis' clock, at the earliest: an index entry written by `EXEC` is never before its
         // record's `reported_at`, as a list's time window assumes.
         let now = self.clock_floor_ms().await?;
-        let now_text = now.to_string();
         let mut tx = redis::pipe();
         tx.atomic();
         let mut gathered = Gathered::default();
@@ -245,14 +283,14 @@ impl Store {
         let mut claimed: HashMap<&str, String> = HashMap::new();
         for (r, (claim, held)) in reports.iter().zip(&claims) {
             if let Some(prev) = held
-                .clone()
-                .or_else(|| claimed.get(claim.as_str()).cloned())
+                .as_deref()
+                .or_else(|| claimed.get(claim.as_str()).map(String::as_str))
             {
-                let (hash, id) = prev.split_once('|').unwrap_or(("", prev.as_str()));
+                let (hash, id) = prev.split_once('|').unwrap_or(("", prev));
                 answers.push((if hash == r.hash { 1 } else { 2 }, id.to_owned()));
                 continue;
             }
-            let value = format!("{}|{}", r.hash, r.id);
+            let value = r.claim();
             tx.cmd("SET")
                 .arg(claim)
                 .arg(&value)
@@ -260,7 +298,7 @@ impl Store {
                 .arg(ttl)
                 .ignore();
             claimed.insert(claim, value);
-            self.write_report(&mut tx, &mut gathered, r, now, &now_text);
+            self.write_report(&mut tx, &mut gathered, r, now);
             answers.push((if r.routed.is_some() { 3 } else { 0 }, r.id.clone()));
         }
         gathered.finish(&mut tx);
@@ -277,31 +315,10 @@ impl Store {
         gathered: &mut Gathered,
         r: &Prepared<'_>,
         now: i64,
-        now_text: &str,
     ) {
         let k = self.keys();
         let (p, id) = (r.partition, r.id.as_str());
-        let stamped = |at: &str, e: &[u8]| -> Vec<u8> { [at.as_bytes(), b"|", e].concat() };
-        let status = match r.routed {
-            Some(_) => Status::Dispatched,
-            None => Status::Reported,
-        };
-        let record = tx
-            .cmd("HSET")
-            .arg(k.incident(p, id))
-            .arg("report")
-            .arg(&r.bytes)
-            .arg("status")
-            .arg(status.as_str())
-            .arg("gen")
-            .arg("0")
-            .arg("reported_at")
-            .arg(now_text)
-            .arg("tl0")
-            .arg(stamped(now_text, &r.event));
-        if !r.contact.is_empty() {
-            record.arg("contact").arg(&r.contact);
-        }
+        tx.add_command(record(k, r, now)).ignore();
         let events = k.events(p);
         let event = |tx: &mut redis::Pipeline, s: &str, d: &str, regions: &str, e: &[u8]| {
             tx.cmd("XADD")
@@ -312,13 +329,12 @@ impl Store {
                 .arg(e)
                 .ignore();
         };
+        event(tx, Status::Reported.as_str(), "", "", &r.event);
         let Some(w) = &r.routed else {
-            record.ignore();
-            event(tx, Status::Reported.as_str(), "", "", &r.event);
             tx.cmd("XADD")
                 .arg(k.ingest(p))
                 .arg("*")
-                .arg(&[("id", id), ("g", "0"), ("t", now_text)])
+                .arg(&[("id", id), ("g", "0"), ("t", now.to_string().as_str())])
                 .arg("r")
                 .arg(&r.bytes)
                 .arg("tp")
@@ -326,37 +342,7 @@ impl Store {
                 .ignore();
             return;
         };
-        // Never dispatched before it was reported.
-        let at = w.dispatched_ms.max(now).to_string();
         let regions = w.region_codes.join(",");
-        record
-            .arg("dept")
-            .arg(&w.department)
-            .arg("decision")
-            .arg(&w.decision)
-            .arg("dispatched_at")
-            .arg(&at)
-            .arg("accept_due")
-            .arg(w.accept_due_ms)
-            .arg("resolve_due")
-            .arg(w.resolve_due_ms)
-            .arg("timers")
-            .arg(schedule::encode(&w.timers))
-            .arg("regions")
-            .arg(&regions)
-            .arg("v")
-            .arg("1")
-            .arg("first_dispatched_at")
-            .arg(&at)
-            .arg("ix")
-            .arg("1")
-            .arg("tl1")
-            .arg(stamped(&at, &w.event));
-        if w.estimated {
-            record.arg("est").arg("1");
-        }
-        record.ignore();
-        event(tx, Status::Reported.as_str(), "", "", &r.event);
         event(
             tx,
             Status::Dispatched.as_str(),
@@ -372,17 +358,82 @@ impl Store {
         if let Some(t) = schedule::head(&w.timers) {
             gathered.timer(k.sla(p), t.due, schedule::member(id, t));
         }
-        for (dept, payload) in &w.deliveries {
-            tx.cmd("XADD")
-                .arg(k.dispatch(p, dept))
-                .arg("*")
-                .arg(&[("id", id), ("g", "0")])
-                .arg("d")
-                .arg(payload)
-                .arg("tp")
-                .arg(&w.traceparent)
-                .ignore();
-        }
+        deliveries(tx, k, w);
+    }
+}
+
+/// A new report's record (`HSET`), field for field what `lua/report.lua` writes: the report and
+/// its timeline entry, reported at `now` (Redis' clock, ms), and when routed inline its first
+/// dispatch, but for `dept_at` (see the module documentation).
+pub fn record(k: &Keys, r: &Prepared<'_>, now: i64) -> redis::Cmd {
+    let reported = now.to_string();
+    let stamped = |at: &str, e: &[u8]| -> Vec<u8> { [at.as_bytes(), b"|", e].concat() };
+    let status = match r.routed {
+        Some(_) => Status::Dispatched,
+        None => Status::Reported,
+    };
+    let mut h = redis::cmd("HSET");
+    h.arg(k.incident(r.partition, &r.id))
+        .arg("report")
+        .arg(&r.bytes)
+        .arg("status")
+        .arg(status.as_str())
+        .arg("gen")
+        .arg("0")
+        .arg("reported_at")
+        .arg(&reported)
+        .arg("tl0")
+        .arg(stamped(&reported, &r.event));
+    if !r.contact.is_empty() {
+        h.arg("contact").arg(&r.contact);
+    }
+    let Some(w) = &r.routed else {
+        return h;
+    };
+    // Never dispatched before it was reported.
+    let at = w.dispatched_ms.max(now).to_string();
+    h.arg("dept")
+        .arg(&w.department)
+        .arg("decision")
+        .arg(&w.decision)
+        .arg("dispatched_at")
+        .arg(&at)
+        .arg("accept_due")
+        .arg(w.accept_due_ms)
+        .arg("resolve_due")
+        .arg(w.resolve_due_ms)
+        .arg("timers")
+        .arg(schedule::encode(&w.timers))
+        .arg("regions")
+        .arg(w.region_codes.join(","))
+        .arg("v")
+        .arg("1")
+        .arg("first_dispatched_at")
+        .arg(&at)
+        .arg("ix")
+        .arg("1")
+        .arg("tl1")
+        .arg(stamped(&at, &w.event));
+    if w.estimated {
+        h.arg("est").arg("1");
+    }
+    h
+}
+
+/// A first dispatch's entries in its departments' streams (heads: the report and the decision
+/// are read from the record on delivery, as `lua/dispatch.lua` writes them).
+pub fn deliveries(tx: &mut redis::Pipeline, k: &Keys, w: &DispatchWrite) {
+    let id = w.incident_id.as_str();
+    for (dept, payload) in &w.deliveries {
+        tx.cmd("XADD")
+            .arg(k.dispatch(w.partition, dept))
+            .arg("*")
+            .arg(&[("id", id), ("g", "0")])
+            .arg("d")
+            .arg(payload)
+            .arg("tp")
+            .arg(&w.traceparent)
+            .ignore();
     }
 }
 
@@ -395,20 +446,13 @@ mod tests {
         let partition = store
             .keys()
             .partition_for(&report.source_system, &report.request_id);
-        Prepared {
-            reporting: Reporting {
-                report,
-                traceparent: "",
-                person: "",
-            },
-            partition,
-            id: crate::keys::incident_id(&ulid::Ulid::new().to_string(), partition),
-            hash: "0123456789abcdef".into(),
-            bytes: b"report".to_vec(),
-            contact: Vec::new(),
-            event: b"event".to_vec(),
-            routed: None,
-        }
+        let id = crate::keys::incident_id(&ulid::Ulid::new().to_string(), partition);
+        let reporting = Reporting {
+            report,
+            traceparent: "",
+            person: "",
+        };
+        Prepared::new(reporting, partition, id, None)
     }
 
     #[tokio::test]
@@ -535,7 +579,7 @@ mod tests {
         let mut theirs = store.conn();
         let _: () = redis::cmd("SET")
             .arg(&claims[0].0)
-            .arg("0123456789abcdef|theirs-1")
+            .arg(format!("{}|theirs-1", ours[0].hash))
             .query_async(&mut theirs)
             .await
             .unwrap();

@@ -185,6 +185,23 @@ impl Writes {
             transactions: false,
         }
     }
+
+    /// The same, reports written by transactions (`on`) or by the report script.
+    #[allow(dead_code)]
+    pub fn by_transactions(self, on: bool) -> Self {
+        Self {
+            transactions: on,
+            ..self
+        }
+    }
+}
+
+/// A record's field names, sorted.
+#[allow(dead_code)]
+pub fn field_names(record: &HashMap<String, Vec<u8>>) -> Vec<&str> {
+    let mut names: Vec<&str> = record.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    names
 }
 
 pub struct Env {
@@ -564,17 +581,35 @@ impl Env {
 
     /// Total entries in a department's dispatch streams over all partitions.
     pub async fn dispatch_count(&self, department: &str) -> u64 {
+        let k = self.store.keys().clone();
+        self.stream_len(|p| k.dispatch(p, department)).await
+    }
+
+    /// Entries in one kind of per-partition stream (`key` names it per partition), summed
+    /// over the partitions.
+    pub async fn stream_len(&self, key: impl Fn(u16) -> String) -> u64 {
         let mut c = self.redis().await;
         let mut n = 0;
         for p in 0..PARTITIONS {
             let len: u64 = redis::cmd("XLEN")
-                .arg(self.store.keys().dispatch(p, department))
+                .arg(key(p))
                 .query_async(&mut c)
                 .await
                 .unwrap();
             n += len;
         }
         n
+    }
+
+    /// An incident's record as stored (`HGETALL`).
+    #[allow(dead_code)]
+    pub async fn record(&self, id: &str) -> HashMap<String, Vec<u8>> {
+        let p = gridroute_store::keys::partition_of(id, PARTITIONS).unwrap();
+        redis::cmd("HGETALL")
+            .arg(self.store.keys().incident(p, id))
+            .query_async(&mut self.redis().await)
+            .await
+            .unwrap()
     }
 
     /// Polls GetIncident until the incident reaches `status` (routers run asynchronously).
