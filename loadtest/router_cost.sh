@@ -54,13 +54,15 @@ for round in $(seq 1 "$rounds"); do
   while [ "$(queued)" -gt 0 ]; do sleep 0.2; done
   end=$(date +%s.%N)
   c=$(cpu "$router")
+  # Peak resident memory of the router over the round (its caches included), in MiB.
+  rss=$(awk '/^VmHWM:/{printf "%.0f", $2 / 1024}' "/proc/$router/status")
   if [ "${PERF:-0}" = 1 ]; then
     kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
   fi
   kill "$router"; wait "$router" 2>/dev/null || true
   python3 -c "
 before, c, ticks, start, end = $before, $c, $ticks, $start, $end
-print(f'round $round: {before} incidents routed in {end - start:.1f} s ({before / (end - start):,.0f}/s); router CPU {c / ticks:.2f} s = {c / ticks * 1e6 / before:.1f} µs per incident')
+print(f'round $round: {before} incidents routed in {end - start:.1f} s ({before / (end - start):,.0f}/s); router CPU {c / ticks:.2f} s = {c / ticks * 1e6 / before:.1f} µs per incident; peak RSS $rss MiB')
 " | tee "$out/round-$round.txt"
   redis-cli -p "$rport" flushall >/dev/null
 done

@@ -30,8 +30,8 @@ pub fn route_entry(
         .text("t")
         .and_then(|t| t.parse().ok())
         .ok_or("no report time")?;
-    let bytes = entry.fields.get("r").ok_or("no report")?;
-    let report = pb::ReportIncidentRequest::decode(bytes.as_slice())
+    let bytes = entry.field("r").ok_or("no report")?;
+    let report = pb::ReportIncidentRequest::decode(bytes)
         .map_err(|e| format!("report does not decode: {e}"))?;
     let of = Routed {
         id,
@@ -88,28 +88,18 @@ pub fn route_report(
     metrics::histogram!(names::ROUTE_DECISION_SECONDS).record(started.elapsed().as_secs_f64());
     metrics::counter!(names::ROUTED_TOTAL, "outcome" => d.outcome.as_str()).increment(1);
 
-    let stored = stored_reasons(table, &q, &d, report);
-    let mut decision = match &stored {
-        Some(_) => gridroute_mapping::decision_without_reasons(table, &q, &d),
-        None => gridroute_mapping::decision_message(table, &q, &d),
-    };
+    let decided = decided(table, &q, &d, report);
     let policy = &table.sla_policies[d.sla as usize];
     let deadlines = policy.deadlines(&table.calendar, now_ms);
     let estimated = deadlines.estimated(policy, &table.calendar);
-    let supervisors: Vec<String> = table
-        .supervisors(d.grid)
-        .into_iter()
-        .filter(|&c| c != d.department)
-        .map(|c| table.departments[c as usize].id.clone())
-        .collect();
     let timers = policy.timers(
         &table.calendar,
         now_ms,
         Some(deadlines.accept_by),
         deadlines.resolve_by,
         &Escalation {
-            primary: &decision.department_id,
-            supervisors: &supervisors,
+            primary: &decided.department,
+            supervisors: &decided.supervisors,
             public: &table.departments[table.default_command_centre as usize].id,
         },
     );
@@ -120,13 +110,6 @@ pub fn route_report(
             Some((policy.clone(), x, y))
         }
         _ => None,
-    };
-    let decision_bytes = match stored {
-        Some(reasons) => {
-            decision.reasons = reasons;
-            codec::decision_bytes_with_stored_reasons(&mut decision, Some(report))
-        }
-        None => codec::decision_bytes(&mut decision, Some(report)),
     };
     let dispatch = |department: &str, role: pb::DispatchRole| {
         let head = pb::Dispatch {
@@ -148,28 +131,13 @@ pub fn route_report(
         head.encode_to_vec()
     };
     let mut deliveries = vec![(
-        decision.department_id.clone(),
-        dispatch(&decision.department_id, pb::DispatchRole::Primary),
+        decided.department.clone(),
+        dispatch(&decided.department, pb::DispatchRole::Primary),
     )];
-    for co in &decision.co_department_ids {
-        if *co != decision.department_id {
+    for co in &decided.co_departments {
+        if *co != decided.department {
             deliveries.push((co.clone(), dispatch(co, pb::DispatchRole::CoHandler)));
         }
-    }
-    let mut summary = match &decision.rule_id {
-        r if r.is_empty() => format!(
-            "to {} ({}, table {})",
-            decision.department_id,
-            d.outcome.as_str(),
-            table.version
-        ),
-        r => format!(
-            "to {} by rule {r} (table {})",
-            decision.department_id, table.version
-        ),
-    };
-    if estimated {
-        summary.push_str(&gridroute_core::sla::estimate_note(&table.calendar));
     }
     Ok((
         DispatchWrite {
@@ -177,18 +145,14 @@ pub fn route_report(
             entry_id: of.entry_id.to_owned(),
             generation: of.generation.to_owned(),
             incident_id: id.to_owned(),
-            department: decision.department_id.clone(),
-            region_codes: decision
-                .region_path
-                .iter()
-                .map(|r| r.code.clone())
-                .collect(),
-            decision: decision_bytes,
+            department: decided.department.clone(),
+            region_codes: decided.region_codes.clone(),
+            decision: decided.bytes.clone(),
             dispatched_ms: now_ms,
             accept_due_ms: deadlines.accept_by,
             resolve_due_ms: deadlines.resolve_by,
             estimated,
-            event: dispatched_event(&summary, &decision.department_id),
+            event: decided.events[usize::from(estimated)].clone(),
             deliveries,
             timers,
             duplicates: duplicates
@@ -200,60 +164,173 @@ pub fn route_report(
     ))
 }
 
-/// The stored form of the reasons of the most common decision, a reported point in a grid
-/// matched by a rule, written from the decision's parts: formatting them (the point's
-/// coordinates as decimals) and then compacting them was about two fifths of `route_report`'s
-/// CPU in a profile (docs/PERFORMANCE.md). `None` for every other decision, whose reasons are
-/// formatted and compacted. They read back as exactly the texts `RoutingTable::explain` gives
-/// (a test holds them equal for a point in every sample grid and every category the sample
-/// rules name, `stored_reasons_read_as_explained`).
-fn stored_reasons(
+/// What routing decides for an incident apart from its times, in the forms the dispatch
+/// writes: the departments, the stored decision, the region codes it is indexed under, the
+/// command centres it escalates to, and its dispatch timeline entry without and with the
+/// estimate note.
+#[derive(Debug)]
+struct Decided {
+    department: String,
+    co_departments: Vec<String>,
+    bytes: Vec<u8>,
+    region_codes: Vec<String>,
+    supervisors: Vec<String>,
+    events: [Vec<u8>; 2],
+}
+
+/// The cache key of a common decision (see [`decided`]): grid, rule, SLA policy and primary
+/// department; the category and the co-handlers are compared apart, without allocating.
+type Common = (gridroute_core::region::RegionId, u32, u16, u16);
+
+/// The decision of a report, from the thread's cache when it is the common one.
+///
+/// The most common decision, a reported point in a grid matched by a rule with no department
+/// excluded, has reasons that do not mention the point itself (they name the record's point),
+/// so everything in [`Decided`] follows from the table, the grid, the rule, the SLA policy,
+/// the category and the co-handlers. Building it (the decision message, its compacted texts,
+/// the encoding, the supervisors, the timeline entry) was about half of `route_report`'s CPU
+/// (docs/PERFORMANCE.md); each worker thread keeps the ones it has built for the table in
+/// force, up to [`DECIDED_PER_THREAD`] (about a kilobyte each), and starts over when the
+/// table's version, which names its content, changes. Every other decision is built each time.
+/// A full cache keeps what it has rather than starting over: with more common decisions than
+/// it holds, the ones it keeps still hit, where clearing it would make most of them miss.
+fn decided(
     table: &RoutingTable,
     q: &gridroute_core::RouteQuery<'_>,
     d: &gridroute_core::Decision,
     report: &pb::ReportIncidentRequest,
-) -> Option<Vec<String>> {
-    use gridroute_store::compact::Writer;
-    let (RouteTarget::Point { lng, lat, .. }, Some(_), Some(rule), None, Outcome::Matched) =
+) -> std::rc::Rc<Decided> {
+    type Entries = Vec<(
+        String,
+        Vec<gridroute_core::rules::DeptId>,
+        std::rc::Rc<Decided>,
+    )>;
+    thread_local! {
+        static CACHE: std::cell::RefCell<(String, usize, std::collections::HashMap<Common, Entries>)> =
+            std::cell::RefCell::default();
+    }
+    let Some(key) = common(q, d, report) else {
+        return std::rc::Rc::new(build_decided(table, q, d, report, None));
+    };
+    let co = table.co_handlers(q, d);
+    CACHE.with_borrow_mut(|(version, len, cache)| {
+        if *version != table.version {
+            cache.clear();
+            *len = 0;
+            version.clone_from(&table.version);
+        }
+        if let Some((_, _, x)) = cache
+            .get(&key)
+            .and_then(|e| e.iter().find(|(c, h, _)| c == q.category && *h == co))
+        {
+            return x.clone();
+        }
+        let x = std::rc::Rc::new(build_decided(table, q, d, report, Some(key.1)));
+        if *len >= DECIDED_PER_THREAD {
+            return x;
+        }
+        *len += 1;
+        cache
+            .entry(key)
+            .or_default()
+            .push((q.category.to_owned(), co, x.clone()));
+        x
+    })
+}
+
+/// The key of the common decision (a reported point in a grid matched by a rule, nothing
+/// excluded, the query's point the report's), or `None`.
+fn common(
+    q: &gridroute_core::RouteQuery<'_>,
+    d: &gridroute_core::Decision,
+    report: &pb::ReportIncidentRequest,
+) -> Option<Common> {
+    let (RouteTarget::Point { lng, lat, .. }, Some(grid), Some(rule), None, Outcome::Matched) =
         (q.target, d.grid, d.rule, d.snapped_m, d.outcome)
     else {
         return None;
     };
-    // The record's context names the stored report's point (`p`), the decision's grid (`g`,
-    // the last of its region path) and its rule (`r`).
+    // The stored reasons name the record's point (`p`): it must be the query's.
     let Some(pb::location::Kind::Point(p)) = report.location.as_ref().and_then(|l| l.kind.as_ref())
     else {
         return None;
     };
-    if !q.excluded.is_empty()
-        || p.longitude.to_bits() != lng.to_bits()
-        || p.latitude.to_bits() != lat.to_bits()
-    {
-        return None;
-    }
-    let rule = table.rules.get(rule as usize)?;
-    let point = Writer::new()
-        .phrase("point (")
-        .value(b'p')
-        .phrase(") lies in grid ")
-        .value(b'g')
-        .finish();
-    let matched = Writer::new()
-        .phrase("rule ")
-        .value(b'r')
-        .phrase(" (priority ")
-        .text(&rule.priority.to_string())
-        .phrase(") matched ");
-    let matched = match rule.category.as_str() {
-        "" => matched.phrase("any category"),
-        prefix => matched.phrase("category prefix ").text(prefix),
-    };
-    Some(vec![point, matched.finish()])
+    (q.excluded.is_empty()
+        && p.longitude.to_bits() == lng.to_bits()
+        && p.latitude.to_bits() == lat.to_bits())
+    .then_some((grid, rule, d.sla, d.department))
 }
+
+/// Builds a [`Decided`]; `rule` is the matched rule of a common decision, whose reasons are
+/// written in their stored form.
+fn build_decided(
+    table: &RoutingTable,
+    q: &gridroute_core::RouteQuery<'_>,
+    d: &gridroute_core::Decision,
+    report: &pb::ReportIncidentRequest,
+    rule: Option<u32>,
+) -> Decided {
+    let stored = rule
+        .and_then(|r| table.rules.get(r as usize))
+        .map(stored_reasons);
+    let mut decision = match &stored {
+        Some(_) => gridroute_mapping::decision_without_reasons(table, q, d),
+        None => gridroute_mapping::decision_message(table, q, d),
+    };
+    let bytes = match stored {
+        Some(reasons) => {
+            decision.reasons = reasons;
+            codec::decision_bytes_with_stored_reasons(&mut decision, Some(report))
+        }
+        None => codec::decision_bytes(&mut decision, Some(report)),
+    };
+    let supervisors = table
+        .supervisors(d.grid)
+        .into_iter()
+        .filter(|&c| c != d.department)
+        .map(|c| table.departments[c as usize].id.clone())
+        .collect();
+    let summary = match &decision.rule_id {
+        r if r.is_empty() => format!(
+            "to {} ({}, table {})",
+            decision.department_id,
+            d.outcome.as_str(),
+            table.version
+        ),
+        r => format!(
+            "to {} by rule {r} (table {})",
+            decision.department_id, table.version
+        ),
+    };
+    let events = [
+        dispatched_event(&summary, &decision.department_id),
+        dispatched_event(
+            &(summary.clone() + &gridroute_core::sla::estimate_note(&table.calendar)),
+            &decision.department_id,
+        ),
+    ];
+    Decided {
+        region_codes: decision
+            .region_path
+            .iter()
+            .map(|r| r.code.clone())
+            .collect(),
+        bytes,
+        supervisors,
+        events,
+        department: decision.department_id,
+        co_departments: decision.co_department_ids,
+    }
+}
+
+/// Most common decisions each worker thread keeps (see [`decided`]): every grid of a district
+/// times its categories and urgencies.
+const DECIDED_PER_THREAD: usize = 16_384;
 
 /// The stored timeline entry of a dispatch. Its text depends only on the department, the rule
 /// and the table, so each worker thread keeps the entries it has written (a few hundred at
-/// most; the cache starts over past 4,096).
+/// most; the cache starts over past 4,096): decisions that are not cached, or not yet, reuse
+/// them.
 fn dispatched_event(summary: &str, department: &str) -> Vec<u8> {
     thread_local! {
         static EVENTS: std::cell::RefCell<std::collections::HashMap<String, (String, Vec<u8>)>> =
@@ -277,6 +354,36 @@ fn dispatched_event(summary: &str, department: &str) -> Vec<u8> {
         events.insert(summary.to_owned(), (department.to_owned(), bytes.clone()));
         bytes
     })
+}
+
+/// The stored form of the reasons of the common decision, a reported point in a grid matched
+/// by `rule`, written from the decision's parts: formatting them (the point's coordinates as
+/// decimals) and then compacting them was about two fifths of `route_report`'s CPU in a
+/// profile (docs/PERFORMANCE.md). Every other decision's reasons are formatted and compacted.
+/// They read back as exactly the texts `RoutingTable::explain` gives (a test holds them equal
+/// for a point in every sample grid and every category the sample rules name,
+/// `stored_reasons_read_as_explained`).
+fn stored_reasons(rule: &gridroute_core::rules::Rule) -> Vec<String> {
+    use gridroute_store::compact::Writer;
+    // The record's context names the stored report's point (`p`), the decision's grid (`g`,
+    // the last of its region path) and its rule (`r`).
+    let point = Writer::new()
+        .phrase("point (")
+        .value(b'p')
+        .phrase(") lies in grid ")
+        .value(b'g')
+        .finish();
+    let matched = Writer::new()
+        .phrase("rule ")
+        .value(b'r')
+        .phrase(" (priority ")
+        .text(&rule.priority.to_string())
+        .phrase(") matched ");
+    let matched = match rule.category.as_str() {
+        "" => matched.phrase("any category"),
+        prefix => matched.phrase("category prefix ").text(prefix),
+    };
+    vec![point, matched.finish()]
 }
 
 /// Routing in the process that accepts a report (`gridroute serve --inline-routing`): the same
@@ -375,7 +482,13 @@ mod tests {
         categories.push("unlisted.category".to_owned());
         let now = 1_767_225_600_000; // 2026-01-01
         let (mut written, mut total) = (0, 0);
-        for (lng, lat) in grid_points() {
+        // Each grid twice, at points a hair apart: the second takes the first's decision from
+        // the thread's cache, and must read back with its own point all the same, and be
+        // written exactly as a decision built afresh for it.
+        let points = grid_points()
+            .into_iter()
+            .flat_map(|(lng, lat)| [(lng, lat), (lng + 1e-7, lat + 1e-7)]);
+        for (lng, lat) in points {
             for category in &categories {
                 let report = pb::ReportIncidentRequest {
                     category: category.clone(),
@@ -401,7 +514,12 @@ mod tests {
                 let q = gridroute_mapping::route_query(now, &report, &[], table.crs).unwrap();
                 let d = table.route(&q);
                 assert_eq!(stored, gridroute_mapping::decision_message(&table, &q, &d));
-                written += usize::from(stored_reasons(&table, &q, &d, &report).is_some());
+                let key = common(&q, &d, &report);
+                let fresh = build_decided(&table, &q, &d, &report, key.map(|k| k.1));
+                assert_eq!(w.decision, fresh.bytes);
+                assert_eq!(w.region_codes, fresh.region_codes);
+                assert!(fresh.events.contains(&w.event));
+                written += usize::from(key.is_some());
                 total += 1;
             }
         }

@@ -22,8 +22,9 @@ pub struct IngestEntry {
     pub entry_id: String,
     /// How many times the entry has been delivered (1 on first delivery).
     pub deliveries: u64,
-    /// Raw fields as written.
-    pub fields: HashMap<String, Vec<u8>>,
+    /// Raw fields as written, in their order (a handful: looked up by name in order, which
+    /// costs less than hashing each name into a map per entry on the router's hot path).
+    pub fields: Vec<(String, Vec<u8>)>,
 }
 
 impl IngestEntry {
@@ -45,22 +46,29 @@ impl IngestEntry {
         }
     }
 
+    /// A field's bytes (the first of that name, as a map of the entry would hold the last;
+    /// writers name each field once).
+    pub fn field(&self, name: &str) -> Option<&[u8]> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
     /// A text field.
     pub fn text(&self, name: &str) -> Option<&str> {
-        self.fields
-            .get(name)
-            .and_then(|v| std::str::from_utf8(v).ok())
+        self.field(name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// The fields in a stable order, for the dead-letter copy.
     pub fn fields_dump(&self) -> Vec<u8> {
-        let mut names: Vec<&String> = self.fields.keys().collect();
-        names.sort();
+        let mut fields: Vec<&(String, Vec<u8>)> = self.fields.iter().collect();
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
         let mut out = Vec::new();
-        for n in names {
+        for (n, v) in fields {
             out.extend_from_slice(n.as_bytes());
             out.push(b'=');
-            out.extend_from_slice(&self.fields[n]);
+            out.extend_from_slice(v);
             out.push(b'\n');
         }
         out
@@ -221,7 +229,12 @@ impl Store {
         Ok(reply
             .ids
             .into_iter()
-            .map(|s| IngestEntry::from_stream_id(partition, s, 0).fields)
+            .map(|s| {
+                IngestEntry::from_stream_id(partition, s, 0)
+                    .fields
+                    .into_iter()
+                    .collect()
+            })
             .collect())
     }
 }
@@ -409,12 +422,13 @@ fn read_reply_entries(reply: Value, partition: u16, deliveries: u64) -> Vec<Inge
             let Some(id) = parts.next().and_then(text) else {
                 continue;
             };
-            let mut fields = HashMap::new();
+            let mut fields = Vec::new();
             if let Some(Value::Array(flat)) = parts.next() {
+                fields.reserve(flat.len() / 2);
                 let mut flat = flat.into_iter();
                 while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
                     if let (Some(k), Some(v)) = (text(k), bytes(v)) {
-                        fields.insert(k, v);
+                        fields.push((k, v));
                     }
                 }
             }

@@ -77,8 +77,8 @@ pub(crate) fn dispatch_args<'a>(
         .map_or((String::new(), String::new()), |(_, x, y)| {
             (format!("{x:.7}"), format!("{y:.7}"))
         });
-    let head: Vec<(String, String)> = schedule::head(&w.timers)
-        .map(|t| (t.due.to_string(), schedule::member(&w.incident_id, t)))
+    let head: Vec<(Cow<'_, [u8]>, String)> = schedule::head(&w.timers)
+        .map(|t| (number(t.due), schedule::member(&w.incident_id, t)))
         .into_iter()
         .collect();
     let owned = |s: String| Cow::Owned(s.into_bytes());
@@ -88,28 +88,34 @@ pub(crate) fn dispatch_args<'a>(
         w.incident_id.as_bytes().into(),
         w.department.as_bytes().into(),
         w.decision.as_slice().into(),
-        owned(w.dispatched_ms.to_string()),
-        owned(w.accept_due_ms.to_string()),
-        owned(w.resolve_due_ms.to_string()),
+        number(w.dispatched_ms),
+        number(w.accept_due_ms),
+        number(w.resolve_due_ms),
         w.event.as_slice().into(),
-        owned(w.region_codes.len().to_string()),
+        number(w.region_codes.len()),
         owned(schedule::encode(&w.timers)),
         owned(w.region_codes.join(",")),
         owned(lng),
         owned(lat),
-        owned(head.len().to_string()),
+        number(head.len()),
         w.traceparent.as_bytes().into(),
-        owned(w.deliveries.len().to_string()),
+        number(w.deliveries.len()),
         (if w.estimated { "1" } else { "" }).as_bytes().into(),
     ]);
     for (due, member) in head {
-        args.extend([owned(due), owned(member)]);
+        args.extend([due, owned(member)]);
     }
     args.extend(
         w.deliveries
             .iter()
             .map(|(_, b)| Cow::Borrowed(b.as_slice())),
     );
+}
+
+/// A number as a script argument, written without the formatting machinery (several per
+/// incident on the router's path).
+fn number(n: impl itoa::Integer) -> Cow<'static, [u8]> {
+    Cow::Owned(itoa::Buffer::new().format(n).as_bytes().to_vec())
 }
 
 impl Store {
