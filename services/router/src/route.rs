@@ -2,7 +2,13 @@
 //! dispatches it (decision, deadlines, SLA schedule, the departments' dispatch messages). No
 //! I/O: unit-testable without Redis.
 
-use std::time::Instant;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
 
 use gridroute_core::{Outcome, RouteTarget, RoutingTable, sla::Escalation, table::DuplicatePolicy};
 use gridroute_proto::v1 as pb;
@@ -182,61 +188,82 @@ struct Decided {
 /// department; the category and the co-handlers are compared apart, without allocating.
 type Common = (gridroute_core::region::RegionId, u32, u16, u16);
 
-/// The decision of a report, from the thread's cache when it is the common one.
+/// The decision of a report, from the process's cache when it is the common one.
 ///
 /// The most common decision, a reported point in a grid matched by a rule with no department
 /// excluded, has reasons that do not mention the point itself (they name the record's point),
 /// so everything in [`Decided`] follows from the table, the grid, the rule, the SLA policy,
 /// the category and the co-handlers. Building it (the decision message, its compacted texts,
 /// the encoding, the supervisors, the timeline entry) was about half of `route_report`'s CPU
-/// (docs/PERFORMANCE.md); each worker thread keeps the ones it has built for the table in
-/// force, up to [`DECIDED_PER_THREAD`] (about a kilobyte each), and starts over when the
-/// table's version, which names its content, changes. Every other decision is built each time.
-/// A full cache keeps what it has rather than starting over: with more common decisions than
-/// it holds, the ones it keeps still hit, where clearing it would make most of them miss.
+/// (docs/PERFORMANCE.md). The process keeps the ones it has built for the table in force, up
+/// to [`DECIDED_KEPT`] (about a kilobyte each), shared by its worker threads, and starts over
+/// when the table's version, which names its content, changes. Every other decision is built
+/// each time. A full cache keeps what it has rather than starting over: with more common
+/// decisions than it holds, the ones it keeps still hit, where clearing it would make most of
+/// them miss.
 fn decided(
     table: &RoutingTable,
     q: &gridroute_core::RouteQuery<'_>,
     d: &gridroute_core::Decision,
     report: &pb::ReportIncidentRequest,
-) -> std::rc::Rc<Decided> {
-    type Entries = Vec<(
-        String,
-        Vec<gridroute_core::rules::DeptId>,
-        std::rc::Rc<Decided>,
-    )>;
-    thread_local! {
-        static CACHE: std::cell::RefCell<(String, usize, std::collections::HashMap<Common, Entries>)> =
-            std::cell::RefCell::default();
-    }
+) -> Arc<Decided> {
     let Some(key) = common(q, d, report) else {
-        return std::rc::Rc::new(build_decided(table, q, d, report, None));
+        return Arc::new(build_decided(table, q, d, report, None));
     };
     let co = table.co_handlers(q, d);
-    CACHE.with_borrow_mut(|(version, len, cache)| {
+    let cache = &*DECIDED;
+    if let Some(hit) = cache.map.get(&key).and_then(|e| {
+        e.iter()
+            .find(|x| x.category == q.category && x.co == co && x.version == table.version)
+            .map(|x| x.decided.clone())
+    }) {
+        return hit;
+    }
+    let built = Arc::new(build_decided(table, q, d, report, Some(key.1)));
+    {
+        // Misses are rare once the common decisions are in: a lock here costs nothing.
+        let mut version = cache
+            .version
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if *version != table.version {
-            cache.clear();
-            *len = 0;
+            cache.map.clear();
+            cache.len.store(0, Ordering::Relaxed);
             version.clone_from(&table.version);
         }
-        if let Some((_, _, x)) = cache
-            .get(&key)
-            .and_then(|e| e.iter().find(|(c, h, _)| c == q.category && *h == co))
-        {
-            return x.clone();
-        }
-        let x = std::rc::Rc::new(build_decided(table, q, d, report, Some(key.1)));
-        if *len >= DECIDED_PER_THREAD {
-            return x;
-        }
-        *len += 1;
-        cache
-            .entry(key)
-            .or_default()
-            .push((q.category.to_owned(), co, x.clone()));
-        x
-    })
+    }
+    if cache.len.fetch_add(1, Ordering::Relaxed) < DECIDED_KEPT {
+        cache.map.entry(key).or_default().push(CachedDecision {
+            version: table.version.clone(),
+            category: q.category.to_owned(),
+            co,
+            decided: built.clone(),
+        });
+    }
+    built
 }
+
+/// Most common decisions the process keeps (see [`decided`]): every grid of a district times
+/// its categories and urgencies.
+const DECIDED_KEPT: usize = 16_384;
+
+/// The common decisions built so far, for the table version in `version`.
+#[derive(Default)]
+struct DecidedCache {
+    map: dashmap::DashMap<Common, Vec<CachedDecision>>,
+    len: AtomicUsize,
+    version: std::sync::Mutex<String>,
+}
+
+/// One cached decision: what it was built for beyond its [`Common`] key, and the result.
+struct CachedDecision {
+    version: String,
+    category: String,
+    co: Vec<gridroute_core::rules::DeptId>,
+    decided: Arc<Decided>,
+}
+
+static DECIDED: std::sync::LazyLock<DecidedCache> = std::sync::LazyLock::new(DecidedCache::default);
 
 /// The key of the common decision (a reported point in a grid matched by a rule, nothing
 /// excluded, the query's point the report's), or `None`.
@@ -323,10 +350,6 @@ fn build_decided(
     }
 }
 
-/// Most common decisions each worker thread keeps (see [`decided`]): every grid of a district
-/// times its categories and urgencies.
-const DECIDED_PER_THREAD: usize = 16_384;
-
 /// The stored timeline entry of a dispatch. Its text depends only on the department, the rule
 /// and the table, so each worker thread keeps the entries it has written (a few hundred at
 /// most; the cache starts over past 4,096): decisions that are not cached, or not yet, reuse
@@ -394,7 +417,7 @@ fn stored_reasons(rule: &gridroute_core::rules::Rule) -> Vec<String> {
 pub fn inline_route(
     tables: gridroute_core::table::SharedTable,
 ) -> gridroute_store::ingest::InlineRoute {
-    std::sync::Arc::new(move |r, id, partition, now_ms| {
+    Arc::new(move |r, id, partition, now_ms| {
         let table = tables.load();
         if table.duplicate_policy(&r.report.category).is_some() {
             return None;
@@ -459,6 +482,51 @@ mod tests {
                 ))
             })
             .collect()
+    }
+
+    /// A decision kept for one table is not given for another: the next table's decision names
+    /// its own version (a table whose content differs has another version).
+    #[test]
+    fn a_kept_decision_is_not_reused_under_another_table() {
+        let load = |rules: &str| {
+            RoutingTable::load(TableSources {
+                grids_geojson: GRIDS,
+                rules_yaml: rules,
+                calendar_yaml: None,
+                regions_geojson: None,
+            })
+            .unwrap()
+        };
+        let first = load(RULES);
+        let renamed = RULES.replacen("name: ", "name: renamed-", 1);
+        let second = load(&renamed);
+        assert_ne!(first.version, second.version);
+        let (lng, lat) = grid_points()[0];
+        let report = pb::ReportIncidentRequest {
+            category: "city.vehicle.abandoned".into(),
+            location: Some(pb::Location {
+                kind: Some(pb::location::Kind::Point(pb::LatLng {
+                    longitude: lng,
+                    latitude: lat,
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let of = Routed {
+            id: "i",
+            partition: 0,
+            entry_id: "",
+            generation: "0",
+            excluded: "",
+            merge_again: true,
+        };
+        let now = 1_767_225_600_000;
+        for table in [&first, &second, &first] {
+            let (w, _) = route_report(table, &report, &of, now).unwrap();
+            let stored = codec::decode_decision(&w.decision, Some(&report)).unwrap();
+            assert_eq!(stored.table_version, table.version);
+        }
     }
 
     /// The reasons the router writes from a decision's parts read back as the texts `explain`
