@@ -3,7 +3,8 @@
 # ROUTER_COST_REPORTS reports (report-batch, no router running), then one `--role router`
 # process drains them; its CPU time (utime + stime from /proc) over the incidents routed, for
 # ROUTER_COST_ROUNDS rounds on the same Redis (flushed between rounds). With PERF=1 the router
-# is sampled by `perf record -g` while it drains and the top of `perf report` is printed.
+# is sampled by `perf record -g` while it drains and the top of `perf report` is printed; with
+# ROUTER_METRICS=1 the router records metrics as a deployed one does.
 # Figures only; nothing fails on timing. `make router-cost` runs it; results in
 # target/router-cost/.
 set -euo pipefail
@@ -42,8 +43,12 @@ for round in $(seq 1 "$rounds"); do
     --concurrency 4 --requests "$reports" --duplicate-share 0 >"$out/queue.txt" 2>&1
   kill "$api"; wait "$api" 2>/dev/null || true
   before=$(queued)
+  # ROUTER_METRICS=1: the router records its metrics as a deployed one does (a Prometheus
+  # endpoint on a free port, not scraped); by default it runs without a recorder.
+  metrics=off
+  [ "${ROUTER_METRICS:-0}" = 1 ] && metrics="127.0.0.1:$(free_port)"
   "$target/gridroute" serve "${serve_auth[@]}" --redis-url "redis://127.0.0.1:$rport/" --role router \
-    --metrics-addr off >"$out/router.log" 2>&1 &
+    --metrics-addr "$metrics" >"$out/router.log" 2>&1 &
   router=$!
   pids+=($router)
   if [ "${PERF:-0}" = 1 ]; then
