@@ -8,7 +8,10 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gridroute_benches::{CATEGORIES, dawukou, points};
 use gridroute_proto::v1 as pb;
-use gridroute_store::{consumer::IngestEntry, keys};
+use gridroute_store::{
+    consumer::{IngestEntry, PACKED_FIELD, pack},
+    keys,
+};
 use prost::Message;
 
 fn bench(c: &mut Criterion) {
@@ -36,22 +39,15 @@ fn bench(c: &mut Criterion) {
                 ..Default::default()
             };
             let partition = (i % 12) as u16;
-            let fields = vec![
-                (
-                    "id".to_owned(),
-                    keys::incident_id(&format!("01K{i:023}"), partition).into_bytes(),
-                ),
-                ("g".to_owned(), b"0".to_vec()),
-                ("t".to_owned(), now.to_string().into_bytes()),
-                ("r".to_owned(), report.encode_to_vec()),
-                ("tp".to_owned(), Vec::new()),
-            ];
-            IngestEntry {
+            // Packed, as reports are queued.
+            let id = keys::incident_id(&format!("01K{i:023}"), partition);
+            let value = pack(&id, "0", &now.to_string(), "", &report.encode_to_vec());
+            IngestEntry::new(
                 partition,
-                entry_id: format!("{}-0", now + i as i64),
-                deliveries: 1,
-                fields: fields.into_iter().collect(),
-            }
+                format!("{}-0", now + i as i64),
+                1,
+                vec![(PACKED_FIELD.to_owned(), value)],
+            )
         })
         .collect();
     let mut g = c.benchmark_group("router");

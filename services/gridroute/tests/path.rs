@@ -704,22 +704,36 @@ async fn poison_entries_go_to_the_dead_letter_stream() {
         .query_async(&mut r)
         .await
         .unwrap();
+    // A packed entry cut short: kept as written in the dead letter.
+    let _: String = redis::cmd("XADD")
+        .arg(&key)
+        .arg("*")
+        .arg("p")
+        .arg("1|01JDXK3M4P5Q6R7S8T9V0W1X2Y-1|0")
+        .query_async(&mut r)
+        .await
+        .unwrap();
     let mut letters = Vec::new();
     for _ in 0..200 {
         letters = env.store.dead_letters(1, 10).await.unwrap();
-        if letters.len() == 2 {
+        if letters.len() == 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(letters.len(), 2);
+    assert_eq!(letters.len(), 3);
     for l in &letters {
         assert_eq!(l["reason"], b"undecodable");
     }
     assert!(String::from_utf8_lossy(&letters[0]["detail"]).contains("no incident id"));
     assert!(String::from_utf8_lossy(&letters[1]["detail"]).contains("does not decode"));
+    assert!(String::from_utf8_lossy(&letters[2]["detail"]).contains("no incident id"));
+    assert_eq!(
+        letters[2]["fields"],
+        b"p=1|01JDXK3M4P5Q6R7S8T9V0W1X2Y-1|0\n"
+    );
     let stats = env.store.ingest_stats().await.unwrap();
-    assert_eq!((stats.pending, stats.dead_letters), (0, 2));
+    assert_eq!((stats.pending, stats.dead_letters), (0, 3));
 
     // The path still works after poison.
     let (_, _, lng, lat) = grid_point(&env.table(), false);
@@ -732,6 +746,77 @@ async fn poison_entries_go_to_the_dead_letter_stream() {
         .into_inner()
         .incident_id;
     env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+}
+
+/// Reports are queued packed (one field); an entry queued by a release before that, with its
+/// parts in five fields, is still routed after an upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_queued_in_the_earlier_fielded_form_are_still_routed() {
+    let env = Env::without_router().await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let id = env
+        .incidents()
+        .await
+        .report_incident(env.signed(report("fielded", "city.vehicle.abandoned", lng, lat)))
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id;
+    let p = gridroute_store::keys::partition_of(&id, PARTITIONS).unwrap();
+    let key = env.store.keys().ingest(p);
+    let mut r = env.redis().await;
+    // Each entry: its id and its (field, value) pairs.
+    type Entry = (String, Vec<(String, Vec<u8>)>);
+    let queued: Vec<Entry> = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1);
+    let (entry_id, fields) = &queued[0];
+    assert_eq!(fields.len(), 1, "one packed field");
+    assert_eq!(fields[0].0, "p");
+    let value = &fields[0].1;
+    let head = format!("1|{id}|0|");
+    assert!(value.starts_with(head.as_bytes()), "{value:?}");
+    // Its parts: id, generation, time, traceparent, then the report's bytes.
+    let parts: Vec<&[u8]> = value.splitn(6, |&c| c == b'|').collect();
+    assert_eq!(parts.len(), 6);
+    let time = std::str::from_utf8(parts[3]).unwrap().to_owned();
+    assert!(time.parse::<i64>().unwrap() > 0);
+    let report_bytes = parts[5].to_vec();
+
+    // Queued again as an earlier release wrote it.
+    let _: i64 = redis::cmd("XDEL")
+        .arg(&key)
+        .arg(entry_id)
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&key)
+        .arg("*")
+        .arg("id")
+        .arg(&id)
+        .arg("g")
+        .arg("0")
+        .arg("t")
+        .arg(&time)
+        .arg("r")
+        .arg(report_bytes)
+        .arg("tp")
+        .arg("")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let mut env = env;
+    env.spawn_router(fast_router("router-after-upgrade"));
+    env.wait_status(&id, pb::IncidentStatus::Dispatched).await;
+    assert_eq!(env.dispatch_count("property-office").await, 1);
+    let stats = env.store.ingest_stats().await.unwrap();
+    assert_eq!((stats.length, stats.dead_letters), (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

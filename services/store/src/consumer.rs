@@ -24,10 +24,94 @@ pub struct IngestEntry {
     pub deliveries: u64,
     /// Raw fields as written, in their order (a handful: looked up by name in order, which
     /// costs less than hashing each name into a map per entry on the router's hot path).
+    /// Empty for a packed entry, whose parts [`IngestEntry::field`] reads from `packed`.
     pub fields: Vec<(String, Vec<u8>)>,
+    packed: Option<Packed>,
+}
+
+/// The one field of a packed ingest entry (see [`pack`]).
+pub const PACKED_FIELD: &str = "p";
+
+/// The names a packed entry's parts answer to, in the order they are packed.
+const PACKED_PARTS: [&str; 5] = ["id", "g", "t", "tp", "r"];
+
+/// A packed entry's value and where each of its parts ends (the report runs to the end).
+#[derive(Debug, Clone)]
+struct Packed {
+    value: Vec<u8>,
+    /// Byte ranges of `PACKED_PARTS` in `value`.
+    parts: [(usize, usize); 5],
+}
+
+impl Packed {
+    /// Where the parts of `1|id|g|t|tp|report` lie; `None` when the value is not of that form
+    /// (then the entry keeps its one raw field, fails to route for want of an id, and is
+    /// dead-lettered with that field shown).
+    fn parts(value: &[u8]) -> Option<[(usize, usize); 5]> {
+        if !value.starts_with(b"1|") {
+            return None;
+        }
+        let mut parts = [(0, 0); 5];
+        let mut start = 2;
+        for part in parts.iter_mut().take(4) {
+            let len = value.get(start..)?.iter().position(|&c| c == b'|')?;
+            *part = (start, start + len);
+            start += len + 1;
+        }
+        parts[4] = (start, value.len());
+        Some(parts)
+    }
+
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        let i = PACKED_PARTS.iter().position(|p| *p == name)?;
+        let (from, to) = self.parts[i];
+        self.value.get(from..to)
+    }
+}
+
+/// The value of a packed ingest entry (`XADD … p <value>`): the incident id, route generation,
+/// report time (ms), W3C traceparent ('' = none) and the report's bytes, as
+/// `1|id|g|t|tp|report`. One field instead of five: Redis stores, sends and the router parses
+/// two values per entry instead of ten. `report.lua` writes the same form. The id, generation,
+/// time and traceparent never hold `|` (server-made id, digits, W3C hex and dashes); the
+/// report, which may, comes last.
+pub fn pack(id: &str, generation: &str, time: &str, traceparent: &str, report: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + id.len() + time.len() + traceparent.len() + report.len());
+    for part in ["1", id, generation, time, traceparent] {
+        v.extend_from_slice(part.as_bytes());
+        v.push(b'|');
+    }
+    v.extend_from_slice(report);
+    v
 }
 
 impl IngestEntry {
+    /// An entry of these fields: one field [`PACKED_FIELD`] of the packed form is read as its
+    /// parts, any other fields as they are (the form every release before the packed one
+    /// wrote, and the form re-routes still write).
+    pub fn new(
+        partition: u16,
+        entry_id: String,
+        deliveries: u64,
+        mut fields: Vec<(String, Vec<u8>)>,
+    ) -> Self {
+        let mut packed = None;
+        if fields.len() == 1
+            && fields[0].0 == PACKED_FIELD
+            && let Some(parts) = Packed::parts(&fields[0].1)
+        {
+            let value = fields.pop().map(|(_, v)| v).unwrap_or_default();
+            packed = Some(Packed { value, parts });
+        }
+        Self {
+            partition,
+            entry_id,
+            deliveries,
+            fields,
+            packed,
+        }
+    }
+
     fn from_stream_id(partition: u16, s: StreamId, deliveries: u64) -> Self {
         let fields = s
             .map
@@ -38,17 +122,15 @@ impl IngestEntry {
                 _ => None,
             })
             .collect();
-        Self {
-            partition,
-            entry_id: s.id,
-            deliveries,
-            fields,
-        }
+        Self::new(partition, s.id, deliveries, fields)
     }
 
     /// A field's bytes (the first of that name, as a map of the entry would hold the last;
     /// writers name each field once).
     pub fn field(&self, name: &str) -> Option<&[u8]> {
+        if let Some(p) = &self.packed {
+            return p.get(name);
+        }
         self.fields
             .iter()
             .find(|(n, _)| n == name)
@@ -62,8 +144,18 @@ impl IngestEntry {
 
     /// The fields in a stable order, for the dead-letter copy.
     pub fn fields_dump(&self) -> Vec<u8> {
-        let mut fields: Vec<&(String, Vec<u8>)> = self.fields.iter().collect();
-        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut fields: Vec<(&str, &[u8])> = match &self.packed {
+            Some(p) => PACKED_PARTS
+                .iter()
+                .filter_map(|n| Some((*n, p.get(n)?)))
+                .collect(),
+            None => self
+                .fields
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                .collect(),
+        };
+        fields.sort_by(|a, b| a.0.cmp(b.0));
         let mut out = Vec::new();
         for (n, v) in fields {
             out.extend_from_slice(n.as_bytes());
@@ -432,12 +524,7 @@ fn read_reply_entries(reply: Value, partition: u16, deliveries: u64) -> Vec<Inge
                     }
                 }
             }
-            out.push(IngestEntry {
-                partition,
-                entry_id: id,
-                deliveries,
-                fields,
-            });
+            out.push(IngestEntry::new(partition, id, deliveries, fields));
         }
     }
     out
@@ -492,5 +579,53 @@ mod tests {
             assert!(got[1].fields.is_empty());
         }
         assert!(read_reply_entries(Value::Nil, 1, 1).is_empty());
+    }
+
+    #[test]
+    fn packed_entries_read_as_their_parts() {
+        let report = b"\x0a\x03a|b\x12\x00|";
+        let value = pack("x-1", "0", "1700000000000", "00-ab-cd-01", report);
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("gr:{p1}:ingest"),
+            Value::Array(vec![Value::Array(vec![
+                bulk("1-0"),
+                Value::Array(vec![bulk(PACKED_FIELD), Value::BulkString(value)]),
+            ])]),
+        ])]);
+        let got = read_reply_entries(reply, 1, 1);
+        let e = &got[0];
+        assert!(e.fields.is_empty());
+        assert_eq!(e.text("id"), Some("x-1"));
+        assert_eq!(e.text("g"), Some("0"));
+        assert_eq!(e.text("t"), Some("1700000000000"));
+        assert_eq!(e.text("tp"), Some("00-ab-cd-01"));
+        // The report runs to the end, `|` and all.
+        assert_eq!(e.field("r"), Some(report.as_slice()));
+        assert_eq!(e.field("x"), None);
+        let dump = e.fields_dump();
+        assert!(dump.starts_with(b"g=0\nid=x-1\nr="), "{dump:?}");
+        assert!(dump.ends_with(b"t=1700000000000\ntp=00-ab-cd-01\n"));
+
+        // No traceparent and an empty report are parts like any other.
+        let e = IngestEntry::new(
+            1,
+            "2-0".into(),
+            1,
+            vec![("p".into(), pack("y-1", "2", "5", "", b""))],
+        );
+        assert_eq!(
+            (e.text("tp"), e.field("r")),
+            (Some(""), Some(b"".as_slice()))
+        );
+        assert_eq!(e.text("g"), Some("2"));
+    }
+
+    #[test]
+    fn a_packed_value_of_another_form_is_kept_as_a_raw_field() {
+        for bad in ["", "1|x-1|0|5", "2|x-1|0|5||r", "x-1|0|5||r"] {
+            let e = IngestEntry::new(1, "1-0".into(), 1, vec![("p".into(), bad.into())]);
+            assert_eq!(e.text("id"), None, "{bad}");
+            assert_eq!(e.fields_dump(), format!("p={bad}\n").into_bytes());
+        }
     }
 }

@@ -331,14 +331,18 @@ impl Store {
         };
         event(tx, Status::Reported.as_str(), "", "", &r.event);
         let Some(w) = &r.routed else {
+            let now = now.to_string();
             tx.cmd("XADD")
                 .arg(k.ingest(p))
                 .arg("*")
-                .arg(&[("id", id), ("g", "0"), ("t", now.to_string().as_str())])
-                .arg("r")
-                .arg(&r.bytes)
-                .arg("tp")
-                .arg(r.reporting.traceparent)
+                .arg(crate::consumer::PACKED_FIELD)
+                .arg(crate::consumer::pack(
+                    id,
+                    "0",
+                    &now,
+                    r.reporting.traceparent,
+                    &r.bytes,
+                ))
                 .ignore();
             return;
         };

@@ -9,7 +9,8 @@
 -- indexes and the department streams, as `dispatch.lua` writes a first dispatch. Reports that
 -- come without one (the accepting process could not route them, or their category detects
 -- duplicates) take the ingest stream to the routers as before.
--- KEYS: 1 ingest stream, 2 events stream, 3 timer set, 4 index of all incidents, then per
+-- KEYS: 1 ingest stream (entries in the packed form of `consumer::pack`), 2 events stream,
+--       3 timer set, 4 index of all incidents, then per
 --       report: idempotency key, incident hash, and when routed inline the keys of one write
 --       of dispatch.lua (incident hash, timeline, department index, geo set (unused), R region
 --       indexes, D dispatch streams)
@@ -110,8 +111,10 @@ for _, n in ipairs(new) do
     end
   else
     redis.call('HSET', KEYS[k + 1], unpack(set))
-    redis.call('XADD', KEYS[1], '*', 'id', id, 'g', '0', 't', now, 'r', ARGV[a + 2],
-      'tp', ARGV[a + 4])
+    -- The packed form of `consumer::pack`: one field, which Redis stores and sends, and
+    -- the router parses, as two values instead of ten.
+    redis.call('XADD', KEYS[1], '*', 'p', '1|' .. id .. '|0|' .. now .. '|' .. ARGV[a + 4]
+      .. '|' .. ARGV[a + 2])
   end
 end
 if #timers > 0 then
