@@ -755,13 +755,8 @@ async fn entries_queued_in_the_earlier_fielded_form_are_still_routed() {
     let env = Env::without_router().await;
     let (_, _, lng, lat) = grid_point(&env.table(), false);
     let id = env
-        .incidents()
-        .await
-        .report_incident(env.signed(report("fielded", "city.vehicle.abandoned", lng, lat)))
-        .await
-        .unwrap()
-        .into_inner()
-        .incident_id;
+        .report(report("fielded", "city.vehicle.abandoned", lng, lat))
+        .await;
     let p = gridroute_store::keys::partition_of(&id, PARTITIONS).unwrap();
     let key = env.store.keys().ingest(p);
     let mut r = env.redis().await;

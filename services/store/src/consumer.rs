@@ -35,7 +35,7 @@ pub const PACKED_FIELD: &str = "p";
 /// The names a packed entry's parts answer to, in the order they are packed.
 const PACKED_PARTS: [&str; 5] = ["id", "g", "t", "tp", "r"];
 
-/// A packed entry's value and where each of its parts ends (the report runs to the end).
+/// A packed entry's value and where each of its parts lies (the report runs to the end).
 #[derive(Debug, Clone)]
 struct Packed {
     value: Vec<u8>,
