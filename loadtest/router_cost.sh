@@ -52,7 +52,7 @@ for round in $(seq 1 "$rounds"); do
   router=$!
   pids+=($router)
   if [ "${PERF:-0}" = 1 ]; then
-    perf record -q --call-graph "${PERF_CALL_GRAPH:-dwarf,16384}" -F 499 -o "$out/perf.data" -p "$router" >/dev/null 2>&1 &
+    perf record -q --call-graph "${PERF_CALL_GRAPH:-dwarf,16384}" -F "${PERF_FREQ:-499}" -o "$out/perf.data" -p "$router" >/dev/null 2>&1 &
     perf_pid=$!
   fi
   start=$(date +%s.%N)
