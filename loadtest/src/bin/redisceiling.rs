@@ -343,11 +343,13 @@ async fn main() {
                     continue;
                 }
                 let now = store.server_time_ms().await.unwrap();
+                let mut tally = gridroute_router::DecisionTally::default();
                 let writes: Vec<_> = entries
                     .iter()
-                    .filter_map(|e| gridroute_router::route_entry(&table, e, now).ok())
+                    .filter_map(|e| gridroute_router::route_entry(&table, e, now, &mut tally).ok())
                     .map(|(w, _, _)| w)
                     .collect();
+                tally.record();
                 let done = store.dispatch_batch(&writes).await.unwrap();
                 routed.fetch_add(
                     done.iter().filter(|d| matches!(d, Ok(true))).count() as u64,

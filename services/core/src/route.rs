@@ -77,6 +77,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, each at the index of its discriminant (`outcome as usize`).
+    pub const ALL: [Self; 6] = [
+        Self::Matched,
+        Self::NoRule,
+        Self::OutsideGrids,
+        Self::UnknownGrid,
+        Self::InHole,
+        Self::Unlocated,
+    ];
+
     /// Stable lower-case name, for metric labels and logs.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -303,7 +303,7 @@ impl SlaPolicy {
         resolve_by: Millis,
         to: &Escalation<'_>,
     ) -> Vec<Timer> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(1 + self.warn_at.len() + self.escalation.len());
         if let Some(due) = accept_by {
             out.push(Timer {
                 due,

@@ -33,7 +33,7 @@ pub mod worker;
 
 pub use archive::{ArchiveSettings, archive_loop};
 pub use retention::{retention_loop, stream_retention_loop};
-pub use route::{Routed, inline_route, route_entry, route_report};
+pub use route::{DecisionTally, Routed, inline_route, route_entry, route_report};
 pub use stats::stats_loop;
 pub use timers::timers_loop;
 use worker::Worker;

@@ -23,6 +23,7 @@ pub fn route_entry(
     table: &RoutingTable,
     entry: &IngestEntry,
     now_ms: i64,
+    tally: &mut DecisionTally,
 ) -> Result<(DispatchWrite, i64, Option<DuplicatePolicy>), String> {
     let id = entry.text("id").ok_or("no incident id")?;
     if keys::partition_of(id, u16::MAX).is_none_or(|p| p != entry.partition) {
@@ -47,8 +48,42 @@ pub fn route_entry(
         excluded: entry.text("x").unwrap_or(""),
         merge_again: entry.text("nm").is_none(),
     };
-    let (write, duplicates) = route_report(table, &report, &of, now_ms)?;
+    let (write, duplicates) = route_report(table, &report, &of, now_ms, tally)?;
     Ok((write, reported_ms, duplicates))
+}
+
+/// The routing decisions' metrics (outcome counts, decision times), gathered over a batch and
+/// recorded once by [`DecisionTally::record`]. Looking a metric up per incident (its key built
+/// and copied into the registry's form, hashed and compared, a handle cloned) was several
+/// allocations per routed incident (docs/PERFORMANCE.md).
+#[derive(Debug, Default)]
+pub struct DecisionTally {
+    outcomes: [u64; Outcome::ALL.len()],
+    seconds: Vec<f64>,
+}
+
+impl DecisionTally {
+    fn add(&mut self, outcome: Outcome, seconds: f64) {
+        self.outcomes[outcome as usize] += 1;
+        self.seconds.push(seconds);
+    }
+
+    /// Records what was gathered (`gridroute_routed_total`, `gridroute_route_decision_seconds`)
+    /// and starts over.
+    pub fn record(&mut self) {
+        if !self.seconds.is_empty() {
+            let h = metrics::histogram!(names::ROUTE_DECISION_SECONDS);
+            for s in self.seconds.drain(..) {
+                h.record(s);
+            }
+        }
+        for (outcome, n) in Outcome::ALL.iter().zip(&mut self.outcomes) {
+            if *n > 0 {
+                metrics::counter!(names::ROUTED_TOTAL, "outcome" => outcome.as_str()).increment(*n);
+                *n = 0;
+            }
+        }
+    }
 }
 
 /// What [`route_report`] needs to know of an incident besides its report: where it queues and
@@ -72,11 +107,13 @@ pub struct Routed<'a> {
 /// Routes one decoded report: the write that dispatches it and, when its category has
 /// duplicate detection, the policy. Shared by the routers ([`route_entry`]) and inline routing
 /// (which has the report decoded already, and so skips an encode and a decode per incident).
+/// Its metrics are added to `tally`.
 pub fn route_report(
     table: &RoutingTable,
     report: &pb::ReportIncidentRequest,
     of: &Routed<'_>,
     now_ms: i64,
+    tally: &mut DecisionTally,
 ) -> Result<(DispatchWrite, Option<DuplicatePolicy>), String> {
     let id = of.id;
     let excluded: Vec<_> = of
@@ -91,8 +128,7 @@ pub fn route_report(
     }
     let started = Instant::now();
     let d = table.route(&q);
-    metrics::histogram!(names::ROUTE_DECISION_SECONDS).record(started.elapsed().as_secs_f64());
-    metrics::counter!(names::ROUTED_TOTAL, "outcome" => d.outcome.as_str()).increment(1);
+    tally.add(d.outcome, started.elapsed().as_secs_f64());
 
     let decided = decided(table, &q, &d, report);
     let policy = &table.sla_policies[d.sla as usize];
@@ -178,10 +214,10 @@ pub fn route_report(
 struct Decided {
     department: String,
     co_departments: Vec<String>,
-    bytes: Vec<u8>,
-    region_codes: Vec<String>,
+    bytes: Arc<[u8]>,
+    region_codes: Arc<[String]>,
     supervisors: Vec<String>,
-    events: [Vec<u8>; 2],
+    events: [Arc<[u8]>; 2],
 }
 
 /// The cache key of a common decision (see [`decided`]): grid, rule, SLA policy and primary
@@ -346,9 +382,9 @@ fn build_decided(
             .iter()
             .map(|r| r.code.clone())
             .collect(),
-        bytes,
+        bytes: bytes.into(),
         supervisors,
-        events,
+        events: events.map(Into::into),
         department: decision.department_id,
         co_departments: decision.co_department_ids,
     }
@@ -444,9 +480,10 @@ pub fn inline_route(
             tracing::Span::none()
         };
         // No duplicate policy here (checked above): the write is the whole of it.
-        let (mut w, _) = span
-            .in_scope(|| route_report(&table, r.report, &of, now_ms))
-            .ok()?;
+        let mut tally = DecisionTally::default();
+        let routed = span.in_scope(|| route_report(&table, r.report, &of, now_ms, &mut tally));
+        tally.record();
+        let (mut w, _) = routed.ok()?;
         w.traceparent = gridroute_telemetry::trace_context::traceparent(&span);
         Some(w)
     })
@@ -534,7 +571,8 @@ mod tests {
         let report = point_report("city.vehicle.abandoned", lng, lat);
         let now = 1_767_225_600_000;
         for table in [&first, &second, &first] {
-            let (w, _) = route_report(table, &report, &FIRST, now).unwrap();
+            let (w, _) =
+                route_report(table, &report, &FIRST, now, &mut DecisionTally::default()).unwrap();
             let stored = codec::decode_decision(&w.decision, Some(&report)).unwrap();
             assert_eq!(stored.table_version, table.version);
         }
@@ -570,7 +608,9 @@ mod tests {
         for (lng, lat) in points {
             for category in &categories {
                 let report = point_report(category, lng, lat);
-                let (w, _) = route_report(&table, &report, &FIRST, now).unwrap();
+                let (w, _) =
+                    route_report(&table, &report, &FIRST, now, &mut DecisionTally::default())
+                        .unwrap();
                 let stored = codec::decode_decision(&w.decision, Some(&report)).unwrap();
                 let q = gridroute_mapping::route_query(now, &report, &[], table.crs).unwrap();
                 let d = table.route(&q);

@@ -20,7 +20,10 @@ use gridroute_telemetry::{names, trace_context};
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::{RouterConfig, route::route_entry};
+use crate::{
+    RouterConfig,
+    route::{DecisionTally, route_entry},
+};
 
 /// How long a router waits after Redis refused a write for a reason of its own (full,
 /// unreachable) before it goes on.
@@ -211,6 +214,7 @@ impl Worker {
         // carry nothing anywhere and cost a sixth of the router's CPU per incident.
         let traced = trace_context::exporting();
         let mut spans = Vec::with_capacity(entries.len());
+        let mut tally = DecisionTally::default();
         for entry in &entries {
             if entry.deliveries > self.cfg.max_deliveries && !self.storage_troubled() {
                 self.dead_letter(
@@ -232,7 +236,7 @@ impl Worker {
             } else {
                 tracing::Span::none()
             };
-            match span.in_scope(|| route_entry(&table, entry, now)) {
+            match span.in_scope(|| route_entry(&table, entry, now, &mut tally)) {
                 Ok((mut w, reported_ms, dup)) => {
                     if let Some(policy) = dup {
                         match self
@@ -261,28 +265,37 @@ impl Worker {
                 Err(why) => self.dead_letter(entry, "undecodable", &why).await,
             }
         }
+        tally.record();
         if !writes.is_empty() {
             metrics::histogram!(names::DISPATCH_BATCH_SIZE).record(writes.len() as f64);
         }
         let mut refused_by_storage = false;
         match self.store.dispatch_batch(&writes).await {
             Ok(done) => {
+                // Metrics looked up once per batch, not per incident (see `DecisionTally`).
+                let latency = metrics::histogram!(names::REPORT_TO_DISPATCH_SECONDS);
+                let mut outcomes = [("dispatched", 0), ("already_dispatched", 0), ("failed", 0)];
                 for ((result, reported_ms), w) in done.iter().zip(&reported).zip(&writes) {
                     let outcome = match result {
                         Ok(true) => {
-                            let latency = (now - reported_ms).max(0) as f64 / 1000.0;
-                            metrics::histogram!(names::REPORT_TO_DISPATCH_SECONDS).record(latency);
-                            "dispatched"
+                            latency.record((now - reported_ms).max(0) as f64 / 1000.0);
+                            0
                         }
-                        Ok(false) => "already_dispatched",
+                        Ok(false) => 1,
                         // Left pending: delivered again later, dead-lettered after too many tries.
                         Err(e) => {
                             warn!(entry = %w.entry_id, error = %e, "dispatch failed; entry left pending");
                             refused_by_storage |= storage_trouble(e);
-                            "failed"
+                            2
                         }
                     };
-                    metrics::counter!(names::DISPATCHES_TOTAL, "outcome" => outcome).increment(1);
+                    outcomes[outcome].1 += 1;
+                }
+                for (outcome, n) in outcomes {
+                    if n > 0 {
+                        metrics::counter!(names::DISPATCHES_TOTAL, "outcome" => outcome)
+                            .increment(n);
+                    }
                 }
                 debug!(count = done.len(), "batch dispatched");
             }

@@ -2,11 +2,15 @@
 //! the indexes and the departments' streams, written with one script call per batch and
 //! partition; and finding the open incidents a new report may duplicate.
 
-use std::borrow::Cow;
+use std::sync::Arc;
 
 use gridroute_core::lifecycle;
 
-use crate::{Result, Store, keys::ROUTER_GROUP, schedule, scripts};
+use crate::{
+    Result, Store,
+    keys::{ROUTER_GROUP, kind},
+    schedule, scripts,
+};
 
 /// Everything one dispatch writes.
 #[derive(Debug, Clone)]
@@ -21,10 +25,11 @@ pub struct DispatchWrite {
     pub incident_id: String,
     /// Primary department.
     pub department: String,
-    /// Encoded `RouteDecision`.
-    pub decision: Vec<u8>,
+    /// Encoded `RouteDecision` (shared with the router's cache of common decisions, as are
+    /// the region codes and the timeline event: not copied per incident).
+    pub decision: Arc<[u8]>,
     /// Region codes of the grid path, for the region indexes.
-    pub region_codes: Vec<String>,
+    pub region_codes: Arc<[String]>,
     /// Dispatch time (Redis clock, ms).
     pub dispatched_ms: i64,
     /// Accept deadline (ms).
@@ -34,7 +39,7 @@ pub struct DispatchWrite {
     /// A deadline was counted past the calendar's horizon (record field `est`).
     pub estimated: bool,
     /// Encoded timeline event.
-    pub event: Vec<u8>,
+    pub event: Arc<[u8]>,
     /// One (department, encoded `Dispatch`) per receiving department, primary first.
     pub deliveries: Vec<(String, Vec<u8>)>,
     /// The SLA timers of the dispatch.
@@ -50,72 +55,83 @@ pub struct DispatchWrite {
 /// bounds the pause other clients see to a few milliseconds.
 pub const DISPATCHES_PER_SCRIPT: usize = 128;
 
-/// Appends one write's keys and arguments to a batched dispatch call (layout in
-/// `lua/dispatch.lua`; `lua/report.lua` reads the same layout for a report routed inline).
-pub(crate) fn dispatch_args<'a>(
-    k: &crate::Keys,
-    w: &'a DispatchWrite,
-    keys: &mut Vec<String>,
-    args: &mut Vec<Cow<'a, [u8]>>,
-) {
-    let p = w.partition;
-    let geo_key = w.duplicates.as_ref().map_or_else(
-        || k.incident(p, &w.incident_id),
-        |(c, _, _)| k.duplicates(p, c),
-    );
-    keys.extend([
-        k.incident(p, &w.incident_id),
-        k.timeline(p, &w.incident_id),
-        k.index_department(p, &w.department),
-        geo_key,
-    ]);
-    keys.extend(w.region_codes.iter().map(|c| k.index_region(p, c)));
-    keys.extend(w.deliveries.iter().map(|(d, _)| k.dispatch(p, d)));
-    let (lng, lat) = w
-        .duplicates
-        .as_ref()
-        .map_or((String::new(), String::new()), |(_, x, y)| {
-            (format!("{x:.7}"), format!("{y:.7}"))
-        });
-    let head: Vec<(Cow<'_, [u8]>, String)> = schedule::head(&w.timers)
-        .map(|t| (number(t.due), schedule::member(&w.incident_id, t)))
-        .into_iter()
-        .collect();
-    let owned = |s: String| Cow::Owned(s.into_bytes());
-    args.extend([
-        w.entry_id.as_bytes().into(),
-        w.generation.as_bytes().into(),
-        w.incident_id.as_bytes().into(),
-        w.department.as_bytes().into(),
-        w.decision.as_slice().into(),
-        number(w.dispatched_ms),
-        number(w.accept_due_ms),
-        number(w.resolve_due_ms),
-        w.event.as_slice().into(),
-        number(w.region_codes.len()),
-        owned(schedule::encode(&w.timers)),
-        owned(w.region_codes.join(",")),
-        owned(lng),
-        owned(lat),
-        number(head.len()),
-        w.traceparent.as_bytes().into(),
-        number(w.deliveries.len()),
-        (if w.estimated { "1" } else { "" }).as_bytes().into(),
-    ]);
-    for (due, member) in head {
-        args.extend([due, owned(member)]);
-    }
-    args.extend(
-        w.deliveries
-            .iter()
-            .map(|(_, b)| Cow::Borrowed(b.as_slice())),
-    );
+/// How many keys [`dispatch_keys`] writes for `w`.
+pub(crate) fn dispatch_key_count(w: &DispatchWrite) -> usize {
+    4 + w.region_codes.len() + w.deliveries.len()
 }
 
-/// A number as a script argument, written without the formatting machinery (several per
-/// incident on the router's path).
-fn number(n: impl itoa::Integer) -> Cow<'static, [u8]> {
-    Cow::Owned(itoa::Buffer::new().format(n).as_bytes().to_vec())
+/// Writes one write's keys into a batched dispatch call (layout in `lua/dispatch.lua`;
+/// `lua/report.lua` reads the same layout for a report routed inline). Keys and arguments go
+/// straight into the call's command, each written once: collected into vectors of their own
+/// first, they were about a tenth of the router's CPU per incident (docs/PERFORMANCE.md).
+pub(crate) fn dispatch_keys(k: &crate::Keys, w: &DispatchWrite, cmd: &mut redis::Cmd) {
+    let (p, id) = (w.partition, w.incident_id.as_str());
+    k.write_part(cmd, p, &[kind::INCIDENT, id]);
+    k.write_part(cmd, p, &[kind::TIMELINE, id]);
+    k.write_part(cmd, p, &[kind::INDEX_DEPARTMENT, &w.department]);
+    // The point's geo set when the category detects duplicates; otherwise a key the script
+    // does not touch for it (one of the call's own, so that it stays in the partition).
+    match &w.duplicates {
+        Some((category, _, _)) => k.write_part(cmd, p, &[kind::DUPLICATES, category]),
+        None => k.write_part(cmd, p, &[kind::INCIDENT, id]),
+    }
+    for code in w.region_codes.iter() {
+        k.write_part(cmd, p, &[kind::INDEX_REGION, code]);
+    }
+    for (department, _) in &w.deliveries {
+        k.write_part(cmd, p, &[kind::DISPATCH, department]);
+    }
+}
+
+/// Writes one write's arguments into a batched dispatch call, after every key of the call
+/// ([`dispatch_keys`]); `scratch` is a buffer reused across the batch.
+pub(crate) fn dispatch_args(w: &DispatchWrite, cmd: &mut redis::Cmd, scratch: &mut String) {
+    use redis::RedisWrite;
+    use std::io::Write;
+    let head = schedule::head(&w.timers);
+    cmd.arg(&w.entry_id)
+        .arg(&w.generation)
+        .arg(&w.incident_id)
+        .arg(&w.department)
+        .arg(&w.decision[..])
+        .arg(w.dispatched_ms)
+        .arg(w.accept_due_ms)
+        .arg(w.resolve_due_ms)
+        .arg(&w.event[..])
+        .arg(w.region_codes.len());
+    scratch.clear();
+    schedule::encode_into(scratch, &w.timers);
+    cmd.arg(scratch.as_str());
+    scratch.clear();
+    for (i, code) in w.region_codes.iter().enumerate() {
+        if i > 0 {
+            scratch.push(',');
+        }
+        scratch.push_str(code);
+    }
+    cmd.arg(scratch.as_str());
+    // Writing into the command's own buffer does not fail.
+    match &w.duplicates {
+        Some((_, x, y)) => {
+            let _ = write!(cmd.writer_for_next_arg(), "{x:.7}");
+            let _ = write!(cmd.writer_for_next_arg(), "{y:.7}");
+        }
+        None => {
+            cmd.arg("").arg("");
+        }
+    }
+    cmd.arg(usize::from(head.is_some()))
+        .arg(&w.traceparent)
+        .arg(w.deliveries.len())
+        .arg(if w.estimated { "1" } else { "" });
+    if let Some(t) = head {
+        scratch.clear();
+        schedule::write_member(scratch, &w.incident_id, t);
+        cmd.arg(t.due).arg(scratch.as_str());
+    }
+    for (_, bytes) in &w.deliveries {
+        cmd.arg(bytes.as_slice());
+    }
 }
 
 impl Store {
@@ -133,24 +149,32 @@ impl Store {
         let groups =
             scripts::partition_groups(writes.iter().map(|w| w.partition), DISPATCHES_PER_SCRIPT);
         let build = |pipe: &mut redis::Pipeline, p: u16, members: &[usize]| {
-            let mut keys = vec![
+            let own = [
                 k.ingest(p),
                 k.sla(p),
                 k.index_all(p),
                 k.events(p),
                 k.index_lag(p),
             ];
-            let mut args: Vec<Cow<'_, [u8]>> = vec![
-                ROUTER_GROUP.as_bytes().into(),
-                routable.as_bytes().into(),
-                lifecycle::Status::Dispatched.as_str().as_bytes().into(),
-                clears.as_bytes().into(),
-            ];
-            for &i in members {
-                dispatch_args(k, &writes[i], &mut keys, &mut args);
+            let count = members.iter().map(|&i| dispatch_key_count(&writes[i]));
+            let mut call =
+                scripts::evalsha_cmd(&scripts::DISPATCH, own.len() + count.sum::<usize>());
+            let cmd = &mut call;
+            for key in &own {
+                cmd.arg(key);
             }
-            let args: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
-            scripts::evalsha(pipe, &scripts::DISPATCH, &keys, &args);
+            for &i in members {
+                dispatch_keys(k, &writes[i], cmd);
+            }
+            cmd.arg(ROUTER_GROUP)
+                .arg(&routable)
+                .arg(lifecycle::Status::Dispatched.as_str())
+                .arg(&clears);
+            let mut scratch = String::new();
+            for &i in members {
+                dispatch_args(&writes[i], cmd, &mut scratch);
+            }
+            pipe.add_command(call);
         };
         let done: Vec<Result<i64>> = self
             .run_batched("dispatch", writes.len(), groups, build)

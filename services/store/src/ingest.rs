@@ -1,8 +1,6 @@
 //! Accepting reports: the idempotency check, the incident record and the ingest entry are
 //! written by one script, and the caller is answered only after Redis has accepted it.
 
-use std::borrow::Cow;
-
 use gridroute_proto::v1 as pb;
 use prost::Message;
 
@@ -11,7 +9,8 @@ use gridroute_core::lifecycle::EventKind;
 use crate::{
     Result, Store, StoreError,
     dispatch::DispatchWrite,
-    keys, scripts,
+    keys::{self, kind},
+    scripts,
     transact::{Answers, Prepared},
 };
 use gridroute_core::lifecycle::Status;
@@ -174,37 +173,56 @@ impl Store {
         let groups =
             scripts::partition_groups(reports.iter().map(|r| r.partition), REPORTS_PER_SCRIPT);
         let build = |pipe: &mut redis::Pipeline, p: u16, members: &[usize]| {
-            let mut keys = vec![k.ingest(p), k.events(p), k.sla(p), k.index_all(p)];
-            let mut args: Vec<Cow<'_, [u8]>> = vec![
-                ttl.as_bytes().into(),
-                Status::Reported.as_str().as_bytes().into(),
-                Status::Dispatched.as_str().as_bytes().into(),
-            ];
+            // Keys and arguments written straight into the call's command (as the routers'
+            // dispatch calls do): every key of the call, then every argument.
+            let own = [k.ingest(p), k.events(p), k.sla(p), k.index_all(p)];
+            let count = members.iter().map(|&i| {
+                2 + reports[i]
+                    .routed
+                    .as_ref()
+                    .map_or(0, crate::dispatch::dispatch_key_count)
+            });
+            let mut call = scripts::evalsha_cmd(&scripts::REPORT, own.len() + count.sum::<usize>());
+            let cmd = &mut call;
+            for key in &own {
+                cmd.arg(key);
+            }
             for &i in members {
                 let r = &reports[i];
                 let rep = r.reporting.report;
-                keys.extend([
-                    k.idempotency(p, &rep.source_system, &rep.request_id),
-                    k.incident(p, &r.id),
-                ]);
-                args.extend([
-                    r.hash.as_bytes().into(),
-                    r.id.as_bytes().into(),
-                    r.bytes.as_slice().into(),
-                    r.event.as_slice().into(),
-                    r.reporting.traceparent.as_bytes().into(),
-                    r.contact.as_slice().into(),
-                ]);
-                match &r.routed {
-                    Some(w) => {
-                        args.push(b"1".as_slice().into());
-                        crate::dispatch::dispatch_args(k, w, &mut keys, &mut args);
-                    }
-                    None => args.push(b"".as_slice().into()),
+                k.write_part(
+                    cmd,
+                    p,
+                    &[kind::IDEMPOTENCY, &rep.source_system, ":", &rep.request_id],
+                );
+                k.write_part(cmd, p, &[kind::INCIDENT, &r.id]);
+                if let Some(w) = &r.routed {
+                    crate::dispatch::dispatch_keys(k, w, cmd);
                 }
             }
-            let args: Vec<&[u8]> = args.iter().map(AsRef::as_ref).collect();
-            scripts::evalsha(pipe, &scripts::REPORT, &keys, &args);
+            cmd.arg(&ttl)
+                .arg(Status::Reported.as_str())
+                .arg(Status::Dispatched.as_str());
+            let mut scratch = String::new();
+            for &i in members {
+                let r = &reports[i];
+                cmd.arg(&r.hash)
+                    .arg(&r.id)
+                    .arg(r.bytes.as_slice())
+                    .arg(r.event.as_slice())
+                    .arg(r.reporting.traceparent)
+                    .arg(r.contact.as_slice());
+                match &r.routed {
+                    Some(w) => {
+                        cmd.arg("1");
+                        crate::dispatch::dispatch_args(w, cmd, &mut scratch);
+                    }
+                    None => {
+                        cmd.arg("");
+                    }
+                }
+            }
+            pipe.add_command(call);
         };
         self.run_batched("report", reports.len(), groups, build)
             .await

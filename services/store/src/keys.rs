@@ -37,6 +37,19 @@ pub struct Keys {
     partitions: u16,
 }
 
+/// What follows a partition's hash tag in the keys named after something (an incident, a
+/// department, a region): shared by [`Keys`]' methods and by the script calls that write keys
+/// straight into their command ([`Keys::write_part`]).
+pub(crate) mod kind {
+    pub const IDEMPOTENCY: &str = "idem:";
+    pub const INCIDENT: &str = "inc:";
+    pub const TIMELINE: &str = "tl:";
+    pub const DISPATCH: &str = "dispatch:";
+    pub const DUPLICATES: &str = "geo:";
+    pub const INDEX_DEPARTMENT: &str = "ix:dept:";
+    pub const INDEX_REGION: &str = "ix:region:";
+}
+
 impl Keys {
     /// Keys under `prefix` with `partitions` partitions.
     pub fn new(prefix: &str, partitions: u16) -> Self {
@@ -109,9 +122,31 @@ impl Keys {
     fn part(&self, p: u16, pieces: &[&str]) -> String {
         let len = self.prefix.len() + 9 + pieces.iter().map(|s| s.len()).sum::<usize>();
         let mut key = String::with_capacity(len);
-        key.push_str(&self.prefix);
-        key.push_str(":{p");
         let mut digits = [0u8; 5];
+        for piece in self.part_pieces(p, &mut digits, pieces) {
+            key.push_str(piece);
+        }
+        key
+    }
+
+    /// Writes the key `<prefix>:{p<p>}:<pieces>` as the next argument of a command, without
+    /// building it first (the script calls of the router's path name a dozen keys per incident).
+    pub(crate) fn write_part(&self, out: &mut impl redis::RedisWrite, p: u16, pieces: &[&str]) {
+        use std::io::Write;
+        let mut digits = [0u8; 5];
+        let mut arg = out.writer_for_next_arg();
+        for piece in self.part_pieces(p, &mut digits, pieces) {
+            // Writing into the command's own buffer does not fail.
+            let _ = arg.write_all(piece.as_bytes());
+        }
+    }
+
+    fn part_pieces<'s>(
+        &'s self,
+        p: u16,
+        digits: &'s mut [u8; 5],
+        pieces: &'s [&'s str],
+    ) -> impl Iterator<Item = &'s str> {
         let (mut n, mut i) = (p, digits.len());
         loop {
             i -= 1;
@@ -121,12 +156,10 @@ impl Keys {
                 break;
             }
         }
-        key.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
-        key.push_str("}:");
-        for piece in pieces {
-            key.push_str(piece);
-        }
-        key
+        let digits = std::str::from_utf8(&digits[i..]).unwrap_or_default();
+        [self.prefix.as_str(), ":{p", digits, "}:"]
+            .into_iter()
+            .chain(pieces.iter().copied())
     }
 
     /// The ingest stream of a partition.
@@ -135,19 +168,19 @@ impl Keys {
     }
     /// The idempotency key of a request.
     pub fn idempotency(&self, p: u16, source: &str, request_id: &str) -> String {
-        self.part(p, &["idem:", source, ":", request_id])
+        self.part(p, &[kind::IDEMPOTENCY, source, ":", request_id])
     }
     /// The incident hash.
     pub fn incident(&self, p: u16, id: &str) -> String {
-        self.part(p, &["inc:", id])
+        self.part(p, &[kind::INCIDENT, id])
     }
     /// The incident's timeline.
     pub fn timeline(&self, p: u16, id: &str) -> String {
-        self.part(p, &["tl:", id])
+        self.part(p, &[kind::TIMELINE, id])
     }
     /// A department's dispatch stream in a partition.
     pub fn dispatch(&self, p: u16, department: &str) -> String {
-        self.part(p, &["dispatch:", department])
+        self.part(p, &[kind::DISPATCH, department])
     }
     /// The SLA deadlines of a partition.
     pub fn sla(&self, p: u16) -> String {
@@ -178,7 +211,7 @@ impl Keys {
     }
     /// Open incidents of a duplicate-detection category, by location.
     pub fn duplicates(&self, p: u16, category: &str) -> String {
-        self.part(p, &["geo:", category])
+        self.part(p, &[kind::DUPLICATES, category])
     }
     /// A reporter's points ledger in one partition.
     pub fn points(&self, p: u16, source: &str, reporter: &str) -> String {
@@ -199,11 +232,11 @@ impl Keys {
     }
     /// Index by primary department.
     pub fn index_department(&self, p: u16, department: &str) -> String {
-        self.part(p, &["ix:dept:", department])
+        self.part(p, &[kind::INDEX_DEPARTMENT, department])
     }
     /// Index by region (every level of the path).
     pub fn index_region(&self, p: u16, code: &str) -> String {
-        self.part(p, &["ix:region:", code])
+        self.part(p, &[kind::INDEX_REGION, code])
     }
 }
 
@@ -295,6 +328,21 @@ mod tests {
         );
         assert_eq!(k.partition_prefix(7), "gr:{p7}:");
         assert_eq!(k.ingest(3), format!("{}:{{p{}}}:ingest", "gr", 3));
+    }
+
+    #[test]
+    fn keys_written_into_a_command_are_the_keys_named() {
+        let k = Keys::new("gr", 4);
+        let mut written = redis::cmd("X");
+        k.write_part(&mut written, 0, &[kind::INCIDENT, "01J-0"]);
+        k.write_part(&mut written, 12, &[kind::INDEX_REGION, "4201"]);
+        k.write_part(&mut written, 65535, &[kind::IDEMPOTENCY, "app", ":", "r-1"]);
+        let mut named = redis::cmd("X");
+        named
+            .arg(k.incident(0, "01J-0"))
+            .arg(k.index_region(12, "4201"))
+            .arg(k.idempotency(65535, "app", "r-1"));
+        assert_eq!(written.get_packed_command(), named.get_packed_command());
     }
 
     use super::*;

@@ -9,12 +9,17 @@ use gridroute_core::sla::{Timer, TimerKind};
 
 /// The member of a timer in the timer set: `<incident>|<kind>|<department>`.
 pub fn member(incident_id: &str, t: &Timer) -> String {
-    use std::fmt::Write;
     let mut out = String::with_capacity(incident_id.len() + t.target.len() + 14);
+    write_member(&mut out, incident_id, t);
+    out
+}
+
+/// Appends the [`member`] of a timer to `out`.
+pub fn write_member(out: &mut String, incident_id: &str, t: &Timer) {
+    use std::fmt::Write;
     out.push_str(incident_id);
     let _ = write!(out, "|{}|", t.kind);
     out.push_str(&t.target);
-    out
 }
 
 /// A timer-set member's parts: incident id, kind, department.
@@ -29,17 +34,22 @@ pub fn parse_member(member: &str) -> Option<(&str, TimerKind, &str)> {
 /// the one before it. The sample tables' standard policy has seven steps over two
 /// departments: 265 bytes written whole, 128 so (it lives in every running case's record).
 pub fn encode(timers: &[Timer]) -> String {
-    // One buffer for the whole schedule, numbers written without the formatting machinery:
-    // the router writes one per incident, and it was a measurable share of its CPU.
     let mut out = String::with_capacity(timers.iter().map(|t| t.target.len() + 20).sum());
+    encode_into(&mut out, timers);
+    out
+}
+
+/// Appends the [`encode`]d schedule to `out` (a buffer the router reuses across a batch).
+pub fn encode_into(out: &mut String, timers: &[Timer]) {
+    // Numbers written without the formatting machinery: the router writes one schedule per
+    // incident, and it was a measurable share of its CPU.
     if timers.is_sorted_by_key(|t| t.due) {
-        write_schedule(&mut out, timers.iter());
+        write_schedule(out, timers.iter());
     } else {
         let mut sorted: Vec<&Timer> = timers.iter().collect();
         sorted.sort_by_key(|t| t.due);
-        write_schedule(&mut out, sorted.into_iter());
+        write_schedule(out, sorted.into_iter());
     }
-    out
 }
 
 fn write_schedule<'a>(out: &mut String, timers: impl Iterator<Item = &'a Timer>) {
@@ -164,6 +174,11 @@ mod tests {
         ];
         let text = encode(&timers);
         assert_eq!(text, "w50|water|10,u|water|affairs|+10");
+        // Appended to a reused buffer, as the router writes it.
+        let mut buffer = String::from("left over");
+        buffer.clear();
+        encode_into(&mut buffer, &timers);
+        assert_eq!(buffer, text);
         let back = decode(&text);
         assert_eq!(back, [timers[1].clone(), timers[0].clone()]);
         assert_eq!(head(&timers), Some(&timers[1]));

@@ -91,13 +91,22 @@ scripts! {
 /// Appends `EVALSHA` of `script` to a pipeline. Pipelines cannot fall back to EVAL by
 /// themselves: [`Store::run_scripts`] loads the scripts and retries once on `NOSCRIPT`.
 pub(crate) fn evalsha(pipe: &mut redis::Pipeline, script: &Named, keys: &[String], args: &[&[u8]]) {
-    let cmd = pipe.cmd("EVALSHA").arg(script.hash()).arg(keys.len());
+    let mut cmd = evalsha_cmd(script, keys.len());
     for k in keys {
         cmd.arg(k);
     }
     for a in args {
         cmd.arg(*a);
     }
+    pipe.add_command(cmd);
+}
+
+/// `EVALSHA <script> <numkeys>`, for a caller that writes its `numkeys` keys and then its
+/// arguments into it and then adds it to a pipeline.
+pub(crate) fn evalsha_cmd(script: &Named, numkeys: usize) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.hash()).arg(numkeys);
+    cmd
 }
 
 /// Loads every script into the server's script cache (after a restart or a failover the cache

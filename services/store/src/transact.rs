@@ -356,7 +356,7 @@ impl Store {
         );
         gathered.index(k.index_department(p, &w.department), id);
         gathered.index(k.index_all(p), id);
-        for code in &w.region_codes {
+        for code in w.region_codes.iter() {
             gathered.index(k.index_region(p, code), id);
         }
         if let Some(t) = schedule::head(&w.timers) {
