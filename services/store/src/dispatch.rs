@@ -62,8 +62,8 @@ pub(crate) fn dispatch_key_count(w: &DispatchWrite) -> usize {
 
 /// Writes one write's keys into a batched dispatch call (layout in `lua/dispatch.lua`;
 /// `lua/report.lua` reads the same layout for a report routed inline). Keys and arguments go
-/// straight into the call's command, each written once: collected into vectors of their own
-/// first, they were about a tenth of the router's CPU per incident (docs/PERFORMANCE.md).
+/// straight into the call's command, with no owned vectors or strings in between; EVALSHA
+/// wants every key before the first argument, hence two passes ([`dispatch_args`]).
 pub(crate) fn dispatch_keys(k: &crate::Keys, w: &DispatchWrite, cmd: &mut redis::Cmd) {
     let (p, id) = (w.partition, w.incident_id.as_str());
     k.write_part(cmd, p, &[kind::INCIDENT, id]);
