@@ -34,7 +34,7 @@ use gridroute_store::{
     Keys,
     dispatch::DispatchWrite,
     ingest::InlineRoute,
-    keys, schedule,
+    keys,
     transact::{self, Prepared},
 };
 
@@ -251,8 +251,8 @@ impl Batch {
             self.gather(keys.index_region(p, code), &field, id);
         }
         self.gather(keys.index_department(p, &w.department), "i", id);
-        if let Some(t) = schedule::head(&w.timers) {
-            self.timers.push((t.due, schedule::member(id, t)));
+        if let Some((due, member)) = &w.schedule.head {
+            self.timers.push((*due, member.clone()));
         }
         self.written += 1;
     }

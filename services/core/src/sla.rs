@@ -215,6 +215,41 @@ pub struct Timer {
     pub target: String,
 }
 
+/// A timer as planned, its department borrowed from the table ([`SlaPolicy::plan`]): for a
+/// caller that only writes the schedule out (the router, once per incident), without a string
+/// per timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlannedTimer<'a> {
+    /// When it fires (ms).
+    pub due: Millis,
+    /// What it does.
+    pub kind: TimerKind,
+    /// The department it notifies.
+    pub target: &'a str,
+}
+
+impl PlannedTimer<'_> {
+    /// The owned timer.
+    pub fn to_timer(self) -> Timer {
+        Timer {
+            due: self.due,
+            kind: self.kind,
+            target: self.target.to_owned(),
+        }
+    }
+}
+
+impl Timer {
+    /// The timer as a [`PlannedTimer`] borrowing its department.
+    pub fn planned(&self) -> PlannedTimer<'_> {
+        PlannedTimer {
+            due: self.due,
+            kind: self.kind,
+            target: &self.target,
+        }
+    }
+}
+
 /// Who escalation reaches, nearest first.
 #[derive(Debug, Clone, Default)]
 pub struct Escalation<'a> {
@@ -303,22 +338,37 @@ impl SlaPolicy {
         resolve_by: Millis,
         to: &Escalation<'_>,
     ) -> Vec<Timer> {
+        self.plan(cal, start, accept_by, resolve_by, to)
+            .into_iter()
+            .map(PlannedTimer::to_timer)
+            .collect()
+    }
+
+    /// [`SlaPolicy::timers`], each borrowing its department from `to`.
+    pub fn plan<'a>(
+        &self,
+        cal: &WorkCalendar,
+        start: Millis,
+        accept_by: Option<Millis>,
+        resolve_by: Millis,
+        to: &Escalation<'a>,
+    ) -> Vec<PlannedTimer<'a>> {
         let mut out = Vec::with_capacity(1 + self.warn_at.len() + self.escalation.len());
         if let Some(due) = accept_by {
-            out.push(Timer {
+            out.push(PlannedTimer {
                 due,
                 kind: TimerKind::Accept,
-                target: to.primary.to_owned(),
+                target: to.primary,
             });
         }
         let allowed = self.allowed(cal, start, resolve_by);
         for &p in &self.warn_at {
-            out.push(Timer {
+            out.push(PlannedTimer {
                 due: self
                     .resolve
                     .percent_after(cal, start, allowed, u32::from(p)),
                 kind: TimerKind::Warn(p),
-                target: to.primary.to_owned(),
+                target: to.primary,
             });
         }
         let full = self.resolve.ms;
@@ -341,11 +391,7 @@ impl SlaPolicy {
                 }
                 StepKind::PublicReport => (TimerKind::PublicReport, to.public),
             };
-            out.push(Timer {
-                due,
-                kind,
-                target: target.to_owned(),
-            });
+            out.push(PlannedTimer { due, kind, target });
         }
         out
     }

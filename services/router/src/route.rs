@@ -12,7 +12,7 @@ use std::{
 
 use gridroute_core::{Outcome, RouteTarget, RoutingTable, sla::Escalation, table::DuplicatePolicy};
 use gridroute_proto::v1 as pb;
-use gridroute_store::{codec, consumer::IngestEntry, dispatch::DispatchWrite, keys};
+use gridroute_store::{codec, consumer::IngestEntry, dispatch::DispatchWrite, keys, schedule};
 use gridroute_telemetry::names;
 use prost::Message;
 
@@ -119,6 +119,7 @@ pub fn route_report(
     let excluded: Vec<_> = of
         .excluded
         .split(',')
+        .filter(|d| !d.is_empty())
         .filter_map(|d| table.department(d))
         .collect();
     let q = gridroute_mapping::route_query(now_ms, report, &excluded, table.crs)
@@ -134,7 +135,7 @@ pub fn route_report(
     let policy = &table.sla_policies[d.sla as usize];
     let deadlines = policy.deadlines(&table.calendar, now_ms);
     let estimated = deadlines.estimated(policy, &table.calendar);
-    let timers = policy.timers(
+    let mut timers = policy.plan(
         &table.calendar,
         now_ms,
         Some(deadlines.accept_by),
@@ -196,7 +197,7 @@ pub fn route_report(
             estimated,
             event: decided.events[usize::from(estimated)].clone(),
             deliveries,
-            timers,
+            schedule: schedule::Written::plan(id, &mut timers),
             duplicates: duplicates
                 .as_ref()
                 .map(|(p, x, y)| (p.category.clone(), *x, *y)),

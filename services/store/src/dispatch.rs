@@ -42,8 +42,8 @@ pub struct DispatchWrite {
     pub event: Arc<[u8]>,
     /// One (department, encoded `Dispatch`) per receiving department, primary first.
     pub deliveries: Vec<(String, Vec<u8>)>,
-    /// The SLA timers of the dispatch.
-    pub timers: Vec<gridroute_core::sla::Timer>,
+    /// The SLA schedule of the dispatch, as written (the record's field and the head).
+    pub schedule: schedule::Written,
     /// When the category has duplicate detection: its category key and the point (lng, lat).
     pub duplicates: Option<(String, f64, f64)>,
     /// W3C traceparent of the dispatch ('' = none), carried to the subscribers.
@@ -58,6 +58,46 @@ pub const DISPATCHES_PER_SCRIPT: usize = 128;
 /// How many keys [`dispatch_keys`] writes for `w`.
 pub(crate) fn dispatch_key_count(w: &DispatchWrite) -> usize {
     4 + w.region_codes.len() + w.deliveries.len()
+}
+
+/// About how many arguments and bytes [`dispatch_keys`] and [`dispatch_args`] write for `w`
+/// (numbers counted at their longest), to size the call's command once.
+pub(crate) fn dispatch_size(k: &crate::Keys, w: &DispatchWrite) -> scripts::Size {
+    use scripts::Size;
+    let key = |piece: usize| Size::arg(k.part_len() + kind::INDEX_REGION.len() + piece);
+    let id = w.incident_id.len();
+    let number = Size::arg(20);
+    let keys = key(id)
+        + key(id)
+        + key(w.department.len())
+        + key(w.duplicates.as_ref().map_or(id, |(c, _, _)| c.len()))
+        + w.region_codes.iter().map(|c| key(c.len())).sum()
+        + w.deliveries.iter().map(|(d, _)| key(d.len())).sum();
+    let regions: usize = w.region_codes.iter().map(|c| c.len() + 1).sum();
+    let args = Size::arg(w.entry_id.len())
+        + Size::arg(w.generation.len())
+        + Size::arg(id)
+        + Size::arg(w.department.len())
+        + Size::arg(w.decision.len())
+        + number
+        + number
+        + number
+        + Size::arg(w.event.len())
+        + number
+        + Size::arg(w.schedule.text.len())
+        + Size::arg(regions)
+        + number
+        + number
+        + number
+        + Size::arg(w.traceparent.len())
+        + number
+        + number
+        + w.schedule
+            .head
+            .as_ref()
+            .map_or(Size::default(), |(_, m)| number + Size::arg(m.len()))
+        + w.deliveries.iter().map(|(_, b)| Size::arg(b.len())).sum();
+    keys + args
 }
 
 /// Writes one write's keys into a batched dispatch call (layout in `lua/dispatch.lua`;
@@ -88,7 +128,7 @@ pub(crate) fn dispatch_keys(k: &crate::Keys, w: &DispatchWrite, cmd: &mut redis:
 pub(crate) fn dispatch_args(w: &DispatchWrite, cmd: &mut redis::Cmd, scratch: &mut String) {
     use redis::RedisWrite;
     use std::io::Write;
-    let head = schedule::head(&w.timers);
+    let head = w.schedule.head.as_ref();
     cmd.arg(&w.entry_id)
         .arg(&w.generation)
         .arg(&w.incident_id)
@@ -99,9 +139,7 @@ pub(crate) fn dispatch_args(w: &DispatchWrite, cmd: &mut redis::Cmd, scratch: &m
         .arg(w.resolve_due_ms)
         .arg(&w.event[..])
         .arg(w.region_codes.len());
-    scratch.clear();
-    schedule::encode_into(scratch, &w.timers);
-    cmd.arg(scratch.as_str());
+    cmd.arg(w.schedule.text.as_str());
     scratch.clear();
     for (i, code) in w.region_codes.iter().enumerate() {
         if i > 0 {
@@ -124,10 +162,8 @@ pub(crate) fn dispatch_args(w: &DispatchWrite, cmd: &mut redis::Cmd, scratch: &m
         .arg(&w.traceparent)
         .arg(w.deliveries.len())
         .arg(if w.estimated { "1" } else { "" });
-    if let Some(t) = head {
-        scratch.clear();
-        schedule::write_member(scratch, &w.incident_id, t);
-        cmd.arg(t.due).arg(scratch.as_str());
+    if let Some((due, member)) = head {
+        cmd.arg(*due).arg(member.as_str());
     }
     for (_, bytes) in &w.deliveries {
         cmd.arg(bytes.as_slice());
@@ -157,8 +193,17 @@ impl Store {
                 k.index_lag(p),
             ];
             let count = members.iter().map(|&i| dispatch_key_count(&writes[i]));
+            let size = own
+                .iter()
+                .map(|key| scripts::Size::arg(key.len()))
+                .sum::<scripts::Size>()
+                + members.iter().map(|&i| dispatch_size(k, &writes[i])).sum()
+                + scripts::Size {
+                    args: 4,
+                    bytes: routable.len() + clears.len() + 32,
+                };
             let mut call =
-                scripts::evalsha_cmd(&scripts::DISPATCH, own.len() + count.sum::<usize>());
+                scripts::evalsha_cmd(&scripts::DISPATCH, own.len() + count.sum::<usize>(), size);
             let cmd = &mut call;
             for key in &own {
                 cmd.arg(key);

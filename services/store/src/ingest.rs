@@ -164,6 +164,25 @@ impl Store {
     }
 }
 
+/// About how many arguments and bytes one report writes into its `lua/report.lua` call.
+fn report_size(k: &keys::Keys, r: &Prepared<'_>) -> scripts::Size {
+    use scripts::Size;
+    let rep = r.reporting.report;
+    let key = |piece: usize| Size::arg(k.part_len() + kind::IDEMPOTENCY.len() + piece + 1);
+    key(rep.source_system.len() + rep.request_id.len())
+        + key(r.id.len())
+        + Size::arg(r.hash.len())
+        + Size::arg(r.id.len())
+        + Size::arg(r.bytes.len())
+        + Size::arg(r.event.len())
+        + Size::arg(r.reporting.traceparent.len())
+        + Size::arg(r.contact.len())
+        + Size::arg(1)
+        + r.routed
+            .as_ref()
+            .map_or(Size::default(), |w| crate::dispatch::dispatch_size(k, w))
+}
+
 impl Store {
     /// Accepts prepared reports with `lua/report.lua`: one script call per partition and
     /// [`REPORTS_PER_SCRIPT`] reports, all in one pipeline.
@@ -182,7 +201,17 @@ impl Store {
                     .as_ref()
                     .map_or(0, crate::dispatch::dispatch_key_count)
             });
-            let mut call = scripts::evalsha_cmd(&scripts::REPORT, own.len() + count.sum::<usize>());
+            let size = own
+                .iter()
+                .map(|key| scripts::Size::arg(key.len()))
+                .sum::<scripts::Size>()
+                + members.iter().map(|&i| report_size(k, &reports[i])).sum()
+                + scripts::Size {
+                    args: 3,
+                    bytes: ttl.len() + 32,
+                };
+            let mut call =
+                scripts::evalsha_cmd(&scripts::REPORT, own.len() + count.sum::<usize>(), size);
             let cmd = &mut call;
             for key in &own {
                 cmd.arg(key);

@@ -35,6 +35,8 @@ pub const ROUTER_GROUP: &str = "routers";
 pub struct Keys {
     prefix: String,
     partitions: u16,
+    /// `<prefix>:{p<p>}:` of every partition, written once rather than per key.
+    heads: std::sync::Arc<[Box<str>]>,
 }
 
 /// What follows a partition's hash tag in the keys named after something (an incident, a
@@ -53,9 +55,13 @@ pub(crate) mod kind {
 impl Keys {
     /// Keys under `prefix` with `partitions` partitions.
     pub fn new(prefix: &str, partitions: u16) -> Self {
+        let partitions = partitions.max(1);
         Self {
             prefix: prefix.to_owned(),
-            partitions: partitions.max(1),
+            partitions,
+            heads: (0..partitions)
+                .map(|p| format!("{prefix}:{{p{p}}}:").into_boxed_str())
+                .collect(),
         }
     }
 
@@ -122,6 +128,11 @@ impl Keys {
     fn part(&self, p: u16, pieces: &[&str]) -> String {
         let len = self.prefix.len() + 9 + pieces.iter().map(|s| s.len()).sum::<usize>();
         let mut key = String::with_capacity(len);
+        if let Some(head) = self.heads.get(usize::from(p)) {
+            key.push_str(head);
+            pieces.iter().for_each(|piece| key.push_str(piece));
+            return key;
+        }
         let mut digits = [0u8; 5];
         for piece in self.part_pieces(p, &mut digits, pieces) {
             key.push_str(piece);
@@ -130,15 +141,31 @@ impl Keys {
     }
 
     /// Writes the key `<prefix>:{p<p>}:<pieces>` as the next argument of a command, without
-    /// building it first (the script calls of the router's path name a dozen keys per incident).
+    /// building it on the heap first (the script calls of the router's path name a dozen keys
+    /// per incident). The key is put together on the stack and written as one argument: a
+    /// writer per piece cost more than the bytes did (docs/PERFORMANCE.md).
     pub(crate) fn write_part(&self, out: &mut impl redis::RedisWrite, p: u16, pieces: &[&str]) {
-        use std::io::Write;
-        let mut digits = [0u8; 5];
-        let mut arg = out.writer_for_next_arg();
-        for piece in self.part_pieces(p, &mut digits, pieces) {
-            // Writing into the command's own buffer does not fail.
-            let _ = arg.write_all(piece.as_bytes());
+        let Some(head) = self.heads.get(usize::from(p)) else {
+            out.write_arg(self.part(p, pieces).as_bytes());
+            return;
+        };
+        let mut buf = [0u8; 256];
+        let mut n = 0;
+        for piece in std::iter::once(&**head).chain(pieces.iter().copied()) {
+            let end = n + piece.len();
+            let Some(to) = buf.get_mut(n..end) else {
+                out.write_arg(self.part(p, pieces).as_bytes());
+                return;
+            };
+            to.copy_from_slice(piece.as_bytes());
+            n = end;
         }
+        out.write_arg(&buf[..n]);
+    }
+
+    /// At most how long a key of [`Keys::write_part`] is before its pieces.
+    pub(crate) fn part_len(&self) -> usize {
+        self.prefix.len() + ":{p65535}:".len()
     }
 
     fn part_pieces<'s>(
@@ -337,11 +364,15 @@ mod tests {
         k.write_part(&mut written, 0, &[kind::INCIDENT, "01J-0"]);
         k.write_part(&mut written, 12, &[kind::INDEX_REGION, "4201"]);
         k.write_part(&mut written, 65535, &[kind::IDEMPOTENCY, "app", ":", "r-1"]);
+        // A key longer than the stack buffer (a long request id) is built on the heap.
+        let long = "r".repeat(300);
+        k.write_part(&mut written, 3, &[kind::IDEMPOTENCY, "app", ":", &long]);
         let mut named = redis::cmd("X");
         named
             .arg(k.incident(0, "01J-0"))
             .arg(k.index_region(12, "4201"))
-            .arg(k.idempotency(65535, "app", "r-1"));
+            .arg(k.idempotency(65535, "app", "r-1"))
+            .arg(k.idempotency(3, "app", &long));
         assert_eq!(written.get_packed_command(), named.get_packed_command());
     }
 

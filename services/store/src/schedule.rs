@@ -5,21 +5,21 @@
 //! set holds only its head, as the member `<incident>|<kind>|<department>` scored by due time.
 //! One member per running case, not one per step: firing the head puts the next step there.
 
-use gridroute_core::sla::{Timer, TimerKind};
+use gridroute_core::sla::{Millis, PlannedTimer, Timer, TimerKind};
 
 /// The member of a timer in the timer set: `<incident>|<kind>|<department>`.
 pub fn member(incident_id: &str, t: &Timer) -> String {
     let mut out = String::with_capacity(incident_id.len() + t.target.len() + 14);
-    write_member(&mut out, incident_id, t);
+    write_member(&mut out, incident_id, t.planned());
     out
 }
 
 /// Appends the [`member`] of a timer to `out`.
-pub fn write_member(out: &mut String, incident_id: &str, t: &Timer) {
+fn write_member(out: &mut String, incident_id: &str, t: PlannedTimer<'_>) {
     use std::fmt::Write;
     out.push_str(incident_id);
     let _ = write!(out, "|{}|", t.kind);
-    out.push_str(&t.target);
+    out.push_str(t.target);
 }
 
 /// A timer-set member's parts: incident id, kind, department.
@@ -39,22 +39,56 @@ pub fn encode(timers: &[Timer]) -> String {
     out
 }
 
-/// Appends the [`encode`]d schedule to `out` (a buffer the router reuses across a batch).
-pub fn encode_into(out: &mut String, timers: &[Timer]) {
+/// Appends the [`encode`]d schedule to `out`.
+fn encode_into(out: &mut String, timers: &[Timer]) {
     // Numbers written without the formatting machinery: the router writes one schedule per
     // incident, and it was a measurable share of its CPU.
     if timers.is_sorted_by_key(|t| t.due) {
-        write_schedule(out, timers.iter());
+        write_schedule(out, timers.iter().map(Timer::planned));
     } else {
         let mut sorted: Vec<&Timer> = timers.iter().collect();
         sorted.sort_by_key(|t| t.due);
-        write_schedule(out, sorted.into_iter());
+        write_schedule(out, sorted.into_iter().map(Timer::planned));
     }
 }
 
-fn write_schedule<'a>(out: &mut String, timers: impl Iterator<Item = &'a Timer>) {
+/// A dispatch's schedule in the forms it is written: the record's `timers` field
+/// ([`encode`]) and the head for the timer set (due ms and [`member`]). Built once when the
+/// dispatch is planned, from timers that borrow their departments from the table, so that
+/// routing an incident allocates no string per timer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    /// The record's `timers` field.
+    pub text: String,
+    /// The earliest timer, as its due time and timer-set member; `None` without timers.
+    pub head: Option<(Millis, String)>,
+}
+
+impl Written {
+    /// The written forms of `timers` (sorted here by due time, ties in their order) for the
+    /// incident `incident_id`.
+    pub fn plan(incident_id: &str, timers: &mut [PlannedTimer<'_>]) -> Self {
+        timers.sort_by_key(|t| t.due);
+        let mut text = String::with_capacity(timers.iter().map(|t| t.target.len() + 20).sum());
+        write_schedule(&mut text, timers.iter().copied());
+        let head = timers.first().map(|&t| {
+            let mut member = String::with_capacity(incident_id.len() + t.target.len() + 14);
+            write_member(&mut member, incident_id, t);
+            (t.due, member)
+        });
+        Self { text, head }
+    }
+
+    /// The written forms of owned timers (tests, tools).
+    pub fn of(incident_id: &str, timers: &[Timer]) -> Self {
+        let mut planned: Vec<PlannedTimer<'_>> = timers.iter().map(Timer::planned).collect();
+        Self::plan(incident_id, &mut planned)
+    }
+}
+
+fn write_schedule<'a>(out: &mut String, timers: impl Iterator<Item = PlannedTimer<'a>>) {
     let mut n = itoa::Buffer::new();
-    let mut prev: Option<&Timer> = None;
+    let mut prev: Option<PlannedTimer<'a>> = None;
     for t in timers {
         if prev.is_some() {
             out.push(',');
@@ -76,13 +110,13 @@ fn write_schedule<'a>(out: &mut String, timers: impl Iterator<Item = &'a Timer>)
         out.push('|');
         match prev {
             None => {
-                out.push_str(&t.target);
+                out.push_str(t.target);
                 out.push('|');
                 out.push_str(n.format(t.due));
             }
             Some(p) => {
                 if p.target != t.target {
-                    out.push_str(&t.target);
+                    out.push_str(t.target);
                 }
                 out.push_str("|+");
                 out.push_str(n.format(t.due - p.due));
@@ -174,11 +208,11 @@ mod tests {
         ];
         let text = encode(&timers);
         assert_eq!(text, "w50|water|10,u|water|affairs|+10");
-        // Appended to a reused buffer, as the router writes it.
-        let mut buffer = String::from("left over");
-        buffer.clear();
-        encode_into(&mut buffer, &timers);
-        assert_eq!(buffer, text);
+        // As the router writes it: planned timers, sorted once, with the head's member.
+        let written = Written::of("inc-1", &timers);
+        assert_eq!(written.text, text);
+        assert_eq!(written.head, Some((10, member("inc-1", &timers[1]))));
+        assert_eq!(Written::of("inc-1", &[]), Written::default());
         let back = decode(&text);
         assert_eq!(back, [timers[1].clone(), timers[0].clone()]);
         assert_eq!(head(&timers), Some(&timers[1]));

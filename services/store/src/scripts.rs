@@ -91,7 +91,9 @@ scripts! {
 /// Appends `EVALSHA` of `script` to a pipeline. Pipelines cannot fall back to EVAL by
 /// themselves: [`Store::run_scripts`] loads the scripts and retries once on `NOSCRIPT`.
 pub(crate) fn evalsha(pipe: &mut redis::Pipeline, script: &Named, keys: &[String], args: &[&[u8]]) {
-    let mut cmd = evalsha_cmd(script, keys.len());
+    let size = keys.iter().map(|k| Size::arg(k.len())).sum::<Size>()
+        + args.iter().map(|a| Size::arg(a.len())).sum();
+    let mut cmd = evalsha_cmd(script, keys.len(), size);
     for k in keys {
         cmd.arg(k);
     }
@@ -102,11 +104,44 @@ pub(crate) fn evalsha(pipe: &mut redis::Pipeline, script: &Named, keys: &[String
 }
 
 /// `EVALSHA <script> <numkeys>`, for a caller that writes its `numkeys` keys and then its
-/// arguments into it and then adds it to a pipeline.
-pub(crate) fn evalsha_cmd(script: &Named, numkeys: usize) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script.hash()).arg(numkeys);
+/// arguments into it and then adds it to a pipeline. `size` is about how many arguments
+/// (keys included) and bytes the caller will write: the command's buffers are allocated once
+/// at that size, where growing them as a batch of a hundred incidents fills them copied the
+/// whole call several times over (docs/PERFORMANCE.md).
+pub(crate) fn evalsha_cmd(script: &Named, numkeys: usize, size: Size) -> redis::Cmd {
+    let mut cmd = redis::Cmd::with_capacity(size.args + 3, size.bytes + 64);
+    cmd.arg("EVALSHA").arg(script.hash()).arg(numkeys);
     cmd
+}
+
+/// About how many arguments and bytes a part of a command writes (see [`evalsha_cmd`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Size {
+    pub args: usize,
+    pub bytes: usize,
+}
+
+impl Size {
+    /// One argument of `bytes` bytes.
+    pub fn arg(bytes: usize) -> Self {
+        Self { args: 1, bytes }
+    }
+}
+
+impl std::ops::Add for Size {
+    type Output = Self;
+    fn add(self, o: Self) -> Self {
+        Self {
+            args: self.args + o.args,
+            bytes: self.bytes + o.bytes,
+        }
+    }
+}
+
+impl std::iter::Sum for Size {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        iter.fold(Self::default(), |a, b| a + b)
+    }
 }
 
 /// Loads every script into the server's script cache (after a restart or a failover the cache

@@ -19,9 +19,7 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 use gridroute_core::lifecycle::Status;
 use redis::aio::MultiplexedConnection;
 
-use crate::{
-    Keys, Result, Store, StoreError, dispatch::DispatchWrite, ingest::Reporting, schedule,
-};
+use crate::{Keys, Result, Store, StoreError, dispatch::DispatchWrite, ingest::Reporting};
 
 /// How many times a batch is read and written again after a watched claim changed (another
 /// replica accepted a report with the same request id at the same moment) before its reports
@@ -359,8 +357,8 @@ impl Store {
         for code in w.region_codes.iter() {
             gathered.index(k.index_region(p, code), id);
         }
-        if let Some(t) = schedule::head(&w.timers) {
-            gathered.timer(k.sla(p), t.due, schedule::member(id, t));
+        if let Some((due, member)) = &w.schedule.head {
+            gathered.timer(k.sla(p), *due, member.clone());
         }
         deliveries(tx, k, w);
     }
@@ -407,7 +405,7 @@ pub fn record(k: &Keys, r: &Prepared<'_>, now: i64) -> redis::Cmd {
         .arg("resolve_due")
         .arg(w.resolve_due_ms)
         .arg("timers")
-        .arg(schedule::encode(&w.timers))
+        .arg(&w.schedule.text)
         .arg("regions")
         .arg(w.region_codes.join(","))
         .arg("v")
