@@ -47,7 +47,17 @@ for round in $(seq 1 "$rounds"); do
   # endpoint on a free port, not scraped); by default it runs without a recorder.
   metrics=off
   [ "${ROUTER_METRICS:-0}" = 1 ] && metrics="127.0.0.1:$(free_port)"
-  "$target/gridroute" serve "${serve_auth[@]}" --redis-url "redis://127.0.0.1:$rport/" --role router \
+  # INSTRUCTIONS=1: the router runs under cachegrind (no cache simulation), which counts the
+  # instructions it executes: a figure that, unlike CPU time on a shared host, repeats within
+  # a fraction of a percent, for comparing two builds (it includes the router's start-up).
+  # INSTRUCTIONS_TOOL=callgrind records the call graph too (callgrind_annotate --inclusive=yes).
+  wrap=()
+  tool=${INSTRUCTIONS_TOOL:-cachegrind}
+  if [ "${INSTRUCTIONS:-0}" = 1 ]; then
+    wrap=(valgrind -q --tool="$tool" "--$tool-out-file=$out/$tool.out")
+    [ "$tool" = cachegrind ] && wrap+=(--cache-sim=no)
+  fi
+  "${wrap[@]}" "$target/gridroute" serve "${serve_auth[@]}" --redis-url "redis://127.0.0.1:$rport/" --role router \
     --metrics-addr "$metrics" >"$out/router.log" 2>&1 &
   router=$!
   pids+=($router)
@@ -65,9 +75,16 @@ for round in $(seq 1 "$rounds"); do
     kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
   fi
   kill "$router"; wait "$router" 2>/dev/null || true
+  instructions=0
+  if [ "${INSTRUCTIONS:-0}" = 1 ]; then
+    instructions=$(awk '/^(summary|totals):/{print $2; exit}' "$out/$tool.out")
+  fi
   python3 -c "
 before, c, ticks, start, end = $before, $c, $ticks, $start, $end
-print(f'round $round: {before} incidents routed in {end - start:.1f} s ({before / (end - start):,.0f}/s); router CPU {c / ticks:.2f} s = {c / ticks * 1e6 / before:.1f} µs per incident; peak RSS $rss MiB')
+line = f'round $round: {before} incidents routed in {end - start:.1f} s ({before / (end - start):,.0f}/s); router CPU {c / ticks:.2f} s = {c / ticks * 1e6 / before:.1f} µs per incident; peak RSS $rss MiB'
+if $instructions:
+    line += f'; {$instructions / before:,.0f} instructions per incident'
+print(line)
 " | tee "$out/round-$round.txt"
   redis-cli -p "$rport" flushall >/dev/null
 done
