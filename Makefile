@@ -56,7 +56,7 @@ costs: ## Issue 13's per-incident costs (Redis CPU, router CPU, API CPU, Redis m
 cluster-costs: ## Issue 13 on Redis Cluster: one Redis beside a local three-primary cluster (capacity, report → subscriber latency, Redis CPU per incident summed over primaries, spread over primaries; about 4 minutes)
 	bash loadtest/cluster.sh
 
-router-cost: ## Router CPU per routed incident: reports queued by an API alone, drained by one router process (PERF=1 adds a perf profile, ROUTER_METRICS=1 records metrics as deployed; about 2 minutes)
+router-cost: ## Router CPU per routed incident: reports queued by an API alone, drained by one router process (PERF=1 adds a perf profile, ROUTER_METRICS=1 records metrics as deployed, INSTRUCTIONS=1 counts instructions under valgrind; about 2 minutes)
 	bash loadtest/router_cost.sh
 
 api-cost: ## API CPU per unary report beside the echo server's CPU per call, alternating rounds (PERF=1 adds a perf profile; about 1 minute)

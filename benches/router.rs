@@ -61,7 +61,7 @@ fn bench(c: &mut Criterion) {
                 .filter_map(|e| {
                     gridroute_router::route::route_entry(&table, black_box(e), now, &mut tally).ok()
                 })
-                .map(|(w, _, _)| w.decision.len() + w.timers.len())
+                .map(|(w, _, _)| w.decision.len() + w.schedule.text.len())
                 .sum::<usize>();
             tally.record();
             n

@@ -4,7 +4,8 @@
 # process drains them; its CPU time (utime + stime from /proc) over the incidents routed, for
 # ROUTER_COST_ROUNDS rounds on the same Redis (flushed between rounds). With PERF=1 the router
 # is sampled by `perf record -g` while it drains and the top of `perf report` is printed; with
-# ROUTER_METRICS=1 the router records metrics as a deployed one does.
+# ROUTER_METRICS=1 the router records metrics as a deployed one does; with INSTRUCTIONS=1 it
+# runs under valgrind's cachegrind and each round also prints instructions per incident.
 # Figures only; nothing fails on timing. `make router-cost` runs it; results in
 # target/router-cost/.
 set -euo pipefail
@@ -16,6 +17,10 @@ mkdir -p "$out"
 # shellcheck source=loadtest/lib.sh
 source loadtest/lib.sh
 dev_auth "$target/gridroute"
+if [ "${INSTRUCTIONS:-0}" = 1 ] && ! command -v valgrind >/dev/null; then
+  echo "INSTRUCTIONS=1 needs valgrind: sudo apt-get install -y valgrind" >&2
+  exit 1
+fi
 reports=${ROUTER_COST_REPORTS:-100000}
 rounds=${ROUTER_COST_ROUNDS:-3}
 rport=$(free_port)
