@@ -9,14 +9,21 @@ pub const MAX_CATEGORY_LEN: usize = 128;
 
 /// Whether `code` is a well-formed category code.
 pub fn is_valid(code: &str) -> bool {
-    !code.is_empty()
-        && code.len() <= MAX_CATEGORY_LEN
-        && code.split('.').all(|seg| {
-            !seg.is_empty()
-                && seg
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        })
+    // One pass over the bytes (the router checks every report's category): segments of
+    // `[a-z0-9_]`, none empty, joined by dots.
+    if code.len() > MAX_CATEGORY_LEN {
+        return false;
+    }
+    let mut after_dot = true;
+    for &b in code.as_bytes() {
+        match b {
+            b'.' if after_dot => return false,
+            b'.' => after_dot = true,
+            b'a'..=b'z' | b'0'..=b'9' | b'_' => after_dot = false,
+            _ => return false,
+        }
+    }
+    !after_dot
 }
 
 /// Whether the rule category `prefix` covers the report category `code`.
@@ -58,8 +65,35 @@ mod tests {
         assert!(is_valid("city.vehicle.abandoned"));
         assert!(is_valid("a"));
         assert!(is_valid("city.fire_lane.blocked"));
-        for bad in ["", "City.x", "city..x", ".city", "city.", "city x", "城市"] {
+        for bad in [
+            "", "City.x", "city..x", ".city", "city.", "city x", "城市", ".",
+        ] {
             assert!(!is_valid(bad), "{bad} accepted");
+        }
+        assert!(is_valid(&"a".repeat(MAX_CATEGORY_LEN)));
+        assert!(!is_valid(&"a".repeat(MAX_CATEGORY_LEN + 1)));
+        // The one-pass check agrees with the definition (dot-separated, non-empty segments of
+        // [a-z0-9_]) on every string of up to four characters from a small alphabet.
+        let defined = |code: &str| {
+            !code.is_empty()
+                && code.split('.').all(|seg| {
+                    !seg.is_empty()
+                        && seg
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                })
+        };
+        let alphabet = ['a', '9', '_', '.', 'A', '-'];
+        let mut codes = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = codes
+                .iter()
+                .flat_map(|c| alphabet.iter().map(move |a| format!("{c}{a}")))
+                .collect();
+            codes.extend(longer);
+        }
+        for code in &codes {
+            assert_eq!(is_valid(code), defined(code), "{code:?}");
         }
     }
 
