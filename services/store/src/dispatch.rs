@@ -271,3 +271,72 @@ impl Store {
         Ok(all.into_iter().map(|(id, _)| id).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gridroute_core::sla::{Timer, TimerKind};
+
+    /// The size a call's command is allocated at covers what is written into it, so that it is
+    /// allocated once (an estimate that fell short would only cost a reallocation, but it
+    /// would be the cost this sizing removes).
+    #[test]
+    fn a_dispatch_is_sized_for_everything_it_writes() {
+        let k = crate::Keys::new("gr", 4);
+        let timers = [
+            Timer {
+                due: 1_796_604_538_000,
+                kind: TimerKind::Accept,
+                target: "urban-management".into(),
+            },
+            Timer {
+                due: 1_796_717_038_000,
+                kind: TimerKind::Supervise(2),
+                target: "command-centre".into(),
+            },
+        ];
+        let write = |duplicates: Option<(String, f64, f64)>, timers: &[Timer]| DispatchWrite {
+            partition: 3,
+            entry_id: "1796604538000-12".into(),
+            generation: "0".into(),
+            incident_id: "01JDXK3M4P5Q6R7S8T9V0W1X2Y-3".into(),
+            department: "urban-management".into(),
+            decision: Arc::from(&[7u8; 600][..]),
+            region_codes: Arc::from(["420100".to_owned(), "420102001".to_owned()]),
+            dispatched_ms: i64::MAX,
+            accept_due_ms: i64::MIN,
+            resolve_due_ms: 1_796_636_938_000,
+            estimated: true,
+            event: Arc::from(&b"dispatched urban-management"[..]),
+            deliveries: vec![
+                ("urban-management".into(), vec![1; 140]),
+                ("water".into(), vec![2; 120]),
+            ],
+            schedule: schedule::Written::of("01JDXK3M4P5Q6R7S8T9V0W1X2Y-3", timers),
+            duplicates,
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+        };
+        for w in [
+            write(None, &timers),
+            write(Some(("city.vehicle".into(), -180.0, -90.0)), &timers),
+            write(None, &[]),
+        ] {
+            let mut cmd = redis::Cmd::new();
+            dispatch_keys(&k, &w, &mut cmd);
+            dispatch_args(&w, &mut cmd, &mut String::new());
+            let size = dispatch_size(&k, &w);
+            let args: Vec<usize> = cmd
+                .args_iter()
+                .map(|a| match a {
+                    redis::Arg::Simple(bytes) => bytes.len(),
+                    _ => 0,
+                })
+                .collect();
+            assert_eq!(args.len(), size.args);
+            let written: usize = args.iter().sum();
+            assert!(written <= size.bytes, "{written} > {}", size.bytes);
+            // An estimate, not a guess: within a few hundred bytes of what is written.
+            assert!(size.bytes - written < 400, "{} for {written}", size.bytes);
+        }
+    }
+}
