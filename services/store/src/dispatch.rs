@@ -193,10 +193,7 @@ impl Store {
                 k.index_lag(p),
             ];
             let count = members.iter().map(|&i| dispatch_key_count(&writes[i]));
-            let size = own
-                .iter()
-                .map(|key| scripts::Size::arg(key.len()))
-                .sum::<scripts::Size>()
+            let size = scripts::Size::of(&own)
                 + members.iter().map(|&i| dispatch_size(k, &writes[i])).sum()
                 + scripts::Size {
                     args: 4,

@@ -201,10 +201,7 @@ impl Store {
                     .as_ref()
                     .map_or(0, crate::dispatch::dispatch_key_count)
             });
-            let size = own
-                .iter()
-                .map(|key| scripts::Size::arg(key.len()))
-                .sum::<scripts::Size>()
+            let size = scripts::Size::of(&own)
                 + members.iter().map(|&i| report_size(k, &reports[i])).sum()
                 + scripts::Size {
                     args: 3,

@@ -34,22 +34,18 @@ pub fn parse_member(member: &str) -> Option<(&str, TimerKind, &str)> {
 /// the one before it. The sample tables' standard policy has seven steps over two
 /// departments: 265 bytes written whole, 128 so (it lives in every running case's record).
 pub fn encode(timers: &[Timer]) -> String {
-    let mut out = String::with_capacity(timers.iter().map(|t| t.target.len() + 20).sum());
-    encode_into(&mut out, timers);
-    out
+    let mut planned: Vec<PlannedTimer<'_>> = timers.iter().map(Timer::planned).collect();
+    sorted_text(&mut planned)
 }
 
-/// Appends the [`encode`]d schedule to `out`.
-fn encode_into(out: &mut String, timers: &[Timer]) {
-    // Numbers written without the formatting machinery: the router writes one schedule per
-    // incident, and it was a measurable share of its CPU.
-    if timers.is_sorted_by_key(|t| t.due) {
-        write_schedule(out, timers.iter().map(Timer::planned));
-    } else {
-        let mut sorted: Vec<&Timer> = timers.iter().collect();
-        sorted.sort_by_key(|t| t.due);
-        write_schedule(out, sorted.into_iter().map(Timer::planned));
-    }
+/// The [`encode`]d text of `timers`, sorted here by due time (ties in their order). Numbers
+/// are written without the formatting machinery: the router writes one schedule per incident,
+/// and it was a measurable share of its CPU.
+fn sorted_text(timers: &mut [PlannedTimer<'_>]) -> String {
+    timers.sort_by_key(|t| t.due);
+    let mut text = String::with_capacity(timers.iter().map(|t| t.target.len() + 20).sum());
+    write_schedule(&mut text, timers.iter().copied());
+    text
 }
 
 /// A dispatch's schedule in the forms it is written: the record's `timers` field
@@ -68,9 +64,7 @@ impl Written {
     /// The written forms of `timers` (sorted here by due time, ties in their order) for the
     /// incident `incident_id`.
     pub fn plan(incident_id: &str, timers: &mut [PlannedTimer<'_>]) -> Self {
-        timers.sort_by_key(|t| t.due);
-        let mut text = String::with_capacity(timers.iter().map(|t| t.target.len() + 20).sum());
-        write_schedule(&mut text, timers.iter().copied());
+        let text = sorted_text(timers);
         let head = timers.first().map(|&t| {
             let mut member = String::with_capacity(incident_id.len() + t.target.len() + 14);
             write_member(&mut member, incident_id, t);

@@ -91,8 +91,7 @@ scripts! {
 /// Appends `EVALSHA` of `script` to a pipeline. Pipelines cannot fall back to EVAL by
 /// themselves: [`Store::run_scripts`] loads the scripts and retries once on `NOSCRIPT`.
 pub(crate) fn evalsha(pipe: &mut redis::Pipeline, script: &Named, keys: &[String], args: &[&[u8]]) {
-    let size = keys.iter().map(|k| Size::arg(k.len())).sum::<Size>()
-        + args.iter().map(|a| Size::arg(a.len())).sum();
+    let size = Size::of(keys) + Size::of(args);
     let mut cmd = evalsha_cmd(script, keys.len(), size);
     for k in keys {
         cmd.arg(k);
@@ -125,6 +124,11 @@ impl Size {
     /// One argument of `bytes` bytes.
     pub fn arg(bytes: usize) -> Self {
         Self { args: 1, bytes }
+    }
+
+    /// The arguments `args`, as they are.
+    pub fn of<T: AsRef<[u8]>>(args: &[T]) -> Self {
+        args.iter().map(|a| Self::arg(a.as_ref().len())).sum()
     }
 }
 
