@@ -90,6 +90,11 @@ impl Worker {
                 .store
                 .consumer(self.partition, &self.cfg.consumer_name, self.cfg.block)
                 .await?;
+            debug!(
+                partition = self.partition,
+                direct = c.direct(),
+                "ingest reader connected"
+            );
             self.consumer = Some(c);
         }
         self.consumer

@@ -185,6 +185,19 @@ impl Target {
         ))
     }
 
+    /// The router's own connection for its ingest reads (`resp`), where it serves this
+    /// target: one Redis over plain TCP, directly or through Sentinel; `None` otherwise.
+    pub(crate) async fn direct(&self, block: Duration) -> Result<Option<crate::resp::Direct>> {
+        match self {
+            Self::Cluster(_) => Ok(None),
+            Self::Single(c) => crate::resp::Direct::connect(c.get_connection_info(), block).await,
+            Self::Sentinel(t) => {
+                let client = t.primary().await?;
+                crate::resp::Direct::connect(client.get_connection_info(), block).await
+            }
+        }
+    }
+
     /// A dedicated connection to one node of a cluster, for blocking reads of one hash slot's
     /// keys: to `at` (where a `MOVED` pointed), or else to the first seed that answers (which
     /// redirects when it does not hold the slot). Authentication and TLS are the seeds'.
@@ -304,6 +317,20 @@ impl SentinelConn {
             }
         }
         r
+    }
+}
+
+impl Conn {
+    /// Sends one command and returns its reply as it came; an error reply becomes an error.
+    /// `query_async` also walks and rebuilds every value of the reply looking for nested
+    /// errors, which only a transaction's or a script's reply can hold: for a stream read of a
+    /// hundred entries that walk was about 6 % of the router's instructions
+    /// (docs/PERFORMANCE.md).
+    pub(crate) async fn reply(&mut self, cmd: &Cmd) -> redis::RedisResult<Value> {
+        match self.req_packed_command(cmd).await? {
+            Value::ServerError(e) => Err(e.into()),
+            v => Ok(v),
+        }
     }
 }
 

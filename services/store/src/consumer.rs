@@ -224,8 +224,12 @@ impl Store {
 
     /// A consumer of one partition with its own connection for blocking reads.
     pub async fn consumer(&self, partition: u16, name: &str, block: Duration) -> Result<Consumer> {
+        let reader = match self.target.direct(block).await? {
+            Some(d) => Reader::Direct(d),
+            None => Reader::Client(self.blocking_conn(block).await?),
+        };
         Ok(Consumer {
-            conn: self.blocking_conn(block).await?,
+            reader,
             store: self.clone(),
             key: self.keys().ingest(partition),
             partition,
@@ -333,7 +337,7 @@ impl Store {
 
 /// One router's reader of one partition's ingest stream.
 pub struct Consumer {
-    conn: crate::conn::Conn,
+    reader: Reader,
     store: Store,
     key: String,
     partition: u16,
@@ -342,16 +346,31 @@ pub struct Consumer {
     pending_cursor: String,
 }
 
+/// How a consumer reads its stream: on one Redis over plain TCP with a connection of its own
+/// that takes replies apart into entries directly (`resp`); otherwise (TLS, Cluster, RESP3)
+/// through the client library.
+enum Reader {
+    Direct(crate::resp::Direct),
+    Client(crate::conn::Conn),
+}
+
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer")
             .field("key", &self.key)
             .field("name", &self.name)
+            .field("direct", &self.direct())
             .finish_non_exhaustive()
     }
 }
 
 impl Consumer {
+    /// Whether it reads with a connection of its own that takes replies apart directly (one
+    /// Redis over plain TCP) rather than through the client library.
+    pub fn direct(&self) -> bool {
+        matches!(self.reader, Reader::Direct(_))
+    }
+
     /// Entries this consumer was given before and has not acknowledged (after a restart with the
     /// same name). Call repeatedly until it returns nothing.
     pub async fn read_own_pending(&mut self, count: usize) -> Result<Vec<IngestEntry>> {
@@ -376,6 +395,26 @@ impl Consumer {
         from: &str,
         deliveries: u64,
     ) -> Result<Vec<IngestEntry>> {
+        let conn = match &mut self.reader {
+            Reader::Direct(d) => {
+                let mut n = itoa::Buffer::new();
+                let mut ms = itoa::Buffer::new();
+                let mut args: Vec<&[u8]> = vec![
+                    b"XREADGROUP",
+                    b"GROUP",
+                    ROUTER_GROUP.as_bytes(),
+                    self.name.as_bytes(),
+                    b"COUNT",
+                    n.format(count).as_bytes(),
+                ];
+                if let Some(b) = block {
+                    args.extend([&b"BLOCK"[..], ms.format(b.as_millis() as u64).as_bytes()]);
+                }
+                args.extend([&b"STREAMS"[..], self.key.as_bytes(), from.as_bytes()]);
+                return d.read_entries(&args, self.partition, deliveries).await;
+            }
+            Reader::Client(conn) => conn,
+        };
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(ROUTER_GROUP)
@@ -387,12 +426,8 @@ impl Consumer {
         }
         cmd.arg("STREAMS").arg(&self.key).arg(from);
         // The reply is taken apart as it came (owned), not through `StreamReadReply`, which
-        // copies every field into a map of values first: on the router's hot path that copy of
-        // each report was a visible share of its CPU.
-        let reply: Value = cmd
-            .query_async(&mut self.conn)
-            .await
-            .map_err(StoreError::from)?;
+        // copies every field into a map of values first.
+        let reply = conn.reply(&cmd).await.map_err(StoreError::from)?;
         Ok(read_reply_entries(reply, self.partition, deliveries))
     }
 
@@ -490,7 +525,11 @@ impl Consumer {
 /// The entries of an `XREAD`/`XREADGROUP` reply (RESP2 `[[key, entries]…]` or RESP3
 /// `{key: entries}`; nil when the block time passed), each `[id, [field, value, …]]`. An entry
 /// whose fields are nil (deleted while pending) comes back with no fields, as before.
-fn read_reply_entries(reply: Value, partition: u16, deliveries: u64) -> Vec<IngestEntry> {
+pub(crate) fn read_reply_entries(
+    reply: Value,
+    partition: u16,
+    deliveries: u64,
+) -> Vec<IngestEntry> {
     let streams: Vec<Value> = match reply {
         Value::Array(streams) => streams
             .into_iter()

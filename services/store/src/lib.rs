@@ -5,7 +5,8 @@
 //! - [`scripts`]: the Lua scripts (named, loaded once, run in pipelines) that make each change
 //!   atomic; none of them knows a state, a transition or a protobuf layout: the core's
 //!   lifecycle passes them what they need.
-//! - [`conn`]: connections (single server, Sentinel, Cluster).
+//! - [`conn`]: connections (single server, Sentinel, Cluster); `resp`: the router's own
+//!   connection for its ingest reads on one Redis.
 //! - [`codec`]: how records and timelines are encoded in Redis and read back.
 //! - [`ingest`]: accepting reports (idempotency + ingest stream).
 //! - [`transact`]: the same without a script, in a `WATCH`/`MULTI`/`EXEC` transaction
@@ -44,6 +45,7 @@ pub mod local;
 pub mod merge;
 mod ops;
 pub mod query;
+mod resp;
 pub mod retention;
 pub mod retry;
 pub mod schedule;
