@@ -350,7 +350,7 @@ async fn main() {
                     .map(|(w, _, _)| w)
                     .collect();
                 tally.record();
-                let done = store.dispatch_batch(&writes).await.unwrap();
+                let done = consumer.dispatch_batch(&writes).await.unwrap();
                 routed.fetch_add(
                     done.iter().filter(|d| matches!(d, Ok(true))).count() as u64,
                     Ordering::Relaxed,

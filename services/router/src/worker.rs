@@ -275,7 +275,11 @@ impl Worker {
             metrics::histogram!(names::DISPATCH_BATCH_SIZE).record(writes.len() as f64);
         }
         let mut refused_by_storage = false;
-        match self.store.dispatch_batch(&writes).await {
+        let done = match self.consumer.as_mut() {
+            Some(c) => c.dispatch_batch(&writes).await,
+            None => self.store.dispatch_batch(&writes).await,
+        };
+        match done {
             Ok(done) => {
                 // Metrics looked up once per batch, not per incident (see `DecisionTally`).
                 let latency = metrics::histogram!(names::REPORT_TO_DISPATCH_SECONDS);
@@ -308,6 +312,10 @@ impl Worker {
             Err(e) => {
                 warn!(error = %e, count = writes.len(), "dispatch failed; entries left pending");
                 refused_by_storage = storage_trouble(&e);
+                // The call may have gone out on the consumer's own connection: connect again.
+                if matches!(e, StoreError::Unavailable(_)) {
+                    self.consumer = None;
+                }
             }
         }
         drop(spans);

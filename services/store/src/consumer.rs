@@ -371,6 +371,19 @@ impl Consumer {
         matches!(self.reader, Reader::Direct(_))
     }
 
+    /// Dispatches routed entries ([`Store::dispatch_batch`]) over this consumer's own
+    /// connection where it has one (idle between two reads: the calls go out written straight
+    /// in RESP), else over the store's shared connection.
+    pub async fn dispatch_batch(
+        &mut self,
+        writes: &[crate::dispatch::DispatchWrite],
+    ) -> Result<Vec<Result<bool>>> {
+        match &mut self.reader {
+            Reader::Direct(d) => self.store.dispatch_via(writes, Some(d)).await,
+            Reader::Client(_) => self.store.dispatch_batch(writes).await,
+        }
+    }
+
     /// Entries this consumer was given before and has not acknowledged (after a restart with the
     /// same name). Call repeatedly until it returns nothing.
     pub async fn read_own_pending(&mut self, count: usize) -> Result<Vec<IngestEntry>> {

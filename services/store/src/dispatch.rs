@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use gridroute_core::lifecycle;
 
+use redis::RedisWrite;
+
 use crate::{
     Result, Store,
     keys::{ROUTER_GROUP, kind},
@@ -104,7 +106,7 @@ pub(crate) fn dispatch_size(k: &crate::Keys, w: &DispatchWrite) -> scripts::Size
 /// `lua/report.lua` reads the same layout for a report routed inline). Keys and arguments go
 /// straight into the call's command, with no owned vectors or strings in between; EVALSHA
 /// wants every key before the first argument, hence two passes ([`dispatch_args`]).
-pub(crate) fn dispatch_keys(k: &crate::Keys, w: &DispatchWrite, cmd: &mut redis::Cmd) {
+pub(crate) fn dispatch_keys(k: &crate::Keys, w: &DispatchWrite, cmd: &mut impl RedisWrite) {
     let (p, id) = (w.partition, w.incident_id.as_str());
     k.write_part(cmd, p, &[kind::INCIDENT, id]);
     k.write_part(cmd, p, &[kind::TIMELINE, id]);
@@ -125,21 +127,20 @@ pub(crate) fn dispatch_keys(k: &crate::Keys, w: &DispatchWrite, cmd: &mut redis:
 
 /// Writes one write's arguments into a batched dispatch call, after every key of the call
 /// ([`dispatch_keys`]); `scratch` is a buffer reused across the batch.
-pub(crate) fn dispatch_args(w: &DispatchWrite, cmd: &mut redis::Cmd, scratch: &mut String) {
-    use redis::RedisWrite;
+pub(crate) fn dispatch_args(w: &DispatchWrite, cmd: &mut impl RedisWrite, scratch: &mut String) {
     use std::io::Write;
     let head = w.schedule.head.as_ref();
-    cmd.arg(&w.entry_id)
-        .arg(&w.generation)
-        .arg(&w.incident_id)
-        .arg(&w.department)
-        .arg(&w.decision[..])
-        .arg(w.dispatched_ms)
-        .arg(w.accept_due_ms)
-        .arg(w.resolve_due_ms)
-        .arg(&w.event[..])
-        .arg(w.region_codes.len());
-    cmd.arg(w.schedule.text.as_str());
+    put(cmd, &w.entry_id);
+    put(cmd, &w.generation);
+    put(cmd, &w.incident_id);
+    put(cmd, &w.department);
+    put(cmd, &w.decision[..]);
+    put(cmd, w.dispatched_ms);
+    put(cmd, w.accept_due_ms);
+    put(cmd, w.resolve_due_ms);
+    put(cmd, &w.event[..]);
+    put(cmd, w.region_codes.len());
+    put(cmd, w.schedule.text.as_str());
     scratch.clear();
     for (i, code) in w.region_codes.iter().enumerate() {
         if i > 0 {
@@ -147,7 +148,7 @@ pub(crate) fn dispatch_args(w: &DispatchWrite, cmd: &mut redis::Cmd, scratch: &m
         }
         scratch.push_str(code);
     }
-    cmd.arg(scratch.as_str());
+    put(cmd, scratch.as_str());
     // Writing into the command's own buffer does not fail.
     match &w.duplicates {
         Some((_, x, y)) => {
@@ -155,18 +156,49 @@ pub(crate) fn dispatch_args(w: &DispatchWrite, cmd: &mut redis::Cmd, scratch: &m
             let _ = write!(cmd.writer_for_next_arg(), "{y:.7}");
         }
         None => {
-            cmd.arg("").arg("");
+            put(cmd, "");
+            put(cmd, "");
         }
     }
-    cmd.arg(usize::from(head.is_some()))
-        .arg(&w.traceparent)
-        .arg(w.deliveries.len())
-        .arg(if w.estimated { "1" } else { "" });
+    put(cmd, usize::from(head.is_some()));
+    put(cmd, &w.traceparent);
+    put(cmd, w.deliveries.len());
+    put(cmd, if w.estimated { "1" } else { "" });
     if let Some((due, member)) = head {
-        cmd.arg(*due).arg(member.as_str());
+        put(cmd, *due);
+        put(cmd, member.as_str());
     }
     for (_, bytes) in &w.deliveries {
-        cmd.arg(bytes.as_slice());
+        put(cmd, bytes.as_slice());
+    }
+}
+
+/// One argument, written as the client library writes it.
+fn put(cmd: &mut impl RedisWrite, arg: impl redis::ToRedisArgs) {
+    arg.write_redis_args(cmd);
+}
+
+/// The arguments of a batched dispatch call after `EVALSHA <sha> <numkeys>`: the call's own
+/// keys, every member's keys, the constants, every member's arguments (`lua/dispatch.lua`).
+fn dispatch_call(
+    cmd: &mut impl RedisWrite,
+    own: &[String],
+    members: &[&DispatchWrite],
+    k: &crate::Keys,
+    constants: &[&str],
+) {
+    for key in own {
+        cmd.write_arg(key.as_bytes());
+    }
+    for w in members {
+        dispatch_keys(k, w, cmd);
+    }
+    for c in constants {
+        cmd.write_arg(c.as_bytes());
+    }
+    let mut scratch = String::new();
+    for w in members {
+        dispatch_args(w, cmd, &mut scratch);
     }
 }
 
@@ -176,51 +208,72 @@ impl Store {
     /// generation was already dispatched by another router), or why it failed (the entry then
     /// stays pending and is delivered again).
     pub async fn dispatch_batch(&self, writes: &[DispatchWrite]) -> Result<Vec<Result<bool>>> {
+        self.dispatch_via(writes, None).await
+    }
+
+    /// [`Store::dispatch_batch`], over the router's own connection when `direct` is given
+    /// (the calls written straight in RESP, `resp::RespCall`).
+    pub(crate) async fn dispatch_via(
+        &self,
+        writes: &[DispatchWrite],
+        direct: Option<&mut crate::resp::Direct>,
+    ) -> Result<Vec<Result<bool>>> {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
         let k = self.keys();
         let routable = lifecycle::ROUTABLE.map(lifecycle::Status::as_str).join(",");
         let clears = lifecycle::REROUTE_CLEARS.join(",");
+        let constants = [
+            ROUTER_GROUP,
+            routable.as_str(),
+            lifecycle::Status::Dispatched.as_str(),
+            clears.as_str(),
+        ];
         let groups =
             scripts::partition_groups(writes.iter().map(|w| w.partition), DISPATCHES_PER_SCRIPT);
-        let build = |pipe: &mut redis::Pipeline, p: u16, members: &[usize]| {
-            let own = [
+        // A call's own keys, its members, how many keys in all, and about its size.
+        let plan = |p: u16, members: &[usize]| {
+            let own = vec![
                 k.ingest(p),
                 k.sla(p),
                 k.index_all(p),
                 k.events(p),
                 k.index_lag(p),
             ];
-            let count = members.iter().map(|&i| dispatch_key_count(&writes[i]));
+            let members: Vec<&DispatchWrite> = members.iter().map(|&i| &writes[i]).collect();
+            let numkeys = own.len() + members.iter().map(|w| dispatch_key_count(w)).sum::<usize>();
             let size = scripts::Size::of(&own)
-                + members.iter().map(|&i| dispatch_size(k, &writes[i])).sum()
-                + scripts::Size {
-                    args: 4,
-                    bytes: routable.len() + clears.len() + 32,
-                };
-            let mut call =
-                scripts::evalsha_cmd(&scripts::DISPATCH, own.len() + count.sum::<usize>(), size);
-            let cmd = &mut call;
-            for key in &own {
-                cmd.arg(key);
-            }
-            for &i in members {
-                dispatch_keys(k, &writes[i], cmd);
-            }
-            cmd.arg(ROUTER_GROUP)
-                .arg(&routable)
-                .arg(lifecycle::Status::Dispatched.as_str())
-                .arg(&clears);
-            let mut scratch = String::new();
-            for &i in members {
-                dispatch_args(&writes[i], cmd, &mut scratch);
-            }
-            pipe.add_command(call);
+                + members.iter().map(|w| dispatch_size(k, w)).sum()
+                + scripts::Size::of(&constants);
+            (own, members, numkeys, size)
         };
-        let done: Vec<Result<i64>> = self
-            .run_batched("dispatch", writes.len(), groups, build)
-            .await?;
+        let done: Vec<Result<i64>> = match direct {
+            Some(direct) => {
+                let build = |calls: &mut Vec<crate::resp::RespCall>, p: u16, members: &[usize]| {
+                    let (own, members, numkeys, size) = plan(p, members);
+                    let mut call =
+                        crate::resp::RespCall::with_capacity(size.args + 3, size.bytes + 64);
+                    call.write_arg(b"EVALSHA");
+                    call.write_arg(scripts::DISPATCH.hash().as_bytes());
+                    put(&mut call, numkeys);
+                    dispatch_call(&mut call, &own, &members, k, &constants);
+                    calls.push(call.finish());
+                };
+                self.run_batched("dispatch", writes.len(), groups, Some(direct), build)
+                    .await?
+            }
+            None => {
+                let build = |pipe: &mut redis::Pipeline, p: u16, members: &[usize]| {
+                    let (own, members, numkeys, size) = plan(p, members);
+                    let mut call = scripts::evalsha_cmd(&scripts::DISPATCH, numkeys, size);
+                    dispatch_call(&mut call, &own, &members, k, &constants);
+                    pipe.add_command(call);
+                };
+                self.run_batched("dispatch", writes.len(), groups, None, build)
+                    .await?
+            }
+        };
         // With a durability setting, the batch counts as done once the replicas have it; when
         // they do not answer in time it is logged and counted (a failover may then bring back
         // the entries, which are dispatched again from the new primary).
@@ -274,13 +327,8 @@ mod tests {
     use super::*;
     use gridroute_core::sla::{Timer, TimerKind};
 
-    /// The size a call's command is allocated at covers what is written into it, so that it is
-    /// allocated once (an estimate that fell short would only cost a reallocation, but it
-    /// would be the cost this sizing removes).
-    #[test]
-    fn a_dispatch_is_sized_for_everything_it_writes() {
-        let k = crate::Keys::new("gr", 4);
-        let timers = [
+    fn timers() -> [Timer; 2] {
+        [
             Timer {
                 due: 1_796_604_538_000,
                 kind: TimerKind::Accept,
@@ -291,8 +339,11 @@ mod tests {
                 kind: TimerKind::Supervise(2),
                 target: "command-centre".into(),
             },
-        ];
-        let write = |duplicates: Option<(String, f64, f64)>, timers: &[Timer]| DispatchWrite {
+        ]
+    }
+
+    fn write(duplicates: Option<(String, f64, f64)>, timers: &[Timer]) -> DispatchWrite {
+        DispatchWrite {
             partition: 3,
             entry_id: "1796604538000-12".into(),
             generation: "0".into(),
@@ -312,7 +363,16 @@ mod tests {
             schedule: schedule::Written::of("01JDXK3M4P5Q6R7S8T9V0W1X2Y-3", timers),
             duplicates,
             traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
-        };
+        }
+    }
+
+    /// The size a call's command is allocated at covers what is written into it, so that it is
+    /// allocated once (an estimate that fell short would only cost a reallocation, but it
+    /// would be the cost this sizing removes).
+    #[test]
+    fn a_dispatch_is_sized_for_everything_it_writes() {
+        let k = crate::Keys::new("gr", 4);
+        let timers = timers();
         for w in [
             write(None, &timers),
             write(Some(("city.vehicle".into(), -180.0, -90.0)), &timers),
@@ -335,5 +395,29 @@ mod tests {
             // An estimate, not a guess: within a few hundred bytes of what is written.
             assert!(size.bytes - written < 400, "{} for {written}", size.bytes);
         }
+    }
+
+    /// The router's own connection sends a dispatch call byte for byte as the client library
+    /// would (`EVALSHA`, keys, arguments, the coordinates written through the argument writer).
+    #[test]
+    fn a_dispatch_call_in_resp_is_the_client_librarys_command() {
+        let k = crate::Keys::new("gr", 4);
+        let timers = timers();
+        let writes = [
+            write(None, &timers),
+            write(Some(("city.vehicle".into(), 114.3055, 30.5928)), &timers),
+            write(None, &[]),
+        ];
+        let members: Vec<&DispatchWrite> = writes.iter().collect();
+        let own = ["gr:{p3}:ingest".to_owned(), "gr:{p3}:sla".to_owned()];
+        let constants = ["router", "reported,returned", "dispatched", "a,b"];
+        let mut cmd = scripts::evalsha_cmd(&scripts::DISPATCH, 42, scripts::Size::default());
+        dispatch_call(&mut cmd, &own, &members, &k, &constants);
+        let mut call = crate::resp::RespCall::with_capacity(0, 0);
+        call.write_arg(b"EVALSHA");
+        call.write_arg(scripts::DISPATCH.hash().as_bytes());
+        put(&mut call, 42usize);
+        dispatch_call(&mut call, &own, &members, &k, &constants);
+        assert_eq!(call.finish().bytes(), cmd.get_packed_command().as_slice());
     }
 }

@@ -250,7 +250,7 @@ impl Store {
             }
             pipe.add_command(call);
         };
-        self.run_batched("report", reports.len(), groups, build)
+        self.run_batched("report", reports.len(), groups, None, build)
             .await
     }
 }

@@ -114,6 +114,41 @@ impl Direct {
     /// Sends one command and reads until its reply is complete in the buffer; returns the
     /// reply's length. A reply that is a Redis error is returned as that error.
     async fn call(&mut self, args: &[&[u8]]) -> Result<usize> {
+        self.out.clear();
+        encode(&mut self.out, args);
+        let out = std::mem::take(&mut self.out);
+        let ends = self.round_trip(&[&out], self.timeout).await;
+        self.out = out;
+        let len = ends?.pop().unwrap_or(0);
+        if let Some(e) = server_error(&self.buf[..len]) {
+            self.buf.clear();
+            return Err(e);
+        }
+        Ok(len)
+    }
+
+    /// Sends commands already in RESP ([`RespCall`]) in one write each, without waiting in
+    /// between, and returns their replies, each as the client library would give it (an error
+    /// reply as a `ServerError` value in its place). Waits up to the response timeout.
+    pub(crate) async fn send(&mut self, calls: &[&[u8]]) -> Result<Vec<redis::Value>> {
+        let ends = self.round_trip(calls, RESPONSE_TIMEOUT).await?;
+        let mut start = 0;
+        let mut out = Vec::with_capacity(ends.len());
+        for end in ends {
+            let mut c = Cursor {
+                buf: &self.buf[..end],
+                pos: start,
+            };
+            out.push(value(&mut c).map_err(|()| unavailable("read", "a reply of another shape"))?);
+            start = end;
+        }
+        self.buf.clear();
+        Ok(out)
+    }
+
+    /// Writes `calls` and reads until a reply to each is complete in the buffer; returns where
+    /// each reply ends.
+    async fn round_trip(&mut self, calls: &[&[u8]], timeout: Duration) -> Result<Vec<usize>> {
         if self.busy {
             return Err(unavailable(
                 "read",
@@ -121,14 +156,21 @@ impl Direct {
             ));
         }
         self.busy = true;
-        self.out.clear();
-        encode(&mut self.out, args);
+        let (stream, buf) = (&mut self.stream, &mut self.buf);
         let read = async {
-            self.stream.write_all(&self.out).await?;
-            loop {
-                match reply_len(&self.buf) {
-                    Ok(Some(n)) => return Ok(n),
-                    Ok(None) if self.buf.len() < MAX_REPLY => {}
+            for c in calls {
+                stream.write_all(c).await?;
+            }
+            let mut ends = Vec::with_capacity(calls.len());
+            let mut at = 0;
+            while ends.len() < calls.len() {
+                match reply_len(&buf[at..]) {
+                    Ok(Some(n)) => {
+                        at += n;
+                        ends.push(at);
+                        continue;
+                    }
+                    Ok(None) if buf.len() < MAX_REPLY => {}
                     Ok(None) | Err(()) => {
                         return Err(std::io::Error::new(
                             std::io::ErrorKind::InvalidData,
@@ -136,26 +178,102 @@ impl Direct {
                         ));
                     }
                 }
-                self.buf.reserve(64 << 10);
-                if self.stream.read_buf(&mut self.buf).await? == 0 {
+                buf.reserve(64 << 10);
+                if stream.read_buf(buf).await? == 0 {
                     return Err(std::io::ErrorKind::UnexpectedEof.into());
                 }
             }
+            Ok(ends)
         };
-        let len = tokio::time::timeout(self.timeout, read)
+        let ends = tokio::time::timeout(timeout, read)
             .await
             .map_err(|_| unavailable("read", "timed out"))?
             .map_err(|e| unavailable("read", e))?;
-        // One command at a time: a complete reply is all there is.
-        if len != self.buf.len() {
-            return Err(unavailable("read", "more bytes than one reply"));
+        // Commands answered in order, one reply each: the replies are all there is.
+        if ends.last().copied().unwrap_or(0) != self.buf.len() {
+            return Err(unavailable("read", "more bytes than the replies"));
         }
         self.busy = false;
-        if let Some(e) = server_error(&self.buf[..len]) {
-            self.buf.clear();
-            return Err(e);
+        Ok(ends)
+    }
+}
+
+/// One command written in RESP as its arguments come ([`redis::RedisWrite`]), for
+/// [`Direct::send`]: each argument is written once, with its length, into the buffer that goes
+/// to the socket. (A `redis::Cmd` keeps its arguments apart and the client then copies them,
+/// their lengths formatted, into a pipeline buffer, and that again into its write buffer: on
+/// the router's dispatch call, a tenth of its instructions.) The argument count, known only at
+/// the end, is written by [`RespCall::finish`] into room left before the first argument.
+#[derive(Debug, Clone)]
+pub(crate) struct RespCall {
+    buf: Vec<u8>,
+    args: usize,
+    start: usize,
+}
+
+/// Room for `*<count>\r\n` before the arguments.
+const HEAD: usize = 24;
+
+impl RespCall {
+    /// A command of about `args` arguments and `bytes` bytes of them.
+    pub(crate) fn with_capacity(args: usize, bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(HEAD + bytes + args * 8);
+        buf.resize(HEAD, 0);
+        Self {
+            buf,
+            args: 0,
+            start: HEAD,
         }
-        Ok(len)
+    }
+
+    /// Writes the argument count; the command is then complete ([`RespCall::bytes`]).
+    pub(crate) fn finish(mut self) -> Self {
+        let mut n = itoa::Buffer::new();
+        let count = n.format(self.args).as_bytes();
+        // `*`, the count, `\r\n`, ending where the first argument starts.
+        self.start = HEAD - count.len() - 3;
+        self.buf[self.start] = b'*';
+        self.buf[self.start + 1..HEAD - 2].copy_from_slice(count);
+        self.buf[HEAD - 2..HEAD].copy_from_slice(b"\r\n");
+        self
+    }
+
+    /// The command in RESP (after [`RespCall::finish`]).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+impl redis::RedisWrite for RespCall {
+    fn write_arg(&mut self, arg: &[u8]) {
+        let mut n = itoa::Buffer::new();
+        self.buf.push(b'$');
+        self.buf.extend_from_slice(n.format(arg.len()).as_bytes());
+        self.buf.extend_from_slice(b"\r\n");
+        self.buf.extend_from_slice(arg);
+        self.buf.extend_from_slice(b"\r\n");
+        self.args += 1;
+    }
+
+    fn writer_for_next_arg(&mut self) -> impl std::io::Write + '_ {
+        // The length comes first in RESP: the argument is gathered, then written.
+        struct Arg<'a>(&'a mut RespCall, Vec<u8>);
+        impl std::io::Write for Arg<'_> {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.1.extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        impl Drop for Arg<'_> {
+            fn drop(&mut self) {
+                let bytes = std::mem::take(&mut self.1);
+                redis::RedisWrite::write_arg(self.0, &bytes);
+            }
+        }
+        Arg(self, Vec::new())
     }
 }
 
@@ -268,8 +386,12 @@ enum Head<'a> {
     Array(Option<usize>),
     /// `$n` and its bytes; `None` for a nil bulk string.
     Bulk(Option<&'a [u8]>),
-    /// `+text` or `:n`.
+    /// `+text`.
     Line(&'a [u8]),
+    /// `:n`.
+    Int(i64),
+    /// `-CODE message`, the whole line with its `\r\n`.
+    Error(&'a [u8]),
 }
 
 impl<'a> Cursor<'a> {
@@ -293,7 +415,9 @@ impl<'a> Cursor<'a> {
                 self.pos = end + 2;
                 Ok(Head::Bulk(Some(bytes)))
             }
-            b'+' | b':' => Ok(Head::Line(head)),
+            b'+' => Ok(Head::Line(head)),
+            b':' => Ok(Head::Int(int(head)?)),
+            b'-' => Ok(Head::Error(&self.buf[end - head.len() - 1..end + 2])),
             _ => Err(()),
         }
     }
@@ -311,7 +435,7 @@ impl<'a> Cursor<'a> {
         match self.next()? {
             Head::Bulk(b) => Ok(b),
             Head::Line(l) => Ok(Some(l)),
-            Head::Array(_) => Err(()),
+            Head::Array(_) | Head::Int(_) | Head::Error(_) => Err(()),
         }
     }
 
@@ -324,6 +448,27 @@ impl<'a> Cursor<'a> {
         }
         Ok(())
     }
+}
+
+/// One reply as the client library's value (small replies: a script's answers).
+fn value(c: &mut Cursor<'_>) -> Result<redis::Value, ()> {
+    use redis::Value;
+    Ok(match c.next()? {
+        Head::Array(None) | Head::Bulk(None) => Value::Nil,
+        Head::Array(Some(n)) => {
+            let mut items = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                items.push(value(c)?);
+            }
+            Value::Array(items)
+        }
+        Head::Bulk(Some(b)) => Value::BulkString(b.to_vec()),
+        Head::Line(b"OK") => Value::Okay,
+        Head::Line(l) => Value::SimpleString(std::str::from_utf8(l).map_err(|_| ())?.to_owned()),
+        Head::Int(i) => Value::Int(i),
+        // Rare (a script that failed): the client library reads the error's code and text.
+        Head::Error(line) => redis::parse_redis_value(line).map_err(|_| ())?,
+    })
 }
 
 /// The entries of a stream read's reply (RESP2): nil when the block time passed, else
@@ -527,5 +672,41 @@ mod tests {
             Some(StoreError::Unavailable(_))
         ));
         assert!(server_error(b"+OK\r\n").is_none());
+    }
+
+    /// Script replies read as the client library's values: answers, nil, status, and an error
+    /// in a pipeline's place (a script that failed) with its code.
+    #[test]
+    fn script_replies_are_the_client_librarys_values() {
+        for reply in [
+            &b"*3\r\n:1\r\n:0\r\n$-1\r\n"[..],
+            b"*2\r\n$3\r\nabc\r\n*1\r\n+OK\r\n",
+            b"+QUEUED\r\n",
+            b"-NOSCRIPT No matching script\r\n",
+            b"*-1\r\n",
+            b":-7\r\n",
+        ] {
+            let mut c = Cursor { buf: reply, pos: 0 };
+            let mine = value(&mut c).unwrap();
+            assert_eq!(c.pos, reply.len());
+            assert_eq!(mine, redis::parse_redis_value(reply).unwrap(), "{reply:?}");
+        }
+    }
+
+    #[test]
+    fn a_call_counts_its_arguments_in_front() {
+        use redis::RedisWrite;
+        use std::io::Write;
+        let mut call = RespCall::with_capacity(1, 1);
+        for i in 0..12 {
+            call.write_arg(format!("a{i}").as_bytes());
+        }
+        let _ = write!(call.writer_for_next_arg(), "{:.2}", 1.5);
+        let mut cmd = redis::cmd("a0");
+        for i in 1..12 {
+            cmd.arg(format!("a{i}"));
+        }
+        cmd.arg("1.50");
+        assert_eq!(call.finish().bytes(), cmd.get_packed_command().as_slice());
     }
 }

@@ -176,11 +176,21 @@ impl Store {
         pipe: &mut redis::Pipeline,
         op: &'static str,
     ) -> Result<Vec<Result<T>>> {
+        self.run_calls(pipe, op, None).await
+    }
+
+    /// [`Self::run_scripts`] for calls of either form ([`Calls`]), over the router's own
+    /// connection when `direct` is given.
+    pub(crate) async fn run_calls<T: redis::FromRedisValue, C: Calls>(
+        &self,
+        calls: &C,
+        op: &'static str,
+        mut direct: Option<&mut crate::resp::Direct>,
+    ) -> Result<Vec<Result<T>>> {
         let started = std::time::Instant::now();
-        let mut values = self
-            .raw_pipe(pipe, true)
+        let mut values = calls
+            .send(self, direct.as_deref_mut())
             .await
-            .map_err(StoreError::from)
             .inspect_err(|e| crate::record_error(op, e))?;
         let noscript =
             |v: &redis::Value| matches!(v, redis::Value::ServerError(e) if e.code() == "NOSCRIPT");
@@ -190,15 +200,10 @@ impl Store {
             let again: Vec<usize> = (0..values.len())
                 .filter(|&i| noscript(&values[i]))
                 .collect();
-            let cmds: Vec<&redis::Cmd> = pipe.cmd_iter().collect();
-            let mut retry = redis::pipe();
-            for &i in &again {
-                retry.add_command(cmds[i].clone());
-            }
-            let answers = self
-                .raw_pipe(&retry, true)
+            let answers = calls
+                .subset(&again)
+                .send(self, direct)
                 .await
-                .map_err(StoreError::from)
                 .inspect_err(|e| crate::record_error(op, e))?;
             for (i, v) in again.into_iter().zip(answers) {
                 values[i] = v;
@@ -228,12 +233,15 @@ impl Store {
     /// run again one member per call, so that one bad member fails alone and its neighbours,
     /// written or not, get their own answer (the scripts are idempotent). Returns one result
     /// per item; `items` is how many there are.
-    pub(crate) async fn run_batched<T: redis::FromRedisValue>(
+    /// Calls of either form ([`Calls`]); over the router's own connection when `direct` is
+    /// given.
+    pub(crate) async fn run_batched<T: redis::FromRedisValue, C: Calls>(
         &self,
         op: &'static str,
         items: usize,
         groups: Vec<(u16, Vec<usize>)>,
-        build: impl Fn(&mut redis::Pipeline, u16, &[usize]),
+        mut direct: Option<&mut crate::resp::Direct>,
+        build: impl Fn(&mut C, u16, &[usize]),
     ) -> Result<Vec<Result<T>>> {
         let mut out: Vec<Option<Result<T>>> = (0..items).map(|_| None).collect();
         let mut pending = groups;
@@ -241,11 +249,12 @@ impl Store {
             if pending.is_empty() {
                 break;
             }
-            let mut pipe = redis::pipe();
+            let mut calls = C::default();
             for (p, members) in &pending {
-                build(&mut pipe, *p, members);
+                build(&mut calls, *p, members);
             }
-            let replies: Vec<Result<Vec<T>>> = self.run_scripts(&mut pipe, op).await?;
+            let replies: Vec<Result<Vec<T>>> =
+                self.run_calls(&calls, op, direct.as_deref_mut()).await?;
             let mut again = Vec::new();
             for ((p, members), reply) in pending.into_iter().zip(replies) {
                 match reply {
@@ -297,6 +306,57 @@ impl Store {
             .await?
             .pop()
             .unwrap_or_else(|| Err(StoreError::Internal("empty reply".into())))
+    }
+}
+
+/// The script calls of one round trip: `redis::Cmd`s in a pipeline (sent on any connection),
+/// or commands written in RESP for the router's own connection (`resp::RespCall`).
+pub(crate) trait Calls: Default {
+    /// The calls at `indexes`, to send again.
+    fn subset(&self, indexes: &[usize]) -> Self;
+
+    /// Sends the calls; one reply each, a failed call's `ServerError` in its place.
+    async fn send(
+        &self,
+        store: &Store,
+        direct: Option<&mut crate::resp::Direct>,
+    ) -> Result<Vec<redis::Value>>;
+}
+
+impl Calls for redis::Pipeline {
+    fn subset(&self, indexes: &[usize]) -> Self {
+        let cmds: Vec<&redis::Cmd> = self.cmd_iter().collect();
+        let mut p = redis::pipe();
+        for &i in indexes {
+            p.add_command(cmds[i].clone());
+        }
+        p
+    }
+
+    async fn send(
+        &self,
+        store: &Store,
+        _: Option<&mut crate::resp::Direct>,
+    ) -> Result<Vec<redis::Value>> {
+        store.raw_pipe(self, true).await.map_err(StoreError::from)
+    }
+}
+
+impl Calls for Vec<crate::resp::RespCall> {
+    fn subset(&self, indexes: &[usize]) -> Self {
+        indexes.iter().map(|&i| self[i].clone()).collect()
+    }
+
+    async fn send(
+        &self,
+        _: &Store,
+        direct: Option<&mut crate::resp::Direct>,
+    ) -> Result<Vec<redis::Value>> {
+        let direct = direct.ok_or_else(|| {
+            StoreError::Internal("commands written for a connection of its own, without one".into())
+        })?;
+        let bytes: Vec<&[u8]> = self.iter().map(crate::resp::RespCall::bytes).collect();
+        direct.send(&bytes).await
     }
 }
 

@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use gridroute_store::{Store, StoreError, local::LocalRedis};
+use gridroute_proto::v1 as pb;
+use gridroute_store::{Store, StoreError, dispatch::DispatchWrite, local::LocalRedis, schedule};
 
 async fn admin(port: u16) -> redis::aio::MultiplexedConnection {
     let c = redis::Client::open(format!("redis://:adminpw@127.0.0.1:{port}/")).unwrap();
@@ -134,4 +135,84 @@ async fn the_routers_own_reader_authenticates_reads_its_database_and_reconnects(
     // A wrong password is refused at connection, as with the client library.
     let wrong = format!("redis://router:nope@127.0.0.1:{port}/2");
     assert!(Store::connect(&wrong, "direct", 4).await.is_err());
+}
+
+/// A dispatch sent over the consumer's own connection (written straight in RESP) on a server
+/// whose script cache is empty: the call finds `NOSCRIPT`, the scripts are loaded and it runs
+/// again; the record is dispatched as by the shared connection, and a second dispatch of the
+/// same generation answers "already dispatched".
+#[tokio::test]
+async fn a_dispatch_over_the_routers_own_connection_loads_the_scripts_and_writes_the_record() {
+    let redis = LocalRedis::start().unwrap();
+    let store = Store::connect(&redis.url(), "direct", 4).await.unwrap();
+    store.ensure_groups().await.unwrap();
+    let report = pb::ReportIncidentRequest {
+        request_id: "r-1".into(),
+        source_system: "app".into(),
+        category: "city.vehicle".into(),
+        location: Some(pb::Location {
+            kind: Some(pb::location::Kind::Point(pb::LatLng {
+                latitude: 30.5928,
+                longitude: 114.3055,
+            })),
+            ..Default::default()
+        }),
+        description: "abandoned car".into(),
+        ..Default::default()
+    };
+    let accepted = store.report_batch(&[report], "", "").await.unwrap();
+    let id = accepted[0].as_ref().unwrap().incident_id().to_owned();
+    let mut entry = None;
+    for p in 0..4 {
+        let mut c = store
+            .consumer(p, "r1", Duration::from_millis(50))
+            .await
+            .unwrap();
+        if let Some(e) = c.read_new(10).await.unwrap().pop() {
+            entry = Some((c, e));
+        }
+    }
+    let (mut c, e) = entry.unwrap();
+    assert!(c.direct());
+    let mut plain = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async::<()>(&mut plain)
+        .await
+        .unwrap();
+    let w = DispatchWrite {
+        partition: e.partition,
+        entry_id: e.entry_id.clone(),
+        generation: "0".into(),
+        incident_id: id.clone(),
+        department: "urban-management".into(),
+        decision: std::sync::Arc::from(&b""[..]),
+        region_codes: std::sync::Arc::from(["420102".to_owned()]),
+        dispatched_ms: 1_796_604_538_000,
+        accept_due_ms: 1_796_608_138_000,
+        resolve_due_ms: 1_796_636_938_000,
+        estimated: false,
+        event: std::sync::Arc::from(&b""[..]),
+        deliveries: vec![("urban-management".into(), b"d".to_vec())],
+        schedule: schedule::Written::of(&id, &[]),
+        duplicates: Some(("city.vehicle".into(), 114.3055, 30.5928)),
+        traceparent: String::new(),
+    };
+    let done = c.dispatch_batch(std::slice::from_ref(&w)).await.unwrap();
+    assert!(matches!(done[..], [Ok(true)]), "{done:?}");
+    let incident = store.get_incident(&id).await.unwrap();
+    assert_eq!(incident.status(), pb::IncidentStatus::Dispatched);
+    let again = c.dispatch_batch(&[w]).await.unwrap();
+    assert!(matches!(again[..], [Ok(false)]), "{again:?}");
+    // The entry was acknowledged and deleted by the call.
+    let len: usize = redis::cmd("XLEN")
+        .arg(store.keys().ingest(e.partition))
+        .query_async(&mut plain)
+        .await
+        .unwrap();
+    assert_eq!(len, 0);
 }
