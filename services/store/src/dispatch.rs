@@ -216,7 +216,7 @@ impl Store {
     pub(crate) async fn dispatch_via(
         &self,
         writes: &[DispatchWrite],
-        direct: Option<&mut crate::resp::Direct>,
+        mut direct: Option<&mut crate::resp::Direct>,
     ) -> Result<Vec<Result<bool>>> {
         if writes.is_empty() {
             return Ok(Vec::new());
@@ -248,7 +248,7 @@ impl Store {
                 + scripts::Size::of(&constants);
             (own, members, numkeys, size)
         };
-        let done: Vec<Result<i64>> = match direct {
+        let done: Vec<Result<i64>> = match direct.as_deref_mut() {
             Some(direct) => {
                 let build = |calls: &mut Vec<crate::resp::RespCall>, p: u16, members: &[usize]| {
                     let (own, members, numkeys, size) = plan(p, members);
@@ -277,7 +277,13 @@ impl Store {
         // With a durability setting, the batch counts as done once the replicas have it; when
         // they do not answer in time it is logged and counted (a failover may then bring back
         // the entries, which are dispatched again from the new primary).
-        if done.iter().any(Result::is_ok) && !self.replicated("dispatch").await? {
+        // `WAIT` covers the writes of the connection it is sent on: the one that dispatched.
+        let replicated = match direct {
+            _ if !done.iter().any(Result::is_ok) => true,
+            Some(d) => self.replicated_direct(d, "dispatch").await?,
+            None => self.replicated("dispatch").await?,
+        };
+        if !replicated {
             tracing::warn!(
                 count = writes.len(),
                 "dispatches not yet on enough replicas"

@@ -267,12 +267,31 @@ impl Store {
             .arg(r.timeout.as_millis() as u64)
             .query_async(c)
             .await?;
+        Ok(Self::waited(r, op, started, acked))
+    }
+
+    /// [`Store::replicated`] for the writes sent over the router's own connection.
+    pub(crate) async fn replicated_direct(
+        &self,
+        direct: &mut resp::Direct,
+        op: &'static str,
+    ) -> Result<bool> {
+        let Some(r) = self.replication else {
+            return Ok(true);
+        };
+        let started = std::time::Instant::now();
+        let acked = direct.wait(r.replicas, r.timeout).await?;
+        Ok(Self::waited(r, op, started, acked))
+    }
+
+    /// Records a `WAIT` that `acked` replicas answered; whether they were enough.
+    fn waited(r: Replication, op: &'static str, started: std::time::Instant, acked: u32) -> bool {
         let ok = acked >= r.replicas;
         metrics::histogram!(gridroute_telemetry::names::REPLICATION_WAIT_SECONDS, "op" => op)
             .record(started.elapsed().as_secs_f64());
         metrics::counter!(gridroute_telemetry::names::REPLICATION_WAITS_TOTAL, "op" => op, "outcome" => if ok { "replicated" } else { "short" })
             .increment(1);
-        Ok(ok)
+        ok
     }
 
     /// Routes the reports this handle accepts in the accepting process, and dispatches each in

@@ -99,6 +99,28 @@ impl Direct {
         entries
     }
 
+    /// `WAIT replicas timeout` for the writes sent on this connection (`WAIT` covers one
+    /// connection's); how many replicas acknowledged.
+    pub(crate) async fn wait(&mut self, replicas: u32, timeout: Duration) -> Result<u32> {
+        let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let args = [
+            &b"WAIT"[..],
+            a.format(replicas).as_bytes(),
+            b.format(timeout.as_millis() as u64).as_bytes(),
+        ];
+        let len = self.call_within(&args, timeout + RESPONSE_TIMEOUT).await?;
+        let mut c = Cursor {
+            buf: &self.buf[..len],
+            pos: 0,
+        };
+        let acked = match c.next() {
+            Ok(Head::Int(n)) => Ok(u32::try_from(n).unwrap_or(0)),
+            _ => Err(unavailable("WAIT", "unexpected reply")),
+        };
+        self.buf.clear();
+        acked
+    }
+
     /// Sends a command whose reply is a status (`+OK`).
     async fn simple(&mut self, args: &[&[u8]]) -> Result<()> {
         let len = self.call(args).await?;
@@ -114,10 +136,15 @@ impl Direct {
     /// Sends one command and reads until its reply is complete in the buffer; returns the
     /// reply's length. A reply that is a Redis error is returned as that error.
     async fn call(&mut self, args: &[&[u8]]) -> Result<usize> {
+        self.call_within(args, self.timeout).await
+    }
+
+    /// [`Direct::call`], waiting up to `timeout` for the reply.
+    async fn call_within(&mut self, args: &[&[u8]], timeout: Duration) -> Result<usize> {
         self.out.clear();
         encode(&mut self.out, args);
         let out = std::mem::take(&mut self.out);
-        let ends = self.round_trip(&[&out], self.timeout).await;
+        let ends = self.round_trip(&[&out], timeout).await;
         self.out = out;
         let len = ends?.pop().unwrap_or(0);
         if let Some(e) = server_error(&self.buf[..len]) {

@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use gridroute_proto::v1 as pb;
-use gridroute_store::{Store, StoreError, dispatch::DispatchWrite, local::LocalRedis, schedule};
+use gridroute_store::{
+    Replication, Store, StoreError, dispatch::DispatchWrite, local::LocalRedis, schedule,
+};
 
 async fn admin(port: u16) -> redis::aio::MultiplexedConnection {
     let c = redis::Client::open(format!("redis://:adminpw@127.0.0.1:{port}/")).unwrap();
@@ -145,9 +147,137 @@ async fn the_routers_own_reader_authenticates_reads_its_database_and_reconnects(
 async fn a_dispatch_over_the_routers_own_connection_loads_the_scripts_and_writes_the_record() {
     let redis = LocalRedis::start().unwrap();
     let store = Store::connect(&redis.url(), "direct", 4).await.unwrap();
+    let (mut c, w, id) = reported(&store).await;
+    let mut plain = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async::<()>(&mut plain)
+        .await
+        .unwrap();
+    let done = c.dispatch_batch(std::slice::from_ref(&w)).await.unwrap();
+    assert!(matches!(done[..], [Ok(true)]), "{done:?}");
+    let incident = store.get_incident(&id).await.unwrap();
+    assert_eq!(incident.status(), pb::IncidentStatus::Dispatched);
+    let again = c.dispatch_batch(std::slice::from_ref(&w)).await.unwrap();
+    assert!(matches!(again[..], [Ok(false)]), "{again:?}");
+    // The entry was acknowledged and deleted by the call.
+    let len: usize = redis::cmd("XLEN")
+        .arg(store.keys().ingest(w.partition))
+        .query_async(&mut plain)
+        .await
+        .unwrap();
+    assert_eq!(len, 0);
+}
+
+/// With a durability setting, a dispatch over the router's own connection waits for the
+/// replica on that connection (`WAIT` covers the writes of the connection it is sent on): when
+/// the call returns, the replica has the dispatched record.
+#[tokio::test]
+async fn a_dispatch_over_the_routers_own_connection_waits_for_its_replica() {
+    let primary = LocalRedis::start().unwrap();
+    let replica = LocalRedis::start().unwrap();
+    let mut r = redis::Client::open(replica.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(primary.port())
+        .query_async::<()>(&mut r)
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        if info.contains("master_link_status:up") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let store = Store::connect(&primary.url(), "direct", 4)
+        .await
+        .unwrap()
+        .with_replication(Replication {
+            replicas: 1,
+            timeout: Duration::from_secs(2),
+        })
+        .unwrap();
+    for i in 0..10 {
+        let (mut c, w, id) = reported_as(&store, &format!("r-{i}")).await;
+        let done = c.dispatch_batch(std::slice::from_ref(&w)).await.unwrap();
+        assert!(matches!(done[..], [Ok(true)]), "{done:?}");
+        let status: Option<String> = redis::cmd("HGET")
+            .arg(store.keys().incident(w.partition, &id))
+            .arg("status")
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        assert_eq!(
+            status.as_deref(),
+            Some("dispatched"),
+            "the replica lags the dispatch"
+        );
+    }
+    // The replica stopped (SIGSTOP): the dispatch's `WAIT` on the connection that wrote it
+    // cannot be answered, so the call returns only after the wait's timeout (a `WAIT` sent on
+    // a connection that wrote nothing would answer at once).
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let pid = info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let store = store
+        .with_replication(Replication {
+            replicas: 1,
+            timeout: Duration::from_millis(400),
+        })
+        .unwrap();
+    let (mut c, w, _) = reported_as(&store, "stopped").await;
+    let signal = |s: &str| {
+        std::process::Command::new("kill")
+            .args([s, pid.as_str()])
+            .status()
+            .unwrap()
+    };
+    assert!(signal("-STOP").success());
+    let started = std::time::Instant::now();
+    let done = c.dispatch_batch(std::slice::from_ref(&w)).await;
+    let waited = started.elapsed();
+    assert!(signal("-CONT").success());
+    assert!(matches!(done.unwrap()[..], [Ok(true)]));
+    assert!(
+        waited >= Duration::from_millis(390),
+        "returned after {waited:?} without its replica's acknowledgement"
+    );
+}
+
+/// Reports one incident and reads its ingest entry: the consumer that holds it, a dispatch of
+/// it, its id.
+async fn reported(store: &Store) -> (gridroute_store::consumer::Consumer, DispatchWrite, String) {
+    reported_as(store, "r-1").await
+}
+
+async fn reported_as(
+    store: &Store,
+    request_id: &str,
+) -> (gridroute_store::consumer::Consumer, DispatchWrite, String) {
     store.ensure_groups().await.unwrap();
     let report = pb::ReportIncidentRequest {
-        request_id: "r-1".into(),
+        request_id: request_id.into(),
         source_system: "app".into(),
         category: "city.vehicle".into(),
         location: Some(pb::Location {
@@ -172,18 +302,8 @@ async fn a_dispatch_over_the_routers_own_connection_loads_the_scripts_and_writes
             entry = Some((c, e));
         }
     }
-    let (mut c, e) = entry.unwrap();
+    let (c, e) = entry.unwrap();
     assert!(c.direct());
-    let mut plain = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async::<()>(&mut plain)
-        .await
-        .unwrap();
     let w = DispatchWrite {
         partition: e.partition,
         entry_id: e.entry_id.clone(),
@@ -202,17 +322,5 @@ async fn a_dispatch_over_the_routers_own_connection_loads_the_scripts_and_writes
         duplicates: Some(("city.vehicle".into(), 114.3055, 30.5928)),
         traceparent: String::new(),
     };
-    let done = c.dispatch_batch(std::slice::from_ref(&w)).await.unwrap();
-    assert!(matches!(done[..], [Ok(true)]), "{done:?}");
-    let incident = store.get_incident(&id).await.unwrap();
-    assert_eq!(incident.status(), pb::IncidentStatus::Dispatched);
-    let again = c.dispatch_batch(&[w]).await.unwrap();
-    assert!(matches!(again[..], [Ok(false)]), "{again:?}");
-    // The entry was acknowledged and deleted by the call.
-    let len: usize = redis::cmd("XLEN")
-        .arg(store.keys().ingest(e.partition))
-        .query_async(&mut plain)
-        .await
-        .unwrap();
-    assert_eq!(len, 0);
+    (c, w, id)
 }
