@@ -273,10 +273,15 @@ impl RespCall {
 
 impl redis::RedisWrite for RespCall {
     fn write_arg(&mut self, arg: &[u8]) {
+        // `$<len>\r\n` put together on the stack, then appended with the argument at once.
         let mut n = itoa::Buffer::new();
-        self.buf.push(b'$');
-        self.buf.extend_from_slice(n.format(arg.len()).as_bytes());
-        self.buf.extend_from_slice(b"\r\n");
+        let len = n.format(arg.len()).as_bytes();
+        let mut head = [0u8; 24];
+        head[0] = b'$';
+        head[1..=len.len()].copy_from_slice(len);
+        head[len.len() + 1..len.len() + 3].copy_from_slice(b"\r\n");
+        self.buf.reserve(len.len() + arg.len() + 5);
+        self.buf.extend_from_slice(&head[..len.len() + 3]);
         self.buf.extend_from_slice(arg);
         self.buf.extend_from_slice(b"\r\n");
         self.args += 1;
@@ -348,7 +353,7 @@ fn reply_len(buf: &[u8]) -> Result<Option<usize>, ()> {
         let Some(kind) = buf.get(pos).copied() else {
             return Ok(None);
         };
-        let Some(end) = line_end(buf, pos + 1) else {
+        let Some(end) = line_end(buf, pos + 1)? else {
             return Ok(None);
         };
         let head = &buf[pos + 1..end];
@@ -386,19 +391,48 @@ fn reply_len(buf: &[u8]) -> Result<Option<usize>, ()> {
     Ok(Some(pos))
 }
 
-/// Where the line starting at `from` ends (the index of its `\r\n`).
-fn line_end(buf: &[u8], from: usize) -> Option<usize> {
-    let rest = buf.get(from..)?;
-    let i = rest.windows(2).position(|w| w == b"\r\n")?;
-    Some(from + i)
+/// Where the line starting at `from` ends (the index of its `\r\n`); `Ok(None)` while it is
+/// incomplete, `Err` for a `\r` not followed by `\n` (not RESP2).
+fn line_end(buf: &[u8], from: usize) -> Result<Option<usize>, ()> {
+    let Some(rest) = buf.get(from..) else {
+        return Ok(None);
+    };
+    let Some(i) = rest.iter().position(|&b| b == b'\r') else {
+        return Ok(None);
+    };
+    match rest.get(i + 1) {
+        Some(b'\n') => Ok(Some(from + i)),
+        Some(_) => Err(()),
+        None => Ok(None),
+    }
 }
 
-/// A RESP integer (`-1` for nil lengths); `Err` for anything else.
+/// A RESP integer (`-1` for nil lengths); `Err` for anything else (the client library's
+/// reading of lengths: an optional `-`, then digits, within `i64`).
 fn int(head: &[u8]) -> Result<i64, ()> {
-    std::str::from_utf8(head)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or(())
+    let (negative, digits) = match head {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, head),
+    };
+    if digits.is_empty() {
+        return Err(());
+    }
+    // Counted below zero, where `i64` reaches one further.
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return Err(());
+        }
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_sub(i64::from(d - b'0')))
+            .ok_or(())?;
+    }
+    if negative {
+        Ok(n)
+    } else {
+        n.checked_neg().ok_or(())
+    }
 }
 
 /// Reads values out of one complete reply (checked by [`reply_len`] first).
@@ -424,7 +458,7 @@ enum Head<'a> {
 impl<'a> Cursor<'a> {
     fn next(&mut self) -> Result<Head<'a>, ()> {
         let kind = *self.buf.get(self.pos).ok_or(())?;
-        let end = line_end(self.buf, self.pos + 1).ok_or(())?;
+        let end = line_end(self.buf, self.pos + 1)?.ok_or(())?;
         let head = &self.buf[self.pos + 1..end];
         self.pos = end + 2;
         match kind {
@@ -735,5 +769,42 @@ mod tests {
         }
         cmd.arg("1.50");
         assert_eq!(call.finish().bytes(), cmd.get_packed_command().as_slice());
+    }
+
+    /// Integers read as `str::parse` reads them (lengths and counts), on every string of up to
+    /// four characters from digits, `-`, `+` and `x`, and at the limits of `i64`.
+    #[test]
+    fn integers_read_as_the_standard_parser_reads_them() {
+        let alphabet = b"-+0129x";
+        let mut all: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..4 {
+            let longer: Vec<Vec<u8>> = all
+                .iter()
+                .filter(|s| s.len() == all.last().map_or(0, Vec::len))
+                .flat_map(|s| {
+                    alphabet.iter().map(move |&c| {
+                        let mut t = s.clone();
+                        t.push(c);
+                        t
+                    })
+                })
+                .collect();
+            all.extend(longer);
+        }
+        all.extend([
+            b"9223372036854775807".to_vec(),
+            b"9223372036854775808".to_vec(),
+            b"-9223372036854775807".to_vec(),
+            b"00000000000000000001".to_vec(),
+            b"-9223372036854775808".to_vec(),
+            b"-9223372036854775809".to_vec(),
+        ]);
+        for s in all {
+            let std: Option<i64> = std::str::from_utf8(&s)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .filter(|_| !s.starts_with(b"+"));
+            assert_eq!(int(&s).ok(), std, "{:?}", String::from_utf8_lossy(&s));
+        }
     }
 }
