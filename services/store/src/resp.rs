@@ -31,7 +31,6 @@ use crate::{CONNECT_TIMEOUT, RESPONSE_TIMEOUT, Result, StoreError};
 const MAX_REPLY: usize = 256 << 20;
 
 /// A connection of its own to one Redis, for one command at a time.
-#[derive(Debug)]
 pub(crate) struct Direct {
     stream: TcpStream,
     out: Vec<u8>,
@@ -40,6 +39,16 @@ pub(crate) struct Direct {
     /// A command was sent and its reply not yet read in full (the call was abandoned): what
     /// comes next on the socket belongs to it, so the connection cannot be used again.
     busy: bool,
+}
+
+// Not derived: the buffers hold reports, whose contact details must not reach a log.
+impl std::fmt::Debug for Direct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Direct")
+            .field("peer", &self.stream.peer_addr().ok())
+            .field("busy", &self.busy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Direct {
@@ -231,11 +240,21 @@ impl Direct {
 /// their lengths formatted, into a pipeline buffer, and that again into its write buffer: on
 /// the router's dispatch call, a tenth of its instructions.) The argument count, known only at
 /// the end, is written by [`RespCall::finish`] into room left before the first argument.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct RespCall {
     buf: Vec<u8>,
     args: usize,
     start: usize,
+}
+
+// Not derived, as for `Direct`: a call holds reports.
+impl std::fmt::Debug for RespCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RespCall")
+            .field("args", &self.args)
+            .field("bytes", &(self.buf.len() - self.start))
+            .finish()
+    }
 }
 
 /// Room for `*<count>\r\n` before the arguments.
