@@ -16,9 +16,26 @@ pub fn member(incident_id: &str, t: &Timer) -> String {
 
 /// Appends the [`member`] of a timer to `out`.
 fn write_member(out: &mut String, incident_id: &str, t: PlannedTimer<'_>) {
-    use std::fmt::Write;
+    // The kind's name ([`TimerKind::name`]) written without the formatting machinery: the
+    // router writes one member per incident.
+    let mut n = itoa::Buffer::new();
     out.push_str(incident_id);
-    let _ = write!(out, "|{}|", t.kind);
+    out.push('|');
+    match t.kind {
+        TimerKind::Accept => out.push_str("accept"),
+        TimerKind::Warn(pct) => {
+            out.push_str("warn");
+            out.push_str(n.format(pct));
+        }
+        TimerKind::Urge => out.push_str("urge"),
+        TimerKind::Supervise(level) => {
+            out.push_str("supervise");
+            out.push_str(n.format(level));
+        }
+        TimerKind::PublicReport => out.push_str("public"),
+        TimerKind::Verify => out.push_str("verify"),
+    }
+    out.push('|');
     out.push_str(t.target);
 }
 
@@ -255,5 +272,29 @@ mod tests {
                      urge|urban-management|1796636938000,supervise1|command-centre|1796698588000,\
                      supervise2|command-centre|1796717038000";
         assert_eq!(decode(whole), timers);
+    }
+
+    /// A member names its kind as `TimerKind::name` does, for every kind (the firing script
+    /// and `parse_member` read that name).
+    #[test]
+    fn members_name_their_kind_as_the_core_does() {
+        let kinds = (0..=255u8)
+            .flat_map(|n| [TimerKind::Warn(n), TimerKind::Supervise(n)])
+            .chain([
+                TimerKind::Accept,
+                TimerKind::Urge,
+                TimerKind::PublicReport,
+                TimerKind::Verify,
+            ]);
+        for kind in kinds {
+            let t = Timer {
+                due: 1,
+                kind,
+                target: "water".into(),
+            };
+            let m = member("01J-3", &t);
+            assert_eq!(m, format!("01J-3|{}|water", kind.name()));
+            assert_eq!(parse_member(&m), Some(("01J-3", kind, "water")));
+        }
     }
 }
