@@ -185,8 +185,9 @@ impl Target {
         ))
     }
 
-    /// The router's own connection for its ingest reads (`resp`), where it serves this
-    /// target: one Redis over plain TCP, directly or through Sentinel; `None` otherwise.
+    /// The router's own connection for its ingest reads and dispatch calls (`resp`), where it
+    /// serves this target: one Redis over plain TCP, directly or through Sentinel; `None`
+    /// otherwise.
     pub(crate) async fn direct(&self, block: Duration) -> Result<Option<crate::resp::Direct>> {
         match self {
             Self::Cluster(_) => Ok(None),

@@ -252,11 +252,7 @@ impl Store {
             Some(direct) => {
                 let build = |calls: &mut Vec<crate::resp::RespCall>, p: u16, members: &[usize]| {
                     let (own, members, numkeys, size) = plan(p, members);
-                    let mut call =
-                        crate::resp::RespCall::with_capacity(size.args + 3, size.bytes + 64);
-                    call.write_arg(b"EVALSHA");
-                    call.write_arg(scripts::DISPATCH.hash().as_bytes());
-                    put(&mut call, numkeys);
+                    let mut call = scripts::evalsha_resp(&scripts::DISPATCH, numkeys, size);
                     dispatch_call(&mut call, &own, &members, k, &constants);
                     calls.push(call.finish());
                 };
@@ -419,10 +415,7 @@ mod tests {
         let constants = ["router", "reported,returned", "dispatched", "a,b"];
         let mut cmd = scripts::evalsha_cmd(&scripts::DISPATCH, 42, scripts::Size::default());
         dispatch_call(&mut cmd, &own, &members, &k, &constants);
-        let mut call = crate::resp::RespCall::with_capacity(0, 0);
-        call.write_arg(b"EVALSHA");
-        call.write_arg(scripts::DISPATCH.hash().as_bytes());
-        put(&mut call, 42usize);
+        let mut call = scripts::evalsha_resp(&scripts::DISPATCH, 42, scripts::Size::default());
         dispatch_call(&mut call, &own, &members, &k, &constants);
         assert_eq!(call.finish().bytes(), cmd.get_packed_command().as_slice());
     }

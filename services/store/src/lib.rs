@@ -6,7 +6,7 @@
 //!   atomic; none of them knows a state, a transition or a protobuf layout: the core's
 //!   lifecycle passes them what they need.
 //! - [`conn`]: connections (single server, Sentinel, Cluster); `resp`: the router's own
-//!   connection for its ingest reads on one Redis.
+//!   connection for its ingest reads and dispatch calls on one Redis.
 //! - [`codec`]: how records and timelines are encoded in Redis and read back.
 //! - [`ingest`]: accepting reports (idempotency + ingest stream).
 //! - [`transact`]: the same without a script, in a `WATCH`/`MULTI`/`EXEC` transaction

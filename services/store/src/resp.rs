@@ -1,19 +1,21 @@
-//! The router's own connection for reading its ingest stream (`XREADGROUP`) from one Redis over
-//! plain TCP: the command written straight into the socket, and the reply taken apart into
-//! entries where it lies in the read buffer.
+//! The router's own connection to one Redis over plain TCP, for its two hot commands: the
+//! `XREADGROUP` of its ingest stream, whose reply is taken apart into entries where it lies in
+//! the read buffer, and the `EVALSHA` of a dispatch batch, written straight in RESP as its
+//! arguments come ([`RespCall`]).
 //!
 //! Why: the client library parses every reply into a tree of values with a parser-combinator
-//! that resumes across reads, about 1,400 instructions per value; a batch of a hundred reports
-//! is five hundred values, and that parse was a fifth of the router's instructions per routed
-//! incident (docs/PERFORMANCE.md, "The ingest read without the client's parser"). Here a reply
-//! is first checked for completeness by walking its length headers only (no copy, no value),
-//! then read once into [`IngestEntry`]s.
+//! that resumes across reads, about 1,400 instructions per value (a batch of a hundred
+//! reports is five hundred values), and copies every argument of a command twice more before
+//! it reaches the socket; together about a quarter of the router's instructions per routed
+//! incident (docs/PERFORMANCE.md, "The router's own connection"). Here a reply is first
+//! checked for completeness by walking its length headers only (no copy, no value), then read
+//! once.
 //!
 //! Scope: plain `redis://` to one Redis, directly or as the primary named by Sentinel, with
 //! RESP2 (the store's default), a user and password, and a database number. TLS (`rediss://`),
 //! Unix sockets, RESP3 and Redis Cluster keep the client library's connection
 //! ([`crate::consumer::Consumer`] chooses). Anything unexpected (an I/O error, a timeout, a
-//! reply of another shape, a read abandoned half-way) makes the connection unusable and the
+//! reply of another shape, a call abandoned half-way) makes the connection unusable and the
 //! call fails as `Unavailable`: the router drops the consumer and connects again, as it does
 //! after any lost connection.
 
@@ -33,7 +35,6 @@ const MAX_REPLY: usize = 256 << 20;
 /// A connection of its own to one Redis, for one command at a time.
 pub(crate) struct Direct {
     stream: TcpStream,
-    out: Vec<u8>,
     buf: Vec<u8>,
     timeout: Duration,
     /// A command was sent and its reply not yet read in full (the call was abandoned): what
@@ -73,7 +74,6 @@ impl Direct {
             .map_err(|e| unavailable("connect", e))?;
         let mut me = Self {
             stream,
-            out: Vec::with_capacity(256),
             buf: Vec::with_capacity(64 << 10),
             timeout: block + RESPONSE_TIMEOUT,
             busy: false,
@@ -150,12 +150,12 @@ impl Direct {
 
     /// [`Direct::call`], waiting up to `timeout` for the reply.
     async fn call_within(&mut self, args: &[&[u8]], timeout: Duration) -> Result<usize> {
-        self.out.clear();
-        encode(&mut self.out, args);
-        let out = std::mem::take(&mut self.out);
-        let ends = self.round_trip(&[&out], timeout).await;
-        self.out = out;
-        let len = ends?.pop().unwrap_or(0);
+        let call = RespCall::of(args);
+        let len = self
+            .round_trip(&[call.bytes()], timeout)
+            .await?
+            .pop()
+            .unwrap_or(0);
         if let Some(e) = server_error(&self.buf[..len]) {
             self.buf.clear();
             return Err(e);
@@ -272,6 +272,16 @@ impl RespCall {
         }
     }
 
+    /// The command `args`, complete.
+    fn of(args: &[&[u8]]) -> Self {
+        use redis::RedisWrite;
+        let mut call = Self::with_capacity(args.len(), args.iter().map(|a| a.len()).sum());
+        for a in args {
+            call.write_arg(a);
+        }
+        call.finish()
+    }
+
     /// Writes the argument count; the command is then complete ([`RespCall::bytes`]).
     pub(crate) fn finish(mut self) -> Self {
         let mut n = itoa::Buffer::new();
@@ -330,21 +340,6 @@ impl redis::RedisWrite for RespCall {
 
 fn unavailable(op: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("redis {op}: {e}"))
-}
-
-/// The command in RESP: `*<n>` then `$<len>` and the bytes of each argument.
-fn encode(out: &mut Vec<u8>, args: &[&[u8]]) {
-    let mut n = itoa::Buffer::new();
-    out.push(b'*');
-    out.extend_from_slice(n.format(args.len()).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for a in args {
-        out.push(b'$');
-        out.extend_from_slice(n.format(a.len()).as_bytes());
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
 }
 
 /// An error reply (`-CODE message`) as the error the client library would have given, so that
@@ -476,7 +471,8 @@ enum Head<'a> {
 
 impl<'a> Cursor<'a> {
     fn next(&mut self) -> Result<Head<'a>, ()> {
-        let kind = *self.buf.get(self.pos).ok_or(())?;
+        let start = self.pos;
+        let kind = *self.buf.get(start).ok_or(())?;
         let end = line_end(self.buf, self.pos + 1)?.ok_or(())?;
         let head = &self.buf[self.pos + 1..end];
         self.pos = end + 2;
@@ -497,7 +493,7 @@ impl<'a> Cursor<'a> {
             }
             b'+' => Ok(Head::Line(head)),
             b':' => Ok(Head::Int(int(head)?)),
-            b'-' => Ok(Head::Error(&self.buf[end - head.len() - 1..end + 2])),
+            b'-' => Ok(Head::Error(&self.buf[start..end + 2])),
             _ => Err(()),
         }
     }
@@ -736,9 +732,11 @@ mod tests {
 
     #[test]
     fn commands_are_written_in_resp() {
-        let mut out = Vec::new();
-        encode(&mut out, &[b"XREADGROUP", b"", b"\r\n"]);
-        assert_eq!(out, b"*3\r\n$10\r\nXREADGROUP\r\n$0\r\n\r\n$2\r\n\r\n\r\n");
+        let call = RespCall::of(&[b"XREADGROUP", b"", b"\r\n"]);
+        assert_eq!(
+            call.bytes(),
+            b"*3\r\n$10\r\nXREADGROUP\r\n$0\r\n\r\n$2\r\n\r\n\r\n"
+        );
     }
 
     #[test]

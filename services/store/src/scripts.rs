@@ -113,6 +113,16 @@ pub(crate) fn evalsha_cmd(script: &Named, numkeys: usize, size: Size) -> redis::
     cmd
 }
 
+/// [`evalsha_cmd`] written in RESP, for the router's own connection (`resp::RespCall`).
+pub(crate) fn evalsha_resp(script: &Named, numkeys: usize, size: Size) -> crate::resp::RespCall {
+    use redis::{RedisWrite, ToRedisArgs};
+    let mut call = crate::resp::RespCall::with_capacity(size.args + 3, size.bytes + 64);
+    call.write_arg(b"EVALSHA");
+    call.write_arg(script.hash().as_bytes());
+    numkeys.write_redis_args(&mut call);
+    call
+}
+
 /// About how many arguments and bytes a part of a command writes (see [`evalsha_cmd`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Size {

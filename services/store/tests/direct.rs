@@ -13,8 +13,8 @@ use gridroute_store::{
     Replication, Store, StoreError, dispatch::DispatchWrite, local::LocalRedis, schedule,
 };
 
-async fn admin(port: u16) -> redis::aio::MultiplexedConnection {
-    let c = redis::Client::open(format!("redis://:adminpw@127.0.0.1:{port}/")).unwrap();
+async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
+    let c = redis::Client::open(url).unwrap();
     c.get_multiplexed_async_connection().await.unwrap()
 }
 
@@ -24,11 +24,7 @@ async fn the_routers_own_reader_authenticates_reads_its_database_and_reconnects(
     let port = redis.port();
     // The default user needs a password, so that a reader that did not authenticate as the
     // URL's user would be refused; the router's user has one of its own.
-    let mut plain = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut plain = connect(&redis.url()).await;
     redis::cmd("ACL")
         .arg(&["SETUSER", "router", "on", ">s3cret", "~*", "&*", "+@all"])
         .query_async::<()>(&mut plain)
@@ -43,7 +39,7 @@ async fn the_routers_own_reader_authenticates_reads_its_database_and_reconnects(
     let store = Store::connect(&url, "direct", 4).await.unwrap();
     store.ensure_groups().await.unwrap();
     let key = store.keys().ingest(1);
-    let mut a = admin(port).await;
+    let mut a = connect(&format!("redis://:adminpw@127.0.0.1:{port}/")).await;
     redis::cmd("SELECT")
         .arg(2)
         .query_async::<()>(&mut a)
@@ -147,12 +143,8 @@ async fn the_routers_own_reader_authenticates_reads_its_database_and_reconnects(
 async fn a_dispatch_over_the_routers_own_connection_loads_the_scripts_and_writes_the_record() {
     let redis = LocalRedis::start().unwrap();
     let store = Store::connect(&redis.url(), "direct", 4).await.unwrap();
-    let (mut c, w, id) = reported(&store).await;
-    let mut plain = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let (mut c, w, id) = reported_as(&store, "r-1").await;
+    let mut plain = connect(&redis.url()).await;
     redis::cmd("SCRIPT")
         .arg("FLUSH")
         .query_async::<()>(&mut plain)
@@ -180,11 +172,7 @@ async fn a_dispatch_over_the_routers_own_connection_loads_the_scripts_and_writes
 async fn a_dispatch_over_the_routers_own_connection_waits_for_its_replica() {
     let primary = LocalRedis::start().unwrap();
     let replica = LocalRedis::start().unwrap();
-    let mut r = redis::Client::open(replica.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut r = connect(&replica.url()).await;
     redis::cmd("REPLICAOF")
         .arg("127.0.0.1")
         .arg(primary.port())
@@ -267,10 +255,6 @@ async fn a_dispatch_over_the_routers_own_connection_waits_for_its_replica() {
 
 /// Reports one incident and reads its ingest entry: the consumer that holds it, a dispatch of
 /// it, its id.
-async fn reported(store: &Store) -> (gridroute_store::consumer::Consumer, DispatchWrite, String) {
-    reported_as(store, "r-1").await
-}
-
 async fn reported_as(
     store: &Store,
     request_id: &str,
