@@ -61,9 +61,10 @@ pub struct ServeOptions {
     /// ingest stream to the routers. Needs the API (role `all` or `api`).
     #[arg(long, env = "GRIDROUTE_INLINE_ROUTING")]
     pub inline_routing: bool,
-    /// Accept reports with plain commands in a Redis transaction (`WATCH`, `MULTI`, `EXEC`)
-    /// instead of the report script: the same record and exactly-once, about a third less
-    /// Redis CPU per report. One Redis or Sentinel; on Redis Cluster reports keep the script.
+    /// Write with plain commands in Redis transactions (`WATCH`, `MULTI`, `EXEC`) instead of
+    /// scripts: the API its reports, the routers their first dispatches (on their own
+    /// connections). The same record and exactly-once, less Redis CPU per incident. One Redis
+    /// or Sentinel; on Redis Cluster (and for routers over TLS) the scripts stay.
     #[arg(long, env = "GRIDROUTE_TRANSACTIONS")]
     pub transactions: bool,
     /// Number of stream partitions; fixed for the life of a deployment.
@@ -351,10 +352,12 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
     let Some(store) = connect(&url, &o, &mut stop_rx).await? else {
         return Ok(());
     };
-    let store = store.with_replication(gridroute_store::Replication {
-        replicas: o.wait_replicas,
-        timeout: Duration::from_millis(o.wait_timeout_ms),
-    })?;
+    let store = store
+        .with_replication(gridroute_store::Replication {
+            replicas: o.wait_replicas,
+            timeout: Duration::from_millis(o.wait_timeout_ms),
+        })?
+        .with_transactions(o.transactions);
     // Once a version was published, the one in force in Redis wins over --tables.
     store.bootstrap_table(&tables, &sources).await?;
     drop(sources);
@@ -456,8 +459,7 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
                 .with_inline_route(gridroute_router::inline_route(tables.clone()))
         } else {
             store.clone()
-        }
-        .with_transactions(o.transactions);
+        };
         let mut state = ApiState::new(api_store, tables.clone(), stop_rx.clone(), security);
         state.tls = server_tls(&o)?;
         state.archive = archive.clone();

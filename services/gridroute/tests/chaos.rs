@@ -6,8 +6,10 @@
 //! but lost (never dispatched, or missing from the record) and on any duplicate effect (a second
 //! primary new-case dispatch of one incident). It runs twice: with the routers routing every
 //! report, and with the API routing the reports it accepts (`--inline-routing`; the checker
-//! then also checks that no report went through the ingest streams), and a third time with the
-//! API writing those reports by transactions instead of the report script (`--transactions`).
+//! then also checks that no report went through the ingest streams), a third time with the
+//! API writing those reports by transactions instead of the report script (`--transactions`),
+//! and a fourth with every write by transaction: reports queued by the API, first dispatches
+//! by the routers (`--transactions` without inline routing).
 //!
 //! CI runs a short version (`GRIDROUTE_CHAOS_REPORTS`, default 3,000 at
 //! `GRIDROUTE_CHAOS_RATE` 250 per second); `make chaos` runs 100,000 at 1,000 per second and
@@ -259,8 +261,23 @@ async fn chaos_with_transactions_loses_nothing_and_doubles_nothing() {
     chaos(&["--inline-routing", "--transactions"]).await;
 }
 
-/// Runs the chaos with these extra flags for the API process.
+/// The same faults with every write by transaction (`--transactions` without inline routing):
+/// the API queues the reports by transaction and the routers dispatch them by transaction, so
+/// that a router killed between its read and `EXEC`, or Redis mid-transaction, leaves entries
+/// that another router dispatches once, and none that nobody does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_with_routers_dispatching_by_transaction_loses_nothing_and_doubles_nothing() {
+    chaos(&["--transactions"]).await;
+}
+
+/// Runs the chaos with these extra flags for the API process (and `--transactions`, when
+/// given, for the routers too, as one deployment's setting).
 async fn chaos(api_flags: &[&str]) {
+    let router_flags: &[&str] = if api_flags.contains(&"--transactions") {
+        &["--transactions"]
+    } else {
+        &[]
+    };
     let setting = |name: &str, default: usize| {
         std::env::var(name)
             .ok()
@@ -284,7 +301,7 @@ async fn chaos(api_flags: &[&str]) {
             &redis.url(),
             free_port().unwrap(),
             &auth,
-            &[],
+            router_flags,
         ),
         Gridroute::start(
             "router",
@@ -292,7 +309,7 @@ async fn chaos(api_flags: &[&str]) {
             &redis.url(),
             free_port().unwrap(),
             &auth,
-            &[],
+            router_flags,
         ),
     ];
     let channel = connect(&addr).await;

@@ -230,8 +230,22 @@ impl Store {
             lifecycle::Status::Dispatched.as_str(),
             clears.as_str(),
         ];
-        let groups =
+        let mut groups =
             scripts::partition_groups(writes.iter().map(|w| w.partition), DISPATCHES_PER_SCRIPT);
+        // With `--transactions`, on the router's own connection: first dispatches by
+        // transaction (`dispatch_tx.rs`); what a transaction leaves goes to the script below.
+        let mut by_tx: Vec<(usize, bool)> = Vec::new();
+        if let (Some(d), true) = (direct.as_deref_mut(), self.transactions()) {
+            let mut left = Vec::new();
+            for (p, members) in groups {
+                let ws: Vec<&DispatchWrite> = members.iter().map(|&i| &writes[i]).collect();
+                match self.dispatch_transaction(d, p, &ws).await? {
+                    Some(done) => by_tx.extend(members.into_iter().zip(done)),
+                    None => left.push((p, members)),
+                }
+            }
+            groups = left;
+        }
         // A call's own keys, its members, how many keys in all, and about its size.
         let plan = |p: u16, members: &[usize]| {
             let own = vec![
@@ -248,7 +262,8 @@ impl Store {
                 + scripts::Size::of(&constants);
             (own, members, numkeys, size)
         };
-        let done: Vec<Result<i64>> = match direct.as_deref_mut() {
+        let mut done: Vec<Result<i64>> = match direct.as_deref_mut() {
+            _ if groups.is_empty() => Vec::new(),
             Some(direct) => {
                 let build = |calls: &mut Vec<crate::resp::RespCall>, p: u16, members: &[usize]| {
                     let (own, members, numkeys, size) = plan(p, members);
@@ -270,6 +285,16 @@ impl Store {
                     .await?
             }
         };
+        if !by_tx.is_empty() {
+            // The script's answers for every write (those it did not write: "no answer"),
+            // then the transactions' in their place.
+            done.resize_with(writes.len(), || {
+                Err(crate::StoreError::Internal("no answer".into()))
+            });
+            for (i, dispatched) in by_tx {
+                done[i] = Ok(i64::from(dispatched));
+            }
+        }
         // With a durability setting, the batch counts as done once the replicas have it; when
         // they do not answer in time it is logged and counted (a failover may then bring back
         // the entries, which are dispatched again from the new primary).

@@ -38,6 +38,7 @@ pub mod compact;
 pub mod conn;
 pub mod consumer;
 pub mod dispatch;
+mod dispatch_tx;
 pub mod ingest;
 pub mod keys;
 pub mod lifecycle;

@@ -182,9 +182,102 @@ impl Direct {
         Ok(out)
     }
 
+    /// Sends `batch`, a `WATCH` followed by one `HMGET` per record, and returns the values of
+    /// each `HMGET` (`None` for a field the record lacks). An error reply to any of them is the
+    /// error, and the keys are then still watched ([`Direct::unwatch`]).
+    pub(crate) async fn watch_read(
+        &mut self,
+        batch: &RespBatch,
+    ) -> Result<Vec<Vec<Option<Vec<u8>>>>> {
+        let ends = self
+            .exchange(&[batch.bytes()], batch.commands(), self.timeout)
+            .await?;
+        let read = read_replies(&self.buf, &ends, |c, i| {
+            if i == 0 {
+                return c.skip().map(|()| None);
+            }
+            let n = c.array()?;
+            let mut values = Vec::with_capacity(n);
+            for _ in 0..n {
+                values.push(c.bytes()?.map(<[u8]>::to_vec));
+            }
+            Ok(Some(values))
+        });
+        self.buf.clear();
+        Ok(read?.into_iter().flatten().collect())
+    }
+
+    /// Sends `batch`, a transaction (`MULTI`, its commands, `EXEC`): `Ok(true)` when Redis ran
+    /// it, `Ok(false)` when it refused it because a watched key changed (nothing was written).
+    /// An error reply to any command, queued or run, is the error. Either way nothing stays
+    /// watched.
+    pub(crate) async fn exec(&mut self, batch: &RespBatch) -> Result<bool> {
+        let ends = self
+            .exchange(&[batch.bytes()], batch.commands(), self.timeout)
+            .await?;
+        let last = ends.len().saturating_sub(1);
+        let read = read_replies(&self.buf, &ends, |c, i| {
+            if i < last {
+                return c.skip().map(|()| Ok(true));
+            }
+            // `EXEC`: nil when refused, else the replies of the commands run, any of which
+            // may be an error.
+            match c.next()? {
+                Head::Array(None) => Ok(Ok(false)),
+                Head::Array(Some(n)) => {
+                    let mut failed = None;
+                    for _ in 0..n {
+                        match c.next()? {
+                            Head::Error(line) => {
+                                failed.get_or_insert(line);
+                            }
+                            Head::Array(Some(m)) => {
+                                for _ in 0..m {
+                                    c.skip()?;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    Ok(failed.map_or(Ok(true), Err))
+                }
+                _ => Err(()),
+            }
+        });
+        let ran = match read {
+            Ok(replies) => match replies.last() {
+                Some(Ok(ran)) => Ok(*ran),
+                Some(Err(line)) => Err(server_error(line)
+                    .unwrap_or_else(|| unavailable("EXEC", "an error reply of another shape"))),
+                None => Err(unavailable("EXEC", "no reply")),
+            },
+            Err(e) => Err(e),
+        };
+        self.buf.clear();
+        ran
+    }
+
+    /// `UNWATCH`: forgets the keys a [`Direct::watch_read`] watched.
+    pub(crate) async fn unwatch(&mut self) -> Result<()> {
+        let len = self.call(&[b"UNWATCH"]).await?;
+        self.buf.drain(..len);
+        Ok(())
+    }
+
     /// Writes `calls` and reads until a reply to each is complete in the buffer; returns where
     /// each reply ends.
     async fn round_trip(&mut self, calls: &[&[u8]], timeout: Duration) -> Result<Vec<usize>> {
+        self.exchange(calls, calls.len(), timeout).await
+    }
+
+    /// Writes `writes` and reads until `replies` replies are complete in the buffer (a write
+    /// may hold several commands, [`RespBatch`]); returns where each reply ends.
+    async fn exchange(
+        &mut self,
+        writes: &[&[u8]],
+        replies: usize,
+        timeout: Duration,
+    ) -> Result<Vec<usize>> {
         if self.busy {
             return Err(unavailable(
                 "read",
@@ -194,12 +287,12 @@ impl Direct {
         self.busy = true;
         let (stream, buf) = (&mut self.stream, &mut self.buf);
         let read = async {
-            for c in calls {
-                stream.write_all(c).await?;
+            for w in writes {
+                stream.write_all(w).await?;
             }
-            let mut ends = Vec::with_capacity(calls.len());
+            let mut ends = Vec::with_capacity(replies);
             let mut at = 0;
-            while ends.len() < calls.len() {
+            while ends.len() < replies {
                 match reply_len(&buf[at..]) {
                     Ok(Some(n)) => {
                         at += n;
@@ -302,39 +395,171 @@ impl RespCall {
 
 impl redis::RedisWrite for RespCall {
     fn write_arg(&mut self, arg: &[u8]) {
-        // `$<len>\r\n` put together on the stack, then appended with the argument at once.
-        let mut n = itoa::Buffer::new();
-        let len = n.format(arg.len()).as_bytes();
-        let mut head = [0u8; 24];
-        head[0] = b'$';
-        head[1..=len.len()].copy_from_slice(len);
-        head[len.len() + 1..len.len() + 3].copy_from_slice(b"\r\n");
-        self.buf.reserve(len.len() + arg.len() + 5);
-        self.buf.extend_from_slice(&head[..len.len() + 3]);
-        self.buf.extend_from_slice(arg);
-        self.buf.extend_from_slice(b"\r\n");
+        bulk(&mut self.buf, arg);
         self.args += 1;
     }
 
     fn writer_for_next_arg(&mut self) -> impl std::io::Write + '_ {
-        // The length comes first in RESP: the argument is gathered, then written.
-        struct Arg<'a>(&'a mut RespCall, Vec<u8>);
-        impl std::io::Write for Arg<'_> {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.1.extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        impl Drop for Arg<'_> {
-            fn drop(&mut self) {
-                let bytes = std::mem::take(&mut self.1);
-                redis::RedisWrite::write_arg(self.0, &bytes);
-            }
-        }
         Arg(self, Vec::new())
+    }
+}
+
+/// One argument in RESP: `$<len>\r\n`, put together on the stack, then the argument at once.
+fn bulk(buf: &mut Vec<u8>, arg: &[u8]) {
+    let mut n = itoa::Buffer::new();
+    let len = n.format(arg.len()).as_bytes();
+    let mut head = [0u8; 24];
+    head[0] = b'$';
+    head[1..=len.len()].copy_from_slice(len);
+    head[len.len() + 1..len.len() + 3].copy_from_slice(b"\r\n");
+    buf.reserve(len.len() + arg.len() + 5);
+    buf.extend_from_slice(&head[..len.len() + 3]);
+    buf.extend_from_slice(arg);
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// An argument written through `writer_for_next_arg`: the length comes first in RESP, so the
+/// argument is gathered, then written.
+struct Arg<'a, W: redis::RedisWrite>(&'a mut W, Vec<u8>);
+
+impl<W: redis::RedisWrite> std::io::Write for Arg<'_, W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.1.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<W: redis::RedisWrite> Drop for Arg<'_, W> {
+    fn drop(&mut self) {
+        let bytes = std::mem::take(&mut self.1);
+        self.0.write_arg(&bytes);
+    }
+}
+
+/// Commands written back to back in RESP, each announced with its argument count
+/// ([`RespBatch::command`]), for one write of a whole round trip: a `WATCH` and its reads, or
+/// a transaction of hundreds of commands ([`Direct::watch_read`], [`Direct::exec`]).
+pub(crate) struct RespBatch {
+    buf: Vec<u8>,
+    commands: usize,
+    /// Arguments the open command announced, and those written since.
+    announced: usize,
+    written: usize,
+    /// A command got another number of arguments than it announced.
+    miscounted: bool,
+}
+
+// Not derived, as for `Direct`: a batch holds reports.
+impl std::fmt::Debug for RespBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RespBatch")
+            .field("commands", &self.commands)
+            .field("bytes", &self.buf.len())
+            .finish()
+    }
+}
+
+impl RespBatch {
+    /// An empty batch with room for about `bytes` bytes.
+    pub(crate) fn with_capacity(bytes: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(bytes),
+            commands: 0,
+            announced: 0,
+            written: 0,
+            miscounted: false,
+        }
+    }
+
+    /// Starts a command of `args` arguments (its name included), written next.
+    pub(crate) fn command(&mut self, args: usize) -> &mut Self {
+        self.close();
+        let mut n = itoa::Buffer::new();
+        self.buf.push(b'*');
+        self.buf.extend_from_slice(n.format(args).as_bytes());
+        self.buf.extend_from_slice(b"\r\n");
+        self.commands += 1;
+        self.announced = args;
+        self.written = 0;
+        self
+    }
+
+    /// Writes `args` as one complete command.
+    pub(crate) fn all(&mut self, args: &[&[u8]]) {
+        self.command(args.len());
+        for a in args {
+            redis::RedisWrite::write_arg(self, a);
+        }
+    }
+
+    fn close(&mut self) {
+        self.miscounted |= self.written != self.announced;
+    }
+
+    /// The batch, once every command got the arguments it announced (a miscount is a bug
+    /// here, never sent: Redis would read the rest of the batch as other commands).
+    pub(crate) fn finish(mut self) -> Result<Self> {
+        self.close();
+        if self.miscounted {
+            return Err(StoreError::Internal(
+                "a command of a batch has another number of arguments than it announced".into(),
+            ));
+        }
+        Ok(self)
+    }
+
+    /// The commands in RESP.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// How many commands (and so replies).
+    pub(crate) fn commands(&self) -> usize {
+        self.commands
+    }
+}
+
+impl redis::RedisWrite for RespBatch {
+    fn write_arg(&mut self, arg: &[u8]) {
+        bulk(&mut self.buf, arg);
+        self.written += 1;
+    }
+
+    fn writer_for_next_arg(&mut self) -> impl std::io::Write + '_ {
+        Arg(self, Vec::new())
+    }
+}
+
+/// Reads each reply of a round trip (ending at `ends` in `buf`) with `read`, given its cursor
+/// and its place; an error reply is the error (the first one, once every reply is read).
+fn read_replies<'a, T>(
+    buf: &'a [u8],
+    ends: &[usize],
+    mut read: impl FnMut(&mut Cursor<'a>, usize) -> Result<T, ()>,
+) -> Result<Vec<T>> {
+    let mut out = Vec::with_capacity(ends.len());
+    let mut failed = None;
+    let mut start = 0;
+    for (i, &end) in ends.iter().enumerate() {
+        if let Some(e) = server_error(&buf[start..end]) {
+            failed.get_or_insert(e);
+        } else {
+            let mut c = Cursor {
+                buf: &buf[..end],
+                pos: start,
+            };
+            out.push(
+                read(&mut c, i).map_err(|()| unavailable("read", "a reply of another shape"))?,
+            );
+        }
+        start = end;
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(out),
     }
 }
 
@@ -737,6 +962,39 @@ mod tests {
             call.bytes(),
             b"*3\r\n$10\r\nXREADGROUP\r\n$0\r\n\r\n$2\r\n\r\n\r\n"
         );
+    }
+
+    /// A batch is the client library's pipeline of the same commands, byte for byte; a
+    /// command given more or fewer arguments than it announced is never sent.
+    #[test]
+    fn a_batch_is_the_client_librarys_pipeline_and_counts_its_arguments() {
+        use redis::RedisWrite;
+        let mut b = RespBatch::with_capacity(0);
+        b.all(&[b"MULTI"]);
+        b.command(4).write_arg(b"HSET");
+        b.write_arg(b"k");
+        b.write_arg(b"f");
+        let _ = std::io::Write::write_all(&mut b.writer_for_next_arg(), b"v\r\n");
+        b.all(&[b"EXEC"]);
+        let b = b.finish().unwrap();
+        let mut pipe = redis::pipe();
+        pipe.cmd("MULTI")
+            .cmd("HSET")
+            .arg("k")
+            .arg("f")
+            .arg("v\r\n")
+            .cmd("EXEC");
+        assert_eq!(b.bytes(), pipe.get_packed_pipeline().as_slice());
+        assert_eq!(b.commands(), 3);
+        for (announced, given) in [(3, 2), (2, 3)] {
+            let mut b = RespBatch::with_capacity(0);
+            b.command(announced).write_arg(b"SET");
+            for _ in 1..given {
+                b.write_arg(b"x");
+            }
+            b.all(&[b"PING"]);
+            assert!(matches!(b.finish(), Err(StoreError::Internal(_))));
+        }
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub mod names {
     pub const REDIS_ERRORS_TOTAL: &str = "gridroute_redis_errors_total";
     /// Transactions written again because a watched key changed before `EXEC`, by `op`.
     pub const TRANSACTION_RETRIES_TOTAL: &str = "gridroute_transaction_retries_total";
+    /// Batches a transaction left to its script instead, by `op` and `reason` (`dept_at`: a
+    /// re-route or an incident already indexed; `contended`: the records kept changing;
+    /// `error`: Redis answered with an error).
+    pub const TRANSACTION_FALLBACKS_TOTAL: &str = "gridroute_transaction_fallbacks_total";
     /// Routing tables loaded into memory, by `outcome` (loaded, rejected).
     pub const TABLE_LOADS_TOTAL: &str = "gridroute_table_loads_total";
     /// Entries removed from dispatch and events streams by the retention window.
@@ -280,7 +284,11 @@ pub fn describe() {
     describe_counter!(REDIS_ERRORS_TOTAL, "Redis command errors, by operation.");
     describe_counter!(
         TRANSACTION_RETRIES_TOTAL,
-        "Transactions written again because a watched key changed before EXEC (another replica claimed the same request id), by operation."
+        "Transactions written again because a watched key changed before EXEC (another replica claimed the same request id, or changed a record a router was dispatching), by operation."
+    );
+    describe_counter!(
+        TRANSACTION_FALLBACKS_TOTAL,
+        "Batches a transaction left to its script instead, by operation and reason."
     );
     describe_counter!(TABLE_LOADS_TOTAL, "Routing table loads, by outcome.");
     describe_gauge!(

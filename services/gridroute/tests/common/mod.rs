@@ -312,9 +312,11 @@ impl Env {
         writes: Writes,
     ) -> Self {
         let redis = LocalRedis::start().expect("redis-server starts");
+        // As `gridroute serve` sets it: for the API's reports and the routers' dispatches.
         let store = Store::connect(&redis.url(), "gr", PARTITIONS)
             .await
-            .expect("store connects");
+            .expect("store connects")
+            .with_transactions(writes.transactions);
         store.ensure_groups().await.expect("groups");
         let mut sources = sample_sources();
         let table = match rules {

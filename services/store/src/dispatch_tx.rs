@@ -1,0 +1,501 @@
+//! A router's first dispatches written with plain commands in one `MULTI`/`EXEC` transaction
+//! instead of `lua/dispatch.lua` (`gridroute serve --transactions`), on the router's own
+//! connection (`resp::Direct`: one Redis or Sentinel over TCP; a `WATCH` belongs to its
+//! connection, and this one is the router's alone).
+//!
+//! Why: the script's own Lua costs Redis about as much as the commands it runs
+//! (docs/PERFORMANCE.md). Exactly-once is kept as the reports' transactions keep it
+//! (`transact.rs`): one round trip `WATCH`es the batch's records and reads what the script
+//! reads of them; the dispatch decides per entry as the script does (routable state, the
+//! entry's generation, once per batch); a second round trip sends `MULTI`, the writes, the ack
+//! and deletion of every entry of the batch, and `EXEC`, which Redis refuses (nothing is
+//! written) when a record changed meanwhile: another router dispatching a redelivered entry,
+//! or a department acting on the case. The batch is then read and decided again.
+//!
+//! The stored forms are the script's, field for field, but for `dept_at`: a first dispatch has
+//! exactly one entry in its department's index, which readers count when the record has no
+//! `dept_at` (docs/ARCHITECTURE.md, "Writes without scripts"). A re-route (a later route
+//! generation) or an incident already indexed needs `dept_at`, the id of the index entry
+//! written in the same call, which a transaction cannot read before it commits: a batch holding
+//! one goes to the script, as does a batch whose records kept changing, or whose transaction
+//! Redis answered with an error (the script then sorts out which entry it was).
+
+use std::collections::HashSet;
+use std::io::Write;
+
+use gridroute_core::lifecycle::{self, Status};
+use gridroute_telemetry::names;
+use redis::{RedisWrite, ToRedisArgs};
+
+use crate::{
+    Result, Store, StoreError,
+    dispatch::DispatchWrite,
+    keys::{ROUTER_GROUP, kind},
+    resp::{Direct, RespBatch},
+};
+
+/// The record's fields a dispatch decides on, as `lua/dispatch.lua` reads them.
+const READ: [&[u8]; 6] = [
+    b"status",
+    b"gen",
+    b"v",
+    b"first_dispatched_at",
+    b"ix",
+    b"reported_at",
+];
+
+/// How many times a batch is read and written again after a watched record changed, before
+/// it goes to the script (which needs no retries: it runs alone).
+const ATTEMPTS: usize = 4;
+
+/// A report → index-entry delay beyond this raises the partition's index lag (as the script).
+const LATE_MS: i64 = 60_000;
+
+/// What the read says about an entry the batch dispatches.
+#[derive(Debug, PartialEq)]
+struct Due {
+    /// The record's version after the dispatch.
+    version: i64,
+    /// `first_dispatched_at`: the record's, else the dispatch time.
+    first_at: i64,
+    /// Report → dispatch delay (ms).
+    late: i64,
+}
+
+/// Why a batch goes to the script (the `reason` of the fallback counter).
+#[derive(Debug, PartialEq)]
+enum ToScript {
+    /// An entry needs `dept_at` (a re-route, or an incident already indexed).
+    NeedsDeptAt,
+}
+
+/// Per entry, whether the batch dispatches it (and with what), decided from the records as
+/// `lua/dispatch.lua` decides: the incident is in a routable state, at the entry's generation,
+/// and not dispatched earlier in the batch.
+fn decide(
+    members: &[&DispatchWrite],
+    current: &[Vec<Option<Vec<u8>>>],
+) -> std::result::Result<Vec<Option<Due>>, ToScript> {
+    let routable = |s: &[u8]| {
+        lifecycle::ROUTABLE
+            .iter()
+            .any(|r| r.as_str().as_bytes() == s)
+    };
+    let int = |v: &Option<Vec<u8>>| -> Option<i64> {
+        std::str::from_utf8(v.as_deref()?).ok()?.parse().ok()
+    };
+    let mut seen = HashSet::with_capacity(members.len());
+    let mut out = Vec::with_capacity(members.len());
+    for (w, cur) in members.iter().zip(current) {
+        let field = |i: usize| cur.get(i).and_then(Option::as_deref);
+        let dispatches = field(0).is_some_and(routable)
+            && field(1) == Some(w.generation.as_bytes())
+            && seen.insert((w.incident_id.as_str(), w.generation.as_str()));
+        if !dispatches {
+            out.push(None);
+            continue;
+        }
+        if w.generation != "0" || field(4).is_some() {
+            return Err(ToScript::NeedsDeptAt);
+        }
+        let now = w.dispatched_ms;
+        let at = |i: usize| cur.get(i).and_then(int);
+        out.push(Some(Due {
+            version: at(2).unwrap_or(0) + 1,
+            first_at: at(3).unwrap_or(now),
+            late: now - at(5).unwrap_or(now),
+        }));
+    }
+    Ok(out)
+}
+
+/// The first round trip: `WATCH` the records, then `HMGET` of each.
+fn watch_and_read(k: &crate::Keys, p: u16, members: &[&DispatchWrite]) -> Result<RespBatch> {
+    let mut b = RespBatch::with_capacity(members.len() * (2 * k.part_len() + 160));
+    b.command(1 + members.len()).write_arg(b"WATCH");
+    for w in members {
+        k.write_part(&mut b, p, &[kind::INCIDENT, &w.incident_id]);
+    }
+    for w in members {
+        b.command(2 + READ.len()).write_arg(b"HMGET");
+        k.write_part(&mut b, p, &[kind::INCIDENT, &w.incident_id]);
+        for f in READ {
+            b.write_arg(f);
+        }
+    }
+    b.finish()
+}
+
+/// One number as an argument, as the client library writes it.
+fn num(b: &mut RespBatch, n: i64) {
+    n.write_redis_args(b);
+}
+
+/// The second round trip: what `lua/dispatch.lua` writes for the entries `plan` dispatches,
+/// and the ack and deletion of every entry, in `MULTI`…`EXEC`.
+fn transaction(
+    k: &crate::Keys,
+    p: u16,
+    members: &[&DispatchWrite],
+    plan: &[Option<Due>],
+) -> Result<RespBatch> {
+    let size: usize = members
+        .iter()
+        .map(|w| {
+            w.decision.len()
+                + 2 * w.event.len()
+                + w.schedule.text.len()
+                + w.deliveries
+                    .iter()
+                    .map(|(_, d)| d.len() + 200)
+                    .sum::<usize>()
+                + 12 * k.part_len()
+                + 600
+        })
+        .sum();
+    let mut b = RespBatch::with_capacity(size);
+    b.all(&[b"MULTI"]);
+    let dispatched = Status::Dispatched.as_str().as_bytes();
+    let mut regions = String::new();
+    // Index entries per key in the order keys were first seen (as `lua/batch_index.lua`).
+    let mut index: Vec<(String, Vec<&str>)> = Vec::new();
+    let mut timers: Vec<(i64, &str)> = Vec::new();
+    for (w, due) in members.iter().zip(plan) {
+        let Some(due) = due else { continue };
+        let id = w.incident_id.as_str();
+        regions.clear();
+        for (i, code) in w.region_codes.iter().enumerate() {
+            if i > 0 {
+                regions.push(',');
+            }
+            regions.push_str(code);
+        }
+        // The record: status and assignment, deadlines, schedule, the first dispatch's timeline
+        // entry (`tl1`, in the record like the report's `tl0`).
+        let pairs = 12 + usize::from(w.estimated) + usize::from(w.duplicates.is_some());
+        b.command(2 + 2 * pairs).write_arg(b"HSET");
+        k.write_part(&mut b, p, &[kind::INCIDENT, id]);
+        b.write_arg(b"status");
+        b.write_arg(dispatched);
+        b.write_arg(b"dept");
+        b.write_arg(w.department.as_bytes());
+        b.write_arg(b"decision");
+        b.write_arg(&w.decision);
+        b.write_arg(b"dispatched_at");
+        num(&mut b, w.dispatched_ms);
+        b.write_arg(b"accept_due");
+        num(&mut b, w.accept_due_ms);
+        b.write_arg(b"resolve_due");
+        num(&mut b, w.resolve_due_ms);
+        b.write_arg(b"timers");
+        b.write_arg(w.schedule.text.as_bytes());
+        b.write_arg(b"regions");
+        b.write_arg(regions.as_bytes());
+        b.write_arg(b"v");
+        num(&mut b, due.version);
+        b.write_arg(b"first_dispatched_at");
+        num(&mut b, due.first_at);
+        b.write_arg(b"ix");
+        b.write_arg(b"1");
+        b.write_arg(b"tl1");
+        {
+            // Writing into the batch's own buffer does not fail.
+            let mut entry = b.writer_for_next_arg();
+            let _ = entry.write_all(itoa::Buffer::new().format(w.dispatched_ms).as_bytes());
+            let _ = entry.write_all(b"|");
+            let _ = entry.write_all(&w.event);
+        }
+        if w.estimated {
+            b.write_arg(b"est");
+            b.write_arg(b"1");
+        }
+        if let Some((category, _, _)) = &w.duplicates {
+            b.write_arg(b"geo");
+            k.write_part(&mut b, p, &[kind::DUPLICATES, category]);
+        }
+        // The change, for WatchIncidents.
+        b.command(13).write_arg(b"XADD");
+        b.write_arg(k.events(p).as_bytes());
+        b.write_arg(b"*");
+        b.write_arg(b"id");
+        b.write_arg(id.as_bytes());
+        b.write_arg(b"s");
+        b.write_arg(dispatched);
+        b.write_arg(b"d");
+        b.write_arg(w.department.as_bytes());
+        b.write_arg(b"r");
+        b.write_arg(regions.as_bytes());
+        b.write_arg(b"e");
+        b.write_arg(&w.event);
+        if due.late > LATE_MS {
+            b.command(5).write_arg(b"ZADD");
+            b.write_arg(k.index_lag(p).as_bytes());
+            b.write_arg(b"GT");
+            num(&mut b, due.late);
+            b.write_arg(b"first");
+        }
+        let mut gather = |key: String| match index.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, ids)) => ids.push(id),
+            None => index.push((key, vec![id])),
+        };
+        gather(k.index_department(p, &w.department));
+        gather(k.index_all(p));
+        for code in w.region_codes.iter() {
+            gather(k.index_region(p, code));
+        }
+        if let Some((category, lng, lat)) = &w.duplicates {
+            b.command(5).write_arg(b"GEOADD");
+            k.write_part(&mut b, p, &[kind::DUPLICATES, category]);
+            let _ = write!(b.writer_for_next_arg(), "{lng:.7}");
+            let _ = write!(b.writer_for_next_arg(), "{lat:.7}");
+            b.write_arg(id.as_bytes());
+        }
+        if let Some((due, member)) = &w.schedule.head {
+            timers.push((*due, member.as_str()));
+        }
+        for (department, payload) in &w.deliveries {
+            b.command(11).write_arg(b"XADD");
+            k.write_part(&mut b, p, &[kind::DISPATCH, department]);
+            b.write_arg(b"*");
+            b.write_arg(b"id");
+            b.write_arg(id.as_bytes());
+            b.write_arg(b"g");
+            b.write_arg(w.generation.as_bytes());
+            b.write_arg(b"d");
+            b.write_arg(payload);
+            b.write_arg(b"tp");
+            b.write_arg(w.traceparent.as_bytes());
+        }
+    }
+    if !timers.is_empty() {
+        b.command(2 + 2 * timers.len()).write_arg(b"ZADD");
+        b.write_arg(k.sla(p).as_bytes());
+        for (due, member) in &timers {
+            num(&mut b, *due);
+            b.write_arg(member.as_bytes());
+        }
+    }
+    for (key, ids) in &index {
+        b.command(3 + 2 * ids.len()).write_arg(b"XADD");
+        b.write_arg(key.as_bytes());
+        b.write_arg(b"*");
+        for id in ids {
+            b.write_arg(b"i");
+            b.write_arg(id.as_bytes());
+        }
+    }
+    let ingest = k.ingest(p);
+    b.command(3 + members.len()).write_arg(b"XACK");
+    b.write_arg(ingest.as_bytes());
+    b.write_arg(ROUTER_GROUP.as_bytes());
+    for w in members {
+        b.write_arg(w.entry_id.as_bytes());
+    }
+    b.command(2 + members.len()).write_arg(b"XDEL");
+    b.write_arg(ingest.as_bytes());
+    for w in members {
+        b.write_arg(w.entry_id.as_bytes());
+    }
+    b.all(&[b"EXEC"]);
+    b.finish()
+}
+
+impl Store {
+    /// Dispatches the writes of one partition group by transaction (see the module
+    /// documentation). Returns per write whether it dispatched (`false`: that generation was
+    /// already dispatched), or `None` when the group goes to the script.
+    #[tracing::instrument(name = "dispatch_transaction", level = "debug", skip_all, fields(writes = members.len()))]
+    pub(crate) async fn dispatch_transaction(
+        &self,
+        d: &mut Direct,
+        p: u16,
+        members: &[&DispatchWrite],
+    ) -> Result<Option<Vec<bool>>> {
+        let k = self.keys();
+        let to_script = |reason: &'static str| {
+            metrics::counter!(names::TRANSACTION_FALLBACKS_TOTAL, "op" => "dispatch", "reason" => reason)
+                .increment(1);
+            tracing::debug!(reason, "the batch goes to the dispatch script");
+            Ok(None)
+        };
+        for _ in 0..ATTEMPTS {
+            let read = watch_and_read(k, p, members)?;
+            let current = match d.watch_read(&read).await {
+                Ok(c) if c.len() == members.len() => c,
+                Ok(_) => {
+                    d.unwatch().await?;
+                    return Err(StoreError::Internal("a read of another length".into()));
+                }
+                Err(e @ StoreError::Unavailable(_)) => return Err(e),
+                Err(_) => {
+                    // A record that is not a hash, say: the script tells which entry it was.
+                    d.unwatch().await?;
+                    return to_script("error");
+                }
+            };
+            let plan = match decide(members, &current) {
+                Ok(plan) => plan,
+                Err(ToScript::NeedsDeptAt) => {
+                    d.unwatch().await?;
+                    return to_script("dept_at");
+                }
+            };
+            let tx = transaction(k, p, members, &plan)?;
+            match d.exec(&tx).await {
+                Ok(true) => return Ok(Some(plan.iter().map(Option::is_some).collect())),
+                Ok(false) => {
+                    metrics::counter!(names::TRANSACTION_RETRIES_TOTAL, "op" => "dispatch")
+                        .increment(1);
+                }
+                Err(e @ StoreError::Unavailable(_)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a dispatch transaction failed");
+                    return to_script("error");
+                }
+            }
+        }
+        to_script("contended")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(id: &str, generation: &str) -> DispatchWrite {
+        DispatchWrite {
+            partition: 0,
+            entry_id: "1-1".into(),
+            generation: generation.into(),
+            incident_id: id.into(),
+            department: "water".into(),
+            decision: std::sync::Arc::from(&b""[..]),
+            region_codes: std::sync::Arc::from(Vec::<String>::new()),
+            dispatched_ms: 100_000,
+            accept_due_ms: 0,
+            resolve_due_ms: 0,
+            estimated: false,
+            event: std::sync::Arc::from(&b""[..]),
+            deliveries: Vec::new(),
+            schedule: crate::schedule::Written::of(id, &[]),
+            duplicates: None,
+            traceparent: String::new(),
+        }
+    }
+
+    fn record(fields: [Option<&str>; 6]) -> Vec<Option<Vec<u8>>> {
+        fields
+            .iter()
+            .map(|f| f.map(|v| v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    /// The script's decision: a routable state at the entry's generation, once per batch;
+    /// what it read gives the version, the first dispatch time and the delay.
+    #[test]
+    fn entries_are_dispatched_as_the_script_decides() {
+        let reported = [
+            Some("reported"),
+            Some("0"),
+            Some("1"),
+            None,
+            None,
+            Some("30000"),
+        ];
+        let ws = [
+            write("a", "0"),
+            write("a", "0"),
+            write("b", "0"),
+            write("c", "0"),
+            write("d", "0"),
+            write("e", "0"),
+        ];
+        let members: Vec<&DispatchWrite> = ws.iter().collect();
+        let current = [
+            record(reported),
+            record(reported),
+            // Already dispatched (a redelivery).
+            record([
+                Some("dispatched"),
+                Some("0"),
+                Some("2"),
+                Some("5"),
+                Some("1"),
+                Some("1"),
+            ]),
+            // Returned, and routed again since: this entry's generation is past.
+            record([
+                Some("returned"),
+                Some("1"),
+                Some("3"),
+                Some("5"),
+                Some("1"),
+                Some("1"),
+            ]),
+            // Gone (erased, or never written).
+            record([None; 6]),
+            // Returned at this generation, first dispatched earlier, no report time.
+            record([Some("returned"), Some("0"), None, Some("7"), None, None]),
+        ];
+        let plan = decide(&members, &current).unwrap();
+        let due = |version, first_at, late| {
+            Some(Due {
+                version,
+                first_at,
+                late,
+            })
+        };
+        assert_eq!(
+            plan,
+            [
+                due(2, 100_000, 70_000),
+                None,
+                None,
+                None,
+                None,
+                due(1, 7, 0)
+            ]
+        );
+    }
+
+    /// A re-route, or an incident already indexed, needs `dept_at`: the script's.
+    #[test]
+    fn what_needs_dept_at_goes_to_the_script() {
+        let reroute = write("a", "1");
+        let returned = [
+            Some("returned"),
+            Some("1"),
+            Some("2"),
+            Some("5"),
+            Some("1"),
+            None,
+        ];
+        assert_eq!(
+            decide(&[&reroute], &[record(returned)]),
+            Err(ToScript::NeedsDeptAt)
+        );
+        let indexed = write("a", "0");
+        let with_ix = [
+            Some("reported"),
+            Some("0"),
+            Some("1"),
+            None,
+            Some("1"),
+            None,
+        ];
+        assert_eq!(
+            decide(&[&indexed], &[record(with_ix)]),
+            Err(ToScript::NeedsDeptAt)
+        );
+        // The same entries skipped (not dispatchable) do not send the batch to the script.
+        let dispatched = [
+            Some("dispatched"),
+            Some("1"),
+            Some("2"),
+            Some("5"),
+            Some("1"),
+            None,
+        ];
+        assert_eq!(decide(&[&reroute], &[record(dispatched)]), Ok(vec![None]));
+    }
+}
