@@ -4,11 +4,12 @@
 # timing. Run by `make targets` after the issue-5 figures, or alone (`make costs`); results in
 # target/costs/.
 #   1. Redis CPU per routed incident: gridroute's command mix beside the lean floor
-#      (gridroute-redisceiling --mix gridroute / --mix lean), target ≤ 1.5×; and the mix with
-#      inline routing (--mix inline: reports routed by the accepting process), written by the
-#      report script and by transactions (--transactions).
+#      (gridroute-redisceiling --mix gridroute / --mix lean), target ≤ 1.5×, written by the
+#      scripts and by transactions (--transactions: reports queued and first dispatches
+#      written with plain commands); and the mix with inline routing (--mix inline: reports
+#      routed by the accepting process), written by the report script and by transactions.
 #   2. Router CPU per routed incident: reports queued by an API alone, drained by one router
-#      process (utime + stime), target ≤ 8 µs.
+#      process (utime + stime), target ≤ 8 µs; by the dispatch script, then by transactions.
 #   3. API CPU per accepted unary report beside the echo server's CPU per call, each a process
 #      of its own driven by the same load generator (loadtest/api_cost.sh, one round),
 #      target ≤ 1.5×.
@@ -39,8 +40,8 @@ new_redis() {
   sleep 0.5
 }
 
-echo "== 1. Redis CPU per routed incident: the lean floor, gridroute's mix, inline, inline by transactions"
-for mix in lean gridroute inline inline-tx; do
+echo "== 1. Redis CPU per routed incident: the lean floor, gridroute's mix by scripts and by transactions, inline, inline by transactions"
+for mix in lean gridroute gridroute-tx inline inline-tx; do
   new_redis
   flags=(--mix "${mix%-tx}")
   [[ $mix == *-tx ]] && flags+=(--transactions)
@@ -49,7 +50,9 @@ for mix in lean gridroute inline inline-tx; do
 done
 
 echo "== 2. router CPU per routed incident"
-ROUTER_COST_ROUNDS=1 bash loadtest/router_cost.sh | tail -1 | tee "$out/router.txt"
+ROUTER_COST_ROUNDS=1 NO_BUILD=1 bash loadtest/router_cost.sh | tail -1 | tee "$out/router.txt"
+ROUTER_COST_ROUNDS=1 NO_BUILD=1 ROUTER_ARGS=--transactions bash loadtest/router_cost.sh | tail -1 \
+  | tee "$out/router-tx.txt"
 
 echo "== 3. API CPU per accepted unary report, and the echo server's CPU per call"
 API_COST_ROUNDS=1 NO_BUILD=1 bash loadtest/api_cost.sh | sed -n 2p | tee "$out/api.txt"
@@ -84,11 +87,14 @@ def redis_us(mix):
     return float(re.search(r"Redis CPU ([0-9.]+) µs", open(f"{out}/redis-{mix}.txt").read()).group(1))
 lean, mix = redis_us("lean"), redis_us("gridroute")
 print(f"  Redis CPU per routed incident: gridroute {mix:.1f} µs, lean floor {lean:.1f} µs: "
-      f"{mix / lean:.2f}× (target ≤ 1.5×); with inline routing {redis_us('inline'):.1f} µs: "
+      f"{mix / lean:.2f}× (target ≤ 1.5×), written by transactions {redis_us('gridroute-tx'):.1f} µs: "
+      f"{redis_us('gridroute-tx') / lean:.2f}×; with inline routing {redis_us('inline'):.1f} µs: "
       f"{redis_us('inline') / lean:.2f}×, written by transactions {redis_us('inline-tx'):.1f} µs: "
       f"{redis_us('inline-tx') / lean:.2f}×")
-router = float(re.search(r"= ([0-9.]+) µs per incident", open(f"{out}/router.txt").read()).group(1))
-print(f"  router CPU per routed incident: {router:.1f} µs (target ≤ 8 µs)")
+router_us = lambda name: float(re.search(r"= ([0-9.]+) µs per incident", open(f"{out}/{name}.txt").read()).group(1))
+router = router_us("router")
+print(f"  router CPU per routed incident: {router:.1f} µs (target ≤ 8 µs); "
+      f"dispatching by transactions {router_us('router-tx'):.1f} µs")
 echo, echo_rps, api, api_rps = map(float, open(f"{out}/api-echo.txt").read().split())
 print(f"  API CPU per accepted report {api:.1f} µs ({api_rps:,.0f}/s), echo server {echo:.1f} µs per call "
       f"({echo_rps:,.0f}/s): {api / echo:.2f}× (target ≤ 1.5×)")

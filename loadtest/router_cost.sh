@@ -6,6 +6,8 @@
 # is sampled by `perf record -g` while it drains and the top of `perf report` is printed; with
 # ROUTER_METRICS=1 the router records metrics as a deployed one does; with INSTRUCTIONS=1 it
 # runs under valgrind's cachegrind and each round also prints instructions per incident.
+# ROUTER_ARGS adds flags to the router process (ROUTER_ARGS=--transactions: first dispatches
+# written by transaction instead of the dispatch script).
 # Figures only; nothing fails on timing. `make router-cost` runs it; results in
 # target/router-cost/.
 set -euo pipefail
@@ -63,7 +65,7 @@ for round in $(seq 1 "$rounds"); do
     [ "$tool" = cachegrind ] && wrap+=(--cache-sim=no)
   fi
   "${wrap[@]}" "$target/gridroute" serve "${serve_auth[@]}" --redis-url "redis://127.0.0.1:$rport/" --role router \
-    --metrics-addr "$metrics" >"$out/router.log" 2>&1 &
+    --metrics-addr "$metrics" ${ROUTER_ARGS:-} >"$out/router.log" 2>&1 &
   router=$!
   pids+=($router)
   if [ "${PERF:-0}" = 1 ]; then

@@ -20,7 +20,7 @@
 //! one goes to the script, as does a batch whose records kept changing, or whose transaction
 //! Redis answered with an error (the script then sorts out which entry it was).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use gridroute_core::lifecycle::{self, Status};
@@ -133,10 +133,10 @@ fn num(b: &mut RespBatch, n: i64) {
 
 /// The second round trip: what `lua/dispatch.lua` writes for the entries `plan` dispatches,
 /// and the ack and deletion of every entry, in `MULTI`…`EXEC`.
-fn transaction(
+fn transaction<'a>(
     k: &crate::Keys,
     p: u16,
-    members: &[&DispatchWrite],
+    members: &[&'a DispatchWrite],
     plan: &[Option<Due>],
 ) -> Result<RespBatch> {
     let size: usize = members
@@ -156,10 +156,15 @@ fn transaction(
     let mut b = RespBatch::with_capacity(size);
     b.all(&[b"MULTI"]);
     let dispatched = Status::Dispatched.as_str().as_bytes();
+    let (events, lag) = (k.events(p), k.index_lag(p));
     let mut regions = String::new();
-    // Index entries per key in the order keys were first seen (as `lua/batch_index.lua`).
-    let mut index: Vec<(String, Vec<&str>)> = Vec::new();
-    let mut timers: Vec<(i64, &str)> = Vec::new();
+    // Index entries per key in the order keys were first seen (as `lua/batch_index.lua`),
+    // each key named by its kind and piece (written at the end, not built per incident).
+    let mut index: Vec<((&str, &str), Vec<&str>)> = Vec::new();
+    // Where each key is in `index`: a batch of a hundred names a few hundred grids and
+    // communities, too many to search the list for each.
+    let mut places: HashMap<(&str, &str), usize> = HashMap::with_capacity(4 * members.len());
+    let mut timers: Vec<(i64, &'a str)> = Vec::new();
     for (w, due) in members.iter().zip(plan) {
         let Some(due) = due else { continue };
         let id = w.incident_id.as_str();
@@ -215,7 +220,7 @@ fn transaction(
         }
         // The change, for WatchIncidents.
         b.command(13).write_arg(b"XADD");
-        b.write_arg(k.events(p).as_bytes());
+        b.write_arg(events.as_bytes());
         b.write_arg(b"*");
         b.write_arg(b"id");
         b.write_arg(id.as_bytes());
@@ -229,19 +234,22 @@ fn transaction(
         b.write_arg(&w.event);
         if due.late > LATE_MS {
             b.command(5).write_arg(b"ZADD");
-            b.write_arg(k.index_lag(p).as_bytes());
+            b.write_arg(lag.as_bytes());
             b.write_arg(b"GT");
             num(&mut b, due.late);
             b.write_arg(b"first");
         }
-        let mut gather = |key: String| match index.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, ids)) => ids.push(id),
-            None => index.push((key, vec![id])),
+        let mut gather = |key: (&'a str, &'a str)| match places.get(&key) {
+            Some(&i) => index[i].1.push(id),
+            None => {
+                places.insert(key, index.len());
+                index.push((key, vec![id]));
+            }
         };
-        gather(k.index_department(p, &w.department));
-        gather(k.index_all(p));
+        gather((kind::INDEX_DEPARTMENT, &w.department));
+        gather((kind::INDEX_ALL, ""));
         for code in w.region_codes.iter() {
-            gather(k.index_region(p, code));
+            gather((kind::INDEX_REGION, code));
         }
         if let Some((category, lng, lat)) = &w.duplicates {
             b.command(5).write_arg(b"GEOADD");
@@ -275,9 +283,9 @@ fn transaction(
             b.write_arg(member.as_bytes());
         }
     }
-    for (key, ids) in &index {
+    for ((kind, piece), ids) in &index {
         b.command(3 + 2 * ids.len()).write_arg(b"XADD");
-        b.write_arg(key.as_bytes());
+        k.write_part(&mut b, p, &[kind, piece]);
         b.write_arg(b"*");
         for id in ids {
             b.write_arg(b"i");

@@ -50,6 +50,7 @@ pub(crate) mod kind {
     pub const DUPLICATES: &str = "geo:";
     pub const INDEX_DEPARTMENT: &str = "ix:dept:";
     pub const INDEX_REGION: &str = "ix:region:";
+    pub const INDEX_ALL: &str = "ix:all";
 }
 
 impl Keys {
@@ -255,7 +256,7 @@ impl Keys {
 
     /// Index of every incident.
     pub fn index_all(&self, p: u16) -> String {
-        self.part(p, &["ix:all"])
+        self.part(p, &[kind::INDEX_ALL])
     }
     /// Index by primary department.
     pub fn index_department(&self, p: u16, department: &str) -> String {

@@ -110,14 +110,20 @@ impl<'a> Prepared<'a> {
 #[derive(Default)]
 struct Gathered {
     index: Vec<(String, Vec<String>)>,
+    /// Where each key is in `index`: a batch names too many grids and communities to search
+    /// the list for each.
+    places: HashMap<String, usize>,
     timers: Vec<(String, Vec<(i64, String)>)>,
 }
 
 impl Gathered {
     fn index(&mut self, key: String, id: &str) {
-        match self.index.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, ids)) => ids.push(id.to_owned()),
-            None => self.index.push((key, vec![id.to_owned()])),
+        match self.places.get(&key) {
+            Some(&i) => self.index[i].1.push(id.to_owned()),
+            None => {
+                self.places.insert(key.clone(), self.index.len());
+                self.index.push((key, vec![id.to_owned()]));
+            }
         }
     }
 
