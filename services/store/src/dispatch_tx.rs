@@ -31,7 +31,7 @@ use crate::{
     Result, Store, StoreError,
     dispatch::DispatchWrite,
     keys::{ROUTER_GROUP, kind},
-    resp::{Direct, RespBatch},
+    resp::{Direct, RespBatch, Rows},
 };
 
 /// The record's fields a dispatch decides on, as `lua/dispatch.lua` reads them.
@@ -50,6 +50,32 @@ const ATTEMPTS: usize = 4;
 
 /// A report → index-entry delay beyond this raises the partition's index lag (as the script).
 const LATE_MS: i64 = 60_000;
+
+/// FNV-1a over the bytes hashed, for the batch's small maps of short keys (ids, index keys): the
+/// standard hasher's SipHash, built against untrusted keys, cost more per incident than the
+/// rest of the gathering. These keys come from the router's own routing, not from callers.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FnvBuild = std::hash::BuildHasherDefault<Fnv>;
 
 /// What the read says about an entry the batch dispatches.
 #[derive(Debug, PartialEq)]
@@ -74,20 +100,18 @@ enum ToScript {
 /// and not dispatched earlier in the batch.
 fn decide(
     members: &[&DispatchWrite],
-    current: &[Vec<Option<Vec<u8>>>],
+    current: &Rows,
 ) -> std::result::Result<Vec<Option<Due>>, ToScript> {
     let routable = |s: &[u8]| {
         lifecycle::ROUTABLE
             .iter()
             .any(|r| r.as_str().as_bytes() == s)
     };
-    let int = |v: &Option<Vec<u8>>| -> Option<i64> {
-        std::str::from_utf8(v.as_deref()?).ok()?.parse().ok()
-    };
-    let mut seen = HashSet::with_capacity(members.len());
+    let int = |v: Option<&[u8]>| -> Option<i64> { std::str::from_utf8(v?).ok()?.parse().ok() };
+    let mut seen = HashSet::with_capacity_and_hasher(members.len(), FnvBuild::default());
     let mut out = Vec::with_capacity(members.len());
-    for (w, cur) in members.iter().zip(current) {
-        let field = |i: usize| cur.get(i).and_then(Option::as_deref);
+    for (row, w) in members.iter().enumerate() {
+        let field = |i: usize| current.get(row, i);
         let dispatches = field(0).is_some_and(routable)
             && field(1) == Some(w.generation.as_bytes())
             && seen.insert((w.incident_id.as_str(), w.generation.as_str()));
@@ -99,7 +123,7 @@ fn decide(
             return Err(ToScript::NeedsDeptAt);
         }
         let now = w.dispatched_ms;
-        let at = |i: usize| cur.get(i).and_then(int);
+        let at = |i: usize| int(field(i));
         out.push(Some(Due {
             version: at(2).unwrap_or(0) + 1,
             first_at: at(3).unwrap_or(now),
@@ -158,12 +182,15 @@ fn transaction<'a>(
     let dispatched = Status::Dispatched.as_str().as_bytes();
     let (events, lag) = (k.events(p), k.index_lag(p));
     let mut regions = String::new();
+    // One argument put together before it is written (RESP gives its length first).
+    let mut scratch: Vec<u8> = Vec::with_capacity(256);
     // Index entries per key in the order keys were first seen (as `lua/batch_index.lua`),
     // each key named by its kind and piece (written at the end, not built per incident).
     let mut index: Vec<((&str, &str), Vec<&str>)> = Vec::new();
     // Where each key is in `index`: a batch of a hundred names a few hundred grids and
     // communities, too many to search the list for each.
-    let mut places: HashMap<(&str, &str), usize> = HashMap::with_capacity(4 * members.len());
+    let mut places: HashMap<(&str, &str), usize, FnvBuild> =
+        HashMap::with_capacity_and_hasher(8 * members.len(), FnvBuild::default());
     let mut timers: Vec<(i64, &'a str)> = Vec::new();
     for (w, due) in members.iter().zip(plan) {
         let Some(due) = due else { continue };
@@ -203,13 +230,11 @@ fn transaction<'a>(
         b.write_arg(b"ix");
         b.write_arg(b"1");
         b.write_arg(b"tl1");
-        {
-            // Writing into the batch's own buffer does not fail.
-            let mut entry = b.writer_for_next_arg();
-            let _ = entry.write_all(itoa::Buffer::new().format(w.dispatched_ms).as_bytes());
-            let _ = entry.write_all(b"|");
-            let _ = entry.write_all(&w.event);
-        }
+        scratch.clear();
+        scratch.extend_from_slice(itoa::Buffer::new().format(w.dispatched_ms).as_bytes());
+        scratch.push(b'|');
+        scratch.extend_from_slice(&w.event);
+        b.write_arg(&scratch);
         if w.estimated {
             b.write_arg(b"est");
             b.write_arg(b"1");
@@ -254,8 +279,12 @@ fn transaction<'a>(
         if let Some((category, lng, lat)) = &w.duplicates {
             b.command(5).write_arg(b"GEOADD");
             k.write_part(&mut b, p, &[kind::DUPLICATES, category]);
-            let _ = write!(b.writer_for_next_arg(), "{lng:.7}");
-            let _ = write!(b.writer_for_next_arg(), "{lat:.7}");
+            // Writing into a vector does not fail.
+            for c in [lng, lat] {
+                scratch.clear();
+                let _ = write!(scratch, "{c:.7}");
+                b.write_arg(&scratch);
+            }
             b.write_arg(id.as_bytes());
         }
         if let Some((due, member)) = &w.schedule.head {
@@ -328,7 +357,7 @@ impl Store {
         };
         for _ in 0..ATTEMPTS {
             let read = watch_and_read(k, p, members)?;
-            let current = match d.watch_read(&read).await {
+            let current = match d.watch_read(&read, READ.len()).await {
                 Ok(c) if c.len() == members.len() => c,
                 Ok(_) => {
                     d.unwatch().await?;
@@ -391,13 +420,6 @@ mod tests {
         }
     }
 
-    fn record(fields: [Option<&str>; 6]) -> Vec<Option<Vec<u8>>> {
-        fields
-            .iter()
-            .map(|f| f.map(|v| v.as_bytes().to_vec()))
-            .collect()
-    }
-
     /// The script's decision: a routable state at the entry's generation, once per batch;
     /// what it read gives the version, the first dispatch time and the delay.
     #[test]
@@ -419,11 +441,11 @@ mod tests {
             write("e", "0"),
         ];
         let members: Vec<&DispatchWrite> = ws.iter().collect();
-        let current = [
-            record(reported),
-            record(reported),
+        let current = Rows::of(&[
+            (reported),
+            (reported),
             // Already dispatched (a redelivery).
-            record([
+            ([
                 Some("dispatched"),
                 Some("0"),
                 Some("2"),
@@ -432,7 +454,7 @@ mod tests {
                 Some("1"),
             ]),
             // Returned, and routed again since: this entry's generation is past.
-            record([
+            ([
                 Some("returned"),
                 Some("1"),
                 Some("3"),
@@ -441,10 +463,10 @@ mod tests {
                 Some("1"),
             ]),
             // Gone (erased, or never written).
-            record([None; 6]),
+            ([None; 6]),
             // Returned at this generation, first dispatched earlier, no report time.
-            record([Some("returned"), Some("0"), None, Some("7"), None, None]),
-        ];
+            ([Some("returned"), Some("0"), None, Some("7"), None, None]),
+        ]);
         let plan = decide(&members, &current).unwrap();
         let due = |version, first_at, late| {
             Some(Due {
@@ -479,7 +501,7 @@ mod tests {
             None,
         ];
         assert_eq!(
-            decide(&[&reroute], &[record(returned)]),
+            decide(&[&reroute], &Rows::of(&[returned])),
             Err(ToScript::NeedsDeptAt)
         );
         let indexed = write("a", "0");
@@ -492,7 +514,7 @@ mod tests {
             None,
         ];
         assert_eq!(
-            decide(&[&indexed], &[record(with_ix)]),
+            decide(&[&indexed], &Rows::of(&[with_ix])),
             Err(ToScript::NeedsDeptAt)
         );
         // The same entries skipped (not dispatchable) do not send the batch to the script.
@@ -504,6 +526,9 @@ mod tests {
             Some("1"),
             None,
         ];
-        assert_eq!(decide(&[&reroute], &[record(dispatched)]), Ok(vec![None]));
+        assert_eq!(
+            decide(&[&reroute], &Rows::of(&[dispatched])),
+            Ok(vec![None])
+        );
     }
 }

@@ -182,29 +182,37 @@ impl Direct {
         Ok(out)
     }
 
-    /// Sends `batch`, a `WATCH` followed by one `HMGET` per record, and returns the values of
-    /// each `HMGET` (`None` for a field the record lacks). An error reply to any of them is the
-    /// error, and the keys are then still watched ([`Direct::unwatch`]).
-    pub(crate) async fn watch_read(
-        &mut self,
-        batch: &RespBatch,
-    ) -> Result<Vec<Vec<Option<Vec<u8>>>>> {
+    /// Sends `batch`, a `WATCH` followed by one `HMGET` of `fields` fields per record, and
+    /// returns the values read. An error reply to any of them is the error, and the keys are
+    /// then still watched ([`Direct::unwatch`]).
+    pub(crate) async fn watch_read(&mut self, batch: &RespBatch, fields: usize) -> Result<Rows> {
         let ends = self
             .exchange(&[batch.bytes()], batch.commands(), self.timeout)
             .await?;
+        let mut rows = Rows {
+            bytes: Vec::with_capacity(self.buf.len()),
+            values: Vec::with_capacity(ends.len().saturating_sub(1) * fields),
+            fields,
+        };
         let read = read_replies(&self.buf, &ends, |c, i| {
             if i == 0 {
-                return c.skip().map(|()| None);
+                return c.skip();
             }
-            let n = c.array()?;
-            let mut values = Vec::with_capacity(n);
-            for _ in 0..n {
-                values.push(c.bytes()?.map(<[u8]>::to_vec));
+            if c.array()? != fields {
+                return Err(());
             }
-            Ok(Some(values))
+            for _ in 0..fields {
+                let value = c.bytes()?.map(|v| {
+                    let start = rows.bytes.len();
+                    rows.bytes.extend_from_slice(v);
+                    start..rows.bytes.len()
+                });
+                rows.values.push(value);
+            }
+            Ok(())
         });
         self.buf.clear();
-        Ok(read?.into_iter().flatten().collect())
+        read.map(|_| rows)
     }
 
     /// Sends `batch`, a transaction (`MULTI`, its commands, `EXEC`): `Ok(true)` when Redis ran
@@ -436,6 +444,57 @@ impl<W: redis::RedisWrite> Drop for Arg<'_, W> {
     fn drop(&mut self) {
         let bytes = std::mem::take(&mut self.1);
         self.0.write_arg(&bytes);
+    }
+}
+
+/// The values of several `HMGET`s of the same fields ([`Direct::watch_read`]), kept in one
+/// buffer rather than a vector per value.
+#[derive(Default)]
+pub(crate) struct Rows {
+    bytes: Vec<u8>,
+    values: Vec<Option<std::ops::Range<usize>>>,
+    fields: usize,
+}
+
+// Not derived, as for `Direct`: the values may be a record's.
+impl std::fmt::Debug for Rows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rows")
+            .field("rows", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rows {
+    /// How many records were read.
+    pub(crate) fn len(&self) -> usize {
+        self.values.len().checked_div(self.fields).unwrap_or(0)
+    }
+
+    /// Rows of these values, as a read would give them (for tests of what reads them).
+    #[cfg(test)]
+    pub(crate) fn of<const N: usize>(rows: &[[Option<&str>; N]]) -> Self {
+        let mut out = Self {
+            fields: N,
+            ..Self::default()
+        };
+        for v in rows.iter().flatten() {
+            out.values.push(v.map(|v| {
+                let start = out.bytes.len();
+                out.bytes.extend_from_slice(v.as_bytes());
+                start..out.bytes.len()
+            }));
+        }
+        out
+    }
+
+    /// Field `field` of record `row`; `None` when the record lacks it.
+    pub(crate) fn get(&self, row: usize, field: usize) -> Option<&[u8]> {
+        if field >= self.fields {
+            return None;
+        }
+        let range = self.values.get(row * self.fields + field)?.clone()?;
+        self.bytes.get(range)
     }
 }
 
