@@ -220,9 +220,13 @@ impl Direct {
     /// An error reply to any command, queued or run, is the error. Either way nothing stays
     /// watched.
     pub(crate) async fn exec(&mut self, batch: &RespBatch) -> Result<bool> {
-        let ends = self
-            .exchange(&[batch.bytes()], batch.commands(), self.timeout)
-            .await?;
+        self.exec_packed(batch.bytes(), batch.commands()).await
+    }
+
+    /// [`Direct::exec`] of a transaction already in RESP (`commands` of them, `MULTI` and
+    /// `EXEC` included: the client library's packed atomic pipeline).
+    pub(crate) async fn exec_packed(&mut self, bytes: &[u8], commands: usize) -> Result<bool> {
+        let ends = self.exchange(&[bytes], commands, self.timeout).await?;
         let last = ends.len().saturating_sub(1);
         let read = read_replies(&self.buf, &ends, |c, i| {
             if i < last {

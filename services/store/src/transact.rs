@@ -17,9 +17,14 @@
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use gridroute_core::lifecycle::Status;
-use redis::aio::MultiplexedConnection;
+use redis::{RedisWrite, aio::MultiplexedConnection};
 
-use crate::{Keys, Result, Store, StoreError, dispatch::DispatchWrite, ingest::Reporting};
+use crate::{
+    Keys, Result, Store, StoreError,
+    dispatch::DispatchWrite,
+    ingest::Reporting,
+    resp::{Direct, RespBatch},
+};
 
 /// How many times a batch is read and written again after a watched claim changed (another
 /// replica accepted a report with the same request id at the same moment) before its reports
@@ -29,16 +34,25 @@ const ATTEMPTS: usize = 8;
 /// Per report, as `lua/report.lua` answers: (code, incident id), or why it failed.
 pub(crate) type Answers = Vec<Result<(i64, String)>>;
 
+/// A connection of a transaction's own: the store's RESP connection where it serves the
+/// target (one Redis, or the primary Sentinel names, over plain TCP: `resp::Direct`, which sends
+/// the transaction as one write and reads its replies without building a value per reply), the
+/// client library's elsewhere (TLS, Unix sockets, RESP3).
+pub(crate) enum TxConn {
+    Direct(Direct),
+    Client(MultiplexedConnection),
+}
+
 /// Idle connections for transactions, kept for the next batch.
 #[derive(Default)]
-pub(crate) struct TxConns(Mutex<Vec<MultiplexedConnection>>);
+pub(crate) struct TxConns(Mutex<Vec<TxConn>>);
 
 impl TxConns {
-    fn take(&self) -> Option<MultiplexedConnection> {
+    fn take(&self) -> Option<TxConn> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
-    fn give_back(&self, c: MultiplexedConnection) {
+    fn give_back(&self, c: TxConn) {
         let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
         // More than the batches ever in flight at once would be idle for good.
         if idle.len() < 16 {
@@ -168,9 +182,12 @@ impl Store {
         let started = std::time::Instant::now();
         let mut c = match self.tx_conns.take() {
             Some(c) => c,
-            None => match self.target.blocking(Duration::ZERO).await? {
-                crate::conn::Conn::Blocking(c) => c,
-                _ => return Err(StoreError::Internal("no connection of its own".into())),
+            None => match self.target.direct(Duration::ZERO).await? {
+                Some(d) => TxConn::Direct(d),
+                None => match self.target.blocking(Duration::ZERO).await? {
+                    crate::conn::Conn::Blocking(c) => TxConn::Client(c),
+                    _ => return Err(StoreError::Internal("no connection of its own".into())),
+                },
             },
         };
         // At most as many reports per transaction as per script call: `EXEC` blocks Redis
@@ -195,7 +212,10 @@ impl Store {
                 return Err(e);
             }
         };
-        let replicated = self.replicated_on(&mut c, "report").await;
+        let replicated = match &mut c {
+            TxConn::Direct(d) => self.replicated_direct(d, "report").await,
+            TxConn::Client(m) => self.replicated_on(m, "report").await,
+        };
         metrics::histogram!(
             gridroute_telemetry::names::REDIS_DURATION_SECONDS,
             "op" => "report_transaction"
@@ -210,7 +230,7 @@ impl Store {
     /// report is answered UNAVAILABLE).
     async fn transact(
         &self,
-        c: &mut MultiplexedConnection,
+        c: &mut TxConn,
         reports: &[Prepared<'_>],
         ttl: u64,
     ) -> Result<Answers> {
@@ -238,7 +258,7 @@ impl Store {
     /// One read and one transaction; `None` when `EXEC` was refused (a watched claim changed).
     async fn attempt(
         &self,
-        c: &mut MultiplexedConnection,
+        c: &mut TxConn,
         reports: &[Prepared<'_>],
         ttl: u64,
     ) -> Result<Option<Vec<(i64, String)>>> {
@@ -249,7 +269,7 @@ impl Store {
     /// The first round trip: `WATCH`es the reports' idempotency keys and reads them.
     async fn watch_claims(
         &self,
-        c: &mut MultiplexedConnection,
+        c: &mut TxConn,
         reports: &[Prepared<'_>],
     ) -> Result<Vec<(String, Option<String>)>> {
         let k = self.keys();
@@ -260,10 +280,41 @@ impl Store {
                 k.idempotency(r.partition, &rep.source_system, &rep.request_id)
             })
             .collect();
-        let mut read = redis::pipe();
-        read.cmd("WATCH").arg(&claims).ignore();
-        read.cmd("MGET").arg(&claims);
-        let (held,): (Vec<Option<String>>,) = read.query_async(c).await?;
+        let held: Vec<Option<String>> = match c {
+            TxConn::Direct(d) => {
+                let mut read =
+                    RespBatch::with_capacity(claims.iter().map(|c| 2 * c.len() + 16).sum());
+                for name in [&b"WATCH"[..], b"MGET"] {
+                    read.command(1 + claims.len()).write_arg(name);
+                    for claim in &claims {
+                        read.write_arg(claim.as_bytes());
+                    }
+                }
+                // `MGET`'s values, as one row of as many fields as claims.
+                let rows = match d.watch_read(&read.finish()?, claims.len()).await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        if !matches!(e, StoreError::Unavailable(_)) {
+                            d.unwatch().await?;
+                        }
+                        return Err(e);
+                    }
+                };
+                (0..claims.len())
+                    .map(|i| {
+                        rows.get(0, i)
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                    })
+                    .collect()
+            }
+            TxConn::Client(m) => {
+                let mut read = redis::pipe();
+                read.cmd("WATCH").arg(&claims).ignore();
+                read.cmd("MGET").arg(&claims);
+                let (held,): (Vec<Option<String>>,) = read.query_async(m).await?;
+                held
+            }
+        };
         Ok(claims.into_iter().zip(held).collect())
     }
 
@@ -271,7 +322,7 @@ impl Store {
     /// found free; `None` when Redis refused it (a watched key changed since).
     async fn write_watched(
         &self,
-        c: &mut MultiplexedConnection,
+        c: &mut TxConn,
         reports: &[Prepared<'_>],
         claims: Vec<(String, Option<String>)>,
         ttl: u64,
@@ -307,8 +358,15 @@ impl Store {
         }
         gathered.finish(&mut tx);
         // A refused `EXEC` answers nil; an accepted one the replies of the commands (ignored).
-        let done: Option<()> = tx.query_async(c).await?;
-        Ok(done.map(|()| answers))
+        let done = match c {
+            TxConn::Direct(d) => {
+                // The packed pipeline holds `MULTI` and `EXEC` around the commands.
+                d.exec_packed(&tx.get_packed_pipeline(), tx.len() + 2)
+                    .await?
+            }
+            TxConn::Client(m) => tx.query_async::<Option<()>>(m).await?.is_some(),
+        };
+        Ok(done.then_some(answers))
     }
 
     /// What one new report writes: as `lua/report.lua` (record, events, and either its first
@@ -560,8 +618,15 @@ mod tests {
         );
     }
 
+    /// On the store's own connection and on the client library's alike.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_claim_made_between_the_read_and_exec_refuses_the_transaction_whole() {
+        for direct in [true, false] {
+            claim_raced(direct).await;
+        }
+    }
+
+    async fn claim_raced(direct: bool) {
         let redis = crate::local::LocalRedis::start().unwrap();
         let store = Store::connect(&redis.url(), "t", 4)
             .await
@@ -577,9 +642,13 @@ mod tests {
             ..report.clone()
         };
         let ours = [prepared(&store, &report), prepared(&store, &other)];
-        let mut c = match store.target.blocking(Duration::ZERO).await.unwrap() {
-            crate::conn::Conn::Blocking(c) => c,
-            _ => unreachable!("one Redis"),
+        let mut c = if direct {
+            TxConn::Direct(store.target.direct(Duration::ZERO).await.unwrap().unwrap())
+        } else {
+            match store.target.blocking(Duration::ZERO).await.unwrap() {
+                crate::conn::Conn::Blocking(c) => TxConn::Client(c),
+                _ => unreachable!("one Redis"),
+            }
         };
         let claims = store.watch_claims(&mut c, &ours).await.unwrap();
         assert!(claims.iter().all(|(_, held)| held.is_none()));
