@@ -348,6 +348,23 @@ impl Store {
         p: u16,
         members: &[&DispatchWrite],
     ) -> Result<Option<Vec<bool>>> {
+        let started = std::time::Instant::now();
+        let done = self
+            .dispatch_attempts(d, p, members)
+            .await
+            .inspect_err(|e| crate::record_error("dispatch_transaction", e))?;
+        metrics::histogram!(names::REDIS_DURATION_SECONDS, "op" => "dispatch_transaction")
+            .record(started.elapsed().as_secs_f64());
+        Ok(done)
+    }
+
+    /// [`Store::dispatch_transaction`]'s reads, decisions and transactions.
+    async fn dispatch_attempts(
+        &self,
+        d: &mut Direct,
+        p: u16,
+        members: &[&DispatchWrite],
+    ) -> Result<Option<Vec<bool>>> {
         let k = self.keys();
         let to_script = |reason: &'static str| {
             metrics::counter!(names::TRANSACTION_FALLBACKS_TOTAL, "op" => "dispatch", "reason" => reason)
