@@ -290,16 +290,9 @@ impl Store {
                         read.write_arg(claim.as_bytes());
                     }
                 }
-                // `MGET`'s values, as one row of as many fields as claims.
-                let rows = match d.watch_read(&read.finish()?, claims.len()).await {
-                    Ok(rows) => rows,
-                    Err(e) => {
-                        if !matches!(e, StoreError::Unavailable(_)) {
-                            d.unwatch().await?;
-                        }
-                        return Err(e);
-                    }
-                };
+                // `MGET`'s values, as one row of as many fields as claims. (After an error the
+                // keys may stay watched: the connection is then not reused.)
+                let rows = d.watch_read(&read.finish()?, claims.len()).await?;
                 (0..claims.len())
                     .map(|i| {
                         rows.get(0, i)
