@@ -52,6 +52,20 @@ pub struct DispatchWrite {
     pub traceparent: String,
 }
 
+impl DispatchWrite {
+    /// The region codes comma-separated, as the record's `regions` and the events' `r` hold
+    /// them, into `out` (cleared first; a buffer reused across a batch).
+    pub(crate) fn regions_into(&self, out: &mut String) {
+        out.clear();
+        for (i, code) in self.region_codes.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(code);
+        }
+    }
+}
+
 /// Most dispatches one script call writes. A script blocks Redis while it runs; an incident
 /// costs 45-60 µs of Redis time in its two scripts together (docs/PERFORMANCE.md), so this
 /// bounds the pause other clients see to a few milliseconds.
@@ -141,13 +155,7 @@ pub(crate) fn dispatch_args(w: &DispatchWrite, cmd: &mut impl RedisWrite, scratc
     put(cmd, &w.event[..]);
     put(cmd, w.region_codes.len());
     put(cmd, w.schedule.text.as_str());
-    scratch.clear();
-    for (i, code) in w.region_codes.iter().enumerate() {
-        if i > 0 {
-            scratch.push(',');
-        }
-        scratch.push_str(code);
-    }
+    w.regions_into(scratch);
     put(cmd, scratch.as_str());
     // Writing into the command's own buffer does not fail.
     match &w.duplicates {
@@ -262,8 +270,9 @@ impl Store {
                 + scripts::Size::of(&constants);
             (own, members, numkeys, size)
         };
+        // Every write's answer: those in no group the script ran answer "no answer" here, and
+        // the transactions' answers take their place below.
         let mut done: Vec<Result<i64>> = match direct.as_deref_mut() {
-            _ if groups.is_empty() => Vec::new(),
             Some(direct) => {
                 let build = |calls: &mut Vec<crate::resp::RespCall>, p: u16, members: &[usize]| {
                     let (own, members, numkeys, size) = plan(p, members);
@@ -285,15 +294,8 @@ impl Store {
                     .await?
             }
         };
-        if !by_tx.is_empty() {
-            // The script's answers for every write (those it did not write: "no answer"),
-            // then the transactions' in their place.
-            done.resize_with(writes.len(), || {
-                Err(crate::StoreError::Internal("no answer".into()))
-            });
-            for (i, dispatched) in by_tx {
-                done[i] = Ok(i64::from(dispatched));
-            }
+        for (i, dispatched) in by_tx {
+            done[i] = Ok(i64::from(dispatched));
         }
         // With a durability setting, the batch counts as done once the replicas have it; when
         // they do not answer in time it is logged and counted (a failover may then bring back

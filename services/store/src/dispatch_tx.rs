@@ -23,7 +23,10 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
-use gridroute_core::lifecycle::{self, Status};
+use gridroute_core::{
+    lifecycle::{self, Status},
+    table::fnv1a,
+};
 use gridroute_telemetry::names;
 use redis::{RedisWrite, ToRedisArgs};
 
@@ -51,7 +54,7 @@ const ATTEMPTS: usize = 4;
 /// A report → index-entry delay beyond this raises the partition's index lag (as the script).
 const LATE_MS: i64 = 60_000;
 
-/// FNV-1a over the bytes hashed, for the batch's small maps of short keys (ids, index keys): the
+/// FNV-1a (the core's [`fnv1a`]) for the batch's small maps of short keys (ids, index keys): the
 /// standard hasher's SipHash, built against untrusted keys, cost more per incident than the
 /// rest of the gathering. These keys come from the router's own routing, not from callers.
 #[derive(Default)]
@@ -59,15 +62,8 @@ struct Fnv(u64);
 
 impl std::hash::Hasher for Fnv {
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-        self.0 = h;
+        // A key hashes as several writes (a tuple's parts, a string's end marker).
+        self.0 = self.0.rotate_left(5) ^ fnv1a(bytes);
     }
 
     fn finish(&self) -> u64 {
@@ -195,13 +191,7 @@ fn transaction<'a>(
     for (w, due) in members.iter().zip(plan) {
         let Some(due) = due else { continue };
         let id = w.incident_id.as_str();
-        regions.clear();
-        for (i, code) in w.region_codes.iter().enumerate() {
-            if i > 0 {
-                regions.push(',');
-            }
-            regions.push_str(code);
-        }
+        w.regions_into(&mut regions);
         // The record: status and assignment, deadlines, schedule, the first dispatch's timeline
         // entry (`tl1`, in the record like the report's `tl0`).
         let pairs = 12 + usize::from(w.estimated) + usize::from(w.duplicates.is_some());
@@ -374,12 +364,9 @@ impl Store {
         };
         for _ in 0..ATTEMPTS {
             let read = watch_and_read(k, p, members)?;
+            // One row per member: the read checks every reply's shape.
             let current = match d.watch_read(&read, READ.len()).await {
-                Ok(c) if c.len() == members.len() => c,
-                Ok(_) => {
-                    d.unwatch().await?;
-                    return Err(StoreError::Internal("a read of another length".into()));
-                }
+                Ok(c) => c,
                 Err(e @ StoreError::Unavailable(_)) => return Err(e),
                 Err(_) => {
                     // A record that is not a hash, say: the script tells which entry it was.

@@ -150,7 +150,8 @@ impl Direct {
 
     /// [`Direct::call`], waiting up to `timeout` for the reply.
     async fn call_within(&mut self, args: &[&[u8]], timeout: Duration) -> Result<usize> {
-        let call = RespCall::of(args);
+        let mut call = RespBatch::with_capacity(args.iter().map(|a| a.len() + 16).sum());
+        call.all(args);
         let len = self
             .round_trip(&[call.bytes()], timeout)
             .await?
@@ -377,16 +378,6 @@ impl RespCall {
         }
     }
 
-    /// The command `args`, complete.
-    fn of(args: &[&[u8]]) -> Self {
-        use redis::RedisWrite;
-        let mut call = Self::with_capacity(args.len(), args.iter().map(|a| a.len()).sum());
-        for a in args {
-            call.write_arg(a);
-        }
-        call.finish()
-    }
-
     /// Writes the argument count; the command is then complete ([`RespCall::bytes`]).
     pub(crate) fn finish(mut self) -> Self {
         let mut n = itoa::Buffer::new();
@@ -503,7 +494,7 @@ impl Rows {
 }
 
 /// Commands written back to back in RESP, each announced with its argument count
-/// ([`RespBatch::command`]), for one write of a whole round trip: a `WATCH` and its reads, or
+/// ([`RespBatch::command`]), for one write of a whole round trip: one command, a `WATCH` and its reads, or
 /// a transaction of hundreds of commands ([`Direct::watch_read`], [`Direct::exec`]).
 pub(crate) struct RespBatch {
     buf: Vec<u8>,
@@ -1020,7 +1011,8 @@ mod tests {
 
     #[test]
     fn commands_are_written_in_resp() {
-        let call = RespCall::of(&[b"XREADGROUP", b"", b"\r\n"]);
+        let mut call = RespBatch::with_capacity(0);
+        call.all(&[b"XREADGROUP", b"", b"\r\n"]);
         assert_eq!(
             call.bytes(),
             b"*3\r\n$10\r\nXREADGROUP\r\n$0\r\n\r\n$2\r\n\r\n\r\n"

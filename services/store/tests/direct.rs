@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use gridroute_proto::v1 as pb;
@@ -13,18 +15,13 @@ use gridroute_store::{
     Replication, Store, StoreError, dispatch::DispatchWrite, local::LocalRedis, schedule,
 };
 
-async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
-    let c = redis::Client::open(url).unwrap();
-    c.get_multiplexed_async_connection().await.unwrap()
-}
-
 #[tokio::test]
 async fn the_routers_own_reader_authenticates_reads_its_database_and_reconnects() {
     let redis = LocalRedis::start().unwrap();
     let port = redis.port();
     // The default user needs a password, so that a reader that did not authenticate as the
     // URL's user would be refused; the router's user has one of its own.
-    let mut plain = connect(&redis.url()).await;
+    let mut plain = common::connect(&redis.url()).await;
     redis::cmd("ACL")
         .arg(&["SETUSER", "router", "on", ">s3cret", "~*", "&*", "+@all"])
         .query_async::<()>(&mut plain)
@@ -39,7 +36,7 @@ async fn the_routers_own_reader_authenticates_reads_its_database_and_reconnects(
     let store = Store::connect(&url, "direct", 4).await.unwrap();
     store.ensure_groups().await.unwrap();
     let key = store.keys().ingest(1);
-    let mut a = connect(&format!("redis://:adminpw@127.0.0.1:{port}/")).await;
+    let mut a = common::connect(&format!("redis://:adminpw@127.0.0.1:{port}/")).await;
     redis::cmd("SELECT")
         .arg(2)
         .query_async::<()>(&mut a)
@@ -144,7 +141,7 @@ async fn a_dispatch_over_the_routers_own_connection_loads_the_scripts_and_writes
     let redis = LocalRedis::start().unwrap();
     let store = Store::connect(&redis.url(), "direct", 4).await.unwrap();
     let (mut c, w, id) = reported_as(&store, "r-1").await;
-    let mut plain = connect(&redis.url()).await;
+    let mut plain = common::connect(&redis.url()).await;
     redis::cmd("SCRIPT")
         .arg("FLUSH")
         .query_async::<()>(&mut plain)
@@ -172,7 +169,7 @@ async fn a_dispatch_over_the_routers_own_connection_loads_the_scripts_and_writes
 async fn a_dispatch_over_the_routers_own_connection_waits_for_its_replica() {
     let primary = LocalRedis::start().unwrap();
     let replica = LocalRedis::start().unwrap();
-    let mut r = connect(&replica.url()).await;
+    let mut r = common::connect(&replica.url()).await;
     redis::cmd("REPLICAOF")
         .arg("127.0.0.1")
         .arg(primary.port())
@@ -260,21 +257,10 @@ async fn reported_as(
     request_id: &str,
 ) -> (gridroute_store::consumer::Consumer, DispatchWrite, String) {
     store.ensure_groups().await.unwrap();
-    let report = pb::ReportIncidentRequest {
-        request_id: request_id.into(),
-        source_system: "app".into(),
-        category: "city.vehicle".into(),
-        location: Some(pb::Location {
-            kind: Some(pb::location::Kind::Point(pb::LatLng {
-                latitude: 30.5928,
-                longitude: 114.3055,
-            })),
-            ..Default::default()
-        }),
-        description: "abandoned car".into(),
-        ..Default::default()
-    };
-    let accepted = store.report_batch(&[report], "", "").await.unwrap();
+    let accepted = store
+        .report_batch(&[common::report(request_id)], "", "")
+        .await
+        .unwrap();
     let id = accepted[0].as_ref().unwrap().incident_id().to_owned();
     let mut entry = None;
     for p in 0..4 {

@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use gridroute_core::sla::{Timer, TimerKind};
@@ -15,28 +17,6 @@ use gridroute_store::{
 };
 
 const PARTITIONS: u16 = 4;
-
-async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
-    let c = redis::Client::open(url).unwrap();
-    c.get_multiplexed_async_connection().await.unwrap()
-}
-
-fn report(request_id: &str) -> pb::ReportIncidentRequest {
-    pb::ReportIncidentRequest {
-        request_id: request_id.into(),
-        source_system: "app".into(),
-        category: "city.vehicle".into(),
-        location: Some(pb::Location {
-            kind: Some(pb::location::Kind::Point(pb::LatLng {
-                latitude: 30.5928,
-                longitude: 114.3055,
-            })),
-            ..Default::default()
-        }),
-        description: "abandoned car".into(),
-        ..Default::default()
-    }
-}
 
 /// What a router would dispatch for an ingest entry: a first dispatch with two departments,
 /// two timers, duplicate detection and an estimated deadline, so that every optional write
@@ -80,12 +60,22 @@ fn write(e: &gridroute_store::consumer::IngestEntry, id: &str) -> DispatchWrite 
     }
 }
 
+/// A store under `prefix` that writes by transaction (`--transactions`).
+async fn by_transactions(redis: &LocalRedis, prefix: &str) -> Store {
+    Store::connect(&redis.url(), prefix, PARTITIONS)
+        .await
+        .unwrap()
+        .with_transactions(true)
+}
+
 /// Reports `n` incidents through `store` and reads their ingest entries with one router's
 /// consumers (one per partition): the consumers and, per partition, the writes a router would
 /// dispatch.
 async fn reported(store: &Store, n: usize, tag: &str) -> Vec<(Consumer, Vec<DispatchWrite>)> {
     store.ensure_groups().await.unwrap();
-    let reports: Vec<_> = (0..n).map(|i| report(&format!("{tag}-{i}"))).collect();
+    let reports: Vec<_> = (0..n)
+        .map(|i| common::report(&format!("{tag}-{i}")))
+        .collect();
     let accepted = store.report_batch(&reports, "", "").await.unwrap();
     let ids: Vec<String> = accepted
         .iter()
@@ -158,14 +148,11 @@ async fn record(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_dispatch_by_transaction_writes_what_the_script_writes() {
     let redis = LocalRedis::start().unwrap();
-    let mut plain = connect(&redis.url()).await;
+    let mut plain = common::connect(&redis.url()).await;
     let by_script = Store::connect(&redis.url(), "script", PARTITIONS)
         .await
         .unwrap();
-    let by_tx = Store::connect(&redis.url(), "tx", PARTITIONS)
-        .await
-        .unwrap()
-        .with_transactions(true);
+    let by_tx = by_transactions(&redis, "tx").await;
     let mut records = Vec::new();
     for store in [&by_script, &by_tx] {
         let mut batches = reported(store, 20, "same").await;
@@ -250,11 +237,8 @@ async fn a_first_dispatch_by_transaction_writes_what_the_script_writes() {
 async fn routers_racing_on_the_same_entries_dispatch_each_once() {
     const N: usize = 300;
     let redis = LocalRedis::start().unwrap();
-    let mut plain = connect(&redis.url()).await;
-    let store = Store::connect(&redis.url(), "gr", PARTITIONS)
-        .await
-        .unwrap()
-        .with_transactions(true);
+    let mut plain = common::connect(&redis.url()).await;
+    let store = by_transactions(&redis, "gr").await;
     let batches = reported(&store, N, "race").await;
     let all: Vec<DispatchWrite> = batches.iter().flat_map(|(_, w)| w.clone()).collect();
     drop(batches);
@@ -326,11 +310,8 @@ async fn routers_racing_on_the_same_entries_dispatch_each_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reroute_goes_to_the_script() {
     let redis = LocalRedis::start().unwrap();
-    let mut plain = connect(&redis.url()).await;
-    let store = Store::connect(&redis.url(), "gr", PARTITIONS)
-        .await
-        .unwrap()
-        .with_transactions(true);
+    let mut plain = common::connect(&redis.url()).await;
+    let store = by_transactions(&redis, "gr").await;
     let mut batches = reported(&store, 1, "reroute").await;
     let (c, writes) = batches.iter_mut().find(|(_, w)| !w.is_empty()).unwrap();
     let w = writes[0].clone();
