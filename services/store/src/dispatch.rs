@@ -241,11 +241,16 @@ impl Store {
         let mut groups =
             scripts::partition_groups(writes.iter().map(|w| w.partition), DISPATCHES_PER_SCRIPT);
         // With `--transactions`, on the router's own connection: first dispatches by
-        // transaction (`dispatch_tx.rs`); what a transaction leaves goes to the script below.
+        // transaction (`dispatch_tx.rs`); what a transaction leaves, and groups smaller than
+        // `--transaction-min-batch`, go to the script below.
         let mut by_tx: Vec<(usize, bool)> = Vec::new();
         if let (Some(d), true) = (direct.as_deref_mut(), self.transactions()) {
             let mut left = Vec::new();
             for (p, members) in groups {
+                if !self.transactions_for("dispatch", members.len()) {
+                    left.push((p, members));
+                    continue;
+                }
                 let ws: Vec<&DispatchWrite> = members.iter().map(|&i| &writes[i]).collect();
                 match self.dispatch_transaction(d, p, &ws).await? {
                     Some(done) => by_tx.extend(members.into_iter().zip(done)),

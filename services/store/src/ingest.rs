@@ -123,7 +123,7 @@ impl Store {
                 Prepared::new(reporting, partition, id.clone(), routed)
             })
             .collect();
-        let (mut answers, replicated) = if self.transactions() {
+        let (mut answers, replicated) = if self.transactions_for("report", prepared.len()) {
             // Boxed: the callers' futures nest deep enough as it is.
             Box::pin(self.report_transaction(&prepared, IDEMPOTENCY_TTL_SECS)).await?
         } else {

@@ -153,6 +153,9 @@ pub struct Store {
     inline: Option<ingest::InlineRoute>,
     /// Accepts reports with transactions instead of the report script (`--transactions`).
     transactions: bool,
+    /// The fewest writes a batch needs to go by transaction; smaller batches take the script
+    /// (`--transaction-min-batch`).
+    transaction_min_batch: usize,
     /// The connections those transactions run on.
     tx_conns: std::sync::Arc<transact::TxConns>,
 }
@@ -229,6 +232,7 @@ impl Store {
             clock: Default::default(),
             inline: None,
             transactions: false,
+            transaction_min_batch: 1,
             tx_conns: Default::default(),
         })
     }
@@ -309,6 +313,15 @@ impl Store {
     /// Readers of every release read what it writes.
     pub fn with_transactions(mut self, on: bool) -> Self {
         self.transactions = on;
+        self
+    }
+
+    /// With transactions on, batches of fewer than `n` writes (a group commit's reports, a
+    /// router's first dispatches of one partition) still take the script: a transaction costs
+    /// two round trips where the script costs one, which only pays where batches are large
+    /// (docs/PERFORMANCE.md, "Small batches by script"). 0 and 1 mean every batch.
+    pub fn with_transaction_min_batch(mut self, n: usize) -> Self {
+        self.transaction_min_batch = n.max(1);
         self
     }
 

@@ -169,6 +169,20 @@ impl Store {
         self.transactions && !self.target.is_cluster()
     }
 
+    /// Whether a batch of `writes` goes by transaction: transactions on, and the batch at
+    /// least `--transaction-min-batch` large. A smaller one is counted as left to the script.
+    pub(crate) fn transactions_for(&self, op: &'static str, writes: usize) -> bool {
+        if !self.transactions() {
+            return false;
+        }
+        let large = writes >= self.transaction_min_batch;
+        if !large {
+            metrics::counter!(gridroute_telemetry::names::TRANSACTION_FALLBACKS_TOTAL, "op" => op, "reason" => "small_batch")
+                .increment(1);
+        }
+        large
+    }
+
     /// Accepts `reports` in one transaction (see the module documentation). Answers per report
     /// as `lua/report.lua` does: (0, id) new, (3, id) new and dispatched, (1, original id) a
     /// retry of the same payload, (2, original id) the same request id with another payload.

@@ -2,7 +2,8 @@
 //! against a real redis-server: the same record, events, indexes, timers and department
 //! entries as the dispatch script (but for `dept_at`, which readers do without on a first
 //! dispatch); each entry dispatched once when routers race on redelivered entries; and a
-//! re-route left to the script, which writes `dept_at`.
+//! re-route left to the script, which writes `dept_at`; and batches smaller than
+//! `--transaction-min-batch` left to the scripts.
 
 #![allow(clippy::unwrap_used)]
 
@@ -348,4 +349,50 @@ async fn a_reroute_goes_to_the_script() {
         .await
         .unwrap();
     assert_eq!(timeline, 1, "the re-route's timeline entry");
+}
+
+/// How many times Redis ran `command` (`INFO commandstats`).
+async fn calls(c: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(c)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_smaller_than_the_minimum_take_the_scripts() {
+    let redis = LocalRedis::start().unwrap();
+    let mut plain = common::connect(&redis.url()).await;
+    let store = by_transactions(&redis, "gr")
+        .await
+        .with_transaction_min_batch(4);
+    // Reports: a batch of 63 by transaction, a batch of one by the report script.
+    let exec0 = calls(&mut plain, "exec").await;
+    let mut batches = reported(&store, 63, "large").await;
+    let (sha1, exec1) = (calls(&mut plain, "evalsha").await, calls(&mut plain, "exec").await);
+    assert!(exec1 > exec0, "63 reports: a transaction");
+    let one = store.report_batch(&[common::report("small-0")], "", "").await.unwrap();
+    assert!(one[0].is_ok());
+    assert_eq!(calls(&mut plain, "evalsha").await, sha1 + 1, "one report: the script");
+    assert_eq!(calls(&mut plain, "exec").await, exec1, "one report: no transaction");
+    // Dispatches: one entry of a partition alone by the script (which writes `dept_at`), the
+    // rest of that partition's entries together by transaction (which does not).
+    let (c, writes) = batches.iter_mut().max_by_key(|(_, w)| w.len()).unwrap();
+    assert!(writes.len() >= 5, "16 entries per partition on average");
+    let (first, rest) = writes.split_first().unwrap();
+    let done = c.dispatch_batch(std::slice::from_ref(first)).await.unwrap();
+    assert!(matches!(done[..], [Ok(true)]));
+    assert!(record(&mut plain, &store, first).await.contains_key("dept_at"));
+    let done = c.dispatch_batch(rest).await.unwrap();
+    assert!(done.iter().all(|d| matches!(d, Ok(true))));
+    for w in rest {
+        let r = record(&mut plain, &store, w).await;
+        assert_eq!(r["dept"], b"urban-management");
+        assert!(!r.contains_key("dept_at"), "a batch of {} by transaction", rest.len());
+    }
 }
