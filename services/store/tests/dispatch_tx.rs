@@ -374,12 +374,26 @@ async fn batches_smaller_than_the_minimum_take_the_scripts() {
     // Reports: a batch of 63 by transaction, a batch of one by the report script.
     let exec0 = calls(&mut plain, "exec").await;
     let mut batches = reported(&store, 63, "large").await;
-    let (sha1, exec1) = (calls(&mut plain, "evalsha").await, calls(&mut plain, "exec").await);
+    let (sha1, exec1) = (
+        calls(&mut plain, "evalsha").await,
+        calls(&mut plain, "exec").await,
+    );
     assert!(exec1 > exec0, "63 reports: a transaction");
-    let one = store.report_batch(&[common::report("small-0")], "", "").await.unwrap();
+    let one = store
+        .report_batch(&[common::report("small-0")], "", "")
+        .await
+        .unwrap();
     assert!(one[0].is_ok());
-    assert_eq!(calls(&mut plain, "evalsha").await, sha1 + 1, "one report: the script");
-    assert_eq!(calls(&mut plain, "exec").await, exec1, "one report: no transaction");
+    assert_eq!(
+        calls(&mut plain, "evalsha").await,
+        sha1 + 1,
+        "one report: the script"
+    );
+    assert_eq!(
+        calls(&mut plain, "exec").await,
+        exec1,
+        "one report: no transaction"
+    );
     // Dispatches: one entry of a partition alone by the script (which writes `dept_at`), the
     // rest of that partition's entries together by transaction (which does not).
     let (c, writes) = batches.iter_mut().max_by_key(|(_, w)| w.len()).unwrap();
@@ -387,12 +401,20 @@ async fn batches_smaller_than_the_minimum_take_the_scripts() {
     let (first, rest) = writes.split_first().unwrap();
     let done = c.dispatch_batch(std::slice::from_ref(first)).await.unwrap();
     assert!(matches!(done[..], [Ok(true)]));
-    assert!(record(&mut plain, &store, first).await.contains_key("dept_at"));
+    assert!(
+        record(&mut plain, &store, first)
+            .await
+            .contains_key("dept_at")
+    );
     let done = c.dispatch_batch(rest).await.unwrap();
     assert!(done.iter().all(|d| matches!(d, Ok(true))));
     for w in rest {
         let r = record(&mut plain, &store, w).await;
         assert_eq!(r["dept"], b"urban-management");
-        assert!(!r.contains_key("dept_at"), "a batch of {} by transaction", rest.len());
+        assert!(
+            !r.contains_key("dept_at"),
+            "a batch of {} by transaction",
+            rest.len()
+        );
     }
 }
