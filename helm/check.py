@@ -3,13 +3,15 @@
 has no default: where callers' credentials are verified) and every example values file in
 helm/gridroute/ci/, through the Helm SDK (PyPI helm-python-sdk: no helm binary), then validates
 every rendered manifest offline with kubernetes-validate --strict. Also checks that the chart
-refuses to render without any way to authenticate callers.
+refuses to render without any way to authenticate callers, and that every GRIDROUTE_*
+variable it sets is one that gridroute reads (a misspelt name would be ignored silently).
 
 Run by `make deploy-check` (part of `make test`). Needs: pip install helm-python-sdk==0.2.2
 kubernetes-validate==1.37.0 (.ci/run installs them).
 """
 
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -18,6 +20,9 @@ import helm_python as helm
 import yaml
 
 CHART = pathlib.Path(__file__).resolve().parent / "gridroute"
+# The binary's sources: every environment variable it reads is named there as a string
+# (a flag's `env = "…"`, or read directly, as the health check's GRIDROUTE_CA_CERT).
+SOURCES = pathlib.Path(__file__).resolve().parent.parent / "services" / "gridroute" / "src"
 KUBE_VERSION = "1.33"
 # Custom resources kubernetes-validate has no schema for: checked for shape here instead.
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
@@ -63,6 +68,13 @@ def main() -> None:
     cases = [("default", REQUIRED)] + [
         (f.name, merged(yaml.safe_load(f.read_text()) or {})) for f in sorted((CHART / "ci").glob("*.yaml"))
     ]
+    known = {
+        m
+        for f in SOURCES.rglob("*.rs")
+        for m in re.findall(r'"(GRIDROUTE_[A-Z0-9_]+)"', f.read_text())
+    }
+    if not known:
+        fail(f"no GRIDROUTE_* variables found in {SOURCES}")
     chart = helm.Chart.load(str(CHART))
     try:
         chart.render({}, name="gridroute", namespace="city")
@@ -81,6 +93,11 @@ def main() -> None:
                     continue
                 for i, doc in enumerate(d for d in yaml.safe_load_all(text) if d):
                     kinds.add(doc["kind"])
+                    if doc["kind"] == "Deployment":
+                        for c in doc["spec"]["template"]["spec"]["containers"]:
+                            for e in c.get("env", []):
+                                if e["name"].startswith("GRIDROUTE_") and e["name"] not in known:
+                                    fail(f"{name}: {path}: {e['name']} is not a variable gridroute reads")
                     if doc["kind"] in CUSTOM_KINDS:
                         if not doc.get("spec") or not doc["metadata"].get("name"):
                             fail(f"{name}: {path}: {doc['kind']} without spec or name")

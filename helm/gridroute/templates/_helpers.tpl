@@ -148,6 +148,10 @@ spec:
               value: {{ $root.Values.redis.waitReplicas | quote }}
             - name: GRIDROUTE_WAIT_TIMEOUT_MS
               value: {{ $root.Values.redis.waitTimeoutMs | quote }}
+            - name: GRIDROUTE_TRANSACTIONS
+              value: {{ $root.Values.redis.transactions | quote }}
+            - name: GRIDROUTE_TRANSACTION_MIN_BATCH
+              value: {{ $root.Values.redis.transactionMinBatch | quote }}
             - name: GRIDROUTE_PARTITIONS
               value: {{ $root.Values.partitions | quote }}
             - name: GRIDROUTE_GRPC_ADDR
