@@ -159,15 +159,23 @@ fn transaction<'a>(
     members: &[&'a DispatchWrite],
     plan: &[Option<Due>],
 ) -> Result<RespBatch> {
+    // What the batch writes, from above, so that the buffer is allocated once: growing it
+    // copies what is written so far (a batch of 128 is about 250 KB).
     let size: usize = members
         .iter()
         .map(|w| {
+            let regions: usize = w.region_codes.iter().map(|c| c.len() + 1).sum();
+            // The id is written in the record's key, its events entry, each department
+            // entry, each index entry, the timer head and the duplicate set.
+            let ids = 6 + w.deliveries.len() + w.region_codes.len();
             w.decision.len()
                 + 2 * w.event.len()
                 + w.schedule.text.len()
+                + 2 * regions
+                + ids * (w.incident_id.len() + 8)
                 + w.deliveries
                     .iter()
-                    .map(|(_, d)| d.len() + 200)
+                    .map(|(_, d)| d.len() + w.traceparent.len() + 200)
                     .sum::<usize>()
                 + 12 * k.part_len()
                 + 600
