@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Checks the deployment artefacts: alert rules (promtool check + unit tests), dashboard and
 # alerts against the exported metric names, the Helm chart (lint, render with every values
-# file through the Helm SDK, kubernetes-validate --strict), and the OpenAPI document. `make deploy-check` runs it.
+# file through the Helm SDK, kubernetes-validate --strict, every GRIDROUTE_* variable one
+# gridroute reads), the Dockerfile, the plain-VM environment file's variable names, the OpenAPI
+# document and the systemd unit. `make deploy-check` runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -17,6 +19,7 @@ promtool check rules deploy/prometheus/alerts.yaml
 (cd deploy/prometheus && promtool test rules alerts.test.yaml)
 python3 deploy/check_metrics.py
 python3 deploy/check_dockerfile.py
+python3 deploy/check_env.py
 python3 helm/check.py
 # The OpenAPI document of the HTTP face (generated from the protos; a test keeps it current).
 openapi-spec-validator docs/openapi.json
