@@ -151,7 +151,8 @@ pub struct Store {
     /// Routes reports in the accepting process (`--inline-routing`); `None`: reports queue in
     /// the ingest streams for the routers.
     inline: Option<ingest::InlineRoute>,
-    /// Accepts reports with transactions instead of the report script (`--transactions`).
+    /// Writes reports, and routers' first dispatches, by transaction instead of the scripts
+    /// (`--transactions`).
     transactions: bool,
     /// The fewest writes a batch needs to go by transaction; smaller batches take the script
     /// (`--transaction-min-batch`).
@@ -307,9 +308,10 @@ impl Store {
         self
     }
 
-    /// Accepts reports with plain commands in a `MULTI`/`EXEC` transaction instead of the
-    /// report script: the same record, about a third less Redis CPU per report
-    /// (docs/PERFORMANCE.md). One Redis or Sentinel; on Redis Cluster reports keep the script.
+    /// Accepts reports, and dispatches first routes on a router's own connection, with plain
+    /// commands in `MULTI`/`EXEC` transactions instead of the report and dispatch scripts: the
+    /// same record (but `dept_at` on a first dispatch), less Redis CPU per incident
+    /// (docs/PERFORMANCE.md). One Redis or Sentinel; on Redis Cluster the scripts stay.
     /// Readers of every release read what it writes.
     pub fn with_transactions(mut self, on: bool) -> Self {
         self.transactions = on;

@@ -163,7 +163,7 @@ impl Gathered {
 }
 
 impl Store {
-    /// Whether reports are accepted by transactions: asked for, and not on Redis Cluster,
+    /// Whether writes go by transaction: asked for, and not on Redis Cluster,
     /// whose client routes each command to its node and cannot hold a `WATCH`.
     pub(crate) fn transactions(&self) -> bool {
         self.transactions && !self.target.is_cluster()

@@ -66,7 +66,8 @@ pub mod names {
     pub const TRANSACTION_RETRIES_TOTAL: &str = "gridroute_transaction_retries_total";
     /// Batches a transaction left to its script instead, by `op` and `reason` (`dept_at`: a
     /// re-route or an incident already indexed; `contended`: the records kept changing;
-    /// `error`: Redis answered with an error).
+    /// `error`: Redis answered with an error; `small_batch`: fewer writes than
+    /// `--transaction-min-batch`).
     pub const TRANSACTION_FALLBACKS_TOTAL: &str = "gridroute_transaction_fallbacks_total";
     /// Routing tables loaded into memory, by `outcome` (loaded, rejected).
     pub const TABLE_LOADS_TOTAL: &str = "gridroute_table_loads_total";
