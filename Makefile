@@ -65,7 +65,7 @@ api-cost: ## API CPU per unary report beside the echo server's CPU per call, alt
 memory: ## Redis memory per incident after an e2e run, with its breakdown by kind of key (about 30 seconds)
 	bash loadtest/memory.sh
 
-sweep: ## Report → subscriber latency and each process's CPU at a range of open-loop rates (SWEEP_RATES; about 2 minutes)
+sweep: ## Report → subscriber latency, each process's CPU and run-queue wait at a range of open-loop rates (SWEEP_RATES; about 2 minutes)
 	bash loadtest/sweep.sh
 
 auth-cost: ## What authentication costs a unary call: API CPU per call with tokens and without, in one run (about 2 minutes)
