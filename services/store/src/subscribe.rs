@@ -78,6 +78,19 @@ struct StreamReader {
     keys: Vec<String>,
     cursor: Cursor,
     block: Duration,
+    /// The next blocking read, already written on the reader's own connection behind a
+    /// batch's record reads (see [`DispatchReader::join_records`]).
+    ahead: Option<ReadAhead>,
+}
+
+type ReadAhead = std::pin::Pin<
+    Box<dyn std::future::Future<Output = redis::RedisResult<Option<StreamReadReply>>> + Send>,
+>;
+
+/// Polls `f` once: a request on a multiplexed connection is queued for writing by its first
+/// poll, so requests polled one after the other go out in that order, in one write.
+async fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *f).poll(cx))).await
 }
 
 /// Where a [`StreamReader`] blocks.
@@ -111,21 +124,14 @@ impl StreamReader {
                 return Ok(out);
             }
         };
-        // One blocking XREAD over all partitions' streams.
-        let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT")
-            .arg(count)
-            .arg("BLOCK")
-            .arg(self.block.as_millis() as u64)
-            .arg("STREAMS");
-        for k in &self.keys {
-            cmd.arg(k);
+        let reply: Option<StreamReadReply> = match self.ahead.take() {
+            Some(read) => read.await,
+            None => {
+                let read = Self::read_cmd(&self.keys, &self.cursor, self.block, count);
+                read.query_async(conn).await
+            }
         }
-        for id in &self.cursor.0 {
-            cmd.arg(id);
-        }
-        let reply: Option<StreamReadReply> =
-            cmd.query_async(conn).await.map_err(StoreError::from)?;
+        .map_err(StoreError::from)?;
         let mut out = Vec::new();
         for stream in reply.map(|r| r.keys).unwrap_or_default() {
             let Some(p) = self.keys.iter().position(|k| *k == stream.key) else {
@@ -137,6 +143,23 @@ impl StreamReader {
             }
         }
         Ok(out)
+    }
+
+    /// One blocking XREAD over all partitions' streams, after the cursor.
+    fn read_cmd(keys: &[String], cursor: &Cursor, block: Duration, count: usize) -> redis::Cmd {
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS");
+        for k in keys {
+            cmd.arg(k);
+        }
+        for id in &cursor.0 {
+            cmd.arg(id);
+        }
+        cmd
     }
 }
 
@@ -392,6 +415,7 @@ impl Store {
             keys,
             cursor,
             block,
+            ahead: None,
         })
     }
 
@@ -582,7 +606,7 @@ impl DispatchReader {
             gens.push(text(&fields, "g"));
             out.push(d);
         }
-        self.join_records(&mut out, &gens, contact).await?;
+        self.join_records(&mut out, &gens, contact, count).await?;
         Ok(out)
     }
 
@@ -592,11 +616,15 @@ impl DispatchReader {
     /// decision that was delivered.
     /// A record no longer in Redis (archived: the stream outlived --hot-period) leaves the head
     /// as it is; GetIncident reads the archive.
+    /// On one Redis the record reads go over the reader's own connection with the next blocking
+    /// read written right behind them (`count` entries): one write instead of two, and no
+    /// hand-over to the shared connection. Redis answers the reads first, then blocks.
     async fn join_records(
-        &self,
+        &mut self,
         batch: &mut [pb::Dispatch],
         gens: &[String],
         contact: impl Fn(&pb::Dispatch) -> bool,
+        count: usize,
     ) -> Result<()> {
         let k = self.store.keys();
         let mut pipe = redis::pipe();
@@ -622,7 +650,27 @@ impl DispatchReader {
         if asked.is_empty() {
             return Ok(());
         }
-        let rows: Vec<Vec<Option<Vec<u8>>>> = self.store.query_pipe(&pipe).await?;
+        let rows: Vec<Vec<Option<Vec<u8>>>> = match &self.inner.source {
+            Source::One(conn @ crate::conn::Conn::Blocking(_)) => {
+                let (mut c, mut next) = (conn.clone(), conn.clone());
+                let mut rows = Box::pin(async move { pipe.query_async(&mut c).await });
+                let first = poll_once(&mut rows).await;
+                let r = &self.inner;
+                let read = StreamReader::read_cmd(&r.keys, &r.cursor, r.block, count);
+                let mut ahead: ReadAhead =
+                    Box::pin(async move { read.query_async(&mut next).await });
+                if let std::task::Poll::Ready(done) = poll_once(&mut ahead).await {
+                    ahead = Box::pin(std::future::ready(done));
+                }
+                self.inner.ahead = Some(ahead);
+                match first {
+                    std::task::Poll::Ready(rows) => rows,
+                    std::task::Poll::Pending => rows.await,
+                }
+                .map_err(StoreError::from)?
+            }
+            _ => self.store.query_pipe(&pipe).await?,
+        };
         for ((i, parts, wants_contact), row) in asked.into_iter().zip(rows) {
             let Ok([report, current, kept, contact]) = <[_; 4]>::try_from(row) else {
                 return Err(StoreError::Internal(
