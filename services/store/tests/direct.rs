@@ -11,9 +11,7 @@ mod common;
 use std::time::Duration;
 
 use gridroute_proto::v1 as pb;
-use gridroute_store::{
-    Replication, Store, StoreError, dispatch::DispatchWrite, local::LocalRedis, schedule,
-};
+use gridroute_store::{Replication, Store, StoreError, local::LocalRedis};
 
 #[tokio::test]
 async fn the_routers_own_reader_authenticates_reads_its_database_and_reconnects() {
@@ -140,7 +138,7 @@ async fn the_routers_own_reader_authenticates_reads_its_database_and_reconnects(
 async fn a_dispatch_over_the_routers_own_connection_loads_the_scripts_and_writes_the_record() {
     let redis = LocalRedis::start().unwrap();
     let store = Store::connect(&redis.url(), "direct", 4).await.unwrap();
-    let (mut c, w, id) = reported_as(&store, "r-1").await;
+    let (mut c, w, id) = common::reported_as(&store, "r-1").await;
     let mut plain = common::connect(&redis.url()).await;
     redis::cmd("SCRIPT")
         .arg("FLUSH")
@@ -196,7 +194,7 @@ async fn a_dispatch_over_the_routers_own_connection_waits_for_its_replica() {
         })
         .unwrap();
     for i in 0..10 {
-        let (mut c, w, id) = reported_as(&store, &format!("r-{i}")).await;
+        let (mut c, w, id) = common::reported_as(&store, &format!("r-{i}")).await;
         let done = c.dispatch_batch(std::slice::from_ref(&w)).await.unwrap();
         assert!(matches!(done[..], [Ok(true)]), "{done:?}");
         let status: Option<String> = redis::cmd("HGET")
@@ -231,7 +229,7 @@ async fn a_dispatch_over_the_routers_own_connection_waits_for_its_replica() {
             timeout: Duration::from_millis(400),
         })
         .unwrap();
-    let (mut c, w, _) = reported_as(&store, "stopped").await;
+    let (mut c, w, _) = common::reported_as(&store, "stopped").await;
     let signal = |s: &str| {
         std::process::Command::new("kill")
             .args([s, pid.as_str()])
@@ -248,49 +246,4 @@ async fn a_dispatch_over_the_routers_own_connection_waits_for_its_replica() {
         waited >= Duration::from_millis(390),
         "returned after {waited:?} without its replica's acknowledgement"
     );
-}
-
-/// Reports one incident and reads its ingest entry: the consumer that holds it, a dispatch of
-/// it, its id.
-async fn reported_as(
-    store: &Store,
-    request_id: &str,
-) -> (gridroute_store::consumer::Consumer, DispatchWrite, String) {
-    store.ensure_groups().await.unwrap();
-    let accepted = store
-        .report_batch(&[common::report(request_id)], "", "")
-        .await
-        .unwrap();
-    let id = accepted[0].as_ref().unwrap().incident_id().to_owned();
-    let mut entry = None;
-    for p in 0..4 {
-        let mut c = store
-            .consumer(p, "r1", Duration::from_millis(50))
-            .await
-            .unwrap();
-        if let Some(e) = c.read_new(10).await.unwrap().pop() {
-            entry = Some((c, e));
-        }
-    }
-    let (c, e) = entry.unwrap();
-    assert!(c.direct());
-    let w = DispatchWrite {
-        partition: e.partition,
-        entry_id: e.entry_id.clone(),
-        generation: "0".into(),
-        incident_id: id.clone(),
-        department: "urban-management".into(),
-        decision: std::sync::Arc::from(&b""[..]),
-        region_codes: std::sync::Arc::from(["420102".to_owned()]),
-        dispatched_ms: 1_796_604_538_000,
-        accept_due_ms: 1_796_608_138_000,
-        resolve_due_ms: 1_796_636_938_000,
-        estimated: false,
-        event: std::sync::Arc::from(&b""[..]),
-        deliveries: vec![("urban-management".into(), b"d".to_vec())],
-        schedule: schedule::Written::of(&id, &[]),
-        duplicates: Some(("city.vehicle".into(), 114.3055, 30.5928)),
-        traceparent: String::new(),
-    };
-    (c, w, id)
 }

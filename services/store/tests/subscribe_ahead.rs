@@ -13,9 +13,7 @@ use std::{
 };
 
 use gridroute_proto::v1 as pb;
-use gridroute_store::{
-    Store, dispatch::DispatchWrite, local::LocalRedis, schedule, subscribe::Cursor,
-};
+use gridroute_store::{Store, local::LocalRedis, subscribe::Cursor};
 
 const PARTITIONS: u16 = 4;
 const DEPT: &str = "urban-management";
@@ -25,56 +23,22 @@ const BLOCK: Duration = Duration::from_secs(4);
 /// Reports `tag` and dispatches it to [`DEPT`] as a router would: a head without report or
 /// decision, which the reader fills in from the record. Returns the incident id.
 async fn dispatch(store: &Store, tag: &str) -> String {
-    store.ensure_groups().await.unwrap();
-    let accepted = store
-        .report_batch(&[common::report(tag)], "", "")
-        .await
-        .unwrap();
-    let id = accepted[0].as_ref().unwrap().incident_id().to_owned();
-    for p in 0..PARTITIONS {
-        let mut c = store
-            .consumer(p, "router-a", Duration::from_millis(50))
-            .await
-            .unwrap();
-        let writes: Vec<DispatchWrite> = c
-            .read_new(10)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| {
-                let head = prost::Message::encode_to_vec(&pb::Dispatch {
-                    incident_id: id.clone(),
-                    department_id: DEPT.into(),
-                    role: pb::DispatchRole::Primary as i32,
-                    kind: pb::DispatchKind::New as i32,
-                    ..Default::default()
-                });
-                DispatchWrite {
-                    partition: e.partition,
-                    entry_id: e.entry_id.clone(),
-                    generation: "0".into(),
-                    incident_id: id.clone(),
-                    department: DEPT.into(),
-                    decision: Arc::from(prost::Message::encode_to_vec(&pb::RouteDecision {
-                        department_id: DEPT.into(),
-                        ..Default::default()
-                    })),
-                    region_codes: Arc::from(["4201".to_owned()]),
-                    dispatched_ms: 1_796_604_538_000,
-                    accept_due_ms: 1_796_608_138_000,
-                    resolve_due_ms: 1_796_636_938_000,
-                    estimated: false,
-                    event: Arc::from(&b""[..]),
-                    deliveries: vec![(DEPT.into(), head)],
-                    schedule: schedule::Written::of(&id, &[]),
-                    duplicates: None,
-                    traceparent: String::new(),
-                }
-            })
-            .collect();
-        let done = c.dispatch_batch(&writes).await.unwrap();
-        assert!(done.iter().all(|d| matches!(d, Ok(true))), "{done:?}");
-    }
+    let (mut c, mut w, id) = common::reported_as(store, tag).await;
+    assert_eq!(w.department, DEPT);
+    w.decision = Arc::from(prost::Message::encode_to_vec(&pb::RouteDecision {
+        department_id: DEPT.into(),
+        ..Default::default()
+    }));
+    let head = prost::Message::encode_to_vec(&pb::Dispatch {
+        incident_id: id.clone(),
+        department_id: DEPT.into(),
+        role: pb::DispatchRole::Primary as i32,
+        kind: pb::DispatchKind::New as i32,
+        ..Default::default()
+    });
+    w.deliveries = vec![(DEPT.into(), head)];
+    let done = c.dispatch_batch(std::slice::from_ref(&w)).await.unwrap();
+    assert!(matches!(done[..], [Ok(true)]), "{done:?}");
     id
 }
 

@@ -2,7 +2,10 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::time::Duration;
+
 use gridroute_proto::v1 as pb;
+use gridroute_store::{dispatch::DispatchWrite, schedule};
 
 /// A plain client connection, for looking at what the store wrote.
 pub async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
@@ -26,4 +29,49 @@ pub fn report(request_id: &str) -> pb::ReportIncidentRequest {
         description: "abandoned car".into(),
         ..Default::default()
     }
+}
+
+/// Reports one incident and reads its ingest entry: the consumer that holds it, a dispatch of
+/// it to `urban-management` (over the router's own connection), its id.
+pub async fn reported_as(
+    store: &gridroute_store::Store,
+    request_id: &str,
+) -> (gridroute_store::consumer::Consumer, DispatchWrite, String) {
+    store.ensure_groups().await.unwrap();
+    let accepted = store
+        .report_batch(&[report(request_id)], "", "")
+        .await
+        .unwrap();
+    let id = accepted[0].as_ref().unwrap().incident_id().to_owned();
+    let mut entry = None;
+    for p in 0..4 {
+        let mut c = store
+            .consumer(p, "r1", Duration::from_millis(50))
+            .await
+            .unwrap();
+        if let Some(e) = c.read_new(10).await.unwrap().pop() {
+            entry = Some((c, e));
+        }
+    }
+    let (c, e) = entry.unwrap();
+    assert!(c.direct());
+    let w = DispatchWrite {
+        partition: e.partition,
+        entry_id: e.entry_id.clone(),
+        generation: "0".into(),
+        incident_id: id.clone(),
+        department: "urban-management".into(),
+        decision: std::sync::Arc::from(&b""[..]),
+        region_codes: std::sync::Arc::from(["420102".to_owned()]),
+        dispatched_ms: 1_796_604_538_000,
+        accept_due_ms: 1_796_608_138_000,
+        resolve_due_ms: 1_796_636_938_000,
+        estimated: false,
+        event: std::sync::Arc::from(&b""[..]),
+        deliveries: vec![("urban-management".into(), b"d".to_vec())],
+        schedule: schedule::Written::of(&id, &[]),
+        duplicates: Some(("city.vehicle".into(), 114.3055, 30.5928)),
+        traceparent: String::new(),
+    };
+    (c, w, id)
 }
