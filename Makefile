@@ -37,10 +37,10 @@ deploy-check: ## Alert rules (promtool), dashboard metrics, Helm chart lint + re
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash deploy/check.sh
 
 chaos: setup-test ## 100,000 reports while routers, the API and Redis are killed (SIGKILL) 11 times, with and without inline routing, and with transactions (API only, then every write): 0 lost, 0 duplicates (about 12 minutes)
-	GRIDROUTE_CHAOS_REPORTS=100000 GRIDROUTE_CHAOS_RATE=1000 $(CARGO) test --locked -p gridroute --test chaos -- --nocapture --test-threads 1
+	GRIDROUTE_CHAOS_REPORTS=100000 GRIDROUTE_CHAOS_RATE=1000 $(CARGO) test --locked -p gridroute --test integration -- chaos:: --nocapture --test-threads 1
 
 archive-soak: setup-test ## Cycles of cases that close and move to a private PostgreSQL archive: Redis keys, index entries, used_memory per cycle
-	GRIDROUTE_SOAK_CYCLES=$${GRIDROUTE_SOAK_CYCLES:-12} GRIDROUTE_SOAK_INCIDENTS=$${GRIDROUTE_SOAK_INCIDENTS:-500} $(CARGO) test --locked -p gridroute --test archive -- redis_keeps --nocapture
+	GRIDROUTE_SOAK_CYCLES=$${GRIDROUTE_SOAK_CYCLES:-12} GRIDROUTE_SOAK_INCIDENTS=$${GRIDROUTE_SOAK_INCIDENTS:-500} $(CARGO) test --locked -p gridroute --test integration -- archive::redis_keeps --nocapture
 
 bench: bench-data ## Criterion benches of the core, then a short load test beside its ceilings
 	$(CARGO) bench -p gridroute-benches

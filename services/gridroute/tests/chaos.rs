@@ -17,7 +17,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::{
     collections::{HashMap, HashSet},

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -447,7 +447,7 @@ async fn the_openapi_document_is_served_and_is_the_one_checked_in() {
         } else {
             panic!(
                 "docs/openapi.json is not what the protos generate: run \
-                 GRIDROUTE_BLESS=1 cargo test -p gridroute --test http openapi"
+                 GRIDROUTE_BLESS=1 cargo test -p gridroute --test integration -- http::openapi"
             );
         }
     }

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::{Env, grid_point, report};
 use gridroute_proto::v1 as pb;
