@@ -46,11 +46,11 @@ bench: bench-data ## Criterion benches of the core, then a short load test besid
 	$(CARGO) bench -p gridroute-benches
 	bash loadtest/bench.sh
 
-targets: ## Issue 5's load-test targets beside their ceilings, then issue 13's per-incident costs beside their floors, with the ratios (about 9 minutes; figures, no pass/fail)
+targets: ## Issue 5's load-test targets beside their ceilings, then issue 13's per-incident costs beside their floors, with the ratios (about 10 minutes; figures, no pass/fail)
 	bash loadtest/targets.sh
 	bash loadtest/costs.sh
 
-costs: ## Issue 13's per-incident costs (Redis CPU, router CPU, API CPU, Redis memory, latency at half capacity) beside their floors (about 4 minutes)
+costs: ## Issue 13's per-incident costs (Redis CPU, router CPU, API CPU, Redis memory, latency at half of the unary and of the end-to-end capacity) beside their floors (about 5 minutes)
 	bash loadtest/costs.sh
 
 cluster-costs: ## Issue 13 on Redis Cluster: one Redis beside a local three-primary cluster (capacity, report → subscriber latency, Redis CPU per incident summed over primaries, spread over primaries; about 4 minutes)

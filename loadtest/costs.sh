@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 13's per-incident costs, each beside its floor or ceiling, measured in one run (about
-# 4 minutes), then the ratios against the issue's targets. Figures only; nothing fails on
+# 5 minutes), then the ratios against the issue's targets. Figures only; nothing fails on
 # timing. Run by `make targets` after the issue-5 figures, or alone (`make costs`); results in
 # target/costs/.
 #   1. Redis CPU per routed incident: gridroute's command mix beside the lean floor
@@ -20,6 +20,12 @@
 #      (loadtest/memory_by_key.py). SERVE_ARGS (e.g. --inline-routing, --transactions) adds
 #      flags to the service of this step and to step 3's API process; step 2 measures the
 #      router of the stream path either way.
+#   5. The same latency at half of the end-to-end capacity: capacity measured closed loop with
+#      a subscriber per department reading (`e2e`, reports as fast as they are answered),
+#      then `e2e` open loop at half of it. Step 4 takes half of the unary capacity, where no
+#      subscriber competes for the machine; this step shows the latency at half of what the
+#      whole flow (reports, routing and delivery) can carry on the same box. A figure beside
+#      step 4's, not a replacement for it.
 # Redis Cluster scale-out is not measured here (docs/PERFORMANCE.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,6 +84,20 @@ echo "$m0 $m1 $r0 $r1 $half" >"$out/half.mem"
 received=$(python3 -c "import json; print(json.load(open('$out/half.json'))['endToEnd']['received'])")
 python3 loadtest/memory_by_key.py "$rport" "$received" >"$out/memory.txt"
 
+echo "== 5. end-to-end capacity (closed loop, subscribers reading), then end to end at half of it"
+fresh_service() {
+  redis-cli -p "$rport" flushall >/dev/null
+  kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+  serve_gridroute "redis://127.0.0.1:$rport/" "$out/$1.log"
+}
+fresh_service serve3
+"$lt" --addr "http://127.0.0.1:$grpc" --scenario e2e --concurrency 64 --duration 10s --drain 30s \
+  --duplicate-share 0 --json "$out/capacity-e2e.json" >"$out/capacity-e2e.txt" 2>&1 || true
+fresh_service serve4
+half_e2e=$(python3 -c "import json; print(max(100, int(json.load(open('$out/capacity-e2e.json'))['rps'] / 2)))")
+"$lt" --addr "http://127.0.0.1:$grpc" --scenario e2e --rate "$half_e2e" --duration 20s --drain 30s \
+  --duplicate-share 0 --json "$out/half-e2e.json" >"$out/half-e2e.txt" 2>&1 || true
+
 echo "== issue 13: figures beside their floors or ceilings, and the targets"
 python3 - "$out" "${SERVE_ARGS:-}" <<'PY'
 import json, re, sys
@@ -103,13 +123,24 @@ half = load("half")
 m0, m1, r0, r1, rate = map(float, open(f"{out}/half.mem").read().split())
 e2e = half["endToEnd"]
 q = lambda pct: next(x["latency"] for x in e2e["latencyDistribution"] if x["percentage"] == pct) / 1e6
+# How late the load generator started its calls: part of every latency it reports.
+late = lambda run: next(x["latency"] for x in run["sendDelay"]["latencyDistribution"] if x["percentage"] == 99.0) / 1e6
 n = max(e2e["received"], 1)
 serve = "API and router in one process" + (", " + sys.argv[2] if sys.argv[2] else "")
 print(f"  capacity {cap:,.0f} reports/s (closed loop, {serve}); at half, "
       f"{rate:,.0f}/s open loop: report → subscriber p99 {q(99.0):.1f} ms (target ≤ 5), "
-      f"p99.9 {q(99.9):.1f} ms (target ≤ 20), lost {e2e['lost']} (target 0)")
+      f"p99.9 {q(99.9):.1f} ms (target ≤ 20), lost {e2e['lost']} (target 0); "
+      f"the load generator's own send delay p99 {late(half):.1f} ms")
 print(f"  Redis memory per incident over that run: {(m1 - m0) / n:,.0f} bytes (target ≤ 2,500); "
       f"Redis CPU per incident, subscribers reading: {(r1 - r0) * 1e6 / n:.1f} µs")
+cap_e2e = load("capacity-e2e")
+half_e2e = load("half-e2e")
+qe = lambda run, pct: next(x["latency"] for x in run["endToEnd"]["latencyDistribution"] if x["percentage"] == pct) / 1e6
+print(f"  end-to-end capacity {cap_e2e['rps']:,.0f} reports/s (closed loop, subscribers reading; "
+      f"report → subscriber p99 {qe(cap_e2e, 99.0):.1f} ms in that run); at half, "
+      f"{cap_e2e['rps'] / 2:,.0f}/s open loop: p99 {qe(half_e2e, 99.0):.1f} ms, "
+      f"p99.9 {qe(half_e2e, 99.9):.1f} ms, lost {half_e2e['endToEnd']['lost']}; "
+      f"send delay p99 {late(half_e2e):.1f} ms")
 print("  Redis Cluster scale-out: not measured by this script (docs/PERFORMANCE.md)")
 PY
 echo "  Redis memory per incident by kind of key (MEMORY USAGE, that run):"

@@ -203,6 +203,9 @@ struct Shared {
     codes: Mutex<BTreeMap<String, u64>>,
     latency: Mutex<Histogram<u64>>,
     e2e: Mutex<Histogram<u64>>,
+    /// How late each call started against its open-loop schedule: the load generator's own
+    /// delay (its pacer and tasks waiting for a core), which every latency above includes.
+    send_delay: Mutex<Histogram<u64>>,
     received: AtomicU64,
     /// incident id → when its report was (intended to be) sent, or when its dispatch arrived if
     /// that beat the report's answer: whichever side comes second completes the measurement.
@@ -233,6 +236,7 @@ impl Shared {
             codes: Mutex::new(BTreeMap::new()),
             latency: h(),
             e2e: h(),
+            send_delay: h(),
             received: AtomicU64::new(0),
             inflight: DashMap::new(),
             errors: AtomicU64::new(0),
@@ -659,6 +663,7 @@ async fn run(args: Args) -> Result<bool, BoxError> {
         elapsed,
         follows,
         args.scenario == Scenario::Lifecycle,
+        args.rate.is_some() || stages.is_some(),
     );
     eprint!("{}", summary.text());
     let (call, e2e) = summary.spectra();
@@ -781,6 +786,9 @@ async fn send(
     due: Instant,
 ) {
     s.sent.fetch_add(n, Ordering::Relaxed);
+    if let Ok(mut h) = s.send_delay.lock() {
+        h.saturating_record((due.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64).max(1));
+    }
     match scenario {
         Scenario::Report | Scenario::E2e | Scenario::Lifecycle | Scenario::Echo => {
             let report = traffic.report(first);

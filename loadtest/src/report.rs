@@ -22,6 +22,8 @@ pub struct Summary {
     e2e: Option<(Histogram<u64>, u64, u64)>,
     /// accept, resolve, dispatch → resolved, errors.
     lifecycle: Option<Lifecycle>,
+    /// Open loop: how late calls started against the schedule (the load generator's own delay).
+    send_delay: Option<Histogram<u64>>,
 }
 
 const QUANTILES: [(&str, f64); 5] = [
@@ -38,7 +40,13 @@ fn ms(ns: u64) -> f64 {
 
 impl Summary {
     /// Collects the shared counters after a run.
-    pub fn collect(s: &Shared, total: Duration, e2e: bool, lifecycle: bool) -> Self {
+    pub fn collect(
+        s: &Shared,
+        total: Duration,
+        e2e: bool,
+        lifecycle: bool,
+        open_loop: bool,
+    ) -> Self {
         let empty = || Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("valid bounds");
         let received = s.received.load(Ordering::Relaxed);
         Self {
@@ -61,6 +69,12 @@ impl Summary {
                     get(&s.full_loop),
                     s.lifecycle_errors.load(Ordering::Relaxed),
                 )
+            }),
+            send_delay: open_loop.then(|| {
+                s.send_delay
+                    .lock()
+                    .map(|h| h.clone())
+                    .unwrap_or_else(|_| empty())
             }),
             e2e: e2e.then(|| {
                 let lost = s.lost();
@@ -103,6 +117,7 @@ impl Summary {
             "e2e_p999" => ms(self.e2e.as_ref()?.0.value_at_quantile(0.999)),
             "lifecycle_errors" => self.lifecycle.as_ref().map_or(0.0, |l| l.3 as f64),
             "resolve_p99" => ms(self.lifecycle.as_ref()?.1.value_at_quantile(0.99)),
+            "send_delay_p99" => ms(self.send_delay.as_ref()?.value_at_quantile(0.99)),
             _ => return None,
         })
     }
@@ -134,6 +149,13 @@ impl Summary {
             for (name, q) in QUANTILES {
                 out.push_str(&format!(" {name} {:.3} ms", ms(h.value_at_quantile(q))));
             }
+        }
+        if let Some(h) = &self.send_delay {
+            out.push_str("\n  send delay: ");
+            for (name, q) in QUANTILES {
+                out.push_str(&format!(" {name} {:.3} ms", ms(h.value_at_quantile(q))));
+            }
+            out.push_str(" (how late calls started against the open-loop schedule: the load generator's own delay, part of every latency above)");
         }
         if let Some((a, r, l, errors)) = &self.lifecycle {
             for (name, h) in [("accept", a), ("resolve", r), ("dispatch → resolved", l)] {
@@ -195,6 +217,9 @@ impl Summary {
                 "dispatchToResolved": {"count": l.len(), "latencyDistribution": dist(l)},
                 "errors": errors,
             });
+        }
+        if let Some(h) = &self.send_delay {
+            v["sendDelay"] = json!({"latencyDistribution": dist(h), "slowest": h.max()});
         }
         if let Some((h, received, lost)) = &self.e2e {
             v["endToEnd"] = json!({"received": received, "lost": lost, "latencyDistribution": dist(h), "slowest": h.max()});
@@ -266,4 +291,35 @@ pub fn check(s: &Summary, thresholds: &[Threshold]) -> Vec<String> {
             Some(_) => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::Summary;
+    use crate::Shared;
+
+    /// An open-loop run reports how late its calls started (text, JSON and `--fail-if`); a
+    /// closed-loop run, whose calls have no schedule, does not.
+    #[test]
+    fn open_loop_runs_report_their_send_delay() {
+        let s = Shared::new();
+        for late_ms in [1, 2, 40] {
+            let due = Instant::now() - Duration::from_millis(late_ms);
+            if let Ok(mut h) = s.send_delay.lock() {
+                h.saturating_record(due.elapsed().as_nanos() as u64);
+            }
+        }
+        let open = Summary::collect(&s, Duration::from_secs(1), false, false, true);
+        let slowest = open.json()["sendDelay"]["slowest"].as_u64().unwrap_or(0);
+        assert!((40_000_000..41_000_000).contains(&slowest), "{slowest}");
+        assert!(open.text().contains("send delay:"));
+        let p99 = open.metric("send_delay_p99").unwrap_or(0.0);
+        assert!((39.9..41.0).contains(&p99), "{p99}");
+        let closed = Summary::collect(&s, Duration::from_secs(1), false, false, false);
+        assert!(closed.json().get("sendDelay").is_none());
+        assert!(!closed.text().contains("send delay"));
+        assert!(closed.metric("send_delay_p99").is_none());
+    }
 }
