@@ -64,14 +64,19 @@ echo "== 3. API CPU per accepted unary report, and the echo server's CPU per cal
 API_COST_ROUNDS=1 NO_BUILD=1 bash loadtest/api_cost.sh | sed -n 2p | tee "$out/api.txt"
 cp "${CARGO_TARGET_DIR:-target}/api-cost/last.txt" "$out/api-echo.txt"
 
+# An empty Redis and a new service on it (the last one started is stopped), logging to $1.log.
+fresh_service() {
+  redis-cli -p "$rport" flushall >/dev/null
+  kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+  serve_gridroute "redis://127.0.0.1:$rport/" "$out/$1.log"
+}
+
 echo "== 4. capacity, then end to end at half of it; Redis memory per incident"
 new_redis
 serve_gridroute "redis://127.0.0.1:$rport/" "$out/serve.log"
 capacity "$out/capacity"
 sleep 5
-redis-cli -p "$rport" flushall >/dev/null
-kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
-serve_gridroute "redis://127.0.0.1:$rport/" "$out/serve2.log"
+fresh_service serve2
 half=$(python3 -c "import json; print(max(100, int(json.load(open('$out/capacity.json'))['rps'] / 2)))")
 m0=$(redis-cli -p "$rport" info memory | awk -F: '/^used_memory:/{print $2+0}')
 r0=$(redis_cpu "$rport")
@@ -85,11 +90,6 @@ received=$(python3 -c "import json; print(json.load(open('$out/half.json'))['end
 python3 loadtest/memory_by_key.py "$rport" "$received" >"$out/memory.txt"
 
 echo "== 5. end-to-end capacity (closed loop, subscribers reading), then end to end at half of it"
-fresh_service() {
-  redis-cli -p "$rport" flushall >/dev/null
-  kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
-  serve_gridroute "redis://127.0.0.1:$rport/" "$out/$1.log"
-}
 fresh_service serve3
 "$lt" --addr "http://127.0.0.1:$grpc" --scenario e2e --concurrency 64 --duration 10s --drain 30s \
   --duplicate-share 0 --json "$out/capacity-e2e.json" >"$out/capacity-e2e.txt" 2>&1 || true
@@ -122,9 +122,11 @@ cap = load("capacity")["rps"]
 half = load("half")
 m0, m1, r0, r1, rate = map(float, open(f"{out}/half.mem").read().split())
 e2e = half["endToEnd"]
-q = lambda pct: next(x["latency"] for x in e2e["latencyDistribution"] if x["percentage"] == pct) / 1e6
+# A percentile of one of a run's distributions (`endToEnd`, `sendDelay`), in ms.
+at = lambda part, pct: next(x["latency"] for x in part["latencyDistribution"] if x["percentage"] == pct) / 1e6
+q = lambda pct: at(e2e, pct)
 # How late the load generator started its calls: part of every latency it reports.
-late = lambda run: next(x["latency"] for x in run["sendDelay"]["latencyDistribution"] if x["percentage"] == 99.0) / 1e6
+late = lambda run: at(run["sendDelay"], 99.0)
 n = max(e2e["received"], 1)
 serve = "API and router in one process" + (", " + sys.argv[2] if sys.argv[2] else "")
 print(f"  capacity {cap:,.0f} reports/s (closed loop, {serve}); at half, "
@@ -135,7 +137,7 @@ print(f"  Redis memory per incident over that run: {(m1 - m0) / n:,.0f} bytes (t
       f"Redis CPU per incident, subscribers reading: {(r1 - r0) * 1e6 / n:.1f} µs")
 cap_e2e = load("capacity-e2e")
 half_e2e = load("half-e2e")
-qe = lambda run, pct: next(x["latency"] for x in run["endToEnd"]["latencyDistribution"] if x["percentage"] == pct) / 1e6
+qe = lambda run, pct: at(run["endToEnd"], pct)
 print(f"  end-to-end capacity {cap_e2e['rps']:,.0f} reports/s (closed loop, subscribers reading; "
       f"report → subscriber p99 {qe(cap_e2e, 99.0):.1f} ms in that run); at half, "
       f"{cap_e2e['rps'] / 2:,.0f}/s open loop: p99 {qe(half_e2e, 99.0):.1f} ms, "

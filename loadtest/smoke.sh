@@ -25,6 +25,9 @@ mkdir -p "$page"
   --json "$page/second.json" --html "$page/report.html" --compare "$page/first.json" \
   --fail-if 'error_rate>0,lost>0'
 python3 loadtest/check_page.py "$page/report.html" "$page/second.json" --baseline
+# An open-loop run says how late it started its calls (the load generator's own delay).
+python3 -c 'import json, sys; d = json.load(open(sys.argv[1]))["sendDelay"]
+assert d["latencyDistribution"] and d["slowest"] >= 1, d' "$page/second.json"
 "$target/gridroute-loadtest" --addr "http://127.0.0.1:$grpc" --scenario e2e-batch --batch-size 100 \
   --concurrency 2 --requests 2000 --fail-if 'error_rate>0,lost>0'
 echo "smoke load test: 0 errors, 0 lost"
