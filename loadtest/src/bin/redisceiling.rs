@@ -1,7 +1,8 @@
 //! `gridroute-redisceiling`: the Redis-only ceiling of gridroute's command mix. It drives the
 //! same store code the service runs (report script with idempotency, consumer-group reads,
 //! route decisions in memory, dispatch script with record, timeline, events, timers, indexes
-//! and department streams, ack) straight against Redis, without gRPC, and reports routed
+//! and department streams, ack, and the routers' trim of acknowledged entries) straight
+//! against Redis, without gRPC, and reports routed
 //! incidents per second: the figure `report-batch` end to end is compared with.
 //!
 //! `--mix lean` runs instead the floor of issue 13: per incident an ingest XADD (300 B), reads
@@ -351,6 +352,8 @@ async fn main() {
                     .collect();
                 tally.record();
                 let done = consumer.dispatch_batch(&writes).await.unwrap();
+                // As a router does: acknowledged entries trimmed from the head now and then.
+                consumer.trim_if_due(false).await.unwrap();
                 routed.fetch_add(
                     done.iter().filter(|d| matches!(d, Ok(true))).count() as u64,
                     Ordering::Relaxed,

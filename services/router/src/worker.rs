@@ -170,9 +170,11 @@ impl Worker {
             match read {
                 Ok(entries) => {
                     self.retry.reset();
-                    if !entries.is_empty() {
+                    let idle = entries.is_empty();
+                    if !idle {
                         self.process(entries).await;
                     }
+                    self.trim(idle).await;
                 }
                 Err(e) => {
                     self.failed("read_new", &e).await;
@@ -181,6 +183,21 @@ impl Worker {
                     }
                 }
             }
+        }
+    }
+
+    /// Trims the acknowledged entries from the head of the partition's stream when due (see
+    /// [`Consumer::trim_if_due`]); a failed trim is left to the next one, since the entries it
+    /// would have removed stay acknowledged.
+    async fn trim(&mut self, idle: bool) {
+        let Some(c) = self.consumer.as_mut().filter(|c| c.trim_due(idle)) else {
+            return;
+        };
+        let span = info_span!("ingest_trim", partition = self.partition, idle);
+        match c.trim_if_due(idle).instrument(span).await {
+            Ok(0) => {}
+            Ok(removed) => debug!(removed, "acknowledged ingest entries trimmed"),
+            Err(e) => debug!(error = %e, "trimming acknowledged ingest entries failed"),
         }
     }
 

@@ -176,8 +176,9 @@ pub struct IngestStats {
     pub pending: u64,
     /// Entries in the dead-letter stream.
     pub dead_letters: u64,
-    /// Entries in the ingest streams (acknowledged entries are deleted, so this is the work
-    /// not yet routed: lag plus pending).
+    /// Entries in the ingest streams: lag, pending, and acknowledged entries the routers have
+    /// not trimmed yet (a quarter second's worth or a stream node's; see
+    /// [`Consumer::trim_if_due`]). The work not yet routed is lag plus pending.
     pub length: u64,
 }
 
@@ -236,7 +237,25 @@ impl Store {
             name: name.to_owned(),
             block,
             pending_cursor: "0".to_owned(),
+            acked_since_trim: 0,
+            last_trim: std::time::Instant::now(),
         })
+    }
+
+    /// Trims a partition's ingest stream of its acknowledged entries (`trim_acked.lua`): those
+    /// older than the routers' oldest pending entry, or with none pending, than the last one
+    /// delivered; whole stream nodes only. Returns how many entries went.
+    pub async fn trim_acked(&self, partition: u16) -> Result<u64> {
+        let mut pipe = redis::pipe();
+        scripts::evalsha(
+            &mut pipe,
+            &scripts::TRIM_ACKED,
+            &[self.keys().ingest(partition)],
+            &[ROUTER_GROUP.as_bytes()],
+        );
+        let removed: u64 = self.run_script(&mut pipe, "trim_acked").await?;
+        metrics::counter!(gridroute_telemetry::names::INGEST_TRIMMED_TOTAL).increment(removed);
+        Ok(removed)
     }
 
     /// Moves an entry to its partition's dead-letter stream with the reason, and acknowledges it.
@@ -344,7 +363,16 @@ pub struct Consumer {
     name: String,
     block: Duration,
     pending_cursor: String,
+    /// Entries this consumer acknowledged since it last trimmed its stream.
+    acked_since_trim: usize,
+    last_trim: std::time::Instant,
 }
+
+/// How often a router trims the acknowledged entries of a stream it dispatches from
+/// ([`Consumer::trim_if_due`]): often enough that they hold little memory (at 10,000 reports/s
+/// on four partitions, about 600 entries of some 400 bytes per partition), rarely enough that the trim's
+/// cost per entry stays far below the `XDEL` per entry it replaces.
+pub const TRIM_EVERY: Duration = Duration::from_millis(250);
 
 /// How a consumer reads its stream: on one Redis over plain TCP with a connection of its own
 /// that takes replies apart into entries directly (`resp`); otherwise (TLS, Cluster, RESP3)
@@ -378,10 +406,32 @@ impl Consumer {
         &mut self,
         writes: &[crate::dispatch::DispatchWrite],
     ) -> Result<Vec<Result<bool>>> {
-        match &mut self.reader {
+        let done = match &mut self.reader {
             Reader::Direct(d) => self.store.dispatch_via(writes, Some(d)).await,
             Reader::Client(_) => self.store.dispatch_batch(writes).await,
+        }?;
+        self.acked_since_trim += done.iter().filter(|r| r.is_ok()).count();
+        Ok(done)
+    }
+
+    /// Whether [`Consumer::trim_if_due`] would trim now.
+    pub fn trim_due(&self, idle: bool) -> bool {
+        self.acked_since_trim > 0 && (idle || self.last_trim.elapsed() >= TRIM_EVERY)
+    }
+
+    /// Trims the acknowledged entries from the head of this consumer's stream
+    /// (`trim_acked.lua`) when it acknowledged some since the last trim and either
+    /// [`TRIM_EVERY`] has passed or `idle` (its last read found nothing new). Returns how many
+    /// entries went. Dispatches acknowledge their entries without deleting them: one trim per
+    /// interval costs Redis a fraction of an `XDEL` per entry (docs/PERFORMANCE.md).
+    pub async fn trim_if_due(&mut self, idle: bool) -> Result<u64> {
+        if !self.trim_due(idle) {
+            return Ok(0);
         }
+        let removed = self.store.trim_acked(self.partition).await?;
+        self.acked_since_trim = 0;
+        self.last_trim = std::time::Instant::now();
+        Ok(removed)
     }
 
     /// Entries this consumer was given before and has not acknowledged (after a restart with the

@@ -8,7 +8,7 @@
 //! (`transact.rs`): one round trip `WATCH`es the batch's records and reads what the script
 //! reads of them; the dispatch decides per entry as the script does (routable state, the
 //! entry's generation, once per batch); a second round trip sends `MULTI`, the writes, the ack
-//! and deletion of every entry of the batch, and `EXEC`, which Redis refuses (nothing is
+//! of every entry of the batch, and `EXEC`, which Redis refuses (nothing is
 //! written) when a record changed meanwhile: another router dispatching a redelivered entry,
 //! or a department acting on the case. The batch is then read and decided again.
 //!
@@ -152,7 +152,7 @@ fn num(b: &mut RespBatch, n: i64) {
 }
 
 /// The second round trip: what `lua/dispatch.lua` writes for the entries `plan` dispatches,
-/// and the ack and deletion of every entry, in `MULTI`…`EXEC`.
+/// and the ack of every entry (trimmed later, `trim_acked.lua`), in `MULTI`…`EXEC`.
 fn transaction<'a>(
     k: &crate::Keys,
     p: u16,
@@ -323,11 +323,6 @@ fn transaction<'a>(
     b.command(3 + members.len()).write_arg(b"XACK");
     b.write_arg(ingest.as_bytes());
     b.write_arg(ROUTER_GROUP.as_bytes());
-    for w in members {
-        b.write_arg(w.entry_id.as_bytes());
-    }
-    b.command(2 + members.len()).write_arg(b"XDEL");
-    b.write_arg(ingest.as_bytes());
     for w in members {
         b.write_arg(w.entry_id.as_bytes());
     }

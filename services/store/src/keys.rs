@@ -4,7 +4,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `<prefix>:{pN}:ingest` | stream | reports waiting for a router (acked entries are deleted) |
+//! | `<prefix>:{pN}:ingest` | stream | reports waiting for a router (acknowledged entries are trimmed from the head by the routers, `trim_acked.lua`) |
 //! | `<prefix>:{pN}:idem:<source>:<request_id>` | string | `hash\|incident id`, expires |
 //! | `<prefix>:{pN}:inc:<id>` | hash | the incident record (`report` without the reporter's contact, which is `contact`: personal data kept once, erased after retention) |
 //! | `<prefix>:{pN}:tl:<id>` | list | the incident's timeline after its first two entries (those are the record's `tl0`, `tl1`), `ms\|event bytes` |

@@ -82,6 +82,8 @@ scripts! {
     MERGE_ENTRY = "merge_entry";
     /// Trim a stream to its retention window, remembering where.
     TRIM_STREAM = "trim_stream";
+    /// Trim an ingest stream's acknowledged entries from its head.
+    TRIM_ACKED = "trim_acked";
     /// Remove an archived incident if its record is unchanged.
     REMOVE_ARCHIVED = "remove_archived";
     /// Fold a reporter's points ledger past its newest entries into a carried total.

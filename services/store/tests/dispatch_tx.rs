@@ -194,7 +194,7 @@ async fn a_first_dispatch_by_transaction_writes_what_the_script_writes() {
         assert_eq!(same(&tx.0[field]), same(value), "{field}");
     }
     // The same keys with as many entries: events, indexes, department streams, timers, the
-    // geo set; the ingest streams acknowledged and emptied.
+    // geo set; the ingest entries acknowledged (and left for the routers to trim).
     // Records one field shorter: `dept_at`.
     let shorter = |mut c: Vec<(String, usize)>| {
         for (name, n) in &mut c {

@@ -7,4 +7,5 @@ mod clock;
 mod direct;
 mod dispatch_tx;
 mod subscribe_ahead;
+mod trim;
 mod untrusted;

@@ -40,8 +40,10 @@ pub mod names {
     pub const INGEST_LAG: &str = "gridroute_ingest_lag_entries";
     /// Entries delivered to a router and not yet acknowledged.
     pub const INGEST_PENDING: &str = "gridroute_ingest_pending_entries";
-    /// Entries in the ingest streams.
+    /// Entries in the ingest streams (acknowledged ones included until they are trimmed).
     pub const INGEST_LENGTH: &str = "gridroute_ingest_stream_entries";
+    /// Acknowledged ingest entries trimmed from the streams' heads by the routers.
+    pub const INGEST_TRIMMED_TOTAL: &str = "gridroute_ingest_trimmed_entries_total";
     /// Entries in the dead-letter streams.
     pub const DEAD_LETTER_LENGTH: &str = "gridroute_dead_letter_entries";
     /// gRPC requests, by `method` and `code`.
@@ -177,7 +179,11 @@ pub fn describe() {
     );
     describe_gauge!(
         INGEST_LENGTH,
-        "Entries in the ingest streams (not yet routed)."
+        "Entries in the ingest streams: not yet routed, and routed ones not yet trimmed."
+    );
+    describe_counter!(
+        INGEST_TRIMMED_TOTAL,
+        "Acknowledged ingest entries trimmed from the streams' heads by the routers."
     );
     describe_histogram!(
         REDIS_DURATION_SECONDS,

@@ -26,7 +26,8 @@
 --       then T pairs (due, member), then D dispatch payloads (heads: the report and the decision
 --       are read from the record on delivery, with the entry's generation `g`)
 -- Returns per write 1 when dispatched, 0 when this generation was already dispatched (a
--- redelivery). Every entry of the batch is acknowledged and deleted at the end.
+-- redelivery). Every entry of the batch is acknowledged at the end; the routers trim
+-- acknowledged entries from the stream's head later (`trim_acked.lua`).
 
 local routable, clears = {}, {}
 for s in string.gmatch(ARGV[2], '[^,]+') do
@@ -129,6 +130,5 @@ end
 flush()
 if #acked > 0 then
   redis.call('XACK', KEYS[1], ARGV[1], unpack(acked))
-  redis.call('XDEL', KEYS[1], unpack(acked))
 end
 return out
