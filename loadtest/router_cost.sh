@@ -30,11 +30,18 @@ redis-server --port "$rport" "${redis_flags[@]}" >"$out/redis.log" 2>&1 &
 rpid=$!
 pids=($rpid)
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null || true' EXIT
-# Entries still in the ingest streams (routed entries are acknowledged and deleted).
+# Entries in the ingest streams not yet routed: the routers' group's lag plus pending, or every
+# entry while no group exists yet. Routed entries are acknowledged and trimmed later in whole
+# stream nodes, so the streams' length does not fall to zero.
 queued() {
   local n=0
   for key in $(redis-cli -p "$rport" --scan --pattern '*:ingest'); do
-    n=$((n + $(redis-cli -p "$rport" xlen "$key")))
+    n=$((n + $(redis-cli -p "$rport" xinfo groups "$key" | awk -v len="$(redis-cli -p "$rport" xlen "$key")" '
+      prev == "name" && $0 == "routers" { group = 1 }
+      group && prev == "pending" { pending = $0 }
+      group && prev == "lag" { lag = ($0 == "" ? len : $0); group = 0 }
+      { prev = $0 }
+      END { print (pending == "" && lag == "") ? len : pending + lag }')))
   done
   echo "$n"
 }
