@@ -25,7 +25,9 @@
 #      then `e2e` open loop at half of it. Step 4 takes half of the unary capacity, where no
 #      subscriber competes for the machine; this step shows the latency at half of what the
 #      whole flow (reports, routing and delivery) can carry on the same box. A figure beside
-#      step 4's, not a replacement for it.
+#      step 4's, not a replacement for it. LOADGEN_CPU=N runs this step's load tester on CPU N
+#      alone and Redis and the service on the other CPUs (taskset), to see what the load
+#      generator's competition for the cores adds to the latency.
 # Redis Cluster scale-out is not measured here (docs/PERFORMANCE.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -73,6 +75,7 @@ fresh_service() {
 
 echo "== 4. capacity, then end to end at half of it; Redis memory per incident"
 new_redis
+redis4=${pids[-1]}
 serve_gridroute "redis://127.0.0.1:$rport/" "$out/serve.log"
 capacity "$out/capacity"
 sleep 5
@@ -90,12 +93,23 @@ received=$(python3 -c "import json; print(json.load(open('$out/half.json'))['end
 python3 loadtest/memory_by_key.py "$rport" "$received" >"$out/memory.txt"
 
 echo "== 5. end-to-end capacity (closed loop, subscribers reading), then end to end at half of it"
+lt5=("$lt")
+pin_service() { :; }
+if [ -n "${LOADGEN_CPU:-}" ]; then
+  others=$(python3 -c "import os; print(','.join(str(c) for c in sorted(os.sched_getaffinity(0)) if c != $LOADGEN_CPU))")
+  lt5=(taskset -c "$LOADGEN_CPU" "$lt")
+  # Every thread of step 4's Redis and of the service just started.
+  pin_service() { taskset -a -pc "$others" "$redis4" >/dev/null; taskset -a -pc "$others" "${pids[-1]}" >/dev/null; }
+  echo "   the load tester on CPU $LOADGEN_CPU, Redis and the service on CPUs $others"
+fi
 fresh_service serve3
-"$lt" --addr "http://127.0.0.1:$grpc" --scenario e2e --concurrency 64 --duration 10s --drain 30s \
+pin_service
+"${lt5[@]}" --addr "http://127.0.0.1:$grpc" --scenario e2e --concurrency 64 --duration 10s --drain 30s \
   --duplicate-share 0 --json "$out/capacity-e2e.json" >"$out/capacity-e2e.txt" 2>&1 || true
 fresh_service serve4
+pin_service
 half_e2e=$(python3 -c "import json; print(max(100, int(json.load(open('$out/capacity-e2e.json'))['rps'] / 2)))")
-"$lt" --addr "http://127.0.0.1:$grpc" --scenario e2e --rate "$half_e2e" --duration 20s --drain 30s \
+"${lt5[@]}" --addr "http://127.0.0.1:$grpc" --scenario e2e --rate "$half_e2e" --duration 20s --drain 30s \
   --duplicate-share 0 --json "$out/half-e2e.json" >"$out/half-e2e.txt" 2>&1 || true
 
 echo "== issue 13: figures beside their floors or ceilings, and the targets"
