@@ -306,6 +306,25 @@ async fn runs_on_redis_cluster() {
         *kinds.entry(e.event.unwrap().kind).or_default() += 1;
     }
     assert!(kinds.get("reported").copied().unwrap_or(0) >= 24);
+
+    // The routers trimmed what they acknowledged (`trim_acked.lua` on each partition's node,
+    // once its reads found nothing new), and no trim failed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut text = common::process::scrape(metrics);
+    while !text.contains("gridroute_ingest_trimmed_entries_total")
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        text = common::process::scrape(metrics);
+    }
+    assert!(
+        text.contains("gridroute_ingest_trimmed_entries_total"),
+        "{text}"
+    );
+    assert_eq!(
+        common::metric_value(&text, "gridroute_redis_errors_total{op=\"trim_acked\"}"),
+        0.0
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -7,11 +7,10 @@ use crate::common;
 
 use common::{
     metric_value,
-    process::{Child, bearer, connect, dev_tokens, temp_dir},
+    process::{Child, bearer, connect, dev_tokens, scrape, temp_dir},
 };
 
 use std::{
-    io::{Read, Write},
     process::{Command, Stdio},
     time::Duration,
 };
@@ -24,15 +23,6 @@ use gridroute_store::local::free_port;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
-
-fn scrape(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_serves_health_reflection_reports_and_metrics() {

@@ -273,15 +273,7 @@ async fn logs_spans_and_metrics_name_the_trace_and_never_the_reporter() {
         let _ = incidents.report_incident(r).await;
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let scraped = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics)).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
-    };
+    let scraped = common::process::scrape(metrics);
     // SIGTERM (on drop), so that the redis-server of `gridroute dev` stops with it (and the
     // last spans are flushed).
     drop(child);

@@ -69,6 +69,17 @@ pub fn redis_server(port: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
     panic!("redis-server did not start on port {port}");
 }
 
+/// The Prometheus text a process serves on `127.0.0.1:port` (`/metrics`).
+pub fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
 /// A fresh directory under the system's temp dir for one test.
 pub fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(
