@@ -549,7 +549,8 @@ async fn routers_trim_the_entries_they_acknowledged() {
     );
     let stats = env.store.ingest_stats().await.unwrap();
     assert_eq!((stats.lag, stats.pending, stats.dead_letters), (0, 0, 0));
-    assert_eq!(stats.length, left);
+    // Nothing new arrives, and a later trim only removes more.
+    assert!(stats.length <= left, "{} after {left}", stats.length);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
