@@ -370,8 +370,8 @@ pub struct Consumer {
 
 /// How often a router trims the acknowledged entries of a stream it dispatches from
 /// ([`Consumer::trim_if_due`]): often enough that they hold little memory (at 10,000 reports/s
-/// on four partitions, about 600 entries of some 400 bytes per partition), rarely enough that the trim's
-/// cost per entry stays far below the `XDEL` per entry it replaces.
+/// on four partitions, about 625 entries per partition), rarely enough that the trim's cost per
+/// entry stays far below the `XDEL` per entry it replaces.
 pub const TRIM_EVERY: Duration = Duration::from_millis(250);
 
 /// How a consumer reads its stream: on one Redis over plain TCP with a connection of its own
