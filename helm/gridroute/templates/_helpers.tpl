@@ -152,6 +152,8 @@ spec:
               value: {{ $root.Values.redis.transactions | quote }}
             - name: GRIDROUTE_TRANSACTION_MIN_BATCH
               value: {{ $root.Values.redis.transactionMinBatch | quote }}
+            - name: GRIDROUTE_PACKED_EVENTS
+              value: {{ $root.Values.redis.packedEvents | quote }}
             - name: GRIDROUTE_PARTITIONS
               value: {{ $root.Values.partitions | quote }}
             - name: GRIDROUTE_GRPC_ADDR

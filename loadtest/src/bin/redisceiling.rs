@@ -80,6 +80,10 @@ struct Args {
     /// script, as `gridroute serve --transactions` does.
     #[arg(long)]
     transactions: bool,
+    /// With `--transactions`: each batch's changes as one events entry per partition, as
+    /// `gridroute serve --packed-events` writes them.
+    #[arg(long)]
+    packed_events: bool,
 }
 
 /// Redis CPU seconds so far (`used_cpu_user + used_cpu_sys`).
@@ -233,7 +237,8 @@ async fn main() {
     let mut store = Store::connect(&url, "ceiling", a.partitions)
         .await
         .unwrap()
-        .with_transactions(a.transactions);
+        .with_transactions(a.transactions)
+        .with_packed_events(a.packed_events);
     store.ensure_groups().await.unwrap();
     let traffic = Arc::new(traffic::Traffic::from_tables(None, 0.0, 0.0).unwrap());
     let table = Arc::new(gridroute_benches::dawukou());

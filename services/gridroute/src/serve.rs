@@ -72,6 +72,12 @@ pub struct ServeOptions {
     /// the script, whose one round trip costs less than a transaction's two at moderate rates.
     #[arg(long, env = "GRIDROUTE_TRANSACTION_MIN_BATCH", default_value_t = 1)]
     pub transaction_min_batch: usize,
+    /// With `--transactions`, write each batch's changes as one entry of its partition's events
+    /// stream instead of one per change (less Redis CPU). Replicas of this release read both
+    /// forms, earlier ones only one per change: turn it on once every replica runs this
+    /// release, and turn it off before going back to an earlier one (docs/OPERATIONS.md).
+    #[arg(long, env = "GRIDROUTE_PACKED_EVENTS")]
+    pub packed_events: bool,
     /// Number of stream partitions; fixed for the life of a deployment.
     #[arg(long, env = "GRIDROUTE_PARTITIONS", default_value_t = 4)]
     pub partitions: u16,
@@ -363,7 +369,8 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
             timeout: Duration::from_millis(o.wait_timeout_ms),
         })?
         .with_transactions(o.transactions)
-        .with_transaction_min_batch(o.transaction_min_batch);
+        .with_transaction_min_batch(o.transaction_min_batch)
+        .with_packed_events(o.packed_events);
     // Once a version was published, the one in force in Redis wins over --tables.
     store.bootstrap_table(&tables, &sources).await?;
     drop(sources);

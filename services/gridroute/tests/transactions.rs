@@ -182,3 +182,115 @@ async fn reports_a_transaction_queues_are_routed_as_the_scripts_are() {
     let stats = by_tx.store.ingest_stats().await.unwrap();
     assert_eq!((stats.lag, stats.pending), (0, 0));
 }
+
+/// Every event of a watch from the start, until `n` arrived.
+async fn watched(env: &Env, cursor: &str, n: usize) -> Vec<pb::IncidentEvent> {
+    let mut watch = env
+        .incidents()
+        .await
+        .watch_incidents(env.signed(pb::WatchIncidentsRequest {
+            cursor: cursor.to_owned(),
+            start: pb::WatchStart::Earliest as i32,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let e = tokio::time::timeout(std::time::Duration::from_secs(10), watch.message())
+            .await
+            .expect("events keep coming")
+            .unwrap()
+            .expect("the watch stays open");
+        out.push(e);
+    }
+    // Nothing more than the changes written.
+    let more = tokio::time::timeout(std::time::Duration::from_millis(600), watch.message()).await;
+    assert!(more.is_err(), "an event beyond the {n} written: {more:?}");
+    out
+}
+
+/// `--packed-events`: the API's transactions write a batch's changes as one events entry per
+/// partition. A watch reads them beside entries of the first form (one per change, as an
+/// earlier release or a replica without the switch writes them), and resumes from a cursor
+/// inside a packed entry with exactly what follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_packed_per_batch_are_watched_and_resumed_inside_an_entry() {
+    let env = Env::writing(
+        None,
+        Writes::inline().by_transactions(true).packed_events(true),
+    )
+    .await;
+    let (_, _, lng, lat) = grid_point(&env.table(), false);
+    let reports: Vec<pb::ReportIncidentRequest> = (0..45)
+        .map(|i| report(&format!("packed-{i}"), "city.vehicle.abandoned", lng, lat))
+        .collect();
+    // Five reports by a replica without the switch: an entry per change.
+    let unpacked = replica(&env).await;
+    for a in unpacked.report_batch(&reports[..5], "", "").await.unwrap() {
+        assert!(matches!(a.unwrap(), Accepted::New(_)));
+    }
+    // Forty through the API: reported and dispatched, packed.
+    let answers = env.report_batch(reports[5..].to_vec()).await;
+    assert_eq!(answers.accepted_count, 40);
+    let mut c = env.redis().await;
+    let (mut single, mut packed, mut changes) = (0, 0, 0);
+    for p in 0..PARTITIONS {
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(env.store.keys().events(p))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        for e in entries.ids {
+            match e.get::<Vec<u8>>(gridroute_store::events::PACKED_FIELD) {
+                Some(v) => {
+                    packed += 1;
+                    changes += gridroute_store::events::unpack(&v).unwrap().changes.len();
+                }
+                None => single += 1,
+            }
+        }
+    }
+    assert_eq!((single, changes), (10, 80));
+    assert!(packed < 40, "{packed} packed entries for 80 changes");
+
+    // From the start: every change once, each incident reported, then dispatched.
+    let all = watched(&env, "", 90).await;
+    let mut seen: Vec<(String, i32)> = Vec::new();
+    for e in &all {
+        let key = (e.incident_id.clone(), e.status);
+        assert!(!seen.contains(&key), "{key:?} twice");
+        if e.status == pb::IncidentStatus::Dispatched as i32 {
+            let reported = (e.incident_id.clone(), pb::IncidentStatus::Reported as i32);
+            assert!(seen.contains(&reported), "dispatched before reported");
+            assert!(!e.region_codes.is_empty() && !e.department_id.is_empty());
+        }
+        assert!(e.event.as_ref().is_some_and(|t| !t.kind.is_empty()));
+        seen.push(key);
+    }
+    // From a cursor inside a packed entry (`<id>~<n>`), and from each form's last change of
+    // its kind: exactly the changes not yet delivered at that cursor.
+    let inside = all
+        .iter()
+        .position(|e| e.cursor.contains('~'))
+        .expect("a cursor inside a packed entry");
+    assert!(
+        gridroute_store::subscribe::Cursor::parse(&all[inside].cursor, PARTITIONS).is_ok(),
+        "a cursor the server issues parses"
+    );
+    for from in [inside, inside + 1, 4, 89] {
+        let rest = watched(&env, &all[from].cursor, 89 - from).await;
+        let got: HashSet<(String, i32)> = rest
+            .iter()
+            .map(|e| (e.incident_id.clone(), e.status))
+            .collect();
+        let expected: HashSet<(String, i32)> = all[from + 1..]
+            .iter()
+            .map(|e| (e.incident_id.clone(), e.status))
+            .collect();
+        assert_eq!(got, expected, "resumed after event {from}");
+    }
+}

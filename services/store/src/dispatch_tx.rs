@@ -153,11 +153,13 @@ fn num(b: &mut RespBatch, n: i64) {
 
 /// The second round trip: what `lua/dispatch.lua` writes for the entries `plan` dispatches,
 /// and the ack of every entry (trimmed later, `trim_acked.lua`), in `MULTI`…`EXEC`.
+/// With `packed`, the batch's changes go into one events entry (`crate::events`).
 fn transaction<'a>(
     k: &crate::Keys,
     p: u16,
     members: &[&'a DispatchWrite],
     plan: &[Option<Due>],
+    packed: bool,
 ) -> Result<RespBatch> {
     // What the batch writes, from above, so that the buffer is allocated once: growing it
     // copies what is written so far (a batch of 128 is about 250 KB).
@@ -183,7 +185,9 @@ fn transaction<'a>(
         .sum();
     let mut b = RespBatch::with_capacity(size);
     b.all(&[b"MULTI"]);
-    let dispatched = Status::Dispatched.as_str().as_bytes();
+    let status = Status::Dispatched.as_str();
+    let dispatched = status.as_bytes();
+    let mut packer = packed.then(crate::events::Packer::default);
     let (events, lag) = (k.events(p), k.index_lag(p));
     let mut regions = String::new();
     // One argument put together before it is written (RESP gives its length first).
@@ -242,19 +246,23 @@ fn transaction<'a>(
             k.write_part(&mut b, p, &[kind::DUPLICATES, category]);
         }
         // The change, for WatchIncidents.
-        b.command(13).write_arg(b"XADD");
-        b.write_arg(events.as_bytes());
-        b.write_arg(b"*");
-        b.write_arg(b"id");
-        b.write_arg(id.as_bytes());
-        b.write_arg(b"s");
-        b.write_arg(dispatched);
-        b.write_arg(b"d");
-        b.write_arg(w.department.as_bytes());
-        b.write_arg(b"r");
-        b.write_arg(regions.as_bytes());
-        b.write_arg(b"e");
-        b.write_arg(&w.event);
+        if let Some(packer) = &mut packer {
+            packer.push(id, status, &w.department, &regions, &w.event);
+        } else {
+            b.command(13).write_arg(b"XADD");
+            b.write_arg(events.as_bytes());
+            b.write_arg(b"*");
+            b.write_arg(b"id");
+            b.write_arg(id.as_bytes());
+            b.write_arg(b"s");
+            b.write_arg(dispatched);
+            b.write_arg(b"d");
+            b.write_arg(w.department.as_bytes());
+            b.write_arg(b"r");
+            b.write_arg(regions.as_bytes());
+            b.write_arg(b"e");
+            b.write_arg(&w.event);
+        }
         if due.late > LATE_MS {
             b.command(5).write_arg(b"ZADD");
             b.write_arg(lag.as_bytes());
@@ -301,6 +309,13 @@ fn transaction<'a>(
             b.write_arg(b"tp");
             b.write_arg(w.traceparent.as_bytes());
         }
+    }
+    if let Some(packer) = packer.filter(|p| !p.is_empty()) {
+        b.command(5).write_arg(b"XADD");
+        b.write_arg(events.as_bytes());
+        b.write_arg(b"*");
+        b.write_arg(crate::events::PACKED_FIELD.as_bytes());
+        b.write_arg(packer.value());
     }
     if !timers.is_empty() {
         b.command(2 + 2 * timers.len()).write_arg(b"ZADD");
@@ -384,7 +399,7 @@ impl Store {
                     return to_script("dept_at");
                 }
             };
-            let tx = transaction(k, p, members, &plan)?;
+            let tx = transaction(k, p, members, &plan, self.packed_events)?;
             match d.exec(&tx).await {
                 Ok(true) => return Ok(Some(plan.iter().map(Option::is_some).collect())),
                 Ok(false) => {

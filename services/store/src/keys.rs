@@ -11,7 +11,7 @@
 //! | `<prefix>:{pN}:dispatch:<department>` | stream | dispatches for one department |
 //! | `<prefix>:{pN}:sla` | sorted set | the head of each running case's SLA schedule, `<id>\|<kind>\|<department>` scored by due time (ms); the rest of the schedule is the record's `timers` field |
 //! | `<prefix>:{pN}:sla:claimed` | sorted set | due timers a replica claimed and is firing, scored by when the claim lapses (ms) |
-//! | `<prefix>:{pN}:events` | stream | every change of every incident of the partition (WatchIncidents) |
+//! | `<prefix>:{pN}:events` | stream | every change of every incident of the partition (WatchIncidents): one entry per change, or one per transaction's batch with `--packed-events` (`crate::events`) |
 //! | `<prefix>:{pN}:mg:<id>` | set | incidents merged into this one |
 //! | `<prefix>:{pN}:geo:<category>` | geo set | open incidents of a duplicate-detection category |
 //! | `<prefix>:{pN}:pts:<source>:<reporter>` | list | a reporter's points ledger in this partition, `ms\|incident\|points\|category` |

@@ -21,7 +21,8 @@
 //! - [`timers`]: claiming due SLA timers and applying what the core plans for each.
 //! - [`stats`]: the figures a command centre reports.
 //! - [`query`]: reading the shared record (get, list).
-//! - [`subscribe`]: reading a department's dispatch streams from a cursor.
+//! - [`subscribe`]: reading a department's dispatch streams, or the events streams, from a
+//!   cursor; [`events`]: the events entries' two forms (one per change, one per batch).
 //! - [`tables`]: routing table versions, history and change notifications.
 //! - [`audit`]: the audit trail (a stream trimmed by age).
 //! - [`retention`]: erasing reporters' contact details a retention period after closing.
@@ -39,6 +40,7 @@ pub mod conn;
 pub mod consumer;
 pub mod dispatch;
 mod dispatch_tx;
+pub mod events;
 pub mod ingest;
 pub mod keys;
 pub mod lifecycle;
@@ -159,6 +161,9 @@ pub struct Store {
     transaction_min_batch: usize,
     /// The connections those transactions run on.
     tx_conns: std::sync::Arc<transact::TxConns>,
+    /// Transactions write a batch's changes as one events entry per partition
+    /// (`--packed-events`, [`events`]).
+    packed_events: bool,
 }
 
 /// One reading of Redis' clock (`TIME`), and when it was taken on this host's monotonic clock
@@ -235,6 +240,7 @@ impl Store {
             transactions: false,
             transaction_min_batch: 1,
             tx_conns: Default::default(),
+            packed_events: false,
         })
     }
 
@@ -324,6 +330,15 @@ impl Store {
     /// (docs/PERFORMANCE.md, "Small batches by script"). 0 and 1 mean every batch.
     pub fn with_transaction_min_batch(mut self, n: usize) -> Self {
         self.transaction_min_batch = n.max(1);
+        self
+    }
+
+    /// Makes the transactions (`--transactions`) write each batch's changes as one events
+    /// entry per partition instead of one per change ([`events`]). Readers of this release
+    /// read both forms, readers of earlier ones only the first: an expand/contract switch,
+    /// turned on once no replica of an earlier release runs (docs/OPERATIONS.md).
+    pub fn with_packed_events(mut self, on: bool) -> Self {
+        self.packed_events = on;
         self
     }
 

@@ -1,9 +1,12 @@
-//! Reading one department's dispatches across every partition, from a cursor.
+//! Reading one department's dispatches, or the incident events, across every partition, from
+//! a cursor.
 //!
 //! A cursor lists the last stream id delivered from each partition, joined by `.`
-//! (e.g. `1732540000000-0.0-0.1732540000123-4.0-0`). It is opaque to callers: they hand back the
-//! cursor of the last dispatch they processed and receive everything after it, so delivery is
-//! at least once across disconnects.
+//! (e.g. `1732540000000-0.0-0.1732540000123-4.0-0`); inside an events entry that packs a batch
+//! of changes (`crate::events`), a partition's position is `<id>~<n>`: the first `n` changes of
+//! entry `<id>` delivered. It is opaque to callers: they hand back the cursor of the last
+//! dispatch or event they processed and receive everything after it, so delivery is at least
+//! once across disconnects.
 
 use std::time::Duration;
 
@@ -35,13 +38,15 @@ impl Cursor {
     /// Parses a cursor given back by a caller.
     pub fn parse(text: &str, partitions: u16) -> Result<Self, BadCursor> {
         let parts: Vec<String> = text.split('.').map(str::to_owned).collect();
-        let valid = |id: &str| {
-            id.split_once('-').is_some_and(|(a, b)| {
-                !a.is_empty()
-                    && !b.is_empty()
-                    && a.bytes().all(|c| c.is_ascii_digit())
-                    && b.bytes().all(|c| c.is_ascii_digit())
-            })
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+        let valid = |part: &str| {
+            let (id, delivered) = part.split_once('~').unwrap_or((part, "0"));
+            stream_id(id).is_some()
+                && id
+                    .split_once('-')
+                    .is_some_and(|(a, b)| digits(a) && digits(b))
+                && digits(delivered)
+                && delivered.parse::<u32>().is_ok()
         };
         if parts.len() != partitions as usize || !parts.iter().all(|p| valid(p)) {
             return Err(BadCursor { partitions });
@@ -52,6 +57,38 @@ impl Cursor {
     /// The cursor as text.
     pub fn encode(&self) -> String {
         self.0.join(".")
+    }
+
+    /// This cursor with partition `p` inside entry `id`, its first `delivered` changes
+    /// delivered, as text.
+    fn inside(&self, p: usize, id: &str, delivered: usize) -> String {
+        let mut parts = self.0.clone();
+        if let Some(part) = parts.get_mut(p) {
+            *part = format!("{id}~{delivered}");
+        }
+        parts.join(".")
+    }
+}
+
+/// A cursor's position in one partition: the entry id, and how many changes of that entry
+/// were delivered when the position is inside a packed entry (0: the whole entry was).
+fn position(part: &str) -> (&str, usize) {
+    match part.split_once('~') {
+        Some((id, n)) => (id, n.parse().unwrap_or(0)),
+        None => (part, 0),
+    }
+}
+
+/// Where a read of one partition's stream starts (`XREAD` reads after an id): after the
+/// position, or, inside a packed entry, just before that entry, which is read again.
+fn read_after(part: &str) -> String {
+    match position(part) {
+        (id, 0) => id.to_owned(),
+        (id, _) => match stream_id(id) {
+            Some((ms, seq)) if seq > 0 => format!("{ms}-{}", seq - 1),
+            Some((ms, _)) if ms > 0 => format!("{}-{}", ms - 1, u64::MAX),
+            _ => "0-0".to_owned(),
+        },
     }
 }
 
@@ -101,8 +138,19 @@ enum Source {
     Cluster(Tails),
 }
 
-/// One entry read: its fields, the cursor right after it, and its time (ms, from its id).
-type RawEntry = (std::collections::HashMap<String, Value>, String, i64);
+/// One entry read.
+struct RawEntry {
+    fields: std::collections::HashMap<String, Value>,
+    /// The cursor right after the whole entry.
+    cursor: Cursor,
+    /// Its time (ms, from its id).
+    ms: i64,
+    partition: usize,
+    id: String,
+    /// How many of its changes were delivered before (a packed events entry the cursor was
+    /// inside of); 0 for every other entry.
+    delivered: usize,
+}
 
 /// The milliseconds of a stream id.
 fn id_ms(id: &str) -> i64 {
@@ -118,8 +166,7 @@ impl StreamReader {
             Source::Cluster(tails) => {
                 let mut out = Vec::new();
                 for (p, entry) in tails.next(count, self.block).await? {
-                    self.cursor.0[p].clone_from(&entry.id);
-                    out.push((entry.map, self.cursor.encode(), id_ms(&entry.id)));
+                    out.push(self.advance(p, entry));
                 }
                 return Ok(out);
             }
@@ -138,11 +185,27 @@ impl StreamReader {
                 continue;
             };
             for entry in stream.ids {
-                self.cursor.0[p].clone_from(&entry.id);
-                out.push((entry.map, self.cursor.encode(), id_ms(&entry.id)));
+                out.push(self.advance(p, entry));
             }
         }
         Ok(out)
+    }
+
+    /// Moves partition `p`'s position past `entry`.
+    fn advance(&mut self, p: usize, entry: redis::streams::StreamId) -> RawEntry {
+        let delivered = match position(&self.cursor.0[p]) {
+            (at, n) if at == entry.id => n,
+            _ => 0,
+        };
+        self.cursor.0[p].clone_from(&entry.id);
+        RawEntry {
+            fields: entry.map,
+            cursor: self.cursor.clone(),
+            ms: id_ms(&entry.id),
+            partition: p,
+            id: entry.id,
+            delivered,
+        }
     }
 
     /// One blocking XREAD over all partitions' streams, after the cursor.
@@ -156,8 +219,8 @@ impl StreamReader {
         for k in keys {
             cmd.arg(k);
         }
-        for id in &cursor.0 {
-            cmd.arg(id);
+        for part in &cursor.0 {
+            cmd.arg(read_after(part));
         }
         cmd
     }
@@ -198,7 +261,7 @@ impl Tails {
                 target.clone(),
                 p,
                 key.clone(),
-                from.clone(),
+                read_after(from),
                 count,
                 block,
                 tx.clone(),
@@ -462,7 +525,13 @@ impl Store {
             .zip(replies)
             .map(|(at, reply)| {
                 let deleted = last_deleted(reply);
-                if stream_id(at) < stream_id(&deleted) {
+                // Inside a packed entry, the rest of that entry is gone once it is trimmed.
+                let (id, delivered) = position(at);
+                let lost = match delivered {
+                    0 => stream_id(id) < stream_id(&deleted),
+                    _ => stream_id(id) <= stream_id(&deleted),
+                };
+                if lost {
                     gap = true;
                     deleted
                 } else {
@@ -592,11 +661,20 @@ impl DispatchReader {
     ) -> Result<Vec<pb::Dispatch>> {
         let mut out = Vec::new();
         let mut gens = Vec::new();
-        for (fields, cursor, _) in self.inner.next_raw(count).await? {
+        for RawEntry {
+            fields,
+            cursor,
+            delivered,
+            ..
+        } in self.inner.next_raw(count).await?
+        {
             let b = bytes(&fields, "d");
-            if b.is_empty() {
+            // A dispatch entry is one delivery: a position inside one (a cursor made by
+            // hand) has delivered it.
+            if b.is_empty() || delivered > 0 {
                 continue;
             }
+            let cursor = cursor.encode();
             let mut d = pb::Dispatch::decode(b).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             if d.kind == pb::DispatchKind::Unspecified as i32 {
                 d.kind = pb::DispatchKind::New as i32;
@@ -702,39 +780,108 @@ impl DispatchReader {
 
 impl EventReader {
     /// The next events that pass the filters (oldest first), waiting up to the block time. May
-    /// be empty when everything read was filtered out; the cursor still advances.
+    /// be empty when everything read was filtered out; the cursor still advances. An entry
+    /// packing a batch of changes yields them all (but those delivered before, when the
+    /// cursor was inside it), each with the cursor that resumes right after it.
     pub async fn next_batch(&mut self, count: usize) -> Result<Vec<pb::IncidentEvent>> {
         let mut out = Vec::new();
-        for (fields, cursor, ms) in self.inner.next_raw(count).await? {
-            let regions = text(&fields, "r");
-            let dept = text(&fields, "d");
-            let mut event = crate::codec::event_from_stored(bytes(&fields, "e"))?;
-            if !self.region.is_empty() && !regions.split(',').any(|r| r == self.region) {
+        for raw in self.inner.next_raw(count).await? {
+            let packed = bytes(&raw.fields, crate::events::PACKED_FIELD);
+            if packed.is_empty() {
+                if raw.delivered > 0 {
+                    continue;
+                }
+                let change = crate::events::Change {
+                    incident_id: text(&raw.fields, "id"),
+                    status: text(&raw.fields, "s"),
+                    department: text(&raw.fields, "d"),
+                    regions: text(&raw.fields, "r"),
+                    event: bytes(&raw.fields, "e").to_vec(),
+                    merged: text(&raw.fields, "m"),
+                };
+                self.push(&mut out, change, raw.cursor.encode(), raw.ms)?;
                 continue;
             }
-            if !self.department.is_empty()
-                && dept != self.department
-                && event.department_id != self.department
-            {
-                continue;
+            let changes = crate::events::unpack(packed)?.changes;
+            let n = changes.len();
+            for (j, change) in changes.into_iter().enumerate().skip(raw.delivered) {
+                let cursor = if j + 1 == n {
+                    raw.cursor.encode()
+                } else {
+                    raw.cursor.inside(raw.partition, &raw.id, j + 1)
+                };
+                self.push(&mut out, change, cursor, raw.ms)?;
             }
-            event.time = Some(gridroute_mapping::timestamp(ms));
-            let split = |s: String| -> Vec<String> {
-                s.split(',')
-                    .filter(|x| !x.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            };
-            out.push(pb::IncidentEvent {
-                cursor,
-                incident_id: text(&fields, "id"),
-                status: gridroute_mapping::status_from_str(&text(&fields, "s")) as i32,
-                event: Some(event),
-                department_id: dept,
-                region_codes: split(regions),
-                merged_incident_ids: split(text(&fields, "m")),
-            });
         }
         Ok(out)
+    }
+
+    /// Adds `c` to `out` when it passes the filters.
+    fn push(
+        &self,
+        out: &mut Vec<pb::IncidentEvent>,
+        c: crate::events::Change,
+        cursor: String,
+        ms: i64,
+    ) -> Result<()> {
+        let mut event = crate::codec::event_from_stored(&c.event)?;
+        if !self.region.is_empty() && !c.regions.split(',').any(|r| r == self.region) {
+            return Ok(());
+        }
+        if !self.department.is_empty()
+            && c.department != self.department
+            && event.department_id != self.department
+        {
+            return Ok(());
+        }
+        event.time = Some(gridroute_mapping::timestamp(ms));
+        let split = |s: &str| -> Vec<String> {
+            s.split(',')
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        out.push(pb::IncidentEvent {
+            cursor,
+            incident_id: c.incident_id,
+            status: gridroute_mapping::status_from_str(&c.status) as i32,
+            event: Some(event),
+            department_id: c.department,
+            region_codes: split(&c.regions),
+            merged_incident_ids: split(&c.merged),
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_cursor_may_stand_inside_a_packed_entry() {
+        let c = Cursor::parse("5-0.1700000000000-3~2", 2).unwrap();
+        assert_eq!(c.encode(), "5-0.1700000000000-3~2");
+        assert_eq!(position(&c.0[1]), ("1700000000000-3", 2));
+        assert_eq!(c.inside(0, "6-1", 4), "6-1~4.1700000000000-3~2");
+        for bad in [
+            "5-0.7-1~",
+            "5-0.7-1~x",
+            "5-0.~3",
+            "5-0.7-1~2~3",
+            "5-0.7-1~99999999999",
+        ] {
+            assert!(Cursor::parse(bad, 2).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_read_inside_a_packed_entry_starts_just_before_it() {
+        assert_eq!(read_after("7-3"), "7-3");
+        assert_eq!(read_after("7-3~2"), "7-2");
+        assert_eq!(read_after("7-0~2"), format!("6-{}", u64::MAX));
+        assert_eq!(read_after("0-0~1"), "0-0");
     }
 }

@@ -128,6 +128,9 @@ struct Gathered {
     /// the list for each.
     places: HashMap<String, usize>,
     timers: Vec<(String, Vec<(i64, String)>)>,
+    /// With `--packed-events`, the changes of each partition's reports, written as one events
+    /// entry per partition at the end; `None`: one entry per change, as they come.
+    events: Option<Vec<(u16, crate::events::Packer)>>,
 }
 
 impl Gathered {
@@ -148,7 +151,48 @@ impl Gathered {
         }
     }
 
-    fn finish(self, tx: &mut redis::Pipeline) {
+    /// A change for the events stream of partition `p`: packed, or as an entry of its own.
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &mut self,
+        tx: &mut redis::Pipeline,
+        k: &Keys,
+        p: u16,
+        id: &str,
+        status: &str,
+        department: &str,
+        regions: &str,
+        e: &[u8],
+    ) {
+        let Some(packed) = &mut self.events else {
+            tx.cmd("XADD")
+                .arg(k.events(p))
+                .arg("*")
+                .arg(&[("id", id), ("s", status), ("d", department), ("r", regions)])
+                .arg("e")
+                .arg(e)
+                .ignore();
+            return;
+        };
+        let at = match packed.iter().position(|(q, _)| *q == p) {
+            Some(at) => at,
+            None => {
+                packed.push((p, Default::default()));
+                packed.len() - 1
+            }
+        };
+        packed[at].1.push(id, status, department, regions, e);
+    }
+
+    fn finish(self, tx: &mut redis::Pipeline, k: &Keys) {
+        for (p, packed) in self.events.iter().flatten() {
+            tx.cmd("XADD")
+                .arg(k.events(*p))
+                .arg("*")
+                .arg(crate::events::PACKED_FIELD)
+                .arg(packed.value())
+                .ignore();
+        }
         for (key, timers) in self.timers {
             tx.cmd("ZADD").arg(key).arg(timers).ignore();
         }
@@ -339,7 +383,10 @@ impl Store {
         let now = self.clock_floor_ms().await?;
         let mut tx = redis::pipe();
         tx.atomic();
-        let mut gathered = Gathered::default();
+        let mut gathered = Gathered {
+            events: self.packed_events.then(Vec::new),
+            ..Default::default()
+        };
         let mut answers = Vec::with_capacity(reports.len());
         // Claims made earlier in this batch (the same request id twice in one batch).
         let mut claimed: HashMap<&str, String> = HashMap::new();
@@ -363,7 +410,7 @@ impl Store {
             self.write_report(&mut tx, &mut gathered, r, now);
             answers.push((if r.routed.is_some() { 3 } else { 0 }, r.id.clone()));
         }
-        gathered.finish(&mut tx);
+        gathered.finish(&mut tx, self.keys());
         // A refused `EXEC` answers nil; an accepted one the replies of the commands (ignored).
         let done = match c {
             TxConn::Direct(d) => {
@@ -388,17 +435,8 @@ impl Store {
         let k = self.keys();
         let (p, id) = (r.partition, r.id.as_str());
         tx.add_command(record(k, r, now)).ignore();
-        let events = k.events(p);
-        let event = |tx: &mut redis::Pipeline, s: &str, d: &str, regions: &str, e: &[u8]| {
-            tx.cmd("XADD")
-                .arg(&events)
-                .arg("*")
-                .arg(&[("id", id), ("s", s), ("d", d), ("r", regions)])
-                .arg("e")
-                .arg(e)
-                .ignore();
-        };
-        event(tx, Status::Reported.as_str(), "", "", &r.event);
+        let reported = Status::Reported.as_str();
+        gathered.event(tx, k, p, id, reported, "", "", &r.event);
         let Some(w) = &r.routed else {
             let now = now.to_string();
             tx.cmd("XADD")
@@ -416,13 +454,8 @@ impl Store {
             return;
         };
         let regions = w.region_codes.join(",");
-        event(
-            tx,
-            Status::Dispatched.as_str(),
-            &w.department,
-            &regions,
-            &w.event,
-        );
+        let dispatched = Status::Dispatched.as_str();
+        gathered.event(tx, k, p, id, dispatched, &w.department, &regions, &w.event);
         gathered.index(k.index_department(p, &w.department), id);
         gathered.index(k.index_all(p), id);
         for code in w.region_codes.iter() {
@@ -709,7 +742,7 @@ mod tests {
         g.index("b".into(), "x-1");
         g.index("a".into(), "y-2");
         let mut tx = redis::pipe();
-        g.finish(&mut tx);
+        g.finish(&mut tx, &Keys::new("t", 1));
         let cmds: Vec<Vec<Vec<u8>>> = tx
             .cmd_iter()
             .map(|c| {

@@ -2,8 +2,9 @@
 //! against a real redis-server: the same record, events, indexes, timers and department
 //! entries as the dispatch script (but for `dept_at`, which readers do without on a first
 //! dispatch); each entry dispatched once when routers race on redelivered entries; and a
-//! re-route left to the script, which writes `dept_at`; and batches smaller than
-//! `--transaction-min-batch` left to the scripts.
+//! re-route left to the script, which writes `dept_at`; batches smaller than
+//! `--transaction-min-batch` left to the scripts; and with `--packed-events`, each
+//! transaction's changes in one events entry per partition, read back change by change.
 
 #![allow(clippy::unwrap_used)]
 
@@ -417,4 +418,56 @@ async fn batches_smaller_than_the_minimum_take_the_scripts() {
             rest.len()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packed_events_hold_a_transactions_changes_and_read_back_one_by_one() {
+    const N: usize = 40;
+    let redis = LocalRedis::start().unwrap();
+    let mut plain = common::connect(&redis.url()).await;
+    let store = by_transactions(&redis, "gr").await.with_packed_events(true);
+    let mut batches = reported(&store, N, "packed").await;
+    for (c, writes) in &mut batches {
+        let done = c.dispatch_batch(writes).await.unwrap();
+        assert!(done.iter().all(|d| matches!(d, Ok(true))), "{done:?}");
+    }
+    // Per partition: one entry for the reports' transaction, one for the dispatches'.
+    for p in 0..PARTITIONS {
+        let len: usize = redis::cmd("XLEN")
+            .arg(store.keys().events(p))
+            .query_async(&mut plain)
+            .await
+            .unwrap();
+        assert_eq!(len, 2, "partition {p}");
+    }
+    let start = gridroute_store::subscribe::Cursor::earliest(PARTITIONS);
+    let mut reader = store
+        .event_reader("", "", start, Duration::from_millis(50))
+        .await
+        .unwrap();
+    let events = reader.next_batch(100).await.unwrap();
+    assert_eq!(events.len(), 2 * N);
+    for (i, e) in events.iter().enumerate() {
+        let dispatched = e.status == pb::IncidentStatus::Dispatched as i32;
+        assert!(dispatched || e.status == pb::IncidentStatus::Reported as i32);
+        if dispatched {
+            assert_eq!(e.department_id, "urban-management");
+            assert_eq!(e.region_codes, ["4201", "420102"]);
+            assert!(events[..i].iter().any(|r| r.incident_id == e.incident_id));
+        }
+    }
+    // A region filter applies change by change inside a packed entry.
+    let start = gridroute_store::subscribe::Cursor::earliest(PARTITIONS);
+    let mut in_region = store
+        .event_reader("420102", "", start, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert_eq!(in_region.next_batch(100).await.unwrap().len(), N);
+    // A cursor inside a packed entry whose entry was trimmed since has lost the rest of it.
+    let inside = events.iter().find(|e| e.cursor.contains('~')).unwrap();
+    let cursor = gridroute_store::subscribe::Cursor::parse(&inside.cursor, PARTITIONS).unwrap();
+    assert_eq!(store.events_trimmed_after(&cursor).await.unwrap(), None);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(store.trim_streams(0, &[]).await.unwrap() >= 8);
+    assert!(store.events_trimmed_after(&cursor).await.unwrap().is_some());
 }

@@ -175,6 +175,8 @@ pub const PARTITIONS: u16 = 4;
 pub struct Writes {
     pub inline: bool,
     pub transactions: bool,
+    /// `--packed-events`: a transaction's changes as one events entry per partition.
+    pub packed_events: bool,
 }
 
 impl Writes {
@@ -183,6 +185,7 @@ impl Writes {
         Self {
             inline: true,
             transactions: false,
+            packed_events: false,
         }
     }
 
@@ -191,6 +194,15 @@ impl Writes {
     pub fn by_transactions(self, on: bool) -> Self {
         Self {
             transactions: on,
+            ..self
+        }
+    }
+
+    /// The same, with `--packed-events` (`on`) or without.
+    #[allow(dead_code)]
+    pub fn packed_events(self, on: bool) -> Self {
+        Self {
+            packed_events: on,
             ..self
         }
     }
@@ -316,7 +328,8 @@ impl Env {
         let store = Store::connect(&redis.url(), "gr", PARTITIONS)
             .await
             .expect("store connects")
-            .with_transactions(writes.transactions);
+            .with_transactions(writes.transactions)
+            .with_packed_events(writes.packed_events);
         store.ensure_groups().await.expect("groups");
         let mut sources = sample_sources();
         let table = match rules {
@@ -354,7 +367,8 @@ impl Env {
         } else {
             store.clone()
         }
-        .with_transactions(writes.transactions);
+        .with_transactions(writes.transactions)
+        .with_packed_events(writes.packed_events);
         let mut state = ApiState::new(api_store, tables.clone(), rx.clone(), security);
         state.subscribe_block = Duration::from_millis(200);
         state.archive = archive;
