@@ -84,6 +84,10 @@ struct Args {
     /// `gridroute serve --packed-events` writes them.
     #[arg(long)]
     packed_events: bool,
+    /// With `--transactions`: region index entries for the first N levels of a grid's path, as
+    /// `gridroute serve --region-index-depth N` writes them (0: every level).
+    #[arg(long, default_value_t = 0)]
+    region_index_depth: usize,
 }
 
 /// Redis CPU seconds so far (`used_cpu_user + used_cpu_sys`).
@@ -238,8 +242,10 @@ async fn main() {
         .await
         .unwrap()
         .with_transactions(a.transactions)
-        .with_packed_events(a.packed_events);
+        .with_packed_events(a.packed_events)
+        .with_region_index_depth(a.region_index_depth);
     store.ensure_groups().await.unwrap();
+    store.record_region_index_depth().await.unwrap();
     let traffic = Arc::new(traffic::Traffic::from_tables(None, 0.0, 0.0).unwrap());
     let table = Arc::new(gridroute_benches::dawukou());
     let inline = a.mix == "inline";

@@ -262,6 +262,7 @@ impl IncidentService for Incidents {
                 let department = scope::department(&who, &table, r.department_id)?;
                 let region_code = scope::region(&who, &table, r.region_code)?;
                 let filter = query::ListFilter {
+                    region_ancestors: scope::ancestors(&table, &region_code),
                     region_code,
                     department,
                     statuses,

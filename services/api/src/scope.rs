@@ -82,3 +82,17 @@ pub fn region(
         )))
     }
 }
+
+/// The codes above `region` in the table's region tree, from the root down (empty for a root,
+/// no region, or a code the table does not know): where the store may find the region's
+/// incidents indexed under their finer codes (`--region-index-depth`).
+pub fn ancestors(table: &RoutingTable, region: &str) -> Vec<String> {
+    let Some(node) = table.regions.find(region) else {
+        return Vec::new();
+    };
+    let mut path = table.regions.path(node);
+    path.pop();
+    path.into_iter()
+        .map(|id| table.regions.node(id).code.clone())
+        .collect()
+}

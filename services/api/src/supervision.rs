@@ -138,6 +138,7 @@ impl SupervisionService for Supervision {
                 }
                 let filter = StatsFilter {
                     department,
+                    region_ancestors: scope::ancestors(&table, &region_code),
                     region_code,
                     start_ms,
                     end_ms,

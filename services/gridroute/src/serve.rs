@@ -78,6 +78,13 @@ pub struct ServeOptions {
     /// release, and turn it off before going back to an earlier one (docs/OPERATIONS.md).
     #[arg(long, env = "GRIDROUTE_PACKED_EVENTS")]
     pub packed_events: bool,
+    /// With `--transactions`, write region index entries only for the first N levels of a
+    /// grid's path (e.g. 2: district and street), the last naming each incident under its
+    /// finer codes; lists of finer regions read that level's index. 0: every level. Recorded
+    /// in Redis by the first replica that uses it; fixed for the deployment from then on
+    /// (docs/OPERATIONS.md).
+    #[arg(long, env = "GRIDROUTE_REGION_INDEX_DEPTH", default_value_t = 0)]
+    pub region_index_depth: usize,
     /// Number of stream partitions; fixed for the life of a deployment.
     #[arg(long, env = "GRIDROUTE_PARTITIONS", default_value_t = 4)]
     pub partitions: u16,
@@ -370,7 +377,9 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
         })?
         .with_transactions(o.transactions)
         .with_transaction_min_batch(o.transaction_min_batch)
-        .with_packed_events(o.packed_events);
+        .with_packed_events(o.packed_events)
+        .with_region_index_depth(o.region_index_depth);
+    store.record_region_index_depth().await?;
     // Once a version was published, the one in force in Redis wins over --tables.
     store.bootstrap_table(&tables, &sources).await?;
     drop(sources);

@@ -294,3 +294,73 @@ async fn changes_packed_per_batch_are_watched_and_resumed_inside_an_entry() {
         assert_eq!(got, expected, "resumed after event {from}");
     }
 }
+
+/// `--region-index-depth 2`: reports routed inline are indexed down to the street, and
+/// ListIncidents and GetStats of each level of their grid's path, from the district to the
+/// grid, still find every one of them, page by page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regions_below_the_index_depth_are_listed_through_the_street() {
+    let env = Env::writing(
+        None,
+        Writes::inline().by_transactions(true).region_index_depth(2),
+    )
+    .await;
+    let (grid, path, lng, lat) = grid_point(&env.table(), false);
+    let reports: Vec<pb::ReportIncidentRequest> = (0..12)
+        .map(|i| report(&format!("depth-{i}"), "city.vehicle.abandoned", lng, lat))
+        .collect();
+    let answers = env.report_batch(reports).await;
+    assert_eq!(answers.accepted_count, 12);
+    let ids: HashSet<String> = answers
+        .results
+        .iter()
+        .map(|r| r.incident_id.clone())
+        .collect();
+    // Nothing in the community's or the grid's own index.
+    let k = env.store.keys().clone();
+    assert_eq!(env.stream_len(|p| k.index_region(p, &grid)).await, 0);
+    assert_eq!(env.stream_len(|p| k.index_region(p, &path[2])).await, 0);
+    let mut incidents = env.incidents().await;
+    let mut regions = path.clone();
+    if regions.last() != Some(&grid) {
+        regions.push(grid.clone());
+    }
+    assert_eq!(
+        regions.len(),
+        4,
+        "district, street, community, grid: {regions:?}"
+    );
+    for region in &regions {
+        let (mut listed, mut token) = (Vec::new(), String::new());
+        loop {
+            let page = incidents
+                .list_incidents(env.signed(pb::ListIncidentsRequest {
+                    region_code: region.clone(),
+                    page_size: 5,
+                    page_token: token,
+                    ..Default::default()
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            listed.extend(page.incidents.into_iter().map(|i| i.incident_id));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        assert_eq!(listed.len(), 12, "{region}: {listed:?}");
+        assert_eq!(listed.into_iter().collect::<HashSet<_>>(), ids, "{region}");
+        let stats = env
+            .supervision()
+            .await
+            .get_stats(env.signed(pb::GetStatsRequest {
+                region_code: region.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(stats.incident_count, 12, "{region}");
+    }
+}

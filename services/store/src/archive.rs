@@ -188,12 +188,10 @@ impl Store {
                 .arg(max_scanned);
         }
         let entries: Vec<Vec<(String, Vec<String>)>> = self.query_pipe(&pipe).await?;
+        // Every pair names an incident: `i <id>`, or in a level's index that stands for finer
+        // ones (`--region-index-depth`), `<finer codes> <id>`.
         let named = |fields: &[String]| -> Vec<String> {
-            fields
-                .chunks_exact(2)
-                .filter(|f| f[0] == "i")
-                .map(|f| f[1].clone())
-                .collect()
+            fields.chunks_exact(2).map(|f| f[1].clone()).collect()
         };
         let mut pipe = redis::pipe();
         let mut asked = 0;

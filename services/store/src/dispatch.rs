@@ -66,6 +66,28 @@ impl DispatchWrite {
     }
 }
 
+/// The region index entries of an incident whose grid path is `codes` (root first), with
+/// index depth `depth` (`--region-index-depth`; 0: every level): per index, its level's code
+/// and the field naming the incident there, `i`, or at the last level written when the path
+/// goes deeper, the finer codes joined by `|` (what a finer region's list looks for).
+pub(crate) fn region_entries(
+    codes: &[String],
+    depth: usize,
+) -> impl Iterator<Item = (&str, Option<String>)> {
+    let written = match depth {
+        0 => codes.len(),
+        d => d.min(codes.len()),
+    };
+    codes[..written]
+        .iter()
+        .enumerate()
+        .map(move |(level, code)| {
+            let finer =
+                (level + 1 == written && written < codes.len()).then(|| codes[written..].join("|"));
+            (code.as_str(), finer)
+        })
+}
+
 /// Most dispatches one script call writes. A script blocks Redis while it runs; an incident
 /// costs 45-60 µs of Redis time in its two scripts together (docs/PERFORMANCE.md), so this
 /// bounds the pause other clients see to a few milliseconds.

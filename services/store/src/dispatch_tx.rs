@@ -146,6 +146,11 @@ fn watch_and_read(k: &crate::Keys, p: u16, members: &[&DispatchWrite]) -> Result
     b.finish()
 }
 
+/// An index key by its kind and piece (`kind::INDEX_REGION`, a code).
+type IndexKey<'a> = (&'a str, &'a str);
+/// An incident in an index entry: its field (`None`: `i`; else its finer codes) and its id.
+type Named<'a> = (Option<String>, &'a str);
+
 /// One number as an argument, as the client library writes it.
 fn num(b: &mut RespBatch, n: i64) {
     n.write_redis_args(b);
@@ -160,6 +165,7 @@ fn transaction<'a>(
     members: &[&'a DispatchWrite],
     plan: &[Option<Due>],
     packed: bool,
+    region_depth: usize,
 ) -> Result<RespBatch> {
     // What the batch writes, from above, so that the buffer is allocated once: growing it
     // copies what is written so far (a batch of 128 is about 250 KB).
@@ -194,7 +200,8 @@ fn transaction<'a>(
     let mut scratch: Vec<u8> = Vec::with_capacity(256);
     // Index entries per key in the order keys were first seen (as `lua/batch_index.lua`),
     // each key named by its kind and piece (written at the end, not built per incident).
-    let mut index: Vec<((&str, &str), Vec<&str>)> = Vec::new();
+    // An incident is named `i`, or in a level's index standing for finer ones, by those codes.
+    let mut index: Vec<(IndexKey<'a>, Vec<Named<'a>>)> = Vec::new();
     // Where each key is in `index`: a batch of a hundred names a few hundred grids and
     // communities, too many to search the list for each.
     let mut places: HashMap<(&str, &str), usize, FnvBuild> =
@@ -270,17 +277,17 @@ fn transaction<'a>(
             num(&mut b, due.late);
             b.write_arg(b"first");
         }
-        let mut gather = |key: (&'a str, &'a str)| match places.get(&key) {
-            Some(&i) => index[i].1.push(id),
+        let mut gather = |key: (&'a str, &'a str), field: Option<String>| match places.get(&key) {
+            Some(&i) => index[i].1.push((field, id)),
             None => {
                 places.insert(key, index.len());
-                index.push((key, vec![id]));
+                index.push((key, vec![(field, id)]));
             }
         };
-        gather((kind::INDEX_DEPARTMENT, &w.department));
-        gather((kind::INDEX_ALL, ""));
-        for code in w.region_codes.iter() {
-            gather((kind::INDEX_REGION, code));
+        gather((kind::INDEX_DEPARTMENT, &w.department), None);
+        gather((kind::INDEX_ALL, ""), None);
+        for (code, field) in crate::dispatch::region_entries(&w.region_codes, region_depth) {
+            gather((kind::INDEX_REGION, code), field);
         }
         if let Some((category, lng, lat)) = &w.duplicates {
             b.command(5).write_arg(b"GEOADD");
@@ -329,8 +336,8 @@ fn transaction<'a>(
         b.command(3 + 2 * ids.len()).write_arg(b"XADD");
         k.write_part(&mut b, p, &[kind, piece]);
         b.write_arg(b"*");
-        for id in ids {
-            b.write_arg(b"i");
+        for (field, id) in ids {
+            b.write_arg(field.as_deref().unwrap_or("i").as_bytes());
             b.write_arg(id.as_bytes());
         }
     }
@@ -399,7 +406,14 @@ impl Store {
                     return to_script("dept_at");
                 }
             };
-            let tx = transaction(k, p, members, &plan, self.packed_events)?;
+            let tx = transaction(
+                k,
+                p,
+                members,
+                &plan,
+                self.packed_events,
+                self.region_index_depth,
+            )?;
             match d.exec(&tx).await {
                 Ok(true) => return Ok(Some(plan.iter().map(Option::is_some).collect())),
                 Ok(false) => {

@@ -164,6 +164,9 @@ pub struct Store {
     /// Transactions write a batch's changes as one events entry per partition
     /// (`--packed-events`, [`events`]).
     packed_events: bool,
+    /// Transactions write region index entries down to this level of a grid's path, the
+    /// finer codes in the field names of the last (`--region-index-depth`; 0: every level).
+    region_index_depth: usize,
 }
 
 /// One reading of Redis' clock (`TIME`), and when it was taken on this host's monotonic clock
@@ -241,6 +244,7 @@ impl Store {
             transaction_min_batch: 1,
             tx_conns: Default::default(),
             packed_events: false,
+            region_index_depth: 0,
         })
     }
 
@@ -340,6 +344,53 @@ impl Store {
     pub fn with_packed_events(mut self, on: bool) -> Self {
         self.packed_events = on;
         self
+    }
+
+    /// Makes the transactions (`--transactions`) write region index entries only for the
+    /// first `depth` levels of a grid's path (0: every level, the default), the last of them
+    /// naming each incident under its finer codes (`<community>|<grid> <id>` instead of
+    /// `i <id>`): one entry per street and batch instead of one per grid and community. Lists
+    /// and figures of a finer region then also read that level's index (`query`). Takes effect
+    /// for writes once [`Store::record_region_index_depth`] has recorded it.
+    pub fn with_region_index_depth(mut self, depth: usize) -> Self {
+        self.region_index_depth = depth;
+        self
+    }
+
+    /// Records the region index depth in the deployment's `meta` hash, with the time it began
+    /// (readers of a finer region read the level's index from then on), before anything is
+    /// written with it. The first replica's depth stays: a replica asked for another one is
+    /// refused, since readers would look for a region's incidents at the wrong level. Nothing
+    /// to record with depth 0, or without transactions (the scripts write every level).
+    pub async fn record_region_index_depth(&self) -> Result<()> {
+        let depth = self.region_index_depth;
+        if depth == 0 || !self.transactions() {
+            return Ok(());
+        }
+        let k = self.keys();
+        let now = self.server_time_ms().await?;
+        let (recorded,): (usize,) = redis::pipe()
+            .cmd("HSETNX")
+            .arg(k.meta())
+            .arg(query::META_REGION_DEPTH)
+            .arg(depth)
+            .ignore()
+            .cmd("HSETNX")
+            .arg(k.meta())
+            .arg(query::META_REGION_SINCE)
+            .arg(now)
+            .ignore()
+            .cmd("HGET")
+            .arg(k.meta())
+            .arg(query::META_REGION_DEPTH)
+            .query_async(&mut self.conn())
+            .await?;
+        if recorded != depth {
+            return Err(StoreError::Internal(format!(
+                "this deployment indexes regions to depth {recorded}; --region-index-depth {depth} would index them where readers do not look"
+            )));
+        }
+        Ok(())
     }
 
     /// The key layout.

@@ -5,7 +5,15 @@
 //! index among department, region and all is read; the other filters, and the report-time
 //! window, are applied to the records. An index entry lists the incidents of one dispatch
 //! batch. A page token is the position of the last incident examined
-//! (`<entry id>~<partition>[.<position in the entry>]`).
+//! (`<entry id>~<partition>[.<position in the entry>][:<source>]`).
+//!
+//! With `--region-index-depth N` (recorded in the deployment's `meta` hash with the time it
+//! began), writers by transaction stop at the N-th level of a grid's path: that level's entry
+//! names each incident under its finer codes (`<community>|<grid>` instead of `i`). A list of a
+//! finer region then reads two sources per partition: its own index (entries written before,
+//! or by the scripts) and, from that time on, the level-N ancestor's, keeping the incidents
+//! whose field names its code. The source is part of a position, so that both merge into one
+//! order.
 //!
 //! An incident enters the `all` and region indexes when it is first routed, which is right
 //! after its report unless routing was down, and a department's index at each assignment
@@ -32,6 +40,9 @@ pub const MAX_SCANNED_PER_PAGE: usize = 5_000;
 pub struct ListFilter {
     /// Region subtree (any level).
     pub region_code: String,
+    /// The codes above `region_code` in the region tree, from the root down (empty for a root
+    /// or no region): where its incidents may be indexed under their finer codes.
+    pub region_ancestors: Vec<String>,
     /// Primary department.
     pub department: String,
     /// Allowed states; empty = all.
@@ -101,7 +112,13 @@ impl Store {
             )
         };
         let scan = self
-            .index_scan(&f.department, &f.region_code, f.start_ms, f.end_ms)
+            .index_scan(
+                &f.department,
+                &f.region_code,
+                &f.region_ancestors,
+                f.start_ms,
+                f.end_ms,
+            )
             .await?;
         let mut out: Vec<pb::Incident> = Vec::with_capacity(page_size);
         let mut scanned = 0usize;
@@ -111,17 +128,23 @@ impl Store {
             let (entries, full) = self.scan_index(&scan, cursor.as_ref(), chunk).await?;
             more = full;
             let mut pipe = redis::pipe();
-            for e in &entries {
+            for e in entries.iter().filter(|e| !e.id.is_empty()) {
                 pipe.hgetall(k.incident(e.at.partition, &e.id));
             }
-            let records: Vec<HashMap<String, Vec<u8>>> = if entries.is_empty() {
+            let mut records: std::vec::IntoIter<HashMap<String, Vec<u8>>> = if pipe.is_empty() {
                 Vec::new()
             } else {
                 self.query_pipe(&pipe).await?
-            };
-            for (i, (e, fields)) in entries.iter().zip(records).enumerate() {
+            }
+            .into_iter();
+            for (i, e) in entries.iter().enumerate() {
                 scanned += 1;
                 cursor = Some(e.at);
+                // An entry of the ancestor's index naming none of the region's incidents.
+                if e.id.is_empty() {
+                    continue;
+                }
+                let fields = records.next().unwrap_or_default();
                 let text = |n: &str| {
                     fields
                         .get(n)
@@ -163,6 +186,8 @@ impl Store {
         // new entry and the scan advances.
         let per_read = count.div_ceil(8).max(2);
         let mut pipe = redis::pipe();
+        // Per partition its index, and with `via` the ancestor's (source 1) from when it began.
+        let mut sources: Vec<(u16, u8)> = Vec::new();
         for p in 0..k.partitions() {
             let index = if !scan.department.is_empty() {
                 k.index_department(p, &scan.department)
@@ -171,59 +196,80 @@ impl Store {
             } else {
                 k.index_all(p)
             };
-            // Entries at or after the cursor in the merged order (newest first, then the
-            // higher partition first, then the later id within an entry): at the cursor's own
-            // entry only its ids before the cursor's position remain, and lower partitions'.
-            let upper = match after {
-                Some(c) if p <= c.partition => format!("{}-{}", c.ms, c.seq),
-                Some(c) => format!("({}-{}", c.ms, c.seq),
-                None => scan.uppers[usize::from(p)].clone(),
-            };
-            pipe.cmd("XREVRANGE")
-                .arg(index)
-                .arg(upper)
-                .arg(&scan.lower)
-                .arg("COUNT")
-                .arg(per_read);
+            let via = scan
+                .via
+                .as_ref()
+                .map(|v| (k.index_region(p, &v.ancestor), &v.lower));
+            for (source, (index, lower)) in
+                std::iter::once((index, &scan.lower)).chain(via).enumerate()
+            {
+                let source = source as u8;
+                // Entries at or after the cursor in the merged order (newest first, then the
+                // higher partition and source first, then the later id within an entry): at
+                // the cursor's own entry only its ids before the cursor's position remain, and
+                // lower partitions' and sources'.
+                let upper = match after {
+                    Some(c) if (p, source) <= (c.partition, c.source) => {
+                        format!("{}-{}", c.ms, c.seq)
+                    }
+                    Some(c) => format!("({}-{}", c.ms, c.seq),
+                    None => scan.uppers[usize::from(p)].clone(),
+                };
+                pipe.cmd("XREVRANGE")
+                    .arg(index)
+                    .arg(upper)
+                    .arg(lower)
+                    .arg("COUNT")
+                    .arg(per_read);
+                sources.push((p, source));
+            }
         }
-        // An entry lists one or more incidents (`i <id>`, repeated): one entry per batch.
+        // An entry lists one or more incidents (`i <id>`, or in a level's index that stands for
+        // finer ones, `<finer codes> <id>`, repeated): one entry per batch.
         let lists: Vec<Vec<(String, Vec<String>)>> = self.query_pipe(&pipe).await?;
         let mut full = false;
-        // A partition that may hold more than it returned bounds the merge: nothing older than
+        // A source that may hold more than it returned bounds the merge: nothing older than
         // its last entry can be placed before its next ones are read.
         let mut cut: Option<Cursor> = None;
         let mut entries: Vec<IndexEntry> = Vec::new();
-        for (p, list) in lists.into_iter().enumerate() {
+        for ((p, source), list) in sources.into_iter().zip(lists) {
+            let at = |ms, seq, pos| Cursor {
+                ms,
+                seq,
+                partition: p,
+                source,
+                pos,
+            };
             if list.len() == per_read {
                 full = true;
                 let last = list.last().and_then(|(id, _)| entry_time(id));
                 if let Some((ms, seq)) = last {
-                    let at = Cursor {
-                        ms,
-                        seq,
-                        partition: p as u16,
-                        pos: 0,
-                    };
-                    cut = cut.max(Some(at));
+                    cut = cut.max(Some(at(ms, seq, 0)));
                 }
             }
+            // The ancestor's entries name the region's incidents under their finer codes.
+            let named = |field: &str| source == 0 || field.split('|').any(|c| c == scan.region);
             for (entry, fields) in list {
                 let Some((ms, seq)) = entry_time(&entry) else {
                     continue;
                 };
-                let ids = fields.chunks_exact(2).filter(|f| f[0] == "i");
-                entries.extend(ids.enumerate().filter_map(|(pos, f)| {
-                    let at = Cursor {
-                        ms,
-                        seq,
-                        partition: p as u16,
-                        pos: pos as u32,
-                    };
-                    after.is_none_or(|c| at.older_than(c)).then(|| IndexEntry {
+                let before = entries.len();
+                let pairs = fields.chunks_exact(2).enumerate();
+                entries.extend(pairs.filter_map(|(pos, f)| {
+                    let at = at(ms, seq, pos as u32);
+                    (named(&f[0]) && after.is_none_or(|c| at.older_than(c))).then(|| IndexEntry {
                         at,
                         id: f[1].clone(),
                     })
                 }));
+                // An entry naming none of them still moves the scan on: a place holder.
+                let at = at(ms, seq, 0);
+                if entries.len() == before && after.is_none_or(|c| at.older_than(c)) {
+                    entries.push(IndexEntry {
+                        at,
+                        id: String::new(),
+                    });
+                }
             }
         }
         if let Some(cut) = cut {
@@ -256,12 +302,27 @@ pub const MIN_INDEX_SLACK_MS: i64 = 60_000;
 pub(crate) struct IndexScan {
     department: String,
     region: String,
+    /// The ancestor's index that also names the region's incidents, from when it did.
+    via: Option<Via>,
     start_ms: Option<i64>,
     end_ms: Option<i64>,
     lower: String,
     /// Per partition: where the newest-first scan starts.
     uppers: Vec<String>,
 }
+
+/// A region's incidents indexed in an ancestor's entries (`--region-index-depth`).
+#[derive(Debug, Clone)]
+struct Via {
+    ancestor: String,
+    /// The scan's lower bound there: not before the depth was first recorded.
+    lower: String,
+}
+
+/// Fields of the deployment's `meta` hash: the region index depth writers by transaction use,
+/// and since when (ms, Redis' clock).
+pub(crate) const META_REGION_DEPTH: &str = "region_index_depth";
+pub(crate) const META_REGION_SINCE: &str = "region_index_since";
 
 impl Store {
     /// The scan of the index that serves these filters. With a window's end, each partition's
@@ -271,10 +332,29 @@ impl Store {
         &self,
         department: &str,
         region: &str,
+        ancestors: &[String],
         start_ms: Option<i64>,
         end_ms: Option<i64>,
     ) -> Result<IndexScan> {
         let k = self.keys();
+        // Only a region read through its own index (no department) below the first level.
+        let via = if department.is_empty() && !region.is_empty() && !ancestors.is_empty() {
+            let (depth, since): (Option<usize>, Option<i64>) = redis::cmd("HMGET")
+                .arg(k.meta())
+                .arg(META_REGION_DEPTH)
+                .arg(META_REGION_SINCE)
+                .query_async(&mut self.conn())
+                .await?;
+            match (depth, since) {
+                (Some(d), Some(since)) if d >= 1 && ancestors.len() >= d => Some(Via {
+                    ancestor: ancestors[d - 1].clone(),
+                    lower: format!("{}-0", since.max(start_ms.unwrap_or(0)).max(0)),
+                }),
+                _ => None,
+            }
+        } else {
+            None
+        };
         let uppers = match end_ms {
             None => vec!["+".to_owned(); usize::from(k.partitions())],
             Some(end) => {
@@ -301,6 +381,7 @@ impl Store {
         Ok(IndexScan {
             department: department.to_owned(),
             region: region.to_owned(),
+            via,
             start_ms,
             end_ms,
             // Indexed at or after the report: the window's start bounds the index exactly.
@@ -346,29 +427,37 @@ pub(crate) struct Cursor {
     ms: u64,
     seq: u64,
     pub(crate) partition: u16,
+    /// Which index of the partition: 0 its own, 1 the ancestor's (`Via`).
+    source: u8,
     /// Which of the entry's incidents (0 = the first listed, which comes last).
     pos: u32,
 }
 
 impl Cursor {
-    /// Parses `<ms>-<seq>~<partition>[.<pos>]`.
+    /// Parses `<ms>-<seq>~<partition>[.<pos>][:<source>]`.
     fn parse(token: &str) -> Option<Self> {
         let (id, p) = token.split_once('~')?;
         let (ms, seq) = entry_time(id)?;
+        let (p, source) = p.split_once(':').unwrap_or((p, "0"));
         let (p, pos) = p.split_once('.').unwrap_or((p, "0"));
         Some(Self {
             ms,
             seq,
             partition: p.parse().ok()?,
+            source: source.parse().ok().filter(|s| *s <= 1)?,
             pos: pos.parse().ok()?,
         })
     }
 
     fn token(&self) -> String {
-        match self.pos {
-            0 => format!("{}-{}~{}", self.ms, self.seq, self.partition),
-            pos => format!("{}-{}~{}.{pos}", self.ms, self.seq, self.partition),
+        let mut t = format!("{}-{}~{}", self.ms, self.seq, self.partition);
+        if self.pos > 0 {
+            t.push_str(&format!(".{}", self.pos));
         }
+        if self.source > 0 {
+            t.push_str(&format!(":{}", self.source));
+        }
+        t
     }
 
     /// Whether this position comes after `other` in a newest-first scan.

@@ -40,6 +40,8 @@ pub struct StatsFilter {
     pub department: String,
     /// In this region subtree.
     pub region_code: String,
+    /// The codes above `region_code`, from the root down (see `query::ListFilter`).
+    pub region_ancestors: Vec<String>,
     /// Reported at or after (ms).
     pub start_ms: i64,
     /// Reported before (ms).
@@ -59,6 +61,7 @@ impl Store {
             .index_scan(
                 &f.department,
                 &f.region_code,
+                &f.region_ancestors,
                 (f.start_ms > 0).then_some(f.start_ms),
                 (f.end_ms > 0).then_some(f.end_ms),
             )
@@ -68,7 +71,8 @@ impl Store {
         loop {
             let (chunk, more) = self.scan_index(&scan, cursor.as_ref(), 10_000).await?;
             cursor = chunk.last().map(|e| e.at);
-            entries.extend(chunk);
+            // Place holders: entries of an ancestor's index naming none of the region's.
+            entries.extend(chunk.into_iter().filter(|e| !e.id.is_empty()));
             if !more || entries.len() > MAX_STATS_INCIDENTS {
                 break;
             }

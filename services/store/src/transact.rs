@@ -119,11 +119,11 @@ impl<'a> Prepared<'a> {
 }
 
 /// The writes of one transaction that are gathered over its reports: one index entry per
-/// index key (`i <id>` repeated, as `lua/batch_index.lua` writes them) and one `ZADD` per
-/// timer set.
+/// index key (`i <id>` repeated, as `lua/batch_index.lua` writes them; a level's index that
+/// stands for finer ones names each incident by those codes) and one `ZADD` per timer set.
 #[derive(Default)]
 struct Gathered {
-    index: Vec<(String, Vec<String>)>,
+    index: Vec<(String, Vec<(String, String)>)>,
     /// Where each key is in `index`: a batch names too many grids and communities to search
     /// the list for each.
     places: HashMap<String, usize>,
@@ -134,12 +134,13 @@ struct Gathered {
 }
 
 impl Gathered {
-    fn index(&mut self, key: String, id: &str) {
+    fn index(&mut self, key: String, field: Option<String>, id: &str) {
+        let pair = (field.unwrap_or_else(|| "i".to_owned()), id.to_owned());
         match self.places.get(&key) {
-            Some(&i) => self.index[i].1.push(id.to_owned()),
+            Some(&i) => self.index[i].1.push(pair),
             None => {
                 self.places.insert(key.clone(), self.index.len());
-                self.index.push((key, vec![id.to_owned()]));
+                self.index.push((key, vec![pair]));
             }
         }
     }
@@ -196,10 +197,10 @@ impl Gathered {
         for (key, timers) in self.timers {
             tx.cmd("ZADD").arg(key).arg(timers).ignore();
         }
-        for (key, ids) in self.index {
+        for (key, pairs) in self.index {
             let x = tx.cmd("XADD").arg(key).arg("*");
-            for id in &ids {
-                x.arg("i").arg(id);
+            for (field, id) in &pairs {
+                x.arg(field).arg(id);
             }
             x.ignore();
         }
@@ -456,10 +457,11 @@ impl Store {
         let regions = w.region_codes.join(",");
         let dispatched = Status::Dispatched.as_str();
         gathered.event(tx, k, p, id, dispatched, &w.department, &regions, &w.event);
-        gathered.index(k.index_department(p, &w.department), id);
-        gathered.index(k.index_all(p), id);
-        for code in w.region_codes.iter() {
-            gathered.index(k.index_region(p, code), id);
+        gathered.index(k.index_department(p, &w.department), None, id);
+        gathered.index(k.index_all(p), None, id);
+        let depth = self.region_index_depth;
+        for (code, field) in crate::dispatch::region_entries(&w.region_codes, depth) {
+            gathered.index(k.index_region(p, code), field, id);
         }
         if let Some((due, member)) = &w.schedule.head {
             gathered.timer(k.sla(p), *due, member.clone());
@@ -738,9 +740,9 @@ mod tests {
     #[test]
     fn index_entries_list_each_incident_once_per_key_in_order() {
         let mut g = Gathered::default();
-        g.index("a".into(), "x-1");
-        g.index("b".into(), "x-1");
-        g.index("a".into(), "y-2");
+        g.index("a".into(), None, "x-1");
+        g.index("b".into(), Some("c|g".into()), "x-1");
+        g.index("a".into(), None, "y-2");
         let mut tx = redis::pipe();
         g.finish(&mut tx, &Keys::new("t", 1));
         let cmds: Vec<Vec<Vec<u8>>> = tx
@@ -760,6 +762,6 @@ mod tests {
                 .collect()
         };
         assert_eq!(text(&cmds[0]), ["XADD", "a", "*", "i", "x-1", "i", "y-2"]);
-        assert_eq!(text(&cmds[1]), ["XADD", "b", "*", "i", "x-1"]);
+        assert_eq!(text(&cmds[1]), ["XADD", "b", "*", "c|g", "x-1"]);
     }
 }

@@ -6,6 +6,7 @@ mod common;
 mod clock;
 mod direct;
 mod dispatch_tx;
+mod region_index;
 mod subscribe_ahead;
 mod trim;
 mod untrusted;

@@ -177,6 +177,8 @@ pub struct Writes {
     pub transactions: bool,
     /// `--packed-events`: a transaction's changes as one events entry per partition.
     pub packed_events: bool,
+    /// `--region-index-depth`: region index entries down to this level (0: every level).
+    pub region_index_depth: usize,
 }
 
 impl Writes {
@@ -186,6 +188,7 @@ impl Writes {
             inline: true,
             transactions: false,
             packed_events: false,
+            region_index_depth: 0,
         }
     }
 
@@ -194,6 +197,15 @@ impl Writes {
     pub fn by_transactions(self, on: bool) -> Self {
         Self {
             transactions: on,
+            ..self
+        }
+    }
+
+    /// The same, with `--region-index-depth depth`.
+    #[allow(dead_code)]
+    pub fn region_index_depth(self, depth: usize) -> Self {
+        Self {
+            region_index_depth: depth,
             ..self
         }
     }
@@ -329,8 +341,13 @@ impl Env {
             .await
             .expect("store connects")
             .with_transactions(writes.transactions)
-            .with_packed_events(writes.packed_events);
+            .with_packed_events(writes.packed_events)
+            .with_region_index_depth(writes.region_index_depth);
         store.ensure_groups().await.expect("groups");
+        store
+            .record_region_index_depth()
+            .await
+            .expect("depth recorded");
         let mut sources = sample_sources();
         let table = match rules {
             None => gridroute_benches::dawukou(),
@@ -368,7 +385,8 @@ impl Env {
             store.clone()
         }
         .with_transactions(writes.transactions)
-        .with_packed_events(writes.packed_events);
+        .with_packed_events(writes.packed_events)
+        .with_region_index_depth(writes.region_index_depth);
         let mut state = ApiState::new(api_store, tables.clone(), rx.clone(), security);
         state.subscribe_block = Duration::from_millis(200);
         state.archive = archive;
