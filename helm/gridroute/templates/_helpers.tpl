@@ -154,6 +154,8 @@ spec:
               value: {{ $root.Values.redis.transactionMinBatch | quote }}
             - name: GRIDROUTE_PACKED_EVENTS
               value: {{ $root.Values.redis.packedEvents | quote }}
+            - name: GRIDROUTE_REGION_INDEX_DEPTH
+              value: {{ $root.Values.redis.regionIndexDepth | quote }}
             - name: GRIDROUTE_PARTITIONS
               value: {{ $root.Values.partitions | quote }}
             - name: GRIDROUTE_GRPC_ADDR

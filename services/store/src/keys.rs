@@ -16,12 +16,12 @@
 //! | `<prefix>:{pN}:geo:<category>` | geo set | open incidents of a duplicate-detection category |
 //! | `<prefix>:{pN}:pts:<source>:<reporter>` | list | a reporter's points ledger in this partition, `ms\|incident\|points\|category` |
 //! | `<prefix>:{pN}:dlq` | stream | entries no router could process, with the reason |
-//! | `<prefix>:{pN}:ix:all`, `:ix:region:<code>` | streams | `i` = incident id (repeated: one entry per dispatch batch), added when it is first routed (append-only) |
+//! | `<prefix>:{pN}:ix:all`, `:ix:region:<code>` | streams | `i` = incident id (repeated: one entry per dispatch batch), added when it is first routed (append-only); with `--region-index-depth N`, transactions write region entries for the first N levels only, the N-th naming each incident by its finer codes (`<community>\|<grid>` = id) |
 //! | `<prefix>:{pN}:ixlag` | sorted set | `first`, `assign`: the longest report → index-entry delay seen (ms) |
 //! | `<prefix>:{pN}:ix:dept:<d>` | stream | `i` = incident id (repeated, one entry per batch), added at each assignment to the department (the record's `dept_at` names the one that counts; a first dispatch written by a transaction has none, and its one entry counts) |
 //! | `<prefix>:{pN}:closed` | sorted set | incidents closed or cancelled, scored by when (ms): whose reporter contact is erased after the retention period |
 //! | `<prefix>:{audit}:log` | stream | the audit trail: `p` principal, `u` person, `m` method, `t` target, `o` outcome, `r` reason, `a` peer (the entry id is the time) |
-//! | `<prefix>:meta` | hash | deployment constants (number of partitions) |
+//! | `<prefix>:meta` | hash | deployment constants (number of partitions; `region_index_depth` and `region_index_since`, ms) |
 //! | `<prefix>:{tables}:current` | string | the routing table version in force |
 //! | `<prefix>:{tables}:history` | list | one JSON entry per version (version, time, principal, note), newest first |
 //! | `<prefix>:{tables}:v:<version>` | hash | a version's `grids` and `rules` sources |
