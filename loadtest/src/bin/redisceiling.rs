@@ -88,6 +88,62 @@ struct Args {
     /// `gridroute serve --region-index-depth N` writes them (0: every level).
     #[arg(long, default_value_t = 0)]
     region_index_depth: usize,
+    /// After the run: the first page (50) of a list of up to N regions of each level below the
+    /// district, with the Redis CPU and the time a page took (on stderr), what a
+    /// `--region-index-depth` costs the readers.
+    #[arg(long, default_value_t = 0)]
+    list_pages: usize,
+}
+
+/// The first page of ListIncidents for up to `n` regions of each level below the district
+/// (`--list-pages`): Redis CPU and time per page, and incidents per page, on stderr.
+async fn list_cost(
+    store: &Store,
+    table: &gridroute_core::RoutingTable,
+    info: &mut redis::aio::MultiplexedConnection,
+    n: usize,
+) {
+    let mut levels: std::collections::BTreeMap<u16, (String, Vec<Vec<String>>)> =
+        Default::default();
+    for (id, node) in table.regions.iter() {
+        if node.depth == 0 {
+            continue;
+        }
+        let path: Vec<String> = table
+            .regions
+            .path(id)
+            .into_iter()
+            .map(|r| table.regions.node(r).code.clone())
+            .collect();
+        let level = levels
+            .entry(node.depth)
+            .or_insert_with(|| (node.level.clone(), Vec::new()));
+        if level.1.len() < n {
+            level.1.push(path);
+        }
+    }
+    for (level, paths) in levels.values() {
+        let (cpu0, t0) = (redis_cpu(info).await, Instant::now());
+        let mut found = 0;
+        for path in paths {
+            let (code, ancestors) = path.split_last().unwrap();
+            let filter = gridroute_store::query::ListFilter {
+                region_code: code.clone(),
+                region_ancestors: ancestors.to_vec(),
+                ..Default::default()
+            };
+            found += store.list_incidents(&filter, 50, "").await.unwrap().0.len();
+        }
+        let (cpu, took) = (redis_cpu(info).await - cpu0, t0.elapsed());
+        let pages = paths.len() as f64;
+        eprintln!(
+            "lists of a {level}: {} regions, {:.0} µs of Redis CPU and {:.2} ms per first page of 50 ({:.1} incidents per page)",
+            paths.len(),
+            cpu * 1e6 / pages,
+            took.as_secs_f64() * 1e3 / pages,
+            found as f64 / pages,
+        );
+    }
 }
 
 /// Redis CPU seconds so far (`used_cpu_user + used_cpu_sys`).
@@ -410,6 +466,9 @@ async fn main() {
     } else {
         a.mix.clone()
     };
+    if a.list_pages > 0 {
+        list_cost(&store, &table, &mut info, a.list_pages).await;
+    }
     println!(
         "Redis-only ceiling ({} mix): {:.0} reports/s written, {:.0} incidents/s routed and dispatched ({} partitions, {} writers, batches of {}); Redis CPU {:.1} µs per routed incident",
         mix,

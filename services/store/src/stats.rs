@@ -69,7 +69,7 @@ impl Store {
         let mut entries = Vec::new();
         let mut cursor = None;
         loop {
-            let (chunk, more) = self.scan_index(&scan, cursor.as_ref(), 10_000).await?;
+            let (chunk, more, _) = self.scan_index(&scan, cursor.as_ref(), 10_000).await?;
             cursor = chunk.last().map(|e| e.at);
             // Place holders: entries of an ancestor's index naming none of the region's.
             entries.extend(chunk.into_iter().filter(|e| !e.id.is_empty()));
