@@ -28,6 +28,7 @@ mod restore;
 mod sentinel;
 mod shutdown;
 mod skew;
+mod switches;
 mod tables;
 mod timers;
 mod tls;

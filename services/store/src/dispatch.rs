@@ -383,6 +383,26 @@ mod tests {
     use super::*;
     use gridroute_core::sla::{Timer, TimerKind};
 
+    #[test]
+    fn region_entries_stop_at_the_depth_naming_the_finer_codes() {
+        let codes: Vec<String> = ["64", "64-1", "64-1-2", "64-1-2-3"]
+            .map(str::to_owned)
+            .to_vec();
+        let at = |depth| region_entries(&codes, depth).collect::<Vec<_>>();
+        let every = |n: usize| -> Vec<(&str, Option<String>)> {
+            codes[..n].iter().map(|c| (c.as_str(), None)).collect()
+        };
+        assert_eq!(at(0), every(4));
+        assert_eq!(at(4), every(4));
+        assert_eq!(at(9), every(4));
+        assert_eq!(
+            at(2),
+            [("64", None), ("64-1", Some("64-1-2|64-1-2-3".to_owned()))]
+        );
+        assert_eq!(at(3)[2], ("64-1-2", Some("64-1-2-3".to_owned())));
+        assert_eq!(at(1), [("64", Some("64-1|64-1-2|64-1-2-3".to_owned()))]);
+    }
+
     fn timers() -> [Timer; 2] {
         [
             Timer {

@@ -107,8 +107,11 @@ impl Packer {
         self.changes == 0
     }
 
-    /// The entry's value.
+    /// The entry's value, counted in `gridroute_events_packed_changes` (called once per entry
+    /// written).
     pub(crate) fn value(&self) -> &[u8] {
+        metrics::histogram!(gridroute_telemetry::names::EVENTS_PACKED_CHANGES)
+            .record(self.changes as f64);
         &self.buf
     }
 }

@@ -390,6 +390,7 @@ impl Store {
                 "this deployment indexes regions to depth {recorded}; --region-index-depth {depth} would index them where readers do not look"
             )));
         }
+        tracing::info!(depth, "region index entries written down to this level");
         Ok(())
     }
 

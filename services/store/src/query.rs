@@ -176,6 +176,7 @@ impl Store {
     /// partitions, whether more may follow, and how many entries of an ancestor's index
     /// naming none of the region's incidents were passed (the last of them, when no entry
     /// follows it, is returned as a place holder with no id, to carry the position).
+    #[tracing::instrument(name = "index_scan", level = "debug", skip_all, fields(count, via = scan.via.is_some()))]
     pub(crate) async fn scan_index(
         &self,
         scan: &IndexScan,
@@ -304,6 +305,10 @@ impl Store {
             kept.push(e);
         }
         kept.extend(tail);
+        if skipped > 0 {
+            metrics::counter!(gridroute_telemetry::names::INDEX_ENTRIES_PASSED_TOTAL)
+                .increment(skipped as u64);
+        }
         Ok((kept, full, skipped))
     }
 }

@@ -132,6 +132,11 @@ pub mod names {
     pub const ARCHIVE_ERRORS_TOTAL: &str = "gridroute_archive_errors_total";
     /// Index stream entries removed because every incident they name was archived.
     pub const INDEX_ENTRIES_COMPACTED_TOTAL: &str = "gridroute_index_entries_compacted_total";
+    /// Entries of an ancestor's region index that a list or figures of a finer region read
+    /// and passed over, naming none of its incidents (`--region-index-depth`): its read cost.
+    pub const INDEX_ENTRIES_PASSED_TOTAL: &str = "gridroute_index_entries_passed_total";
+    /// Changes per events entry written packed (`--packed-events`), one sample per entry.
+    pub const EVENTS_PACKED_CHANGES: &str = "gridroute_events_packed_changes";
     /// Reporters' contact details erased after the retention period.
     pub const CONTACTS_ERASED_TOTAL: &str = "gridroute_contacts_erased_total";
 }
@@ -234,6 +239,14 @@ pub fn describe() {
     describe_counter!(
         INDEX_ENTRIES_COMPACTED_TOTAL,
         "Index stream entries removed once every incident they name was archived."
+    );
+    describe_counter!(
+        INDEX_ENTRIES_PASSED_TOTAL,
+        "Entries of an ancestor's region index passed over by lists of a finer region (--region-index-depth)."
+    );
+    describe_histogram!(
+        EVENTS_PACKED_CHANGES,
+        "Changes per events entry written packed (--packed-events)."
     );
     describe_counter!(
         CONTACTS_ERASED_TOTAL,
