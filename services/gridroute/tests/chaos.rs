@@ -270,13 +270,31 @@ async fn chaos_with_routers_dispatching_by_transaction_loses_nothing_and_doubles
     chaos(&["--transactions"]).await;
 }
 
-/// Runs the chaos with these extra flags for the API process (and `--transactions`, when
-/// given, for the routers too, as one deployment's setting).
+/// The same faults with every write by transaction and both stored-format switches on
+/// (`--packed-events`, `--region-index-depth 2`): a transaction's changes in one events entry,
+/// region index entries down to the street; still nothing lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_with_packed_events_and_street_index_loses_nothing_and_doubles_nothing() {
+    chaos(&[
+        "--transactions",
+        "--packed-events",
+        "--region-index-depth",
+        "2",
+    ])
+    .await;
+}
+
+/// Runs the chaos with these extra flags for the API process (and with `--transactions` the
+/// same flags but inline routing for the routers too, as one deployment's setting).
 async fn chaos(api_flags: &[&str]) {
-    let router_flags: &[&str] = if api_flags.contains(&"--transactions") {
-        &["--transactions"]
+    let router_flags: Vec<&str> = if api_flags.contains(&"--transactions") {
+        api_flags
+            .iter()
+            .copied()
+            .filter(|f| *f != "--inline-routing")
+            .collect()
     } else {
-        &[]
+        Vec::new()
     };
     let setting = |name: &str, default: usize| {
         std::env::var(name)
@@ -301,7 +319,7 @@ async fn chaos(api_flags: &[&str]) {
             &redis.url(),
             free_port().unwrap(),
             &auth,
-            router_flags,
+            &router_flags,
         ),
         Gridroute::start(
             "router",
@@ -309,7 +327,7 @@ async fn chaos(api_flags: &[&str]) {
             &redis.url(),
             free_port().unwrap(),
             &auth,
-            router_flags,
+            &router_flags,
         ),
     ];
     let channel = connect(&addr).await;
