@@ -7,64 +7,25 @@ use crate::common;
 
 use common::{
     metric_value,
-    process::{Child, bearer, connect, dev_tokens, scrape, temp_dir},
+    process::{Child, bearer, connect, dev_tokens, scrape, start_dev, temp_dir, wait_serving},
 };
 
-use std::{
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use gridroute_proto::v1::{
     self as pb, dispatch_service_client::DispatchServiceClient,
     incident_service_client::IncidentServiceClient,
 };
 use gridroute_store::local::free_port;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_serves_health_reflection_reports_and_metrics() {
     let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
     let dev_dir = temp_dir("dev");
-    let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
-        .args([
-            "dev",
-            "--grpc-addr",
-            &format!("127.0.0.1:{grpc}"),
-            "--http-addr",
-            "off",
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics}"),
-        ])
-        .env_remove("GRIDROUTE_REDIS_URL")
-        .env("GRIDROUTE_DEV_DIR", &dev_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the binary starts");
-    let mut child = Child(child);
+    let mut child = start_dev(grpc, metrics, &dev_dir, &[]);
     let addr = format!("http://127.0.0.1:{grpc}");
     let channel = connect(&addr).await;
-
-    let mut health = HealthClient::new(channel.clone());
-    let mut status = 0;
-    for _ in 0..100 {
-        status = health
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status;
-        if status == ServingStatus::Serving as i32 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(status, ServingStatus::Serving as i32);
+    wait_serving(channel.clone()).await;
 
     // Reflection, v1 and v1alpha, lists the three services.
     {
@@ -286,21 +247,7 @@ async fn ctrl_c_stops_dev_in_dependency_order_without_warnings() {
         .expect("the binary starts");
     let mut child = Child(child);
     let channel = connect(&format!("http://127.0.0.1:{grpc}")).await;
-    let mut health = HealthClient::new(channel);
-    let mut status = 0;
-    for _ in 0..200 {
-        status = health
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .map_or(0, |r| r.into_inner().status);
-        if status == ServingStatus::Serving as i32 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(status, ServingStatus::Serving as i32);
+    wait_serving(channel).await;
     // Let the routers settle into their blocking reads.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let started = std::fs::read_to_string(&log).unwrap();

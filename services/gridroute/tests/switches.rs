@@ -9,21 +9,14 @@ use crate::common;
 
 use common::{
     metric_value,
-    process::{Child, bearer, connect, dev_tokens, scrape, temp_dir},
+    process::{bearer, connect, dev_tokens, scrape, start_dev, temp_dir, wait_serving},
 };
 
-use std::{
-    collections::HashSet,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{collections::HashSet, time::Duration};
 
 use geo::InteriorPoint;
 use gridroute_proto::v1::{self as pb, incident_service_client::IncidentServiceClient};
 use gridroute_store::local::free_port;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
 
 /// Two grids of one street of the sample, with a point inside each, and the street's code.
 fn two_grids_of_a_street() -> ([(String, f64, f64); 2], String) {
@@ -51,42 +44,20 @@ fn two_grids_of_a_street() -> ([(String, f64, f64); 2], String) {
 async fn packed_events_and_street_level_index_through_the_real_binary() {
     let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
     let dev_dir = temp_dir("switches");
-    let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
-        .args([
-            "dev",
-            "--grpc-addr",
-            &format!("127.0.0.1:{grpc}"),
-            "--http-addr",
-            "off",
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics}"),
+    let _child = start_dev(
+        grpc,
+        metrics,
+        &dev_dir,
+        &[
             "--inline-routing",
             "--transactions",
             "--packed-events",
             "--region-index-depth",
             "2",
-        ])
-        .env_remove("GRIDROUTE_REDIS_URL")
-        .env("GRIDROUTE_DEV_DIR", &dev_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the binary starts");
-    let _child = Child(child);
+        ],
+    );
     let channel = connect(&format!("http://127.0.0.1:{grpc}")).await;
-    let mut health = HealthClient::new(channel.clone());
-    for _ in 0..200 {
-        let status = health
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .map(|r| r.into_inner().status);
-        if status.is_ok_and(|s| s == ServingStatus::Serving as i32) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_serving(channel.clone()).await;
     let tokens = dev_tokens(&dev_dir);
     let (source, centre) = (
         &tokens["source_system:resident-app"],

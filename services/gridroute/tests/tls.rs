@@ -8,7 +8,7 @@
 
 use crate::common;
 
-use common::process::{Child, ServeAuth};
+use common::process::{Child, ServeAuth, wait_serving};
 
 use std::{
     process::{Command, Stdio},
@@ -18,9 +18,7 @@ use std::{
 use gridroute_proto::v1::{self as pb, incident_service_client::IncidentServiceClient};
 use gridroute_store::local::{LocalRedis, free_port};
 use tonic::transport::Channel;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 fn openssl(dir: &std::path::Path, args: &[&str]) {
     let ok = Command::new("openssl")
@@ -151,23 +149,7 @@ async fn serves_grpc_over_tls_against_a_tls_only_redis() {
     }
     let channel =
         channel.expect("gRPC port opens over TLS: the process connected to Redis over TLS");
-    let mut health = HealthClient::new(channel.clone());
-    let mut status = 0;
-    for _ in 0..100 {
-        status = health
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status;
-        if status == ServingStatus::Serving as i32 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(status, ServingStatus::Serving as i32);
+    wait_serving(channel.clone()).await;
     // The CLI's health check over TLS, trusting the CA through GRIDROUTE_CA_CERT.
     let health_cli = Command::new(env!("CARGO_BIN_EXE_gridroute"))
         .args(["health", "--addr", &addr])

@@ -118,12 +118,16 @@ impl<'a> Prepared<'a> {
     }
 }
 
+/// An incident in an index entry: its field (`None`: `i`; else its finer codes) and its id.
+type Named = (Option<String>, String);
+
 /// The writes of one transaction that are gathered over its reports: one index entry per
 /// index key (`i <id>` repeated, as `lua/batch_index.lua` writes them; a level's index that
 /// stands for finer ones names each incident by those codes) and one `ZADD` per timer set.
 #[derive(Default)]
 struct Gathered {
-    index: Vec<(String, Vec<(String, String)>)>,
+    /// Per key, each incident's field (`None`: `i`) and id.
+    index: Vec<(String, Vec<Named>)>,
     /// Where each key is in `index`: a batch names too many grids and communities to search
     /// the list for each.
     places: HashMap<String, usize>,
@@ -135,7 +139,7 @@ struct Gathered {
 
 impl Gathered {
     fn index(&mut self, key: String, field: Option<String>, id: &str) {
-        let pair = (field.unwrap_or_else(|| "i".to_owned()), id.to_owned());
+        let pair = (field, id.to_owned());
         match self.places.get(&key) {
             Some(&i) => self.index[i].1.push(pair),
             None => {
@@ -200,7 +204,7 @@ impl Gathered {
         for (key, pairs) in self.index {
             let x = tx.cmd("XADD").arg(key).arg("*");
             for (field, id) in &pairs {
-                x.arg(field).arg(id);
+                x.arg(field.as_deref().unwrap_or("i")).arg(id);
             }
             x.ignore();
         }

@@ -74,34 +74,7 @@ async fn by_transactions(redis: &LocalRedis, prefix: &str) -> Store {
 /// consumers (one per partition): the consumers and, per partition, the writes a router would
 /// dispatch.
 async fn reported(store: &Store, n: usize, tag: &str) -> Vec<(Consumer, Vec<DispatchWrite>)> {
-    store.ensure_groups().await.unwrap();
-    let reports: Vec<_> = (0..n)
-        .map(|i| common::report(&format!("{tag}-{i}")))
-        .collect();
-    let accepted = store.report_batch(&reports, "", "").await.unwrap();
-    let ids: Vec<String> = accepted
-        .iter()
-        .map(|a| a.as_ref().unwrap().incident_id().to_owned())
-        .collect();
-    let mut out = Vec::new();
-    for p in 0..PARTITIONS {
-        let mut c = store
-            .consumer(p, "router-a", Duration::from_millis(50))
-            .await
-            .unwrap();
-        assert!(c.direct(), "the router's own connection");
-        let entries = c.read_new(1000).await.unwrap();
-        let writes = entries
-            .iter()
-            .map(|e| {
-                let id = e.text("id").unwrap();
-                assert!(ids.iter().any(|i| i == id));
-                write(e, id)
-            })
-            .collect();
-        out.push((c, writes));
-    }
-    out
+    common::reported_with(store, n, tag, "router-a", |e, id, _| write(e, id)).await
 }
 
 /// Every key of `prefix`, by kind (the part after the partition tag), with how many entries or

@@ -67,33 +67,19 @@ fn write(e: &gridroute_store::consumer::IngestEntry, id: &str, codes: &[String])
 /// Reports `n` incidents (`tag-<i>`, the path of `first + i`) through `store` and dispatches
 /// them with its consumers, by transaction; returns (id, path) of each.
 async fn routed(store: &Store, first: usize, n: usize, tag: &str) -> Vec<(String, [String; 4])> {
-    let reports: Vec<_> = (0..n)
-        .map(|i| common::report(&format!("{tag}-{i}")))
-        .collect();
-    let accepted = store.report_batch(&reports, "", "").await.unwrap();
-    let ids: Vec<String> = accepted
-        .iter()
-        .map(|a| a.as_ref().unwrap().incident_id().to_owned())
-        .collect();
+    let router = format!("router-{tag}");
+    let batches = common::reported_with(store, n, tag, &router, |e, id, i| {
+        write(e, id, &path(first + i))
+    })
+    .await;
     let mut out = Vec::new();
-    for p in 0..PARTITIONS {
-        let mut c = store
-            .consumer(p, &format!("router-{tag}"), Duration::from_millis(50))
-            .await
-            .unwrap();
-        let entries = c.read_new(1000).await.unwrap();
-        let writes: Vec<DispatchWrite> = entries
-            .iter()
-            .map(|e| {
-                let id = e.text("id").unwrap();
-                let i = ids.iter().position(|x| x == id).unwrap();
-                let codes = path(first + i);
-                out.push((id.to_owned(), codes.clone()));
-                write(e, id, &codes)
-            })
-            .collect();
+    for (mut c, writes) in batches {
         let done = c.dispatch_batch(&writes).await.unwrap();
         assert!(done.iter().all(|d| matches!(d, Ok(true))), "{done:?}");
+        out.extend(writes.iter().map(|w| {
+            let codes: [String; 4] = w.region_codes.to_vec().try_into().unwrap();
+            (w.incident_id.clone(), codes)
+        }));
     }
     out
 }

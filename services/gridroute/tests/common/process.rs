@@ -159,3 +159,49 @@ impl ServeAuth {
         self.req(&who, msg)
     }
 }
+
+/// Runs `gridroute dev` (its own redis-server, the sample tables) serving gRPC on `grpc` and
+/// metrics on `metrics`, no HTTP, with its files in `dir` and `extra` flags.
+pub fn start_dev(grpc: u16, metrics: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_gridroute"))
+        .args([
+            "dev",
+            "--grpc-addr",
+            &format!("127.0.0.1:{grpc}"),
+            "--http-addr",
+            "off",
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics}"),
+        ])
+        .args(extra)
+        .env_remove("GRIDROUTE_REDIS_URL")
+        .env("GRIDROUTE_DEV_DIR", dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    Child(child)
+}
+
+/// Waits up to 10 s for the server behind `channel` to report SERVING on the health service
+/// (its overall status), and fails the test if it does not.
+pub async fn wait_serving(channel: Channel) {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let mut health = HealthClient::new(channel);
+    let mut status = 0;
+    for _ in 0..200 {
+        status = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map_or(0, |r| r.into_inner().status);
+        if status == ServingStatus::Serving as i32 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("not SERVING after 10 s (status {status})");
+}

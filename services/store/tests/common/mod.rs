@@ -75,3 +75,42 @@ pub async fn reported_as(
     };
     (c, w, id)
 }
+
+/// Reports `n` incidents (`tag-<i>`) through `store` in one batch and reads their ingest
+/// entries with consumers named `router` (one per partition, over the router's own
+/// connection): per partition, the consumer and what `write` makes of each entry (given the
+/// entry, its incident id and the index of its report), as a router would dispatch it.
+pub async fn reported_with(
+    store: &gridroute_store::Store,
+    n: usize,
+    tag: &str,
+    router: &str,
+    write: impl Fn(&gridroute_store::consumer::IngestEntry, &str, usize) -> DispatchWrite,
+) -> Vec<(gridroute_store::consumer::Consumer, Vec<DispatchWrite>)> {
+    store.ensure_groups().await.unwrap();
+    let reports: Vec<_> = (0..n).map(|i| report(&format!("{tag}-{i}"))).collect();
+    let accepted = store.report_batch(&reports, "", "").await.unwrap();
+    let ids: Vec<String> = accepted
+        .iter()
+        .map(|a| a.as_ref().unwrap().incident_id().to_owned())
+        .collect();
+    let mut out = Vec::new();
+    for p in 0..store.keys().partitions() {
+        let mut c = store
+            .consumer(p, router, Duration::from_millis(50))
+            .await
+            .unwrap();
+        assert!(c.direct(), "the router's own connection");
+        let entries = c.read_new(1000).await.unwrap();
+        let writes = entries
+            .iter()
+            .map(|e| {
+                let id = e.text("id").unwrap();
+                let i = ids.iter().position(|x| x == id).unwrap();
+                write(e, id, i)
+            })
+            .collect();
+        out.push((c, writes));
+    }
+    out
+}
