@@ -371,14 +371,33 @@ impl Store {
         end_ms: Option<i64>,
     ) -> Result<IndexScan> {
         let k = self.keys();
-        // Only a region read through its own index (no department) below the first level.
-        let via = if department.is_empty() && !region.is_empty() && !ancestors.is_empty() {
-            let (depth, since): (Option<usize>, Option<i64>) = redis::cmd("HMGET")
+        // Only a region read through its own index (no department) below the first level
+        // reads the recorded depth; only a window's end reads the partitions' lags. Both go
+        // in one round trip.
+        let via_wanted = department.is_empty() && !region.is_empty() && !ancestors.is_empty();
+        let mut pipe = redis::pipe();
+        if via_wanted {
+            pipe.cmd("HMGET")
                 .arg(k.meta())
                 .arg(META_REGION_DEPTH)
-                .arg(META_REGION_SINCE)
-                .query_async(&mut self.conn())
-                .await?;
+                .arg(META_REGION_SINCE);
+        }
+        if end_ms.is_some() {
+            for p in 0..k.partitions() {
+                pipe.cmd("ZMSCORE")
+                    .arg(k.index_lag(p))
+                    .arg("first")
+                    .arg("assign");
+            }
+        }
+        let replies = if via_wanted || end_ms.is_some() {
+            self.raw_pipe(&pipe, false).await?
+        } else {
+            Vec::new()
+        };
+        let mut replies = replies.into_iter();
+        let via = if via_wanted {
+            let (depth, since): (Option<usize>, Option<i64>) = next_reply(&mut replies)?;
             match (depth, since) {
                 (Some(d), Some(since)) if d >= 1 && ancestors.len() >= d => Some(Via {
                     ancestor: ancestors[d - 1].clone(),
@@ -391,26 +410,17 @@ impl Store {
         };
         let uppers = match end_ms {
             None => vec!["+".to_owned(); usize::from(k.partitions())],
-            Some(end) => {
-                let mut pipe = redis::pipe();
-                for p in 0..k.partitions() {
-                    pipe.cmd("ZMSCORE")
-                        .arg(k.index_lag(p))
-                        .arg("first")
-                        .arg("assign");
-                }
-                let lags: Vec<(Option<f64>, Option<f64>)> = self.query_pipe(&pipe).await?;
-                lags.into_iter()
-                    .map(|(first, assign)| {
-                        let mut lag = first.unwrap_or(0.0);
-                        if !department.is_empty() {
-                            lag = lag.max(assign.unwrap_or(0.0));
-                        }
-                        let slack = (lag as i64).max(MIN_INDEX_SLACK_MS);
-                        format!("{}", end.max(0).saturating_add(slack))
-                    })
-                    .collect()
-            }
+            Some(end) => (0..k.partitions())
+                .map(|_| {
+                    let (first, assign): (Option<f64>, Option<f64>) = next_reply(&mut replies)?;
+                    let mut lag = first.unwrap_or(0.0);
+                    if !department.is_empty() {
+                        lag = lag.max(assign.unwrap_or(0.0));
+                    }
+                    let slack = (lag as i64).max(MIN_INDEX_SLACK_MS);
+                    Ok(format!("{}", end.max(0).saturating_add(slack)))
+                })
+                .collect::<Result<Vec<_>>>()?,
         };
         Ok(IndexScan {
             department: department.to_owned(),
@@ -423,6 +433,16 @@ impl Store {
             uppers,
         })
     }
+}
+
+/// The next reply of a pipeline, as `T`.
+fn next_reply<T: redis::FromRedisValue>(
+    replies: &mut impl Iterator<Item = redis::Value>,
+) -> Result<T> {
+    let v = replies
+        .next()
+        .ok_or_else(|| StoreError::Internal("a pipeline's reply missing".into()))?;
+    redis::from_redis_value(v).map_err(|e| StoreError::Internal(e.to_string()))
 }
 
 impl IndexScan {
