@@ -320,7 +320,8 @@ spec:
           securityContext:
             {{- toYaml $root.Values.containerSecurityContext | nindent 12 }}
           {{- $apiAuth := and (eq $role "api") $authVolumes }}
-          {{- if or $tables $root.Values.tls.enabled $apiAuth }}
+          {{- $archiveCa := $root.Values.archive.caSecret }}
+          {{- if or $tables $root.Values.tls.enabled $apiAuth $archiveCa }}
           volumeMounts:
             {{- if $tables }}
             - name: tables
@@ -347,8 +348,13 @@ spec:
               mountPath: /etc/gridroute/certs
               readOnly: true
             {{- end }}
+            {{- if $archiveCa }}
+            - name: archive-ca
+              mountPath: /etc/gridroute/archive-ca
+              readOnly: true
+            {{- end }}
           {{- end }}
-      {{- if or $tables $root.Values.tls.enabled $apiAuth }}
+      {{- if or $tables $root.Values.tls.enabled $apiAuth $archiveCa }}
       volumes:
         {{- if $tables }}
         - name: tables
@@ -374,6 +380,11 @@ spec:
         - name: certs
           configMap:
             name: {{ $certMap }}
+        {{- end }}
+        {{- if $archiveCa }}
+        - name: archive-ca
+          secret:
+            secretName: {{ $archiveCa }}
         {{- end }}
       {{- end }}
       {{- if $root.Values.topologySpread.enabled }}

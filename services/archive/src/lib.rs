@@ -16,6 +16,7 @@
 
 pub mod local;
 mod schema;
+mod tls;
 
 use std::collections::HashMap;
 
@@ -43,13 +44,33 @@ pub enum ArchiveError {
     BadUrl(String),
 }
 
+/// What went wrong, in words an operator can act on: the server's own message and code (never
+/// its `DETAIL`, which can quote a row's values, personal data among them), or the chain of
+/// causes (a TLS failure's reason, say), which the error's own message leaves out.
+fn described(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {} ({})", db.severity(), db.message(), db.code().code());
+    }
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !out.contains(&said) {
+            out.push_str(": ");
+            out.push_str(&said);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 impl From<tokio_postgres::Error> for ArchiveError {
     fn from(e: tokio_postgres::Error) -> Self {
         metrics::counter!(gridroute_telemetry::names::ARCHIVE_ERRORS_TOTAL).increment(1);
         if e.as_db_error().is_some() {
-            Self::Internal(e.to_string())
+            Self::Internal(described(&e))
         } else {
-            Self::Unavailable(e.to_string())
+            Self::Unavailable(described(&e))
         }
     }
 }
@@ -57,7 +78,12 @@ impl From<tokio_postgres::Error> for ArchiveError {
 impl From<deadpool_postgres::PoolError> for ArchiveError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         metrics::counter!(gridroute_telemetry::names::ARCHIVE_ERRORS_TOTAL).increment(1);
-        Self::Unavailable(e.to_string())
+        match &e {
+            deadpool_postgres::PoolError::Backend(b) => {
+                Self::Unavailable(format!("connecting: {}", described(b)))
+            }
+            _ => Self::Unavailable(e.to_string()),
+        }
     }
 }
 
@@ -142,17 +168,30 @@ fn bound(ms: Option<i64>, default: i64) -> i64 {
 }
 
 impl Archive {
-    /// A pool for `url` (`postgres://user:password@host:port/database`). Nothing is connected
-    /// until the first call.
+    /// A pool for `url` (`postgres://user:password@host:port/database`, or libpq's
+    /// `key=value` form). `sslmode=verify-full` (or `require`, `verify-ca`: each verifies the
+    /// server's certificate) asks for TLS, `sslrootcert=<PEM file>` names a private CA
+    /// (`tls.rs`). Nothing is connected until the first call.
     pub fn connect(url: &str) -> Result<Self> {
+        let (url, tls) = tls::split_url(url)?;
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| ArchiveError::BadUrl(e.to_string()))?;
         config.connect_timeout(TIMEOUT);
         config.application_name("gridroute");
+        let tls = match tls {
+            Some(tls) => {
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                tls
+            }
+            None => {
+                config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                tls::Tls::none()
+            }
+        };
         let manager = deadpool_postgres::Manager::from_config(
             config,
-            tokio_postgres::NoTls,
+            tls,
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
             },

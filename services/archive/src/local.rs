@@ -79,6 +79,16 @@ fn id(args: &[&str]) -> Option<u32> {
 impl LocalPostgres {
     /// Creates a cluster in a temporary directory and starts it on a free port.
     pub fn start() -> Result<Self, LocalPostgresError> {
+        Self::start_with(None)
+    }
+
+    /// [`LocalPostgres::start`], serving TLS with this certificate and key (PEM) and refusing
+    /// plain TCP connections, so that a client that gets in has used TLS.
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Result<Self, LocalPostgresError> {
+        Self::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Result<Self, LocalPostgresError> {
         let bin = bin_dir().ok_or(LocalPostgresError::NotInstalled)?;
         let user = if id(&["-u"]) == Some(0) {
             Some((
@@ -118,8 +128,34 @@ impl LocalPostgres {
                 String::from_utf8_lossy(&out.stderr)
             )));
         }
+        if let Some((cert, key)) = tls {
+            me.tls_only(cert, key)?;
+        }
         me.run()?;
         Ok(me)
+    }
+
+    fn tls_only(&self, cert_pem: &str, key_pem: &str) -> std::io::Result<()> {
+        use std::{io::Write, os::unix::fs::PermissionsExt};
+        let data = self.dir.join("data");
+        for (name, text) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = data.join(name);
+            std::fs::write(&path, text)?;
+            // PostgreSQL refuses a key others can read.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            self.own(&path)?;
+        }
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))?;
+        writeln!(
+            conf,
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'"
+        )?;
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
     }
 
     fn own(&self, path: &Path) -> std::io::Result<()> {

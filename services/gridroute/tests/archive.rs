@@ -686,3 +686,73 @@ async fn a_points_ledger_keeps_its_newest_entries_and_its_exact_total() {
         "the newest entries are shown as before"
     );
 }
+
+/// A private CA (PEM) and a server certificate and key it signed for 127.0.0.1.
+fn server_certificate() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "city database CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archive_over_tls_verifies_the_server_and_moves_cases_as_over_plain_tcp() {
+    let (ca, cert, key) = server_certificate();
+    let pg = tokio::task::spawn_blocking(move || LocalPostgres::start_with_tls(&cert, &key))
+        .await
+        .unwrap()
+        .expect("a private PostgreSQL with TLS starts");
+    let ca_file = std::env::temp_dir().join(format!("gridroute-archive-ca-{}.pem", pg.port()));
+    std::fs::write(&ca_file, &ca).unwrap();
+
+    // The server refuses plain TCP, and a server certificate no root vouches for is refused
+    // by gridroute before anything is sent.
+    let plain = Archive::connect(&pg.url()).unwrap();
+    let e = plain.ping().await.unwrap_err().to_string();
+    assert!(
+        e.contains("no encryption") || e.contains("pg_hba"),
+        "plain TCP refused: {e}"
+    );
+    let unverified = Archive::connect(&format!("{}?sslmode=require", pg.url())).unwrap();
+    let e = unverified.ping().await.unwrap_err().to_string();
+    assert!(e.contains("UnknownIssuer"), "unknown CA refused: {e}");
+
+    // With the CA, the archive works: a closed case moves there and reads back.
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.url(),
+        ca_file.display()
+    );
+    let archive = Archive::connect(&url).unwrap();
+    assert_eq!(archive.migrate().await.unwrap(), vec![1]);
+    let env = Env::with_archive(archive.clone()).await;
+    let ids = closed_incidents(&env, "tls", 2).await;
+    let table = env.table();
+    let moved = move_once(&env.store, &archive, &table.calendar, &at_once(YEAR))
+        .await
+        .unwrap();
+    assert_eq!(moved.archived, 2, "{moved:?}");
+    for id in &ids {
+        assert!(!in_redis(&env, id).await, "{id} left Redis");
+        let archived = archive.get(id).await.unwrap().expect("archived");
+        assert_eq!(&archived.incident_id, id);
+        let read = env
+            .get_as(&common::command_centre(&table), id)
+            .await
+            .unwrap();
+        assert_eq!(
+            read.status, archived.status,
+            "GetIncident reads the archive"
+        );
+    }
+    let _ = std::fs::remove_file(&ca_file);
+}

@@ -1,0 +1,248 @@
+//! TLS to PostgreSQL (rustls), asked for in the archive URL as libpq users write it:
+//! `?sslmode=verify-full&sslrootcert=/etc/gridroute/pg-ca.pem`.
+//!
+//! Whenever the archive uses TLS it verifies the server's certificate chain and name, as
+//! libpq's `verify-full` does: `require`, `verify-ca` and `verify-full` all mean that here,
+//! because the archive carries reporters' personal data (PIPL) and an unverified channel
+//! protects it from no one who can intercept it. The roots are the public web roots
+//! (`webpki-roots`) and the certificates of `sslrootcert`, if given. Without `sslmode`, or
+//! with `disable`, `allow` or `prefer`, the connection is plain, as before: gridroute does not
+//! try TLS and fall back (docs/OPERATIONS.md, "Archive").
+
+use std::{
+    future::Future,
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
+
+use crate::ArchiveError;
+
+/// The URL without the TLS parameters gridroute reads itself, and the TLS they ask for
+/// (`None`: plain).
+pub(crate) fn split_url(url: &str) -> Result<(String, Option<Tls>), ArchiveError> {
+    let bad = |why: String| ArchiveError::BadUrl(why);
+    let (mut mode, mut root) = (None, None);
+    let keep = |key: &str, value: &str, mode: &mut Option<String>, root: &mut Option<String>| {
+        match key {
+            "sslmode" => *mode = Some(value.to_owned()),
+            "sslrootcert" => *root = Some(value.to_owned()),
+            _ => return true,
+        }
+        false
+    };
+    let rest = if let Some((base, query)) = url
+        .split_once('?')
+        .filter(|_| url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                keep(k, v, &mut mode, &mut root)
+            })
+            .collect();
+        if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        }
+    } else if url.contains("://") {
+        url.to_owned()
+    } else {
+        // The key=value form (`host=… user=… sslmode=…`).
+        url.split_whitespace()
+            .filter(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                keep(k, v, &mut mode, &mut root)
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let tls = match mode.as_deref() {
+        None | Some("disable" | "allow" | "prefer") => {
+            if root.is_some() {
+                return Err(bad(
+                    "sslrootcert without sslmode=verify-full (or require): the connection would be plain"
+                        .into(),
+                ));
+            }
+            None
+        }
+        Some("require" | "verify-ca" | "verify-full") => Some(Tls::new(root.as_deref())?),
+        Some(other) => {
+            return Err(bad(format!(
+                "sslmode={other}: disable, allow, prefer, require, verify-ca or verify-full"
+            )));
+        }
+    };
+    Ok((rest, tls))
+}
+
+/// A connector for `tokio_postgres` over rustls; `None` inside: never asked to connect (the
+/// config says `sslmode=disable`).
+#[derive(Clone)]
+#[allow(missing_debug_implementations)]
+pub struct Tls(Option<Arc<rustls::ClientConfig>>);
+
+impl Tls {
+    /// Plain connections only.
+    pub(crate) fn none() -> Self {
+        Self(None)
+    }
+
+    fn new(root: Option<&str>) -> Result<Self, ArchiveError> {
+        let bad = |why: String| ArchiveError::BadUrl(why);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = root {
+            let pem = std::fs::read(path).map_err(|e| bad(format!("sslrootcert {path}: {e}")))?;
+            let mut added = 0;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| bad(format!("sslrootcert {path}: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| bad(format!("sslrootcert {path}: {e}")))?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err(bad(format!("sslrootcert {path}: no PEM certificate")));
+            }
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Self(Some(Arc::new(config))))
+    }
+}
+
+/// The server's name as the certificate must show it (a host name or an IP address).
+pub struct Connect {
+    config: Option<Arc<rustls::ClientConfig>>,
+    name: ServerName<'static>,
+}
+
+impl<S> MakeTlsConnect<S> for Tls
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = Stream<S>;
+    type TlsConnect = Connect;
+    type Error = io::Error;
+
+    fn make_tls_connect(&mut self, domain: &str) -> io::Result<Connect> {
+        let name = ServerName::try_from(domain.to_owned())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Ok(Connect {
+            config: self.0.clone(),
+            name,
+        })
+    }
+}
+
+impl<S> TlsConnect<S> for Connect
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = Stream<S>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Stream<S>>> + Send>>;
+
+    fn connect(self, stream: S) -> Self::Future {
+        Box::pin(async move {
+            let config = self.config.ok_or_else(|| {
+                io::Error::other("TLS asked for by the server but not by the archive URL")
+            })?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(self.name, stream)
+                .await?;
+            Ok(Stream(tls))
+        })
+    }
+}
+
+/// A TLS connection to PostgreSQL.
+#[allow(missing_debug_implementations)]
+pub struct Stream<S>(tokio_rustls::client::TlsStream<S>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Stream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for Stream<S> {
+    fn channel_binding(&self) -> ChannelBinding {
+        // SCRAM without channel binding (`tokio_postgres`' default `channel_binding=prefer`
+        // falls back to it): the verified certificate is what binds the channel here.
+        ChannelBinding::none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tls_parameters_leave_the_url_and_choose_the_connection() {
+        let (url, tls) = split_url("postgres://u:p@db:5432/archive").unwrap();
+        assert_eq!(url, "postgres://u:p@db:5432/archive");
+        assert!(tls.is_none());
+        let (url, tls) =
+            split_url("postgres://u@db/archive?connect_timeout=3&sslmode=verify-full").unwrap();
+        assert_eq!(url, "postgres://u@db/archive?connect_timeout=3");
+        assert!(tls.is_some());
+        let (url, tls) = split_url("postgresql://u@db/archive?sslmode=prefer").unwrap();
+        assert_eq!(url, "postgresql://u@db/archive");
+        assert!(tls.is_none());
+        let (url, tls) = split_url("host=db user=u sslmode=require dbname=archive").unwrap();
+        assert_eq!(url, "host=db user=u dbname=archive");
+        assert!(tls.is_some());
+    }
+
+    #[test]
+    fn unclear_tls_parameters_are_refused_with_the_reason() {
+        for (url, why) in [
+            ("postgres://db/a?sslmode=sometimes", "sslmode=sometimes"),
+            ("postgres://db/a?sslrootcert=/ca.pem", "without sslmode"),
+            (
+                "postgres://db/a?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+                "/nonexistent/ca.pem",
+            ),
+        ] {
+            let e = split_url(url).err().expect(url).to_string();
+            assert!(e.contains(why), "{url}: {e}");
+        }
+    }
+}
