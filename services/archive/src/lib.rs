@@ -179,6 +179,13 @@ impl Archive {
             .map_err(|e: tokio_postgres::Error| ArchiveError::BadUrl(e.to_string()))?;
         config.connect_timeout(TIMEOUT);
         config.application_name("gridroute");
+        if tls.is_none() && config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            // `sslmode = require` (spaces around `=`) reached the parser without being read
+            // above: refused, not quietly plain.
+            return Err(ArchiveError::BadUrl(
+                "sslmode: write it as sslmode=verify-full, without spaces around '='".into(),
+            ));
+        }
         let tls = match tls {
             Some(tls) => {
                 config.ssl_mode(tokio_postgres::config::SslMode::Require);

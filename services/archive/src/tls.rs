@@ -55,14 +55,20 @@ pub(crate) fn split_url(url: &str) -> Result<(String, Option<Tls>), ArchiveError
     } else if url.contains("://") {
         url.to_owned()
     } else {
-        // The key=value form (`host=… user=… sslmode=…`).
-        url.split_whitespace()
-            .filter(|p| {
-                let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                keep(k, v, &mut mode, &mut root)
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
+        // The key=value form (`host=… user=… sslmode=…`): the two parameters' pairs are cut
+        // out, every other byte kept as written (a quoted password may hold spaces).
+        let mut rest = String::with_capacity(url.len());
+        let mut at = 0;
+        for (start, end) in pairs(url) {
+            let pair = &url[start..end];
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if !keep(k.trim(), unquoted(v.trim()).as_str(), &mut mode, &mut root) {
+                rest.push_str(&url[at..start]);
+                at = end;
+            }
+        }
+        rest.push_str(&url[at..]);
+        rest
     };
     let tls = match mode.as_deref() {
         None | Some("disable" | "allow" | "prefer") => {
@@ -75,6 +81,12 @@ pub(crate) fn split_url(url: &str) -> Result<(String, Option<Tls>), ArchiveError
             None
         }
         Some("require" | "verify-ca" | "verify-full") => Some(Tls::new(root.as_deref())?),
+        Some("") => {
+            return Err(bad(
+                "sslmode without a value: write sslmode=verify-full, without spaces around '='"
+                    .into(),
+            ));
+        }
         Some(other) => {
             return Err(bad(format!(
                 "sslmode={other}: disable, allow, prefer, require, verify-ca or verify-full"
@@ -82,6 +94,50 @@ pub(crate) fn split_url(url: &str) -> Result<(String, Option<Tls>), ArchiveError
         }
     };
     Ok((rest, tls))
+}
+
+/// The byte ranges of the `key=value` pairs of libpq's keyword form: separated by white space
+/// outside single quotes, a backslash escaping the next character.
+fn pairs(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (None, false, false);
+    for (i, c) in text.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == '\'' {
+            quoted = !quoted;
+        } else if c.is_whitespace() && !quoted {
+            if let Some(s) = start.take() {
+                out.push((s, i));
+            }
+            continue;
+        }
+        start.get_or_insert(i);
+    }
+    if let Some(s) = start {
+        out.push((s, text.len()));
+    }
+    out
+}
+
+/// A keyword-form value without its quotes and escapes.
+fn unquoted(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let mut escaped = false;
+    for c in v.chars() {
+        match c {
+            _ if escaped => {
+                out.push(c);
+                escaped = false;
+            }
+            '\\' => escaped = true,
+            '\'' => {}
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// A connector for `tokio_postgres` over rustls; `None` inside: never asked to connect (the
@@ -227,8 +283,22 @@ mod tests {
         assert_eq!(url, "postgresql://u@db/archive");
         assert!(tls.is_none());
         let (url, tls) = split_url("host=db user=u sslmode=require dbname=archive").unwrap();
-        assert_eq!(url, "host=db user=u dbname=archive");
+        assert_eq!(url, "host=db user=u  dbname=archive");
         assert!(tls.is_some());
+        // A quoted value keeps its spaces; a quoted sslmode is read without its quotes.
+        let (url, tls) =
+            split_url("host=db password='two  spaces\\' here' sslmode='verify-full'").unwrap();
+        assert_eq!(url, "host=db password='two  spaces\\' here' ");
+        assert!(tls.is_some());
+    }
+
+    #[test]
+    fn a_spaced_sslmode_is_refused_not_read_as_plain() {
+        let e = crate::Archive::connect("host=db user=u sslmode = require")
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("without spaces"), "{e}");
     }
 
     #[test]
