@@ -295,8 +295,7 @@ mod tests {
     #[test]
     fn a_spaced_sslmode_is_refused_not_read_as_plain() {
         let e = crate::Archive::connect("host=db user=u sslmode = require")
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(e.contains("without spaces"), "{e}");
     }
