@@ -93,6 +93,42 @@ struct Args {
     /// `--region-index-depth` costs the readers.
     #[arg(long, default_value_t = 0)]
     list_pages: usize,
+    /// Where the Redis time went: Redis' command statistics are reset before the run
+    /// (`CONFIG RESETSTAT`: use a private server) and printed after it on stderr, per
+    /// command, in calls and µs per routed incident.
+    #[arg(long)]
+    commandstats: bool,
+}
+
+/// `--commandstats`: `INFO commandstats` per routed incident, the dearest command first.
+/// `EXEC`'s time includes the commands it ran, which have lines of their own.
+async fn commandstats(info: &mut redis::aio::MultiplexedConnection, routed: u64) {
+    let text: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(info)
+        .await
+        .unwrap();
+    let per = routed.max(1) as f64;
+    let mut rows: Vec<(String, f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let (name, stats) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |key: &str| -> Option<f64> {
+                stats
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))?
+                    .parse()
+                    .ok()
+            };
+            Some((name.to_owned(), field("calls")? / per, field("usec")? / per))
+        })
+        .filter(|(_, calls, _)| *calls >= 0.001)
+        .collect();
+    rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+    eprintln!("commands per routed incident (EXEC's time includes the commands it ran):");
+    for (name, calls, usec) in rows {
+        eprintln!("  {name:<16} {calls:>7.3} calls  {usec:>6.2} µs");
+    }
 }
 
 /// The first page of ListIncidents for up to `n` regions of each level below the district
@@ -318,6 +354,13 @@ async fn main() {
         "gridroute" | "inline" => (false, false),
         other => panic!("--mix {other:?}: gridroute, inline, lean or plain"),
     };
+    if a.commandstats {
+        let () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut info)
+            .await
+            .unwrap();
+    }
     let cpu_before = redis_cpu(&mut info).await;
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -466,6 +509,9 @@ async fn main() {
     } else {
         a.mix.clone()
     };
+    if a.commandstats {
+        commandstats(&mut info, routed).await;
+    }
     if a.list_pages > 0 {
         list_cost(&store, &table, &mut info, a.list_pages).await;
     }
