@@ -7,7 +7,9 @@ use crate::common;
 
 use common::{
     metric_value,
-    process::{Child, bearer, connect, dev_tokens, scrape, start_dev, temp_dir, wait_serving},
+    process::{
+        Child, bearer, connect, dev_command, dev_tokens, scrape, start_dev, temp_dir, wait_serving,
+    },
 };
 
 use std::{process::Command, time::Duration};
@@ -227,18 +229,7 @@ async fn ctrl_c_stops_dev_in_dependency_order_without_warnings() {
     let dev_dir = temp_dir("dev-ctrl-c");
     let log = dev_dir.join("dev.log");
     let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
-        .args([
-            "dev",
-            "--grpc-addr",
-            &format!("127.0.0.1:{grpc}"),
-            "--http-addr",
-            "off",
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics}"),
-        ])
-        .env_remove("GRIDROUTE_REDIS_URL")
-        .env("GRIDROUTE_DEV_DIR", &dev_dir)
+    let child = dev_command(grpc, metrics, &dev_dir)
         // A process group of its own, as a shell gives a foreground job.
         .process_group(0)
         .stdout(out.try_clone().unwrap())

@@ -8,11 +8,10 @@
 
 use crate::common;
 
-use common::process::{Child, ServeAuth, connect};
+use common::process::{Child, ServeAuth, connect, dev_command};
 
 use std::{
     collections::HashMap,
-    process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -86,26 +85,15 @@ async fn one_trace(args: &[&str], want: &[&str], absent: &[&str]) {
 
     let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
     let auth = ServeAuth::new("trace");
-    let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
+    let child = dev_command(grpc, metrics, &auth.dir)
         .args([
-            "dev",
-            "--grpc-addr",
-            &format!("127.0.0.1:{grpc}"),
-            "--http-addr",
-            "off",
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics}"),
             "--otlp-endpoint",
             &format!("http://{otlp}"),
             "--trace-sample-ratio",
             "0",
         ])
         .args(args)
-        .env("GRIDROUTE_DEV_DIR", &auth.dir)
-        .env_remove("GRIDROUTE_REDIS_URL")
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("the binary starts");
     let _child = Child(child);
@@ -210,15 +198,8 @@ async fn logs_spans_and_metrics_name_the_trace_and_never_the_reporter() {
     let log = std::env::temp_dir().join(format!("gridroute-log-{}.json", std::process::id()));
     let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
     let auth = ServeAuth::new("trace");
-    let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
+    let child = dev_command(grpc, metrics, &auth.dir)
         .args([
-            "dev",
-            "--grpc-addr",
-            &format!("127.0.0.1:{grpc}"),
-            "--http-addr",
-            "off",
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics}"),
             "--otlp-endpoint",
             &format!("http://{otlp}"),
             "--trace-sample-ratio",
@@ -226,13 +207,10 @@ async fn logs_spans_and_metrics_name_the_trace_and_never_the_reporter() {
             "--log-format",
             "json",
         ])
-        .env("GRIDROUTE_DEV_DIR", &auth.dir)
-        .env_remove("GRIDROUTE_REDIS_URL")
         .env(
             "RUST_LOG",
             "debug,h2=warn,tower=warn,hyper=warn,opentelemetry=warn",
         )
-        .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("the binary starts");

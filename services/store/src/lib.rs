@@ -350,8 +350,8 @@ impl Store {
     /// first `depth` levels of a grid's path (0: every level, the default), the last of them
     /// naming each incident under its finer codes (`<community>|<grid> <id>` instead of
     /// `i <id>`): one entry per street and batch instead of one per grid and community. Lists
-    /// and figures of a finer region then also read that level's index (`query`). Takes effect
-    /// for writes once [`Store::record_region_index_depth`] has recorded it.
+    /// and figures of a finer region then also read that level's index (`query`), from the time
+    /// [`Store::record_region_index_depth`] recorded: call it before writing.
     pub fn with_region_index_depth(mut self, depth: usize) -> Self {
         self.region_index_depth = depth;
         self
@@ -481,7 +481,7 @@ impl Store {
         self.raw_pipe(pipe, false)
             .await?
             .into_iter()
-            .map(|v| redis::from_redis_value(v).map_err(|e| StoreError::Internal(e.to_string())))
+            .map(decoded)
             .collect()
     }
 
@@ -558,4 +558,9 @@ impl Store {
 pub(crate) fn record_error(op: &'static str, e: &StoreError) {
     metrics::counter!(gridroute_telemetry::names::REDIS_ERRORS_TOTAL, "op" => op).increment(1);
     tracing::debug!(op, error = %e, "redis operation failed");
+}
+
+/// A reply converted to `T`; a reply of another shape is an internal error.
+pub(crate) fn decoded<T: redis::FromRedisValue>(v: redis::Value) -> Result<T> {
+    redis::from_redis_value(v).map_err(|e| StoreError::Internal(e.to_string()))
 }

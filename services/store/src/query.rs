@@ -442,7 +442,7 @@ fn next_reply<T: redis::FromRedisValue>(
     let v = replies
         .next()
         .ok_or_else(|| StoreError::Internal("a pipeline's reply missing".into()))?;
-    redis::from_redis_value(v).map_err(|e| StoreError::Internal(e.to_string()))
+    crate::decoded(v)
 }
 
 impl IndexScan {

@@ -230,9 +230,7 @@ impl Store {
                     redis::Value::ServerError(e) => {
                         Err(StoreError::from(redis::RedisError::from(e)))
                     }
-                    v => {
-                        redis::from_redis_value(v).map_err(|e| StoreError::Internal(e.to_string()))
-                    }
+                    v => crate::decoded(v),
                 }
                 .inspect_err(|e| crate::record_error(op, e))
             })

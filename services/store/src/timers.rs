@@ -83,16 +83,13 @@ impl Store {
         let reply: Vec<redis::Value> = self.run_script(&mut pipe, "claim_timers").await?;
         let mut it = reply.into_iter();
         let now: i64 = match it.next() {
-            Some(v) => {
-                redis::from_redis_value(v).map_err(|e| StoreError::Internal(e.to_string()))?
-            }
+            Some(v) => crate::decoded(v)?,
             None => return Err(StoreError::Internal("claim_timers reply".into())),
         };
         let mut release = Vec::new();
         let mut todo = Vec::new();
         for v in it {
-            let member: String =
-                redis::from_redis_value(v).map_err(|e| StoreError::Internal(e.to_string()))?;
+            let member: String = crate::decoded(v)?;
             match schedule::parse_member(&member) {
                 Some((id, kind, target)) => todo.push(Claim {
                     id: id.to_owned(),
@@ -229,10 +226,8 @@ impl Store {
         let mut out = Vec::with_capacity(claims.len());
         let mut it = replies.into_iter();
         while let (Some(values), Some(merged)) = (it.next(), it.next()) {
-            let values: Vec<Option<Vec<u8>>> =
-                redis::from_redis_value(values).map_err(|e| StoreError::Internal(e.to_string()))?;
-            let merged: Vec<String> =
-                redis::from_redis_value(merged).map_err(|e| StoreError::Internal(e.to_string()))?;
+            let values: Vec<Option<Vec<u8>>> = crate::decoded(values)?;
+            let merged: Vec<String> = crate::decoded(merged)?;
             let fields: codec::Fields = FIELDS
                 .iter()
                 .zip(values)

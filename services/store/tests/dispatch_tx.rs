@@ -37,28 +37,19 @@ fn write(e: &gridroute_store::consumer::IngestEntry, id: &str) -> DispatchWrite 
         },
     ];
     DispatchWrite {
-        partition: e.partition,
-        entry_id: e.entry_id.clone(),
-        generation: "0".into(),
-        incident_id: id.to_owned(),
-        department: "urban-management".into(),
         decision: Arc::from(prost::Message::encode_to_vec(&pb::RouteDecision {
             department_id: "urban-management".into(),
             ..Default::default()
         })),
         region_codes: Arc::from(["4201".to_owned(), "420102".to_owned()]),
-        dispatched_ms: 1_796_604_538_000,
-        accept_due_ms: 1_796_608_138_000,
-        resolve_due_ms: 1_796_636_938_000,
         estimated: true,
-        event: Arc::from(&b""[..]),
         deliveries: vec![
             ("urban-management".into(), b"head one".to_vec()),
             ("water".into(), b"head two".to_vec()),
         ],
         schedule: schedule::Written::of(id, &timers),
-        duplicates: Some(("city.vehicle".into(), 114.3055, 30.5928)),
         traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+        ..common::dispatch_of(e, id)
     }
 }
 

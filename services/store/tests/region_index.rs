@@ -14,8 +14,7 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 use gridroute_core::calendar::WorkCalendar;
 use gridroute_proto::v1 as pb;
 use gridroute_store::{
-    Store, dispatch::DispatchWrite, local::LocalRedis, query::ListFilter, schedule,
-    stats::StatsFilter,
+    Store, dispatch::DispatchWrite, local::LocalRedis, query::ListFilter, stats::StatsFilter,
 };
 
 const PARTITIONS: u16 = 4;
@@ -41,26 +40,15 @@ fn write(e: &gridroute_store::consumer::IngestEntry, id: &str, codes: &[String])
         })
         .collect();
     DispatchWrite {
-        partition: e.partition,
-        entry_id: e.entry_id.clone(),
-        generation: "0".into(),
-        incident_id: id.to_owned(),
-        department: "urban-management".into(),
         decision: Arc::from(prost::Message::encode_to_vec(&pb::RouteDecision {
             department_id: "urban-management".into(),
             region_path,
             ..Default::default()
         })),
         region_codes: Arc::from(codes.to_vec()),
-        dispatched_ms: 1_796_604_538_000,
-        accept_due_ms: 1_796_608_138_000,
-        resolve_due_ms: 1_796_636_938_000,
-        estimated: false,
-        event: Arc::from(&b""[..]),
         deliveries: vec![("urban-management".into(), b"head".to_vec())],
-        schedule: schedule::Written::of(id, &[]),
         duplicates: None,
-        traceparent: String::new(),
+        ..common::dispatch_of(e, id)
     }
 }
 

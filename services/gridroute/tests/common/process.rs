@@ -160,27 +160,35 @@ impl ServeAuth {
     }
 }
 
-/// Runs `gridroute dev` (its own redis-server, the sample tables) serving gRPC on `grpc` and
-/// metrics on `metrics`, no HTTP, with its files in `dir` and `extra` flags.
+/// `gridroute dev` (its own redis-server, the sample tables) serving gRPC on `grpc` and
+/// metrics on `metrics`, no HTTP, with its files in `dir` and output discarded: for a test to
+/// add its flags, environment or output before it spawns.
+pub fn dev_command(grpc: u16, metrics: u16, dir: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_gridroute"));
+    c.args([
+        "dev",
+        "--grpc-addr",
+        &format!("127.0.0.1:{grpc}"),
+        "--http-addr",
+        "off",
+        "--metrics-addr",
+        &format!("127.0.0.1:{metrics}"),
+    ])
+    .env_remove("GRIDROUTE_REDIS_URL")
+    .env("GRIDROUTE_DEV_DIR", dir)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    c
+}
+
+/// Runs [`dev_command`] with `extra` flags.
 pub fn start_dev(grpc: u16, metrics: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_gridroute"))
-        .args([
-            "dev",
-            "--grpc-addr",
-            &format!("127.0.0.1:{grpc}"),
-            "--http-addr",
-            "off",
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics}"),
-        ])
-        .args(extra)
-        .env_remove("GRIDROUTE_REDIS_URL")
-        .env("GRIDROUTE_DEV_DIR", dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("the binary starts");
-    Child(child)
+    Child(
+        dev_command(grpc, metrics, dir)
+            .args(extra)
+            .spawn()
+            .expect("the binary starts"),
+    )
 }
 
 /// Waits up to 10 s for the server behind `channel` to report SERVING on the health service

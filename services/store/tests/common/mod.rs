@@ -31,6 +31,29 @@ pub fn report(request_id: &str) -> pb::ReportIncidentRequest {
     }
 }
 
+/// A first dispatch of the entry's incident `id` to `urban-management`, as a router writes it
+/// (tests override the fields they are about).
+pub fn dispatch_of(e: &gridroute_store::consumer::IngestEntry, id: &str) -> DispatchWrite {
+    DispatchWrite {
+        partition: e.partition,
+        entry_id: e.entry_id.clone(),
+        generation: "0".into(),
+        incident_id: id.to_owned(),
+        department: "urban-management".into(),
+        decision: std::sync::Arc::from(&b""[..]),
+        region_codes: std::sync::Arc::from(["420102".to_owned()]),
+        dispatched_ms: 1_796_604_538_000,
+        accept_due_ms: 1_796_608_138_000,
+        resolve_due_ms: 1_796_636_938_000,
+        estimated: false,
+        event: std::sync::Arc::from(&b""[..]),
+        deliveries: vec![("urban-management".into(), b"d".to_vec())],
+        schedule: schedule::Written::of(id, &[]),
+        duplicates: Some(("city.vehicle".into(), 114.3055, 30.5928)),
+        traceparent: String::new(),
+    }
+}
+
 /// Reports one incident and reads its ingest entry: the consumer that holds it, a dispatch of
 /// it to `urban-management` (over the router's own connection), its id.
 pub async fn reported_as(
@@ -55,24 +78,7 @@ pub async fn reported_as(
     }
     let (c, e) = entry.unwrap();
     assert!(c.direct());
-    let w = DispatchWrite {
-        partition: e.partition,
-        entry_id: e.entry_id.clone(),
-        generation: "0".into(),
-        incident_id: id.clone(),
-        department: "urban-management".into(),
-        decision: std::sync::Arc::from(&b""[..]),
-        region_codes: std::sync::Arc::from(["420102".to_owned()]),
-        dispatched_ms: 1_796_604_538_000,
-        accept_due_ms: 1_796_608_138_000,
-        resolve_due_ms: 1_796_636_938_000,
-        estimated: false,
-        event: std::sync::Arc::from(&b""[..]),
-        deliveries: vec![("urban-management".into(), b"d".to_vec())],
-        schedule: schedule::Written::of(&id, &[]),
-        duplicates: Some(("city.vehicle".into(), 114.3055, 30.5928)),
-        traceparent: String::new(),
-    };
+    let w = dispatch_of(&e, &id);
     (c, w, id)
 }
 
