@@ -295,23 +295,47 @@ pub struct SentinelConn {
 }
 
 impl SentinelConn {
-    /// After an error that means "this is no longer the primary" (a replica refusing writes,
-    /// or the old primary gone), asks the Sentinels again and swaps the connection. The failed
-    /// call still fails: callers retry (idempotently) as after any UNAVAILABLE.
-    async fn after<T>(&self, r: redis::RedisResult<T>) -> redis::RedisResult<T> {
-        if let Err(e) = &r
-            && (e.code() == Some("READONLY")
-                || e.is_io_error()
-                || e.is_connection_refusal()
-                || e.is_connection_dropped())
-        {
+    /// After an error or a reply that means "this is no longer the primary" (a replica
+    /// refusing writes, or the old primary gone), asks the Sentinels again and swaps the
+    /// connection. The failed call still fails: callers retry (idempotently) as after any
+    /// UNAVAILABLE. A refusal can come as an error or, for a single command or a pipeline, as a
+    /// reply that holds it (`readonly` looks there): a primary demoted outside Sentinel keeps
+    /// its clients connected and answers each write so.
+    async fn after<T>(
+        &self,
+        r: redis::RedisResult<T>,
+        readonly: impl Fn(&T) -> bool,
+    ) -> redis::RedisResult<T> {
+        let lost = match &r {
+            Err(e) => {
+                e.code() == Some("READONLY")
+                    || e.is_io_error()
+                    || e.is_connection_refusal()
+                    || e.is_connection_dropped()
+            }
+            Ok(v) => readonly(v),
+        };
+        if lost {
+            let (why, reason) = match &r {
+                Err(e) if e.code() == Some("READONLY") => (e.to_string(), "readonly"),
+                Err(e) => (e.to_string(), "connection"),
+                Ok(_) => (
+                    "READONLY: the server is a replica now".to_owned(),
+                    "readonly",
+                ),
+            };
             match self.target.primary().await {
                 Ok(client) => {
                     if let Ok(cm) =
                         ConnectionManager::new_with_config(client, manager_config()).await
                     {
                         self.current.store(Arc::new(cm));
-                        tracing::warn!(error = %e, "redis primary changed: reconnected through Sentinel");
+                        metrics::counter!(
+                            gridroute_telemetry::names::REDIS_PRIMARY_CHANGES_TOTAL,
+                            "reason" => reason
+                        )
+                        .increment(1);
+                        tracing::warn!(error = %why, "redis primary changed: reconnected through Sentinel");
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "Sentinel did not name a primary"),
@@ -319,6 +343,11 @@ impl SentinelConn {
         }
         r
     }
+}
+
+/// Whether a reply is a replica's refusal of a write (`READONLY`).
+fn readonly(v: &Value) -> bool {
+    matches!(v, Value::ServerError(e) if e.code() == "READONLY")
 }
 
 impl Conn {
@@ -355,7 +384,7 @@ impl ConnectionLike for Conn {
             Self::Sentinel(s) => Box::pin(async move {
                 let mut cm = (**s.current.load()).clone();
                 let r = cm.req_packed_command(cmd).await;
-                s.after(r).await
+                s.after(r, readonly).await
             }),
         }
     }
@@ -373,7 +402,8 @@ impl ConnectionLike for Conn {
             Self::Sentinel(s) => Box::pin(async move {
                 let mut cm = (**s.current.load()).clone();
                 let r = cm.req_packed_commands(pipeline, offset, count).await;
-                s.after(r).await
+                s.after(r, |replies: &Vec<Value>| replies.iter().any(readonly))
+                    .await
             }),
         }
     }

@@ -357,6 +357,11 @@ impl LocalSentinel {
         )
     }
 
+    /// The Sentinel's own port (its commands: `SENTINEL …`).
+    pub fn sentinel_port(&self) -> u16 {
+        self.sentinel.port()
+    }
+
     /// The port of the primary the Sentinel names now.
     pub fn primary_port(&self) -> Option<u16> {
         let out = Command::new("redis-cli")

@@ -7,6 +7,7 @@ mod clock;
 mod direct;
 mod dispatch_tx;
 mod region_index;
+mod sentinel;
 mod subscribe_ahead;
 mod trim;
 mod untrusted;

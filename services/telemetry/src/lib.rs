@@ -64,6 +64,9 @@ pub mod names {
     pub const REDIS_DURATION_SECONDS: &str = "gridroute_redis_command_duration_seconds";
     /// Redis command errors, by `op`.
     pub const REDIS_ERRORS_TOTAL: &str = "gridroute_redis_errors_total";
+    /// Connections swapped to the primary the Sentinels name, by `reason` (`readonly`: the
+    /// server refused a write as a replica; `connection`: it was gone).
+    pub const REDIS_PRIMARY_CHANGES_TOTAL: &str = "gridroute_redis_primary_changes_total";
     /// Transactions written again because a watched key changed before `EXEC`, by `op`.
     pub const TRANSACTION_RETRIES_TOTAL: &str = "gridroute_transaction_retries_total";
     /// Batches a transaction left to its script instead, by `op` and `reason` (`dept_at`: a
@@ -302,6 +305,10 @@ pub fn describe() {
     describe_counter!(DELIVERED_TOTAL, "Dispatches delivered to subscribers.");
     describe_gauge!(SUBSCRIBERS, "Open Subscribe streams.");
     describe_counter!(REDIS_ERRORS_TOTAL, "Redis command errors, by operation.");
+    describe_counter!(
+        REDIS_PRIMARY_CHANGES_TOTAL,
+        "Shared connections swapped to the primary the Sentinels name, by reason (readonly: the server refused a write as a replica; connection: it was gone)."
+    );
     describe_counter!(
         TRANSACTION_RETRIES_TOTAL,
         "Transactions written again because a watched key changed before EXEC (another replica claimed the same request id, or changed a record a router was dispatching), by operation."
