@@ -51,6 +51,21 @@ pub enum Events {
     None,
 }
 
+/// Where the idempotency claims are kept (`--claims`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Claims {
+    /// A key per request with a week's expiry (`SET EX`), as the service keeps them.
+    Key,
+    /// One hash per partition and week, a field per request (`HSET`, the hash expiring two
+    /// weeks after its week began); a claim is looked up in this week's hash and the last.
+    Bucket,
+    /// The record itself: the incident id derived from the request (source and request id),
+    /// the payload's identity a field of the record; a claim is the record's existence.
+    Record,
+    /// None (analysis only: what any way of keeping them can at most save).
+    None,
+}
+
 /// What the plain mix writes besides the record and the department streams.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
@@ -58,6 +73,8 @@ pub struct Shape {
     pub events: Events,
     /// Region index levels written (0 = every level).
     pub region_levels: usize,
+    /// Where the idempotency claims are kept.
+    pub claims: Claims,
 }
 
 /// What every writer of the plain mix shares.
@@ -94,6 +111,7 @@ pub async fn writer(
     counters: [Arc<AtomicU64>; 2],
 ) {
     let mut i = first;
+    let (mut transactions, mut again) = (0u64, 0u64);
     let keys = &plan.keys;
     while !stop.load(Ordering::Relaxed) {
         let reports: Vec<pb::ReportIncidentRequest> = (i..i + plan.batch as u64)
@@ -111,9 +129,11 @@ pub async fn writer(
             }
             // `EXEC` answers nil when a watched key changed: read and write again.
             let written = loop {
+                transactions += 1;
                 if let Some(n) = write_group(&mut c, &plan, p as u16, group).await {
                     break n;
                 }
+                again += 1;
             };
             // Reported and routed alike: each report is dispatched by its own write.
             for c in &counters {
@@ -121,6 +141,10 @@ pub async fn writer(
             }
         }
     }
+    // What sharing a watched key costs (`--claims bucket`): transactions `EXEC` refused.
+    eprintln!(
+        "writer from {first}: {again} of {transactions} transactions refused and written again"
+    );
 }
 
 /// One partition group in one transaction; `None` when a watched claim changed meanwhile.
@@ -135,19 +159,61 @@ async fn write_group(
         .iter()
         .map(|r| keys.idempotency(p, &r.source_system, &r.request_id))
         .collect();
-    let mut read = redis::pipe();
-    read.cmd("WATCH").arg(&claims).ignore();
-    read.cmd("MGET").arg(&claims);
-    let (held,): (Vec<Option<String>>,) = read.query_async(c).await.unwrap();
+    let fields: Vec<String> = group
+        .iter()
+        .map(|r| format!("{}:{}", r.source_system, r.request_id))
+        .collect();
+    const WEEK_MS: i64 = 7 * 86_400_000;
+    let week = now_ms() / WEEK_MS;
+    let bucket = |w: i64| keys.idempotency(p, "~week", &w.to_string());
+    let held: Vec<bool> = match plan.shape.claims {
+        Claims::Key => {
+            let mut read = redis::pipe();
+            read.cmd("WATCH").arg(&claims).ignore();
+            read.cmd("MGET").arg(&claims);
+            let (held,): (Vec<Option<String>>,) = read.query_async(c).await.unwrap();
+            held.iter().map(Option::is_some).collect()
+        }
+        Claims::Bucket => {
+            let mut read = redis::pipe();
+            read.cmd("WATCH").arg(bucket(week)).ignore();
+            read.cmd("HMGET").arg(bucket(week)).arg(&fields);
+            read.cmd("HMGET").arg(bucket(week - 1)).arg(&fields);
+            let (this, last): (Vec<Option<String>>, Vec<Option<String>>) =
+                read.query_async(c).await.unwrap();
+            this.iter()
+                .zip(&last)
+                .map(|(a, b)| a.is_some() || b.is_some())
+                .collect()
+        }
+        Claims::Record => {
+            let mut read = redis::pipe();
+            let records: Vec<String> = fields
+                .iter()
+                .map(|f| keys.incident(p, &derived_id(f, p)))
+                .collect();
+            read.cmd("WATCH").arg(&records).ignore();
+            for r in &records {
+                read.cmd("HGET").arg(r).arg("ph");
+            }
+            let held: Vec<Option<String>> = read.query_async(c).await.unwrap();
+            held.iter().map(Option::is_some).collect()
+        }
+        Claims::None => vec![false; group.len()],
+    };
     let now = now_ms();
     let mut tx = redis::pipe();
     tx.atomic();
     let mut batch = Batch::new(keys.events(p));
-    for ((r, claim), held) in group.iter().zip(&claims).zip(&held) {
-        if held.is_some() {
+    let mut bucketed: Vec<(&str, String)> = Vec::new();
+    for (((r, claim), field), held) in group.iter().zip(&claims).zip(&fields).zip(&held) {
+        if *held {
             continue;
         }
-        let id = keys::incident_id(&ulid::Ulid::new().to_string(), p);
+        let id = match plan.shape.claims {
+            Claims::Record => derived_id(field, p),
+            _ => keys::incident_id(&ulid::Ulid::new().to_string(), p),
+        };
         let reporting = gridroute_store::ingest::Reporting {
             report: r,
             traceparent: "",
@@ -157,19 +223,35 @@ async fn write_group(
             continue;
         };
         let new = Prepared::new(reporting, p, id, Some(w));
-        tx.cmd("SET")
-            .arg(claim)
-            .arg(new.claim())
-            .arg("EX")
-            .arg(gridroute_store::ingest::IDEMPOTENCY_TTL_SECS)
-            .ignore();
+        match plan.shape.claims {
+            Claims::Key => {
+                tx.cmd("SET")
+                    .arg(claim)
+                    .arg(new.claim())
+                    .arg("EX")
+                    .arg(gridroute_store::ingest::IDEMPOTENCY_TTL_SECS)
+                    .ignore();
+            }
+            Claims::Bucket => bucketed.push((field.as_str(), new.claim())),
+            Claims::Record | Claims::None => {}
+        }
         // The record and department-stream entries as `gridroute serve --transactions` writes
         // them.
-        tx.add_command(transact::record(keys, &new, now)).ignore();
+        let mut record = transact::record(keys, &new, now);
+        if plan.shape.claims == Claims::Record {
+            record.arg("ph").arg(new.claim());
+        }
+        tx.add_command(record).ignore();
         if let Some(w) = &new.routed {
             transact::deliveries(&mut tx, keys, w);
             batch.add(&mut tx, keys, plan.shape, w, &new.event);
         }
+    }
+    if !bucketed.is_empty() {
+        tx.cmd("HSET").arg(bucket(week)).arg(&bucketed).ignore();
+        // Expires two weeks after its week began: a claim is found for at least a week.
+        let until = ((week + 2) * WEEK_MS) / 1000;
+        tx.cmd("EXPIREAT").arg(bucket(week)).arg(until).ignore();
     }
     let written = batch.written;
     batch.finish(&mut tx, keys, plan.shape, p);
@@ -278,6 +360,22 @@ impl Batch {
             tx.cmd("XADD").arg(key).arg("*").arg(fields).ignore();
         }
     }
+}
+
+/// `--claims record`: an incident id of the same shape as the service's, derived from the
+/// request (two 64-bit FNV-1a hashes written in Crockford base 32).
+fn derived_id(request: &str, p: u16) -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let fnv = |seed: u64| {
+        request.bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    let n = (u128::from(fnv(0xcbf2_9ce4_8422_2325)) << 64) | u128::from(fnv(0x84222325cbf29ce4));
+    let id: String = (0..26)
+        .map(|i| char::from(ALPHABET[((n >> (5 * i)) & 31) as usize]))
+        .collect();
+    keys::incident_id(&id, p)
 }
 
 fn now_ms() -> i64 {

@@ -76,6 +76,9 @@ struct Args {
     /// the last one (0 = every level, as the service).
     #[arg(long, default_value_t = 0)]
     region_levels: usize,
+    /// `--mix plain` only: where the idempotency claims are kept (`plain_mix.rs`).
+    #[arg(long, value_enum, default_value = "key")]
+    claims: plain_mix::Claims,
     /// `--mix gridroute` and `inline`: accept reports with transactions instead of the report
     /// script, as `gridroute serve --transactions` does.
     #[arg(long)]
@@ -396,6 +399,7 @@ async fn main() {
             shape: plain_mix::Shape {
                 events: a.events,
                 region_levels: a.region_levels,
+                claims: a.claims,
             },
         };
         for w in 0..a.writers {
@@ -502,8 +506,8 @@ async fn main() {
     }
     let mix = if plain {
         format!(
-            "plain --events {:?} --region-levels {}",
-            a.events, a.region_levels
+            "plain --events {:?} --region-levels {} --claims {:?}",
+            a.events, a.region_levels, a.claims
         )
         .to_lowercase()
     } else {
