@@ -56,12 +56,19 @@ pub enum Events {
 pub enum Claims {
     /// A key per request with a week's expiry (`SET EX`), as the service keeps them.
     Key,
+    /// A key per request as `key`, without an expiry (analysis only: what the expiry costs).
+    Persist,
     /// One hash per partition and week, a field per request (`HSET`, the hash expiring two
     /// weeks after its week began); a claim is looked up in this week's hash and the last.
     Bucket,
     /// The record itself: the incident id derived from the request (source and request id),
     /// the payload's identity a field of the record; a claim is the record's existence.
     Record,
+    /// A key per request as `key`, claimed first (`SET NX GET EX` per report, its own round
+    /// trip, no `WATCH`), then the new reports written in `MULTI`/`EXEC`: what claiming first
+    /// costs Redis (analysis only: a process that died between the two would leave claims
+    /// without records, which the service must not).
+    First,
     /// None (analysis only: what any way of keeping them can at most save).
     None,
 }
@@ -167,7 +174,7 @@ async fn write_group(
     let week = now_ms() / WEEK_MS;
     let bucket = |w: i64| keys.idempotency(p, "~week", &w.to_string());
     let held: Vec<bool> = match plan.shape.claims {
-        Claims::Key => {
+        Claims::Key | Claims::Persist => {
             let mut read = redis::pipe();
             read.cmd("WATCH").arg(&claims).ignore();
             read.cmd("MGET").arg(&claims);
@@ -197,6 +204,24 @@ async fn write_group(
                 read.cmd("HGET").arg(r).arg("ph");
             }
             let held: Vec<Option<String>> = read.query_async(c).await.unwrap();
+            held.iter().map(Option::is_some).collect()
+        }
+        Claims::First => {
+            let mut claim = redis::pipe();
+            for (r, key) in group.iter().zip(&claims) {
+                // The length of the service's `hash|id`.
+                let id = keys::incident_id(&ulid::Ulid::new().to_string(), p);
+                let value = format!("{:0>16}|{id}", r.request_id);
+                claim
+                    .cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("GET")
+                    .arg("EX")
+                    .arg(gridroute_store::ingest::IDEMPOTENCY_TTL_SECS);
+            }
+            let held: Vec<Option<String>> = claim.query_async(c).await.unwrap();
             held.iter().map(Option::is_some).collect()
         }
         Claims::None => vec![false; group.len()],
@@ -232,8 +257,11 @@ async fn write_group(
                     .arg(gridroute_store::ingest::IDEMPOTENCY_TTL_SECS)
                     .ignore();
             }
+            Claims::Persist => {
+                tx.cmd("SET").arg(claim).arg(new.claim()).ignore();
+            }
             Claims::Bucket => bucketed.push((field.as_str(), new.claim())),
-            Claims::Record | Claims::None => {}
+            Claims::Record | Claims::First | Claims::None => {}
         }
         // The record and department-stream entries as `gridroute serve --transactions` writes
         // them.
