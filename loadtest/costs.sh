@@ -9,7 +9,8 @@
 #      written with plain commands); and the mix with inline routing (--mix inline: reports
 #      routed by the accepting process), written by the report script and by transactions;
 #      both by transactions with --packed-events (a batch's changes in one events entry), and
-#      with --packed-events --region-index-depth 2 (region index entries down to the street).
+#      with --packed-events --region-index-depth 2 (region index entries down to the street),
+#      and with --claims-with-records too (idempotency claims without an expiry).
 #   2. Router CPU per routed incident: reports queued by an API alone, drained by one router
 #      process (utime + stime), target ≤ 8 µs; by the dispatch script, then by transactions.
 #   3. API CPU per accepted unary report beside the echo server's CPU per call, each a process
@@ -50,13 +51,14 @@ new_redis() {
   sleep 0.5
 }
 
-echo "== 1. Redis CPU per routed incident: the lean floor, gridroute's mix by scripts and by transactions, inline, inline by transactions (-txp: with packed events; -txpd: and region index depth 2)"
-for mix in lean gridroute gridroute-tx gridroute-txp gridroute-txpd inline inline-tx inline-txp inline-txpd; do
+echo "== 1. Redis CPU per routed incident: the lean floor, gridroute's mix by scripts and by transactions, inline, inline by transactions (-txp: with packed events; -txpd: and region index depth 2; -txpdc: and claims kept with their records)"
+for mix in lean gridroute gridroute-tx gridroute-txp gridroute-txpd gridroute-txpdc inline inline-tx inline-txp inline-txpd inline-txpdc; do
   new_redis
   flags=(--mix "${mix%-tx*}")
   [[ $mix == *-tx* ]] && flags+=(--transactions)
   [[ $mix == *-txp* ]] && flags+=(--packed-events)
-  [[ $mix == *-txpd ]] && flags+=(--region-index-depth 2)
+  [[ $mix == *-txpd* ]] && flags+=(--region-index-depth 2)
+  [[ $mix == *-txpdc ]] && flags+=(--claims-with-records)
   "$target/gridroute-redisceiling" "${flags[@]}" --redis-url "redis://127.0.0.1:$rport/" --seconds 8 \
     | tail -1 | tee "$out/redis-$mix.txt"
 done
@@ -128,11 +130,14 @@ print(f"  Redis CPU per routed incident: gridroute {mix:.1f} µs, lean floor {le
       f"{mix / lean:.2f}× (target ≤ 1.5×), written by transactions {redis_us('gridroute-tx'):.1f} µs: "
       f"{redis_us('gridroute-tx') / lean:.2f}×, with packed events {redis_us('gridroute-txp'):.1f} µs: "
       f"{redis_us('gridroute-txp') / lean:.2f}×, and region index depth 2 {redis_us('gridroute-txpd'):.1f} µs: "
-      f"{redis_us('gridroute-txpd') / lean:.2f}×; with inline routing {redis_us('inline'):.1f} µs: "
+      f"{redis_us('gridroute-txpd') / lean:.2f}×, and claims kept with their records "
+      f"{redis_us('gridroute-txpdc'):.1f} µs: {redis_us('gridroute-txpdc') / lean:.2f}×; "
+      f"with inline routing {redis_us('inline'):.1f} µs: "
       f"{redis_us('inline') / lean:.2f}×, written by transactions {redis_us('inline-tx'):.1f} µs: "
       f"{redis_us('inline-tx') / lean:.2f}×, with packed events {redis_us('inline-txp'):.1f} µs: "
       f"{redis_us('inline-txp') / lean:.2f}×, and region index depth 2 {redis_us('inline-txpd'):.1f} µs: "
-      f"{redis_us('inline-txpd') / lean:.2f}×")
+      f"{redis_us('inline-txpd') / lean:.2f}×, and claims kept with their records "
+      f"{redis_us('inline-txpdc'):.1f} µs: {redis_us('inline-txpdc') / lean:.2f}×")
 router_us = lambda name: float(re.search(r"= ([0-9.]+) µs per incident", open(f"{out}/{name}.txt").read()).group(1))
 router = router_us("router")
 print(f"  router CPU per routed incident: {router:.1f} µs (target ≤ 8 µs); "

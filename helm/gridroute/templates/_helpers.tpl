@@ -156,6 +156,8 @@ spec:
               value: {{ $root.Values.redis.packedEvents | quote }}
             - name: GRIDROUTE_REGION_INDEX_DEPTH
               value: {{ $root.Values.redis.regionIndexDepth | quote }}
+            - name: GRIDROUTE_CLAIMS_WITH_RECORDS
+              value: {{ $root.Values.redis.claimsWithRecords | quote }}
             - name: GRIDROUTE_PARTITIONS
               value: {{ $root.Values.partitions | quote }}
             - name: GRIDROUTE_GRPC_ADDR

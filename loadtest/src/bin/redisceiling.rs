@@ -83,6 +83,10 @@ struct Args {
     /// script, as `gridroute serve --transactions` does.
     #[arg(long)]
     transactions: bool,
+    /// `--mix gridroute` and `inline`: idempotency claims kept without an expiry, as
+    /// `gridroute serve --claims-with-records` writes them.
+    #[arg(long)]
+    claims_with_records: bool,
     /// With `--transactions`: each batch's changes as one events entry per partition, as
     /// `gridroute serve --packed-events` writes them.
     #[arg(long)]
@@ -338,7 +342,8 @@ async fn main() {
         .unwrap()
         .with_transactions(a.transactions)
         .with_packed_events(a.packed_events)
-        .with_region_index_depth(a.region_index_depth);
+        .with_region_index_depth(a.region_index_depth)
+        .with_claims_kept(a.claims_with_records);
     store.ensure_groups().await.unwrap();
     store.record_region_index_depth().await.unwrap();
     let traffic = Arc::new(traffic::Traffic::from_tables(None, 0.0, 0.0).unwrap());

@@ -85,6 +85,12 @@ pub struct ServeOptions {
     /// (docs/OPERATIONS.md).
     #[arg(long, env = "GRIDROUTE_REGION_INDEX_DEPTH", default_value_t = 0)]
     pub region_index_depth: usize,
+    /// Keep each idempotency claim, without an expiry, as long as its incident's record is in
+    /// Redis; the archive mover gives it its 7 days when it moves the record out. Less Redis
+    /// CPU per report (no expiry to keep per report), more memory for incidents held longer
+    /// than a week, and a longer idempotency window (docs/OPERATIONS.md).
+    #[arg(long, env = "GRIDROUTE_CLAIMS_WITH_RECORDS")]
+    pub claims_with_records: bool,
     /// Number of stream partitions; fixed for the life of a deployment.
     #[arg(long, env = "GRIDROUTE_PARTITIONS", default_value_t = 4)]
     pub partitions: u16,
@@ -378,7 +384,8 @@ pub async fn run(o: ServeOptions, dev: bool) -> Result<(), BoxError> {
         .with_transactions(o.transactions)
         .with_transaction_min_batch(o.transaction_min_batch)
         .with_packed_events(o.packed_events)
-        .with_region_index_depth(o.region_index_depth);
+        .with_region_index_depth(o.region_index_depth)
+        .with_claims_kept(o.claims_with_records);
     store.record_region_index_depth().await?;
     // Once a version was published, the one in force in Redis wins over --tables.
     store.bootstrap_table(&tables, &sources).await?;

@@ -1,7 +1,8 @@
 //! The stored-format switches with the real binary: `gridroute dev --inline-routing
-//! --transactions --packed-events --region-index-depth 2` takes the flags, lists a grid and its
-//! street through ListIncidents, streams every change through WatchIncidents, and exports the
-//! switches' metrics.
+//! --transactions --packed-events --region-index-depth 2 --claims-with-records` takes the flags,
+//! answers a retry with the original incident, lists a grid and its street through
+//! ListIncidents, streams every change through WatchIncidents, and exports the switches'
+//! metrics.
 
 #![allow(clippy::unwrap_used)]
 
@@ -54,6 +55,7 @@ async fn packed_events_and_street_level_index_through_the_real_binary() {
             "--packed-events",
             "--region-index-depth",
             "2",
+            "--claims-with-records",
         ],
     );
     let channel = connect(&format!("http://127.0.0.1:{grpc}")).await;
@@ -87,6 +89,19 @@ async fn packed_events_and_street_level_index_through_the_real_binary() {
         assert_eq!(answer.accepted_count, 10);
         ids.push(answer.results.into_iter().map(|r| r.incident_id).collect());
     }
+
+    // A retry (its claim kept without an expiry) is answered with the original incident.
+    let (_, lng, lat) = &a;
+    let retry = incidents
+        .report_incident(bearer(
+            source,
+            common::report("switch-0-3", "city.vehicle.abandoned", *lng, *lat),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(retry.duplicate_request, "{retry:?}");
+    assert!(ids[0].contains(&retry.incident_id), "{retry:?}");
 
     // Each grid lists its own ten, the street all twenty.
     let all: HashSet<String> = ids.iter().flatten().cloned().collect();

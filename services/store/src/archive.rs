@@ -125,18 +125,24 @@ impl Store {
     pub async fn remove_archived(&self, c: &ArchiveCandidate) -> Result<Removal> {
         let k = self.keys();
         let (p, id) = (c.partition, c.incident.incident_id.as_str());
+        let mut keys = vec![
+            k.incident(p, id),
+            k.timeline(p, id),
+            k.merged(p, id),
+            k.archive_due(p),
+            k.closed(p),
+        ];
+        // The claim of the report that made it (the same partition: one slot).
+        if let Some(r) = c.incident.report.as_ref() {
+            keys.push(k.idempotency(p, &r.source_system, &r.request_id));
+        }
+        let ttl = crate::ingest::IDEMPOTENCY_TTL_SECS.to_string();
         let mut pipe = redis::pipe();
         crate::scripts::evalsha(
             &mut pipe,
             &crate::scripts::REMOVE_ARCHIVED,
-            &[
-                k.incident(p, id),
-                k.timeline(p, id),
-                k.merged(p, id),
-                k.archive_due(p),
-                k.closed(p),
-            ],
-            &[c.version.as_bytes(), id.as_bytes()],
+            &keys,
+            &[c.version.as_bytes(), id.as_bytes(), ttl.as_bytes()],
         );
         let code: i64 = self.run_script(&mut pipe, "remove_archived").await?;
         if code == 1 {

@@ -125,7 +125,7 @@ impl Store {
             .collect();
         let (mut answers, replicated) = if self.transactions_for("report", prepared.len()) {
             // Boxed: the callers' futures nest deep enough as it is.
-            Box::pin(self.report_transaction(&prepared, IDEMPOTENCY_TTL_SECS)).await?
+            Box::pin(self.report_transaction(&prepared, self.claim_ttl())).await?
         } else {
             let answers = self.report_scripts(&prepared).await?;
             let replicated =
@@ -188,7 +188,7 @@ impl Store {
     /// [`REPORTS_PER_SCRIPT`] reports, all in one pipeline.
     async fn report_scripts(&self, reports: &[Prepared<'_>]) -> Result<Answers> {
         let k = self.keys();
-        let ttl = IDEMPOTENCY_TTL_SECS.to_string();
+        let ttl = self.claim_ttl().to_string();
         let groups =
             scripts::partition_groups(reports.iter().map(|r| r.partition), REPORTS_PER_SCRIPT);
         let build = |pipe: &mut redis::Pipeline, p: u16, members: &[usize]| {

@@ -5,7 +5,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `<prefix>:{pN}:ingest` | stream | reports waiting for a router (acknowledged entries are trimmed from the head by the routers, `trim_acked.lua`) |
-//! | `<prefix>:{pN}:idem:<source>:<request_id>` | string | `hash\|incident id`, expires |
+//! | `<prefix>:{pN}:idem:<source>:<request_id>` | string | `hash\|incident id`, expires after 7 days (with `Store::with_claims_kept`, 7 days after its record leaves Redis) |
 //! | `<prefix>:{pN}:inc:<id>` | hash | the incident record (`report` without the reporter's contact, which is `contact`: personal data kept once, erased after retention) |
 //! | `<prefix>:{pN}:tl:<id>` | list | the incident's timeline after its first two entries (those are the record's `tl0`, `tl1`), `ms\|event bytes` |
 //! | `<prefix>:{pN}:dispatch:<department>` | stream | dispatches for one department |

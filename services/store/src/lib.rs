@@ -167,6 +167,9 @@ pub struct Store {
     /// Transactions write region index entries down to this level of a grid's path, the
     /// finer codes in the field names of the last (`--region-index-depth`; 0: every level).
     region_index_depth: usize,
+    /// Idempotency claims are written without an expiry and kept as long as their incident's
+    /// record is in Redis (`--claims-with-records`, [`Store::with_claims_kept`]).
+    claims_kept: bool,
 }
 
 /// One reading of Redis' clock (`TIME`), and when it was taken on this host's monotonic clock
@@ -245,6 +248,7 @@ impl Store {
             tx_conns: Default::default(),
             packed_events: false,
             region_index_depth: 0,
+            claims_kept: false,
         })
     }
 
@@ -344,6 +348,27 @@ impl Store {
     pub fn with_packed_events(mut self, on: bool) -> Self {
         self.packed_events = on;
         self
+    }
+
+    /// Writes idempotency claims without an expiry: a claim is kept as long as its incident's
+    /// record is in Redis, and the archive mover gives it [`ingest::IDEMPOTENCY_TTL_SECS`]
+    /// when it removes the record ([`Store::remove_archived`]). An expiry per report is about
+    /// a tenth of Redis' CPU per incident (docs/PERFORMANCE.md, "Where the idempotency claims
+    /// are kept"); the price is the claim's memory for every incident held beyond a week.
+    /// Replicas with and without it can run side by side.
+    pub fn with_claims_kept(mut self, on: bool) -> Self {
+        self.claims_kept = on;
+        self
+    }
+
+    /// The expiry of a new idempotency claim, in seconds (0: none, see
+    /// [`Store::with_claims_kept`]).
+    pub(crate) fn claim_ttl(&self) -> u64 {
+        if self.claims_kept {
+            0
+        } else {
+            ingest::IDEMPOTENCY_TTL_SECS
+        }
     }
 
     /// Makes the transactions (`--transactions`) write region index entries only for the

@@ -405,12 +405,12 @@ impl Store {
                 continue;
             }
             let value = r.claim();
-            tx.cmd("SET")
-                .arg(claim)
-                .arg(&value)
-                .arg("EX")
-                .arg(ttl)
-                .ignore();
+            let set = tx.cmd("SET").arg(claim).arg(&value);
+            // 0: kept with the record (`Store::with_claims_kept`).
+            if ttl > 0 {
+                set.arg("EX").arg(ttl);
+            }
+            set.ignore();
             claimed.insert(claim, value);
             self.write_report(&mut tx, &mut gathered, r, now);
             answers.push((if r.routed.is_some() { 3 } else { 0 }, r.id.clone()));

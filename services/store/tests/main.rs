@@ -3,6 +3,7 @@
 
 mod common;
 
+mod claims;
 mod clock;
 mod direct;
 mod dispatch_tx;

@@ -14,7 +14,7 @@
 --       report: idempotency key, incident hash, and when routed inline the keys of one write
 --       of dispatch.lua (incident hash, timeline, department index, geo set (unused), R region
 --       indexes, D dispatch streams)
--- ARGV: 1 idempotency ttl (s), 2 the state of a new incident, 3 the state it is dispatched
+-- ARGV: 1 idempotency ttl (s; '0': none, the claim kept as long as the record), 2 the state of a new incident, 3 the state it is dispatched
 --       into (both from the core's lifecycle), then per report: payload hash,
 --       incident id, report bytes (without the reporter's contact), timeline event bytes, W3C
 --       traceparent ('' = none), the reporter's contact bytes ('' = none: kept only in the
@@ -40,7 +40,12 @@ while k <= #KEYS do
     r, nt, nd = tonumber(ARGV[w + 9]), tonumber(ARGV[w + 14]), tonumber(ARGV[w + 16])
   end
   -- One call checks and claims the key (SET NX GET, Redis 7.0): the old value when it existed.
-  local prev = redis.call('SET', KEYS[k], hash .. '|' .. id, 'NX', 'GET', 'EX', ARGV[1])
+  local prev
+  if ARGV[1] == '0' then
+    prev = redis.call('SET', KEYS[k], hash .. '|' .. id, 'NX', 'GET')
+  else
+    prev = redis.call('SET', KEYS[k], hash .. '|' .. id, 'NX', 'GET', 'EX', ARGV[1])
+  end
   local sep = prev and string.find(prev, '|', 1, true)
   -- A key that names this very id was claimed by this call's earlier attempt (a batch call
   -- that failed midway is sent again one report per call, with the same ids): when that
