@@ -145,12 +145,15 @@ impl Store {
             &[c.version.as_bytes(), id.as_bytes(), ttl.as_bytes()],
         );
         let code: i64 = self.run_script(&mut pipe, "remove_archived").await?;
-        if code == 1 {
+        if code >= 1 {
             // The reporter's ledger keeps its newest entries; older ones count in its total.
             self.fold_points(p, c.incident.report.as_ref()).await?;
         }
+        if code == 2 {
+            metrics::counter!(names::CLAIMS_RELEASED_TOTAL).increment(1);
+        }
         Ok(match code {
-            1 => {
+            1 | 2 => {
                 metrics::counter!(names::ARCHIVED_TOTAL).increment(1);
                 Removal::Removed
             }

@@ -127,6 +127,9 @@ pub mod names {
     pub const AUDIT_RECORDS_TOTAL: &str = "gridroute_audit_records_total";
     /// Incidents moved from Redis to the archive.
     pub const ARCHIVED_TOTAL: &str = "gridroute_archived_incidents_total";
+    /// Idempotency claims kept with their records (`--claims-with-records`) that the archive
+    /// mover gave their 7 days when it moved the record out.
+    pub const CLAIMS_RELEASED_TOTAL: &str = "gridroute_idempotency_claims_released_total";
     /// Closed incidents past the hot period still in Redis, as the last mover pass saw them.
     pub const ARCHIVE_DUE: &str = "gridroute_archive_due_incidents";
     /// Reads answered from the archive, by call (`get`, `list`, `stats`).
@@ -227,6 +230,10 @@ pub fn describe() {
     );
     describe_counter!(AUDIT_RECORDS_TOTAL, "Audit records, by outcome.");
     describe_counter!(ARCHIVED_TOTAL, "Incidents moved from Redis to the archive.");
+    describe_counter!(
+        CLAIMS_RELEASED_TOTAL,
+        "Idempotency claims kept with their records that the archive mover gave their 7 days when it moved the record out."
+    );
     describe_gauge!(
         ARCHIVE_DUE,
         "Closed incidents past the hot period still in Redis (last mover pass)."
