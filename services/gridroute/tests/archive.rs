@@ -687,26 +687,11 @@ async fn a_points_ledger_keeps_its_newest_entries_and_its_exact_total() {
     );
 }
 
-/// A private CA (PEM) and a server certificate and key it signed for 127.0.0.1.
-fn server_certificate() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "city database CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_archive_over_tls_verifies_the_server_and_moves_cases_as_over_plain_tcp() {
-    let (ca, cert, key) = server_certificate();
+    let pki = common::pki::Pki::new();
+    let (cert, key) = pki.leaf("127.0.0.1", &[], true);
+    let ca = pki.ca.pem();
     let pg = tokio::task::spawn_blocking(move || LocalPostgres::start_with_tls(&cert, &key))
         .await
         .unwrap()

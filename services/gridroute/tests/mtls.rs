@@ -8,52 +8,20 @@
 use crate::common;
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
     process::{Command, Stdio},
     time::Duration,
 };
 
-use common::process::{Child, ServeAuth, temp_dir};
+use common::{
+    pki::Pki,
+    process::{Child, ServeAuth, temp_dir},
+};
 use gridroute_proto::v1::{self as pb, incident_service_client::IncidentServiceClient};
 use gridroute_store::local::{LocalRedis, free_port};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
 use tonic::{
     Code,
     transport::{Certificate, Channel, ClientTlsConfig, Identity},
 };
-
-struct Pki {
-    ca: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "gridroute test CA");
-        Self {
-            ca: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
-        }
-    }
-
-    /// A certificate and its key (PEM) for these names, signed by the CA.
-    fn leaf(&self, cn: &str, dns: &[&str], ip: bool) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(dns.iter().map(|d| (*d).to_owned()).collect::<Vec<_>>())
-                .unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        if ip {
-            params
-                .subject_alt_names
-                .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        }
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 async fn channel(addr: &str, ca: &str, client: Option<&(String, String)>) -> Channel {
     let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));

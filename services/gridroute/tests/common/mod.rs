@@ -39,6 +39,7 @@ use tonic::{Request, transport::Channel};
 
 pub mod http;
 pub mod keys;
+pub mod pki;
 pub mod process;
 pub mod proxy;
 
