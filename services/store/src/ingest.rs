@@ -125,7 +125,7 @@ impl Store {
             .collect();
         let (mut answers, replicated) = if self.transactions_for("report", prepared.len()) {
             // Boxed: the callers' futures nest deep enough as it is.
-            Box::pin(self.report_transaction(&prepared, self.claim_ttl())).await?
+            Box::pin(self.report_transaction(&prepared)).await?
         } else {
             let answers = self.report_scripts(&prepared).await?;
             let replicated =

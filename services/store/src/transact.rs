@@ -240,7 +240,6 @@ impl Store {
     pub(crate) async fn report_transaction(
         &self,
         reports: &[Prepared<'_>],
-        ttl: u64,
     ) -> Result<(Answers, bool)> {
         let started = std::time::Instant::now();
         let mut c = match self.tx_conns.take() {
@@ -258,7 +257,7 @@ impl Store {
         let mut answers = Vec::with_capacity(reports.len());
         let mut failed = None;
         for chunk in reports.chunks(crate::ingest::REPORTS_PER_SCRIPT) {
-            match self.transact(&mut c, chunk, ttl).await {
+            match self.transact(&mut c, chunk).await {
                 Ok(a) => answers.extend(a),
                 Err(e) => {
                     failed = Some(e);
@@ -291,14 +290,9 @@ impl Store {
 
     /// [`Store::attempt`] until `EXEC` is not refused, at most [`ATTEMPTS`] times (then each
     /// report is answered UNAVAILABLE).
-    async fn transact(
-        &self,
-        c: &mut TxConn,
-        reports: &[Prepared<'_>],
-        ttl: u64,
-    ) -> Result<Answers> {
+    async fn transact(&self, c: &mut TxConn, reports: &[Prepared<'_>]) -> Result<Answers> {
         for attempt in 0..ATTEMPTS {
-            if let Some(answers) = self.attempt(c, reports, ttl).await? {
+            if let Some(answers) = self.attempt(c, reports).await? {
                 return Ok(answers.into_iter().map(Ok).collect());
             }
             metrics::counter!(
@@ -323,10 +317,9 @@ impl Store {
         &self,
         c: &mut TxConn,
         reports: &[Prepared<'_>],
-        ttl: u64,
     ) -> Result<Option<Vec<(i64, String)>>> {
         let claims = self.watch_claims(c, reports).await?;
-        self.write_watched(c, reports, claims, ttl).await
+        self.write_watched(c, reports, claims).await
     }
 
     /// The first round trip: `WATCH`es the reports' idempotency keys and reads them.
@@ -381,8 +374,8 @@ impl Store {
         c: &mut TxConn,
         reports: &[Prepared<'_>],
         claims: Vec<(String, Option<String>)>,
-        ttl: u64,
     ) -> Result<Option<Vec<(i64, String)>>> {
+        let ttl = self.claim_ttl();
         // Redis' clock, at the earliest: an index entry written by `EXEC` is never before its
         // record's `reported_at`, as a list's time window assumes.
         let now = self.clock_floor_ms().await?;
@@ -707,7 +700,7 @@ mod tests {
             .await
             .unwrap();
         let refused = store
-            .write_watched(&mut c, &ours, claims.clone(), 60)
+            .write_watched(&mut c, &ours, claims.clone())
             .await
             .unwrap();
         assert_eq!(refused, None, "EXEC refused");
@@ -728,7 +721,7 @@ mod tests {
             .unwrap();
         assert_eq!(free, None);
         // Written again: the first is the other replica's incident, the second is new.
-        let answers = store.transact(&mut c, &ours, 60).await.unwrap();
+        let answers = store.transact(&mut c, &ours).await.unwrap();
         let answers: Vec<(i64, String)> = answers.into_iter().map(Result::unwrap).collect();
         assert_eq!(answers[0], (1, "theirs-1".to_owned()));
         assert_eq!(answers[1], (0, ours[1].id.clone()));
