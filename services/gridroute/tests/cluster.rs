@@ -7,12 +7,9 @@
 
 use crate::common;
 
-use common::process::{Child, ServeAuth, connect};
+use common::process::{Child, ServeAuth, connect, serve_command};
 
-use std::{
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use gridroute_proto::v1::{
     self as pb, dispatch_service_client::DispatchServiceClient,
@@ -47,23 +44,9 @@ async fn runs_on_redis_cluster() {
     .unwrap();
     let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
     let auth = ServeAuth::new("cluster");
-    let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
-        .args([
-            "serve",
-            "--redis-url",
-            &cluster.url(),
-            "--tables",
-            &dir.display().to_string(),
-            "--grpc-addr",
-            &format!("127.0.0.1:{grpc}"),
-            "--http-addr",
-            "off",
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics}"),
-        ])
-        .args(auth.args())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let child = serve_command(&cluster.url(), grpc, Some(metrics), &auth)
+        .arg("--tables")
+        .arg(&dir)
         .spawn()
         .expect("the binary starts");
     let _child = Child(child);

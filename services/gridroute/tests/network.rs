@@ -9,13 +9,12 @@ use crate::common;
 
 use std::{
     collections::{HashMap, HashSet},
-    process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use common::{
-    process::{Child, ServeAuth, bearer, connect},
+    process::{Child, ServeAuth, bearer, connect, serve_command},
     proxy::{FaultProxy, Mode},
 };
 use gridroute_proto::v1::{self as pb, incident_service_client::IncidentServiceClient};
@@ -99,14 +98,8 @@ async fn network_faults_lose_nothing_double_nothing_and_never_hang() {
     let auth = ServeAuth::new("network");
     let grpc = free_port().unwrap();
     let _gridroute = Child(
-        Command::new(env!("CARGO_BIN_EXE_gridroute"))
-            .args(["serve", "--redis-url", &proxy.url()])
-            .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
-            .args(["--http-addr", "off", "--metrics-addr", "off"])
+        serve_command(&proxy.url(), grpc, None, &auth)
             .args(["--claim-min-idle-ms", "1000"])
-            .args(auth.args())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );

@@ -7,11 +7,11 @@
 use crate::common;
 
 use std::{
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
-use common::process::{Child, ServeAuth, connect, redis_server};
+use common::process::{Child, ServeAuth, connect, redis_server, serve_command};
 use gridroute_proto::v1::{self as pb, incident_service_client::IncidentServiceClient};
 use gridroute_store::local::free_port;
 
@@ -55,13 +55,7 @@ async fn backup_lose_redis_restore_and_nothing_acknowledged_before_the_backup_is
     let auth = ServeAuth::new("drill");
     let grpc = free_port().unwrap();
     let _gridroute = Child(
-        Command::new(env!("CARGO_BIN_EXE_gridroute"))
-            .args(["serve", "--redis-url", &format!("redis://127.0.0.1:{port}")])
-            .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
-            .args(["--http-addr", "off", "--metrics-addr", "off"])
-            .args(auth.args())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        serve_command(&format!("redis://127.0.0.1:{port}"), grpc, None, &auth)
             .spawn()
             .unwrap(),
     );

@@ -7,7 +7,7 @@
 
 use crate::common;
 
-use common::process::{Child, ServeAuth, connect};
+use common::process::{Child, ServeAuth, connect, serve_command};
 
 use std::{
     process::{Command, Stdio},
@@ -74,21 +74,7 @@ async fn keeps_working_through_a_sentinel_failover() {
     let first_primary = sentinel.primary.port();
     let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
     let auth = ServeAuth::new("sentinel");
-    let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
-        .args([
-            "serve",
-            "--redis-url",
-            &sentinel.url(),
-            "--grpc-addr",
-            &format!("127.0.0.1:{grpc}"),
-            "--http-addr",
-            "off",
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics}"),
-        ])
-        .args(auth.args())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let child = serve_command(&sentinel.url(), grpc, Some(metrics), &auth)
         .spawn()
         .expect("the binary starts");
     let _child = Child(child);
@@ -165,15 +151,9 @@ async fn waiting_for_the_replica_keeps_every_acknowledged_report_through_a_prima
     let grpc = free_port().unwrap();
     let auth = std::sync::Arc::new(ServeAuth::new("sentinel-wait"));
     let _child = Child(
-        Command::new(env!("CARGO_BIN_EXE_gridroute"))
-            .args(["serve", "--redis-url", &sentinel.url()])
-            .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
-            .args(["--http-addr", "off", "--metrics-addr", "off"])
+        serve_command(&sentinel.url(), grpc, None, &auth)
             .args(["--wait-replicas", "1", "--wait-timeout-ms", "500"])
             .args(["--claim-min-idle-ms", "1000"])
-            .args(auth.args())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("the binary starts"),
     );

@@ -7,10 +7,10 @@
 
 use crate::common;
 
-use common::process::{Child, ServeAuth, bearer, connect};
+use common::process::{Child, ServeAuth, bearer, connect, serve_command};
 
 use std::{
-    process::{Command, Stdio},
+    process::Command,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -20,27 +20,9 @@ use gridroute_store::local::{LocalRedis, free_port};
 
 fn serve(redis: &str, name: &str, auth: &ServeAuth) -> (Child, String) {
     let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
-    let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
-        .args([
-            "serve",
-            "--redis-url",
-            redis,
-            "--grpc-addr",
-            &format!("127.0.0.1:{grpc}"),
-            "--http-addr",
-            "off",
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics}"),
-            "--consumer-name",
-            name,
-            "--claim-min-idle-ms",
-            "1000",
-            "--shutdown-grace-ms",
-            "5000",
-        ])
-        .args(auth.args())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let child = serve_command(redis, grpc, Some(metrics), auth)
+        .args(["--consumer-name", name, "--claim-min-idle-ms", "1000"])
+        .args(["--shutdown-grace-ms", "5000"])
         .spawn()
         .expect("the binary starts");
     (Child(child), format!("http://127.0.0.1:{grpc}"))

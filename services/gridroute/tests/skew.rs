@@ -6,12 +6,9 @@
 
 use crate::common;
 
-use std::{
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
-use common::process::{Child, ServeAuth, connect};
+use common::process::{Child, ServeAuth, connect, serve_command};
 use gridroute_benches::{DAWUKOU_GRIDS, DAWUKOU_RULES};
 use gridroute_proto::v1::{
     self as pb, dispatch_service_client::DispatchServiceClient,
@@ -36,30 +33,12 @@ fn serve(
     auth: &ServeAuth,
 ) -> (Child, String) {
     let grpc = free_port().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gridroute"));
-    cmd.args([
-        "serve",
-        "--role",
-        role,
-        "--redis-url",
-        redis,
-        "--grpc-addr",
-        &format!("127.0.0.1:{grpc}"),
-        "--http-addr",
-        "off",
-        "--metrics-addr",
-        "off",
-        "--timer-poll-ms",
-        "50",
+    let mut cmd = serve_command(redis, grpc, None, auth);
+    cmd.args(["--role", role, "--timer-poll-ms", "50"])
         // Tokens are minted on the test's clock; the API's is 30 s behind.
-        "--token-leeway-secs",
-        "60",
-    ])
-    .arg("--tables")
-    .arg(tables)
-    .args(auth.args())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
+        .args(["--token-leeway-secs", "60"])
+        .arg("--tables")
+        .arg(tables);
     skewed(&mut cmd, offset);
     (
         Child(cmd.spawn().expect("the binary starts")),

@@ -8,7 +8,7 @@
 
 use crate::common;
 
-use common::process::{Child, ServeAuth, wait_serving};
+use common::process::{Child, ServeAuth, serve_command, wait_serving};
 
 use std::{
     process::{Command, Stdio},
@@ -108,26 +108,13 @@ async fn serves_grpc_over_tls_against_a_tls_only_redis() {
 
     let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
     let auth = ServeAuth::new("tls");
-    let child = Command::new(env!("CARGO_BIN_EXE_gridroute"))
-        .args([
-            "serve",
-            "--redis-url",
-            &format!("rediss://localhost:{}/", redis.port()),
-            "--grpc-addr",
-            &format!("127.0.0.1:{grpc}"),
-            "--http-addr",
-            "off",
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics}"),
-            "--tls-cert",
-            &dir.join("server.pem").display().to_string(),
-            "--tls-key",
-            &dir.join("server.key").display().to_string(),
-        ])
-        .args(auth.args())
+    let redis_url = format!("rediss://localhost:{}/", redis.port());
+    let child = serve_command(&redis_url, grpc, Some(metrics), &auth)
+        .arg("--tls-cert")
+        .arg(dir.join("server.pem"))
+        .arg("--tls-key")
+        .arg(dir.join("server.key"))
         .env("SSL_CERT_FILE", dir.join("ca.pem"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("the binary starts");
     let _child = Child(child);

@@ -160,24 +160,39 @@ impl ServeAuth {
     }
 }
 
+/// `gridroute <sub>` serving gRPC on `grpc` and metrics on `metrics` (none when `None`), no
+/// HTTP, output discarded.
+fn command(sub: &str, grpc: u16, metrics: Option<u16>) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_gridroute"));
+    let metrics = metrics.map_or("off".to_owned(), |m| format!("127.0.0.1:{m}"));
+    c.args([sub, "--grpc-addr", &format!("127.0.0.1:{grpc}")])
+        .args(["--http-addr", "off", "--metrics-addr", &metrics])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    c
+}
+
 /// `gridroute dev` (its own redis-server, the sample tables) serving gRPC on `grpc` and
 /// metrics on `metrics`, no HTTP, with its files in `dir` and output discarded: for a test to
 /// add its flags, environment or output before it spawns.
 pub fn dev_command(grpc: u16, metrics: u16, dir: &std::path::Path) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_gridroute"));
-    c.args([
-        "dev",
-        "--grpc-addr",
-        &format!("127.0.0.1:{grpc}"),
-        "--http-addr",
-        "off",
-        "--metrics-addr",
-        &format!("127.0.0.1:{metrics}"),
-    ])
-    .env_remove("GRIDROUTE_REDIS_URL")
-    .env("GRIDROUTE_DEV_DIR", dir)
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null());
+    let mut c = command("dev", grpc, Some(metrics));
+    c.env_remove("GRIDROUTE_REDIS_URL")
+        .env("GRIDROUTE_DEV_DIR", dir);
+    c
+}
+
+/// `gridroute serve` on `redis`, trusting `auth`'s key, serving gRPC on `grpc` and metrics
+/// on `metrics` (none when `None`), no HTTP, output discarded: for a test to add its flags
+/// before it spawns.
+pub fn serve_command(
+    redis: &str,
+    grpc: u16,
+    metrics: Option<u16>,
+    auth: &ServeAuth,
+) -> std::process::Command {
+    let mut c = command("serve", grpc, metrics);
+    c.args(["--redis-url", redis]).args(auth.args());
     c
 }
 
