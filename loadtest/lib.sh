@@ -71,3 +71,7 @@ cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # CPU seconds (user + sys) the redis-server on port $1 has used so far.
 redis_cpu() { redis-cli -p "$1" info cpu | awk -F: '/used_cpu_(user|sys):/{s+=$2} END{print s}'; }
+
+# Nanoseconds process $1's threads have waited on a run queue so far (threads that ended are
+# not counted; none of these processes ends threads while under load).
+waited() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $2} END {print s + 0}'; }
