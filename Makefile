@@ -46,9 +46,10 @@ bench: bench-data ## Criterion benches of the core, then a short load test besid
 	$(CARGO) bench -p gridroute-benches
 	bash loadtest/bench.sh
 
-targets: ## Issue 5's load-test targets beside their ceilings, then issue 13's per-incident costs beside their floors, with the ratios (about 10 minutes; figures, no pass/fail)
+targets: ## Issue 5's load-test targets beside their ceilings, then issue 13's per-incident costs beside their floors and Redis Cluster beside one Redis, with the ratios (about 15 minutes; figures, no pass/fail)
 	bash loadtest/targets.sh
 	bash loadtest/costs.sh
+	NO_BUILD=1 bash loadtest/cluster.sh
 
 costs: ## Issue 13's per-incident costs (Redis CPU, router CPU, API CPU, Redis memory, latency at half of the unary and of the end-to-end capacity) beside their floors (about 5 minutes)
 	bash loadtest/costs.sh

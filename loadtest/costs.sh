@@ -170,7 +170,7 @@ print(f"  end-to-end capacity {cap_e2e['rps']:,.0f} reports/s (closed loop, subs
       f"{cap_e2e['rps'] / 2:,.0f}/s open loop: p99 {qe(half_e2e, 99.0):.1f} ms, "
       f"p99.9 {qe(half_e2e, 99.9):.1f} ms, lost {half_e2e['endToEnd']['lost']}; "
       f"send delay p99 {late(half_e2e):.1f} ms")
-print("  Redis Cluster scale-out: not measured by this script (docs/PERFORMANCE.md)")
+print("  Redis Cluster scale-out: `make cluster-costs` (which `make targets` runs next)")
 PY
 echo "  Redis memory per incident by kind of key (MEMORY USAGE, that run):"
 sed 's/^/  /' "$out/memory.txt"
