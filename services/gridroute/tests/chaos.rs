@@ -9,7 +9,9 @@
 //! then also checks that no report went through the ingest streams), a third time with the
 //! API writing those reports by transactions instead of the report script (`--transactions`),
 //! and a fourth with every write by transaction: reports queued by the API, first dispatches
-//! by the routers (`--transactions` without inline routing).
+//! by the routers (`--transactions` without inline routing), a fifth with the stored-format
+//! switches on as well, and a sixth with every switch: inline routing, transactions, both
+//! stored-format switches and the claims kept with their records.
 //!
 //! CI runs a short version (`GRIDROUTE_CHAOS_REPORTS`, default 3,000 at
 //! `GRIDROUTE_CHAOS_RATE` 250 per second); `make chaos` runs 100,000 at 1,000 per second and
@@ -280,6 +282,23 @@ async fn chaos_with_packed_events_and_street_index_loses_nothing_and_doubles_not
         "--packed-events",
         "--region-index-depth",
         "2",
+    ])
+    .await;
+}
+
+/// The same faults with every switch of the leanest configuration (docs/PERFORMANCE.md): inline
+/// routing, every write by transaction, both stored-format switches, and the idempotency claims
+/// kept with their records (`--claims-with-records`, no expiry while the record is held), so
+/// that the retries of reports whose answer was lost meet claims written that way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_with_every_switch_loses_nothing_and_doubles_nothing() {
+    chaos(&[
+        "--inline-routing",
+        "--transactions",
+        "--packed-events",
+        "--region-index-depth",
+        "2",
+        "--claims-with-records",
     ])
     .await;
 }
