@@ -323,7 +323,8 @@ spec:
             {{- toYaml $root.Values.containerSecurityContext | nindent 12 }}
           {{- $apiAuth := and (eq $role "api") $authVolumes }}
           {{- $archiveCa := $root.Values.archive.caSecret }}
-          {{- if or $tables $root.Values.tls.enabled $apiAuth $archiveCa }}
+          {{- $archiveClient := $root.Values.archive.clientCertSecret }}
+          {{- if or $tables $root.Values.tls.enabled $apiAuth $archiveCa $archiveClient }}
           volumeMounts:
             {{- if $tables }}
             - name: tables
@@ -355,8 +356,13 @@ spec:
               mountPath: /etc/gridroute/archive-ca
               readOnly: true
             {{- end }}
+            {{- if $archiveClient }}
+            - name: archive-client
+              mountPath: /etc/gridroute/archive-client
+              readOnly: true
+            {{- end }}
           {{- end }}
-      {{- if or $tables $root.Values.tls.enabled $apiAuth $archiveCa }}
+      {{- if or $tables $root.Values.tls.enabled $apiAuth $archiveCa $archiveClient }}
       volumes:
         {{- if $tables }}
         - name: tables
@@ -387,6 +393,11 @@ spec:
         - name: archive-ca
           secret:
             secretName: {{ $archiveCa }}
+        {{- end }}
+        {{- if $archiveClient }}
+        - name: archive-client
+          secret:
+            secretName: {{ $archiveClient }}
         {{- end }}
       {{- end }}
       {{- if $root.Values.topologySpread.enabled }}

@@ -85,10 +85,21 @@ impl LocalPostgres {
     /// [`LocalPostgres::start`], serving TLS with this certificate and key (PEM) and refusing
     /// plain TCP connections, so that a client that gets in has used TLS.
     pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Result<Self, LocalPostgresError> {
-        Self::start_with(Some((cert_pem, key_pem)))
+        Self::start_with(Some((cert_pem, key_pem, None)))
     }
 
-    fn start_with(tls: Option<(&str, &str)>) -> Result<Self, LocalPostgresError> {
+    /// [`LocalPostgres::start_with_tls`], and every TCP client must also present a certificate
+    /// that `client_ca_pem` signed, whose common name is the database user (`pg_hba.conf`'s
+    /// `cert` method).
+    pub fn start_with_client_certs(
+        cert_pem: &str,
+        key_pem: &str,
+        client_ca_pem: &str,
+    ) -> Result<Self, LocalPostgresError> {
+        Self::start_with(Some((cert_pem, key_pem, Some(client_ca_pem))))
+    }
+
+    fn start_with(tls: Option<(&str, &str, Option<&str>)>) -> Result<Self, LocalPostgresError> {
         let bin = bin_dir().ok_or(LocalPostgresError::NotInstalled)?;
         let user = if id(&["-u"]) == Some(0) {
             Some((
@@ -128,17 +139,27 @@ impl LocalPostgres {
                 String::from_utf8_lossy(&out.stderr)
             )));
         }
-        if let Some((cert, key)) = tls {
-            me.tls_only(cert, key)?;
+        if let Some((cert, key, client_ca)) = tls {
+            me.tls_only(cert, key, client_ca)?;
         }
         me.run()?;
         Ok(me)
     }
 
-    fn tls_only(&self, cert_pem: &str, key_pem: &str) -> std::io::Result<()> {
+    fn tls_only(
+        &self,
+        cert_pem: &str,
+        key_pem: &str,
+        client_ca_pem: Option<&str>,
+    ) -> std::io::Result<()> {
         use std::{io::Write, os::unix::fs::PermissionsExt};
         let data = self.dir.join("data");
-        for (name, text) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+        let ca = client_ca_pem.unwrap_or_default();
+        for (name, text) in [
+            ("server.crt", cert_pem),
+            ("server.key", key_pem),
+            ("root.crt", ca),
+        ] {
             let path = data.join(name);
             std::fs::write(&path, text)?;
             // PostgreSQL refuses a key others can read.
@@ -152,9 +173,17 @@ impl LocalPostgres {
             conf,
             "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'"
         )?;
+        let method = if client_ca_pem.is_some() {
+            writeln!(conf, "ssl_ca_file = 'root.crt'")?;
+            "cert"
+        } else {
+            "trust"
+        };
         std::fs::write(
             data.join("pg_hba.conf"),
-            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+            format!(
+                "local all all trust\nhostssl all all 127.0.0.1/32 {method}\nhostnossl all all 127.0.0.1/32 reject\n"
+            ),
         )
     }
 

@@ -5,7 +5,9 @@
 //! libpq's `verify-full` does: `require`, `verify-ca` and `verify-full` all mean that here,
 //! because the archive carries reporters' personal data (PIPL) and an unverified channel
 //! protects it from no one who can intercept it. The roots are the public web roots
-//! (`webpki-roots`) and the certificates of `sslrootcert`, if given. Without `sslmode`, or
+//! (`webpki-roots`) and the certificates of `sslrootcert`, if given. `sslcert` and `sslkey`
+//! (both, PEM, the key not encrypted) present a client certificate to a server that asks for
+//! one. Without `sslmode`, or
 //! with `disable`, `allow` or `prefer`, the connection is plain, as before: gridroute does not
 //! try TLS and fall back (docs/OPERATIONS.md, "Archive").
 
@@ -17,7 +19,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 
@@ -27,13 +29,16 @@ use crate::ArchiveError;
 /// (`None`: plain).
 pub(crate) fn split_url(url: &str) -> Result<(String, Option<Tls>), ArchiveError> {
     let bad = |why: String| ArchiveError::BadUrl(why);
-    let (mut mode, mut root) = (None, None);
-    let keep = |key: &str, value: &str, mode: &mut Option<String>, root: &mut Option<String>| {
-        match key {
-            "sslmode" => *mode = Some(value.to_owned()),
-            "sslrootcert" => *root = Some(value.to_owned()),
+    let mut params = Params::default();
+    let keep = |key: &str, value: &str, p: &mut Params| {
+        let slot = match key {
+            "sslmode" => &mut p.mode,
+            "sslrootcert" => &mut p.root,
+            "sslcert" => &mut p.cert,
+            "sslkey" => &mut p.key,
             _ => return true,
-        }
+        };
+        *slot = Some(value.to_owned());
         false
     };
     let rest = if let Some((base, query)) = url
@@ -44,7 +49,7 @@ pub(crate) fn split_url(url: &str) -> Result<(String, Option<Tls>), ArchiveError
             .split('&')
             .filter(|p| {
                 let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                keep(k, v, &mut mode, &mut root)
+                keep(k, v, &mut params)
             })
             .collect();
         if kept.is_empty() {
@@ -62,7 +67,7 @@ pub(crate) fn split_url(url: &str) -> Result<(String, Option<Tls>), ArchiveError
         for (start, end) in pairs(url) {
             let pair = &url[start..end];
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            if !keep(k.trim(), unquoted(v.trim()).as_str(), &mut mode, &mut root) {
+            if !keep(k.trim(), unquoted(v.trim()).as_str(), &mut params) {
                 rest.push_str(&url[at..start]);
                 at = end;
             }
@@ -70,17 +75,29 @@ pub(crate) fn split_url(url: &str) -> Result<(String, Option<Tls>), ArchiveError
         rest.push_str(&url[at..]);
         rest
     };
-    let tls = match mode.as_deref() {
+    let client = match (params.cert.as_deref(), params.key.as_deref()) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => return Err(bad("sslcert without sslkey: give both".into())),
+        (None, Some(_)) => return Err(bad("sslkey without sslcert: give both".into())),
+    };
+    let tls = match params.mode.as_deref() {
         None | Some("disable" | "allow" | "prefer") => {
-            if root.is_some() {
-                return Err(bad(
-                    "sslrootcert without sslmode=verify-full (or require): the connection would be plain"
-                        .into(),
-                ));
+            for (name, given) in [
+                ("sslrootcert", params.root.is_some()),
+                ("sslcert", client.is_some()),
+            ] {
+                if given {
+                    return Err(bad(format!(
+                        "{name} without sslmode=verify-full (or require): the connection would be plain"
+                    )));
+                }
             }
             None
         }
-        Some("require" | "verify-ca" | "verify-full") => Some(Tls::new(root.as_deref())?),
+        Some("require" | "verify-ca" | "verify-full") => {
+            Some(Tls::new(params.root.as_deref(), client)?)
+        }
         Some("") => {
             return Err(bad(
                 "sslmode without a value: write sslmode=verify-full, without spaces around '='"
@@ -94,6 +111,17 @@ pub(crate) fn split_url(url: &str) -> Result<(String, Option<Tls>), ArchiveError
         }
     };
     Ok((rest, tls))
+}
+
+/// The TLS parameters of an archive URL, as libpq names them.
+#[derive(Default)]
+struct Params {
+    mode: Option<String>,
+    root: Option<String>,
+    /// The client certificate (PEM, the chain to present) and its private key (PEM, not
+    /// encrypted), for a server whose `pg_hba.conf` asks for one (`cert`, `clientcert=…`).
+    cert: Option<String>,
+    key: Option<String>,
 }
 
 /// The byte ranges of the `key=value` pairs of libpq's keyword form: separated by white space
@@ -152,7 +180,7 @@ impl Tls {
         Self(None)
     }
 
-    fn new(root: Option<&str>) -> Result<Self, ArchiveError> {
+    fn new(root: Option<&str>, client: Option<(&str, &str)>) -> Result<Self, ArchiveError> {
         let bad = |why: String| ArchiveError::BadUrl(why);
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -170,15 +198,46 @@ impl Tls {
                 return Err(bad(format!("sslrootcert {path}: no PEM certificate")));
             }
         }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .map_err(|e| bad(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+        let config = match client {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let (chain, private) = client_identity(cert, key)?;
+                builder
+                    .with_client_auth_cert(chain, private)
+                    .map_err(|e| bad(format!("sslcert {cert} with sslkey {key}: {e}")))?
+            }
+        };
         Ok(Self(Some(Arc::new(config))))
     }
+}
+
+/// The certificate chain of `cert` and the private key of `key` (both PEM files).
+fn client_identity(
+    cert: &str,
+    key: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ArchiveError> {
+    let bad = |why: String| ArchiveError::BadUrl(why);
+    let pem = std::fs::read(cert).map_err(|e| bad(format!("sslcert {cert}: {e}")))?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("sslcert {cert}: {e}")))?;
+    if chain.is_empty() {
+        return Err(bad(format!("sslcert {cert}: no PEM certificate")));
+    }
+    let pem = std::fs::read(key).map_err(|e| bad(format!("sslkey {key}: {e}")))?;
+    // An encrypted key (libpq's `sslpassword`) is not read: the error says there is no key.
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        bad(format!(
+            "sslkey {key}: {e} (a PEM private key, not encrypted)"
+        ))
+    })?;
+    Ok((chain, key))
 }
 
 /// The server's name as the certificate must show it (a host name or an IP address).
@@ -308,6 +367,22 @@ mod tests {
             (
                 "postgres://db/a?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
                 "/nonexistent/ca.pem",
+            ),
+            (
+                "postgres://db/a?sslmode=verify-full&sslcert=/c.pem",
+                "sslcert without sslkey",
+            ),
+            (
+                "postgres://db/a?sslmode=verify-full&sslkey=/k.pem",
+                "sslkey without sslcert",
+            ),
+            (
+                "postgres://db/a?sslcert=/c.pem&sslkey=/k.pem",
+                "sslcert without sslmode",
+            ),
+            (
+                "host=db sslmode=verify-full sslcert=/nonexistent/c.pem sslkey=/k.pem",
+                "/nonexistent/c.pem",
             ),
         ] {
             let e = split_url(url).err().expect(url).to_string();

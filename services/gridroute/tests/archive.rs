@@ -741,3 +741,64 @@ async fn the_archive_over_tls_verifies_the_server_and_moves_cases_as_over_plain_
     }
     let _ = std::fs::remove_file(&ca_file);
 }
+
+/// A PostgreSQL that authenticates its TCP clients by certificate (`pg_hba.conf`'s `cert`):
+/// without `sslcert`/`sslkey` the archive is refused, with a certificate for another user too,
+/// and with the database user's certificate it migrates and moves cases as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archive_presents_a_client_certificate_when_postgres_asks_for_one() {
+    let pki = common::pki::Pki::new();
+    let (cert, key) = pki.leaf("127.0.0.1", &[], true);
+    let ca = pki.ca.pem();
+    let client_ca = ca.clone();
+    let pg = tokio::task::spawn_blocking(move || {
+        LocalPostgres::start_with_client_certs(&cert, &key, &client_ca)
+    })
+    .await
+    .unwrap()
+    .expect("a private PostgreSQL with client certificates starts");
+    let dir = std::env::temp_dir().join(format!("gridroute-archive-client-{}", pg.port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let ca_file = file("ca.pem", &ca);
+    let user = pki.leaf("postgres", &[], false);
+    let other = pki.leaf("someone-else", &[], false);
+    let base = format!("{}?sslmode=verify-full&sslrootcert={ca_file}", pg.url());
+    let with = |name: &str, (cert, key): &(String, String)| {
+        let cert = file(&format!("{name}.crt"), cert);
+        let key = file(&format!("{name}.key"), key);
+        format!("{base}&sslcert={cert}&sslkey={key}")
+    };
+
+    let without = Archive::connect(&base).unwrap();
+    let e = without.ping().await.unwrap_err().to_string();
+    assert!(
+        e.contains("requires a valid client certificate"),
+        "no client certificate refused: {e}"
+    );
+    let refused = Archive::connect(&with("other", &other)).unwrap();
+    let e = refused.ping().await.unwrap_err().to_string();
+    assert!(
+        e.contains("certificate authentication failed"),
+        "another user's certificate refused: {e}"
+    );
+
+    let archive = Archive::connect(&with("user", &user)).unwrap();
+    assert_eq!(archive.migrate().await.unwrap(), vec![1]);
+    let env = Env::with_archive(archive.clone()).await;
+    let ids = closed_incidents(&env, "client-cert", 2).await;
+    let table = env.table();
+    let moved = move_once(&env.store, &archive, &table.calendar, &at_once(YEAR))
+        .await
+        .unwrap();
+    assert_eq!(moved.archived, 2, "{moved:?}");
+    for id in &ids {
+        assert!(!in_redis(&env, id).await, "{id} left Redis");
+        assert!(archive.get(id).await.unwrap().is_some(), "{id} archived");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
