@@ -76,6 +76,15 @@ fn id(args: &[&str]) -> Option<u32> {
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
+/// How a TLS-only server authenticates its TCP clients.
+enum TcpAuth<'a> {
+    Trust,
+    /// A certificate this CA (PEM) signed, its common name the user.
+    Cert(&'a str),
+    /// SCRAM-SHA-256 with the `postgres` user's password.
+    Password(&'a str),
+}
+
 impl LocalPostgres {
     /// Creates a cluster in a temporary directory and starts it on a free port.
     pub fn start() -> Result<Self, LocalPostgresError> {
@@ -85,7 +94,17 @@ impl LocalPostgres {
     /// [`LocalPostgres::start`], serving TLS with this certificate and key (PEM) and refusing
     /// plain TCP connections, so that a client that gets in has used TLS.
     pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Result<Self, LocalPostgresError> {
-        Self::start_with(Some((cert_pem, key_pem, None)))
+        Self::start_with(Some((cert_pem, key_pem, TcpAuth::Trust)))
+    }
+
+    /// [`LocalPostgres::start_with_tls`], and TCP clients authenticate as `postgres` with this
+    /// password by SCRAM-SHA-256 (with channel binding when the client offers it).
+    pub fn start_with_password(
+        cert_pem: &str,
+        key_pem: &str,
+        password: &str,
+    ) -> Result<Self, LocalPostgresError> {
+        Self::start_with(Some((cert_pem, key_pem, TcpAuth::Password(password))))
     }
 
     /// [`LocalPostgres::start_with_tls`], and every TCP client must also present a certificate
@@ -96,10 +115,10 @@ impl LocalPostgres {
         key_pem: &str,
         client_ca_pem: &str,
     ) -> Result<Self, LocalPostgresError> {
-        Self::start_with(Some((cert_pem, key_pem, Some(client_ca_pem))))
+        Self::start_with(Some((cert_pem, key_pem, TcpAuth::Cert(client_ca_pem))))
     }
 
-    fn start_with(tls: Option<(&str, &str, Option<&str>)>) -> Result<Self, LocalPostgresError> {
+    fn start_with(tls: Option<(&str, &str, TcpAuth<'_>)>) -> Result<Self, LocalPostgresError> {
         let bin = bin_dir().ok_or(LocalPostgresError::NotInstalled)?;
         let user = if id(&["-u"]) == Some(0) {
             Some((
@@ -126,35 +145,39 @@ impl LocalPostgres {
         };
         me.own(&me.dir)?;
         me.own(&me.dir.join("data"))?;
-        let out = me
-            .command("initdb")
+        let mut initdb = me.command("initdb");
+        initdb
             .args(["--auth=trust", "--username=postgres", "--encoding=UTF8"])
             .arg("--no-sync")
             .arg("-D")
-            .arg(me.dir.join("data"))
-            .output()?;
+            .arg(me.dir.join("data"));
+        if let Some((_, _, TcpAuth::Password(password))) = &tls {
+            let file = me.dir.join("pwfile");
+            std::fs::write(&file, password)?;
+            me.own(&file)?;
+            initdb.arg(format!("--pwfile={}", file.display()));
+        }
+        let out = initdb.output()?;
         if !out.status.success() {
             return Err(LocalPostgresError::Failed(format!(
                 "initdb: {}",
                 String::from_utf8_lossy(&out.stderr)
             )));
         }
-        if let Some((cert, key, client_ca)) = tls {
-            me.tls_only(cert, key, client_ca)?;
+        if let Some((cert, key, auth)) = tls {
+            me.tls_only(cert, key, auth)?;
         }
         me.run()?;
         Ok(me)
     }
 
-    fn tls_only(
-        &self,
-        cert_pem: &str,
-        key_pem: &str,
-        client_ca_pem: Option<&str>,
-    ) -> std::io::Result<()> {
+    fn tls_only(&self, cert_pem: &str, key_pem: &str, auth: TcpAuth<'_>) -> std::io::Result<()> {
         use std::{io::Write, os::unix::fs::PermissionsExt};
         let data = self.dir.join("data");
-        let ca = client_ca_pem.unwrap_or_default();
+        let ca = match auth {
+            TcpAuth::Cert(ca) => ca,
+            _ => "",
+        };
         for (name, text) in [
             ("server.crt", cert_pem),
             ("server.key", key_pem),
@@ -173,11 +196,13 @@ impl LocalPostgres {
             conf,
             "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'"
         )?;
-        let method = if client_ca_pem.is_some() {
-            writeln!(conf, "ssl_ca_file = 'root.crt'")?;
-            "cert"
-        } else {
-            "trust"
+        let method = match auth {
+            TcpAuth::Trust => "trust",
+            TcpAuth::Cert(_) => {
+                writeln!(conf, "ssl_ca_file = 'root.crt'")?;
+                "cert"
+            }
+            TcpAuth::Password(_) => "scram-sha-256",
         };
         std::fs::write(
             data.join("pg_hba.conf"),

@@ -7,7 +7,8 @@
 //! protects it from no one who can intercept it. The roots are the public web roots
 //! (`webpki-roots`) and the certificates of `sslrootcert`, if given. `sslcert` and `sslkey`
 //! (both, PEM, the key not encrypted) present a client certificate to a server that asks for
-//! one. Without `sslmode`, or
+//! one. Over TLS, SCRAM passwords are bound to the channel (`tls-server-end-point`). Without
+//! `sslmode`, or
 //! with `disable`, `allow` or `prefer`, the connection is plain, as before: gridroute does not
 //! try TLS and fall back (docs/OPERATIONS.md, "Archive").
 
@@ -318,10 +319,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for Stream<S> {
+    /// SCRAM-SHA-256-PLUS binds the password exchange to this TLS channel with the server's
+    /// certificate (`tls-server-end-point`, as libpq does), so that a man in the middle holding
+    /// another certificate cannot relay it. `channel_binding=require` in the URL insists on it.
     fn channel_binding(&self) -> ChannelBinding {
-        // SCRAM without channel binding (`tokio_postgres`' default `channel_binding=prefer`
-        // falls back to it): the verified certificate is what binds the channel here.
-        ChannelBinding::none()
+        let (_, conn) = self.0.get_ref();
+        conn.peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|cert| server_end_point(cert))
+            .map_or_else(ChannelBinding::none, ChannelBinding::tls_server_end_point)
+    }
+}
+
+/// RFC 5929's `tls-server-end-point`: the server's certificate hashed with the hash of its
+/// signature algorithm, SHA-256 for MD5 and SHA-1. `None` for a signature without one such hash
+/// (Ed25519, RSASSA-PSS): PostgreSQL cannot bind to those either, and SCRAM then goes without
+/// channel binding unless the URL requires it.
+fn server_end_point(cert: &[u8]) -> Option<Vec<u8>> {
+    use sha2::{Digest, Sha256, Sha384, Sha512};
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, parsed) = X509Certificate::from_der(cert).ok()?;
+    match parsed.signature_algorithm.algorithm.to_id_string().as_str() {
+        // RSA with MD5, SHA-1 and SHA-256; ECDSA with SHA-1 and SHA-256.
+        "1.2.840.113549.1.1.4"
+        | "1.2.840.113549.1.1.5"
+        | "1.2.840.113549.1.1.11"
+        | "1.2.840.10045.4.1"
+        | "1.2.840.10045.4.3.2" => Some(Sha256::digest(cert).to_vec()),
+        "1.2.840.113549.1.1.12" | "1.2.840.10045.4.3.3" => Some(Sha384::digest(cert).to_vec()),
+        "1.2.840.113549.1.1.13" | "1.2.840.10045.4.3.4" => Some(Sha512::digest(cert).to_vec()),
+        _ => None,
     }
 }
 

@@ -802,3 +802,36 @@ async fn the_archive_presents_a_client_certificate_when_postgres_asks_for_one() 
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A PostgreSQL that authenticates by password (SCRAM-SHA-256) over TLS: with
+/// `channel_binding=require` the archive connects, which it can only do by binding the
+/// exchange to the server's certificate (SCRAM-SHA-256-PLUS), and a wrong password is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archive_binds_its_password_exchange_to_the_tls_channel() {
+    let pki = common::pki::Pki::new();
+    let (cert, key) = pki.leaf("127.0.0.1", &[], true);
+    let pg = tokio::task::spawn_blocking(move || {
+        LocalPostgres::start_with_password(&cert, &key, "s3cret-archive")
+    })
+    .await
+    .unwrap()
+    .expect("a private PostgreSQL with passwords over TLS starts");
+    let ca_file = std::env::temp_dir().join(format!("gridroute-archive-scram-{}.pem", pg.port()));
+    std::fs::write(&ca_file, pki.ca.pem()).unwrap();
+    let url = |password: &str| {
+        format!(
+            "postgres://postgres:{password}@127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={}&channel_binding=require",
+            pg.port(),
+            ca_file.display()
+        )
+    };
+
+    let archive = Archive::connect(&url("s3cret-archive")).unwrap();
+    archive.ping().await.expect("SCRAM with channel binding");
+    assert_eq!(archive.migrate().await.unwrap(), vec![1]);
+
+    let wrong = Archive::connect(&url("wrong")).unwrap();
+    let e = wrong.ping().await.unwrap_err().to_string();
+    assert!(e.contains("password authentication failed"), "{e}");
+    let _ = std::fs::remove_file(&ca_file);
+}
