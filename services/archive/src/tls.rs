@@ -332,9 +332,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for Stream<S> {
 }
 
 /// RFC 5929's `tls-server-end-point`: the server's certificate hashed with the hash of its
-/// signature algorithm, SHA-256 for MD5 and SHA-1. `None` for a signature without one such hash
-/// (Ed25519, RSASSA-PSS): PostgreSQL cannot bind to those either, and SCRAM then goes without
-/// channel binding unless the URL requires it.
+/// signature algorithm, SHA-256 for MD5 and SHA-1. `None` for other signatures (Ed25519,
+/// RSASSA-PSS, whose hash is in its parameters): SCRAM then goes without channel binding, and
+/// `channel_binding=require` refuses the connection.
 fn server_end_point(cert: &[u8]) -> Option<Vec<u8>> {
     use sha2::{Digest, Sha256, Sha384, Sha512};
     use x509_parser::prelude::{FromDer, X509Certificate};
