@@ -391,15 +391,13 @@ impl Batch {
 }
 
 /// `--claims record`: an incident id of the same shape as the service's, derived from the
-/// request (two 64-bit FNV-1a hashes written in Crockford base 32).
+/// request (two 64-bit FNV-1a hashes, of the request and of it with a byte more, written in
+/// Crockford base 32).
 fn derived_id(request: &str, p: u16) -> String {
+    use gridroute_core::table::fnv1a;
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    let fnv = |seed: u64| {
-        request.bytes().fold(seed, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        })
-    };
-    let n = (u128::from(fnv(0xcbf2_9ce4_8422_2325)) << 64) | u128::from(fnv(0x84222325cbf29ce4));
+    let salted = [request.as_bytes(), b"#"].concat();
+    let n = (u128::from(fnv1a(request.as_bytes())) << 64) | u128::from(fnv1a(&salted));
     let id: String = (0..26)
         .map(|i| char::from(ALPHABET[((n >> (5 * i)) & 31) as usize]))
         .collect();

@@ -174,15 +174,11 @@ impl LocalPostgres {
     fn tls_only(&self, cert_pem: &str, key_pem: &str, auth: TcpAuth<'_>) -> std::io::Result<()> {
         use std::{io::Write, os::unix::fs::PermissionsExt};
         let data = self.dir.join("data");
-        let ca = match auth {
-            TcpAuth::Cert(ca) => ca,
-            _ => "",
-        };
-        for (name, text) in [
-            ("server.crt", cert_pem),
-            ("server.key", key_pem),
-            ("root.crt", ca),
-        ] {
+        let mut files = vec![("server.crt", cert_pem), ("server.key", key_pem)];
+        if let TcpAuth::Cert(ca) = auth {
+            files.push(("root.crt", ca));
+        }
+        for (name, text) in files {
             let path = data.join(name);
             std::fs::write(&path, text)?;
             // PostgreSQL refuses a key others can read.

@@ -687,6 +687,23 @@ async fn a_points_ledger_keeps_its_newest_entries_and_its_exact_total() {
     );
 }
 
+/// Migrates a new `archive`, closes two incidents (ids starting with `prefix`) and moves them
+/// there: both leave Redis. The environment and their ids, for the caller's reads.
+async fn two_cases_moved(archive: &Archive, prefix: &str) -> (Env, Vec<String>) {
+    assert_eq!(archive.migrate().await.unwrap(), vec![1]);
+    let env = Env::with_archive(archive.clone()).await;
+    let ids = closed_incidents(&env, prefix, 2).await;
+    let table = env.table();
+    let moved = move_once(&env.store, archive, &table.calendar, &at_once(YEAR))
+        .await
+        .unwrap();
+    assert_eq!(moved.archived, 2, "{moved:?}");
+    for id in &ids {
+        assert!(!in_redis(&env, id).await, "{id} left Redis");
+    }
+    (env, ids)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_archive_over_tls_verifies_the_server_and_moves_cases_as_over_plain_tcp() {
     let pki = common::pki::Pki::new();
@@ -718,16 +735,9 @@ async fn the_archive_over_tls_verifies_the_server_and_moves_cases_as_over_plain_
         ca_file.display()
     );
     let archive = Archive::connect(&url).unwrap();
-    assert_eq!(archive.migrate().await.unwrap(), vec![1]);
-    let env = Env::with_archive(archive.clone()).await;
-    let ids = closed_incidents(&env, "tls", 2).await;
+    let (env, ids) = two_cases_moved(&archive, "tls").await;
     let table = env.table();
-    let moved = move_once(&env.store, &archive, &table.calendar, &at_once(YEAR))
-        .await
-        .unwrap();
-    assert_eq!(moved.archived, 2, "{moved:?}");
     for id in &ids {
-        assert!(!in_redis(&env, id).await, "{id} left Redis");
         let archived = archive.get(id).await.unwrap().expect("archived");
         assert_eq!(&archived.incident_id, id);
         let read = env
@@ -788,16 +798,8 @@ async fn the_archive_presents_a_client_certificate_when_postgres_asks_for_one() 
     );
 
     let archive = Archive::connect(&with("user", &user)).unwrap();
-    assert_eq!(archive.migrate().await.unwrap(), vec![1]);
-    let env = Env::with_archive(archive.clone()).await;
-    let ids = closed_incidents(&env, "client-cert", 2).await;
-    let table = env.table();
-    let moved = move_once(&env.store, &archive, &table.calendar, &at_once(YEAR))
-        .await
-        .unwrap();
-    assert_eq!(moved.archived, 2, "{moved:?}");
+    let (_env, ids) = two_cases_moved(&archive, "client-cert").await;
     for id in &ids {
-        assert!(!in_redis(&env, id).await, "{id} left Redis");
         assert!(archive.get(id).await.unwrap().is_some(), "{id} archived");
     }
     let _ = std::fs::remove_dir_all(&dir);

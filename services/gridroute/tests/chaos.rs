@@ -292,15 +292,7 @@ async fn chaos_with_packed_events_and_street_index_loses_nothing_and_doubles_not
 /// that the retries of reports whose answer was lost meet claims written that way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_with_every_switch_loses_nothing_and_doubles_nothing() {
-    chaos(&[
-        "--inline-routing",
-        "--transactions",
-        "--packed-events",
-        "--region-index-depth",
-        "2",
-        "--claims-with-records",
-    ])
-    .await;
+    chaos(common::EVERY_SWITCH).await;
 }
 
 /// Runs the chaos with these extra flags for the API process (and with `--transactions` the

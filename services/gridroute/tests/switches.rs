@@ -45,19 +45,7 @@ fn two_grids_of_a_street() -> ([(String, f64, f64); 2], String) {
 async fn packed_events_and_street_level_index_through_the_real_binary() {
     let (grpc, metrics) = (free_port().unwrap(), free_port().unwrap());
     let dev_dir = temp_dir("switches");
-    let _child = start_dev(
-        grpc,
-        metrics,
-        &dev_dir,
-        &[
-            "--inline-routing",
-            "--transactions",
-            "--packed-events",
-            "--region-index-depth",
-            "2",
-            "--claims-with-records",
-        ],
-    );
+    let _child = start_dev(grpc, metrics, &dev_dir, common::EVERY_SWITCH);
     let channel = connect(&format!("http://127.0.0.1:{grpc}")).await;
     wait_serving(channel.clone()).await;
     let tokens = dev_tokens(&dev_dir);

@@ -306,24 +306,21 @@ impl SentinelConn {
         r: redis::RedisResult<T>,
         readonly: impl Fn(&T) -> bool,
     ) -> redis::RedisResult<T> {
+        // Why this is no longer the primary, and the metric's reason; `None`: it still is.
         let lost = match &r {
-            Err(e) => {
-                e.code() == Some("READONLY")
-                    || e.is_io_error()
-                    || e.is_connection_refusal()
-                    || e.is_connection_dropped()
+            Err(e) if e.code() == Some("READONLY") => Some((e.to_string(), "readonly")),
+            Err(e) if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() => {
+                Some((e.to_string(), "connection"))
             }
-            Ok(v) => readonly(v),
-        };
-        if lost {
-            let (why, reason) = match &r {
-                Err(e) if e.code() == Some("READONLY") => (e.to_string(), "readonly"),
-                Err(e) => (e.to_string(), "connection"),
-                Ok(_) => (
+            Err(_) => None,
+            Ok(v) => readonly(v).then(|| {
+                (
                     "READONLY: the server is a replica now".to_owned(),
                     "readonly",
-                ),
-            };
+                )
+            }),
+        };
+        if let Some((why, reason)) = lost {
             match self.target.primary().await {
                 Ok(client) => {
                     if let Ok(cm) =

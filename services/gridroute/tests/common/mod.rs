@@ -170,6 +170,17 @@ acting_as!("auditor:inspector" => pb::ListAuditRecordsRequest);
 
 pub const PARTITIONS: u16 = 4;
 
+/// Every switch of the leanest configuration (docs/PERFORMANCE.md): inline routing, every write
+/// by transaction, both stored-format switches, the claims kept with their records.
+pub const EVERY_SWITCH: &[&str] = &[
+    "--inline-routing",
+    "--transactions",
+    "--packed-events",
+    "--region-index-depth",
+    "2",
+    "--claims-with-records",
+];
+
 /// How the API writes the reports it accepts (`gridroute serve --inline-routing`,
 /// `--transactions`).
 #[derive(Debug, Clone, Copy, Default)]
